@@ -1,0 +1,26 @@
+//! `cargo xtask bench`: performance figures against baselines from the same run.
+
+use anyhow::{Result, bail};
+use clap::{Args, ValueEnum};
+
+/// Which benchmark to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Benchmark {
+    /// Commit cost against dirty pages and image size; commit throughput (issue 3).
+    Persist,
+    /// The vm against plain wasmi; host calls; checkpoints (issue 4).
+    Vm,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The benchmark to run.
+    pub benchmark: Benchmark,
+}
+
+pub fn run(args: &BenchArgs) -> Result<()> {
+    match args.benchmark {
+        Benchmark::Persist => bail!("the persist benchmark is not built yet (issue 3)"),
+        Benchmark::Vm => bail!("the vm benchmark is not built yet (issue 4)"),
+    }
+}

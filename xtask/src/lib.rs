@@ -1,0 +1,16 @@
+//! Amber's build, run and test tool, and the library the QEMU tests drive.
+
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod bench;
+pub mod fuzz;
+pub mod host;
+pub mod image;
+pub mod kernel;
+pub mod paths;
+pub mod qemu;
+pub mod run;
+pub mod soak;
+pub mod test;
+pub mod tools;

@@ -1,0 +1,39 @@
+//! Where things live: the workspace root and everything under target/amber.
+
+use std::path::PathBuf;
+
+/// The workspace root (the directory holding the top-level Cargo.toml).
+pub fn workspace_root() -> PathBuf {
+    // xtask/ sits directly under the root; CARGO_MANIFEST_DIR is fixed at
+    // compile time, so this works from any current directory.
+    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or(manifest_dir)
+}
+
+/// `target/amber`: every artefact a user looks for (kernel, apps, disks, bench).
+pub fn amber_dir() -> PathBuf {
+    workspace_root().join("target").join("amber")
+}
+
+/// The bootable kernel ELF.
+pub fn kernel_elf() -> PathBuf {
+    amber_dir().join("kernel.elf")
+}
+
+/// Built, asyncified apps: `target/amber/apps/NAME.wasm`.
+pub fn apps_dir() -> PathBuf {
+    amber_dir().join("apps")
+}
+
+/// Domain images `cargo xtask run` boots.
+pub fn disks_dir() -> PathBuf {
+    amber_dir().join("disks")
+}
+
+/// Benchmark reports.
+pub fn bench_dir() -> PathBuf {
+    amber_dir().join("bench")
+}

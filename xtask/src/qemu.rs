@@ -1,0 +1,113 @@
+//! QEMU command lines for Amber: machine, memory, accelerator, disks, exit device.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::Result;
+use clap::ValueEnum;
+
+use crate::tools;
+
+/// I/O port of QEMU's isa-debug-exit device; the kernel writes its failure code
+/// there (kernel/src/arch/x86_64/qemu.rs has the same number).
+pub const DEBUG_EXIT_PORT: u16 = 0xf4;
+
+/// QEMU's exit status after the kernel reported a failure (a fault or a panic):
+/// isa-debug-exit turns the written value v into (v << 1) | 1, and the kernel
+/// writes 0x31.
+pub const FAILURE_EXIT_STATUS: i32 = (0x31 << 1) | 1;
+
+/// How QEMU executes guest code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Accel {
+    /// Hardware virtualisation through /dev/kvm.
+    Kvm,
+    /// QEMU's software emulation: slower per instruction, but on nested
+    /// virtualisation it boots faster than KVM, and it needs nothing.
+    Tcg,
+}
+
+impl Accel {
+    /// KVM where /dev/kvm can be opened, TCG otherwise.
+    pub fn best_available() -> Accel {
+        if tools::kvm_usable() {
+            Accel::Kvm
+        } else {
+            Accel::Tcg
+        }
+    }
+}
+
+/// Where the guest's serial port goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Console {
+    /// `-nographic`: serial on this terminal, QEMU's monitor behind Ctrl-A c.
+    Terminal,
+    /// Serial on stdin/stdout only (for programs that drive the console).
+    Stdio,
+}
+
+/// One QEMU instance's configuration.
+#[derive(Debug, Clone)]
+pub struct QemuConfig {
+    pub kernel: PathBuf,
+    pub memory_mib: u32,
+    pub append: String,
+    pub accel: Accel,
+    pub console: Console,
+    /// Raw disk images, each attached as a virtio-blk PCI device.
+    pub disks: Vec<PathBuf>,
+}
+
+impl QemuConfig {
+    /// The default for tests: the built kernel, 256 MiB, TCG, stdio console.
+    pub fn for_tests() -> QemuConfig {
+        QemuConfig {
+            kernel: crate::paths::kernel_elf(),
+            memory_mib: 256,
+            append: String::new(),
+            accel: Accel::Tcg,
+            console: Console::Stdio,
+            disks: Vec::new(),
+        }
+    }
+
+    /// The QEMU command for this configuration.
+    pub fn command(&self) -> Result<Command> {
+        let mut command = Command::new(tools::qemu()?);
+        command
+            .args(["-machine", "q35", "-no-reboot"])
+            .arg("-m")
+            .arg(format!("{}M", self.memory_mib))
+            .arg("-kernel")
+            .arg(&self.kernel)
+            .arg("-device")
+            .arg(format!(
+                "isa-debug-exit,iobase={DEBUG_EXIT_PORT:#x},iosize=0x04"
+            ));
+        if !self.append.is_empty() {
+            command.arg("-append").arg(&self.append);
+        }
+        match self.accel {
+            Accel::Kvm => command.args(["-accel", "kvm", "-cpu", "host"]),
+            Accel::Tcg => command.args(["-accel", "tcg"]),
+        };
+        match self.console {
+            Console::Terminal => command.arg("-nographic"),
+            Console::Stdio => {
+                command.args(["-display", "none", "-serial", "stdio", "-monitor", "none"])
+            }
+        };
+        for (index, disk) in self.disks.iter().enumerate() {
+            command
+                .arg("-drive")
+                .arg(format!(
+                    "file={},if=none,id=disk{index},format=raw",
+                    disk.display()
+                ))
+                .arg("-device")
+                .arg(format!("virtio-blk-pci,drive=disk{index}"));
+        }
+        Ok(command)
+    }
+}

@@ -1,0 +1,70 @@
+//! `cargo xtask test`: lints, host tests, no_std builds and the QEMU tests.
+
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+
+use crate::{kernel, paths};
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// Skip building the kernel and the QEMU tests (host crates only).
+    #[arg(long)]
+    pub no_qemu: bool,
+}
+
+pub fn test(args: &TestArgs) -> Result<()> {
+    let root = paths::workspace_root();
+    step("format", cargo().args(["fmt", "--all", "--check"]))?;
+    step(
+        "clippy (host crates)",
+        cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]),
+    )?;
+    step(
+        "no_std build of persist and vm",
+        cargo().args([
+            "build",
+            "--package",
+            "persist",
+            "--package",
+            "vm",
+            "--no-default-features",
+            "--target",
+            "x86_64-unknown-none",
+        ]),
+    )?;
+    if !args.no_qemu {
+        step(
+            "clippy (kernel)",
+            kernel::kernel_cargo("clippy")?.args(["--", "-D", "warnings"]),
+        )?;
+        println!("==> build kernel");
+        kernel::build_kernel()?;
+    }
+    let mut host_tests = cargo();
+    host_tests.current_dir(&root).arg("test");
+    if args.no_qemu {
+        host_tests.args(["--workspace", "--exclude", "tests", "--exclude", "kernel"]);
+    }
+    step("tests", &mut host_tests)?;
+    println!("==> all tests passed");
+    Ok(())
+}
+
+fn cargo() -> Command {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command.current_dir(paths::workspace_root());
+    command
+}
+
+fn step(name: &str, command: &mut Command) -> Result<()> {
+    println!("==> {name}");
+    let status = command
+        .status()
+        .with_context(|| format!("running {name}"))?;
+    if !status.success() {
+        bail!("{name} failed ({status})");
+    }
+    Ok(())
+}
