@@ -14,3 +14,4 @@ pub mod run;
 pub mod soak;
 pub mod test;
 pub mod tools;
+pub mod wasm_rewrite;
