@@ -1,0 +1,59 @@
+//! Messages between domains: `send` to a name or ID, `recv` from the mailbox.
+//!
+//! A message the host accepted sits in the receiver's persistent mailbox, so it
+//! is delivered even if either side reboots in between.
+
+use std::time::Duration;
+
+use crate::domain::DomainId;
+use crate::status::{RecvError, SendError, Status};
+use crate::sys;
+use crate::time::duration_to_ns;
+
+/// The largest message the host accepts, in bytes.
+pub const MAX_MESSAGE_BYTES: usize = 65_536;
+
+/// The longest domain name, in bytes.
+pub const MAX_NAME_BYTES: usize = 64;
+
+/// Sends `message` to the domain called `name` (or with that ID in hex).
+///
+/// Never blocks: a full mailbox is [`SendError::MailboxFull`].
+pub fn send(name: &str, message: &[u8]) -> Result<(), SendError> {
+    if name.is_empty() || name.len() > MAX_NAME_BYTES {
+        return Err(SendError::InvalidName);
+    }
+    if message.len() > MAX_MESSAGE_BYTES {
+        return Err(SendError::TooLarge);
+    }
+    match Status::from_code(sys::send(name.as_bytes(), message)) {
+        Status::Ok => Ok(()),
+        status => Err(SendError::from_status(status)),
+    }
+}
+
+/// Sends `message` to the domain with ID `to`, e.g. to answer a request.
+pub fn send_to(to: DomainId, message: &[u8]) -> Result<(), SendError> {
+    send(&to.to_string(), message)
+}
+
+/// Receives the oldest message into `buffer`: its length and its sender.
+///
+/// Waits at most `timeout` (`None`: forever; `Some(Duration::ZERO)`: only
+/// looks). A safe point: the host may checkpoint the domain while it waits.
+pub fn recv(buffer: &mut [u8], timeout: Option<Duration>) -> Result<(usize, DomainId), RecvError> {
+    let timeout_ns = timeout.map_or(-1, duration_to_ns);
+    let mut from = [0u8; 16];
+    let result = sys::recv(buffer, &mut from, timeout_ns);
+    match usize::try_from(result) {
+        Ok(len_bytes) if len_bytes <= buffer.len() => {
+            Ok((len_bytes, DomainId::from_le_bytes(from)))
+        }
+        // A length past the buffer breaks the ABI; report it rather than
+        // let the caller slice out of bounds.
+        Ok(_) => Err(RecvError::Unexpected(Status::Unknown(result))),
+        Err(_) => Err(RecvError::from_status(Status::from_code(
+            result.checked_neg().unwrap_or(i32::MAX),
+        ))),
+    }
+}
