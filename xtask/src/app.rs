@@ -1,12 +1,329 @@
 //! `cargo xtask app`: build wasm apps into target/amber/apps.
+//!
+//! One app goes through four steps (guest-sdk/README.md, "Module shape"):
+//! 1. cargo builds it in the apps workspace (wasm32-unknown-unknown, or
+//!    wasm32-wasip1 for WASI apps), with a memory the linker defines;
+//! 2. [`wasm_rewrite::import_memory`] turns that memory into the import
+//!    `("env", "memory")` (not `--import-memory`, whose start function would
+//!    zero `.bss` again at every restore);
+//! 3. `wasm-opt -O --asyncify` instruments the calls that can reach one of
+//!    [`BLOCKING_IMPORTS`], so the vm can unwind and rewind the stack there;
+//! 4. [`wasm_rewrite::export_mutable_globals`] exports every mutable global as
+//!    `amber.global.N`. It must run after wasm-opt, which renames globals and
+//!    adds `__asyncify_state` and `__asyncify_data`.
 
-use anyhow::Result;
-use clap::Subcommand;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
-/// App subcommands (issue 4 builds them).
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+
+use crate::{paths, tools, wasm_rewrite};
+
+/// The imports inside which the vm may suspend a domain (the asyncify list).
+///
+/// The contract is guest-sdk/README.md, "Blocking imports": keep both in step.
+pub const BLOCKING_IMPORTS: &[&str] = &[
+    "amber.sleep",
+    "amber.yield",
+    "amber.recv",
+    "amber.checkpoint",
+    "wasi_snapshot_preview1.sched_yield",
+    "wasi_snapshot_preview1.poll_oneoff",
+];
+
+/// Which kind of wasm program an app is, and so which target it builds for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppKind {
+    /// Uses guest-sdk and the `amber` imports (`wasm32-unknown-unknown`).
+    Amber,
+    /// Plain std Rust through WASI (`wasm32-wasip1`).
+    Wasi,
+}
+
+impl AppKind {
+    /// The rustc target triple apps of this kind build for.
+    pub fn target(self) -> &'static str {
+        match self {
+            Self::Amber => "wasm32-unknown-unknown",
+            Self::Wasi => "wasm32-wasip1",
+        }
+    }
+}
+
+/// One app of the apps workspace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct App {
+    /// The crate name, which is also the name of the built module.
+    pub name: &'static str,
+    pub kind: AppKind,
+}
+
+/// Every app `cargo xtask app build` knows, in build order.
+pub const APPS: &[App] = &[
+    App {
+        name: "hello",
+        kind: AppKind::Wasi,
+    },
+    App {
+        name: "counter",
+        kind: AppKind::Amber,
+    },
+    App {
+        name: "kv",
+        kind: AppKind::Amber,
+    },
+    App {
+        name: "kvclient",
+        kind: AppKind::Amber,
+    },
+    App {
+        name: "life",
+        kind: AppKind::Amber,
+    },
+];
+
+/// App subcommands.
 #[derive(Debug, Subcommand)]
-pub enum AppCommand {}
+pub enum AppCommand {
+    /// Build apps into target/amber/apps/NAME.wasm (all of them without NAME).
+    Build(BuildArgs),
+    /// List the apps and what kind each is.
+    List,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Apps to build; all when none is given.
+    pub names: Vec<String>,
+}
 
 pub fn run(command: AppCommand) -> Result<()> {
-    match command {}
+    match command {
+        AppCommand::Build(args) => {
+            let names: Vec<&str> = args.names.iter().map(String::as_str).collect();
+            for built in build_apps_with_sizes(&names)? {
+                println!(
+                    "{:<9} {:>7} bytes linked -> {:>7} bytes asyncified ({:+.0}%)  {}",
+                    built.name,
+                    built.linked_len_bytes,
+                    built.final_len_bytes,
+                    growth_percent(built.linked_len_bytes, built.final_len_bytes),
+                    built.path.display(),
+                );
+            }
+            Ok(())
+        }
+        AppCommand::List => {
+            for app in APPS {
+                println!("{:<9} {}", app.name, app.kind.target());
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Builds the apps called `names` (all apps when empty) and returns the paths
+/// of their finished modules, `target/amber/apps/NAME.wasm`, in that order.
+pub fn build_apps(names: &[&str]) -> Result<Vec<PathBuf>> {
+    Ok(build_apps_with_sizes(names)?
+        .into_iter()
+        .map(|built| built.path)
+        .collect())
+}
+
+/// A finished app module and what the build did to its size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuiltApp {
+    pub name: &'static str,
+    pub path: PathBuf,
+    /// Size of the module as the linker wrote it.
+    pub linked_len_bytes: usize,
+    /// Size after asyncify and the rewrites.
+    pub final_len_bytes: usize,
+}
+
+/// [`build_apps`], also reporting the module sizes.
+pub fn build_apps_with_sizes(names: &[&str]) -> Result<Vec<BuiltApp>> {
+    let apps = select_apps(names)?;
+    let wasm_opt = tools::wasm_opt()?;
+    for kind in [AppKind::Wasi, AppKind::Amber] {
+        let crates: Vec<&str> = apps
+            .iter()
+            .filter(|app| app.kind == kind)
+            .map(|app| app.name)
+            .collect();
+        if !crates.is_empty() {
+            cargo_build(kind, &crates)?;
+        }
+    }
+    let output_dir = paths::apps_dir();
+    std::fs::create_dir_all(&output_dir)
+        .with_context(|| format!("creating {}", output_dir.display()))?;
+    apps.iter()
+        .map(|app| finish_app(app, &wasm_opt, &output_dir))
+        .collect()
+}
+
+/// The apps workspace (`apps/`).
+pub fn apps_workspace() -> PathBuf {
+    paths::workspace_root().join("apps")
+}
+
+fn select_apps(names: &[&str]) -> Result<Vec<App>> {
+    if names.is_empty() {
+        return Ok(APPS.to_vec());
+    }
+    names
+        .iter()
+        .map(|name| {
+            APPS.iter()
+                .find(|app| app.name == *name)
+                .copied()
+                .with_context(|| {
+                    let known: Vec<&str> = APPS.iter().map(|app| app.name).collect();
+                    format!("no app called `{name}` (apps: {})", known.join(", "))
+                })
+        })
+        .collect()
+}
+
+/// Where the apps workspace puts its build output.
+fn apps_target_dir() -> PathBuf {
+    apps_workspace().join("target")
+}
+
+fn cargo_build(kind: AppKind, crates: &[&str]) -> Result<()> {
+    ensure_rust_target(kind.target())?;
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command
+        .current_dir(apps_workspace())
+        .args(["build", "--release", "--target", kind.target()])
+        .arg("--target-dir")
+        .arg(apps_target_dir());
+    for name in crates {
+        command.args(["--package", name]);
+    }
+    // The apps' link flags live in apps/.cargo/config.toml; any RUSTFLAGS of the
+    // caller would replace them, and a CARGO_TARGET_DIR meant for the root
+    // workspace does not belong here (--target-dir says where).
+    for variable in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+    ] {
+        command.env_remove(variable);
+    }
+    let status = command
+        .status()
+        .context("running cargo in the apps workspace")?;
+    if !status.success() {
+        bail!(
+            "building {} for {} failed ({status})",
+            crates.join(", "),
+            kind.target()
+        );
+    }
+    Ok(())
+}
+
+/// Installs the rustc target with rustup when it is missing.
+///
+/// rust-toolchain.toml lists the wasm targets, but rustup adds them only when
+/// it installs the toolchain itself, not to a toolchain that was already there.
+fn ensure_rust_target(target: &str) -> Result<()> {
+    let Ok(output) = Command::new("rustup")
+        .current_dir(apps_workspace())
+        .args(["target", "list", "--installed"])
+        .output()
+    else {
+        // No rustup: cargo will say clearly if the target is missing.
+        return Ok(());
+    };
+    if String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .any(|line| line.trim() == target)
+    {
+        return Ok(());
+    }
+    eprintln!("installing the rust target {target} (once)...");
+    let status = Command::new("rustup")
+        .current_dir(apps_workspace())
+        .args(["target", "add", target])
+        .status()
+        .context("running rustup")?;
+    if !status.success() {
+        bail!("`rustup target add {target}` failed");
+    }
+    Ok(())
+}
+
+/// Steps 2 to 4 for one linked app; writes `output_dir/NAME.wasm`.
+fn finish_app(app: &App, wasm_opt: &Path, output_dir: &Path) -> Result<BuiltApp> {
+    let release_dir = apps_target_dir().join(app.kind.target()).join("release");
+    let linked_path = release_dir.join(format!("{}.wasm", app.name));
+    let linked = std::fs::read(&linked_path)
+        .with_context(|| format!("reading the linked app {}", linked_path.display()))?;
+
+    let with_imported_memory = wasm_rewrite::import_memory(&linked)
+        .with_context(|| format!("importing the memory of {}", app.name))?;
+    let asyncified = asyncify(app.name, &with_imported_memory, wasm_opt, &release_dir)?;
+    let finished = wasm_rewrite::export_mutable_globals(&asyncified)
+        .with_context(|| format!("exporting the mutable globals of {}", app.name))?;
+    if has_start_section(&finished)? {
+        bail!(
+            "{} has a start section, which would run again at every restore",
+            app.name
+        );
+    }
+
+    let path = output_dir.join(format!("{}.wasm", app.name));
+    std::fs::write(&path, &finished).with_context(|| format!("writing {}", path.display()))?;
+    Ok(BuiltApp {
+        name: app.name,
+        path,
+        linked_len_bytes: linked.len(),
+        final_len_bytes: finished.len(),
+    })
+}
+
+/// Runs `wasm-opt -O --asyncify` over `module`, through files in `work_dir`.
+fn asyncify(name: &str, module: &[u8], wasm_opt: &Path, work_dir: &Path) -> Result<Vec<u8>> {
+    let input = work_dir.join(format!("{name}.imported-memory.wasm"));
+    let output = work_dir.join(format!("{name}.asyncified.wasm"));
+    std::fs::write(&input, module).with_context(|| format!("writing {}", input.display()))?;
+    let status = Command::new(wasm_opt)
+        .arg(&input)
+        .args(["-O", "--asyncify"])
+        .arg(format!(
+            "--pass-arg=asyncify-imports@{}",
+            BLOCKING_IMPORTS.join(",")
+        ))
+        .arg("-o")
+        .arg(&output)
+        .status()
+        .with_context(|| format!("running {}", wasm_opt.display()))?;
+    if !status.success() {
+        bail!("wasm-opt --asyncify failed on {name} ({status})");
+    }
+    std::fs::read(&output).with_context(|| format!("reading {}", output.display()))
+}
+
+/// Whether `module` has a start section.
+fn has_start_section(module: &[u8]) -> Result<bool> {
+    for payload in wasmparser::Parser::new(0).parse_all(module) {
+        if let wasmparser::Payload::StartSection { .. } = payload.context("parsing a built app")? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// How much larger `after` is than `before`, in percent.
+fn growth_percent(before: usize, after: usize) -> f64 {
+    if before == 0 {
+        return 0.0;
+    }
+    (after as f64 / before as f64 - 1.0) * 100.0
 }
