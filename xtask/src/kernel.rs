@@ -1,6 +1,6 @@
 //! Building the kernel ELF (pinned nightly, custom target) and the Limine ISO.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};

@@ -1,0 +1,175 @@
+//! The kernel's own page tables: the direct map and the kernel image, W^X.
+//!
+//! Built with the x86_64 crate while the boot path's tables are live (PVH:
+//! the first GiB identity-mapped; Limine: its HHDM), then loaded into CR3.
+//! After the switch nothing is identity-mapped, so a null pointer faults.
+
+use spin::Mutex;
+use x86_64::registers::control::Cr3;
+use x86_64::structures::paging::{
+    FrameAllocator as FrameSource, Mapper, OffsetPageTable, Page, PageTable, PageTableFlags,
+    PhysFrame, Size2MiB, Size4KiB,
+};
+use x86_64::{PhysAddr, VirtAddr};
+
+use super::frames::{self, FrameAllocator};
+use super::{DIRECT_MAP_BASE, MemoryError};
+use crate::boot_info::{BootInfo, BootPath, RegionKind};
+
+const TWO_MIB: u64 = 2 * 1024 * 1024;
+
+/// Under PVH only the first GiB is reachable until the switch.
+const PVH_REACHABLE_BYTES: u64 = 1 << 30;
+
+unsafe extern "C" {
+    static __kernel_start: u8;
+    static __text_end: u8;
+    static __rodata_end: u8;
+    static __kernel_end: u8;
+}
+
+/// The kernel's page tables, for later mappings (domain windows, MMIO).
+static KERNEL_TABLES: Mutex<Option<OffsetPageTable<'static>>> = Mutex::new(None);
+
+/// Hands out zeroed page-table frames the boot tables can reach.
+struct TableFrames<'a> {
+    frames: &'a mut FrameAllocator,
+    reachable_end: u64,
+    error: Option<MemoryError>,
+}
+
+// SAFETY: frames come from the frame allocator (unused RAM) and are zeroed
+// before being returned, as page tables must be.
+unsafe impl FrameSource<Size4KiB> for TableFrames<'_> {
+    fn allocate_frame(&mut self) -> Option<PhysFrame<Size4KiB>> {
+        let Some(frame) = self.frames.allocate() else {
+            self.error = Some(MemoryError::OutOfFrames);
+            return None;
+        };
+        let physical = frame.start_address().as_u64();
+        if physical + frames::FRAME_BYTES > self.reachable_end {
+            self.error = Some(MemoryError::FrameNotReachable { physical });
+            return None;
+        }
+        // SAFETY: the frame is fresh from the allocator and reachable through
+        // the boot path's mapping (checked above).
+        unsafe {
+            super::physical_to_virtual(physical)
+                .as_mut_ptr::<u8>()
+                .write_bytes(0, frames::FRAME_BYTES as usize);
+        }
+        Some(frame)
+    }
+}
+
+fn is_ram(kind: RegionKind) -> bool {
+    !matches!(
+        kind,
+        RegionKind::Reserved | RegionKind::Bad | RegionKind::Framebuffer
+    )
+}
+
+/// Builds the kernel's tables and switches to them.
+pub fn init(info: &BootInfo) -> Result<(), MemoryError> {
+    frames::with(|frame_allocator| build_and_switch(info, frame_allocator))
+}
+
+fn build_and_switch(info: &BootInfo, frame_allocator: &mut FrameAllocator) -> Result<(), MemoryError> {
+    let reachable_end = match info.path {
+        BootPath::Pvh => PVH_REACHABLE_BYTES,
+        BootPath::Limine => u64::MAX,
+    };
+    let mut table_frames = TableFrames {
+        frames: frame_allocator,
+        reachable_end,
+        error: None,
+    };
+    let level_4_frame = table_frames
+        .allocate_frame()
+        .ok_or(table_frames.error.unwrap_or(MemoryError::OutOfFrames))?;
+    let level_4_virtual = super::physical_to_virtual(level_4_frame.start_address().as_u64());
+    let boot_offset = VirtAddr::new_truncate(info.boot_physical_offset);
+    // SAFETY: the level-4 frame is zeroed, unused, and reachable at
+    // level_4_virtual; boot_offset is where the boot tables map physical memory.
+    let mut mapper = unsafe {
+        OffsetPageTable::new(&mut *level_4_virtual.as_mut_ptr::<PageTable>(), boot_offset)
+    };
+
+    // The direct map: every RAM-like region (and the first 2 MiB, which hold
+    // the BIOS areas where ACPI tables may be), in 2 MiB pages, never executable.
+    let direct_flags =
+        PageTableFlags::PRESENT | PageTableFlags::WRITABLE | PageTableFlags::NO_EXECUTE;
+    let first_two_mib = core::iter::once((0, TWO_MIB));
+    let regions = info
+        .regions()
+        .iter()
+        .filter(|region| is_ram(region.kind))
+        .map(|region| (region.start, region.end()));
+    for (start, end) in first_two_mib.chain(regions) {
+        let mut physical = start - start % TWO_MIB;
+        while physical < end {
+            let page = Page::<Size2MiB>::containing_address(VirtAddr::new(DIRECT_MAP_BASE + physical));
+            let frame = PhysFrame::<Size2MiB>::containing_address(PhysAddr::new(physical));
+            // SAFETY: the direct map aliases physical memory at a fixed offset in
+            // a range nothing else uses; aliasing RAM is fine because Rust code
+            // only reaches memory through one of the aliases at a time.
+            match unsafe { mapper.map_to(page, frame, direct_flags, &mut table_frames) } {
+                Ok(flush) => flush.ignore(),
+                Err(x86_64::structures::paging::mapper::MapToError::PageAlreadyMapped(_)) => {}
+                Err(_) => {
+                    return Err(table_frames.error.unwrap_or(MemoryError::MapFailed {
+                        virtual_address: page.start_address().as_u64(),
+                    }));
+                }
+            }
+            physical += TWO_MIB;
+        }
+    }
+
+    // The kernel image, page by page: text read-execute, rodata read-only,
+    // data and bss read-write, nothing both writable and executable.
+    let kernel_start = &raw const __kernel_start as u64;
+    let text_end = &raw const __text_end as u64;
+    let rodata_end = &raw const __rodata_end as u64;
+    let kernel_end = &raw const __kernel_end as u64;
+    let mut virtual_address = kernel_start;
+    while virtual_address < kernel_end {
+        let flags = if virtual_address < text_end {
+            PageTableFlags::PRESENT
+        } else if virtual_address < rodata_end {
+            PageTableFlags::PRESENT | PageTableFlags::NO_EXECUTE
+        } else {
+            PageTableFlags::PRESENT | PageTableFlags::WRITABLE | PageTableFlags::NO_EXECUTE
+        };
+        let physical = info.kernel_physical_start + (virtual_address - kernel_start);
+        let page = Page::<Size4KiB>::containing_address(VirtAddr::new(virtual_address));
+        let frame = PhysFrame::<Size4KiB>::containing_address(PhysAddr::new(physical));
+        // SAFETY: maps the kernel image to where the boot path loaded it, with
+        // the same contents the running code already uses.
+        match unsafe { mapper.map_to(page, frame, flags, &mut table_frames) } {
+            Ok(flush) => flush.ignore(),
+            Err(_) => {
+                return Err(table_frames.error.unwrap_or(MemoryError::MapFailed { virtual_address }));
+            }
+        }
+        virtual_address += frames::FRAME_BYTES;
+    }
+
+    let (_, cr3_flags) = Cr3::read();
+    // SAFETY: the new tables map the kernel image at its link addresses with
+    // the code that runs now, its stack (.bss) and all of RAM through the
+    // direct map; everything in use stays mapped across the switch. The boot
+    // path's identity map disappears, and nothing refers to it any more
+    // (BootInfo was copied out of boot memory first).
+    unsafe { Cr3::write(level_4_frame, cr3_flags) };
+
+    // From here, page tables are reached through the direct map.
+    let level_4 = VirtAddr::new(DIRECT_MAP_BASE + level_4_frame.start_address().as_u64());
+    // SAFETY: the level-4 table is live in CR3, reachable through the direct
+    // map, and owned by KERNEL_TABLES alone from now on.
+    let kernel_tables = unsafe {
+        OffsetPageTable::new(&mut *level_4.as_mut_ptr::<PageTable>(), VirtAddr::new(DIRECT_MAP_BASE))
+    };
+    *KERNEL_TABLES.lock() = Some(kernel_tables);
+    Ok(())
+}
