@@ -278,8 +278,14 @@ fn finish_app(app: &App, wasm_opt: &Path, output_dir: &Path) -> Result<BuiltApp>
         );
     }
 
+    // Write and rename, so that a concurrent build or a running domain never
+    // reads a half-written module.
     let path = output_dir.join(format!("{}.wasm", app.name));
-    std::fs::write(&path, &finished).with_context(|| format!("writing {}", path.display()))?;
+    let partial_path = output_dir.join(format!("{}.wasm.{}.partial", app.name, std::process::id()));
+    std::fs::write(&partial_path, &finished)
+        .with_context(|| format!("writing {}", partial_path.display()))?;
+    std::fs::rename(&partial_path, &path)
+        .with_context(|| format!("renaming {} to {}", partial_path.display(), path.display()))?;
     Ok(BuiltApp {
         name: app.name,
         path,
@@ -289,9 +295,13 @@ fn finish_app(app: &App, wasm_opt: &Path, output_dir: &Path) -> Result<BuiltApp>
 }
 
 /// Runs `wasm-opt -O --asyncify` over `module`, through files in `work_dir`.
+///
+/// The files carry the process ID, so two builds at once do not collide, and
+/// are removed afterwards.
 fn asyncify(name: &str, module: &[u8], wasm_opt: &Path, work_dir: &Path) -> Result<Vec<u8>> {
-    let input = work_dir.join(format!("{name}.imported-memory.wasm"));
-    let output = work_dir.join(format!("{name}.asyncified.wasm"));
+    let process_id = std::process::id();
+    let input = work_dir.join(format!("{name}.{process_id}.imported-memory.wasm"));
+    let output = work_dir.join(format!("{name}.{process_id}.asyncified.wasm"));
     std::fs::write(&input, module).with_context(|| format!("writing {}", input.display()))?;
     let status = Command::new(wasm_opt)
         .arg(&input)
@@ -307,7 +317,13 @@ fn asyncify(name: &str, module: &[u8], wasm_opt: &Path, work_dir: &Path) -> Resu
     if !status.success() {
         bail!("wasm-opt --asyncify failed on {name} ({status})");
     }
-    std::fs::read(&output).with_context(|| format!("reading {}", output.display()))
+    let asyncified =
+        std::fs::read(&output).with_context(|| format!("reading {}", output.display()))?;
+    for work_file in [&input, &output] {
+        // Leftovers are harmless; failing to remove one is not worth an error.
+        let _ = std::fs::remove_file(work_file);
+    }
+    Ok(asyncified)
 }
 
 /// Whether `module` has a start section.
