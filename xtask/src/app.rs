@@ -193,20 +193,18 @@ fn apps_target_dir() -> PathBuf {
     apps_workspace().join("target")
 }
 
-fn cargo_build(kind: AppKind, crates: &[&str]) -> Result<()> {
-    ensure_rust_target(kind.target())?;
-    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    command
-        .current_dir(apps_workspace())
-        .args(["build", "--release", "--target", kind.target()])
-        .arg("--target-dir")
-        .arg(apps_target_dir());
-    for name in crates {
-        command.args(["--package", name]);
+/// A cargo command in the apps workspace, with both wasm targets installed.
+///
+/// `cargo xtask test` uses it for the apps' fmt, clippy and host tests.
+pub fn apps_cargo() -> Result<Command> {
+    for kind in [AppKind::Amber, AppKind::Wasi] {
+        ensure_rust_target(kind.target())?;
     }
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command.current_dir(apps_workspace());
     // The apps' link flags live in apps/.cargo/config.toml; any RUSTFLAGS of the
-    // caller would replace them, and a CARGO_TARGET_DIR meant for the root
-    // workspace does not belong here (--target-dir says where).
+    // caller would replace them. A CARGO_TARGET_DIR meant for the root
+    // workspace does not belong here: the apps build in apps/target.
     for variable in [
         "RUSTFLAGS",
         "CARGO_ENCODED_RUSTFLAGS",
@@ -214,6 +212,31 @@ fn cargo_build(kind: AppKind, crates: &[&str]) -> Result<()> {
         "CARGO_TARGET_DIR",
     ] {
         command.env_remove(variable);
+    }
+    Ok(command)
+}
+
+/// The target triple of this machine (`rustc -vV`), for the apps' host tests.
+pub fn host_target() -> Result<String> {
+    let output = Command::new("rustc")
+        .arg("-vV")
+        .output()
+        .context("running rustc -vV")?;
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find_map(|line| line.strip_prefix("host: "))
+        .map(str::to_owned)
+        .context("rustc -vV names no host target")
+}
+
+fn cargo_build(kind: AppKind, crates: &[&str]) -> Result<()> {
+    let mut command = apps_cargo()?;
+    command
+        .args(["build", "--release", "--target", kind.target()])
+        .arg("--target-dir")
+        .arg(apps_target_dir());
+    for name in crates {
+        command.args(["--package", name]);
     }
     let status = command
         .status()

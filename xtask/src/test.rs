@@ -5,7 +5,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use crate::{kernel, paths};
+use crate::{app, kernel, paths};
 
 #[derive(Debug, Args)]
 pub struct TestArgs {
@@ -20,6 +20,34 @@ pub fn test(args: &TestArgs) -> Result<()> {
     step(
         "clippy (host crates)",
         cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]),
+    )?;
+    step(
+        "format (apps)",
+        app::apps_cargo()?.args(["fmt", "--all", "--check"]),
+    )?;
+    step(
+        "clippy (apps)",
+        app::apps_cargo()?.args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+    step(
+        "host tests of kv-proto and guest-sdk",
+        app::apps_cargo()?
+            .args([
+                "test",
+                "--package",
+                "kv-proto",
+                "--package",
+                "guest-sdk",
+                "--target",
+            ])
+            .arg(app::host_target()?),
     )?;
     step(
         "no_std build of persist and vm",
