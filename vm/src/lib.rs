@@ -6,3 +6,36 @@
 extern crate std;
 
 extern crate alloc;
+
+mod abi_amber;
+mod abi_wasi;
+mod asyncify;
+mod blocking;
+mod domain;
+mod error;
+mod guest_memory;
+mod host_state;
+mod memory_backing;
+mod platform;
+mod scheduler;
+mod snapshot;
+mod status;
+mod storage;
+mod wasi_poll;
+
+pub use domain::{Domain, ENTRY_EXPORT, RunOutcome, Wake, new_engine};
+pub use error::{Error, TrapReason};
+pub use host_state::HostState;
+pub use memory_backing::{
+    HashedHeapBacking, MemoryBacking, PAGE_BYTES, WASM_PAGE_BYTES, module_hash,
+};
+#[cfg(feature = "std")]
+pub use platform::StdPlatform;
+pub use platform::{LineBuffer, LogLevel, Platform, Stream};
+pub use scheduler::{DEFAULT_FUEL_SLICE, Scheduler, SchedulerEvent};
+pub use status::{MAX_MAILBOX_MESSAGES, MAX_MESSAGE_BYTES, MAX_NAME_BYTES, Status, errno};
+pub use storage::{
+    BlockingImport, Commit, DomainId, DomainRecord, DomainStatus, GlobalValue, MemoryStorage,
+    Message, SavedGlobal, Storage, Suspension,
+};
+pub use wasmi;

@@ -1,0 +1,171 @@
+//! The `amber` import module: Amber's own host calls.
+//!
+//! The table (names, signatures, status codes) is the ABI and matches
+//! guest-sdk/README.md. Every pointer is checked (guest_memory.rs).
+
+use alloc::vec::Vec;
+
+use wasmi::{Caller, Linker, Memory, Val};
+
+use crate::blocking::{BlockingCall, Request, blocking_call, trap};
+use crate::error::TrapReason;
+use crate::guest_memory;
+use crate::host_state::HostState;
+use crate::platform::{LogLevel, Stream};
+use crate::status::{MAX_MESSAGE_BYTES, MAX_NAME_BYTES, Status};
+
+/// The import module name.
+pub const MODULE: &str = "amber";
+
+type Result<T> = core::result::Result<T, wasmi::Error>;
+
+/// The domain's memory, which every host call needs.
+pub(crate) fn memory_of(caller: &Caller<'_, HostState>) -> Result<Memory> {
+    caller.data().memory.ok_or_else(|| {
+        trap(TrapReason::BadArgument {
+            call: "host call",
+            detail: "the domain has no memory",
+        })
+    })
+}
+
+fn result_i32(value: Option<Val>) -> i32 {
+    match value {
+        Some(Val::I32(value)) => value,
+        _ => 0,
+    }
+}
+
+/// Domain-clock deadline `timeout_ns` from now; negative waits forever.
+fn deadline_after(caller: &Caller<'_, HostState>, timeout_ns: i64) -> Option<u64> {
+    u64::try_from(timeout_ns)
+        .ok()
+        .map(|timeout| caller.data().now_ns().saturating_add(timeout))
+}
+
+/// Adds the `amber` functions to `linker`.
+pub fn define(linker: &mut Linker<HostState>) -> Result<()> {
+    linker.func_wrap(
+        MODULE,
+        "log",
+        |mut caller: Caller<'_, HostState>, level: i32, pointer: i32, length: i32| -> Result<()> {
+            let memory = memory_of(&caller)?;
+            let (bytes, state) = memory.data_and_store_mut(&mut caller);
+            let message = guest_memory::slice(bytes, "log", pointer, length).map_err(trap)?;
+            // One call is one line: split embedded newlines so prefixes stay right.
+            for line in message.split(|&byte| byte == b'\n') {
+                state
+                    .platform
+                    .output(&state.name, Stream::Log(LogLevel::from_abi(level)), line);
+            }
+            Ok(())
+        },
+    )?;
+    linker.func_wrap(MODULE, "now", |caller: Caller<'_, HostState>| -> i64 {
+        caller.data().now_ns() as i64
+    })?;
+    linker.func_wrap(
+        MODULE,
+        "sleep",
+        |mut caller: Caller<'_, HostState>, duration_ns: i64| -> Result<()> {
+            let deadline = deadline_after(&caller, duration_ns.max(0));
+            blocking_call(&mut caller, BlockingCall::Sleep, deadline)?;
+            Ok(())
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "yield",
+        |mut caller: Caller<'_, HostState>| -> Result<()> {
+            blocking_call(&mut caller, BlockingCall::Yield, None)?;
+            Ok(())
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "random",
+        |mut caller: Caller<'_, HostState>, pointer: i32, length: i32| -> Result<()> {
+            let memory = memory_of(&caller)?;
+            let (bytes, state) = memory.data_and_store_mut(&mut caller);
+            let target = guest_memory::slice_mut(bytes, "random", pointer, length).map_err(trap)?;
+            state.platform.fill_random(target);
+            Ok(())
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "self_id",
+        |mut caller: Caller<'_, HostState>, pointer: i32| -> Result<()> {
+            let memory = memory_of(&caller)?;
+            let (bytes, state) = memory.data_and_store_mut(&mut caller);
+            guest_memory::write(bytes, "self_id", pointer, &state.id).map_err(trap)
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "checkpoint",
+        |mut caller: Caller<'_, HostState>| -> Result<i32> {
+            Ok(result_i32(blocking_call(
+                &mut caller,
+                BlockingCall::Checkpoint,
+                None,
+            )?))
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "exit",
+        |_caller: Caller<'_, HostState>, code: i32| -> Result<()> {
+            Err(wasmi::Error::host(Request::Exit(code)))
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "send",
+        |caller: Caller<'_, HostState>,
+         name_pointer: i32,
+         name_length: i32,
+         message_pointer: i32,
+         message_length: i32|
+         -> Result<i32> {
+            let memory = memory_of(&caller)?;
+            let bytes = memory.data(&caller);
+            let name =
+                guest_memory::slice(bytes, "send", name_pointer, name_length).map_err(trap)?;
+            let message = guest_memory::slice(bytes, "send", message_pointer, message_length)
+                .map_err(trap)?;
+            if name.len() > MAX_NAME_BYTES || message.len() > MAX_MESSAGE_BYTES {
+                return Ok(Status::TooLarge.code());
+            }
+            Err(wasmi::Error::host(Request::Send {
+                target: Vec::from(name),
+                message: Vec::from(message),
+            }))
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "recv",
+        |mut caller: Caller<'_, HostState>,
+         buffer: i32,
+         capacity: i32,
+         from: i32,
+         timeout_ns: i64|
+         -> Result<i32> {
+            // Check the buffers now, so a bad pointer traps at the call and
+            // not later when a message arrives.
+            let memory = memory_of(&caller)?;
+            let bytes = memory.data(&caller);
+            guest_memory::slice(bytes, "recv", buffer, capacity).map_err(trap)?;
+            guest_memory::slice(bytes, "recv", from, 16).map_err(trap)?;
+            let deadline = deadline_after(&caller, timeout_ns);
+            let call = BlockingCall::Recv {
+                buffer,
+                capacity,
+                from,
+            };
+            Ok(result_i32(blocking_call(&mut caller, call, deadline)?))
+        },
+    )?;
+    Ok(())
+}

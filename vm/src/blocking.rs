@@ -1,0 +1,248 @@
+//! Blocking host calls: complete now, unwind the guest stack, or pause.
+//!
+//! A blocking call that cannot complete at once leaves the guest in one of two
+//! ways. An asyncified module is unwound into its memory (asyncify.rs): the
+//! domain then holds no native stack, so it can be committed, restored after a
+//! reboot, or moved, and is rewound into the same call when it can go on. A
+//! module without asyncify pauses its wasmi call with a host error carrying a
+//! [`Request`]; the scheduler resumes it with the results (it cannot be
+//! resumed after a restart and starts again at its entry, see README.md).
+
+use alloc::format;
+use alloc::vec::Vec;
+use core::fmt;
+
+use wasmi::{Caller, Val};
+
+use crate::error::TrapReason;
+use crate::guest_memory;
+use crate::host_state::HostState;
+use crate::status::{Status, errno};
+use crate::storage::{BlockingImport, Suspension};
+
+/// A blocking call with the guest arguments its completion needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockingCall {
+    Sleep,
+    Yield,
+    Recv {
+        buffer: i32,
+        capacity: i32,
+        from: i32,
+    },
+    Checkpoint,
+    SchedYield,
+    PollOneoff {
+        subscriptions: i32,
+        events: i32,
+        count: i32,
+        events_written: i32,
+    },
+}
+
+impl BlockingCall {
+    /// The import this call came through.
+    pub fn import(&self) -> BlockingImport {
+        match self {
+            Self::Sleep => BlockingImport::AmberSleep,
+            Self::Yield => BlockingImport::AmberYield,
+            Self::Recv { .. } => BlockingImport::AmberRecv,
+            Self::Checkpoint => BlockingImport::AmberCheckpoint,
+            Self::SchedYield => BlockingImport::WasiSchedYield,
+            Self::PollOneoff { .. } => BlockingImport::WasiPollOneoff,
+        }
+    }
+
+    /// The value an unwinding import returns (ignored by asyncify).
+    fn placeholder_result(&self) -> Option<Val> {
+        match self {
+            Self::Sleep | Self::Yield => None,
+            _ => Some(Val::I32(0)),
+        }
+    }
+}
+
+/// A call waiting to complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Blocked {
+    pub call: BlockingCall,
+    /// Domain-clock time at which it completes anyway (sleep, timeouts).
+    pub deadline_ns: Option<u64>,
+}
+
+/// Why a host call paused its wasmi call (the payload of the host error).
+#[derive(Debug)]
+pub enum Request {
+    /// A module without asyncify blocked.
+    Block(Blocked),
+    /// `send`: the scheduler delivers and resumes with a status.
+    Send { target: Vec<u8>, message: Vec<u8> },
+    /// `exit` or `proc_exit`.
+    Exit(i32),
+}
+
+impl fmt::Display for Request {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Block(blocked) => write!(formatter, "blocked in {:?}", blocked.call),
+            Self::Send { message, .. } => write!(formatter, "send of {} bytes", message.len()),
+            Self::Exit(code) => write!(formatter, "exit({code})"),
+        }
+    }
+}
+
+impl wasmi::errors::HostError for Request {}
+
+/// Whether a call is being entered for the first time or after a wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    First,
+    Resumed,
+}
+
+/// Turns a trap reason into the host error that ends the domain.
+pub fn trap(reason: TrapReason) -> wasmi::Error {
+    wasmi::Error::host(reason)
+}
+
+/// Runs a blocking call from inside its host function. Returns the call's
+/// result, or a placeholder while the stack unwinds.
+pub fn blocking_call(
+    caller: &mut Caller<'_, HostState>,
+    call: BlockingCall,
+    deadline_ns: Option<u64>,
+) -> Result<Option<Val>, wasmi::Error> {
+    let memory = caller.data().memory.ok_or_else(|| {
+        trap(TrapReason::BadArgument {
+            call: "blocking call",
+            detail: "the domain has no memory",
+        })
+    })?;
+    let mut blocked = Blocked { call, deadline_ns };
+    let mut entry = Entry::First;
+    if caller.data().is_rewinding {
+        // The guest re-entered the import it was suspended in.
+        let asyncify = caller
+            .data()
+            .asyncify
+            .ok_or_else(|| trap(TrapReason::Asyncify("rewinding without asyncify".into())))?;
+        asyncify.stop_rewind(&mut *caller).map_err(trap)?;
+        let state = caller.data_mut();
+        state.is_rewinding = false;
+        let suspension = state
+            .suspension
+            .take()
+            .ok_or_else(|| trap(TrapReason::Asyncify("rewound without a suspension".into())))?;
+        if suspension.import != call.import() {
+            return Err(trap(TrapReason::Asyncify(format!(
+                "suspended in {:?} but rewound into {:?}",
+                suspension.import,
+                call.import()
+            ))));
+        }
+        blocked.deadline_ns = suspension.deadline_ns;
+        entry = Entry::Resumed;
+    }
+    {
+        let (bytes, state) = memory.data_and_store_mut(&mut *caller);
+        if let Some(result) = try_complete(bytes, state, &blocked, entry).map_err(trap)? {
+            return Ok(result);
+        }
+    }
+    let state = caller.data();
+    let Some(asyncify) = state.asyncify else {
+        return Err(wasmi::Error::host(Request::Block(blocked)));
+    };
+    let buffer = match state.save_buffer {
+        Some(buffer) => buffer,
+        None => {
+            let buffer = crate::asyncify::grow_save_buffer(&mut *caller, memory).map_err(trap)?;
+            caller.data_mut().save_buffer = Some(buffer);
+            buffer
+        }
+    };
+    let state = caller.data_mut();
+    state.suspension = Some(Suspension {
+        module_hash: state.module_hash,
+        import: call.import(),
+        save_buffer: buffer,
+        deadline_ns: blocked.deadline_ns,
+    });
+    asyncify
+        .start_unwind(&mut *caller, memory, buffer)
+        .map_err(trap)?;
+    Ok(call.placeholder_result())
+}
+
+/// Whether a waiting call can complete now (the scheduler's wake-up test).
+pub fn is_ready(state: &HostState, blocked: &Blocked) -> bool {
+    let is_past_deadline = blocked
+        .deadline_ns
+        .is_some_and(|deadline| state.now_ns() >= deadline);
+    match blocked.call {
+        BlockingCall::Recv { .. } => !state.mailbox.is_empty() || is_past_deadline,
+        BlockingCall::Sleep | BlockingCall::PollOneoff { .. } => {
+            blocked.deadline_ns.is_none() || is_past_deadline
+        }
+        BlockingCall::Yield | BlockingCall::SchedYield | BlockingCall::Checkpoint => true,
+    }
+}
+
+/// Completes `blocked` if it can: writes its outputs and returns its result
+/// (`Some(None)` for calls without one), or `None` to keep waiting.
+pub fn try_complete(
+    memory: &mut [u8],
+    state: &mut HostState,
+    blocked: &Blocked,
+    entry: Entry,
+) -> Result<Option<Option<Val>>, TrapReason> {
+    let is_resumed = entry == Entry::Resumed;
+    if !is_ready(state, blocked) {
+        return Ok(None);
+    }
+    Ok(match blocked.call {
+        BlockingCall::Sleep => Some(None),
+        BlockingCall::Yield => is_resumed.then_some(None),
+        BlockingCall::SchedYield => is_resumed.then_some(Some(Val::I32(errno::SUCCESS))),
+        BlockingCall::Checkpoint => {
+            is_resumed.then_some(Some(Val::I32(state.checkpoint_status.code())))
+        }
+        BlockingCall::Recv {
+            buffer,
+            capacity,
+            from,
+        } => Some(Some(Val::I32(complete_recv(
+            memory, state, buffer, capacity, from,
+        )?))),
+        BlockingCall::PollOneoff {
+            subscriptions,
+            events,
+            count,
+            events_written,
+        } => {
+            let written = crate::wasi_poll::write_events(memory, subscriptions, events, count)?;
+            guest_memory::write_u32(memory, "poll_oneoff", events_written, written)?;
+            Some(Some(Val::I32(errno::SUCCESS)))
+        }
+    })
+}
+
+fn complete_recv(
+    memory: &mut [u8],
+    state: &mut HostState,
+    buffer: i32,
+    capacity: i32,
+    from: i32,
+) -> Result<i32, TrapReason> {
+    let Some(message) = state.mailbox.front() else {
+        return Ok(Status::Timeout.negated());
+    };
+    if message.bytes.len() > capacity as u32 as usize {
+        return Ok(Status::BufferTooSmall.negated());
+    }
+    guest_memory::write(memory, "recv", buffer, &message.bytes)?;
+    guest_memory::write(memory, "recv", from, &message.from)?;
+    let length = message.bytes.len() as i32;
+    state.mailbox.pop_front();
+    Ok(length)
+}

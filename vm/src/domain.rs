@@ -1,0 +1,593 @@
+//! A domain: one wasmi store and instance with fuel, its memory and storage.
+
+use alloc::boxed::Box;
+use alloc::collections::VecDeque;
+use alloc::format;
+use alloc::string::ToString;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+
+use wasmi::{
+    Engine, Extern, ExternType, Func, Instance, Linker, Memory, MemoryType, Module, ResumableCall,
+    ResumableCallHostTrap, ResumableCallOutOfFuel, Store, Val,
+};
+
+use crate::asyncify::AsyncifyExports;
+use crate::blocking::{Blocked, Entry, Request, is_ready, try_complete};
+use crate::error::{Error, TrapReason};
+use crate::host_state::HostState;
+use crate::memory_backing::{MemoryBacking, WASM_PAGE_BYTES, module_hash};
+use crate::platform::{LineBuffer, Platform};
+use crate::status::{MAX_MAILBOX_MESSAGES, Status};
+use crate::storage::{BlockingImport, DomainId, DomainRecord, DomainStatus, Message, Storage};
+use crate::{abi_amber, abi_wasi, snapshot};
+
+/// The export a domain runs (a WASI command's entry point).
+pub const ENTRY_EXPORT: &str = "_start";
+
+/// Where a domain's execution stands.
+enum Execution {
+    /// The entry export has not been called (or restarts after a restore).
+    Start,
+    /// The stack is unwound into memory, waiting for its call to complete.
+    Unwound,
+    /// The slice ran out of fuel mid-computation.
+    OutOfFuel(ResumableCallOutOfFuel),
+    /// A host call paused the wasmi call (no asyncify, or a send).
+    Paused {
+        call: ResumableCallHostTrap,
+        wait: PausedWait,
+    },
+    /// It exited or trapped.
+    Ended(DomainStatus),
+}
+
+enum PausedWait {
+    Blocked(Blocked),
+    Reply(Option<Val>),
+}
+
+/// What one slice of a domain did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// It used its fuel and wants more.
+    Preempted,
+    /// It waits (sleep, recv, yield...); see `Domain::wake`.
+    Waiting,
+    /// It sends `message` to `target` (a name, or 16 ID bytes): the scheduler
+    /// delivers it and calls `Domain::reply_to_send`.
+    Send { target: Vec<u8>, message: Vec<u8> },
+    /// It is done.
+    Ended(DomainStatus),
+}
+
+/// When a waiting domain wants to run again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// Now.
+    Now,
+    /// At this platform monotonic time.
+    At(u64),
+    /// When a message arrives.
+    OnMessage,
+    /// Never: it ended.
+    Never,
+}
+
+/// A domain and everything it needs to run and persist.
+pub struct Domain {
+    pub(crate) store: Store<HostState>,
+    pub(crate) instance: Instance,
+    pub(crate) memory: Memory,
+    entry: Func,
+    execution: Execution,
+    pub(crate) record: DomainRecord,
+    pub(crate) storage: Box<dyn Storage>,
+    pub(crate) backing: Box<dyn MemoryBacking>,
+    is_checkpoint_wanted: bool,
+    pub(crate) fuel_used: u64,
+}
+
+impl core::fmt::Debug for Domain {
+    fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        formatter
+            .debug_struct("Domain")
+            .field("name", &self.record.name)
+            .field("fuel_used", &self.fuel_used)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An engine configured for domains: fuel metering on.
+pub fn new_engine() -> Engine {
+    let mut config = wasmi::Config::default();
+    config.consume_fuel(true);
+    Engine::new(&config)
+}
+
+impl Domain {
+    /// Opens the domain `storage` holds: instantiates its module and, if it
+    /// ran before, lays its committed memory, globals and stack over it.
+    pub fn open(
+        engine: &Engine,
+        platform: Arc<dyn Platform>,
+        mut storage: Box<dyn Storage>,
+        mut backing: Box<dyn MemoryBacking>,
+    ) -> Result<Self, Error> {
+        let record = storage.load()?;
+        reject_start_section(&record.module)?;
+        let module = Module::new(engine, &record.module)
+            .map_err(|error| Error::InvalidModule(error.to_string()))?;
+        let memory_type = imported_memory_type(&module)?;
+        let minimum_pages = memory_type.minimum();
+        let maximum_pages = memory_type.maximum().unwrap_or(65536);
+        let saved_pages = u64::from(record.memory_pages);
+        if record.is_initialized && saved_pages > maximum_pages {
+            return Err(Error::MemoryTooLarge {
+                pages: record.memory_pages,
+                maximum_pages: maximum_pages as u32,
+            });
+        }
+        let initial_pages = if record.is_initialized {
+            minimum_pages.max(saved_pages)
+        } else {
+            minimum_pages
+        };
+        let platform_origin_ns = platform.monotonic_ns();
+        let state = HostState {
+            name: record.name.clone(),
+            id: record.id,
+            args: record.args.clone(),
+            environment: record.environment.clone(),
+            platform,
+            memory: None,
+            clock_origin_ns: record.clock_ns,
+            platform_origin_ns,
+            mailbox: record.mailbox.iter().cloned().collect::<VecDeque<_>>(),
+            stdout: LineBuffer::default(),
+            stderr: LineBuffer::default(),
+            asyncify: None,
+            module_hash: module_hash(&record.module),
+            save_buffer: None,
+            suspension: None,
+            is_rewinding: false,
+            checkpoint_status: Status::Ok,
+        };
+        let mut store = Store::new(engine, state);
+        fn instantiation(error: impl core::fmt::Display) -> Error {
+            Error::Instantiation(error.to_string())
+        }
+        let new_type = MemoryType::new(initial_pages as u32, Some(maximum_pages as u32));
+        let memory = match backing.static_buffer(maximum_pages * WASM_PAGE_BYTES as u64) {
+            Some(buffer) => Memory::new_static(&mut store, new_type, buffer),
+            None => Memory::new(&mut store, new_type),
+        }
+        .map_err(instantiation)?;
+        store.data_mut().memory = Some(memory);
+        let mut linker = Linker::<HostState>::new(engine);
+        abi_amber::define(&mut linker).map_err(instantiation)?;
+        abi_wasi::define(&mut linker).map_err(instantiation)?;
+        abi_wasi::stub_unknown_imports(&mut linker, &module).map_err(instantiation)?;
+        linker
+            .define("env", "memory", memory)
+            .map_err(instantiation)?;
+        for import in module.imports() {
+            let is_known = matches!(import.module(), abi_amber::MODULE | abi_wasi::MODULE)
+                || (import.module() == "env" && import.name() == "memory");
+            if !is_known {
+                return Err(Error::UnknownImport {
+                    module: import.module().into(),
+                    name: import.name().into(),
+                });
+            }
+        }
+        // No start section (rejected above), so this runs no guest code; it
+        // applies the data segments.
+        let instance = linker
+            .instantiate_and_start(&mut store, &module)
+            .map_err(instantiation)?;
+        let entry = instance
+            .get_func(&store, ENTRY_EXPORT)
+            .ok_or(Error::MissingEntry)?;
+        let asyncify = AsyncifyExports::find(&mut store, &instance);
+        store.data_mut().asyncify = asyncify;
+        let mut domain = Self {
+            store,
+            instance,
+            memory,
+            entry,
+            execution: Execution::Start,
+            record,
+            storage,
+            backing,
+            is_checkpoint_wanted: false,
+            fuel_used: 0,
+        };
+        domain.fuel_used = domain.record.fuel_used;
+        if domain.record.is_initialized {
+            snapshot::restore(&mut domain)?;
+            domain.execution = match &domain.record.status {
+                DomainStatus::Running if domain.store.data().suspension.is_some() => {
+                    Execution::Unwound
+                }
+                DomainStatus::Running => Execution::Start,
+                other => Execution::Ended(other.clone()),
+            };
+        } else {
+            // The first commit holds memory as instantiation left it, so that a
+            // restore never applies data segments again.
+            domain.commit()?;
+        }
+        Ok(domain)
+    }
+
+    /// The domain's name.
+    pub fn name(&self) -> &str {
+        &self.record.name
+    }
+
+    /// The domain's ID.
+    pub fn id(&self) -> DomainId {
+        self.record.id
+    }
+
+    /// Fuel used over the domain's life.
+    pub fn fuel_used(&self) -> u64 {
+        self.fuel_used
+    }
+
+    /// Whether the module can be resumed mid-computation after a restart.
+    pub fn has_asyncify(&self) -> bool {
+        self.store.data().asyncify.is_some()
+    }
+
+    /// The status as of now.
+    pub fn status(&self) -> DomainStatus {
+        match &self.execution {
+            Execution::Ended(status) => status.clone(),
+            _ => DomainStatus::Running,
+        }
+    }
+
+    /// The linear memory's bytes (for tests and tools).
+    pub fn memory_bytes(&self) -> &[u8] {
+        self.memory.data(&self.store)
+    }
+
+    /// The record as of the last commit.
+    pub fn record(&self) -> &DomainRecord {
+        &self.record
+    }
+
+    /// The storage behind the domain, e.g. to reopen it after dropping this.
+    pub fn into_storage(self) -> Box<dyn Storage> {
+        self.storage
+    }
+
+    /// Runs the domain for at most `fuel` units.
+    pub fn run(&mut self, fuel: u64) -> RunOutcome {
+        let execution = core::mem::replace(&mut self.execution, Execution::Start);
+        let fuel_before = fuel;
+        // Fuel metering is always on for domain engines; an error here would
+        // mean an engine without it, where the slice is simply unlimited.
+        let _ = self.store.set_fuel(fuel);
+        let result = match execution {
+            Execution::Start => self.entry.call_resumable(&mut self.store, &[], &mut []),
+            Execution::Unwound => {
+                if self.wake() != Wake::Now {
+                    self.execution = Execution::Unwound;
+                    return RunOutcome::Waiting;
+                }
+                match self.start_rewind() {
+                    Ok(()) => self.entry.call_resumable(&mut self.store, &[], &mut []),
+                    Err(reason) => return self.end(DomainStatus::Trapped(reason.to_string())),
+                }
+            }
+            Execution::OutOfFuel(call) => call.resume(&mut self.store, &mut []),
+            Execution::Paused {
+                call,
+                wait: PausedWait::Reply(value),
+            } => call.resume(&mut self.store, value.as_slice(), &mut []),
+            Execution::Paused {
+                call,
+                wait: PausedWait::Blocked(blocked),
+            } => {
+                if !is_ready(self.store.data(), &blocked) {
+                    self.execution = Execution::Paused {
+                        call,
+                        wait: PausedWait::Blocked(blocked),
+                    };
+                    return RunOutcome::Waiting;
+                }
+                let (bytes, state) = self.memory.data_and_store_mut(&mut self.store);
+                match try_complete(bytes, state, &blocked, Entry::Resumed) {
+                    Ok(Some(value)) => call.resume(&mut self.store, value.as_slice(), &mut []),
+                    Ok(None) => {
+                        self.execution = Execution::Paused {
+                            call,
+                            wait: PausedWait::Blocked(blocked),
+                        };
+                        return RunOutcome::Waiting;
+                    }
+                    Err(reason) => return self.end(DomainStatus::Trapped(reason.to_string())),
+                }
+            }
+            Execution::Ended(status) => {
+                self.execution = Execution::Ended(status.clone());
+                return RunOutcome::Ended(status);
+            }
+        };
+        let fuel_left = self.store.get_fuel().unwrap_or(0);
+        self.fuel_used = self
+            .fuel_used
+            .saturating_add(fuel_before.saturating_sub(fuel_left));
+        self.handle(result)
+    }
+
+    fn start_rewind(&mut self) -> Result<(), TrapReason> {
+        let state = self.store.data_mut();
+        let (Some(asyncify), Some(suspension)) = (state.asyncify, &state.suspension) else {
+            return Err(TrapReason::Asyncify("nothing to rewind".into()));
+        };
+        let buffer = suspension.save_buffer;
+        state.save_buffer = Some(buffer);
+        state.is_rewinding = true;
+        asyncify.start_rewind(&mut self.store, buffer)
+    }
+
+    fn handle(&mut self, result: Result<ResumableCall, wasmi::Error>) -> RunOutcome {
+        match result {
+            Ok(ResumableCall::Finished) => {
+                let state = self.store.data();
+                let Some(suspension) = &state.suspension else {
+                    return self.end(DomainStatus::Exited(0));
+                };
+                let is_checkpoint = suspension.import == BlockingImport::AmberCheckpoint;
+                let Some(asyncify) = state.asyncify else {
+                    return self.end(DomainStatus::Trapped("unwound without asyncify".into()));
+                };
+                if let Err(reason) = asyncify.stop_unwind(&mut self.store) {
+                    return self.end(DomainStatus::Trapped(reason.to_string()));
+                }
+                self.execution = Execution::Unwound;
+                if is_checkpoint || self.is_checkpoint_wanted {
+                    self.checkpoint_at_safe_point();
+                }
+                RunOutcome::Waiting
+            }
+            Ok(ResumableCall::OutOfFuel(call)) => {
+                self.execution = Execution::OutOfFuel(call);
+                RunOutcome::Preempted
+            }
+            Ok(ResumableCall::HostTrap(call)) => self.handle_host_trap(call),
+            Err(error) => {
+                let reason = match error.as_trap_code() {
+                    Some(code) => TrapReason::Wasm(code.to_string()),
+                    None => TrapReason::Wasm(error.to_string()),
+                };
+                self.end(DomainStatus::Trapped(reason.to_string()))
+            }
+        }
+    }
+
+    fn handle_host_trap(&mut self, call: ResumableCallHostTrap) -> RunOutcome {
+        let error = call.host_error();
+        if let Some(reason) = error.downcast_ref::<TrapReason>() {
+            let reason = reason.to_string();
+            return self.end(DomainStatus::Trapped(reason));
+        }
+        let Some(request) = error.downcast_ref::<Request>() else {
+            let reason = format!("host error: {error}");
+            return self.end(DomainStatus::Trapped(reason));
+        };
+        match request {
+            Request::Exit(code) => {
+                let code = *code;
+                self.end(DomainStatus::Exited(code))
+            }
+            Request::Send { target, message } => {
+                let outcome = RunOutcome::Send {
+                    target: target.clone(),
+                    message: message.clone(),
+                };
+                self.execution = Execution::Paused {
+                    call,
+                    wait: PausedWait::Reply(Some(Val::I32(Status::Ok.code()))),
+                };
+                outcome
+            }
+            Request::Block(blocked) => {
+                let blocked = *blocked;
+                self.execution = Execution::Paused {
+                    call,
+                    wait: PausedWait::Blocked(blocked),
+                };
+                if matches!(blocked.call, crate::blocking::BlockingCall::Checkpoint)
+                    || self.is_checkpoint_wanted
+                {
+                    self.checkpoint_at_safe_point();
+                }
+                RunOutcome::Waiting
+            }
+        }
+    }
+
+    /// Sets the status `send` returns once the domain resumes.
+    pub fn reply_to_send(&mut self, status: Status) {
+        if let Execution::Paused {
+            wait: PausedWait::Reply(value),
+            ..
+        } = &mut self.execution
+        {
+            *value = Some(Val::I32(status.code()));
+        }
+    }
+
+    /// Queues a message in the mailbox.
+    pub fn deliver(&mut self, message: Message) -> Status {
+        let mailbox = &mut self.store.data_mut().mailbox;
+        if mailbox.len() >= MAX_MAILBOX_MESSAGES {
+            return Status::MailboxFull;
+        }
+        mailbox.push_back(message);
+        Status::Ok
+    }
+
+    /// When the domain wants to run again.
+    pub fn wake(&self) -> Wake {
+        let state = self.store.data();
+        let blocked = match &self.execution {
+            Execution::Start | Execution::OutOfFuel(_) => return Wake::Now,
+            Execution::Ended(_) => return Wake::Never,
+            Execution::Paused {
+                wait: PausedWait::Reply(_),
+                ..
+            } => return Wake::Now,
+            Execution::Paused {
+                wait: PausedWait::Blocked(blocked),
+                ..
+            } => *blocked,
+            Execution::Unwound => match &state.suspension {
+                Some(suspension) => Blocked {
+                    call: snapshot::call_for(suspension.import),
+                    deadline_ns: suspension.deadline_ns,
+                },
+                None => return Wake::Now,
+            },
+        };
+        if is_ready(state, &blocked) {
+            return Wake::Now;
+        }
+        match blocked.deadline_ns {
+            Some(deadline) => {
+                let wait = deadline.saturating_sub(state.now_ns());
+                Wake::At(state.platform.monotonic_ns().saturating_add(wait))
+            }
+            None => Wake::OnMessage,
+        }
+    }
+
+    /// Asks for a commit: done now if the domain is at a safe point (returns
+    /// true), else at its next blocking call.
+    pub fn request_checkpoint(&mut self) -> Result<bool, Error> {
+        if self.is_at_safe_point() {
+            self.commit()?;
+            return Ok(true);
+        }
+        self.is_checkpoint_wanted = true;
+        Ok(false)
+    }
+
+    fn is_at_safe_point(&self) -> bool {
+        match &self.execution {
+            Execution::Unwound | Execution::Ended(_) => true,
+            // Not started since the last commit or restore: nothing new.
+            Execution::Start => true,
+            Execution::Paused {
+                wait: PausedWait::Blocked(_),
+                ..
+            } => !self.has_asyncify(),
+            Execution::OutOfFuel(_)
+            | Execution::Paused {
+                wait: PausedWait::Reply(_),
+                ..
+            } => false,
+        }
+    }
+
+    fn checkpoint_at_safe_point(&mut self) {
+        self.is_checkpoint_wanted = false;
+        let status = match self.commit() {
+            Ok(()) => Status::Ok,
+            Err(error) => {
+                let message = format!("checkpoint failed: {error}");
+                let state = self.store.data();
+                state.platform.output(
+                    &state.name,
+                    crate::platform::Stream::Log(crate::platform::LogLevel::Error),
+                    message.as_bytes(),
+                );
+                Status::CheckpointFailed
+            }
+        };
+        self.store.data_mut().checkpoint_status = status;
+    }
+
+    /// Commits memory, globals, suspension, status and mailbox.
+    pub fn commit(&mut self) -> Result<(), Error> {
+        snapshot::commit(self, self.status())
+    }
+
+    fn end(&mut self, status: DomainStatus) -> RunOutcome {
+        self.store.data_mut().flush_output();
+        if let DomainStatus::Trapped(reason) = &status {
+            let state = self.store.data();
+            let line = format!("trapped: {reason}");
+            state.platform.output(
+                &state.name,
+                crate::platform::Stream::Log(crate::platform::LogLevel::Error),
+                line.as_bytes(),
+            );
+        }
+        self.store.data_mut().suspension = None;
+        self.execution = Execution::Ended(status.clone());
+        if let Err(error) = self.commit() {
+            let state = self.store.data();
+            let line = format!("final commit failed: {error}");
+            state.platform.output(
+                &state.name,
+                crate::platform::Stream::Log(crate::platform::LogLevel::Error),
+                line.as_bytes(),
+            );
+        }
+        RunOutcome::Ended(status)
+    }
+
+    /// Stops the domain for good with `status` (e.g. when an operator kills it).
+    pub fn stop(&mut self, status: DomainStatus) -> RunOutcome {
+        self.end(status)
+    }
+
+    /// The instance's exported functions by name (for benchmarks and tests).
+    pub fn exported_function(&self, name: &str) -> Option<Func> {
+        self.instance.get_func(&self.store, name)
+    }
+
+    /// The exported memory-independent global `name` (tests).
+    pub fn exported_global(&self, name: &str) -> Option<Val> {
+        match self.instance.get_export(&self.store, name) {
+            Some(Extern::Global(global)) => Some(global.get(&self.store)),
+            _ => None,
+        }
+    }
+}
+
+fn reject_start_section(module: &[u8]) -> Result<(), Error> {
+    for payload in wasmparser::Parser::new(0).parse_all(module) {
+        match payload {
+            Ok(wasmparser::Payload::StartSection { .. }) => return Err(Error::StartSection),
+            Ok(_) => {}
+            Err(error) => return Err(Error::InvalidModule(error.to_string())),
+        }
+    }
+    Ok(())
+}
+
+fn imported_memory_type(module: &Module) -> Result<MemoryType, Error> {
+    let mut memory_type = None;
+    for import in module.imports() {
+        if let ExternType::Memory(ty) = import.ty() {
+            if import.module() != "env" || import.name() != "memory" {
+                return Err(Error::MemoryNotImported);
+            }
+            memory_type = Some(*ty);
+        }
+    }
+    let memory_type = memory_type.ok_or(Error::MemoryNotImported)?;
+    if memory_type.is_64() {
+        return Err(Error::InvalidModule(
+            "64-bit memories are not supported".into(),
+        ));
+    }
+    Ok(memory_type)
+}

@@ -1,0 +1,84 @@
+//! The per-domain state host calls see: identity, clock, mailbox, output.
+
+use alloc::collections::VecDeque;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+
+use wasmi::Memory;
+
+use crate::asyncify::AsyncifyExports;
+use crate::platform::{LineBuffer, Platform, Stream};
+use crate::storage::{DomainId, Message, Suspension};
+
+/// The data of a domain's wasmi `Store`.
+pub struct HostState {
+    pub(crate) name: String,
+    pub(crate) id: DomainId,
+    pub(crate) args: Vec<String>,
+    pub(crate) environment: Vec<String>,
+    pub(crate) platform: Arc<dyn Platform>,
+    /// The imported memory (set right after it is created).
+    pub(crate) memory: Option<Memory>,
+    /// Domain clock at `platform_origin_ns`: a restored domain's clock goes on
+    /// from its last commit instead of jumping to the machine's clock.
+    pub(crate) clock_origin_ns: u64,
+    pub(crate) platform_origin_ns: u64,
+    pub(crate) mailbox: VecDeque<Message>,
+    pub(crate) stdout: LineBuffer,
+    pub(crate) stderr: LineBuffer,
+    /// Present when the module was built with asyncify.
+    pub(crate) asyncify: Option<AsyncifyExports>,
+    pub(crate) module_hash: [u8; 16],
+    /// The asyncify save area, grown on the first unwind.
+    pub(crate) save_buffer: Option<u32>,
+    /// Set while the guest stack is unwound into memory (or being rewound).
+    pub(crate) suspension: Option<Suspension>,
+    /// The scheduler started a rewind; the next blocking call stops it.
+    pub(crate) is_rewinding: bool,
+    /// What the last `checkpoint` commit reported.
+    pub(crate) checkpoint_status: crate::status::Status,
+}
+
+impl core::fmt::Debug for HostState {
+    fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        formatter
+            .debug_struct("HostState")
+            .field("name", &self.name)
+            .field("mailbox_len", &self.mailbox.len())
+            .field("suspension", &self.suspension)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HostState {
+    /// The domain clock in nanoseconds.
+    pub(crate) fn now_ns(&self) -> u64 {
+        let elapsed = self
+            .platform
+            .monotonic_ns()
+            .saturating_sub(self.platform_origin_ns);
+        self.clock_origin_ns.saturating_add(elapsed)
+    }
+
+    /// Writes guest output, line by line, to the platform console.
+    pub(crate) fn write_output(&mut self, stream: Stream, bytes: &[u8]) {
+        let platform = &self.platform;
+        let name = &self.name;
+        let buffer = match stream {
+            Stream::Stderr => &mut self.stderr,
+            _ => &mut self.stdout,
+        };
+        buffer.push(bytes, |line| platform.output(name, stream, line));
+    }
+
+    /// Emits unfinished output lines (at exit or trap).
+    pub(crate) fn flush_output(&mut self) {
+        let platform = &self.platform;
+        let name = &self.name;
+        self.stdout
+            .flush(|line| platform.output(name, Stream::Stdout, line));
+        self.stderr
+            .flush(|line| platform.output(name, Stream::Stderr, line));
+    }
+}

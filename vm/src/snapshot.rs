@@ -1,0 +1,178 @@
+//! Commit a domain's state to its storage, and lay committed state back.
+
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+use wasmi::{Extern, Val};
+
+use crate::blocking::BlockingCall;
+use crate::domain::Domain;
+use crate::error::Error;
+use crate::memory_backing::{PAGE_BYTES, module_hash};
+use crate::storage::{BlockingImport, Commit, DomainStatus, GlobalValue, SavedGlobal};
+
+/// Commits the domain as it is now, with `status`.
+pub fn commit(domain: &mut Domain, status: DomainStatus) -> Result<(), Error> {
+    let state = domain.store.data();
+    let suspension = state.suspension.clone();
+    // Globals matter only to a suspended stack: without one the module
+    // restarts at its entry with its globals' initial values.
+    let globals = if suspension.is_some() {
+        saved_globals(domain)
+    } else {
+        Vec::new()
+    };
+    let state = domain.store.data();
+    let mut record = domain.record.clone();
+    record.memory_pages = domain.memory.size(&domain.store) as u32;
+    record.is_initialized = true;
+    record.globals = globals;
+    record.suspension = suspension;
+    record.status = status;
+    record.mailbox = state.mailbox.iter().cloned().collect();
+    record.clock_ns = state.now_ns();
+    record.fuel_used = domain.fuel_used;
+    record.commits = record.commits.saturating_add(1);
+    let memory = domain.memory.data(&domain.store);
+    let dirty = domain.backing.dirty_pages(memory);
+    let pages: Vec<(u64, &[u8])> = dirty
+        .iter()
+        .map(|&page_index| {
+            let start = page_index as usize * PAGE_BYTES;
+            let end = (start + PAGE_BYTES).min(memory.len());
+            (page_index, &memory[start..end])
+        })
+        .collect();
+    domain.storage.commit(&Commit {
+        record: &record,
+        pages: &pages,
+    })?;
+    domain.backing.commit_succeeded();
+    domain.record = record;
+    Ok(())
+}
+
+fn saved_globals(domain: &Domain) -> Vec<SavedGlobal> {
+    let mut globals = Vec::new();
+    for export in domain.instance.exports(&domain.store) {
+        let name = export.name();
+        let Extern::Global(global) = export.into_extern() else {
+            continue;
+        };
+        if !global.ty(&domain.store).mutability().is_mut() {
+            continue;
+        }
+        let value = match global.get(&domain.store) {
+            Val::I32(value) => GlobalValue::I32(value),
+            Val::I64(value) => GlobalValue::I64(value),
+            Val::F32(value) => GlobalValue::F32(value.to_bits()),
+            Val::F64(value) => GlobalValue::F64(value.to_bits()),
+            // Reference and vector globals cannot be saved; asyncified Rust
+            // has none.
+            _ => continue,
+        };
+        globals.push(SavedGlobal {
+            export_name: String::from(name),
+            value,
+        });
+    }
+    globals
+}
+
+/// Lays the committed memory, globals and suspension over a fresh instance.
+pub fn restore(domain: &mut Domain) -> Result<(), Error> {
+    let record = domain.record.clone();
+    if let Some(suspension) = &record.suspension {
+        if suspension.module_hash != module_hash(&record.module) {
+            return Err(Error::ModuleHashMismatch);
+        }
+        if domain.store.data().asyncify.is_none() {
+            return Err(Error::BadSavedGlobal(
+                "a suspended stack but no asyncify exports".into(),
+            ));
+        }
+    }
+    let current_pages = domain.memory.size(&domain.store);
+    let wanted_pages = u64::from(record.memory_pages);
+    if wanted_pages > current_pages {
+        domain
+            .memory
+            .grow(&mut domain.store, wanted_pages - current_pages)
+            .map_err(|error| Error::Instantiation(error.to_string()))?;
+    }
+    // Data segments were applied at instantiation; the image, not the module,
+    // says what memory holds: zero everything, then copy the stored pages.
+    let stored = domain.storage.stored_pages()?;
+    let memory = domain.memory.data_mut(&mut domain.store);
+    memory.fill(0);
+    let mut page = [0u8; PAGE_BYTES];
+    for page_index in stored {
+        let start = page_index as usize * PAGE_BYTES;
+        if start >= memory.len() {
+            return Err(Error::Storage(alloc::format!(
+                "page {page_index} lies beyond memory of {} bytes",
+                memory.len()
+            )));
+        }
+        domain.storage.read_page(page_index, &mut page)?;
+        let end = (start + PAGE_BYTES).min(memory.len());
+        memory[start..end].copy_from_slice(&page[..end - start]);
+    }
+    domain.backing.reset_to(memory);
+    if record.suspension.is_some() {
+        restore_globals(domain, &record.globals)?;
+    }
+    let state = domain.store.data_mut();
+    state.suspension = record.suspension.clone();
+    state.save_buffer = record
+        .suspension
+        .as_ref()
+        .map(|suspension| suspension.save_buffer);
+    Ok(())
+}
+
+fn restore_globals(domain: &mut Domain, globals: &[SavedGlobal]) -> Result<(), Error> {
+    for saved in globals {
+        let Some(global) = domain
+            .instance
+            .get_global(&domain.store, &saved.export_name)
+        else {
+            return Err(Error::BadSavedGlobal(alloc::format!(
+                "the module exports no global {}",
+                saved.export_name
+            )));
+        };
+        let value = match saved.value {
+            GlobalValue::I32(value) => Val::I32(value),
+            GlobalValue::I64(value) => Val::I64(value),
+            GlobalValue::F32(bits) => Val::F32(wasmi::F32::from_bits(bits)),
+            GlobalValue::F64(bits) => Val::F64(wasmi::F64::from_bits(bits)),
+        };
+        global.set(&mut domain.store, value).map_err(|error| {
+            Error::BadSavedGlobal(alloc::format!("{}: {error}", saved.export_name))
+        })?;
+    }
+    Ok(())
+}
+
+/// A stand-in call for readiness checks of a suspended import (the real
+/// arguments come back when the guest re-enters the import).
+pub fn call_for(import: BlockingImport) -> BlockingCall {
+    match import {
+        BlockingImport::AmberSleep => BlockingCall::Sleep,
+        BlockingImport::AmberYield => BlockingCall::Yield,
+        BlockingImport::AmberRecv => BlockingCall::Recv {
+            buffer: 0,
+            capacity: 0,
+            from: 0,
+        },
+        BlockingImport::AmberCheckpoint => BlockingCall::Checkpoint,
+        BlockingImport::WasiSchedYield => BlockingCall::SchedYield,
+        BlockingImport::WasiPollOneoff => BlockingCall::PollOneoff {
+            subscriptions: 0,
+            events: 0,
+            count: 0,
+            events_written: 0,
+        },
+    }
+}

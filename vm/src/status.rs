@@ -1,0 +1,62 @@
+//! Stable status codes the host ABI returns to guests, and WASI errno values.
+
+/// What an `amber` host call returns to the guest.
+///
+/// The numbers are part of the ABI: guest-sdk/README.md lists the same table.
+/// A *bad request* gets a status; guest misbehaviour (a wild pointer) traps.
+#[repr(i32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// The call did what was asked.
+    Ok = 0,
+    /// No domain has the name or ID given to `send`.
+    NoSuchDomain = 1,
+    /// The receiver's mailbox holds as many messages as it may.
+    MailboxFull = 2,
+    /// `recv` waited its whole timeout without a message.
+    Timeout = 3,
+    /// A message is larger than `MAX_MESSAGE_BYTES`, or a name longer than allowed.
+    TooLarge = 4,
+    /// `recv`'s buffer is smaller than the next message (the message stays queued).
+    BufferTooSmall = 5,
+    /// `checkpoint` could not make the domain durable (storage failed or the
+    /// module cannot be resumed mid-computation).
+    CheckpointFailed = 6,
+}
+
+impl Status {
+    /// The value handed to the guest.
+    pub const fn code(self) -> i32 {
+        self as i32
+    }
+
+    /// The value `recv` returns: statuses are negated so that lengths stay positive.
+    pub const fn negated(self) -> i32 {
+        -(self as i32)
+    }
+}
+
+/// The WASI (preview 1) errno values the subset uses.
+pub mod errno {
+    /// No error.
+    pub const SUCCESS: i32 = 0;
+    /// Bad file descriptor.
+    pub const BADF: i32 = 8;
+    /// Invalid seek (on a stream).
+    pub const SPIPE: i32 = 70;
+    /// Invalid argument.
+    pub const INVAL: i32 = 28;
+    /// Function not supported.
+    pub const NOSYS: i32 = 52;
+    /// Not supported (an unsupported subscription kind in poll_oneoff).
+    pub const NOTSUP: i32 = 58;
+}
+
+/// The largest message `send` accepts, in bytes.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// The most messages a mailbox queues before `send` reports `MailboxFull`.
+pub const MAX_MAILBOX_MESSAGES: usize = 256;
+
+/// The longest domain name, in bytes.
+pub const MAX_NAME_BYTES: usize = 64;

@@ -1,0 +1,227 @@
+//! What a domain keeps across restarts, and the storage trait that keeps it.
+//!
+//! `persist_storage` implements [`Storage`] over a persist image; tests and
+//! benchmarks use [`MemoryStorage`]. The vm never sees blocks or superblocks.
+
+use alloc::boxed::Box;
+use alloc::collections::BTreeMap;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use crate::error::Error;
+use crate::memory_backing::PAGE_BYTES;
+
+/// A 128-bit domain ID (little-endian when written to guests).
+pub type DomainId = [u8; 16];
+
+/// How a domain stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DomainStatus {
+    /// It runs (or will, once scheduled).
+    Running,
+    /// An operator stopped it; it keeps its state.
+    Stopped,
+    /// It exited with this code.
+    Exited(i32),
+    /// It trapped for this reason.
+    Trapped(String),
+    /// It was migrated to another machine.
+    MovedAway,
+}
+
+/// A value of one exported mutable global.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GlobalValue {
+    I32(i32),
+    I64(i64),
+    /// The IEEE 754 bits.
+    F32(u32),
+    /// The IEEE 754 bits.
+    F64(u64),
+}
+
+/// An exported mutable global and its value at the commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedGlobal {
+    pub export_name: String,
+    pub value: GlobalValue,
+}
+
+/// A message queued in a mailbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub from: DomainId,
+    pub bytes: Vec<u8>,
+}
+
+/// The blocking imports at which a domain can be suspended.
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockingImport {
+    AmberSleep = 1,
+    AmberYield = 2,
+    AmberRecv = 3,
+    AmberCheckpoint = 4,
+    WasiSchedYield = 5,
+    WasiPollOneoff = 6,
+}
+
+impl BlockingImport {
+    /// Every blocking import as (module, name): the list `wasm-opt --asyncify`
+    /// must be given (`asyncify-imports@amber.sleep,...`), and the only imports
+    /// at which the vm unwinds a guest stack.
+    pub const ALL: [(&'static str, &'static str); 6] = [
+        ("amber", "sleep"),
+        ("amber", "yield"),
+        ("amber", "recv"),
+        ("amber", "checkpoint"),
+        ("wasi_snapshot_preview1", "sched_yield"),
+        ("wasi_snapshot_preview1", "poll_oneoff"),
+    ];
+
+    /// The import for a stored byte.
+    pub fn from_byte(byte: u8) -> Option<Self> {
+        Some(match byte {
+            1 => Self::AmberSleep,
+            2 => Self::AmberYield,
+            3 => Self::AmberRecv,
+            4 => Self::AmberCheckpoint,
+            5 => Self::WasiSchedYield,
+            6 => Self::WasiPollOneoff,
+            _ => return None,
+        })
+    }
+}
+
+/// Where a domain's stack was unwound: enough to rewind it after a restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Suspension {
+    /// `module_hash` of the module whose stack this is.
+    pub module_hash: [u8; 16],
+    /// The import the guest was inside.
+    pub import: BlockingImport,
+    /// Where asyncify's `{current, end}` header and save area live in memory.
+    pub save_buffer: u32,
+    /// When the call times out, in domain clock nanoseconds (sleep, recv, poll).
+    pub deadline_ns: Option<u64>,
+}
+
+/// Everything a domain keeps besides its memory pages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainRecord {
+    pub id: DomainId,
+    pub name: String,
+    pub module: Vec<u8>,
+    pub args: Vec<String>,
+    pub environment: Vec<String>,
+    /// Current memory size in Wasm (64 KiB) pages; 0 before the first commit.
+    pub memory_pages: u32,
+    /// Set once the first commit holds the memory after instantiation.
+    pub is_initialized: bool,
+    pub globals: Vec<SavedGlobal>,
+    pub suspension: Option<Suspension>,
+    pub status: DomainStatus,
+    pub mailbox: Vec<Message>,
+    /// The domain's own clock, which keeps counting from here after a restart.
+    pub clock_ns: u64,
+    pub fuel_used: u64,
+    pub commits: u64,
+}
+
+impl DomainRecord {
+    /// The record of a domain that never ran.
+    pub fn new(id: DomainId, name: &str, module: Vec<u8>) -> Self {
+        Self {
+            id,
+            name: name.into(),
+            module,
+            args: Vec::new(),
+            environment: Vec::new(),
+            memory_pages: 0,
+            is_initialized: false,
+            globals: Vec::new(),
+            suspension: None,
+            status: DomainStatus::Running,
+            mailbox: Vec::new(),
+            clock_ns: 0,
+            fuel_used: 0,
+            commits: 0,
+        }
+    }
+}
+
+/// One commit: the new record and the 4 KiB pages that changed.
+#[derive(Debug)]
+pub struct Commit<'a> {
+    pub record: &'a DomainRecord,
+    pub pages: &'a [(u64, &'a [u8])],
+}
+
+/// A domain's durable state. `commit` is atomic: after a crash, `load` sees
+/// the previous commit or this one, never a mix.
+pub trait Storage: Send {
+    /// The record as of the last commit.
+    fn load(&mut self) -> Result<DomainRecord, Error>;
+    /// Reads page `page_index` as of the last commit (zeros if never stored).
+    fn read_page(&mut self, page_index: u64, page: &mut [u8; PAGE_BYTES]) -> Result<(), Error>;
+    /// Pages present in the last commit, ascending (others are zero).
+    fn stored_pages(&mut self) -> Result<Vec<u64>, Error>;
+    /// Makes `commit` durable.
+    fn commit(&mut self, commit: &Commit<'_>) -> Result<(), Error>;
+}
+
+/// Storage in RAM: for tests and benchmarks, and a model of the real thing.
+#[derive(Debug, Clone)]
+pub struct MemoryStorage {
+    record: DomainRecord,
+    pages: BTreeMap<u64, Box<[u8; PAGE_BYTES]>>,
+    /// When set, commits fail with this reason (a full or broken disk).
+    pub failure: Option<String>,
+}
+
+impl MemoryStorage {
+    /// Storage holding a domain that never ran.
+    pub fn new(record: DomainRecord) -> Self {
+        Self {
+            record,
+            pages: BTreeMap::new(),
+            failure: None,
+        }
+    }
+
+    /// The record as last committed.
+    pub fn record(&self) -> &DomainRecord {
+        &self.record
+    }
+}
+
+impl Storage for MemoryStorage {
+    fn load(&mut self) -> Result<DomainRecord, Error> {
+        Ok(self.record.clone())
+    }
+
+    fn read_page(&mut self, page_index: u64, page: &mut [u8; PAGE_BYTES]) -> Result<(), Error> {
+        match self.pages.get(&page_index) {
+            Some(stored) => page.copy_from_slice(&stored[..]),
+            None => page.fill(0),
+        }
+        Ok(())
+    }
+
+    fn stored_pages(&mut self) -> Result<Vec<u64>, Error> {
+        Ok(self.pages.keys().copied().collect())
+    }
+
+    fn commit(&mut self, commit: &Commit<'_>) -> Result<(), Error> {
+        if let Some(reason) = &self.failure {
+            return Err(Error::Storage(reason.clone()));
+        }
+        for &(page_index, bytes) in commit.pages {
+            let mut page = Box::new([0u8; PAGE_BYTES]);
+            page[..bytes.len()].copy_from_slice(bytes);
+            self.pages.insert(page_index, page);
+        }
+        self.record = commit.record.clone();
+        Ok(())
+    }
+}

@@ -1,0 +1,128 @@
+//! Shared helpers of the vm integration tests: a manual platform and WAT domains.
+
+#![allow(dead_code, reason = "each test binary uses a different part")]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use vm::{
+    Domain, DomainRecord, DomainStatus, HashedHeapBacking, MemoryStorage, Platform, Scheduler,
+    Storage, Stream,
+};
+
+/// A platform whose clock moves only when told, and which records output.
+#[derive(Debug, Default)]
+pub struct TestPlatform {
+    pub now_ns: AtomicU64,
+    pub lines: Mutex<Vec<String>>,
+}
+
+impl TestPlatform {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    pub fn advance_ns(&self, ns: u64) {
+        self.now_ns.fetch_add(ns, Ordering::SeqCst);
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+}
+
+impl Platform for TestPlatform {
+    fn monotonic_ns(&self) -> u64 {
+        self.now_ns.load(Ordering::SeqCst)
+    }
+
+    fn realtime_ns(&self) -> u64 {
+        1_700_000_000_000_000_000 + self.monotonic_ns()
+    }
+
+    fn fill_random(&self, bytes: &mut [u8]) {
+        for (index, byte) in bytes.iter_mut().enumerate() {
+            *byte = (index as u8).wrapping_mul(31).wrapping_add(7);
+        }
+    }
+
+    fn output(&self, domain_name: &str, stream: Stream, line: &[u8]) {
+        let tag = match stream {
+            Stream::Stdout => "out",
+            Stream::Stderr => "err",
+            Stream::Log(_) => "log",
+        };
+        let text = String::from_utf8_lossy(line);
+        self.lines
+            .lock()
+            .unwrap()
+            .push(format!("[{domain_name}] {tag}: {text}"));
+    }
+}
+
+/// The bytes of a WAT module.
+pub fn wasm(wat: &str) -> Vec<u8> {
+    wat::parse_str(wat).expect("test WAT parses")
+}
+
+/// A record for a new domain.
+pub fn record(name: &str, id: u8, module: Vec<u8>) -> DomainRecord {
+    DomainRecord::new([id; 16], name, module)
+}
+
+/// Opens a domain over `storage`.
+pub fn open_with(
+    engine: &vm::wasmi::Engine,
+    platform: &Arc<TestPlatform>,
+    storage: Box<dyn Storage>,
+) -> Result<Domain, vm::Error> {
+    Domain::open(
+        engine,
+        platform.clone(),
+        storage,
+        Box::new(HashedHeapBacking::new()),
+    )
+}
+
+/// Opens a new domain named `name` running `wat`.
+pub fn open(
+    engine: &vm::wasmi::Engine,
+    platform: &Arc<TestPlatform>,
+    name: &str,
+    id: u8,
+    wat: &str,
+) -> Result<Domain, vm::Error> {
+    let storage = MemoryStorage::new(record(name, id, wasm(wat)));
+    open_with(engine, platform, Box::new(storage))
+}
+
+/// Runs rounds until every domain has ended or `rounds` pass, advancing the
+/// clock 1 ms per round.
+pub fn run_rounds(scheduler: &mut Scheduler, platform: &TestPlatform, rounds: usize) {
+    for _ in 0..rounds {
+        if scheduler.is_finished() {
+            return;
+        }
+        scheduler.run_round();
+        platform.advance_ns(1_000_000);
+    }
+}
+
+/// Runs one domain alone until it ends (or panics after many rounds).
+pub fn run_to_end(domain: &mut Domain, platform: &TestPlatform) -> DomainStatus {
+    for _ in 0..100_000 {
+        if let vm::RunOutcome::Ended(status) = domain.run(100_000) {
+            return status;
+        }
+        platform.advance_ns(1_000_000);
+    }
+    panic!("domain {} did not end", domain.name());
+}
+
+/// The trap reason of a status, or a panic naming what it was.
+pub fn trap_reason(status: &DomainStatus) -> &str {
+    match status {
+        DomainStatus::Trapped(reason) => reason,
+        other => panic!("expected a trap, got {other:?}"),
+    }
+}

@@ -1,0 +1,132 @@
+//! Traps end only their own domain, with a clear reason; fuel is shared fairly.
+
+mod common;
+
+use common::*;
+use vm::{DomainStatus, Error, Scheduler, new_engine};
+
+fn trapping(body: &str) -> String {
+    format!(
+        r#"(module
+            (import "env" "memory" (memory 1 2))
+            (func $recurse (param i32) (result i32)
+                (i32.add (call $recurse (i32.add (local.get 0) (i32.const 1))) (i32.const 1)))
+            (func (export "_start") {body}))"#
+    )
+}
+
+const BUSY: &str = r#"(module
+    (import "env" "memory" (memory 1 1))
+    (func (export "_start") (local $i i64)
+        (loop $again
+            (local.set $i (i64.add (local.get $i) (i64.const 1)))
+            (i64.store (i32.const 0) (local.get $i))
+            (br $again))))"#;
+
+#[test]
+fn each_trap_ends_its_domain_only_and_names_the_cause() {
+    let engine = new_engine();
+    let platform = TestPlatform::new();
+    let cases = [
+        (
+            "oob",
+            "(drop (i32.load (i32.const 70000)))",
+            "out of bounds memory access",
+        ),
+        ("unreachable", "unreachable", "unreachable"),
+        (
+            "recursion",
+            "(drop (call $recurse (i32.const 0)))",
+            "call stack exhausted",
+        ),
+        (
+            "grow",
+            // memory.grow beyond the maximum returns -1 (Wasm spec 4.4.7);
+            // the guest then gives up, as Rust's allocator does.
+            "(if (i32.eq (memory.grow (i32.const 5)) (i32.const -1)) (then unreachable))",
+            "unreachable",
+        ),
+    ];
+    let mut scheduler = Scheduler::new(10_000);
+    scheduler
+        .add(open(&engine, &platform, "busy", 100, BUSY).unwrap())
+        .unwrap();
+    for (index, (name, body, _)) in cases.iter().enumerate() {
+        let domain = open(&engine, &platform, name, index as u8 + 1, &trapping(body)).unwrap();
+        scheduler.add(domain).unwrap();
+    }
+    run_rounds(&mut scheduler, &platform, 200);
+    for (name, _, expected) in cases {
+        let status = scheduler.domain(name).unwrap().status();
+        let reason = trap_reason(&status);
+        assert!(reason.contains(expected), "{name}: {reason}");
+        assert_eq!(
+            scheduler.domain(name).unwrap().record().status,
+            status,
+            "{name}: the trap is recorded in the image"
+        );
+    }
+    let busy = scheduler.domain("busy").unwrap();
+    assert_eq!(busy.status(), DomainStatus::Running);
+    assert!(busy.fuel_used() > 100_000);
+    assert!(
+        platform
+            .lines()
+            .iter()
+            .any(|line| line.starts_with("[oob] log: trapped: wasm trap: out of bounds")),
+        "{:?}",
+        platform.lines()
+    );
+}
+
+#[test]
+fn bad_modules_are_refused_with_a_reason() {
+    let engine = new_engine();
+    let platform = TestPlatform::new();
+    let storage = vm::MemoryStorage::new(record("junk", 1, b"\0asm\x01\0\0\0junk".to_vec()));
+    let error = open_with(&engine, &platform, Box::new(storage)).unwrap_err();
+    assert!(matches!(error, Error::InvalidModule(_)), "{error}");
+    let cases = [
+        (
+            r#"(module (memory 1) (func (export "_start")))"#,
+            Error::MemoryNotImported,
+        ),
+        (
+            r#"(module (import "env" "memory" (memory 1)) (func $s) (start $s) (func (export "_start")))"#,
+            Error::StartSection,
+        ),
+        (
+            r#"(module (import "env" "memory" (memory 1)))"#,
+            Error::MissingEntry,
+        ),
+        (
+            r#"(module (import "env" "memory" (memory 1)) (import "x" "y" (func)) (func (export "_start")))"#,
+            Error::UnknownImport {
+                module: "x".into(),
+                name: "y".into(),
+            },
+        ),
+    ];
+    for (wat, expected) in cases {
+        let error = open(&engine, &platform, "bad", 1, wat).unwrap_err();
+        assert_eq!(error, expected);
+    }
+}
+
+#[test]
+fn two_busy_domains_get_fuel_within_ten_percent() {
+    let engine = new_engine();
+    let platform = TestPlatform::new();
+    let mut scheduler = Scheduler::new(10_000);
+    scheduler
+        .add(open(&engine, &platform, "a", 1, BUSY).unwrap())
+        .unwrap();
+    scheduler
+        .add(open(&engine, &platform, "b", 2, BUSY).unwrap())
+        .unwrap();
+    run_rounds(&mut scheduler, &platform, 50);
+    let a = scheduler.domain("a").unwrap().fuel_used() as f64;
+    let b = scheduler.domain("b").unwrap().fuel_used() as f64;
+    assert!(a > 400_000.0 && b > 400_000.0, "{a} {b}");
+    assert!((a - b).abs() / a.max(b) < 0.10, "{a} {b}");
+}
