@@ -16,14 +16,12 @@ pub enum Status {
     MailboxFull,
     /// 3: nothing arrived before the timeout.
     Timeout,
-    /// 4: a message is larger than the limit or the buffer.
+    /// 4: a message or a name is over its limit.
     TooLarge,
-    /// 5: the name is empty, too long or not UTF-8.
-    InvalidName,
-    /// 6: the image could not be written; the last commit stays valid.
-    IoError,
-    /// 7: the domain has no image to commit to.
-    NotPersistent,
+    /// 5: `recv`'s buffer is shorter than the next message.
+    BufferTooSmall,
+    /// 6: the domain could not be made durable; the last commit stays valid.
+    CheckpointFailed,
     /// A code this SDK does not know.
     Unknown(i32),
 }
@@ -37,9 +35,8 @@ impl Status {
             2 => Self::MailboxFull,
             3 => Self::Timeout,
             4 => Self::TooLarge,
-            5 => Self::InvalidName,
-            6 => Self::IoError,
-            7 => Self::NotPersistent,
+            5 => Self::BufferTooSmall,
+            6 => Self::CheckpointFailed,
             other => Self::Unknown(other),
         }
     }
@@ -52,9 +49,8 @@ impl Status {
             Self::MailboxFull => 2,
             Self::Timeout => 3,
             Self::TooLarge => 4,
-            Self::InvalidName => 5,
-            Self::IoError => 6,
-            Self::NotPersistent => 7,
+            Self::BufferTooSmall => 5,
+            Self::CheckpointFailed => 6,
             Self::Unknown(code) => code,
         }
     }
@@ -69,7 +65,8 @@ pub enum SendError {
     MailboxFull,
     /// The message is over [`MAX_MESSAGE_BYTES`](crate::MAX_MESSAGE_BYTES).
     TooLarge,
-    /// The name is empty or over [`MAX_NAME_BYTES`](crate::MAX_NAME_BYTES).
+    /// The name is empty or over [`MAX_NAME_BYTES`](crate::MAX_NAME_BYTES)
+    /// (checked before calling the host).
     InvalidName,
     /// The host answered with a status `send` does not expect.
     Unexpected(Status),
@@ -81,7 +78,6 @@ impl SendError {
             Status::NoSuchDomain => Self::NoSuchDomain,
             Status::MailboxFull => Self::MailboxFull,
             Status::TooLarge => Self::TooLarge,
-            Status::InvalidName => Self::InvalidName,
             other => Self::Unexpected(other),
         }
     }
@@ -117,7 +113,7 @@ impl RecvError {
     pub(crate) fn from_status(status: Status) -> Self {
         match status {
             Status::Timeout => Self::Timeout,
-            Status::TooLarge => Self::BufferTooSmall,
+            Status::BufferTooSmall => Self::BufferTooSmall,
             other => Self::Unexpected(other),
         }
     }
@@ -140,10 +136,9 @@ impl std::error::Error for RecvError {}
 /// Why [`checkpoint`](crate::checkpoint) did not commit the domain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CheckpointError {
-    /// The image could not be written; the previous commit stays valid.
-    Io,
-    /// This domain has no image (e.g. a test run without persistence).
-    NotPersistent,
+    /// The domain could not be made durable (storage failed, or the module
+    /// cannot be resumed mid-computation); the previous commit stays valid.
+    Failed,
     /// The host answered with a status `checkpoint` does not expect.
     Unexpected(Status),
 }
@@ -151,8 +146,7 @@ pub enum CheckpointError {
 impl CheckpointError {
     pub(crate) fn from_status(status: Status) -> Self {
         match status {
-            Status::IoError => Self::Io,
-            Status::NotPersistent => Self::NotPersistent,
+            Status::CheckpointFailed => Self::Failed,
             other => Self::Unexpected(other),
         }
     }
@@ -161,8 +155,7 @@ impl CheckpointError {
 impl fmt::Display for CheckpointError {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Io => formatter.write_str("the domain image could not be written"),
-            Self::NotPersistent => formatter.write_str("the domain has no image"),
+            Self::Failed => formatter.write_str("the domain could not be made durable"),
             Self::Unexpected(status) => {
                 write!(formatter, "unexpected checkpoint status {status:?}")
             }
@@ -182,6 +175,7 @@ mod tests {
             assert_eq!(Status::from_code(code).code(), code);
         }
         assert_eq!(Status::from_code(3), Status::Timeout);
+        assert_eq!(Status::from_code(5), Status::BufferTooSmall);
         assert_eq!(Status::from_code(9), Status::Unknown(9));
     }
 }
