@@ -6,3 +6,35 @@
 extern crate std;
 
 extern crate alloc;
+
+mod blob;
+mod device;
+mod error;
+mod faulty;
+#[cfg(feature = "std")]
+mod file_device;
+mod image;
+mod layout;
+mod metadata;
+mod page_map;
+mod space;
+mod superblock;
+mod verify;
+
+pub use device::{BLOCK_SIZE, BlockDevice, MemoryDevice};
+pub use error::{DeviceError, Error, Structure};
+pub use faulty::{FaultPlan, FaultyDevice};
+#[cfg(feature = "std")]
+pub use file_device::FileDevice;
+pub use image::{CommitStats, Image, ImageStats, NewDomain};
+pub use layout::{FORMAT_VERSION, MAX_IMAGE_BLOCKS, crc32c};
+pub use metadata::{
+    Counters, DomainId, GlobalValue, MAX_NAME_LEN, Message, Metadata, ModuleHash,
+    PAGES_PER_WASM_PAGE, Status, ValueType, WASM_PAGE_SIZE, module_hash,
+};
+pub use page_map::{MAX_PAGES, PAGE_MAP_HEIGHT};
+pub use superblock::MIN_IMAGE_BLOCKS;
+pub use verify::{VerifyReport, reachable_blocks};
+
+/// Size of one page of linear memory as persist stores it (one block).
+pub const PAGE_SIZE: usize = BLOCK_SIZE;

@@ -1,0 +1,272 @@
+//! Typed errors: one variant per cause, each naming what is wrong.
+
+use alloc::string::String;
+use core::fmt;
+
+/// An error reported by a [`crate::BlockDevice`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceError {
+    /// A block index past the end of the device.
+    OutOfRange {
+        /// The block asked for.
+        index: u64,
+        /// How many blocks the device has.
+        block_count: u64,
+    },
+    /// The operating system reported an I/O error.
+    Io {
+        /// What was being done ("read", "write", "flush", ...).
+        operation: &'static str,
+        /// The system's description of the failure.
+        message: String,
+    },
+    /// A [`crate::FaultyDevice`] failed this write on purpose.
+    InjectedFault {
+        /// The 1-based number of the failed write.
+        write_number: u64,
+    },
+    /// A [`crate::FaultyDevice`] lost power: nothing more reaches the disk.
+    PoweredOff,
+}
+
+impl fmt::Display for DeviceError {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::OutOfRange { index, block_count } => write!(
+                formatter,
+                "block {index} is past the end of a device of {block_count} blocks"
+            ),
+            Self::Io { operation, message } => write!(formatter, "{operation} failed: {message}"),
+            Self::InjectedFault { write_number } => {
+                write!(formatter, "injected fault on write number {write_number}")
+            }
+            Self::PoweredOff => write!(formatter, "the device lost power"),
+        }
+    }
+}
+
+impl core::error::Error for DeviceError {}
+
+/// Which on-disk structure an error is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Structure {
+    /// One of the two superblocks (blocks 0 and 1).
+    Superblock,
+    /// A node of the radix page map.
+    PageMapNode,
+    /// A page of linear memory.
+    Page,
+    /// A block of the metadata chain.
+    Metadata,
+    /// A block of the module chain.
+    Module,
+    /// The free-space root (the list of bitmap blocks).
+    FreeSpaceRoot,
+    /// A block of the free-space bitmap.
+    FreeSpaceBitmap,
+}
+
+impl fmt::Display for Structure {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(match self {
+            Self::Superblock => "superblock",
+            Self::PageMapNode => "page-map node",
+            Self::Page => "page",
+            Self::Metadata => "metadata block",
+            Self::Module => "module block",
+            Self::FreeSpaceRoot => "free-space root",
+            Self::FreeSpaceBitmap => "free-space bitmap block",
+        })
+    }
+}
+
+/// Everything that can go wrong with a domain image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// The block device failed.
+    Device(DeviceError),
+    /// Neither superblock starts with the image magic: not a domain image.
+    NotAnImage,
+    /// Both superblocks carry the magic but neither has a valid checksum.
+    NoValidSuperblock,
+    /// The newest superblock was written by a format version this code does
+    /// not know.
+    UnsupportedVersion {
+        /// The version on disk.
+        found: u32,
+        /// The version this code reads and writes.
+        supported: u32,
+    },
+    /// The superblock's block size is not [`crate::BLOCK_SIZE`].
+    UnsupportedBlockSize {
+        /// The block size on disk.
+        found: u32,
+    },
+    /// The device is smaller than the image says it is (a truncated file),
+    /// or too small to hold an image at all.
+    DeviceTooSmall {
+        /// Blocks the image needs.
+        needed_blocks: u64,
+        /// Blocks the device has.
+        device_blocks: u64,
+    },
+    /// The device has more blocks than the free-space map can describe.
+    DeviceTooLarge {
+        /// Blocks the device has.
+        device_blocks: u64,
+        /// The most blocks an image may have.
+        max_blocks: u64,
+    },
+    /// A pointer names a block that cannot hold that structure (a
+    /// superblock, or past the end of the image).
+    BadPointer {
+        /// The block the pointer names.
+        block: u64,
+        /// What the pointer should lead to.
+        structure: Structure,
+    },
+    /// A block's contents do not match the checksum its parent recorded.
+    ChecksumMismatch {
+        /// The bad block.
+        block: u64,
+        /// What the block holds.
+        structure: Structure,
+    },
+    /// A block's checksum is right but its contents make no sense (a length
+    /// past the end of a chain, an undecodable metadata record...).
+    Malformed {
+        /// The bad block (the first block of the structure when the fault is
+        /// in the whole).
+        block: u64,
+        /// What the block holds.
+        structure: Structure,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The module bytes do not hash to the hash the metadata records.
+    ModuleHashMismatch,
+    /// The image has no free block left; the last commit is intact.
+    NoSpace {
+        /// How many blocks the device has.
+        device_blocks: u64,
+    },
+    /// A page index at or past the memory maximum.
+    PageOutOfRange {
+        /// The page asked for (in [`crate::PAGE_SIZE`] pages).
+        page_index: u64,
+        /// The first page index that is out of range.
+        limit: u64,
+    },
+    /// A metadata field too large to store (a name over 255 bytes...).
+    InvalidMetadata {
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// An earlier commit failed while writing its superblock: the image on
+    /// disk is the last or the failed commit; reopen it to go on.
+    Poisoned,
+}
+
+impl Error {
+    pub(crate) fn checksum(block: u64, structure: Structure) -> Self {
+        Self::ChecksumMismatch { block, structure }
+    }
+
+    pub(crate) fn malformed(block: u64, structure: Structure, reason: &'static str) -> Self {
+        Self::Malformed {
+            block,
+            structure,
+            reason,
+        }
+    }
+}
+
+impl From<DeviceError> for Error {
+    fn from(error: DeviceError) -> Self {
+        Self::Device(error)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Device(error) => write!(formatter, "block device: {error}"),
+            Self::NotAnImage => write!(
+                formatter,
+                "not a domain image: no superblock has the magic number"
+            ),
+            Self::NoValidSuperblock => {
+                write!(
+                    formatter,
+                    "both superblocks (blocks 0 and 1) fail their checksum"
+                )
+            }
+            Self::UnsupportedVersion { found, supported } => write!(
+                formatter,
+                "image format version {found} is not supported (this code reads version {supported})"
+            ),
+            Self::UnsupportedBlockSize { found } => write!(
+                formatter,
+                "block size {found} is not supported (expected {})",
+                crate::BLOCK_SIZE
+            ),
+            Self::DeviceTooSmall {
+                needed_blocks,
+                device_blocks,
+            } => write!(
+                formatter,
+                "device too small or truncated: the image needs {needed_blocks} blocks, the device has {device_blocks}"
+            ),
+            Self::DeviceTooLarge {
+                device_blocks,
+                max_blocks,
+            } => write!(
+                formatter,
+                "device of {device_blocks} blocks is larger than the {max_blocks} blocks an image can have"
+            ),
+            Self::BadPointer { block, structure } => write!(
+                formatter,
+                "impossible pointer to block {block} for a {structure}"
+            ),
+            Self::ChecksumMismatch { block, structure } => {
+                write!(
+                    formatter,
+                    "checksum mismatch in {structure} at block {block}"
+                )
+            }
+            Self::Malformed {
+                block,
+                structure,
+                reason,
+            } => write!(
+                formatter,
+                "malformed {structure} at block {block}: {reason}"
+            ),
+            Self::ModuleHashMismatch => {
+                write!(formatter, "the module bytes do not match the recorded hash")
+            }
+            Self::NoSpace { device_blocks } => write!(
+                formatter,
+                "no space left in the image ({device_blocks} blocks); the last commit is intact"
+            ),
+            Self::PageOutOfRange { page_index, limit } => write!(
+                formatter,
+                "page {page_index} is out of range (pages below {limit} exist)"
+            ),
+            Self::InvalidMetadata { reason } => write!(formatter, "invalid metadata: {reason}"),
+            Self::Poisoned => write!(
+                formatter,
+                "an earlier commit failed while writing its superblock: reopen the image"
+            ),
+        }
+    }
+}
+
+impl core::error::Error for Error {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            Self::Device(error) => Some(error),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,498 @@
+//! The domain image: create, open, read and stage pages, commit.
+
+use alloc::collections::BTreeMap;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use zerocopy::FromZeros;
+use zerocopy::little_endian::{U32, U64};
+
+use crate::PAGE_SIZE;
+use crate::blob::{read_chain, read_checked, write_chain};
+use crate::device::{BLOCK_SIZE, BlockDevice};
+use crate::error::{Error, Structure};
+use crate::layout::{
+    ChainPointer, FORMAT_VERSION, MAGIC, MAX_IMAGE_BLOCKS, Pointer, Superblock, crc32c,
+};
+use crate::metadata::{
+    Counters, DomainId, MAX_NAME_LEN, Metadata, MetadataRecord, ModuleHash, ModuleRecord, Status,
+    module_hash,
+};
+use crate::page_map::{self, UpdateCounts, Updater};
+use crate::space::{self, SpaceMap};
+use crate::superblock::{MIN_IMAGE_BLOCKS, choose};
+
+/// What a new domain starts with.
+#[derive(Debug, Clone)]
+pub struct NewDomain<'a> {
+    /// Its stable ID.
+    pub id: DomainId,
+    /// Its name (1 to [`MAX_NAME_LEN`] bytes).
+    pub name: &'a str,
+    /// The module bytes.
+    pub module: &'a [u8],
+    /// Initial memory size, in 64 KiB WebAssembly pages.
+    pub memory_pages: u64,
+    /// Maximum memory size, in 64 KiB WebAssembly pages.
+    pub memory_max_pages: u64,
+    /// WASI arguments.
+    pub args: Vec<String>,
+    /// WASI environment, `KEY=VALUE` strings.
+    pub env: Vec<String>,
+}
+
+/// What one commit wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommitStats {
+    /// The commit's sequence number.
+    pub sequence: u64,
+    /// Pages staged since the previous commit (each written once).
+    pub pages_written: u64,
+    /// Blocks written since the previous commit: staged pages, page-map
+    /// nodes, metadata, free space and the superblock.
+    pub blocks_written: u64,
+}
+
+/// Sizes and counts of an open image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageStats {
+    /// The last commit's sequence number.
+    pub sequence: u64,
+    /// Blocks in the image.
+    pub block_count: u64,
+    /// Blocks the last commit uses (superblocks included).
+    pub blocks_used: u64,
+    /// Blocks neither the last commit nor staged pages use.
+    pub blocks_free: u64,
+    /// Pages the last commit stores (absent pages read as zero).
+    pub pages_stored: u64,
+    /// Pages staged for the next commit.
+    pub pages_staged: u64,
+    /// Length of the module in bytes.
+    pub module_len_bytes: u64,
+}
+
+/// An open domain image on a block device.
+#[derive(Debug)]
+pub struct Image<D> {
+    device: D,
+    /// The last durable commit.
+    superblock: Superblock,
+    space: SpaceMap,
+    metadata: Metadata,
+    module: ModuleRecord,
+    /// The blocks of the last commit's metadata chain, freed by the next one.
+    metadata_blocks: Vec<u64>,
+    /// Pages written to free blocks since the last commit (none = zero page).
+    staged_pages: BTreeMap<u64, Pointer>,
+    blocks_written_since_commit: u64,
+    pages_staged_since_commit: u64,
+    is_poisoned: bool,
+}
+
+impl<D: BlockDevice> Image<D> {
+    /// Formats `device` as a new image of a domain and commits it (sequence
+    /// 1). Whatever the device held before is lost.
+    pub fn create(mut device: D, domain: NewDomain<'_>) -> Result<Self, Error> {
+        if domain.name.is_empty() || domain.name.len() > MAX_NAME_LEN {
+            return Err(Error::InvalidMetadata {
+                reason: "the name must be 1 to 255 bytes",
+            });
+        }
+        let block_count = device.block_count();
+        if block_count < MIN_IMAGE_BLOCKS {
+            return Err(Error::DeviceTooSmall {
+                needed_blocks: MIN_IMAGE_BLOCKS,
+                device_blocks: block_count,
+            });
+        }
+        if block_count > MAX_IMAGE_BLOCKS {
+            return Err(Error::DeviceTooLarge {
+                device_blocks: block_count,
+                max_blocks: MAX_IMAGE_BLOCKS,
+            });
+        }
+        // An old image on the device must not outrank the new one.
+        let zero = [0u8; BLOCK_SIZE];
+        device.write_block(0, &zero)?;
+        device.write_block(1, &zero)?;
+        device.flush()?;
+
+        let mut space = SpaceMap::fresh(block_count);
+        let mut blocks_written = 2;
+        let (module_pointer, _) =
+            write_chain(&mut device, &mut space, domain.module, &mut blocks_written)?;
+        let mut superblock = Superblock::new_zeroed();
+        superblock.magic = MAGIC;
+        superblock.format_version = U32::new(FORMAT_VERSION);
+        superblock.block_size = U32::new(BLOCK_SIZE as u32);
+        superblock.block_count = U64::new(block_count);
+        let mut image = Self {
+            device,
+            superblock,
+            space,
+            metadata: Metadata {
+                id: domain.id,
+                name: domain.name.into(),
+                memory_pages: domain.memory_pages,
+                memory_max_pages: domain.memory_max_pages,
+                globals: Vec::new(),
+                status: Status::Running,
+                suspension: Vec::new(),
+                mailbox: Vec::new(),
+                clock_ns: 0,
+                counters: Counters::default(),
+                args: domain.args,
+                env: domain.env,
+            },
+            module: ModuleRecord {
+                hash: module_hash(domain.module),
+                first_block: module_pointer.first.block.get(),
+                first_crc: module_pointer.first.crc.get(),
+                len_bytes: domain.module.len() as u64,
+            },
+            metadata_blocks: Vec::new(),
+            staged_pages: BTreeMap::new(),
+            blocks_written_since_commit: blocks_written,
+            pages_staged_since_commit: 0,
+            is_poisoned: false,
+        };
+        image.write_commit()?;
+        Ok(image)
+    }
+
+    /// Opens the image on `device` at its newest valid commit.
+    pub fn open(mut device: D) -> Result<Self, Error> {
+        let chosen = choose(&mut device)?;
+        let superblock = chosen.newest;
+        let image_blocks = superblock.block_count.get();
+        let newest_space = space::load(&mut device, &superblock.free_space_root, image_blocks)?;
+        // The older commit's blocks stay untouched while it is valid. If its
+        // free space cannot be read it cannot be opened either, so nothing
+        // is lost by not protecting it.
+        let older_space = chosen
+            .older
+            .and_then(|older| space::load(&mut device, &older.free_space_root, image_blocks).ok());
+        let space = SpaceMap::opened(image_blocks, newest_space, older_space);
+        let (record, metadata_blocks) =
+            read_record(&mut device, &superblock.metadata, image_blocks)?;
+        Ok(Self {
+            device,
+            superblock,
+            space,
+            metadata: record.metadata,
+            module: record.module,
+            metadata_blocks,
+            staged_pages: BTreeMap::new(),
+            blocks_written_since_commit: 0,
+            pages_staged_since_commit: 0,
+            is_poisoned: false,
+        })
+    }
+
+    /// The metadata as staged (the last commit's, plus changes since).
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    /// Changes to the metadata, written by the next commit.
+    pub fn metadata_mut(&mut self) -> &mut Metadata {
+        &mut self.metadata
+    }
+
+    /// Replaces the metadata, written by the next commit.
+    pub fn stage_metadata(&mut self, metadata: Metadata) {
+        self.metadata = metadata;
+    }
+
+    /// SHA-256 of the module bytes.
+    pub fn module_hash(&self) -> ModuleHash {
+        self.module.hash
+    }
+
+    /// Reads the module bytes, checking every block and the hash.
+    pub fn module(&mut self) -> Result<Vec<u8>, Error> {
+        let image_blocks = self.image_blocks();
+        let (bytes, _) = read_chain(
+            &mut self.device,
+            &self.module.chain_pointer(),
+            image_blocks,
+            Structure::Module,
+        )?;
+        if module_hash(&bytes) != self.module.hash {
+            return Err(Error::ModuleHashMismatch);
+        }
+        Ok(bytes)
+    }
+
+    /// The last commit's sequence number.
+    pub fn sequence(&self) -> u64 {
+        self.superblock.sequence.get()
+    }
+
+    fn image_blocks(&self) -> u64 {
+        self.superblock.block_count.get()
+    }
+
+    fn check_page_index(&self, page_index: u64) -> Result<(), Error> {
+        let limit = self.metadata.page_limit();
+        if page_index >= limit {
+            return Err(Error::PageOutOfRange { page_index, limit });
+        }
+        Ok(())
+    }
+
+    /// Reads page `page_index` ([`PAGE_SIZE`] bytes) as staged, or as last
+    /// committed; an absent page reads as zeros. Checksums are verified.
+    pub fn read_page(&mut self, page_index: u64, page: &mut [u8; PAGE_SIZE]) -> Result<(), Error> {
+        self.check_page_index(page_index)?;
+        let image_blocks = self.image_blocks();
+        let pointer = match self.staged_pages.get(&page_index) {
+            Some(pointer) => *pointer,
+            None => page_map::lookup(
+                &mut self.device,
+                &self.superblock.page_map_root,
+                page_index,
+                image_blocks,
+            )?,
+        };
+        if pointer.is_none() {
+            page.fill(0);
+            return Ok(());
+        }
+        *page = read_checked(&mut self.device, &pointer, image_blocks, Structure::Page)?;
+        Ok(())
+    }
+
+    /// Writes page `page_index` copy-on-write into a free block now; the next
+    /// commit makes it part of the image. A zero page takes no block.
+    pub fn stage_page(&mut self, page_index: u64, page: &[u8; PAGE_SIZE]) -> Result<(), Error> {
+        if self.is_poisoned {
+            return Err(Error::Poisoned);
+        }
+        self.check_page_index(page_index)?;
+        let pointer = if page.iter().all(|&byte| byte == 0) {
+            Pointer::NONE
+        } else {
+            let block = self.space.allocate()?;
+            if let Err(error) = self.device.write_block(block, page) {
+                self.space.free(block);
+                return Err(error.into());
+            }
+            self.blocks_written_since_commit += 1;
+            Pointer::new(block, crc32c(page))
+        };
+        self.pages_staged_since_commit += 1;
+        if let Some(replaced) = self.staged_pages.insert(page_index, pointer)
+            && !replaced.is_none()
+        {
+            // Staged blocks belong to no commit: free for reuse at once.
+            self.space.free(replaced.block.get());
+        }
+        Ok(())
+    }
+
+    /// Makes every staged page and the metadata durable as one commit.
+    /// When it returns `Ok` the commit survives any power cut; when it
+    /// returns an error the last commit is intact and the staged changes are
+    /// kept for another try (unless the error is [`Error::Poisoned`]-worthy:
+    /// a failure writing the superblock, after which the image must be
+    /// reopened).
+    pub fn commit(&mut self) -> Result<CommitStats, Error> {
+        self.metadata.counters.commits += 1;
+        let result = self.write_commit();
+        if result.is_err() {
+            self.metadata.counters.commits -= 1;
+        }
+        result
+    }
+
+    fn write_commit(&mut self) -> Result<CommitStats, Error> {
+        if self.is_poisoned {
+            return Err(Error::Poisoned);
+        }
+        let saved_space = self.space.clone();
+        let prepared = self.prepare_commit();
+        let (superblock, written_space, metadata_blocks) = match prepared {
+            Ok(prepared) => prepared,
+            Err(error) => {
+                self.space = saved_space;
+                return Err(error);
+            }
+        };
+        // From here on the older superblock's slot is being overwritten: if
+        // this fails, the disk holds the last commit or this one, and only
+        // reopening can tell which.
+        let slot = superblock.sequence.get() % 2;
+        let written = self
+            .device
+            .write_block(slot, &superblock.to_block())
+            .and_then(|()| self.device.flush());
+        if let Err(error) = written {
+            self.space = saved_space;
+            self.is_poisoned = true;
+            return Err(error.into());
+        }
+        self.blocks_written_since_commit += 1;
+        let stats = CommitStats {
+            sequence: superblock.sequence.get(),
+            pages_written: self.pages_staged_since_commit,
+            blocks_written: self.blocks_written_since_commit,
+        };
+        self.space.install(written_space);
+        self.superblock = superblock;
+        self.metadata_blocks = metadata_blocks;
+        self.staged_pages.clear();
+        self.blocks_written_since_commit = 0;
+        self.pages_staged_since_commit = 0;
+        Ok(stats)
+    }
+
+    /// Writes everything but the superblock and flushes it.
+    fn prepare_commit(&mut self) -> Result<(Superblock, space::WrittenSpace, Vec<u64>), Error> {
+        let image_blocks = self.image_blocks();
+        let changes: Vec<(u64, Pointer)> = self
+            .staged_pages
+            .iter()
+            .map(|(page_index, pointer)| (*page_index, *pointer))
+            .collect();
+        let mut counts = UpdateCounts::default();
+        let mut page_map_root = self.superblock.page_map_root;
+        if !changes.is_empty() {
+            let mut updater = Updater {
+                device: &mut self.device,
+                space: &mut self.space,
+                image_blocks,
+                blocks_written: &mut self.blocks_written_since_commit,
+                counts,
+            };
+            page_map_root = updater.update(&page_map_root, 0, &changes)?;
+            counts = updater.counts;
+        }
+        for &block in &self.metadata_blocks {
+            self.space.free(block);
+        }
+        let record = MetadataRecord {
+            metadata: self.metadata.clone(),
+            module: self.module,
+        };
+        let record_bytes = postcard::to_allocvec(&record).map_err(|_| Error::InvalidMetadata {
+            reason: "the metadata cannot be encoded",
+        })?;
+        let (metadata_pointer, metadata_blocks) = write_chain(
+            &mut self.device,
+            &mut self.space,
+            &record_bytes,
+            &mut self.blocks_written_since_commit,
+        )?;
+        let written_space = self
+            .space
+            .write(&mut self.device, &mut self.blocks_written_since_commit)?;
+        self.device.flush()?;
+
+        let mut superblock = self.superblock.clone();
+        superblock.sequence = U64::new(self.superblock.sequence.get() + 1);
+        superblock.page_map_root = page_map_root;
+        superblock.metadata = metadata_pointer;
+        superblock.free_space_root = written_space.root;
+        let pages_stored = self.superblock.pages_stored.get() + counts.pages_added;
+        superblock.pages_stored = U64::new(pages_stored.saturating_sub(counts.pages_removed));
+        superblock.blocks_used = U64::new(written_space.blocks_used);
+        Ok((superblock, written_space, metadata_blocks))
+    }
+
+    /// Sizes and counts.
+    pub fn stats(&self) -> ImageStats {
+        let block_count = self.image_blocks();
+        ImageStats {
+            sequence: self.sequence(),
+            block_count,
+            blocks_used: self.superblock.blocks_used.get(),
+            blocks_free: block_count.saturating_sub(self.space.unavailable()),
+            pages_stored: self.superblock.pages_stored.get(),
+            pages_staged: self.staged_pages.len() as u64,
+            module_len_bytes: self.module.len_bytes,
+        }
+    }
+
+    /// Indices of the pages stored (last commit plus staged changes), in
+    /// order: the pages a restore must read; all others are zero.
+    pub fn stored_pages(&mut self) -> Result<Vec<u64>, Error> {
+        let mut pages = BTreeMap::new();
+        let image_blocks = self.image_blocks();
+        page_map::walk(
+            &mut self.device,
+            &self.superblock.page_map_root,
+            image_blocks,
+            &mut |_| Ok(()),
+            &mut |page_index, _| {
+                pages.insert(page_index, ());
+                Ok(())
+            },
+        )?;
+        for (page_index, pointer) in &self.staged_pages {
+            if pointer.is_none() {
+                pages.remove(page_index);
+            } else {
+                pages.insert(*page_index, ());
+            }
+        }
+        Ok(pages.into_keys().collect())
+    }
+
+    /// The last commit's superblock (for verification).
+    pub(crate) fn superblock(&self) -> &Superblock {
+        &self.superblock
+    }
+
+    /// The device, for callers that share it.
+    pub fn device(&self) -> &D {
+        &self.device
+    }
+
+    /// The device, mutably. Writing to it behind the image's back voids
+    /// every guarantee.
+    pub fn device_mut(&mut self) -> &mut D {
+        &mut self.device
+    }
+
+    /// Closes the image (staged, uncommitted pages are dropped) and returns
+    /// the device.
+    pub fn into_device(self) -> D {
+        self.device
+    }
+}
+
+impl ModuleRecord {
+    pub(crate) fn chain_pointer(&self) -> ChainPointer {
+        ChainPointer {
+            first: Pointer::new(self.first_block, self.first_crc),
+            len_bytes: U64::new(self.len_bytes),
+            reserved: U64::ZERO,
+        }
+    }
+}
+
+/// Reads and decodes the metadata chain.
+pub(crate) fn read_record<D: BlockDevice>(
+    device: &mut D,
+    pointer: &ChainPointer,
+    image_blocks: u64,
+) -> Result<(MetadataRecord, Vec<u64>), Error> {
+    let (bytes, blocks) = read_chain(device, pointer, image_blocks, Structure::Metadata)?;
+    let record: MetadataRecord = postcard::from_bytes(&bytes).map_err(|_| {
+        Error::malformed(
+            pointer.first.block.get(),
+            Structure::Metadata,
+            "undecodable metadata record",
+        )
+    })?;
+    if record.metadata.name.len() > MAX_NAME_LEN {
+        return Err(Error::malformed(
+            pointer.first.block.get(),
+            Structure::Metadata,
+            "name longer than 255 bytes",
+        ));
+    }
+    Ok((record, blocks))
+}

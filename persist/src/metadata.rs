@@ -1,0 +1,189 @@
+//! Domain metadata: identity, status, globals, mailbox, clock, counters.
+//!
+//! Stored as a postcard-encoded record in a block chain (see `blob`), which
+//! commit rewrites copy-on-write. The module bytes live in a chain of their
+//! own, named by their SHA-256, so a commit never rewrites them.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use serde::{Deserialize, Serialize};
+
+/// Bytes in a WebAssembly page, the unit of `memory_pages`.
+pub const WASM_PAGE_SIZE: usize = 65536;
+
+/// [`crate::PAGE_SIZE`] pages in one WebAssembly page.
+pub const PAGES_PER_WASM_PAGE: u64 = (WASM_PAGE_SIZE / crate::PAGE_SIZE) as u64;
+
+/// The longest domain name, in bytes.
+pub const MAX_NAME_LEN: usize = 255;
+
+/// A domain's stable 128-bit identity.
+pub type DomainId = u128;
+
+/// SHA-256 of the module bytes.
+pub type ModuleHash = [u8; 32];
+
+/// What a domain is doing, as its image remembers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Status {
+    /// Scheduled: resume it after a reboot.
+    Running,
+    /// Stopped by the user: keep it, do not run it.
+    Stopped,
+    /// It exited with this code.
+    Exited(u32),
+    /// It trapped for this reason.
+    Trapped(String),
+    /// It moved to another machine: this copy is stale.
+    MovedAway,
+}
+
+/// The type of a mutable global.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ValueType {
+    /// `i32`.
+    I32,
+    /// `i64`.
+    I64,
+    /// `f32` (its bit pattern in the low 32 bits).
+    F32,
+    /// `f64`.
+    F64,
+}
+
+/// The value of one mutable global of the module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GlobalValue {
+    /// The global's index in the module's global index space.
+    pub index: u32,
+    /// Its type.
+    pub value_type: ValueType,
+    /// Its bits (zero-extended for 32-bit types; floats bit for bit).
+    pub bits: u64,
+}
+
+/// A message waiting in the persistent mailbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// The sending domain.
+    pub sender: DomainId,
+    /// The message bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// Running totals.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Commits since creation (creation itself is not counted).
+    pub commits: u64,
+    /// Wasm fuel spent since creation.
+    pub fuel_used: u64,
+}
+
+/// Everything about a domain except its memory pages and module bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metadata {
+    /// The domain's stable ID.
+    pub id: DomainId,
+    /// The domain's name (at most [`MAX_NAME_LEN`] bytes).
+    pub name: String,
+    /// Current linear memory size, in 64 KiB WebAssembly pages.
+    pub memory_pages: u64,
+    /// Maximum linear memory size, in 64 KiB WebAssembly pages.
+    pub memory_max_pages: u64,
+    /// The module's mutable globals.
+    pub globals: Vec<GlobalValue>,
+    /// What the domain is doing.
+    pub status: Status,
+    /// The suspension record (opaque to persist; empty when none).
+    pub suspension: Vec<u8>,
+    /// Messages accepted and not yet received.
+    pub mailbox: Vec<Message>,
+    /// The domain's logical clock, in nanoseconds.
+    pub clock_ns: u64,
+    /// Running totals.
+    pub counters: Counters,
+    /// WASI arguments (`args_get`).
+    pub args: Vec<String>,
+    /// WASI environment, as `KEY=VALUE` strings (`environ_get`).
+    pub env: Vec<String>,
+}
+
+impl Metadata {
+    /// Pages of [`crate::PAGE_SIZE`] below the memory maximum (capped at what
+    /// the page map can address).
+    pub fn page_limit(&self) -> u64 {
+        self.memory_max_pages
+            .saturating_mul(PAGES_PER_WASM_PAGE)
+            .min(crate::page_map::MAX_PAGES)
+    }
+}
+
+/// Where the module lives, inside the metadata record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ModuleRecord {
+    pub(crate) hash: ModuleHash,
+    pub(crate) first_block: u64,
+    pub(crate) first_crc: u32,
+    pub(crate) len_bytes: u64,
+}
+
+/// The record the metadata chain holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct MetadataRecord {
+    pub(crate) metadata: Metadata,
+    pub(crate) module: ModuleRecord,
+}
+
+/// SHA-256 of a module.
+pub fn module_hash(module: &[u8]) -> ModuleHash {
+    use sha2::Digest;
+    sha2::Sha256::digest(module).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+
+    #[test]
+    fn a_record_round_trips_through_postcard() {
+        let record = MetadataRecord {
+            metadata: Metadata {
+                id: u128::MAX - 3,
+                name: "hello".into(),
+                memory_pages: 2,
+                memory_max_pages: 16,
+                globals: vec![GlobalValue {
+                    index: 0,
+                    value_type: ValueType::F64,
+                    bits: 1.5f64.to_bits(),
+                }],
+                status: Status::Trapped("unreachable".into()),
+                suspension: vec![1, 2, 3],
+                mailbox: vec![Message {
+                    sender: 7,
+                    bytes: vec![9; 10],
+                }],
+                clock_ns: 42,
+                counters: Counters {
+                    commits: 3,
+                    fuel_used: 1000,
+                },
+                args: vec!["hello".into(), "--flag".into()],
+                env: vec!["KEY=value".into()],
+            },
+            module: ModuleRecord {
+                hash: module_hash(b"\0asm"),
+                first_block: 5,
+                first_crc: 6,
+                len_bytes: 4,
+            },
+        };
+        let bytes = postcard::to_allocvec(&record).unwrap();
+        let decoded: MetadataRecord = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(decoded, record);
+        assert!(postcard::from_bytes::<MetadataRecord>(&bytes[..bytes.len() - 1]).is_err());
+    }
+}
