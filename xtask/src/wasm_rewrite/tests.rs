@@ -218,3 +218,42 @@ fn the_two_rewrites_compose() {
     assert_eq!(imports(&output).len(), 1);
     assert!(exports(&output).contains(&(global_export_name(0), ExternalKind::Global, 0)));
 }
+
+mod never_panic {
+    //! Property tests: any bytes in, an error or a valid module out, no panic.
+
+    use proptest::prelude::*;
+
+    use super::{DEFINES_MEMORY, GLOBALS, wat};
+    use crate::wasm_rewrite::{export_mutable_globals, import_memory, validate};
+
+    /// Checks both rewrites on `bytes`: no panic, and any output is valid.
+    fn check(bytes: &[u8]) {
+        for rewritten in [import_memory(bytes), export_mutable_globals(bytes)]
+            .into_iter()
+            .flatten()
+        {
+            assert!(validate(&rewritten).is_ok());
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            check(&bytes);
+        }
+
+        #[test]
+        fn valid_modules_with_corrupted_bytes(
+            corruptions in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+            is_globals_module in any::<bool>(),
+        ) {
+            let mut bytes = wat(if is_globals_module { GLOBALS } else { DEFINES_MEMORY });
+            for (index, value) in corruptions {
+                let position = index.index(bytes.len());
+                bytes[position] = value;
+            }
+            check(&bytes);
+        }
+    }
+}
