@@ -104,7 +104,7 @@ pub fn run(command: AppCommand) -> Result<()> {
             let names: Vec<&str> = args.names.iter().map(String::as_str).collect();
             for built in build_apps_with_sizes(&names)? {
                 println!(
-                    "{:<9} {:>7} bytes linked -> {:>7} bytes asyncified ({:+.0}%)  {}",
+                    "{:<9} {:>7} bytes linked -> {:>7} bytes after wasm-opt -O --asyncify ({:+.0}%)  {}",
                     built.name,
                     built.linked_len_bytes,
                     built.final_len_bytes,
