@@ -17,6 +17,8 @@ mod image;
 mod layout;
 mod metadata;
 mod page_map;
+#[cfg(feature = "std")]
+pub mod soak;
 mod space;
 mod superblock;
 mod verify;
