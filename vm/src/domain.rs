@@ -3,7 +3,7 @@
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::format;
-use alloc::string::ToString;
+use alloc::string::{String, ToString};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
@@ -86,6 +86,8 @@ pub struct Domain {
     pub(crate) backing: Box<dyn MemoryBacking>,
     is_checkpoint_wanted: bool,
     pub(crate) fuel_used: u64,
+    /// Exported globals as (global index, export name).
+    pub(crate) global_exports: Vec<(u32, String)>,
 }
 
 impl core::fmt::Debug for Domain {
@@ -115,7 +117,7 @@ impl Domain {
         mut backing: Box<dyn MemoryBacking>,
     ) -> Result<Self, Error> {
         let record = storage.load()?;
-        reject_start_section(&record.module)?;
+        let global_exports = inspect_module(&record.module)?;
         let module = Module::new(engine, &record.module)
             .map_err(|error| Error::InvalidModule(error.to_string()))?;
         let memory_type = imported_memory_type(&module)?;
@@ -202,6 +204,7 @@ impl Domain {
             backing,
             is_checkpoint_wanted: false,
             fuel_used: 0,
+            global_exports,
         };
         domain.fuel_used = domain.record.fuel_used;
         if domain.record.is_initialized {
@@ -562,15 +565,26 @@ impl Domain {
     }
 }
 
-fn reject_start_section(module: &[u8]) -> Result<(), Error> {
+/// Refuses a start section and lists the exported globals as (index, name):
+/// a global's index is what an image stores, its export is how wasmi reaches it.
+fn inspect_module(module: &[u8]) -> Result<Vec<(u32, String)>, Error> {
+    let invalid = |error: wasmparser::BinaryReaderError| Error::InvalidModule(error.to_string());
+    let mut global_exports = Vec::new();
     for payload in wasmparser::Parser::new(0).parse_all(module) {
-        match payload {
-            Ok(wasmparser::Payload::StartSection { .. }) => return Err(Error::StartSection),
-            Ok(_) => {}
-            Err(error) => return Err(Error::InvalidModule(error.to_string())),
+        match payload.map_err(invalid)? {
+            wasmparser::Payload::StartSection { .. } => return Err(Error::StartSection),
+            wasmparser::Payload::ExportSection(reader) => {
+                for export in reader {
+                    let export = export.map_err(invalid)?;
+                    if export.kind == wasmparser::ExternalKind::Global {
+                        global_exports.push((export.index, String::from(export.name)));
+                    }
+                }
+            }
+            _ => {}
         }
     }
-    Ok(())
+    Ok(global_exports)
 }
 
 fn imported_memory_type(module: &Module) -> Result<MemoryType, Error> {

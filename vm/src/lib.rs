@@ -16,6 +16,7 @@ mod error;
 mod guest_memory;
 mod host_state;
 mod memory_backing;
+mod persist_storage;
 mod platform;
 mod scheduler;
 mod snapshot;
@@ -29,6 +30,7 @@ pub use host_state::HostState;
 pub use memory_backing::{
     HashedHeapBacking, MemoryBacking, PAGE_BYTES, WASM_PAGE_BYTES, module_hash,
 };
+pub use persist_storage::PersistStorage;
 #[cfg(feature = "std")]
 pub use platform::StdPlatform;
 pub use platform::{LineBuffer, LogLevel, Platform, Stream};
@@ -38,4 +40,4 @@ pub use storage::{
     BlockingImport, Commit, DomainId, DomainRecord, DomainStatus, GlobalValue, MemoryStorage,
     Message, SavedGlobal, Storage, Suspension,
 };
-pub use wasmi;
+pub use {persist, wasmi};

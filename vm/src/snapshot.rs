@@ -1,9 +1,9 @@
 //! Commit a domain's state to its storage, and lay committed state back.
 
-use alloc::string::{String, ToString};
+use alloc::string::ToString;
 use alloc::vec::Vec;
 
-use wasmi::{Extern, Val};
+use wasmi::Val;
 
 use crate::blocking::BlockingCall;
 use crate::domain::Domain;
@@ -54,9 +54,8 @@ pub fn commit(domain: &mut Domain, status: DomainStatus) -> Result<(), Error> {
 
 fn saved_globals(domain: &Domain) -> Vec<SavedGlobal> {
     let mut globals = Vec::new();
-    for export in domain.instance.exports(&domain.store) {
-        let name = export.name();
-        let Extern::Global(global) = export.into_extern() else {
+    for (index, name) in &domain.global_exports {
+        let Some(global) = domain.instance.get_global(&domain.store, name) else {
             continue;
         };
         if !global.ty(&domain.store).mutability().is_mut() {
@@ -72,7 +71,7 @@ fn saved_globals(domain: &Domain) -> Vec<SavedGlobal> {
             _ => continue,
         };
         globals.push(SavedGlobal {
-            export_name: String::from(name),
+            index: *index,
             value,
         });
     }
@@ -133,13 +132,16 @@ pub fn restore(domain: &mut Domain) -> Result<(), Error> {
 
 fn restore_globals(domain: &mut Domain, globals: &[SavedGlobal]) -> Result<(), Error> {
     for saved in globals {
-        let Some(global) = domain
-            .instance
-            .get_global(&domain.store, &saved.export_name)
+        let export = domain
+            .global_exports
+            .iter()
+            .find(|(index, _)| *index == saved.index);
+        let Some(global) =
+            export.and_then(|(_, name)| domain.instance.get_global(&domain.store, name))
         else {
             return Err(Error::BadSavedGlobal(alloc::format!(
                 "the module exports no global {}",
-                saved.export_name
+                saved.index
             )));
         };
         let value = match saved.value {
@@ -149,7 +151,7 @@ fn restore_globals(domain: &mut Domain, globals: &[SavedGlobal]) -> Result<(), E
             GlobalValue::F64(bits) => Val::F64(wasmi::F64::from_bits(bits)),
         };
         global.set(&mut domain.store, value).map_err(|error| {
-            Error::BadSavedGlobal(alloc::format!("{}: {error}", saved.export_name))
+            Error::BadSavedGlobal(alloc::format!("global {}: {error}", saved.index))
         })?;
     }
     Ok(())

@@ -43,7 +43,8 @@ pub enum GlobalValue {
 /// An exported mutable global and its value at the commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SavedGlobal {
-    pub export_name: String,
+    /// The global's index in the module's global index space.
+    pub index: u32,
     pub value: GlobalValue,
 }
 

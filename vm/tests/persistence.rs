@@ -10,7 +10,13 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use common::*;
-use vm::{BlockingImport, DomainStatus, Error, MemoryStorage, RunOutcome, Storage, new_engine};
+use vm::persist::{
+    BlockDevice, DeviceError, FaultPlan, FaultyDevice, Image, MemoryDevice, NewDomain,
+};
+use vm::{
+    BlockingImport, DomainStatus, Error, MemoryStorage, PersistStorage, RunOutcome, Storage,
+    new_engine,
+};
 
 const COUNTER: &str = r#"(module
     (import "amber" "sleep" (func $sleep (param i64)))
@@ -230,4 +236,98 @@ fn mailbox_and_clock_survive_a_restart() {
     assert_eq!(run_to_end(&mut domain, &platform), DomainStatus::Exited(0));
     assert_eq!(&domain.memory_bytes()[128..131], b"put");
     assert_eq!(&domain.memory_bytes()[0..8], &5_000u64.to_le_bytes());
+}
+
+/// A block device the test keeps a handle on while a domain's image owns it.
+#[derive(Clone)]
+struct SharedDevice(Arc<Mutex<Option<FaultyDevice<MemoryDevice>>>>);
+
+impl BlockDevice for SharedDevice {
+    fn read_block(&mut self, index: u64, buffer: &mut [u8; 4096]) -> Result<(), DeviceError> {
+        self.0
+            .lock()
+            .unwrap()
+            .as_mut()
+            .unwrap()
+            .read_block(index, buffer)
+    }
+    fn write_block(&mut self, index: u64, buffer: &[u8; 4096]) -> Result<(), DeviceError> {
+        self.0
+            .lock()
+            .unwrap()
+            .as_mut()
+            .unwrap()
+            .write_block(index, buffer)
+    }
+    fn flush(&mut self) -> Result<(), DeviceError> {
+        self.0.lock().unwrap().as_mut().unwrap().flush()
+    }
+    fn block_count(&self) -> u64 {
+        self.0.lock().unwrap().as_ref().unwrap().block_count()
+    }
+}
+
+fn persist_domain(
+    engine: &vm::wasmi::Engine,
+    platform: &Arc<TestPlatform>,
+    device: SharedDevice,
+    is_new: bool,
+) -> vm::Domain {
+    let module = wasm(COUNTER);
+    let image = if is_new {
+        let domain = NewDomain {
+            id: 1,
+            name: "counter",
+            module: &module,
+            memory_pages: 1,
+            memory_max_pages: 4,
+            args: Vec::new(),
+            env: Vec::new(),
+        };
+        Image::create(device, domain).unwrap()
+    } else {
+        Image::open(device).unwrap()
+    };
+    open_with(engine, platform, Box::new(PersistStorage::new(image))).unwrap()
+}
+
+#[test]
+fn a_power_cut_between_commits_resumes_from_one_of_them() {
+    let engine = new_engine();
+    for power_off_after_writes in 1..8 {
+        for seed in 0..3 {
+            let platform = TestPlatform::new();
+            let faulty = FaultyDevice::new(MemoryDevice::new(512), FaultPlan::default());
+            let device = SharedDevice(Arc::new(Mutex::new(Some(faulty))));
+            let mut domain = persist_domain(&engine, &platform, device.clone(), true);
+            run_sleeps(&mut domain, &platform, 3);
+            assert_eq!(domain.request_checkpoint(), Ok(true));
+            run_sleeps(&mut domain, &platform, 2);
+            device
+                .0
+                .lock()
+                .unwrap()
+                .as_mut()
+                .unwrap()
+                .set_plan(FaultPlan {
+                    power_off_after_writes: Some(power_off_after_writes),
+                    ..FaultPlan::default()
+                });
+            let _ = domain.request_checkpoint();
+            drop(domain);
+            let faulty = device.0.lock().unwrap().take().unwrap();
+            let after_reboot =
+                FaultyDevice::new(faulty.power_cut(seed).unwrap(), FaultPlan::default());
+            *device.0.lock().unwrap() = Some(after_reboot);
+            let mut domain = persist_domain(&engine, &platform, device, false);
+            platform.advance_ns(100_000_000);
+            run_sleeps(&mut domain, &platform, 1);
+            let counts = counts(&platform);
+            assert_eq!(counts[..5], ["01", "02", "03", "04", "05"]);
+            assert!(
+                counts[5] == "04" || counts[5] == "06",
+                "after {power_off_after_writes} writes, seed {seed}: {counts:?}"
+            );
+        }
+    }
 }

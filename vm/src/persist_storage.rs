@@ -1,0 +1,221 @@
+//! [`Storage`] over a persist domain image: the one place vm meets persist.
+
+use alloc::format;
+use alloc::string::ToString;
+use alloc::vec::Vec;
+
+use persist::{BlockDevice, Image};
+
+use crate::error::Error;
+use crate::memory_backing::PAGE_BYTES;
+use crate::storage::{
+    BlockingImport, Commit, DomainRecord, DomainStatus, GlobalValue, Message, SavedGlobal, Storage,
+    Suspension,
+};
+
+/// A domain image on a block device, seen as vm storage.
+#[derive(Debug)]
+pub struct PersistStorage<D: BlockDevice> {
+    image: Image<D>,
+}
+
+impl<D: BlockDevice> PersistStorage<D> {
+    /// Wraps an open image.
+    pub fn new(image: Image<D>) -> Self {
+        Self { image }
+    }
+
+    /// The image (to inspect it or take its device back).
+    pub fn into_image(self) -> Image<D> {
+        self.image
+    }
+}
+
+fn storage_error(error: persist::Error) -> Error {
+    Error::Storage(error.to_string())
+}
+
+/// Version of the suspension record's byte layout.
+const SUSPENSION_VERSION: u8 = 1;
+
+/// Suspension record bytes: version u8, module hash [16], import u8,
+/// save buffer u32 LE, has-deadline u8, deadline u64 LE (31 bytes).
+fn encode_suspension(suspension: &Suspension) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(31);
+    bytes.push(SUSPENSION_VERSION);
+    bytes.extend_from_slice(&suspension.module_hash);
+    bytes.push(suspension.import as u8);
+    bytes.extend_from_slice(&suspension.save_buffer.to_le_bytes());
+    bytes.push(u8::from(suspension.deadline_ns.is_some()));
+    bytes.extend_from_slice(&suspension.deadline_ns.unwrap_or(0).to_le_bytes());
+    bytes
+}
+
+fn decode_suspension(bytes: &[u8]) -> Result<Option<Suspension>, Error> {
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    let bad = |what: &str| Error::Storage(format!("bad suspension record: {what}"));
+    if bytes.len() != 31 || bytes[0] != SUSPENSION_VERSION {
+        return Err(bad("unknown version or length"));
+    }
+    let mut module_hash = [0; 16];
+    module_hash.copy_from_slice(&bytes[1..17]);
+    let import = BlockingImport::from_byte(bytes[17]).ok_or_else(|| bad("unknown import"))?;
+    let mut word = [0; 4];
+    word.copy_from_slice(&bytes[18..22]);
+    let save_buffer = u32::from_le_bytes(word);
+    let mut long = [0; 8];
+    long.copy_from_slice(&bytes[23..31]);
+    let deadline_ns = (bytes[22] != 0).then(|| u64::from_le_bytes(long));
+    Ok(Some(Suspension {
+        module_hash,
+        import,
+        save_buffer,
+        deadline_ns,
+    }))
+}
+
+fn to_persist_status(status: &DomainStatus) -> persist::Status {
+    match status {
+        DomainStatus::Running => persist::Status::Running,
+        DomainStatus::Stopped => persist::Status::Stopped,
+        // Exit codes are i32 to guests and u32 on disk: keep the bits.
+        DomainStatus::Exited(code) => persist::Status::Exited(*code as u32),
+        DomainStatus::Trapped(reason) => persist::Status::Trapped(reason.clone()),
+        DomainStatus::MovedAway => persist::Status::MovedAway,
+    }
+}
+
+fn from_persist_status(status: &persist::Status) -> DomainStatus {
+    match status {
+        persist::Status::Running => DomainStatus::Running,
+        persist::Status::Stopped => DomainStatus::Stopped,
+        persist::Status::Exited(code) => DomainStatus::Exited(*code as i32),
+        persist::Status::Trapped(reason) => DomainStatus::Trapped(reason.clone()),
+        persist::Status::MovedAway => DomainStatus::MovedAway,
+    }
+}
+
+fn to_persist_global(global: &SavedGlobal) -> persist::GlobalValue {
+    let (value_type, bits) = match global.value {
+        GlobalValue::I32(value) => (persist::ValueType::I32, u64::from(value as u32)),
+        GlobalValue::I64(value) => (persist::ValueType::I64, value as u64),
+        GlobalValue::F32(bits) => (persist::ValueType::F32, u64::from(bits)),
+        GlobalValue::F64(bits) => (persist::ValueType::F64, bits),
+    };
+    persist::GlobalValue {
+        index: global.index,
+        value_type,
+        bits,
+    }
+}
+
+fn from_persist_global(global: &persist::GlobalValue) -> SavedGlobal {
+    let value = match global.value_type {
+        persist::ValueType::I32 => GlobalValue::I32(global.bits as u32 as i32),
+        persist::ValueType::I64 => GlobalValue::I64(global.bits as i64),
+        persist::ValueType::F32 => GlobalValue::F32(global.bits as u32),
+        persist::ValueType::F64 => GlobalValue::F64(global.bits),
+    };
+    SavedGlobal {
+        index: global.index,
+        value,
+    }
+}
+
+impl<D: BlockDevice + Send> Storage for PersistStorage<D> {
+    fn load(&mut self) -> Result<DomainRecord, Error> {
+        let module = self.image.module().map_err(storage_error)?;
+        let metadata = self.image.metadata().clone();
+        Ok(DomainRecord {
+            id: metadata.id.to_le_bytes(),
+            name: metadata.name,
+            module,
+            args: metadata.args,
+            environment: metadata.env,
+            memory_pages: u32::try_from(metadata.memory_pages)
+                .map_err(|_| Error::Storage("memory larger than 4 GiB".into()))?,
+            // Image creation is not counted as a commit: the vm's first
+            // commit is the memory as instantiation leaves it.
+            is_initialized: metadata.counters.commits > 0,
+            globals: metadata.globals.iter().map(from_persist_global).collect(),
+            suspension: decode_suspension(&metadata.suspension)?,
+            status: from_persist_status(&metadata.status),
+            mailbox: metadata
+                .mailbox
+                .into_iter()
+                .map(|message| Message {
+                    from: message.sender.to_le_bytes(),
+                    bytes: message.bytes,
+                })
+                .collect(),
+            clock_ns: metadata.clock_ns,
+            fuel_used: metadata.counters.fuel_used,
+            commits: metadata.counters.commits,
+        })
+    }
+
+    fn read_page(&mut self, page_index: u64, page: &mut [u8; PAGE_BYTES]) -> Result<(), Error> {
+        self.image
+            .read_page(page_index, page)
+            .map_err(storage_error)
+    }
+
+    fn stored_pages(&mut self) -> Result<Vec<u64>, Error> {
+        self.image.stored_pages().map_err(storage_error)
+    }
+
+    fn commit(&mut self, commit: &Commit<'_>) -> Result<(), Error> {
+        let mut page = [0u8; PAGE_BYTES];
+        for &(page_index, bytes) in commit.pages {
+            page.fill(0);
+            page[..bytes.len()].copy_from_slice(bytes);
+            self.image
+                .stage_page(page_index, &page)
+                .map_err(storage_error)?;
+        }
+        let record = commit.record;
+        let metadata = self.image.metadata_mut();
+        metadata.memory_pages = u64::from(record.memory_pages);
+        metadata.globals = record.globals.iter().map(to_persist_global).collect();
+        metadata.status = to_persist_status(&record.status);
+        metadata.suspension = record
+            .suspension
+            .as_ref()
+            .map(encode_suspension)
+            .unwrap_or_default();
+        metadata.mailbox = record
+            .mailbox
+            .iter()
+            .map(|message| persist::Message {
+                sender: u128::from_le_bytes(message.from),
+                bytes: message.bytes.clone(),
+            })
+            .collect();
+        metadata.clock_ns = record.clock_ns;
+        metadata.counters.fuel_used = record.fuel_used;
+        // persist counts its own commits (and this one) in `counters.commits`.
+        self.image.commit().map_err(storage_error)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suspension_records_round_trip() {
+        let suspension = Suspension {
+            module_hash: [5; 16],
+            import: BlockingImport::AmberRecv,
+            save_buffer: 0x20000,
+            deadline_ns: Some(77),
+        };
+        let bytes = encode_suspension(&suspension);
+        assert_eq!(decode_suspension(&bytes), Ok(Some(suspension)));
+        assert_eq!(decode_suspension(&[]), Ok(None));
+        assert!(decode_suspension(&bytes[..30]).is_err());
+    }
+}
