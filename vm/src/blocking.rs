@@ -201,8 +201,8 @@ pub fn try_complete(
         return Ok(None);
     }
     Ok(match blocked.call {
-        BlockingCall::Sleep => Some(None),
-        BlockingCall::Yield => is_resumed.then_some(None),
+        // A sleep, even of zero, always gives way once (guest-sdk/README.md).
+        BlockingCall::Sleep | BlockingCall::Yield => is_resumed.then_some(None),
         BlockingCall::SchedYield => is_resumed.then_some(Some(Val::I32(errno::SUCCESS))),
         BlockingCall::Checkpoint => {
             is_resumed.then_some(Some(Val::I32(state.checkpoint_status.code())))

@@ -6,7 +6,7 @@ use alloc::vec::Vec;
 use crate::domain::{Domain, RunOutcome, Wake};
 use crate::error::Error;
 use crate::status::Status;
-use crate::storage::{DomainStatus, Message};
+use crate::storage::{DomainId, DomainStatus, Message};
 
 /// Something the embedder may want to print or act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,17 +93,16 @@ impl Scheduler {
         events
     }
 
-    /// Delivers `message` to the domain named `target`, or whose 16-byte ID
-    /// `target` is when no name matches.
+    /// Delivers `message` to the domain named `target`, or whose ID `target`
+    /// spells as 32 hex digits (most significant first) when no name matches.
     fn deliver(&mut self, target: &[u8], message: Message) -> Status {
         let by_name = self
             .domains
             .iter()
             .position(|domain| domain.name().as_bytes() == target);
         let by_id = || {
-            self.domains
-                .iter()
-                .position(|domain| domain.id().as_slice() == target)
+            let id = parse_id(target)?;
+            self.domains.iter().position(|domain| domain.id() == id)
         };
         match by_name.or_else(by_id) {
             Some(receiver) if self.domains[receiver].wake() != Wake::Never => {
@@ -142,4 +141,14 @@ impl Scheduler {
             .map(|domain| (String::from(domain.name()), domain.request_checkpoint()))
             .collect()
     }
+}
+
+/// A domain ID from its text form: 32 hex digits, most significant first.
+pub fn parse_id(text: &[u8]) -> Option<DomainId> {
+    if text.len() != 32 {
+        return None;
+    }
+    let text = core::str::from_utf8(text).ok()?;
+    let value = u128::from_str_radix(text, 16).ok()?;
+    Some(value.to_le_bytes())
 }

@@ -171,10 +171,14 @@ fn send_and_recv_carry_a_message_and_its_sender() {
     );
     let sender = module(
         MESSENGER_IMPORTS,
-        r#"(i32.store (i32.const 32) (call $send (i32.const 16) (i32.const 2) (i32.const 0) (i32.const 5)))
-           (i32.store (i32.const 36) (call $send (i32.const 16) (i32.const 1) (i32.const 0) (i32.const 5)))"#,
+        r#"(i32.store (i32.const 64) (call $send (i32.const 16) (i32.const 2) (i32.const 0) (i32.const 5)))
+           (i32.store (i32.const 68) (call $send (i32.const 16) (i32.const 1) (i32.const 0) (i32.const 5)))
+           (i32.store (i32.const 72) (call $send (i32.const 18) (i32.const 32) (i32.const 0) (i32.const 2)))"#,
     )
-    .replace(r#""hello, amber""#, r#""hello, amber\00\00\00\00kv""#);
+    .replace(
+        r#""hello, amber""#,
+        r#""hello, amber\00\00\00\00kv03030303030303030303030303030303""#,
+    );
     let mut scheduler = Scheduler::new(10_000);
     scheduler
         .add(open(&engine, &platform, "kv", 2, &receiver).unwrap())
@@ -190,13 +194,24 @@ fn send_and_recv_carry_a_message_and_its_sender() {
     assert_eq!(&kv.memory_bytes()[200..216], &[3u8; 16]);
     let client = scheduler.domain("client").unwrap();
     assert_eq!(
-        &client.memory_bytes()[32..36],
+        &client.memory_bytes()[64..68],
         &Status::Ok.code().to_le_bytes()
     );
     assert_eq!(
-        &client.memory_bytes()[36..40],
+        &client.memory_bytes()[68..72],
         &Status::NoSuchDomain.code().to_le_bytes()
     );
+    assert_eq!(
+        &client.memory_bytes()[72..76],
+        &Status::Ok.code().to_le_bytes()
+    );
+    let mailbox = &client.record().mailbox;
+    assert_eq!(
+        mailbox.len(),
+        1,
+        "the message to its own ID waits, committed"
+    );
+    assert_eq!(mailbox[0].bytes, b"he");
 }
 
 #[test]
