@@ -3,6 +3,8 @@
 use anyhow::{Result, bail};
 use clap::{Args, ValueEnum};
 
+mod persist_bench;
+
 /// Which benchmark to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Benchmark {
@@ -20,7 +22,7 @@ pub struct BenchArgs {
 
 pub fn run(args: &BenchArgs) -> Result<()> {
     match args.benchmark {
-        Benchmark::Persist => bail!("the persist benchmark is not built yet (issue 3)"),
+        Benchmark::Persist => persist_bench::run(),
         Benchmark::Vm => bail!("the vm benchmark is not built yet (issue 4)"),
     }
 }

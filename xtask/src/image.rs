@@ -1,12 +1,362 @@
 //! `cargo xtask image`: create, inspect and verify domain images.
 
-use anyhow::Result;
-use clap::Subcommand;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 
-/// Image subcommands (issue 3 builds them).
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use persist::{FileDevice, Image, NewDomain, PAGES_PER_WASM_PAGE, Status, WASM_PAGE_SIZE};
+use wasmparser::{Parser, Payload, TypeRef};
+
+use crate::{paths, wasm_rewrite};
+
+/// Image subcommands.
 #[derive(Debug, Subcommand)]
-pub enum ImageCommand {}
+pub enum ImageCommand {
+    /// Create a domain image from a wasm module.
+    New(NewArgs),
+    /// Print an image's identity, status and space (like `qemu-img info`).
+    Inspect(InspectArgs),
+    /// Check every checksum of an image; fails naming the first bad block.
+    Verify(VerifyArgs),
+}
+
+/// `image new`.
+#[derive(Debug, Args)]
+pub struct NewArgs {
+    /// The wasm module. A module that defines its memory is rewritten to
+    /// import it (as every Amber domain does).
+    #[arg(long)]
+    pub wasm: PathBuf,
+    /// The domain name.
+    #[arg(long)]
+    pub name: String,
+    /// Maximum linear memory in MiB (default: the module's maximum, or 64 MiB
+    /// when it declares none).
+    #[arg(long = "memory-max")]
+    pub memory_max_mib: Option<u64>,
+    /// Image size in MiB (default: three times the maximum memory, so a commit
+    /// can rewrite all of it beside the last two, plus the module and 4 MiB).
+    /// The file is sparse: unused blocks take no disk space.
+    #[arg(long = "size")]
+    pub size_mib: Option<u64>,
+    /// A WASI argument (repeatable; the name is argument 0).
+    #[arg(long = "arg")]
+    pub args: Vec<String>,
+    /// A WASI environment variable as KEY=VALUE (repeatable).
+    #[arg(long = "env")]
+    pub env: Vec<String>,
+    /// Where to write the image (default: target/amber/disks/NAME.img).
+    #[arg(short = 'o', long = "output")]
+    pub output: Option<PathBuf>,
+}
+
+/// `image inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The image file.
+    pub image: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `image verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The image file.
+    pub image: PathBuf,
+}
 
 pub fn run(command: ImageCommand) -> Result<()> {
-    match command {}
+    match command {
+        ImageCommand::New(args) => {
+            let path = new(&args)?;
+            println!("created {}", path.display());
+            Ok(())
+        }
+        ImageCommand::Inspect(args) => {
+            let info = inspect(&args.image)?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&info.to_json())?);
+            } else {
+                print!("{}", info.to_text());
+            }
+            Ok(())
+        }
+        ImageCommand::Verify(args) => {
+            let report = verify(&args.image)?;
+            println!(
+                "{}: ok (commit {}, {} blocks checked, {} pages)",
+                args.image.display(),
+                report.sequence,
+                report.blocks_checked,
+                report.pages_checked
+            );
+            Ok(())
+        }
+    }
+}
+
+/// The memory limits a module declares, in 64 KiB pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryLimits {
+    pub initial_pages: u64,
+    pub max_pages: Option<u64>,
+}
+
+/// Finds the module's one memory (imported or defined) with wasmparser.
+pub fn memory_limits(module: &[u8]) -> Result<Option<MemoryLimits>> {
+    let mut limits = None;
+    for payload in Parser::new(0).parse_all(module) {
+        let memory = match payload.context("parsing the wasm module")? {
+            Payload::ImportSection(reader) => {
+                let mut found = None;
+                for import in reader.into_imports() {
+                    if let TypeRef::Memory(memory) = import.context("reading an import")?.ty {
+                        found = Some(memory);
+                    }
+                }
+                found
+            }
+            Payload::MemorySection(reader) => reader
+                .into_iter()
+                .last()
+                .transpose()
+                .context("reading the memory section")?,
+            _ => None,
+        };
+        if let Some(memory) = memory {
+            if memory.memory64 {
+                bail!("64-bit memories are not supported: wasmi domains use a 32-bit memory");
+            }
+            limits = Some(MemoryLimits {
+                initial_pages: memory.initial,
+                max_pages: memory.maximum,
+            });
+        }
+    }
+    Ok(limits)
+}
+
+fn random_id() -> Result<u128> {
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut random| random.read_exact(&mut bytes))
+        .context("reading /dev/urandom for the domain ID")?;
+    Ok(u128::from_le_bytes(bytes))
+}
+
+/// Creates the image `args` describe; returns its path.
+pub fn new(args: &NewArgs) -> Result<PathBuf> {
+    let original = std::fs::read(&args.wasm)
+        .with_context(|| format!("reading the module {}", args.wasm.display()))?;
+    let module = wasm_rewrite::import_memory(&original)
+        .with_context(|| format!("{} is not a module Amber can run", args.wasm.display()))?;
+    let limits = memory_limits(&module)?.unwrap_or(MemoryLimits {
+        initial_pages: 0,
+        max_pages: None,
+    });
+    let mib_to_pages = |mib: u64| mib * 1024 * 1024 / WASM_PAGE_SIZE as u64;
+    let memory_max_pages = match (args.memory_max_mib, limits.max_pages) {
+        (Some(mib), Some(module_max)) if mib_to_pages(mib) > module_max => bail!(
+            "--memory-max {mib} MiB is above the module's own maximum of {} MiB",
+            module_max * WASM_PAGE_SIZE as u64 / (1024 * 1024)
+        ),
+        (Some(mib), _) => mib_to_pages(mib),
+        (None, Some(module_max)) => module_max,
+        (None, None) => mib_to_pages(64),
+    };
+    if memory_max_pages < limits.initial_pages {
+        bail!(
+            "the maximum memory ({memory_max_pages} pages of 64 KiB) is below the module's initial memory ({} pages)",
+            limits.initial_pages
+        );
+    }
+    let memory_blocks = memory_max_pages * PAGES_PER_WASM_PAGE;
+    let module_blocks = (module.len() as u64).div_ceil(4000);
+    let block_count = match args.size_mib {
+        Some(mib) => mib * 1024 * 1024 / persist::BLOCK_SIZE as u64,
+        None => memory_blocks * 3 + module_blocks + 1024,
+    };
+    if block_count > persist::MAX_IMAGE_BLOCKS {
+        bail!(
+            "an image of {block_count} blocks is larger than the {} blocks (about 32 GiB) the format allows: lower --memory-max or --size",
+            persist::MAX_IMAGE_BLOCKS
+        );
+    }
+    for variable in &args.env {
+        if !variable.contains('=') {
+            bail!("--env {variable:?} is not KEY=VALUE");
+        }
+    }
+    let output = args
+        .output
+        .clone()
+        .unwrap_or_else(|| paths::disks_dir().join(format!("{}.img", args.name)));
+    if let Some(parent) = output
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let mut wasi_args = vec![args.name.clone()];
+    wasi_args.extend(args.args.iter().cloned());
+    let device = FileDevice::create(&output, block_count)
+        .with_context(|| format!("creating {}", output.display()))?;
+    Image::create(
+        device,
+        NewDomain {
+            id: random_id()?,
+            name: &args.name,
+            module: &module,
+            memory_pages: limits.initial_pages,
+            memory_max_pages,
+            args: wasi_args,
+            env: args.env.clone(),
+        },
+    )
+    .with_context(|| format!("writing the image {}", output.display()))?;
+    Ok(output)
+}
+
+fn open(path: &Path) -> Result<Image<FileDevice>> {
+    if !path.is_file() {
+        bail!("{} does not exist or is not a file", path.display());
+    }
+    let device = FileDevice::open(path).with_context(|| format!("opening {}", path.display()))?;
+    Image::open(device).with_context(|| format!("{} is not a usable domain image", path.display()))
+}
+
+/// What `image inspect` shows.
+#[derive(Debug, Clone)]
+pub struct ImageInfo {
+    pub path: PathBuf,
+    pub id: u128,
+    pub name: String,
+    pub status: Status,
+    pub sequence: u64,
+    pub commits: u64,
+    pub memory_pages: u64,
+    pub memory_max_pages: u64,
+    pub pages_stored: u64,
+    pub block_count: u64,
+    pub blocks_used: u64,
+    pub blocks_free: u64,
+    pub module_hash: String,
+    pub module_len_bytes: u64,
+    pub mailbox_messages: usize,
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+}
+
+fn status_text(status: &Status) -> String {
+    match status {
+        Status::Running => "running".into(),
+        Status::Stopped => "stopped".into(),
+        Status::Exited(code) => format!("exited with code {code}"),
+        Status::Trapped(reason) => format!("trapped: {reason}"),
+        Status::MovedAway => "moved away".into(),
+    }
+}
+
+impl ImageInfo {
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "path": self.path.display().to_string(),
+            "id": format!("{:032x}", self.id),
+            "name": self.name,
+            "status": status_text(&self.status),
+            "sequence": self.sequence,
+            "commits": self.commits,
+            "memory_pages": self.memory_pages,
+            "memory_max_pages": self.memory_max_pages,
+            "pages_stored": self.pages_stored,
+            "block_size": persist::BLOCK_SIZE,
+            "blocks": self.block_count,
+            "blocks_used": self.blocks_used,
+            "blocks_free": self.blocks_free,
+            "module_sha256": self.module_hash,
+            "module_bytes": self.module_len_bytes,
+            "mailbox_messages": self.mailbox_messages,
+            "args": self.args,
+            "env": self.env,
+        })
+    }
+
+    pub fn to_text(&self) -> String {
+        let mib = |blocks: u64| blocks as f64 * persist::BLOCK_SIZE as f64 / (1024.0 * 1024.0);
+        format!(
+            "image:          {}\n\
+             id:             {:032x}\n\
+             name:           {}\n\
+             status:         {}\n\
+             commit:         {} ({} commits since creation)\n\
+             memory:         {} of at most {} pages of 64 KiB\n\
+             pages stored:   {} ({:.1} MiB)\n\
+             blocks:         {} of 4 KiB ({:.1} MiB): {} used, {} free\n\
+             module:         {} bytes, sha256 {}\n\
+             mailbox:        {} messages\n\
+             args:           {:?}\n\
+             env:            {:?}\n",
+            self.path.display(),
+            self.id,
+            self.name,
+            status_text(&self.status),
+            self.sequence,
+            self.commits,
+            self.memory_pages,
+            self.memory_max_pages,
+            self.pages_stored,
+            mib(self.pages_stored),
+            self.block_count,
+            mib(self.block_count),
+            self.blocks_used,
+            self.blocks_free,
+            self.module_len_bytes,
+            self.module_hash,
+            self.mailbox_messages,
+            self.args,
+            self.env,
+        )
+    }
+}
+
+/// Reads what `image inspect` shows.
+pub fn inspect(path: &Path) -> Result<ImageInfo> {
+    let image = open(path)?;
+    let metadata = image.metadata();
+    let stats = image.stats();
+    Ok(ImageInfo {
+        path: path.to_path_buf(),
+        id: metadata.id,
+        name: metadata.name.clone(),
+        status: metadata.status.clone(),
+        sequence: stats.sequence,
+        commits: metadata.counters.commits,
+        memory_pages: metadata.memory_pages,
+        memory_max_pages: metadata.memory_max_pages,
+        pages_stored: stats.pages_stored,
+        block_count: stats.block_count,
+        blocks_used: stats.blocks_used,
+        blocks_free: stats.blocks_free,
+        module_hash: image
+            .module_hash()
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect(),
+        module_len_bytes: stats.module_len_bytes,
+        mailbox_messages: metadata.mailbox.len(),
+        args: metadata.args.clone(),
+        env: metadata.env.clone(),
+    })
+}
+
+/// Walks every checksum of the image; the error names the first bad block.
+pub fn verify(path: &Path) -> Result<persist::VerifyReport> {
+    let mut image = open(path)?;
+    image
+        .verify()
+        .with_context(|| format!("{} failed verification", path.display()))
 }

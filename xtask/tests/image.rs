@@ -1,0 +1,132 @@
+//! `cargo xtask image new | inspect | verify` round trips on tiny modules.
+
+use std::path::PathBuf;
+
+use xtask::image::{self, MemoryLimits, NewArgs};
+
+fn temp_dir(test: &str) -> PathBuf {
+    let directory = std::env::temp_dir().join(format!("xtask-image-{test}-{}", std::process::id()));
+    std::fs::create_dir_all(&directory).unwrap();
+    directory
+}
+
+fn new_args(wasm: PathBuf, output: PathBuf) -> NewArgs {
+    NewArgs {
+        wasm,
+        name: "hello".into(),
+        memory_max_mib: None,
+        size_mib: None,
+        args: vec!["--greet".into()],
+        env: vec!["LANG=C".into()],
+        output: Some(output),
+    }
+}
+
+#[test]
+fn new_inspect_verify_round_trip_rewrites_a_defined_memory() {
+    let directory = temp_dir("round-trip");
+    let wasm = directory.join("app.wasm");
+    std::fs::write(
+        &wasm,
+        wat::parse_str(r#"(module (memory 2 8) (func (export "_start")))"#).unwrap(),
+    )
+    .unwrap();
+    let output = directory.join("hello.img");
+    let path = image::new(&new_args(wasm, output.clone())).unwrap();
+    assert_eq!(path, output);
+
+    let info = image::inspect(&path).unwrap();
+    assert_eq!(info.name, "hello");
+    assert_eq!(info.sequence, 1);
+    assert_eq!(info.commits, 0);
+    assert_eq!(info.memory_pages, 2);
+    assert_eq!(info.memory_max_pages, 8);
+    assert_eq!(info.pages_stored, 0);
+    assert_eq!(info.args, ["hello", "--greet"]);
+    assert_eq!(info.env, ["LANG=C"]);
+    assert_eq!(info.module_hash.len(), 64);
+    // 8 pages of 64 KiB = 128 blocks, three times over, plus slack.
+    assert_eq!(info.block_count, 128 * 3 + 1 + 1024);
+    assert_eq!(info.blocks_used + info.blocks_free, info.block_count);
+    let json = info.to_json();
+    assert_eq!(json["name"], "hello");
+    assert_eq!(json["blocks"], info.block_count);
+    assert!(info.to_text().contains("name:           hello"));
+
+    // The stored module imports its memory now, with the same limits.
+    let device = persist::FileDevice::open(&path).unwrap();
+    let mut opened = persist::Image::open(device).unwrap();
+    let module = opened.module().unwrap();
+    assert_eq!(
+        image::memory_limits(&module).unwrap(),
+        Some(MemoryLimits {
+            initial_pages: 2,
+            max_pages: Some(8)
+        })
+    );
+    assert!(
+        wasmparser::Parser::new(0)
+            .parse_all(&module)
+            .any(|payload| matches!(payload, Ok(wasmparser::Payload::ImportSection(_))))
+    );
+
+    let report = image::verify(&path).unwrap();
+    assert_eq!(report.sequence, 1);
+    std::fs::remove_dir_all(&directory).unwrap();
+}
+
+#[test]
+fn verify_names_the_first_bad_block() {
+    let directory = temp_dir("corrupt");
+    let wasm = directory.join("app.wasm");
+    std::fs::write(
+        &wasm,
+        wat::parse_str(r#"(module (import "env" "memory" (memory 1)))"#).unwrap(),
+    )
+    .unwrap();
+    let path = image::new(&new_args(wasm, directory.join("bad.img"))).unwrap();
+    // The module chain is written first, at block 2.
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[2 * persist::BLOCK_SIZE + 30] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+    let error = format!("{:#}", image::verify(&path).unwrap_err());
+    assert!(error.contains("block 2"), "{error}");
+    assert!(error.contains("module"), "{error}");
+    std::fs::remove_dir_all(&directory).unwrap();
+}
+
+#[test]
+fn missing_and_garbage_files_give_clear_errors() {
+    let directory = temp_dir("garbage");
+    let missing = directory.join("missing.img");
+    let error = format!("{:#}", image::inspect(&missing).unwrap_err());
+    assert!(error.contains("does not exist"), "{error}");
+
+    let garbage = directory.join("garbage.img");
+    std::fs::write(&garbage, vec![0x5a; 64 * 4096]).unwrap();
+    let error = format!("{:#}", image::verify(&garbage).unwrap_err());
+    assert!(error.contains("not a domain image"), "{error}");
+
+    let truncated = directory.join("truncated.img");
+    std::fs::write(&truncated, [1, 2, 3]).unwrap();
+    let error = format!("{:#}", image::inspect(&truncated).unwrap_err());
+    assert!(error.contains("too small"), "{error}");
+
+    let not_wasm = directory.join("not.wasm");
+    std::fs::write(&not_wasm, b"hello").unwrap();
+    let error = image::new(&new_args(not_wasm, directory.join("x.img"))).unwrap_err();
+    assert!(format!("{error:#}").contains("not.wasm"), "{error:#}");
+    std::fs::remove_dir_all(&directory).unwrap();
+}
+
+#[test]
+fn memory_max_above_the_modules_own_is_refused() {
+    let directory = temp_dir("memory-max");
+    let wasm = directory.join("app.wasm");
+    std::fs::write(&wasm, wat::parse_str("(module (memory 1 2))").unwrap()).unwrap();
+    let mut args = new_args(wasm, directory.join("x.img"));
+    args.memory_max_mib = Some(1);
+    let error = format!("{:#}", image::new(&args).unwrap_err());
+    assert!(error.contains("above the module's own maximum"), "{error}");
+    std::fs::remove_dir_all(&directory).unwrap();
+}
