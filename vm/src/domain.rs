@@ -100,10 +100,16 @@ impl core::fmt::Debug for Domain {
     }
 }
 
-/// An engine configured for domains: fuel metering on.
+/// An engine configured for domains: fuel metering on, eager compilation.
+///
+/// Lazy translation charges the fuel of compiling a function at its first
+/// call, and wasmi 2.0 reports running out of fuel there as a plain error
+/// that cannot be resumed: a domain whose slice ended inside a first call
+/// would trap. Compiling at `Module::new` avoids it.
 pub fn new_engine() -> Engine {
     let mut config = wasmi::Config::default();
     config.consume_fuel(true);
+    config.compilation_mode(wasmi::CompilationMode::Eager);
     Engine::new(&config)
 }
 
@@ -122,7 +128,16 @@ impl Domain {
             .map_err(|error| Error::InvalidModule(error.to_string()))?;
         let memory_type = imported_memory_type(&module)?;
         let minimum_pages = memory_type.minimum();
-        let maximum_pages = memory_type.maximum().unwrap_or(65536);
+        let maximum_pages = memory_type
+            .maximum()
+            .unwrap_or(65536)
+            .min(record.memory_maximum_pages.map_or(u64::MAX, u64::from));
+        if maximum_pages < minimum_pages {
+            return Err(Error::MemoryTooLarge {
+                pages: minimum_pages as u32,
+                maximum_pages: maximum_pages as u32,
+            });
+        }
         let saved_pages = u64::from(record.memory_pages);
         if record.is_initialized && saved_pages > maximum_pages {
             return Err(Error::MemoryTooLarge {
@@ -269,6 +284,7 @@ impl Domain {
 
     /// Runs the domain for at most `fuel` units.
     pub fn run(&mut self, fuel: u64) -> RunOutcome {
+        let wake = self.wake();
         let execution = core::mem::replace(&mut self.execution, Execution::Start);
         let fuel_before = fuel;
         // Fuel metering is always on for domain engines; an error here would
@@ -277,7 +293,7 @@ impl Domain {
         let result = match execution {
             Execution::Start => self.entry.call_resumable(&mut self.store, &[], &mut []),
             Execution::Unwound => {
-                if self.wake() != Wake::Now {
+                if wake != Wake::Now {
                     self.execution = Execution::Unwound;
                     return RunOutcome::Waiting;
                 }
@@ -468,6 +484,11 @@ impl Domain {
             }
             None => Wake::OnMessage,
         }
+    }
+
+    /// Whether a requested checkpoint waits for the next blocking call.
+    pub fn is_checkpoint_pending(&self) -> bool {
+        self.is_checkpoint_wanted
     }
 
     /// Asks for a commit: done now if the domain is at a safe point (returns

@@ -136,6 +136,9 @@ impl<D: BlockDevice + Send> Storage for PersistStorage<D> {
             environment: metadata.env,
             memory_pages: u32::try_from(metadata.memory_pages)
                 .map_err(|_| Error::Storage("memory larger than 4 GiB".into()))?,
+            memory_maximum_pages: Some(
+                u32::try_from(metadata.memory_max_pages.min(65536)).unwrap_or(65536),
+            ),
             // Image creation is not counted as a commit: the vm's first
             // commit is the memory as instantiation leaves it.
             is_initialized: metadata.counters.commits > 0,

@@ -117,6 +117,8 @@ pub struct DomainRecord {
     pub environment: Vec<String>,
     /// Current memory size in Wasm (64 KiB) pages; 0 before the first commit.
     pub memory_pages: u32,
+    /// The image's memory limit in Wasm pages, if lower than the module's.
+    pub memory_maximum_pages: Option<u32>,
     /// Set once the first commit holds the memory after instantiation.
     pub is_initialized: bool,
     pub globals: Vec<SavedGlobal>,
@@ -139,6 +141,7 @@ impl DomainRecord {
             args: Vec::new(),
             environment: Vec::new(),
             memory_pages: 0,
+            memory_maximum_pages: None,
             is_initialized: false,
             globals: Vec::new(),
             suspension: None,

@@ -95,7 +95,18 @@ fn a_counter_resumes_mid_loop_from_its_last_commit() {
     // A crash: everything after the commit is lost; reopen from storage.
     let storage = domain.into_storage();
     let mut domain = open_with(&engine, &platform, storage).unwrap();
+    assert_eq!(
+        domain.run(100_000),
+        RunOutcome::Waiting,
+        "rewound and asleep"
+    );
+    let fuel_used = domain.fuel_used();
     assert_eq!(domain.run(100_000), RunOutcome::Waiting, "still asleep");
+    assert_eq!(
+        domain.fuel_used(),
+        fuel_used,
+        "a sleeping domain is not rewound"
+    );
     platform.advance_ns(100_000_000);
     run_sleeps(&mut domain, &platform, 2);
     assert_eq!(
