@@ -1,9 +1,10 @@
 //! `cargo xtask bench`: performance figures against baselines from the same run.
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use clap::{Args, ValueEnum};
 
 mod persist_bench;
+mod vm_bench;
 
 /// Which benchmark to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -23,6 +24,6 @@ pub struct BenchArgs {
 pub fn run(args: &BenchArgs) -> Result<()> {
     match args.benchmark {
         Benchmark::Persist => persist_bench::run(),
-        Benchmark::Vm => bail!("the vm benchmark is not built yet (issue 4)"),
+        Benchmark::Vm => vm_bench::run(),
     }
 }
