@@ -442,13 +442,37 @@ impl Domain {
         }
     }
 
-    /// Queues a message in the mailbox.
+    /// Queues a message in the mailbox and makes it durable before the sender
+    /// hears `Ok` (guest-sdk/README.md: an accepted message survives reboots).
+    ///
+    /// The commit holds the last committed state plus this message, and no
+    /// pages: that is always a consistent state (as if the message had arrived
+    /// right after that commit), so it works while the receiver computes too.
+    /// If storage fails, the message is refused with `MailboxFull`, which
+    /// senders treat as "try again later".
     pub fn deliver(&mut self, message: Message) -> Status {
-        let mailbox = &mut self.store.data_mut().mailbox;
-        if mailbox.len() >= MAX_MAILBOX_MESSAGES {
+        if self.store.data().mailbox.len() >= MAX_MAILBOX_MESSAGES {
             return Status::MailboxFull;
         }
-        mailbox.push_back(message);
+        let mut record = self.record.clone();
+        record.mailbox.push(message.clone());
+        record.commits = record.commits.saturating_add(1);
+        let commit = crate::storage::Commit {
+            record: &record,
+            pages: &[],
+        };
+        if let Err(error) = self.storage.commit(&commit) {
+            let state = self.store.data();
+            let line = format!("a message could not be made durable: {error}");
+            state.platform.output(
+                &state.name,
+                crate::platform::Stream::Log(crate::platform::LogLevel::Error),
+                line.as_bytes(),
+            );
+            return Status::MailboxFull;
+        }
+        self.record = record;
+        self.store.data_mut().mailbox.push_back(message);
         Status::Ok
     }
 

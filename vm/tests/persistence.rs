@@ -222,6 +222,25 @@ fn a_module_without_asyncify_keeps_memory_and_restarts_at_entry() {
 }
 
 #[test]
+fn a_delivered_message_is_durable_even_while_the_receiver_computes() {
+    let busy = r#"(module
+        (import "env" "memory" (memory 1 1))
+        (func (export "_start") (loop $again (br $again))))"#;
+    let engine = new_engine();
+    let platform = TestPlatform::new();
+    let mut domain = open(&engine, &platform, "busy", 1, busy).unwrap();
+    assert_eq!(domain.run(10_000), RunOutcome::Preempted);
+    let message = vm::Message {
+        from: [2; 16],
+        bytes: b"hi".to_vec(),
+    };
+    assert_eq!(domain.deliver(message.clone()), vm::Status::Ok);
+    let storage = domain.into_storage();
+    let domain = open_with(&engine, &platform, storage).unwrap();
+    assert_eq!(domain.record().mailbox, [message]);
+}
+
+#[test]
 fn mailbox_and_clock_survive_a_restart() {
     let wat = r#"(module
         (import "amber" "recv" (func $recv (param i32 i32 i32 i64) (result i32)))
