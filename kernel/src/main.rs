@@ -59,7 +59,7 @@ pub fn kernel_main(info: BootInfo, boot_problem: Option<&'static str>) -> ! {
         info.command_line()
     );
     if let Some(name) = info.argument("test") {
-        selftest::run(name);
+        selftest::run(name, &info);
     }
     console::run(&info)
 }

@@ -1,19 +1,25 @@
 //! Boot-time self-tests selected with `test=NAME` on the kernel command line.
 //!
-//! `page-fault` and `panic` show that failures are reported and stop QEMU
+//! `boot` powers off right after booting; `page-fault` and `panic` show that failures are reported and stop QEMU
 //! with the failure status; `sse` shows that interrupts leave SSE state intact.
 
 use crate::arch::{cpu, interrupts};
 
 /// Runs the self-test `name`; returns when it passed (or for an unknown name,
 /// after saying so), so the console comes up afterwards.
-pub fn run(name: &str) {
+pub fn run(name: &str, info: &crate::boot_info::BootInfo) {
     match name {
         "page-fault" => {
             log::info!("self-test: reading an unmapped address");
             crate::memory::provoke_page_fault(0xdead_b000)
         }
         "panic" => panic!("self-test panic requested on the command line"),
+        // Used by `cargo xtask run` to find out whether KVM works here.
+        "boot" => {
+            log::info!("self-test boot: booted, powering off");
+            let error = crate::arch::acpi::power_off(info.rsdp_physical);
+            panic!("self-test boot: power-off failed: {error}");
+        }
         "sse" => match sse_survives_interrupts() {
             Ok(report) => log::info!(
                 "self-test sse: passed ({} timer interrupts over {} runs)",
@@ -22,7 +28,7 @@ pub fn run(name: &str) {
             ),
             Err(problem) => panic!("self-test sse failed: {problem}"),
         },
-        other => log::warn!("unknown self-test '{other}' (known: page-fault, panic, sse)"),
+        other => log::warn!("unknown self-test '{other}' (known: boot, page-fault, panic, sse)"),
     }
 }
 

@@ -14,7 +14,7 @@ pub struct RunArgs {
     /// Kernel command line (e.g. `test=panic`).
     #[arg(long, default_value = "")]
     pub append: String,
-    /// Accelerator; KVM when /dev/kvm works, TCG otherwise.
+    /// Accelerator; default KVM when a probe boot under KVM works, TCG otherwise.
     #[arg(long, value_enum)]
     pub accel: Option<Accel>,
 }
@@ -22,10 +22,12 @@ pub struct RunArgs {
 pub fn run(args: &RunArgs) -> Result<()> {
     let kernel = kernel::build_kernel()?;
     let config = QemuConfig {
+        accel: args
+            .accel
+            .unwrap_or_else(|| Accel::default_for_run(&kernel)),
         kernel,
         memory_mib: args.memory,
         append: args.append.clone(),
-        accel: args.accel.unwrap_or_else(Accel::best_available),
         console: Console::Terminal,
         disks: Vec::new(),
     };

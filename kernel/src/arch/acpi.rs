@@ -181,9 +181,7 @@ impl core::fmt::Display for PowerOffError {
             PowerOffError::NoRsdp => "no ACPI RSDP was found",
             PowerOffError::BadTables => "the ACPI tables are invalid",
             PowerOffError::NoFadt => "the ACPI tables have no FADT",
-            PowerOffError::UnsupportedControlBlock => {
-                "the PM1 control block is not in I/O space"
-            }
+            PowerOffError::UnsupportedControlBlock => "the PM1 control block is not in I/O space",
         })
     }
 }
@@ -199,9 +197,7 @@ pub fn power_off(rsdp_physical: Option<u64>) -> PowerOffError {
             // map and hold no device registers.
             match unsafe { acpi::rsdp::Rsdp::search_for_on_bios(DirectMapHandler) } {
                 // SAFETY: as above, the RSDP was found and checked.
-                Ok(rsdp) => unsafe {
-                    AcpiTables::from_rsdp(DirectMapHandler, rsdp.physical_start)
-                },
+                Ok(rsdp) => unsafe { AcpiTables::from_rsdp(DirectMapHandler, rsdp.physical_start) },
                 Err(_) => return PowerOffError::NoRsdp,
             }
         }
@@ -219,13 +215,15 @@ pub fn power_off(rsdp_physical: Option<u64>) -> PowerOffError {
             let start = memory::physical_to_virtual(dsdt.phys_address as u64);
             // SAFETY: the DSDT's header was checked by the crate and its length
             // bounds the slice; the direct map covers it, and it is read only.
-            let bytes = unsafe {
-                core::slice::from_raw_parts(start.as_ptr::<u8>(), dsdt.length as usize)
-            };
+            let bytes =
+                unsafe { core::slice::from_raw_parts(start.as_ptr::<u8>(), dsdt.length as usize) };
             s5_sleep_type(bytes)
         })
         .unwrap_or(0);
-    let control_blocks = [fadt.pm1a_control_block().ok(), fadt.pm1b_control_block().ok().flatten()];
+    let control_blocks = [
+        fadt.pm1a_control_block().ok(),
+        fadt.pm1b_control_block().ok().flatten(),
+    ];
     drop(fadt);
     for block in control_blocks.into_iter().flatten() {
         if block.address_space != AddressSpace::SystemIo {
@@ -245,8 +243,8 @@ fn s5_sleep_type(aml: &[u8]) -> Option<u8> {
     let position = aml.windows(4).position(|window| window == b"_S5_")?;
     // NameOp, optionally followed by the root prefix '\', precedes the name.
     let before = aml.get(position.checked_sub(1)?)?;
-    let is_name = *before == 0x08
-        || (*before == b'\\' && aml.get(position.checked_sub(2)?) == Some(&0x08));
+    let is_name =
+        *before == 0x08 || (*before == b'\\' && aml.get(position.checked_sub(2)?) == Some(&0x08));
     if !is_name {
         return None;
     }
@@ -258,8 +256,8 @@ fn s5_sleep_type(aml: &[u8]) -> Option<u8> {
     let length_bytes = usize::from(aml.get(cursor)? >> 6);
     cursor += 1 + length_bytes + 1; // PkgLength, NumElements
     match *aml.get(cursor)? {
-        0x00 => Some(0),                           // ZeroOp
-        0x01 => Some(1),                           // OneOp
+        0x00 => Some(0),                                    // ZeroOp
+        0x01 => Some(1),                                    // OneOp
         0x0a => aml.get(cursor + 1).map(|value| value & 7), // BytePrefix
         value => Some(value & 7),
     }

@@ -16,8 +16,8 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use pic8259::ChainedPics;
 use spin::{LazyLock, Mutex};
-use x86_64::registers::control::Cr2;
 use x86_64::VirtAddr;
+use x86_64::registers::control::Cr2;
 use x86_64::structures::idt::{InterruptDescriptorTable, InterruptStackFrame};
 
 use super::exception_entry::{self as entry, ErrorCodeFrame};
@@ -43,12 +43,15 @@ static IDT: LazyLock<InterruptDescriptorTable> = LazyLock::new(|| {
     let mut idt = InterruptDescriptorTable::new();
     idt.divide_error.set_handler_fn(divide_error);
     idt.debug.set_handler_fn(debug);
-    idt.non_maskable_interrupt.set_handler_fn(non_maskable_interrupt);
+    idt.non_maskable_interrupt
+        .set_handler_fn(non_maskable_interrupt);
     idt.breakpoint.set_handler_fn(breakpoint);
     idt.overflow.set_handler_fn(overflow);
-    idt.bound_range_exceeded.set_handler_fn(bound_range_exceeded);
+    idt.bound_range_exceeded
+        .set_handler_fn(bound_range_exceeded);
     idt.invalid_opcode.set_handler_fn(invalid_opcode);
-    idt.device_not_available.set_handler_fn(device_not_available);
+    idt.device_not_available
+        .set_handler_fn(device_not_available);
     idt.x87_floating_point.set_handler_fn(x87_floating_point);
     idt.simd_floating_point.set_handler_fn(simd_floating_point);
     idt.virtualization.set_handler_fn(virtualization);
@@ -58,14 +61,16 @@ static IDT: LazyLock<InterruptDescriptorTable> = LazyLock::new(|| {
     // error code, which is what it expects (exception_entry). Both IST indices
     // name stacks that gdt::init put in the TSS, used by no other vector.
     unsafe {
-        idt.invalid_tss.set_handler_addr(stub(entry::invalid_tss_entry));
+        idt.invalid_tss
+            .set_handler_addr(stub(entry::invalid_tss_entry));
         idt.segment_not_present
             .set_handler_addr(stub(entry::segment_not_present_entry));
         idt.stack_segment_fault
             .set_handler_addr(stub(entry::stack_segment_fault_entry));
         idt.general_protection_fault
             .set_handler_addr(stub(entry::general_protection_fault_entry));
-        idt.alignment_check.set_handler_addr(stub(entry::alignment_check_entry));
+        idt.alignment_check
+            .set_handler_addr(stub(entry::alignment_check_entry));
         idt.double_fault
             .set_handler_addr(stub(entry::double_fault_entry))
             .set_stack_index(gdt::DOUBLE_FAULT_IST_INDEX);
@@ -132,7 +137,13 @@ fn clobber_sse_registers() {
 }
 
 /// Reports a fatal exception and stops QEMU with the failure status.
-fn fatal(name: &str, vector: u8, error_code: Option<u64>, instruction_pointer: u64, stack_pointer: u64) -> ! {
+fn fatal(
+    name: &str,
+    vector: u8,
+    error_code: Option<u64>,
+    instruction_pointer: u64,
+    stack_pointer: u64,
+) -> ! {
     let mut report = crate::drivers::serial::EmergencyWriter::new();
     use core::fmt::Write;
     let _ = write!(report, "\nEXCEPTION: {name} (vector {vector})");

@@ -5,12 +5,11 @@
 //! (physical memory at the HHDM offset), but says nothing of SSE, so a small
 //! stub enables it before the first Rust instruction.
 
-use limine::{BaseRevision, RequestsEndMarker, RequestsStartMarker};
 use limine::memmap;
 use limine::request::{
-    ExecutableAddressRequest, ExecutableCmdlineRequest, HhdmRequest, MemmapRequest,
-    RsdpRequest,
+    ExecutableAddressRequest, ExecutableCmdlineRequest, HhdmRequest, MemmapRequest, RsdpRequest,
 };
+use limine::{BaseRevision, RequestsEndMarker, RequestsStartMarker};
 
 use crate::boot_info::{BootInfo, BootPath, MemoryRegion, RegionKind};
 
@@ -101,7 +100,10 @@ fn boot_info() -> Result<BootInfo, Partial> {
         return Err((info, "Limine does not support the requested base revision"));
     }
     if HIGHER_HALF_DIRECT_MAP.response().is_none() || EXECUTABLE_ADDRESS.response().is_none() {
-        return Err((info, "Limine did not answer the HHDM or executable address request"));
+        return Err((
+            info,
+            "Limine did not answer the HHDM or executable address request",
+        ));
     }
     if let Some(response) = COMMAND_LINE.response() {
         info.set_command_line(response.cmdline());
@@ -132,7 +134,10 @@ fn boot_info() -> Result<BootInfo, Partial> {
             kind,
         };
         if !info.push_region(region) {
-            return Err((info, "the memory map has more entries than the kernel keeps"));
+            return Err((
+                info,
+                "the memory map has more entries than the kernel keeps",
+            ));
         }
     }
     Ok(info)

@@ -84,9 +84,10 @@ pvh_entry64_high:
     mov %ebp, %edi                   /* zero-extends: start_info's address */
     xor %ebp, %ebp
     fninit
-    push $0x1f80                     /* MXCSR default: exceptions masked */
-    ldmxcsr (%rsp)
-    pop %rax
+    /* MXCSR is still at its reset value (0x1f80, exceptions masked), which
+       cpu::check_sse_setup verifies. No LDMXCSR here: under nested KVM its
+       memory operand on a page touched for the first time can make KVM's
+       instruction emulator give up ("emulation failure"). */
     call pvh_main
     ud2
 
@@ -109,7 +110,7 @@ pvh_boot_pdpt_high:
 pvh_boot_pd:
     .set pvh_page, 0
     .rept 512
-    .quad (pvh_page << 21) | 0x83    /* present, writable, 2 MiB */
+    .quad (pvh_page << 21) | 0xe3    /* present, writable, 2 MiB, accessed, dirty */
     .set pvh_page, pvh_page + 1
     .endr
 

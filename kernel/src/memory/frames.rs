@@ -112,7 +112,8 @@ impl FrameAllocator {
             self.stats.free_frames -= 1;
             return Some(PhysFrame::containing_address(PhysAddr::new(head)));
         }
-        self.allocate_contiguous(1).map(PhysFrame::containing_address)
+        self.allocate_contiguous(1)
+            .map(PhysFrame::containing_address)
     }
 
     /// Gives a frame back. The caller must no longer use it.
@@ -125,7 +126,11 @@ impl FrameAllocator {
         let next = self.free_list_head.unwrap_or(0);
         // SAFETY: the frame is free and owned by this allocator, so nothing
         // else reads or writes it; the direct map reaches it.
-        unsafe { super::physical_to_virtual(frame).as_mut_ptr::<u64>().write(next) };
+        unsafe {
+            super::physical_to_virtual(frame)
+                .as_mut_ptr::<u64>()
+                .write(next)
+        };
         self.free_list_head = Some(frame);
     }
 
@@ -149,7 +154,11 @@ pub fn init(info: &BootInfo) {
     let kernel_start = info.kernel_physical_start;
     let kernel_end = kernel_start + kernel_image_bytes();
     let mut frames = FRAMES.lock();
-    for region in info.regions().iter().filter(|r| r.kind == RegionKind::Usable) {
+    for region in info
+        .regions()
+        .iter()
+        .filter(|r| r.kind == RegionKind::Usable)
+    {
         if region.end() <= kernel_start || region.start >= kernel_end {
             frames.add_range(region.start, region.end());
         } else {

@@ -4,8 +4,8 @@
 //! wanted by a handler on the CPU that holds it.
 
 use spinning_top::RawSpinlock;
-use talc::source::Manual;
 use talc::TalcLock;
+use talc::source::Manual;
 
 use super::MemoryError;
 

@@ -74,7 +74,10 @@ pub fn init(info: &BootInfo) -> Result<(), MemoryError> {
     frames::with(|frame_allocator| build_and_switch(info, frame_allocator))
 }
 
-fn build_and_switch(info: &BootInfo, frame_allocator: &mut FrameAllocator) -> Result<(), MemoryError> {
+fn build_and_switch(
+    info: &BootInfo,
+    frame_allocator: &mut FrameAllocator,
+) -> Result<(), MemoryError> {
     let reachable_end = match info.path {
         BootPath::Pvh => PVH_REACHABLE_BYTES,
         BootPath::Limine => u64::MAX,
@@ -108,7 +111,8 @@ fn build_and_switch(info: &BootInfo, frame_allocator: &mut FrameAllocator) -> Re
     for (start, end) in first_two_mib.chain(regions) {
         let mut physical = start - start % TWO_MIB;
         while physical < end {
-            let page = Page::<Size2MiB>::containing_address(VirtAddr::new(DIRECT_MAP_BASE + physical));
+            let page =
+                Page::<Size2MiB>::containing_address(VirtAddr::new(DIRECT_MAP_BASE + physical));
             let frame = PhysFrame::<Size2MiB>::containing_address(PhysAddr::new(physical));
             // SAFETY: the direct map aliases physical memory at a fixed offset in
             // a range nothing else uses; aliasing RAM is fine because Rust code
@@ -149,7 +153,9 @@ fn build_and_switch(info: &BootInfo, frame_allocator: &mut FrameAllocator) -> Re
         match unsafe { mapper.map_to(page, frame, flags, &mut table_frames) } {
             Ok(flush) => flush.ignore(),
             Err(_) => {
-                return Err(table_frames.error.unwrap_or(MemoryError::MapFailed { virtual_address }));
+                return Err(table_frames
+                    .error
+                    .unwrap_or(MemoryError::MapFailed { virtual_address }));
             }
         }
         virtual_address += frames::FRAME_BYTES;
@@ -168,7 +174,10 @@ fn build_and_switch(info: &BootInfo, frame_allocator: &mut FrameAllocator) -> Re
     // SAFETY: the level-4 table is live in CR3, reachable through the direct
     // map, and owned by KERNEL_TABLES alone from now on.
     let kernel_tables = unsafe {
-        OffsetPageTable::new(&mut *level_4.as_mut_ptr::<PageTable>(), VirtAddr::new(DIRECT_MAP_BASE))
+        OffsetPageTable::new(
+            &mut *level_4.as_mut_ptr::<PageTable>(),
+            VirtAddr::new(DIRECT_MAP_BASE),
+        )
     };
     *KERNEL_TABLES.lock() = Some(kernel_tables);
     Ok(())
