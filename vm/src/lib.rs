@@ -12,6 +12,7 @@ mod abi_wasi;
 mod asyncify;
 mod blocking;
 mod domain;
+mod domain_open;
 mod error;
 mod guest_memory;
 mod host_state;
@@ -24,7 +25,8 @@ mod status;
 mod storage;
 mod wasi_poll;
 
-pub use domain::{Domain, ENTRY_EXPORT, RunOutcome, Wake, new_engine};
+pub use domain::{Domain, RunOutcome, Wake};
+pub use domain_open::{ENTRY_EXPORT, new_engine};
 pub use error::{Error, TrapReason};
 pub use host_state::HostState;
 pub use memory_backing::{

@@ -80,16 +80,25 @@ pub fn run_images(args: &RunArgs) -> Result<()> {
     let platform: Arc<dyn Platform> = Arc::new(StdPlatform::default());
     let mut scheduler = Scheduler::new(DEFAULT_FUEL_SLICE);
     for path in &args.images {
-        let domain = open_domain(&engine, platform.clone(), path)?;
-        match domain.status() {
-            DomainStatus::Running => {}
-            status => eprintln!(
-                "[host] {} is not running: {}",
-                domain.name(),
-                describe(&status)
-            ),
+        // A domain that cannot start (a bad image or module) is reported and
+        // the others run on.
+        let domain = match open_domain(&engine, platform.clone(), path) {
+            Ok(domain) => domain,
+            Err(error) => {
+                eprintln!("[host] {error:#}");
+                continue;
+            }
+        };
+        if domain.status() != DomainStatus::Running {
+            let status = describe(&domain.status());
+            eprintln!("[host] {} is not running: {status}", domain.name());
         }
-        scheduler.add(domain)?;
+        if let Err(error) = scheduler.add(domain) {
+            eprintln!("[host] {}: {error}", path.display());
+        }
+    }
+    if scheduler.domains().is_empty() {
+        bail!("no domain could be started");
     }
     let checkpoint_every = Duration::from_millis(args.checkpoint_ms);
     let mut last_checkpoint = Instant::now();

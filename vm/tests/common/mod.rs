@@ -1,4 +1,4 @@
-//! Shared helpers of the vm integration tests: a manual platform and WAT domains.
+//! Helpers of the vm integration tests: a manual platform and WAT domains.
 
 #![allow(dead_code, reason = "each test binary uses a different part")]
 

@@ -1,0 +1,203 @@
+//! Opening a domain: module checks, instantiation over an imported memory.
+
+use alloc::boxed::Box;
+use alloc::collections::VecDeque;
+use alloc::string::{String, ToString};
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+
+use wasmi::{Engine, ExternType, Linker, Memory, MemoryType, Module, Store};
+
+use crate::asyncify::AsyncifyExports;
+use crate::domain::{Domain, Execution};
+use crate::error::Error;
+use crate::host_state::HostState;
+use crate::memory_backing::{MemoryBacking, WASM_PAGE_BYTES, module_hash};
+use crate::platform::{LineBuffer, Platform};
+use crate::status::Status;
+use crate::storage::{DomainStatus, Storage};
+use crate::{abi_amber, abi_wasi, snapshot};
+
+/// The export a domain runs (a WASI command's entry point).
+pub const ENTRY_EXPORT: &str = "_start";
+
+/// An engine configured for domains: fuel metering on, eager compilation.
+///
+/// Lazy translation charges the fuel of compiling a function at its first
+/// call, and wasmi 2.0 reports running out of fuel there as a plain error
+/// that cannot be resumed: a domain whose slice ended inside a first call
+/// would trap. Compiling at `Module::new` avoids it.
+pub fn new_engine() -> Engine {
+    let mut config = wasmi::Config::default();
+    config.consume_fuel(true);
+    config.compilation_mode(wasmi::CompilationMode::Eager);
+    Engine::new(&config)
+}
+
+impl Domain {
+    /// Opens the domain `storage` holds: instantiates its module and, if it
+    /// ran before, lays its committed memory, globals and stack over it.
+    pub fn open(
+        engine: &Engine,
+        platform: Arc<dyn Platform>,
+        mut storage: Box<dyn Storage>,
+        mut backing: Box<dyn MemoryBacking>,
+    ) -> Result<Self, Error> {
+        let record = storage.load()?;
+        let global_exports = inspect_module(&record.module)?;
+        let module = Module::new(engine, &record.module)
+            .map_err(|error| Error::InvalidModule(error.to_string()))?;
+        let memory_type = imported_memory_type(&module)?;
+        let minimum_pages = memory_type.minimum();
+        let maximum_pages = memory_type
+            .maximum()
+            .unwrap_or(65536)
+            .min(record.memory_maximum_pages.map_or(u64::MAX, u64::from));
+        if maximum_pages < minimum_pages {
+            return Err(Error::MemoryTooLarge {
+                pages: minimum_pages as u32,
+                maximum_pages: maximum_pages as u32,
+            });
+        }
+        let saved_pages = u64::from(record.memory_pages);
+        if record.is_initialized && saved_pages > maximum_pages {
+            return Err(Error::MemoryTooLarge {
+                pages: record.memory_pages,
+                maximum_pages: maximum_pages as u32,
+            });
+        }
+        let initial_pages = if record.is_initialized {
+            minimum_pages.max(saved_pages)
+        } else {
+            minimum_pages
+        };
+        let platform_origin_ns = platform.monotonic_ns();
+        let state = HostState {
+            name: record.name.clone(),
+            id: record.id,
+            args: record.args.clone(),
+            environment: record.environment.clone(),
+            platform,
+            memory: None,
+            clock_origin_ns: record.clock_ns,
+            platform_origin_ns,
+            mailbox: record.mailbox.iter().cloned().collect::<VecDeque<_>>(),
+            stdout: LineBuffer::default(),
+            stderr: LineBuffer::default(),
+            asyncify: None,
+            module_hash: module_hash(&record.module),
+            save_buffer: None,
+            suspension: None,
+            is_rewinding: false,
+            checkpoint_status: Status::Ok,
+        };
+        let mut store = Store::new(engine, state);
+        fn instantiation(error: impl core::fmt::Display) -> Error {
+            Error::Instantiation(error.to_string())
+        }
+        let new_type = MemoryType::new(initial_pages as u32, Some(maximum_pages as u32));
+        let memory = match backing.static_buffer(maximum_pages * WASM_PAGE_BYTES as u64) {
+            Some(buffer) => Memory::new_static(&mut store, new_type, buffer),
+            None => Memory::new(&mut store, new_type),
+        }
+        .map_err(instantiation)?;
+        store.data_mut().memory = Some(memory);
+        let mut linker = Linker::<HostState>::new(engine);
+        abi_amber::define(&mut linker).map_err(instantiation)?;
+        abi_wasi::define(&mut linker).map_err(instantiation)?;
+        abi_wasi::stub_unknown_imports(&mut linker, &module).map_err(instantiation)?;
+        linker
+            .define("env", "memory", memory)
+            .map_err(instantiation)?;
+        for import in module.imports() {
+            let is_known = matches!(import.module(), abi_amber::MODULE | abi_wasi::MODULE)
+                || (import.module() == "env" && import.name() == "memory");
+            if !is_known {
+                return Err(Error::UnknownImport {
+                    module: import.module().into(),
+                    name: import.name().into(),
+                });
+            }
+        }
+        // No start section (rejected above), so this runs no guest code; it
+        // applies the data segments.
+        let instance = linker
+            .instantiate_and_start(&mut store, &module)
+            .map_err(instantiation)?;
+        let entry = instance
+            .get_func(&store, ENTRY_EXPORT)
+            .ok_or(Error::MissingEntry)?;
+        let asyncify = AsyncifyExports::find(&mut store, &instance);
+        store.data_mut().asyncify = asyncify;
+        let mut domain = Self {
+            store,
+            instance,
+            memory,
+            entry,
+            execution: Execution::Start,
+            record,
+            storage,
+            backing,
+            is_checkpoint_wanted: false,
+            fuel_used: 0,
+            global_exports,
+        };
+        domain.fuel_used = domain.record.fuel_used;
+        if domain.record.is_initialized {
+            snapshot::restore(&mut domain)?;
+            domain.execution = match &domain.record.status {
+                DomainStatus::Running if domain.store.data().suspension.is_some() => {
+                    Execution::Unwound
+                }
+                DomainStatus::Running => Execution::Start,
+                other => Execution::Ended(other.clone()),
+            };
+        } else {
+            // The first commit holds memory as instantiation left it, so that a
+            // restore never applies data segments again.
+            domain.commit()?;
+        }
+        Ok(domain)
+    }
+}
+
+/// Refuses a start section and lists the exported globals as (index, name):
+/// a global's index is what an image stores, its export is how wasmi reaches it.
+fn inspect_module(module: &[u8]) -> Result<Vec<(u32, String)>, Error> {
+    let invalid = |error: wasmparser::BinaryReaderError| Error::InvalidModule(error.to_string());
+    let mut global_exports = Vec::new();
+    for payload in wasmparser::Parser::new(0).parse_all(module) {
+        match payload.map_err(invalid)? {
+            wasmparser::Payload::StartSection { .. } => return Err(Error::StartSection),
+            wasmparser::Payload::ExportSection(reader) => {
+                for export in reader {
+                    let export = export.map_err(invalid)?;
+                    if export.kind == wasmparser::ExternalKind::Global {
+                        global_exports.push((export.index, String::from(export.name)));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(global_exports)
+}
+
+fn imported_memory_type(module: &Module) -> Result<MemoryType, Error> {
+    let mut memory_type = None;
+    for import in module.imports() {
+        if let ExternType::Memory(ty) = import.ty() {
+            if import.module() != "env" || import.name() != "memory" {
+                return Err(Error::MemoryNotImported);
+            }
+            memory_type = Some(*ty);
+        }
+    }
+    let memory_type = memory_type.ok_or(Error::MemoryNotImported)?;
+    if memory_type.is_64() {
+        return Err(Error::InvalidModule(
+            "64-bit memories are not supported".into(),
+        ));
+    }
+    Ok(memory_type)
+}
