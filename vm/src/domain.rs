@@ -317,13 +317,8 @@ impl Domain {
             pages: &[],
         };
         if let Err(error) = self.storage.commit(&commit) {
-            let state = self.store.data();
             let line = format!("a message could not be made durable: {error}");
-            state.platform.output(
-                &state.name,
-                crate::platform::Stream::Log(crate::platform::LogLevel::Error),
-                line.as_bytes(),
-            );
+            self.store.data().log_error(&line);
             return Status::MailboxFull;
         }
         self.record = record;
@@ -403,13 +398,8 @@ impl Domain {
         let status = match self.commit() {
             Ok(()) => Status::Ok,
             Err(error) => {
-                let message = format!("checkpoint failed: {error}");
-                let state = self.store.data();
-                state.platform.output(
-                    &state.name,
-                    crate::platform::Stream::Log(crate::platform::LogLevel::Error),
-                    message.as_bytes(),
-                );
+                let line = format!("checkpoint failed: {error}");
+                self.store.data().log_error(&line);
                 Status::CheckpointFailed
             }
         };
@@ -424,24 +414,14 @@ impl Domain {
     fn end(&mut self, status: DomainStatus) -> RunOutcome {
         self.store.data_mut().flush_output();
         if let DomainStatus::Trapped(reason) = &status {
-            let state = self.store.data();
             let line = format!("trapped: {reason}");
-            state.platform.output(
-                &state.name,
-                crate::platform::Stream::Log(crate::platform::LogLevel::Error),
-                line.as_bytes(),
-            );
+            self.store.data().log_error(&line);
         }
         self.store.data_mut().suspension = None;
         self.execution = Execution::Ended(status.clone());
         if let Err(error) = self.commit() {
-            let state = self.store.data();
             let line = format!("final commit failed: {error}");
-            state.platform.output(
-                &state.name,
-                crate::platform::Stream::Log(crate::platform::LogLevel::Error),
-                line.as_bytes(),
-            );
+            self.store.data().log_error(&line);
         }
         RunOutcome::Ended(status)
     }

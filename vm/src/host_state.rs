@@ -72,6 +72,12 @@ impl HostState {
         buffer.push(bytes, |line| platform.output(name, stream, line));
     }
 
+    /// Prints a line about the domain at error level (traps, failed commits).
+    pub(crate) fn log_error(&self, line: &str) {
+        let stream = Stream::Log(crate::platform::LogLevel::Error);
+        self.platform.output(&self.name, stream, line.as_bytes());
+    }
+
     /// Emits unfinished output lines (at exit or trap).
     pub(crate) fn flush_output(&mut self) {
         let platform = &self.platform;

@@ -132,6 +132,14 @@ fn checkpoints_are_taken_at_the_next_blocking_call_when_busy() {
 #[derive(Clone)]
 struct SharedStorage(Arc<Mutex<MemoryStorage>>);
 
+impl SharedStorage {
+    /// Fresh storage for a domain named `name` running `wat`.
+    fn new(name: &str, wat: &str) -> Self {
+        let storage = MemoryStorage::new(record(name, 1, wasm(wat)));
+        Self(Arc::new(Mutex::new(storage)))
+    }
+}
+
 impl Storage for SharedStorage {
     fn load(&mut self) -> Result<vm::DomainRecord, Error> {
         self.0.lock().unwrap().load()
@@ -151,11 +159,7 @@ impl Storage for SharedStorage {
 fn a_failed_commit_keeps_the_previous_state_and_reports_it() {
     let engine = new_engine();
     let platform = TestPlatform::new();
-    let shared = SharedStorage(Arc::new(Mutex::new(MemoryStorage::new(record(
-        "counter",
-        1,
-        wasm(COUNTER),
-    )))));
+    let shared = SharedStorage::new("counter", COUNTER);
     let mut domain = open_with(&engine, &platform, Box::new(shared.clone())).unwrap();
     run_sleeps(&mut domain, &platform, 2);
     assert_eq!(domain.request_checkpoint(), Ok(true));
@@ -385,11 +389,7 @@ const CHECKPOINTER: &str = r#"(module
 fn checkpoint_unwinds_commits_and_returns_ok_also_after_a_restart() {
     let engine = new_engine();
     let platform = TestPlatform::new();
-    let shared = SharedStorage(Arc::new(Mutex::new(MemoryStorage::new(record(
-        "checkpointer",
-        1,
-        wasm(CHECKPOINTER),
-    )))));
+    let shared = SharedStorage::new("checkpointer", CHECKPOINTER);
     let mut domain = open_with(&engine, &platform, Box::new(shared.clone())).unwrap();
     assert_eq!(domain.run(100_000), RunOutcome::Waiting);
     let record = domain.record().clone();
