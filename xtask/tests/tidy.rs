@@ -1,0 +1,127 @@
+//! Tidy checks reviewers would otherwise nag about: taglines and unsafe.
+
+use std::path::{Path, PathBuf};
+
+use xtask::paths::workspace_root;
+
+/// Every Rust source file under `directory`, skipping build output.
+fn rust_files(directory: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let Ok(entries) = std::fs::read_dir(directory) else {
+        return files;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name();
+        if path.is_dir() {
+            if name != "target" && name != "fuzz" && !name.to_string_lossy().starts_with('.') {
+                files.extend(rust_files(&path));
+            }
+        } else if path.extension().is_some_and(|extension| extension == "rs") {
+            files.push(path);
+        }
+    }
+    files.sort();
+    files
+}
+
+fn source_directories() -> Vec<PathBuf> {
+    let root = workspace_root();
+    let mut directories: Vec<PathBuf> = [
+        "kernel/src",
+        "persist/src",
+        "vm/src",
+        "xtask/src",
+        "tests/src",
+        "guest-sdk/src",
+    ]
+    .iter()
+    .map(|directory| root.join(directory))
+    .collect();
+    if let Ok(entries) = std::fs::read_dir(root.join("apps")) {
+        directories.extend(entries.flatten().map(|entry| entry.path().join("src")));
+    }
+    directories
+}
+
+#[test]
+fn every_module_opens_with_a_short_tagline() {
+    let mut problems = Vec::new();
+    let mut checked = 0;
+    for directory in source_directories() {
+        for file in rust_files(&directory) {
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            let first = text
+                .lines()
+                .find(|line| !line.trim().is_empty())
+                .unwrap_or("");
+            checked += 1;
+            if first.starts_with("#![doc = include_str!") {
+                continue; // the crate README is the crate doc
+            }
+            if !first.starts_with("//!") {
+                problems.push(format!(
+                    "{}: does not open with a //! tagline",
+                    file.display()
+                ));
+            } else if first.chars().count() > 84 {
+                problems.push(format!(
+                    "{}: tagline longer than 80 characters",
+                    file.display()
+                ));
+            }
+        }
+    }
+    assert!(
+        checked > 20,
+        "only {checked} files found: is the root right?"
+    );
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn kernel_unsafe_stays_in_arch_memory_and_drivers() {
+    let kernel = workspace_root().join("kernel/src");
+    let allowed = ["arch", "memory", "drivers"].map(|directory| kernel.join(directory));
+    let mut problems = Vec::new();
+    for file in rust_files(&kernel) {
+        if allowed.iter().any(|directory| file.starts_with(directory)) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        for (number, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            if code.contains("unsafe ") || code.contains("unsafe{") {
+                problems.push(format!(
+                    "{}:{}: {}",
+                    file.display(),
+                    number + 1,
+                    line.trim()
+                ));
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "unsafe outside arch/, memory/, drivers/:\n{}",
+        problems.join("\n")
+    );
+}
+
+#[test]
+fn host_crates_forbid_unsafe_code() {
+    let root = workspace_root();
+    for crate_root in [
+        "persist/src/lib.rs",
+        "vm/src/lib.rs",
+        "xtask/src/lib.rs",
+        "xtask/src/main.rs",
+        "tests/src/lib.rs",
+    ] {
+        let text = std::fs::read_to_string(root.join(crate_root)).unwrap_or_default();
+        assert!(
+            text.contains("#![forbid(unsafe_code)]"),
+            "{crate_root} does not forbid unsafe code"
+        );
+    }
+}
