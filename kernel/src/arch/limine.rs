@@ -75,18 +75,6 @@ limine_entry:
 #[unsafe(no_mangle)]
 extern "C" fn limine_main() -> ! {
     let entry_tsc = super::cpu::read_tsc();
-    let (info, problem) = match boot_info() {
-        Ok(info) => (info, None),
-        Err((info, problem)) => (info, Some(problem)),
-    };
-    let mut info = info;
-    info.entry_tsc = entry_tsc;
-    crate::kernel_main(info, problem)
-}
-
-type Partial = (BootInfo, &'static str);
-
-fn boot_info() -> Result<BootInfo, Partial> {
     let hhdm_offset = HIGHER_HALF_DIRECT_MAP
         .response()
         .map(|response| response.offset)
@@ -96,14 +84,18 @@ fn boot_info() -> Result<BootInfo, Partial> {
         .map(|response| response.physical_base)
         .unwrap_or(0);
     let mut info = BootInfo::new(BootPath::Limine, kernel_physical, hhdm_offset);
+    info.entry_tsc = entry_tsc;
+    let problem = fill_boot_info(&mut info, hhdm_offset).err();
+    crate::kernel_main(info, problem)
+}
+
+/// Copies Limine's answers into `info`.
+fn fill_boot_info(info: &mut BootInfo, hhdm_offset: u64) -> Result<(), &'static str> {
     if !BASE_REVISION.is_supported() {
-        return Err((info, "Limine does not support the requested base revision"));
+        return Err("Limine does not support the requested base revision");
     }
     if HIGHER_HALF_DIRECT_MAP.response().is_none() || EXECUTABLE_ADDRESS.response().is_none() {
-        return Err((
-            info,
-            "Limine did not answer the HHDM or executable address request",
-        ));
+        return Err("Limine did not answer the HHDM or executable address request");
     }
     if let Some(response) = COMMAND_LINE.response() {
         info.set_command_line(response.cmdline());
@@ -115,7 +107,7 @@ fn boot_info() -> Result<BootInfo, Partial> {
         info.rsdp_physical = Some(physical);
     }
     let Some(memory_map) = MEMORY_MAP.response() else {
-        return Err((info, "Limine gave no memory map"));
+        return Err("Limine gave no memory map");
     };
     for entry in memory_map.entries() {
         let kind = match entry.type_ {
@@ -134,11 +126,8 @@ fn boot_info() -> Result<BootInfo, Partial> {
             kind,
         };
         if !info.push_region(region) {
-            return Err((
-                info,
-                "the memory map has more entries than the kernel keeps",
-            ));
+            return Err("the memory map has more entries than the kernel keeps");
         }
     }
-    Ok(info)
+    Ok(())
 }
