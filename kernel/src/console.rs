@@ -4,7 +4,7 @@ use alloc::string::String;
 
 use crate::arch::{acpi, cpu, timer};
 use crate::boot_info::BootInfo;
-use crate::drivers::serial;
+use crate::drivers::{serial, virtio_blk};
 use crate::memory::{frames, heap};
 use crate::{print, println};
 
@@ -27,6 +27,11 @@ const COMMANDS: &[Command] = &[
         name: "mem",
         help: "physical memory, frames and heap",
         run: mem,
+    },
+    Command {
+        name: "disks",
+        help: "the virtio-blk disks: size and PCI address",
+        run: disks,
     },
     Command {
         name: "uptime",
@@ -117,6 +122,16 @@ fn mem(info: &BootInfo, _arguments: &str) {
         heap_stats.allocated_bytes / KIB,
         heap_stats.size_bytes / MIB
     );
+}
+
+fn disks(_info: &BootInfo, _arguments: &str) {
+    let disks = virtio_blk::known_disks();
+    if disks.is_empty() {
+        println!("no disks");
+    }
+    for disk in disks {
+        println!("{disk} ({} blocks)", disk.block_count);
+    }
 }
 
 fn uptime(_info: &BootInfo, _arguments: &str) {

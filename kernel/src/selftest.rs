@@ -1,7 +1,8 @@
 //! Boot-time self-tests selected with `test=NAME` on the kernel command line.
 //!
 //! `boot` powers off right after booting; `page-fault` and `panic` show that failures are reported and stop QEMU
-//! with the failure status; `sse` shows that interrupts leave SSE state intact.
+//! with the failure status; `sse` shows that interrupts leave SSE state intact;
+//! `disk` writes, flushes and reads back the last block of the first disk.
 
 use crate::arch::{cpu, interrupts};
 
@@ -28,7 +29,17 @@ pub fn run(name: &str, info: &crate::boot_info::BootInfo) {
             ),
             Err(problem) => panic!("self-test sse failed: {problem}"),
         },
-        other => log::warn!("unknown self-test '{other}' (known: boot, page-fault, panic, sse)"),
+        "disk" => match disk_round_trip() {
+            Ok(report) => log::info!(
+                "self-test disk: passed ({} disks, first has {} blocks)",
+                report.disks,
+                report.first_blocks
+            ),
+            Err(problem) => panic!("self-test disk failed: {problem}"),
+        },
+        other => {
+            log::warn!("unknown self-test '{other}' (known: boot, page-fault, panic, sse, disk)")
+        }
     }
 }
 
@@ -87,5 +98,62 @@ fn sse_survives_interrupts() -> Result<SseReport, &'static str> {
     Ok(SseReport {
         interrupts: interrupts::timer_ticks() - first_tick,
         runs,
+    })
+}
+
+struct DiskReport {
+    disks: usize,
+    first_blocks: u64,
+}
+
+/// The bytes the disk self-test writes; tests/tests/disk.rs checks the host
+/// file for the same: a title, then byte i = (i * 31 + 7) mod 256.
+fn disk_pattern() -> [u8; persist::BLOCK_SIZE] {
+    let mut block = [0u8; persist::BLOCK_SIZE];
+    for (index, byte) in block.iter_mut().enumerate() {
+        *byte = (index * 31 + 7) as u8;
+    }
+    let title = b"Amber disk self-test block";
+    block[..title.len()].copy_from_slice(title);
+    block
+}
+
+/// Writes the pattern to the last block of the first disk, flushes, reads it
+/// back and compares.
+fn disk_round_trip() -> Result<DiskReport, alloc::string::String> {
+    use alloc::format;
+    use persist::BlockDevice;
+
+    let mut disks = crate::drivers::virtio_blk::probe_disks();
+    let disk_count = disks.len();
+    let first = disks.first_mut().ok_or("no disks")?;
+    let block_count = first.block_count();
+    let last = block_count
+        .checked_sub(1)
+        .ok_or("the first disk is empty")?;
+    let pattern = disk_pattern();
+    first
+        .write_block(last, &pattern)
+        .map_err(|error| format!("writing block {last}: {error}"))?;
+    first
+        .flush()
+        .map_err(|error| format!("flushing: {error}"))?;
+    let mut read_back = [0u8; persist::BLOCK_SIZE];
+    first
+        .read_block(last, &mut read_back)
+        .map_err(|error| format!("reading block {last}: {error}"))?;
+    if read_back != pattern {
+        let offset = read_back
+            .iter()
+            .zip(pattern.iter())
+            .position(|(a, b)| a != b)
+            .unwrap_or(0);
+        return Err(format!(
+            "block {last} reads back differently from byte {offset} on"
+        ));
+    }
+    Ok(DiskReport {
+        disks: disk_count,
+        first_blocks: block_count,
     })
 }

@@ -8,7 +8,7 @@ use spin::Mutex;
 use x86_64::registers::control::Cr3;
 use x86_64::structures::paging::{
     FrameAllocator as FrameSource, Mapper, OffsetPageTable, Page, PageTable, PageTableFlags,
-    PhysFrame, Size2MiB, Size4KiB,
+    PhysFrame, Size2MiB, Size4KiB, Translate,
 };
 use x86_64::{PhysAddr, VirtAddr};
 
@@ -181,4 +181,74 @@ fn build_and_switch(
     };
     *KERNEL_TABLES.lock() = Some(kernel_tables);
     Ok(())
+}
+
+/// Maps `size_bytes` of device memory (a PCI BAR) at `physical` into the
+/// direct-map range, uncached, and returns its virtual address.
+///
+/// Device memory lies outside RAM, so the direct map built at boot does not
+/// cover it. The pages get `NO_CACHE | WRITE_THROUGH` (PAT entry 3, UC, with
+/// the PAT the firmware leaves: Intel SDM Vol. 3A, 11.12.3), so every access
+/// reaches the device in program order, and are never executable. Pages that
+/// are already mapped to the same physical page are left alone, so mapping a
+/// region twice (or two regions sharing a page) is fine. Page tables come from
+/// the frame allocator; the lock order is page tables, then frames.
+pub fn map_mmio(physical: u64, size_bytes: u64) -> Result<VirtAddr, MemoryError> {
+    let virtual_address = DIRECT_MAP_BASE + physical;
+    let end = physical
+        .checked_add(size_bytes.max(1))
+        .filter(|end| *end <= (1 << 46))
+        .ok_or(MemoryError::MapFailed { virtual_address })?;
+    let flags = PageTableFlags::PRESENT
+        | PageTableFlags::WRITABLE
+        | PageTableFlags::NO_CACHE
+        | PageTableFlags::WRITE_THROUGH
+        | PageTableFlags::NO_EXECUTE;
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        let mut tables = KERNEL_TABLES.lock();
+        let mapper = tables
+            .as_mut()
+            .ok_or(MemoryError::MapFailed { virtual_address })?;
+        frames::with(|frame_allocator| {
+            let mut table_frames = TableFrames {
+                frames: frame_allocator,
+                reachable_end: u64::MAX,
+                error: None,
+            };
+            let mut page_physical = physical - physical % frames::FRAME_BYTES;
+            while page_physical < end {
+                let page_virtual = VirtAddr::new(DIRECT_MAP_BASE + page_physical);
+                let page = Page::<Size4KiB>::containing_address(page_virtual);
+                let frame = PhysFrame::<Size4KiB>::containing_address(PhysAddr::new(page_physical));
+                // SAFETY: the page lies in the direct-map range at its fixed
+                // offset from `physical`, where nothing but this physical page
+                // may ever be mapped; device memory is not RAM, so no Rust
+                // object lives there and the new alias breaks no reference.
+                match unsafe { mapper.map_to(page, frame, flags, &mut table_frames) } {
+                    Ok(flush) => flush.flush(),
+                    Err(_)
+                        if mapper.translate_addr(page_virtual) == Some(frame.start_address()) => {}
+                    Err(_) => {
+                        return Err(table_frames.error.unwrap_or(MemoryError::MapFailed {
+                            virtual_address: page_virtual.as_u64(),
+                        }));
+                    }
+                }
+                page_physical += frames::FRAME_BYTES;
+            }
+            Ok(VirtAddr::new(virtual_address))
+        })
+    })
+}
+
+/// The physical address behind kernel virtual address `address`, if mapped.
+/// Drivers use it to hand buffers that are not in the direct map (a stack
+/// variable, say) to a device.
+pub fn virtual_to_physical(address: VirtAddr) -> Option<PhysAddr> {
+    if (DIRECT_MAP_BASE..DIRECT_MAP_BASE + (1 << 46)).contains(&address.as_u64()) {
+        return Some(PhysAddr::new(address.as_u64() - DIRECT_MAP_BASE));
+    }
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        KERNEL_TABLES.lock().as_ref()?.translate_addr(address)
+    })
 }

@@ -1,0 +1,407 @@
+//! virtio-blk disks (PCI transport) as persist's `BlockDevice`.
+//!
+//! One request at a time, completion by polling (no interrupts yet). Each disk
+//! owns two DMA frames taken at probe time: a 4 KiB bounce buffer for the
+//! block's data and one for the request header and status byte, so a request
+//! allocates nothing and works whatever memory the caller's buffer is in (a
+//! domain window's frames need not be physically contiguous). The copy costs
+//! one 4 KiB memcpy per block, small next to a virtio round trip.
+
+use alloc::format;
+use alloc::vec::Vec;
+use core::fmt;
+use core::ptr::NonNull;
+
+use persist::{BLOCK_SIZE, BlockDevice, DeviceError};
+use spin::Mutex;
+use virtio_drivers::device::blk::{BlkReq, BlkResp, RespStatus, SECTOR_SIZE, VirtIOBlk};
+use virtio_drivers::transport::pci::bus::DeviceFunction;
+use virtio_drivers::transport::pci::{PciTransport, virtio_device_type};
+use virtio_drivers::transport::{DeviceType, Transport};
+
+use super::pci::{self, PciSetupError};
+use super::virtio_hal::{self, KernelHal};
+use crate::arch::timer;
+
+/// 512-byte sectors per 4 KiB block.
+const SECTORS_PER_BLOCK: u64 = (BLOCK_SIZE / SECTOR_SIZE) as u64;
+
+/// VIRTIO_BLK_F_FLUSH (virtio 1.2, 5.2.3).
+const FEATURE_FLUSH: u64 = 1 << 9;
+
+/// How long one request may take before the disk is declared dead. Requests
+/// take microseconds to milliseconds; the margin is for loaded TCG hosts.
+const REQUEST_TIMEOUT_NS: u64 = 10_000_000_000;
+
+/// The two DMA frames: data at offset 0, header and status in the second.
+const DMA_PAGES: usize = 2;
+const REQUEST_OFFSET: usize = BLOCK_SIZE;
+const RESPONSE_OFFSET: usize = BLOCK_SIZE + 64;
+
+/// Where a PCI function sits, printed `bb:dd.f`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PciLocation {
+    pub bus: u8,
+    pub device: u8,
+    pub function: u8,
+}
+
+impl fmt::Display for PciLocation {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            formatter,
+            "{:02x}:{:02x}.{:x}",
+            self.bus, self.device, self.function
+        )
+    }
+}
+
+impl From<DeviceFunction> for PciLocation {
+    fn from(function: DeviceFunction) -> PciLocation {
+        PciLocation {
+            bus: function.bus,
+            device: function.device,
+            function: function.function,
+        }
+    }
+}
+
+/// What the console and logs say about a disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskInfo {
+    /// Position in PCI order, from 0.
+    pub index: usize,
+    pub location: PciLocation,
+    /// 4 KiB blocks (a partial block at the end is not used).
+    pub block_count: u64,
+    pub is_read_only: bool,
+    /// Whether the device has a volatile write cache that FLUSH empties.
+    pub has_flush: bool,
+}
+
+impl DiskInfo {
+    pub fn size_mib(&self) -> u64 {
+        self.block_count * BLOCK_SIZE as u64 / (1024 * 1024)
+    }
+}
+
+impl fmt::Display for DiskInfo {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            formatter,
+            "disk {}: {} MiB at PCI {}",
+            self.index,
+            self.size_mib(),
+            self.location
+        )?;
+        if self.is_read_only {
+            write!(formatter, " (read-only)")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a virtio-blk device could not be brought up.
+#[derive(Debug)]
+pub enum ProbeError {
+    Pci(PciSetupError),
+    Transport(virtio_drivers::transport::pci::VirtioPciError),
+    Device(virtio_drivers::Error),
+    /// No RAM for the disk's DMA frames.
+    OutOfMemory,
+}
+
+impl fmt::Display for ProbeError {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProbeError::Pci(error) => write!(formatter, "PCI set-up: {error}"),
+            ProbeError::Transport(error) => write!(formatter, "virtio PCI transport: {error}"),
+            ProbeError::Device(error) => write!(formatter, "virtio-blk initialisation: {error}"),
+            ProbeError::OutOfMemory => write!(formatter, "no memory for DMA buffers"),
+        }
+    }
+}
+
+/// Frames from `virtio_hal::allocate_dma_frames`, given back on drop.
+struct DmaFrames {
+    physical: u64,
+    pointer: NonNull<u8>,
+    pages: usize,
+}
+
+impl Drop for DmaFrames {
+    fn drop(&mut self) {
+        // SAFETY: the frames came from allocate_dma_frames with this count;
+        // VirtioDisk drops its device (which resets it, ending all DMA) before
+        // this, so neither the CPU nor the device uses them any more.
+        unsafe { virtio_hal::free_dma_frames(self.physical, self.pages) };
+    }
+}
+
+/// Whether a disk still accepts requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DiskState {
+    Working,
+    /// A request timed out and may still be in flight: the device could
+    /// write the buffers at any time, so they are never touched again.
+    TimedOut,
+}
+
+/// One virtio-blk disk. Field order matters: `device` drops (and resets the
+/// device) before `buffers` frees its frames.
+pub struct VirtioDisk {
+    device: VirtIOBlk<KernelHal, PciTransport>,
+    buffers: DmaFrames,
+    info: DiskInfo,
+    state: DiskState,
+}
+
+// SAFETY: a VirtioDisk owns its device, its MMIO mapping and its DMA frames
+// outright; nothing in it is tied to one CPU, so moving it (behind a lock,
+// since every method takes &mut self or only reads) is sound.
+unsafe impl Send for VirtioDisk {}
+
+impl fmt::Debug for VirtioDisk {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("VirtioDisk")
+            .field("info", &self.info)
+            .field("state", &self.state)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    Read,
+    Write,
+}
+
+impl Direction {
+    fn name(self) -> &'static str {
+        match self {
+            Direction::Read => "read",
+            Direction::Write => "write",
+        }
+    }
+}
+
+impl VirtioDisk {
+    pub fn info(&self) -> DiskInfo {
+        self.info
+    }
+
+    fn error(&self, operation: &'static str, message: impl fmt::Display) -> DeviceError {
+        DeviceError::Io {
+            operation,
+            message: format!(
+                "virtio-blk disk {} at PCI {}: {message}",
+                self.info.index, self.info.location
+            ),
+        }
+    }
+
+    fn check_usable(&self, operation: &'static str) -> Result<(), DeviceError> {
+        match self.state {
+            DiskState::Working => Ok(()),
+            DiskState::TimedOut => Err(self.error(
+                operation,
+                "an earlier request timed out, the disk is out of service",
+            )),
+        }
+    }
+
+    /// Waits for the request `token` to complete, polling the used ring.
+    fn wait_for(&mut self, token: u16, operation: &'static str) -> Result<(), DeviceError> {
+        let deadline = timer::uptime_ns() + REQUEST_TIMEOUT_NS;
+        while self.device.peek_used() != Some(token) {
+            if timer::uptime_ns() > deadline {
+                self.state = DiskState::TimedOut;
+                return Err(self.error(
+                    operation,
+                    format_args!(
+                        "no answer in {} s, disk taken out of service",
+                        REQUEST_TIMEOUT_NS / 1_000_000_000
+                    ),
+                ));
+            }
+            core::hint::spin_loop();
+        }
+        Ok(())
+    }
+
+    /// Reads or writes block `index` through the bounce buffer.
+    fn transfer(&mut self, direction: Direction, index: u64) -> Result<(), DeviceError> {
+        let operation = direction.name();
+        self.check_usable(operation)?;
+        if index >= self.info.block_count {
+            return Err(DeviceError::OutOfRange {
+                index,
+                block_count: self.info.block_count,
+            });
+        }
+        let sector = (index * SECTORS_PER_BLOCK) as usize;
+        let base = self.buffers.pointer.as_ptr();
+        // SAFETY: the DMA frames are this disk's alone and no request is in
+        // flight (requests are synchronous and a timed-out disk refuses new
+        // ones), so these are the only references; the offsets are inside the
+        // two frames and suitably aligned (frame-aligned base, 64-byte offset).
+        let (request, data, response) = unsafe {
+            let request = base.add(REQUEST_OFFSET).cast::<BlkReq>();
+            request.write(BlkReq::default());
+            let response = base.add(RESPONSE_OFFSET).cast::<BlkResp>();
+            response.write(BlkResp::default());
+            (
+                &mut *request,
+                core::slice::from_raw_parts_mut(base, BLOCK_SIZE),
+                &mut *response,
+            )
+        };
+        // SAFETY: the request, data and response live in this disk's DMA
+        // frames and nothing touches them until the request completes (wait_for
+        // below); on a timeout the disk never touches them again.
+        let submitted = unsafe {
+            match direction {
+                Direction::Read => self.device.read_blocks_nb(sector, request, data, response),
+                Direction::Write => self.device.write_blocks_nb(sector, request, data, response),
+            }
+        };
+        let token = submitted.map_err(|error| self.error(operation, error))?;
+        self.wait_for(token, operation)?;
+        // SAFETY: the same buffers as submitted, and the device is done.
+        let completed = unsafe {
+            match direction {
+                Direction::Read => self
+                    .device
+                    .complete_read_blocks(token, request, data, response),
+                Direction::Write => self
+                    .device
+                    .complete_write_blocks(token, request, data, response),
+            }
+        };
+        completed.map_err(|error| match response.status() {
+            RespStatus::IO_ERR => self.error(operation, format_args!("I/O error at block {index}")),
+            RespStatus::UNSUPPORTED => self.error(
+                operation,
+                format_args!("the device does not support {operation}s"),
+            ),
+            _ => self.error(operation, error),
+        })
+    }
+
+    /// The bounce buffer (data frame) as a block.
+    fn bounce(&mut self) -> &mut [u8; BLOCK_SIZE] {
+        // SAFETY: the data frame is this disk's and no request is in flight
+        // when this is called (between transfers); &mut self makes the
+        // reference unique.
+        unsafe { &mut *self.buffers.pointer.as_ptr().cast::<[u8; BLOCK_SIZE]>() }
+    }
+}
+
+impl BlockDevice for VirtioDisk {
+    fn read_block(&mut self, index: u64, buffer: &mut [u8; BLOCK_SIZE]) -> Result<(), DeviceError> {
+        self.transfer(Direction::Read, index)?;
+        buffer.copy_from_slice(self.bounce());
+        Ok(())
+    }
+
+    fn write_block(&mut self, index: u64, buffer: &[u8; BLOCK_SIZE]) -> Result<(), DeviceError> {
+        self.check_usable("write")?;
+        self.bounce().copy_from_slice(buffer);
+        self.transfer(Direction::Write, index)
+    }
+
+    /// Sends VIRTIO_BLK_T_FLUSH, so every completed write is on stable
+    /// storage when this returns (virtio 1.2, 5.2.6). A device that does not
+    /// offer VIRTIO_BLK_F_FLUSH has no volatile cache: its completed writes
+    /// are already durable, and virtio-drivers' flush is then a no-op.
+    fn flush(&mut self) -> Result<(), DeviceError> {
+        self.check_usable("flush")?;
+        self.device
+            .flush()
+            .map_err(|error| self.error("flush", error))
+    }
+
+    fn block_count(&self) -> u64 {
+        self.info.block_count
+    }
+}
+
+/// What the last probe found, for the console.
+static PROBED: Mutex<Option<Vec<DiskInfo>>> = Mutex::new(None);
+
+/// Finds every virtio-blk device, in PCI order, and brings each up. A device
+/// that fails is logged and skipped. Probing resets the devices, so the disks
+/// of an earlier probe must be dropped first.
+pub fn probe_disks() -> Vec<VirtioDisk> {
+    let mut root = pci::root();
+    let mut disks = Vec::new();
+    for (function, info) in pci::functions(&root) {
+        if virtio_device_type(&info) != Some(DeviceType::Block) {
+            continue;
+        }
+        let location = PciLocation::from(function);
+        match bring_up(&mut root, function, disks.len()) {
+            Ok(disk) => {
+                let info = disk.info();
+                log::info!("{info}");
+                if !info.has_flush {
+                    log::warn!(
+                        "disk {}: no VIRTIO_BLK_F_FLUSH, relying on write-through",
+                        info.index
+                    );
+                }
+                disks.push(disk);
+            }
+            Err(error) => log::error!("virtio-blk at PCI {location}: {error}; skipped"),
+        }
+    }
+    if disks.is_empty() {
+        log::info!("no disks");
+    }
+    *PROBED.lock() = Some(disks.iter().map(VirtioDisk::info).collect());
+    disks
+}
+
+/// The disks the last probe found; probes (and releases the devices) if
+/// nothing has probed yet.
+pub fn known_disks() -> Vec<DiskInfo> {
+    if let Some(known) = PROBED.lock().as_ref() {
+        return known.clone();
+    }
+    probe_disks().iter().map(VirtioDisk::info).collect()
+}
+
+fn bring_up(
+    root: &mut virtio_drivers::transport::pci::bus::PciRoot<pci::PortConfigurationAccess>,
+    function: DeviceFunction,
+    index: usize,
+) -> Result<VirtioDisk, ProbeError> {
+    pci::prepare_device(root, function).map_err(ProbeError::Pci)?;
+    let mut transport =
+        PciTransport::new::<KernelHal, _>(root, function).map_err(ProbeError::Transport)?;
+    let has_flush = transport.read_device_features() & FEATURE_FLUSH != 0;
+    let (physical, pointer) =
+        virtio_hal::allocate_dma_frames(DMA_PAGES).ok_or(ProbeError::OutOfMemory)?;
+    let buffers = DmaFrames {
+        physical,
+        pointer,
+        pages: DMA_PAGES,
+    };
+    let mut device = VirtIOBlk::<KernelHal, _>::new(transport).map_err(ProbeError::Device)?;
+    // Completion is polled; the device need not interrupt.
+    device.disable_interrupts();
+    let info = DiskInfo {
+        index,
+        location: PciLocation::from(function),
+        block_count: device.capacity() / SECTORS_PER_BLOCK,
+        is_read_only: device.readonly(),
+        has_flush,
+    };
+    Ok(VirtioDisk {
+        device,
+        buffers,
+        info,
+        state: DiskState::Working,
+    })
+}
