@@ -1,9 +1,13 @@
 //! The serial console: a line editor and the commands behind `amber> `.
+//!
+//! The console never blocks: `Console::poll` takes whatever input is waiting,
+//! so the main loop can run domains between keystrokes.
 
 use alloc::string::String;
 
-use crate::arch::{acpi, cpu, timer};
+use crate::arch::{acpi, timer};
 use crate::boot_info::BootInfo;
+use crate::domains::Domains;
 use crate::drivers::{serial, virtio_blk};
 use crate::memory::{frames, heap};
 use crate::{print, println};
@@ -11,97 +15,198 @@ use crate::{print, println};
 const PROMPT: &str = "amber> ";
 const MAX_LINE_BYTES: usize = 256;
 
+/// What commands may touch.
+#[derive(Debug)]
+pub struct Context<'a> {
+    pub info: &'a BootInfo,
+    pub domains: &'a mut Domains,
+}
+
 struct Command {
     name: &'static str,
+    usage: &'static str,
     help: &'static str,
-    run: fn(&BootInfo, &str),
+    run: fn(&mut Context<'_>, &str),
 }
 
 const COMMANDS: &[Command] = &[
     Command {
         name: "help",
+        usage: "help",
         help: "list the commands",
         run: help,
     },
     Command {
+        name: "ps",
+        usage: "ps",
+        help: "the domains: name, id, disk, status, resident pages, commits, fuel",
+        run: ps,
+    },
+    Command {
+        name: "stop",
+        usage: "stop NAME",
+        help: "commit a domain and stop it (it stays stopped across reboots)",
+        run: stop,
+    },
+    Command {
+        name: "start",
+        usage: "start NAME",
+        help: "resume a stopped domain where it stopped",
+        run: start,
+    },
+    Command {
+        name: "checkpoint",
+        usage: "checkpoint [NAME]",
+        help: "commit one domain, or all, now",
+        run: checkpoint,
+    },
+    Command {
+        name: "stats",
+        usage: "stats",
+        help: "totals: domains, fuel, uptime, memory",
+        run: stats,
+    },
+    Command {
         name: "mem",
+        usage: "mem",
         help: "physical memory, frames and heap",
         run: mem,
     },
     Command {
         name: "disks",
+        usage: "disks",
         help: "the virtio-blk disks: size and PCI address",
         run: disks,
     },
     Command {
         name: "uptime",
+        usage: "uptime",
         help: "time since the kernel started",
         run: uptime,
     },
     Command {
         name: "shutdown",
-        help: "power off cleanly",
+        usage: "shutdown",
+        help: "commit every domain, then power off",
         run: shutdown,
     },
 ];
 
-/// Runs the console forever.
-pub fn run(info: &BootInfo) -> ! {
-    let mut line = String::new();
-    loop {
+/// The line being typed.
+#[derive(Debug, Default)]
+pub struct Console {
+    line: String,
+}
+
+impl Console {
+    pub fn new() -> Console {
+        Console::default()
+    }
+
+    /// Prints the prompt.
+    pub fn prompt(&self) {
         print!("{PROMPT}");
-        read_line(&mut line);
-        let text = line.trim();
-        if text.is_empty() {
-            continue;
-        }
-        let (name, arguments) = text.split_once(' ').unwrap_or((text, ""));
-        match COMMANDS.iter().find(|command| command.name == name) {
-            Some(command) => (command.run)(info, arguments.trim()),
-            None => println!("unknown command '{name}': type 'help' for the list"),
-        }
     }
-}
 
-/// Reads one line with echo and backspace, sleeping between keystrokes.
-fn read_line(line: &mut String) {
-    line.clear();
-    loop {
-        let Some(byte) = serial::try_read_byte() else {
-            cpu::wait_for_interrupt();
-            continue;
-        };
-        match byte {
-            b'\r' | b'\n' => {
-                println!();
-                return;
-            }
-            // Backspace and delete.
-            0x08 | 0x7f => {
-                if line.pop().is_some() {
-                    print!("\x08 \x08");
+    /// Takes the input waiting on the serial port, with echo and backspace;
+    /// returns a line once Enter is pressed.
+    pub fn poll(&mut self) -> Option<String> {
+        while let Some(byte) = serial::try_read_byte() {
+            match byte {
+                b'\r' | b'\n' => {
+                    println!();
+                    return Some(core::mem::take(&mut self.line));
                 }
+                // Backspace and delete.
+                0x08 | 0x7f => {
+                    if self.line.pop().is_some() {
+                        print!("\x08 \x08");
+                    }
+                }
+                // Printable ASCII only: control sequences (arrows...) are dropped.
+                0x20..=0x7e if self.line.len() < MAX_LINE_BYTES => {
+                    self.line.push(char::from(byte));
+                    print!("{}", char::from(byte));
+                }
+                _ => {}
             }
-            // Printable ASCII only: control sequences (arrows...) are dropped.
-            0x20..=0x7e if line.len() < MAX_LINE_BYTES => {
-                line.push(char::from(byte));
-                print!("{}", char::from(byte));
-            }
-            _ => {}
+        }
+        None
+    }
+}
+
+/// Runs one command line.
+pub fn execute(context: &mut Context<'_>, line: &str) {
+    let text = line.trim();
+    if text.is_empty() {
+        return;
+    }
+    let (name, arguments) = text.split_once(' ').unwrap_or((text, ""));
+    match COMMANDS.iter().find(|command| command.name == name) {
+        Some(command) => (command.run)(context, arguments.trim()),
+        None => println!("unknown command '{name}': type 'help' for the list"),
+    }
+}
+
+fn help(_context: &mut Context<'_>, _arguments: &str) {
+    for command in COMMANDS {
+        println!("  {:<18} {}", command.usage, command.help);
+    }
+}
+
+/// The one NAME argument of `command`, or a usage line.
+fn one_name<'a>(command: &str, arguments: &'a str) -> Option<&'a str> {
+    let mut words = arguments.split_whitespace();
+    match (words.next(), words.next()) {
+        (Some(name), None) => Some(name),
+        _ => {
+            println!("usage: {command} NAME");
+            None
         }
     }
 }
 
-fn help(_info: &BootInfo, _arguments: &str) {
-    for command in COMMANDS {
-        println!("  {:<10} {}", command.name, command.help);
+fn report(result: Result<String, String>) {
+    match result {
+        Ok(text) => println!("{text}"),
+        Err(text) => println!("error: {text}"),
     }
+}
+
+fn ps(context: &mut Context<'_>, _arguments: &str) {
+    for line in context.domains.table() {
+        println!("{line}");
+    }
+}
+
+fn stop(context: &mut Context<'_>, arguments: &str) {
+    if let Some(name) = one_name("stop", arguments) {
+        report(context.domains.stop(name));
+    }
+}
+
+fn start(context: &mut Context<'_>, arguments: &str) {
+    if let Some(name) = one_name("start", arguments) {
+        report(context.domains.start(name));
+    }
+}
+
+fn checkpoint(context: &mut Context<'_>, arguments: &str) {
+    let name = arguments.split_whitespace().next();
+    report(context.domains.checkpoint(name));
+}
+
+fn stats(context: &mut Context<'_>, arguments: &str) {
+    println!("{}", context.domains.summary());
+    uptime(context, arguments);
+    mem(context, arguments);
 }
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * 1024;
 
-fn mem(info: &BootInfo, _arguments: &str) {
+fn mem(context: &mut Context<'_>, _arguments: &str) {
+    let info = context.info;
     let usable = info.usable_bytes();
     let frame_stats = frames::with(|allocator| allocator.stats());
     let heap_stats = heap::stats();
@@ -124,7 +229,7 @@ fn mem(info: &BootInfo, _arguments: &str) {
     );
 }
 
-fn disks(_info: &BootInfo, _arguments: &str) {
+fn disks(_context: &mut Context<'_>, _arguments: &str) {
     let disks = virtio_blk::known_disks();
     if disks.is_empty() {
         println!("no disks");
@@ -134,13 +239,17 @@ fn disks(_info: &BootInfo, _arguments: &str) {
     }
 }
 
-fn uptime(_info: &BootInfo, _arguments: &str) {
+fn uptime(_context: &mut Context<'_>, _arguments: &str) {
     let uptime_ms = timer::uptime_ns() / 1_000_000;
     println!("up {}.{:03} s", uptime_ms / 1000, uptime_ms % 1000);
 }
 
-fn shutdown(info: &BootInfo, _arguments: &str) {
+fn shutdown(context: &mut Context<'_>, _arguments: &str) {
+    let lost = context.domains.commit_for_shutdown();
+    for name in &lost {
+        println!("[{name}] did not reach a safe point: its last periodic commit stays");
+    }
     println!("amber: powering off");
-    let error = acpi::power_off(info.rsdp_physical);
+    let error = acpi::power_off(context.info.rsdp_physical);
     println!("shutdown failed: {error}");
 }

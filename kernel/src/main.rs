@@ -8,9 +8,11 @@ extern crate alloc;
 pub mod arch;
 pub mod boot_info;
 pub mod console;
+pub mod domains;
 pub mod drivers;
 pub mod logger;
 pub mod memory;
+pub mod platform;
 pub mod selftest;
 
 use core::fmt::Write;
@@ -39,6 +41,25 @@ pub fn kernel_main(info: BootInfo, boot_problem: Option<&'static str>) -> ! {
     if let Err(error) = memory::init(&info) {
         panic!("memory set-up: {error}");
     }
+    // The boot stacks are small and have no guard page; wasmi's compiler and
+    // persist want more. From here the kernel runs on a guarded stack.
+    let stack_top = match memory::stacks::allocate(KERNEL_STACK_BYTES) {
+        Ok(top) => top,
+        Err(error) => panic!("kernel stack: {error}"),
+    };
+    BOOT_INFO.call_once(|| info);
+    arch::cpu::run_on_stack(stack_top, kernel_main_on_kernel_stack)
+}
+
+/// The kernel's main stack (the boot stack is 64 KiB).
+const KERNEL_STACK_BYTES: u64 = 1024 * 1024;
+
+static BOOT_INFO: spin::Once<BootInfo> = spin::Once::new();
+
+extern "C" fn kernel_main_on_kernel_stack() -> ! {
+    let Some(info) = BOOT_INFO.get() else {
+        panic!("boot information missing after the stack switch");
+    };
     arch::interrupts::enable();
 
     let kernel_init_ms = arch::timer::uptime_ns() / 1_000_000;
@@ -59,9 +80,33 @@ pub fn kernel_main(info: BootInfo, boot_problem: Option<&'static str>) -> ! {
         info.command_line()
     );
     if let Some(name) = info.argument("test") {
-        selftest::run(name, &info);
+        selftest::run(name, info);
     }
-    console::run(&info)
+    let checkpoint_ms = info
+        .argument("checkpoint-ms")
+        .and_then(|text| text.parse().ok())
+        .filter(|&milliseconds: &u64| milliseconds > 0)
+        .unwrap_or(domains::DEFAULT_CHECKPOINT_MS);
+    let mut domains = domains::Domains::load(checkpoint_ms);
+    run(info, &mut domains)
+}
+
+/// The main loop: console input, one scheduler round, and `hlt` until the
+/// next timer tick when no domain can run.
+fn run(info: &BootInfo, domains: &mut domains::Domains) -> ! {
+    let mut console = console::Console::new();
+    console.prompt();
+    loop {
+        if let Some(line) = console.poll() {
+            let mut context = console::Context { info, domains };
+            console::execute(&mut context, &line);
+            console.prompt();
+        }
+        let is_runnable = domains.run_round();
+        if !is_runnable {
+            arch::cpu::wait_for_interrupt();
+        }
+    }
 }
 
 #[panic_handler]

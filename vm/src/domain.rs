@@ -426,6 +426,48 @@ impl Domain {
         RunOutcome::Ended(status)
     }
 
+    /// Stops the domain so that it can be resumed later, here or after a
+    /// reboot: at a safe point it commits with status `Stopped`, keeping its
+    /// suspended stack, and returns `Ok(true)`; elsewhere it returns
+    /// `Ok(false)` and the caller retries after the domain has run on (a
+    /// domain in the middle of a computation reaches one at its next blocking
+    /// call). A module without asyncify that is paused in a blocking call
+    /// loses that call: it restarts at its entry with its memory.
+    pub fn stop_keeping_state(&mut self) -> Result<bool, Error> {
+        if !self.is_at_safe_point() {
+            self.is_checkpoint_wanted = true;
+            return Ok(false);
+        }
+        if let Execution::Ended(status) = &self.execution
+            && *status != DomainStatus::Stopped
+        {
+            return Err(Error::NotStoppable(status.clone()));
+        }
+        self.store.data_mut().flush_output();
+        if !self.has_asyncify() {
+            self.store.data_mut().suspension = None;
+        }
+        snapshot::commit(self, DomainStatus::Stopped)?;
+        self.is_checkpoint_wanted = false;
+        self.execution = Execution::Ended(DomainStatus::Stopped);
+        Ok(true)
+    }
+
+    /// Resumes a domain stopped with `stop_keeping_state` (or opened with
+    /// status `Stopped`): it goes on from its suspended call, or from its
+    /// entry if it had none, and the status `Running` is committed.
+    pub fn resume(&mut self) -> Result<(), Error> {
+        if !matches!(self.execution, Execution::Ended(DomainStatus::Stopped)) {
+            return Err(Error::NotStopped);
+        }
+        self.execution = if self.store.data().suspension.is_some() {
+            Execution::Unwound
+        } else {
+            Execution::Start
+        };
+        self.commit()
+    }
+
     /// Stops the domain for good with `status` (e.g. when an operator kills it).
     pub fn stop(&mut self, status: DomainStatus) -> RunOutcome {
         self.end(status)

@@ -3,6 +3,8 @@
 use alloc::string::String;
 use core::fmt;
 
+use crate::storage::DomainStatus;
+
 /// Why the vm could not do what the embedder asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
@@ -32,6 +34,10 @@ pub enum Error {
     NoSuchDomain,
     /// Two domains may not share a name or an ID.
     DuplicateDomain(String),
+    /// Only a running domain can be stopped (this one has ended so).
+    NotStoppable(DomainStatus),
+    /// Only a stopped domain can be resumed.
+    NotStopped,
 }
 
 impl fmt::Display for Error {
@@ -66,6 +72,13 @@ impl fmt::Display for Error {
             Self::Storage(reason) => write!(formatter, "storage failed: {reason}"),
             Self::NoSuchDomain => write!(formatter, "no such domain"),
             Self::DuplicateDomain(name) => write!(formatter, "a domain named {name} already runs"),
+            Self::NotStoppable(status) => {
+                write!(
+                    formatter,
+                    "the domain has ended ({status:?}) and cannot be stopped"
+                )
+            }
+            Self::NotStopped => write!(formatter, "the domain is not stopped"),
         }
     }
 }

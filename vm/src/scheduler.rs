@@ -59,6 +59,20 @@ impl Scheduler {
         self.domains.iter().find(|domain| domain.name() == name)
     }
 
+    /// The domain named `name`, mutably (for operator commands).
+    pub fn domain_mut(&mut self, name: &str) -> Option<&mut Domain> {
+        self.domains.iter_mut().find(|domain| domain.name() == name)
+    }
+
+    /// Takes the domain named `name` out of the rotation.
+    pub fn remove(&mut self, name: &str) -> Option<Domain> {
+        let index = self
+            .domains
+            .iter()
+            .position(|domain| domain.name() == name)?;
+        Some(self.domains.remove(index))
+    }
+
     /// Takes the domains out (to reopen their storage, for instance).
     pub fn into_domains(self) -> Vec<Domain> {
         self.domains

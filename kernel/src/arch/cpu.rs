@@ -70,3 +70,52 @@ pub fn read_mxcsr() -> u32 {
     }
     value
 }
+
+/// A random number from RDRAND, when the CPU has it and it delivers.
+pub fn hardware_random_u64() -> Option<u64> {
+    // CPUID leaf 1, ECX bit 30: RDRAND.
+    let has_rdrand = core::arch::x86_64::__cpuid(1).ecx & (1 << 30) != 0;
+    if !has_rdrand {
+        return None;
+    }
+    // Intel recommends up to 10 retries when RDRAND reports no value.
+    for _ in 0..10 {
+        let value: u64;
+        let is_valid: u8;
+        // SAFETY: the CPU supports RDRAND (checked above); it writes only the
+        // two output registers.
+        unsafe {
+            core::arch::asm!(
+                "rdrand {value}",
+                "setc {is_valid}",
+                value = out(reg) value,
+                is_valid = out(reg_byte) is_valid,
+                options(nomem, nostack)
+            );
+        }
+        if is_valid != 0 {
+            return Some(value);
+        }
+    }
+    None
+}
+
+/// Switches to the stack whose top is `stack_top` and calls `entry` there,
+/// never to return: the boot stack is abandoned.
+pub fn run_on_stack(stack_top: x86_64::VirtAddr, entry: extern "C" fn() -> !) -> ! {
+    // SAFETY: `stack_top` is the 16-byte aligned top of a mapped stack that
+    // nothing else uses (memory::stacks); `entry` never returns, so nothing
+    // ever runs on the old stack's frames again, and the call keeps the
+    // ABI's alignment (rsp is 16-aligned before the call).
+    unsafe {
+        core::arch::asm!(
+            "mov rsp, {top}",
+            "xor ebp, ebp",
+            "call {entry}",
+            "ud2",
+            top = in(reg) stack_top.as_u64() & !0xf,
+            entry = in(reg) entry,
+            options(noreturn)
+        )
+    }
+}

@@ -11,4 +11,5 @@ pub mod interrupts;
 pub mod limine;
 pub mod pvh;
 pub mod qemu;
+pub mod rtc;
 pub mod timer;

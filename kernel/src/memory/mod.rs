@@ -6,6 +6,7 @@
 pub mod frames;
 pub mod heap;
 pub mod paging;
+pub mod stacks;
 
 use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};

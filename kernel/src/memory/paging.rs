@@ -252,3 +252,49 @@ pub fn virtual_to_physical(address: VirtAddr) -> Option<PhysAddr> {
         KERNEL_TABLES.lock().as_ref()?.translate_addr(address)
     })
 }
+
+/// Maps `page_count` fresh, zeroed frames at `virtual_start` (page-aligned)
+/// with `flags`. The range must be in a part of the address space that only
+/// the caller uses (kernel stacks, domain windows).
+pub fn map_fresh(
+    virtual_start: VirtAddr,
+    page_count: u64,
+    flags: PageTableFlags,
+) -> Result<(), MemoryError> {
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        let mut tables = KERNEL_TABLES.lock();
+        let mapper = tables.as_mut().ok_or(MemoryError::MapFailed {
+            virtual_address: virtual_start.as_u64(),
+        })?;
+        frames::with(|frame_allocator| {
+            for index in 0..page_count {
+                let page_virtual = virtual_start + index * frames::FRAME_BYTES;
+                let frame = frame_allocator.allocate().ok_or(MemoryError::OutOfFrames)?;
+                // SAFETY: the frame is fresh from the allocator and reachable
+                // through the direct map; zeroing it touches nothing else.
+                unsafe {
+                    super::physical_to_virtual(frame.start_address().as_u64())
+                        .as_mut_ptr::<u8>()
+                        .write_bytes(0, frames::FRAME_BYTES as usize);
+                }
+                let mut table_frames = TableFrames {
+                    frames: frame_allocator,
+                    reachable_end: u64::MAX,
+                    error: None,
+                };
+                let page = Page::<Size4KiB>::containing_address(page_virtual);
+                // SAFETY: the caller owns this virtual range, so no reference
+                // points into it; the frame is fresh and zeroed.
+                match unsafe { mapper.map_to(page, frame, flags, &mut table_frames) } {
+                    Ok(flush) => flush.flush(),
+                    Err(_) => {
+                        return Err(table_frames.error.unwrap_or(MemoryError::MapFailed {
+                            virtual_address: page_virtual.as_u64(),
+                        }));
+                    }
+                }
+            }
+            Ok(())
+        })
+    })
+}

@@ -1,0 +1,357 @@
+//! Domains in the kernel: one per disk, run round robin, committed periodically.
+//!
+//! Every disk holding a domain image becomes a domain; blank disks are spares
+//! (for spawn and migration); a disk that is neither is refused with a console
+//! line while the others run. Domains run in fuel slices through
+//! `vm::Scheduler` and are checkpointed every `checkpoint-ms` (boot argument,
+//! default 1000), on `checkpoint`, on `stop` and on `shutdown`.
+
+use alloc::boxed::Box;
+use alloc::format;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+
+use persist::{BLOCK_SIZE, BlockDevice, Image};
+use vm::wasmi::Engine;
+use vm::{
+    DEFAULT_FUEL_SLICE, Domain, DomainStatus, HashedHeapBacking, PersistStorage, Platform,
+    Scheduler, SchedulerEvent, Wake,
+};
+
+use crate::arch::timer;
+use crate::drivers::virtio_blk::{self, VirtioDisk};
+use crate::platform::KernelPlatform;
+use crate::println;
+
+/// Default time between periodic checkpoints.
+pub const DEFAULT_CHECKPOINT_MS: u64 = 1000;
+
+/// How long `shutdown` lets domains in the middle of a computation run on to
+/// reach a safe point before it powers off without their latest state.
+const SHUTDOWN_GRACE_NS: u64 = 2_000_000_000;
+
+/// One domain and the disk it lives on.
+#[derive(Debug)]
+struct Entry {
+    disk_index: usize,
+    domain: Domain,
+}
+
+/// Every domain the kernel knows, and the spare disks.
+pub struct Domains {
+    engine: Engine,
+    platform: Arc<KernelPlatform>,
+    scheduler: Scheduler,
+    /// Disk index of each domain in the scheduler, in scheduler order.
+    scheduled_disks: Vec<usize>,
+    stopped: Vec<Entry>,
+    spares: Vec<VirtioDisk>,
+    checkpoint_interval_ns: u64,
+    next_checkpoint_ns: u64,
+}
+
+impl core::fmt::Debug for Domains {
+    fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        formatter
+            .debug_struct("Domains")
+            .field("scheduled", &self.scheduler.domains().len())
+            .field("stopped", &self.stopped.len())
+            .field("spares", &self.spares.len())
+            .finish()
+    }
+}
+
+/// Whether the first two blocks (the superblocks) are all zeros: a blank disk.
+fn is_blank(disk: &mut VirtioDisk) -> Result<bool, persist::DeviceError> {
+    let mut block = [0u8; BLOCK_SIZE];
+    for index in 0..2.min(disk.block_count()) {
+        disk.read_block(index, &mut block)?;
+        if block.iter().any(|&byte| byte != 0) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// How a status reads on the console.
+pub fn describe(status: &DomainStatus) -> String {
+    match status {
+        DomainStatus::Running => "running".into(),
+        DomainStatus::Stopped => "stopped".into(),
+        DomainStatus::Exited(code) => format!("exited({code})"),
+        DomainStatus::Trapped(reason) => format!("trapped: {reason}"),
+        DomainStatus::MovedAway => "moved away".into(),
+    }
+}
+
+impl Domains {
+    /// Probes the disks and opens every domain on them.
+    pub fn load(checkpoint_interval_ms: u64) -> Domains {
+        let platform = Arc::new(KernelPlatform::new());
+        let checkpoint_interval_ns = checkpoint_interval_ms.max(1) * 1_000_000;
+        let mut domains = Domains {
+            engine: vm::new_engine(),
+            platform,
+            scheduler: Scheduler::new(DEFAULT_FUEL_SLICE),
+            scheduled_disks: Vec::new(),
+            stopped: Vec::new(),
+            spares: Vec::new(),
+            checkpoint_interval_ns,
+            next_checkpoint_ns: timer::uptime_ns() + checkpoint_interval_ns,
+        };
+        for mut disk in virtio_blk::probe_disks() {
+            let disk_index = disk.info().index;
+            match is_blank(&mut disk) {
+                Ok(true) => {
+                    log::info!("disk {disk_index}: blank, kept as a spare");
+                    domains.spares.push(disk);
+                    continue;
+                }
+                Ok(false) => {}
+                Err(error) => {
+                    println!("disk {disk_index}: refused: {error}");
+                    continue;
+                }
+            }
+            match domains.open(disk) {
+                Ok(domain) => domains.admit(Entry { disk_index, domain }),
+                Err(reason) => println!("disk {disk_index}: refused: {reason}"),
+            }
+        }
+        domains
+    }
+
+    fn open(&self, disk: VirtioDisk) -> Result<Domain, String> {
+        let image = Image::open(disk).map_err(|error| format!("{error}"))?;
+        log::debug!("image of {} opened", image.metadata().name);
+        let platform: Arc<dyn Platform> = self.platform.clone();
+        Domain::open(
+            &self.engine,
+            platform,
+            Box::new(PersistStorage::new(image)),
+            Box::new(HashedHeapBacking::new()),
+        )
+        .map_err(|error| format!("{error}"))
+    }
+
+    /// Puts a freshly opened domain where its status says it belongs.
+    fn admit(&mut self, entry: Entry) {
+        let status = entry.domain.status();
+        log::info!(
+            "disk {}: domain {} ({})",
+            entry.disk_index,
+            entry.domain.name(),
+            describe(&status)
+        );
+        if status == DomainStatus::Stopped {
+            self.stopped.push(entry);
+            return;
+        }
+        let name = String::from(entry.domain.name());
+        match self.scheduler.add(entry.domain) {
+            Ok(()) => self.scheduled_disks.push(entry.disk_index),
+            Err(error) => println!("disk {}: refused {name}: {error}", entry.disk_index),
+        }
+    }
+
+    /// Gives every runnable domain one slice, reports domains that ended, and
+    /// takes the periodic checkpoint when it is due. Returns whether any
+    /// domain can run right away.
+    pub fn run_round(&mut self) -> bool {
+        self.run_scheduler_round();
+        if timer::uptime_ns() >= self.next_checkpoint_ns {
+            self.checkpoint_all();
+            self.next_checkpoint_ns = timer::uptime_ns() + self.checkpoint_interval_ns;
+        }
+        self.scheduler.next_wake() == Some(Wake::Now)
+    }
+
+    /// Asks every domain for a checkpoint; reports failures.
+    fn checkpoint_all(&mut self) {
+        for (name, result) in self.scheduler.checkpoint_all() {
+            if let Err(error) = result {
+                println!("[{name}] checkpoint failed: {error}");
+            }
+        }
+    }
+
+    /// `checkpoint [NAME]`: commits now, or at the domain's next safe point.
+    pub fn checkpoint(&mut self, name: Option<&str>) -> Result<String, String> {
+        let Some(name) = name else {
+            let results = self.scheduler.checkpoint_all();
+            let committed = results
+                .iter()
+                .filter(|(_, result)| matches!(result, Ok(true)))
+                .count();
+            let mut failures = String::new();
+            for (name, result) in &results {
+                if let Err(error) = result {
+                    failures.push_str(&format!("\n{name}: checkpoint failed: {error}"));
+                }
+            }
+            return Ok(format!(
+                "{committed} of {} domains committed now, the others at their next safe point{failures}",
+                results.len()
+            ));
+        };
+        let domain = self.domain_mut(name)?;
+        match domain.request_checkpoint() {
+            Ok(true) => Ok(format!("{name}: committed")),
+            Ok(false) => Ok(format!("{name}: will commit at its next safe point")),
+            Err(error) => Err(format!("{name}: checkpoint failed: {error}")),
+        }
+    }
+
+    /// `stop NAME`: commits the domain with status stopped, keeping its
+    /// state, and takes it out of the rotation. A domain in the middle of a
+    /// computation runs on (with the others) until its next safe point.
+    pub fn stop(&mut self, name: &str) -> Result<String, String> {
+        let deadline = timer::uptime_ns() + SHUTDOWN_GRACE_NS;
+        loop {
+            match self.domain_mut(name)?.stop_keeping_state() {
+                Ok(true) => break,
+                Ok(false) if timer::uptime_ns() < deadline => self.run_scheduler_round(),
+                Ok(false) => {
+                    return Err(format!(
+                        "{name} did not reach a safe point within {} s; try again",
+                        SHUTDOWN_GRACE_NS / 1_000_000_000
+                    ));
+                }
+                Err(error) => return Err(format!("{name}: {error}")),
+            }
+        }
+        let position = self
+            .scheduler
+            .domains()
+            .iter()
+            .position(|domain| domain.name() == name)
+            .ok_or_else(|| self.unknown(name))?;
+        let domain = self
+            .scheduler
+            .remove(name)
+            .ok_or_else(|| self.unknown(name))?;
+        let disk_index = self.scheduled_disks.remove(position);
+        self.stopped.push(Entry { disk_index, domain });
+        Ok(format!("{name}: stopped (state committed)"))
+    }
+
+    /// `start NAME`: resumes a stopped domain where it stopped.
+    pub fn start(&mut self, name: &str) -> Result<String, String> {
+        let Some(position) = self
+            .stopped
+            .iter()
+            .position(|entry| entry.domain.name() == name)
+        else {
+            return Err(if self.scheduler.domain(name).is_some() {
+                format!("{name} is not stopped")
+            } else {
+                format!("no domain named '{name}' (see ps)")
+            });
+        };
+        let mut entry = self.stopped.remove(position);
+        if let Err(error) = entry.domain.resume() {
+            self.stopped.insert(position, entry);
+            return Err(format!("{name}: {error}"));
+        }
+        self.admit(entry);
+        Ok(format!("{name}: started"))
+    }
+
+    fn run_scheduler_round(&mut self) {
+        for event in self.scheduler.run_round() {
+            let SchedulerEvent::Ended { name, status } = event;
+            println!("[{name}] {}", describe(&status));
+        }
+    }
+
+    fn domain_mut(&mut self, name: &str) -> Result<&mut Domain, String> {
+        if self.scheduler.domain(name).is_none() {
+            return Err(self.unknown(name));
+        }
+        self.scheduler
+            .domain_mut(name)
+            .ok_or_else(|| format!("no domain named '{name}'"))
+    }
+
+    fn unknown(&self, name: &str) -> String {
+        if self.stopped.iter().any(|entry| entry.domain.name() == name) {
+            format!("{name} is stopped")
+        } else {
+            format!("no domain named '{name}' (see ps)")
+        }
+    }
+
+    /// One line per domain for `ps`.
+    pub fn table(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        lines.push(format!(
+            "{:<12} {:<8} {:<5} {:<20} {:>9} {:>8} {:>14}",
+            "NAME", "ID", "DISK", "STATUS", "RESIDENT", "COMMITS", "FUEL"
+        ));
+        let scheduled = self
+            .scheduler
+            .domains()
+            .iter()
+            .zip(self.scheduled_disks.iter().copied());
+        let stopped = self
+            .stopped
+            .iter()
+            .map(|entry| (&entry.domain, entry.disk_index));
+        for (domain, disk_index) in scheduled.chain(stopped) {
+            let id = u128::from_le_bytes(domain.id());
+            let resident_pages = domain.memory_bytes().len() / vm::PAGE_BYTES;
+            lines.push(format!(
+                "{:<12} {:<8} {:<5} {:<20} {:>9} {:>8} {:>14}",
+                domain.name(),
+                format!("{:08x}", (id >> 96) as u32),
+                disk_index,
+                describe(&domain.status()),
+                resident_pages,
+                domain.record().commits,
+                domain.fuel_used()
+            ));
+        }
+        lines
+    }
+
+    /// Totals for `stats`.
+    pub fn summary(&self) -> String {
+        let running = self
+            .scheduler
+            .domains()
+            .iter()
+            .filter(|domain| domain.status() == DomainStatus::Running)
+            .count();
+        let fuel: u64 = self.scheduler.domains().iter().map(Domain::fuel_used).sum();
+        format!(
+            "domains: {} running, {} ended, {} stopped; spare disks: {}; fuel used: {}; checkpoint every {} ms",
+            running,
+            self.scheduler.domains().len() - running,
+            self.stopped.len(),
+            self.spares.len(),
+            fuel,
+            self.checkpoint_interval_ns / 1_000_000
+        )
+    }
+
+    /// Commits every domain for shutdown: domains at a safe point commit at
+    /// once; the others run on (console ignored) until they reach one, for at
+    /// most SHUTDOWN_GRACE_NS. Returns the names whose latest state is lost.
+    pub fn commit_for_shutdown(&mut self) -> Vec<String> {
+        self.checkpoint_all();
+        let deadline = timer::uptime_ns() + SHUTDOWN_GRACE_NS;
+        while self.pending_checkpoints().next().is_some() && timer::uptime_ns() < deadline {
+            self.run_scheduler_round();
+        }
+        self.pending_checkpoints().map(String::from).collect()
+    }
+
+    fn pending_checkpoints(&self) -> impl Iterator<Item = &str> {
+        self.scheduler
+            .domains()
+            .iter()
+            .filter(|domain| domain.is_checkpoint_pending())
+            .map(Domain::name)
+    }
+}

@@ -1,0 +1,76 @@
+//! The machine as the vm sees it: clocks, randomness and the console.
+
+use spin::Mutex;
+use vm::{Platform, Stream};
+
+use crate::arch::{cpu, timer};
+use crate::println;
+
+/// The kernel's `vm::Platform`.
+#[derive(Debug)]
+pub struct KernelPlatform {
+    /// Wall-clock time at boot, in nanoseconds since the Unix epoch.
+    boot_realtime_ns: u64,
+    random: Mutex<SplitMix64>,
+}
+
+impl KernelPlatform {
+    pub fn new() -> KernelPlatform {
+        let seed = cpu::hardware_random_u64().unwrap_or(0) ^ cpu::read_tsc();
+        KernelPlatform {
+            boot_realtime_ns: crate::arch::rtc::read_unix_time_s()
+                .map_or(0, |seconds| seconds.saturating_mul(1_000_000_000)),
+            random: Mutex::new(SplitMix64(seed)),
+        }
+    }
+}
+
+impl Default for KernelPlatform {
+    fn default() -> Self {
+        KernelPlatform::new()
+    }
+}
+
+impl Platform for KernelPlatform {
+    fn monotonic_ns(&self) -> u64 {
+        timer::uptime_ns()
+    }
+
+    fn realtime_ns(&self) -> u64 {
+        self.boot_realtime_ns.saturating_add(timer::uptime_ns())
+    }
+
+    fn fill_random(&self, bytes: &mut [u8]) {
+        let mut generator = self.random.lock();
+        for chunk in bytes.chunks_mut(8) {
+            // RDRAND where the CPU has it, mixed into the generator so that a
+            // CPU without it still gives unpredictable-enough bytes.
+            let hardware = cpu::hardware_random_u64().unwrap_or(0);
+            let value = generator.next() ^ hardware;
+            chunk.copy_from_slice(&value.to_le_bytes()[..chunk.len()]);
+        }
+    }
+
+    fn output(&self, domain_name: &str, stream: Stream, line: &[u8]) {
+        let text = alloc::string::String::from_utf8_lossy(line);
+        match stream {
+            Stream::Stdout | Stream::Stderr => println!("[{domain_name}] {text}"),
+            Stream::Log(level) => println!("[{domain_name}] {}{text}", level.label()),
+        }
+    }
+}
+
+/// Sebastiano Vigna's SplitMix64: small, fast, and good enough to stretch a
+/// hardware seed (not a cryptographic generator).
+#[derive(Debug)]
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut value = self.0;
+        value = (value ^ (value >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        value = (value ^ (value >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        value ^ (value >> 31)
+    }
+}
