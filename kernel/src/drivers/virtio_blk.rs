@@ -334,6 +334,7 @@ static PROBED: Mutex<Option<Vec<DiskInfo>>> = Mutex::new(None);
 /// that fails is logged and skipped. Probing resets the devices, so the disks
 /// of an earlier probe must be dropped first.
 pub fn probe_disks() -> Vec<VirtioDisk> {
+    virtio_hal::bounce_frame();
     let mut root = pci::root();
     let mut disks = Vec::new();
     for (function, info) in pci::functions(&root) {

@@ -2,9 +2,14 @@
 //!
 //! DMA memory is physically contiguous runs of fresh frames, reached through
 //! the direct map. There is no IOMMU, so sharing a buffer with a device is
-//! just naming its physical address: no bounce copy, `unshare` does nothing.
+//! just naming its physical address, as long as the buffer is physically
+//! contiguous. The rare one that is not (virtio-drivers' flush puts its
+//! 16-byte request on the kernel stack, whose pages are mapped one frame at a
+//! time, so it may straddle two unrelated frames) is copied through a bounce
+//! slot and copied back by `unshare`.
 
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU16, Ordering};
 
 use virtio_drivers::{BufferDirection, Hal, PhysAddr};
 use x86_64::VirtAddr;
@@ -61,7 +66,8 @@ fn contiguous_physical(address: u64, length: usize) -> Option<u64> {
 // through the direct map (valid for reads and writes); mmio_phys_to_virt
 // returns the uncached mapping of device memory that map_mmio made, which no
 // Rust object aliases; share returns the physical address of the very bytes
-// the device is given.
+// the device is given, or of a bounce slot holding a copy that unshare copies
+// back before the caller looks at the buffer again.
 unsafe impl Hal for KernelHal {
     fn dma_alloc(pages: usize, _direction: BufferDirection) -> (PhysAddr, NonNull<u8>) {
         // virtio-drivers turns physical address 0 into Error::DmaError.
@@ -86,17 +92,97 @@ unsafe impl Hal for KernelHal {
     }
 
     unsafe fn share(buffer: NonNull<[u8]>, _direction: BufferDirection) -> PhysAddr {
-        // The block driver passes its own DMA frames, and virtio-drivers' flush
-        // passes a request on the kernel stack, which lies in the kernel image
-        // (physically contiguous). Anything else is a driver bug.
         let address = buffer.cast::<u8>().as_ptr() as u64;
-        contiguous_physical(address, buffer.len()).unwrap_or_else(|| {
-            panic!(
-                "virtio: a {}-byte buffer at {address:#x} is not physically contiguous memory",
-                buffer.len()
-            )
-        })
+        if let Some(physical) = contiguous_physical(address, buffer.len()) {
+            return physical;
+        }
+        // SAFETY: the caller guarantees the buffer is valid and not accessed
+        // by anyone else during this call.
+        unsafe { bounce_in(buffer) }
     }
 
-    unsafe fn unshare(_paddr: PhysAddr, _buffer: NonNull<[u8]>, _direction: BufferDirection) {}
+    unsafe fn unshare(paddr: PhysAddr, buffer: NonNull<[u8]>, direction: BufferDirection) {
+        // SAFETY: as share; paddr is what share returned for this buffer.
+        unsafe { bounce_out(paddr, buffer, direction) }
+    }
+}
+
+/// Bounce slots: one DMA frame cut into 16 slots of 256 bytes, enough for
+/// virtio request headers and status bytes (block data always comes from the
+/// disk's own DMA frames). A set bit in BOUNCE_SLOTS_USED is a slot in use.
+const BOUNCE_SLOT_BYTES: usize = 256;
+const BOUNCE_SLOTS: u32 = 16;
+static BOUNCE_FRAME: spin::Once<u64> = spin::Once::new();
+static BOUNCE_SLOTS_USED: AtomicU16 = AtomicU16::new(0);
+
+/// The bounce frame's physical address, taken on first use (probe_disks
+/// calls this so that the frame exists before any request).
+pub fn bounce_frame() -> u64 {
+    *BOUNCE_FRAME.call_once(|| match allocate_dma_frames(1) {
+        Some((physical, _)) => physical,
+        None => panic!("virtio: no memory for the bounce frame"),
+    })
+}
+
+/// Copies `buffer` into a free bounce slot and returns the slot's physical
+/// address.
+///
+/// # Safety
+/// `buffer` must be valid for reads and writes of its length, and nobody else
+/// may access it until the matching `bounce_out`.
+unsafe fn bounce_in(buffer: NonNull<[u8]>) -> u64 {
+    let length = buffer.len();
+    if length > BOUNCE_SLOT_BYTES {
+        panic!("virtio: a {length}-byte buffer is not physically contiguous and too big to bounce");
+    }
+    let frame = bounce_frame();
+    let claimed = BOUNCE_SLOTS_USED.fetch_update(Ordering::Acquire, Ordering::Relaxed, |used| {
+        let free = (!used).trailing_zeros();
+        (free < BOUNCE_SLOTS).then(|| used | (1 << free))
+    });
+    let Ok(used_before) = claimed else {
+        panic!("virtio: all {BOUNCE_SLOTS} bounce slots are in use");
+    };
+    let slot = (!used_before).trailing_zeros() as u64;
+    let physical = frame + slot * BOUNCE_SLOT_BYTES as u64;
+    // SAFETY: the slot was just claimed, so only this request uses it; it is
+    // inside the bounce frame, reached through the direct map; the caller
+    // vouches for the source. Copying the whole buffer whatever the direction
+    // is harmless and keeps device-written buffers initialised.
+    unsafe {
+        core::ptr::copy_nonoverlapping(
+            buffer.cast::<u8>().as_ptr(),
+            memory::physical_to_virtual(physical).as_mut_ptr::<u8>(),
+            length,
+        );
+    }
+    physical
+}
+
+/// If `physical` is a bounce slot, copies what the device wrote back into
+/// `buffer` and frees the slot; otherwise does nothing.
+///
+/// # Safety
+/// `physical` must be what `share` returned for `buffer`, the device must be
+/// done with it, and nobody else may access `buffer` meanwhile.
+unsafe fn bounce_out(physical: u64, buffer: NonNull<[u8]>, direction: BufferDirection) {
+    let Some(&frame) = BOUNCE_FRAME.get() else {
+        return;
+    };
+    if !(frame..frame + frames::FRAME_BYTES).contains(&physical) {
+        return;
+    }
+    let slot = (physical - frame) / BOUNCE_SLOT_BYTES as u64;
+    if direction != BufferDirection::DriverToDevice {
+        // SAFETY: the slot belongs to this buffer until released below and
+        // the device is done with it; the caller vouches for the destination.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                memory::physical_to_virtual(physical).as_ptr::<u8>(),
+                buffer.cast::<u8>().as_ptr(),
+                buffer.len(),
+            );
+        }
+    }
+    BOUNCE_SLOTS_USED.fetch_and(!(1 << slot), Ordering::Release);
 }
