@@ -28,6 +28,45 @@ pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 /// The console prompt.
 pub const PROMPT: &str = "amber> ";
 
+/// A fresh, empty directory for one test's files under target/amber/test-work.
+pub fn work_dir(test_name: &str) -> Result<std::path::PathBuf> {
+    let directory = xtask::paths::amber_dir().join("test-work").join(test_name);
+    if directory.exists() {
+        std::fs::remove_dir_all(&directory)
+            .with_context(|| format!("clearing {}", directory.display()))?;
+    }
+    std::fs::create_dir_all(&directory)
+        .with_context(|| format!("creating {}", directory.display()))?;
+    Ok(directory)
+}
+
+/// A new domain image of app `app` named `name` in `directory`. The apps are
+/// built once per test process.
+pub fn domain_image(
+    directory: &std::path::Path,
+    app: &str,
+    name: &str,
+) -> Result<std::path::PathBuf> {
+    static APPS: OnceLock<Result<(), String>> = OnceLock::new();
+    APPS.get_or_init(|| {
+        xtask::app::build_apps(&[])
+            .map(|_| ())
+            .map_err(|error| format!("{error:#}"))
+    })
+    .clone()
+    .map_err(|error| anyhow!("building the apps: {error}"))?;
+    let arguments = xtask::image::NewArgs {
+        wasm: xtask::paths::apps_dir().join(format!("{app}.wasm")),
+        name: name.to_string(),
+        memory_max_mib: None,
+        size_mib: None,
+        args: Vec::new(),
+        env: Vec::new(),
+        output: Some(directory.join(format!("{name}.img"))),
+    };
+    xtask::image::new(&arguments)
+}
+
 /// Builds the kernel once per test process (a no-op when `cargo xtask test`
 /// has just built it) and returns the configuration tests start from.
 pub fn test_config() -> Result<QemuConfig> {
@@ -216,6 +255,17 @@ impl Machine {
                 )));
             }
             thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Machine {
+    /// Kills QEMU with SIGKILL, as a power cut would stop the machine: no
+    /// flush, no shutdown.
+    pub fn power_cut(&mut self) {
+        let _ = self.child.kill();
+        if let Ok(status) = self.child.wait() {
+            self.exit_status = Some(status);
         }
     }
 }

@@ -173,6 +173,7 @@ pub enum PowerOffError {
     BadTables,
     NoFadt,
     UnsupportedControlBlock,
+    StillRunning,
 }
 
 impl core::fmt::Display for PowerOffError {
@@ -182,6 +183,7 @@ impl core::fmt::Display for PowerOffError {
             PowerOffError::BadTables => "the ACPI tables are invalid",
             PowerOffError::NoFadt => "the ACPI tables have no FADT",
             PowerOffError::UnsupportedControlBlock => "the PM1 control block is not in I/O space",
+            PowerOffError::StillRunning => "the machine is still running after entering S5",
         })
     }
 }
@@ -234,7 +236,13 @@ pub fn power_off(rsdp_physical: Option<u64>) -> PowerOffError {
         // SLP_EN with the S5 type powers the machine off.
         unsafe { Port::<u16>::new(block.address as u16).write(value) };
     }
-    PowerOffError::UnsupportedControlBlock
+    // The machine goes off a moment after the write; only if it is still
+    // here after a second did the write not work.
+    let deadline = super::timer::uptime_ns() + 1_000_000_000;
+    while super::timer::uptime_ns() < deadline {
+        core::hint::spin_loop();
+    }
+    PowerOffError::StillRunning
 }
 
 /// SLP_TYPa of the \_S5 package in an AML byte stream, if it is a static

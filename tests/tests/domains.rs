@@ -1,0 +1,125 @@
+//! Domains in the kernel: output, reboots, stop and start, refused disks.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use tests::{ANSWER_TIMEOUT, BOOT_TIMEOUT, Machine, domain_image, test_config, work_dir};
+
+fn boot(disks: &[PathBuf]) -> Result<Machine> {
+    let mut config = test_config()?;
+    config.disks = disks.to_vec();
+    Machine::boot(&config)
+}
+
+/// N in `[counter] count N`.
+fn count_of(line: &str) -> Option<u64> {
+    line.split("[counter] count ").nth(1)?.trim().parse().ok()
+}
+
+/// The last `[counter] count N` in a transcript.
+fn last_count(transcript: &str) -> Option<u64> {
+    transcript.lines().filter_map(count_of).last()
+}
+
+#[test]
+fn hello_prints_its_lines_and_exits() -> Result<()> {
+    let directory = work_dir("domains-hello")?;
+    let hello = domain_image(&directory, "hello", "hello")?;
+    let mut machine = boot(&[hello])?;
+    machine.expect("[hello] Hello from Amber!", BOOT_TIMEOUT)?;
+    machine.expect("[hello] exited(0)", ANSWER_TIMEOUT)?;
+    Ok(())
+}
+
+#[test]
+fn counter_resumes_after_shutdown_and_boot() -> Result<()> {
+    let directory = work_dir("domains-counter-reboot")?;
+    let counter = domain_image(&directory, "counter", "counter")?;
+    let mut machine = boot(std::slice::from_ref(&counter))?;
+    machine.expect("[counter] count 5", BOOT_TIMEOUT)?;
+    machine.send_line("shutdown")?;
+    machine.expect("amber: powering off", ANSWER_TIMEOUT)?;
+    machine.expect_exit(0, ANSWER_TIMEOUT)?;
+    let last = last_count(&machine.transcript()).context("no count before shutdown")?;
+
+    let mut machine = boot(&[counter])?;
+    let first_line = machine.expect("[counter] count ", BOOT_TIMEOUT)?;
+    let first = count_of(&first_line).context("unreadable count")?;
+    if first != last + 1 {
+        bail!(
+            "counted to {last} before shutdown, then {first} after boot (wanted {})",
+            last + 1
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn a_stopped_domain_stays_stopped_across_boots_until_started() -> Result<()> {
+    let directory = work_dir("domains-stop-start")?;
+    let counter = domain_image(&directory, "counter", "counter")?;
+    let mut machine = boot(std::slice::from_ref(&counter))?;
+    machine.expect("[counter] count 3", BOOT_TIMEOUT)?;
+    machine.send_line("stop counter")?;
+    machine.expect("counter: stopped", ANSWER_TIMEOUT)?;
+    let last = last_count(&machine.transcript()).context("no count before stop")?;
+    machine.expect_prompt(ANSWER_TIMEOUT)?;
+    let table = machine.run_command("ps")?;
+    assert!(
+        table
+            .iter()
+            .any(|line| line.starts_with("counter") && line.contains("stopped")),
+        "ps: {table:?}"
+    );
+    machine.send_line("shutdown")?;
+    machine.expect_exit(0, ANSWER_TIMEOUT)?;
+
+    let mut machine = boot(&[counter])?;
+    machine.expect_prompt(BOOT_TIMEOUT)?;
+    let table = machine.run_command("ps")?;
+    assert!(
+        table
+            .iter()
+            .any(|line| line.starts_with("counter") && line.contains("stopped")),
+        "ps after boot: {table:?}"
+    );
+    assert!(
+        last_count(&machine.transcript()).is_none(),
+        "a stopped counter counted after boot"
+    );
+    machine.send_line("start counter")?;
+    let first_line = machine.expect("[counter] count ", ANSWER_TIMEOUT)?;
+    let first = count_of(&first_line).context("unreadable count")?;
+    if first != last + 1 {
+        bail!("stopped after {last}, started at {first}");
+    }
+    let answer = machine.run_command("stop nobody")?;
+    assert!(
+        answer
+            .iter()
+            .any(|line| line.contains("no domain named 'nobody'")),
+        "{answer:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_corrupt_disk_is_refused_while_the_others_run() -> Result<()> {
+    let directory = work_dir("domains-corrupt")?;
+    let counter = domain_image(&directory, "counter", "counter")?;
+    let broken = domain_image(&directory, "hello", "broken")?;
+    // Garbage over both superblocks: not blank, not an image.
+    let mut bytes = std::fs::read(&broken)?;
+    for (index, byte) in bytes.iter_mut().take(8192).enumerate() {
+        *byte = (index * 7 + 13) as u8;
+    }
+    std::fs::write(&broken, bytes)?;
+    let mut machine = boot(&[broken, counter])?;
+    let line = machine.expect("disk 0: refused:", BOOT_TIMEOUT)?;
+    assert!(
+        line.len() > "disk 0: refused: ".len(),
+        "no reason given: {line}"
+    );
+    machine.expect("[counter] count 3", ANSWER_TIMEOUT)?;
+    Ok(())
+}
