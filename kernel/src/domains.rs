@@ -15,12 +15,13 @@ use alloc::vec::Vec;
 use persist::{BLOCK_SIZE, BlockDevice, Image};
 use vm::wasmi::Engine;
 use vm::{
-    DEFAULT_FUEL_SLICE, Domain, DomainStatus, HashedHeapBacking, PersistStorage, Platform,
-    Scheduler, SchedulerEvent, Wake,
+    DEFAULT_FUEL_SLICE, Domain, DomainStatus, PersistStorage, Platform, Scheduler, SchedulerEvent,
+    Wake,
 };
 
 use crate::arch::timer;
 use crate::drivers::virtio_blk::{self, VirtioDisk};
+use crate::memory::window_backing::WindowBacking;
 use crate::platform::KernelPlatform;
 use crate::println;
 
@@ -130,7 +131,7 @@ impl Domains {
             &self.engine,
             platform,
             Box::new(PersistStorage::new(image)),
-            Box::new(HashedHeapBacking::new()),
+            Box::new(WindowBacking::new()),
         )
         .map_err(|error| format!("{error}"))
     }
@@ -300,7 +301,7 @@ impl Domains {
             .map(|entry| (&entry.domain, entry.disk_index));
         for (domain, disk_index) in scheduled.chain(stopped) {
             let id = u128::from_le_bytes(domain.id());
-            let resident_pages = domain.memory_bytes().len() / vm::PAGE_BYTES;
+            let resident_pages = domain.resident_pages();
             lines.push(format!(
                 "{:<12} {:<8} {:<5} {:<20} {:>9} {:>8} {:>14}",
                 domain.name(),

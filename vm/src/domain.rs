@@ -127,6 +127,11 @@ impl Domain {
         self.memory.data(&self.store)
     }
 
+    /// How many 4 KiB pages of the memory are in RAM.
+    pub fn resident_pages(&self) -> u64 {
+        self.backing.resident_pages(self.memory.data(&self.store))
+    }
+
     /// The record as of the last commit.
     pub fn record(&self) -> &DomainRecord {
         &self.record

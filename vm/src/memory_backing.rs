@@ -28,6 +28,12 @@ pub trait MemoryBacking: Send {
 
     /// `memory` as it is now equals the image (after a restore).
     fn reset_to(&mut self, memory: &[u8]);
+
+    /// How many 4 KiB pages of `memory` are in RAM (a demand-paged backing
+    /// has fewer than all).
+    fn resident_pages(&self, memory: &[u8]) -> u64 {
+        memory.len().div_ceil(PAGE_BYTES) as u64
+    }
 }
 
 /// Host backing: wasmi's heap vector plus a 128-bit hash per page.

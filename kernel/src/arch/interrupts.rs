@@ -195,6 +195,10 @@ fatal_handlers! {
 
 /// Called by the exception_entry stubs with the CPU's frame and the vector.
 pub extern "C" fn exception_with_error_code(frame: &ErrorCodeFrame, vector: u64) {
+    if vector == 14 && crate::memory::windows::handle_page_fault(Cr2::read_raw(), frame.error_code)
+    {
+        return; // a domain window's page is mapped now: the access goes on
+    }
     let name = match vector {
         8 => "double fault",
         10 => "invalid TSS",

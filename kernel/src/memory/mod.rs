@@ -7,6 +7,8 @@ pub mod frames;
 pub mod heap;
 pub mod paging;
 pub mod stacks;
+pub mod window_backing;
+pub mod windows;
 
 use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -36,6 +38,8 @@ pub enum MemoryError {
     FrameNotReachable { physical: u64 },
     /// The page-table crate refused a mapping.
     MapFailed { virtual_address: u64 },
+    /// Every domain window is handed out.
+    OutOfWindows,
 }
 
 impl fmt::Display for MemoryError {
@@ -49,6 +53,7 @@ impl fmt::Display for MemoryError {
             MemoryError::MapFailed { virtual_address } => {
                 write!(formatter, "could not map {virtual_address:#x}")
             }
+            MemoryError::OutOfWindows => write!(formatter, "no domain window is left"),
         }
     }
 }

@@ -4,11 +4,13 @@
 //! the first GiB identity-mapped; Limine: its HHDM), then loaded into CR3.
 //! After the switch nothing is identity-mapped, so a null pointer faults.
 
+use alloc::vec::Vec;
+
 use spin::Mutex;
 use x86_64::registers::control::Cr3;
 use x86_64::structures::paging::{
     FrameAllocator as FrameSource, Mapper, OffsetPageTable, Page, PageTable, PageTableFlags,
-    PhysFrame, Size2MiB, Size4KiB, Translate,
+    PhysFrame, Size2MiB, Size4KiB, Translate, mapper::TranslateResult,
 };
 use x86_64::{PhysAddr, VirtAddr};
 
@@ -297,4 +299,68 @@ pub fn map_fresh(
             Ok(())
         })
     })
+}
+
+/// Runs `f` on each 4 KiB page of `[start, start + page_count pages)` that is
+/// mapped, with its page index and its flags.
+fn for_each_mapped_page(
+    start: VirtAddr,
+    page_count: u64,
+    mut f: impl FnMut(&mut OffsetPageTable<'static>, u64, Page<Size4KiB>, PageTableFlags),
+) {
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        let mut tables = KERNEL_TABLES.lock();
+        let Some(mapper) = tables.as_mut() else {
+            return;
+        };
+        for page_index in 0..page_count {
+            let address = start + page_index * frames::FRAME_BYTES;
+            if let TranslateResult::Mapped { flags, .. } = mapper.translate(address) {
+                f(mapper, page_index, Page::containing_address(address), flags);
+            }
+        }
+    });
+}
+
+/// Indices of the pages of the range whose dirty bit is set.
+pub fn dirty_pages(start: VirtAddr, page_count: u64) -> Vec<u64> {
+    let mut dirty = Vec::new();
+    for_each_mapped_page(start, page_count, |_, page_index, _, flags| {
+        if flags.contains(PageTableFlags::DIRTY) {
+            dirty.push(page_index);
+        }
+    });
+    dirty
+}
+
+/// How many pages of the range are mapped (resident).
+pub fn resident_pages(start: VirtAddr, page_count: u64) -> u64 {
+    let mut resident = 0;
+    for_each_mapped_page(start, page_count, |_, _, _, _| resident += 1);
+    resident
+}
+
+/// Clears the dirty bit of the listed pages of the range (after their
+/// contents are durable), so the next write sets it again.
+pub fn clear_dirty(start: VirtAddr, page_indices: &[u64]) {
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        let mut tables = KERNEL_TABLES.lock();
+        let Some(mapper) = tables.as_mut() else {
+            return;
+        };
+        for &page_index in page_indices {
+            let address = start + page_index * frames::FRAME_BYTES;
+            if let TranslateResult::Mapped { flags, .. } = mapper.translate(address) {
+                let page = Page::<Size4KiB>::containing_address(address);
+                let clean = flags - PageTableFlags::DIRTY;
+                // SAFETY: only the dirty bit changes; the mapping (frame,
+                // permissions) stays, so no reference is invalidated. The
+                // flush makes the CPU set the bit again on the next write.
+                let updated = unsafe { mapper.update_flags(page, clean) };
+                if let Ok(flush) = updated {
+                    flush.flush();
+                }
+            }
+        }
+    });
 }
