@@ -123,3 +123,47 @@ fn a_corrupt_disk_is_refused_while_the_others_run() -> Result<()> {
     machine.expect("[counter] count 3", ANSWER_TIMEOUT)?;
     Ok(())
 }
+
+/// The RESIDENT column of `ps` for `name`.
+fn resident_pages(table: &[String], name: &str) -> Result<u64> {
+    // Domain output may interleave with the answer: find the header.
+    let header = table
+        .iter()
+        .find(|line| line.starts_with("NAME "))
+        .context("no ps header")?;
+    let column = header
+        .split_whitespace()
+        .position(|word| word == "RESIDENT")
+        .context("no RESIDENT column")?;
+    let row = table
+        .iter()
+        .find(|line| line.split_whitespace().next() == Some(name))
+        .with_context(|| format!("no row for {name} in {table:?}"))?;
+    // STATUS may hold spaces only when trapped; counter runs.
+    row.split_whitespace()
+        .nth(column)
+        .context("short row")?
+        .parse()
+        .with_context(|| format!("bad RESIDENT in {row:?}"))
+}
+
+#[test]
+fn a_domain_costs_ram_only_for_the_pages_it_touches() -> Result<()> {
+    let directory = work_dir("domains-demand-paging")?;
+    let counter = domain_image(&directory, "counter", "counter")?;
+    // counter's memory is 19 wasm pages (304 pages of 4 KiB), nearly all
+    // untouched: with demand paging only a handful are resident, before and
+    // after a reboot (a restore does not fault in the whole memory).
+    for boot_number in 0..2 {
+        let mut machine = boot(std::slice::from_ref(&counter))?;
+        machine.expect("[counter] count ", BOOT_TIMEOUT)?;
+        let table = machine.run_command("ps")?;
+        let resident = resident_pages(&table, "counter")?;
+        if resident == 0 || resident > 32 {
+            bail!("boot {boot_number}: counter has {resident} resident pages: {table:?}");
+        }
+        machine.send_line("shutdown")?;
+        machine.expect_exit(0, ANSWER_TIMEOUT)?;
+    }
+    Ok(())
+}

@@ -29,6 +29,14 @@ pub trait MemoryBacking: Send {
     /// `memory` as it is now equals the image (after a restore).
     fn reset_to(&mut self, memory: &[u8]);
 
+    /// For a backing whose buffer reads as zero wherever nothing wrote (a
+    /// demand-paged window, with wasmi's zero-filling patched out), the pages
+    /// written since the memory was created: a restore then zeroes only those
+    /// (data segments) instead of all of memory. `None`: zero everything.
+    fn pages_written_since_creation(&mut self, _memory: &[u8]) -> Option<Vec<u64>> {
+        None
+    }
+
     /// How many 4 KiB pages of `memory` are in RAM (a demand-paged backing
     /// has fewer than all).
     fn resident_pages(&self, memory: &[u8]) -> u64 {

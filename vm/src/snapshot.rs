@@ -102,8 +102,23 @@ pub fn restore(domain: &mut Domain) -> Result<(), Error> {
     // Data segments were applied at instantiation; the image, not the module,
     // says what memory holds: zero everything, then copy the stored pages.
     let stored = domain.storage.stored_pages()?;
+    let written = domain
+        .backing
+        .pages_written_since_creation(domain.memory.data(&domain.store));
     let memory = domain.memory.data_mut(&mut domain.store);
-    memory.fill(0);
+    match written {
+        // Only what instantiation wrote (data segments) is not zero yet.
+        Some(pages) => {
+            for page_index in pages {
+                let start = page_index as usize * PAGE_BYTES;
+                let end = (start + PAGE_BYTES).min(memory.len());
+                if let Some(bytes) = memory.get_mut(start..end) {
+                    bytes.fill(0);
+                }
+            }
+        }
+        None => memory.fill(0),
+    }
     let mut page = [0u8; PAGE_BYTES];
     for page_index in stored {
         let start = page_index as usize * PAGE_BYTES;

@@ -52,6 +52,16 @@ impl MemoryBacking for WindowBacking {
         self.pending.clear();
     }
 
+    fn pages_written_since_creation(&mut self, memory: &[u8]) -> Option<Vec<u64>> {
+        // Dirty bits are only cleared by commits and restores, so right after
+        // creation they are exactly the pages instantiation wrote; the window
+        // reads as zero elsewhere (wasmi's zero-filling is patched out).
+        let page_count = memory.len().div_ceil(PAGE_BYTES) as u64;
+        self.window
+            .as_ref()
+            .map(|window| window.dirty_pages(page_count))
+    }
+
     fn resident_pages(&self, memory: &[u8]) -> u64 {
         match &self.window {
             Some(window) => window.resident_pages(),
