@@ -261,11 +261,28 @@ impl Machine {
 
 impl Machine {
     /// Kills QEMU with SIGKILL, as a power cut would stop the machine: no
-    /// flush, no shutdown.
+    /// flush, no shutdown. Returns once the transcript holds everything QEMU
+    /// wrote before it died (its pipes are read to their end), so tests can
+    /// compare what was printed before the cut with what comes after.
     pub fn power_cut(&mut self) {
         let _ = self.child.kill();
         if let Ok(status) = self.child.wait() {
             self.exit_status = Some(status);
+        }
+        // The reader threads reach end of file as soon as the pipes drain; the
+        // deadline only guards against a grandchild holding them open.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let (mutex, condvar) = &*self.output;
+        let mut output = lock(mutex);
+        while !output.is_closed() {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            output = condvar
+                .wait_timeout(output, deadline - now)
+                .map(|(guard, _)| guard)
+                .unwrap_or_else(|poisoned| poisoned.into_inner().0);
         }
     }
 }
