@@ -141,6 +141,11 @@ fn count_of(line: &str) -> Option<u64> {
     line.split("[counter] count ").nth(1)?.trim().parse().ok()
 }
 
+/// The last `[counter] count N` in a transcript.
+fn last_count(transcript: &str) -> Option<u64> {
+    transcript.lines().rev().find_map(count_of)
+}
+
 /// N in `[kvclient] runs before this one: N`.
 fn runs_of(line: &str) -> Option<u64> {
     line.split("[kvclient] runs before this one: ")
@@ -253,12 +258,7 @@ impl PowerCuts {
 
         // Whatever counter commits from now on has at least the count it
         // has printed already.
-        let printed = machine
-            .transcript()
-            .lines()
-            .filter_map(count_of)
-            .last()
-            .context("no count")?;
+        let printed = last_count(&machine.transcript()).context("no count")?;
         machine.send_line("checkpoint counter")?;
         let answer = machine.expect("counter: ", ANSWER_TIMEOUT)?;
         if answer.trim_end().ends_with("counter: committed") {
@@ -300,11 +300,7 @@ impl PowerCuts {
             pending.lowest_runs = pending.lowest_runs.max(runs);
             pending.highest_runs = pending.highest_runs.max(runs + 1);
         }
-        let last = transcript
-            .lines()
-            .filter_map(count_of)
-            .last()
-            .unwrap_or(first);
+        let last = last_count(&transcript).unwrap_or(first);
         pending.highest_count = last + 1;
         if let Err(error) = images.verify() {
             return Err(self.failure(
@@ -378,7 +374,7 @@ fn counter_and_kv_survive_power_cuts_at_random_moments() -> Result<()> {
     for round in 0..rounds {
         // The first round always checkpoints, so that even one round shows
         // kv keeping a finished run; later rounds choose at random.
-        let moment = if round == 0 || cuts.random.next() % 2 == 0 {
+        let moment = if round == 0 || cuts.random.next().is_multiple_of(2) {
             CutMoment::AfterCheckpoint
         } else {
             CutMoment::AfterFirstCount
