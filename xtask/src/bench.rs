@@ -1,10 +1,11 @@
 //! `cargo xtask bench`: performance figures against baselines from the same run.
 
-use anyhow::Result;
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 
-mod persist_bench;
-mod vm_bench;
+use crate::paths;
 
 /// Which benchmark to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -23,7 +24,35 @@ pub struct BenchArgs {
 
 pub fn run(args: &BenchArgs) -> Result<()> {
     match args.benchmark {
-        Benchmark::Persist => persist_bench::run(),
-        Benchmark::Vm => vm_bench::run(),
+        Benchmark::Persist => run_bench_example("persist"),
+        Benchmark::Vm => run_bench_example("vm"),
     }
+}
+
+/// Builds and runs `PACKAGE/examples/bench.rs` with `--release` (the xtask
+/// itself is a dev build, where workspace members are at opt-level 1), with
+/// target/amber/bench/PACKAGE as its working directory for images and files,
+/// on the real disk.
+fn run_bench_example(package: &str) -> Result<()> {
+    let directory = paths::bench_dir().join(package);
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args([
+            "run",
+            "--release",
+            "--quiet",
+            "-p",
+            package,
+            "--example",
+            "bench",
+            "--",
+        ])
+        .arg(&directory)
+        .current_dir(paths::workspace_root())
+        .status()
+        .with_context(|| format!("running cargo for the {package} benchmark"))?;
+    if !status.success() {
+        bail!("the {package} benchmark failed");
+    }
+    Ok(())
 }

@@ -29,18 +29,27 @@ pub fn run(args: &FuzzArgs) -> Result<()> {
     }
 }
 
-/// Runs persist/fuzz's `open` target with cargo-fuzz on the nightly
-/// toolchain (libFuzzer's instrumentation needs `-Z` flags).
+/// Runs persist/fuzz's `open` target with cargo-fuzz on the pinned nightly
+/// (libFuzzer's instrumentation needs `-Z` flags).
 fn fuzz_persist(seconds: u64) -> Result<()> {
     if tools::find_program("cargo-fuzz").is_none() {
         bail!(
-            "cargo-fuzz is not installed: run `cargo install cargo-fuzz` (it needs a nightly \
-             toolchain too: `rustup toolchain install nightly`). Without it, the same \
+            "cargo-fuzz is not installed: run `cargo install cargo-fuzz` (it runs on the \
+             kernel's pinned nightly, which xtask installs). Without it, the same \
              arbitrary-bytes checks run as proptests in `cargo test -p persist`."
         );
     }
+    tools::ensure_kernel_toolchain()?;
     let status = Command::new("rustup")
-        .args(["run", "nightly", "cargo", "fuzz", "run", "open", "--"])
+        .args([
+            "run",
+            tools::KERNEL_TOOLCHAIN,
+            "cargo",
+            "fuzz",
+            "run",
+            "open",
+            "--",
+        ])
         .arg(format!("-max_total_time={seconds}"))
         .current_dir(paths::workspace_root().join("persist"))
         .status()
