@@ -115,8 +115,17 @@ impl Domains {
                     continue;
                 }
             }
+            let started_ns = timer::uptime_ns();
             match domains.open(disk) {
-                Ok(domain) => domains.admit(Entry { disk_index, domain }),
+                Ok(domain) => {
+                    let elapsed_us = (timer::uptime_ns() - started_ns) / 1000;
+                    log::info!(
+                        "disk {disk_index}: {} opened in {elapsed_us} us ({} pages resident)",
+                        domain.name(),
+                        domain.resident_pages()
+                    );
+                    domains.admit(Entry { disk_index, domain });
+                }
                 Err(reason) => println!("disk {disk_index}: refused: {reason}"),
             }
         }
@@ -125,7 +134,6 @@ impl Domains {
 
     fn open(&self, disk: VirtioDisk) -> Result<Domain, String> {
         let image = Image::open(disk).map_err(|error| format!("{error}"))?;
-        log::debug!("image of {} opened", image.metadata().name);
         let platform: Arc<dyn Platform> = self.platform.clone();
         Domain::open(
             &self.engine,

@@ -14,6 +14,8 @@ pub enum Benchmark {
     Persist,
     /// The vm against plain wasmi; host calls; checkpoints (issue 4).
     Vm,
+    /// Resume time of a 1 GiB-max domain against a small one, in QEMU (issue 5).
+    Kernel,
 }
 
 #[derive(Debug, Args)]
@@ -26,6 +28,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     match args.benchmark {
         Benchmark::Persist => run_bench_example("persist"),
         Benchmark::Vm => run_bench_example("vm"),
+        Benchmark::Kernel => crate::bench_kernel::run(),
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod bench;
+pub mod bench_kernel;
 pub mod fuzz;
 pub mod host;
 pub mod image;
