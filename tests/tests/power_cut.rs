@@ -243,6 +243,22 @@ impl PowerCuts {
         Ok(last)
     }
 
+    /// Waits until kvclient printed `kvclient done`, checks its runs and
+    /// returns them.
+    fn wait_for_kvclient(&self, round: u64, machine: &Machine) -> Result<u64> {
+        // kvclient may finish before counter's first line, which `expect`
+        // has already consumed, so this looks at the whole transcript.
+        let deadline = Instant::now() + ANSWER_TIMEOUT;
+        while !machine.transcript().contains("[kvclient] kvclient done") {
+            if Instant::now() >= deadline {
+                return Err(self.failure(round, "kvclient did not finish", &machine.transcript()));
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        self.check_runs(round, &machine.transcript())?
+            .context("kvclient finished without printing its runs")
+    }
+
     /// Waits for kvclient to finish, then asks for checkpoints of counter
     /// and kv; raises the bounds for what the commits confirm.
     fn checkpoint_after_kvclient(
@@ -251,10 +267,7 @@ impl PowerCuts {
         machine: &mut Machine,
         pending: &mut Bounds,
     ) -> Result<()> {
-        let line = machine.expect("[kvclient] runs before this one: ", ANSWER_TIMEOUT)?;
-        let runs = runs_of(&line).context("unreadable runs")?;
-        machine.expect("[kvclient] kvclient done", ANSWER_TIMEOUT)?;
-        self.check_runs(round, &machine.transcript())?;
+        let runs = self.wait_for_kvclient(round, machine)?;
 
         // Whatever counter commits from now on has at least the count it
         // has printed already.
@@ -263,6 +276,8 @@ impl PowerCuts {
         let answer = machine.expect("counter: ", ANSWER_TIMEOUT)?;
         if answer.trim_end().ends_with("counter: committed") {
             pending.lowest_count = pending.lowest_count.max(printed + 1);
+        } else {
+            println!("round {round}: checkpoint counter answered {answer:?}");
         }
         // kv stored `runs + 1` before answering the put that kvclient made
         // before `kvclient done`.
@@ -270,6 +285,8 @@ impl PowerCuts {
         let answer = machine.expect("kv: ", ANSWER_TIMEOUT)?;
         if answer.trim_end().ends_with("kv: committed") {
             pending.lowest_runs = pending.lowest_runs.max(runs + 1);
+        } else {
+            println!("round {round}: checkpoint kv answered {answer:?}");
         }
         Ok(())
     }
@@ -334,8 +351,7 @@ impl PowerCuts {
     fn final_boot(&mut self, round: u64) -> Result<()> {
         let images = self.images("final")?;
         let (mut machine, _first) = self.boot(round, &images)?;
-        machine.expect("[kvclient] kvclient done", ANSWER_TIMEOUT)?;
-        self.check_runs(round, &machine.transcript())?;
+        self.wait_for_kvclient(round, &machine)?;
         machine.send_line("shutdown")?;
         machine.expect_exit(0, ANSWER_TIMEOUT)?;
         images.verify()

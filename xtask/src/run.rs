@@ -1,26 +1,58 @@
 //! `cargo xtask run`: build and boot Amber with the console on this terminal.
 
-use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use crate::kernel;
 use crate::qemu::{Accel, Console, QemuConfig};
+use crate::{app, image, kernel, paths};
+
+/// The demo set `cargo xtask run` boots without `--domain`, in disk order.
+pub const DEMO_APPS: [&str; 4] = ["hello", "counter", "kv", "kvclient"];
+
+/// The demo app that runs once and exits, and is therefore given a fresh
+/// image on every run: each run then shows kv's count of kvclient runs go up,
+/// which is the point of the kv pair. The other images are kept.
+const ONE_SHOT_DEMO_APP: &str = "kvclient";
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Guest memory in MiB.
     #[arg(long, default_value_t = 256)]
     pub memory: u32,
-    /// Kernel command line (e.g. `test=panic`).
+    /// Kernel command line (e.g. `test=panic` or `checkpoint-ms=200`).
     #[arg(long, default_value = "")]
     pub append: String,
     /// Accelerator; default KVM when a probe boot under KVM works, TCG otherwise.
     #[arg(long, value_enum)]
     pub accel: Option<Accel>,
+    /// Boot this domain image instead of the demo set (repeatable; each image
+    /// is one virtio-blk disk, in the order given).
+    #[arg(long = "domain", value_name = "IMG")]
+    pub domains: Vec<PathBuf>,
+    /// Recreate the demo images in target/amber/disks, starting every demo
+    /// domain from scratch.
+    #[arg(long, conflicts_with = "domains")]
+    pub fresh: bool,
 }
 
 pub fn run(args: &RunArgs) -> Result<()> {
     let kernel = kernel::build_kernel()?;
+    let disks = if args.domains.is_empty() {
+        demo_images(if args.fresh {
+            Freshness::Recreate
+        } else {
+            Freshness::Keep
+        })?
+    } else {
+        for disk in &args.domains {
+            if !disk.is_file() {
+                bail!("--domain {}: no such image file", disk.display());
+            }
+        }
+        args.domains.clone()
+    };
     let config = QemuConfig {
         accel: args
             .accel
@@ -29,15 +61,79 @@ pub fn run(args: &RunArgs) -> Result<()> {
         memory_mib: args.memory,
         append: args.append.clone(),
         console: Console::Terminal,
-        disks: Vec::new(),
+        disks,
     };
     eprintln!(
-        "booting Amber ({:?}, {} MiB); `shutdown` powers off, Ctrl-A x quits QEMU",
-        config.accel, config.memory_mib
+        "booting Amber ({:?}, {} MiB) with {}; `shutdown` commits and powers off, Ctrl-A x quits QEMU (a power cut)",
+        config.accel,
+        config.memory_mib,
+        describe_disks(&config.disks)
     );
     let status = config.command()?.status().context("starting QEMU")?;
     if !status.success() {
-        anyhow::bail!("QEMU exited with {status}");
+        bail!("QEMU exited with {status}");
     }
     Ok(())
+}
+
+/// Whether existing demo images are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Freshness {
+    Keep,
+    Recreate,
+}
+
+/// The demo images in target/amber/disks: created when missing (or all of
+/// them with [`Freshness::Recreate`]) and kept otherwise, so the domains go
+/// on where the last run left them. The one-shot app's image is always new.
+fn demo_images(freshness: Freshness) -> Result<Vec<PathBuf>> {
+    let directory = paths::disks_dir();
+    let images: Vec<PathBuf> = DEMO_APPS
+        .iter()
+        .map(|name| directory.join(format!("{name}.img")))
+        .collect();
+    let missing: Vec<&str> = DEMO_APPS
+        .iter()
+        .zip(&images)
+        .filter(|(name, image)| {
+            freshness == Freshness::Recreate || **name == ONE_SHOT_DEMO_APP || !image.exists()
+        })
+        .map(|(name, _)| *name)
+        .collect();
+    if missing.is_empty() {
+        return Ok(images);
+    }
+    let modules = app::build_apps(&missing)?;
+    for (name, wasm) in missing.iter().zip(modules) {
+        let output = directory.join(format!("{name}.img"));
+        if output.exists() {
+            std::fs::remove_file(&output)
+                .with_context(|| format!("removing the old {}", output.display()))?;
+        }
+        image::new(&image::NewArgs {
+            wasm,
+            name: (*name).to_string(),
+            memory_max_mib: None,
+            size_mib: None,
+            args: Vec::new(),
+            env: Vec::new(),
+            output: Some(output),
+        })?;
+    }
+    Ok(images)
+}
+
+fn describe_disks(disks: &[PathBuf]) -> String {
+    if disks.is_empty() {
+        return "no disks".to_string();
+    }
+    let names: Vec<String> = disks.iter().map(|disk| display_name(disk)).collect();
+    format!("disks {}", names.join(", "))
+}
+
+/// A disk's file name, or its whole path when it has none.
+fn display_name(disk: &Path) -> String {
+    disk.file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_else(|| disk.display().to_string())
 }
