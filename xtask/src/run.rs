@@ -38,6 +38,11 @@ pub struct RunArgs {
 }
 
 pub fn run(args: &RunArgs) -> Result<()> {
+    for disk in &args.domains {
+        if !disk.is_file() {
+            bail!("--domain {}: no such image file", disk.display());
+        }
+    }
     let kernel = kernel::build_kernel()?;
     let disks = if args.domains.is_empty() {
         demo_images(if args.fresh {
@@ -46,11 +51,6 @@ pub fn run(args: &RunArgs) -> Result<()> {
             Freshness::Keep
         })?
     } else {
-        for disk in &args.domains {
-            if !disk.is_file() {
-                bail!("--domain {}: no such image file", disk.display());
-            }
-        }
         args.domains.clone()
     };
     let config = QemuConfig {
