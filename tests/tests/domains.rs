@@ -18,7 +18,7 @@ fn count_of(line: &str) -> Option<u64> {
 
 /// The last `[counter] count N` in a transcript.
 fn last_count(transcript: &str) -> Option<u64> {
-    transcript.lines().filter_map(count_of).last()
+    transcript.lines().rev().find_map(count_of)
 }
 
 #[test]
