@@ -21,17 +21,21 @@ use crate::{kernel, paths};
 
 const REPETITIONS: usize = 5;
 
-/// Boots `disk` and returns the microseconds the kernel took to open its domain.
-fn open_time_us(kernel_elf: &Path, disk: &Path, accel: Accel) -> Result<u64> {
-    let config = QemuConfig {
+/// A 256 MiB machine with `disk`, its console on stdio.
+fn bench_machine(kernel_elf: &Path, disk: &Path, accel: Accel, append: &str) -> QemuConfig {
+    QemuConfig {
         kernel: kernel_elf.to_path_buf(),
         memory_mib: 256,
-        append: String::new(),
+        append: append.into(),
         accel,
         console: Console::Stdio,
         disks: vec![disk.to_path_buf()],
-    };
-    let mut child = config
+    }
+}
+
+/// Boots `disk` and returns the microseconds the kernel took to open its domain.
+fn open_time_us(kernel_elf: &Path, disk: &Path, accel: Accel) -> Result<u64> {
+    let mut child = bench_machine(kernel_elf, disk, accel, "")
         .command()?
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -108,15 +112,7 @@ fn bench_image(directory: &Path, name: &str, maximum_pages: u32) -> Result<PathB
 
 /// Boots `disk` once so that its domain runs, commits, and shuts down.
 fn first_boot(kernel_elf: &Path, disk: &Path, accel: Accel) -> Result<()> {
-    let config = QemuConfig {
-        kernel: kernel_elf.to_path_buf(),
-        memory_mib: 256,
-        append: "checkpoint-ms=100".into(),
-        accel,
-        console: Console::Stdio,
-        disks: vec![disk.to_path_buf()],
-    };
-    let mut child = config
+    let mut child = bench_machine(kernel_elf, disk, accel, "checkpoint-ms=100")
         .command()?
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
