@@ -39,7 +39,7 @@ const COMMANDS: &[Command] = &[
     Command {
         name: "ps",
         usage: "ps",
-        help: "the domains: name, id, disk, status, resident pages, commits, fuel",
+        help: "the domains: name, id, disk, status, resident and stored pages, commits, fuel",
         run: ps,
     },
     Command {

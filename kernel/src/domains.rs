@@ -295,8 +295,8 @@ impl Domains {
     pub fn table(&self) -> Vec<String> {
         let mut lines = Vec::new();
         lines.push(format!(
-            "{:<12} {:<8} {:<5} {:<20} {:>9} {:>8} {:>14}",
-            "NAME", "ID", "DISK", "STATUS", "RESIDENT", "COMMITS", "FUEL"
+            "{:<12} {:<8} {:<5} {:<20} {:>9} {:>7} {:>8} {:>14}",
+            "NAME", "ID", "DISK", "STATUS", "RESIDENT", "STORED", "COMMITS", "FUEL"
         ));
         let scheduled = self
             .scheduler
@@ -310,13 +310,17 @@ impl Domains {
         for (domain, disk_index) in scheduled.chain(stopped) {
             let id = u128::from_le_bytes(domain.id());
             let resident_pages = domain.resident_pages();
+            let stored_pages = domain
+                .stored_pages()
+                .map_or_else(|| String::from("-"), |pages| format!("{pages}"));
             lines.push(format!(
-                "{:<12} {:<8} {:<5} {:<20} {:>9} {:>8} {:>14}",
+                "{:<12} {:<8} {:<5} {:<20} {:>9} {:>7} {:>8} {:>14}",
                 domain.name(),
                 format!("{:08x}", (id >> 96) as u32),
                 disk_index,
                 describe(&domain.status()),
                 resident_pages,
+                stored_pages,
                 domain.record().commits,
                 domain.fuel_used()
             ));

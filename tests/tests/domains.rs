@@ -126,6 +126,11 @@ fn a_corrupt_disk_is_refused_while_the_others_run() -> Result<()> {
 
 /// The RESIDENT column of `ps` for `name`.
 fn resident_pages(table: &[String], name: &str) -> Result<u64> {
+    ps_column(table, name, "RESIDENT")
+}
+
+/// Column `column` of `ps` for `name`, as a number.
+fn ps_column(table: &[String], name: &str, column: &str) -> Result<u64> {
     // Domain output may interleave with the answer: find the header.
     let header = table
         .iter()
@@ -133,8 +138,8 @@ fn resident_pages(table: &[String], name: &str) -> Result<u64> {
         .context("no ps header")?;
     let column = header
         .split_whitespace()
-        .position(|word| word == "RESIDENT")
-        .context("no RESIDENT column")?;
+        .position(|word| word == column)
+        .with_context(|| format!("no {column} column"))?;
     let row = table
         .iter()
         .find(|line| line.split_whitespace().next() == Some(name))
@@ -144,7 +149,7 @@ fn resident_pages(table: &[String], name: &str) -> Result<u64> {
         .nth(column)
         .context("short row")?
         .parse()
-        .with_context(|| format!("bad RESIDENT in {row:?}"))
+        .with_context(|| format!("bad {column} in {row:?}"))
 }
 
 #[test]
@@ -161,6 +166,11 @@ fn a_domain_costs_ram_only_for_the_pages_it_touches() -> Result<()> {
         let resident = resident_pages(&table, "counter")?;
         if resident == 0 || resident > 32 {
             bail!("boot {boot_number}: counter has {resident} resident pages: {table:?}");
+        }
+        // Pages committed with non-zero contents (the stack, data, heap).
+        let stored = ps_column(&table, "counter", "STORED")?;
+        if stored == 0 || stored > 32 {
+            bail!("boot {boot_number}: counter has {stored} stored pages: {table:?}");
         }
         machine.send_line("shutdown")?;
         machine.expect_exit(0, ANSWER_TIMEOUT)?;

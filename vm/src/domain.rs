@@ -127,6 +127,11 @@ impl Domain {
         self.memory.data(&self.store)
     }
 
+    /// How many 4 KiB pages the last commit stores, if the storage knows.
+    pub fn stored_pages(&self) -> Option<u64> {
+        self.storage.stored_page_count()
+    }
+
     /// How many 4 KiB pages of the memory are in RAM.
     pub fn resident_pages(&self) -> u64 {
         self.backing.resident_pages(self.memory.data(&self.store))

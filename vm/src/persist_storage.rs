@@ -169,6 +169,10 @@ impl<D: BlockDevice + Send> Storage for PersistStorage<D> {
         self.image.stored_pages().map_err(storage_error)
     }
 
+    fn stored_page_count(&self) -> Option<u64> {
+        Some(self.image.stats().pages_stored)
+    }
+
     fn commit(&mut self, commit: &Commit<'_>) -> Result<(), Error> {
         let mut page = [0u8; PAGE_BYTES];
         for &(page_index, bytes) in commit.pages {

@@ -172,6 +172,11 @@ pub trait Storage: Send {
     fn stored_pages(&mut self) -> Result<Vec<u64>, Error>;
     /// Makes `commit` durable.
     fn commit(&mut self, commit: &Commit<'_>) -> Result<(), Error>;
+    /// How many pages the last commit stores, when the storage knows it
+    /// without reading them (for `ps`).
+    fn stored_page_count(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Storage in RAM: for tests and benchmarks, and a model of the real thing.
