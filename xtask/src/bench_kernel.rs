@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::image::{self, NewArgs};
-use crate::qemu::{Accel, Console, QemuConfig};
+use crate::qemu::{Accel, Console, QemuConfig, wait_or_kill};
 use crate::{kernel, paths};
 
 const REPETITIONS: usize = 5;
@@ -124,19 +124,11 @@ fn first_boot(kernel_elf: &Path, disk: &Path, accel: Accel) -> Result<()> {
         use std::io::Write;
         let _ = stdin.write_all(b"shutdown\r").and_then(|()| stdin.flush());
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Some(status) = child.try_wait()? {
-            if !status.success() {
-                bail!("the first boot of {} ended with {status}", disk.display());
-            }
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    match wait_or_kill(&mut child, Duration::from_secs(30)) {
+        Some(status) if status.success() => Ok(()),
+        Some(status) => bail!("the first boot of {} ended with {status}", disk.display()),
+        None => bail!("the first boot of {} did not power off", disk.display()),
     }
-    let _ = child.kill();
-    let _ = child.wait();
-    bail!("the first boot of {} did not power off", disk.display())
 }
 
 pub fn run() -> Result<()> {

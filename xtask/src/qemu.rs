@@ -1,7 +1,7 @@
 //! QEMU command lines for Amber: machine, memory, accelerator, disks, exit device.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -69,15 +69,21 @@ fn kvm_boots(kernel: &Path) -> bool {
     else {
         return false;
     };
-    let deadline = Instant::now() + Duration::from_secs(20);
+    wait_or_kill(&mut child, Duration::from_secs(20)).is_some_and(|status| status.success())
+}
+
+/// Waits up to `timeout` for QEMU to exit; kills it if it has not (or if
+/// waiting fails) and returns None then.
+pub fn wait_or_kill(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
     loop {
         match child.try_wait() {
-            Ok(Some(status)) => return status.success(),
+            Ok(Some(status)) => return Some(status),
             Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
             _ => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return false;
+                return None;
             }
         }
     }
