@@ -1,6 +1,6 @@
 //! The domain image: create, open, read and stage pages, commit.
 
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::string::String;
 use alloc::vec::Vec;
 
@@ -21,6 +21,9 @@ use crate::metadata::{
 use crate::page_map::{self, UpdateCounts, Updater};
 use crate::space::{self, SpaceMap};
 use crate::superblock::{MIN_IMAGE_BLOCKS, choose};
+
+mod paging;
+pub use paging::PageLocation;
 
 /// What a new domain starts with.
 #[derive(Debug, Clone)]
@@ -85,6 +88,8 @@ pub struct Image<D> {
     metadata_blocks: Vec<u64>,
     /// Pages written to free blocks since the last commit (none = zero page).
     staged_pages: BTreeMap<u64, Pointer>,
+    /// Free blocks handed to a pager (`reserve_blocks`), not yet adopted.
+    pager_blocks: BTreeSet<u64>,
     blocks_written_since_commit: u64,
     pages_staged_since_commit: u64,
     is_poisoned: bool,
@@ -153,6 +158,7 @@ impl<D: BlockDevice> Image<D> {
             },
             metadata_blocks: Vec::new(),
             staged_pages: BTreeMap::new(),
+            pager_blocks: BTreeSet::new(),
             blocks_written_since_commit: blocks_written,
             pages_staged_since_commit: 0,
             is_poisoned: false,
@@ -184,6 +190,7 @@ impl<D: BlockDevice> Image<D> {
             module: record.module,
             metadata_blocks,
             staged_pages: BTreeMap::new(),
+            pager_blocks: BTreeSet::new(),
             blocks_written_since_commit: 0,
             pages_staged_since_commit: 0,
             is_poisoned: false,
@@ -311,6 +318,8 @@ impl<D: BlockDevice> Image<D> {
         if self.is_poisoned {
             return Err(Error::Poisoned);
         }
+        // Blocks a pager did not use must not be written down as used.
+        self.release_all_pager_blocks();
         let saved_space = self.space.clone();
         let prepared = self.prepare_commit();
         let (superblock, written_space, metadata_blocks) = match prepared {
