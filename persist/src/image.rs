@@ -318,8 +318,6 @@ impl<D: BlockDevice> Image<D> {
         if self.is_poisoned {
             return Err(Error::Poisoned);
         }
-        // Blocks a pager did not use must not be written down as used.
-        self.release_all_pager_blocks();
         let saved_space = self.space.clone();
         let prepared = self.prepare_commit();
         let (superblock, written_space, metadata_blocks) = match prepared {

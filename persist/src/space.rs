@@ -165,6 +165,9 @@ pub(crate) struct SpaceMap {
     /// `committed` plus everything the older superblock reaches: never
     /// allocated.
     reserved: Bitmap,
+    /// Blocks lent to a pager (`Image::reserve_blocks`): never allocated,
+    /// never written down as used, so a power cut leaves them free.
+    pinned: Bitmap,
     /// Where the next search starts, so that streams of pages land in order.
     cursor: u64,
 }
@@ -190,6 +193,7 @@ impl SpaceMap {
             bitmap_locations: Vec::new(),
             reserved: committed.clone(),
             committed,
+            pinned: Bitmap::new(image_blocks),
             cursor: 2,
         };
         map.is_bitmap_dirty = vec![true; map.working.bitmap_block_count()];
@@ -217,6 +221,7 @@ impl SpaceMap {
             bitmap_locations: newest.bitmap_locations,
             committed,
             reserved,
+            pinned: Bitmap::new(image_blocks),
             cursor: 2,
         };
         map.mark_past_end_reserved();
@@ -238,7 +243,10 @@ impl SpaceMap {
             .words
             .iter()
             .zip(&self.reserved.words)
-            .map(|(working, reserved)| u64::from((working | reserved).count_ones()))
+            .zip(&self.pinned.words)
+            .map(|((working, reserved), pinned)| {
+                u64::from((working | reserved | pinned).count_ones())
+            })
             .sum();
         let capacity = self.working.bitmap_block_count() as u64 * BLOCKS_PER_BITMAP_BLOCK;
         taken - (capacity - self.image_blocks)
@@ -249,7 +257,9 @@ impl SpaceMap {
         let start_word = (self.cursor / 64) as usize % words.max(1);
         for step in 0..=words {
             let word_index = (start_word + step) % words;
-            let taken = self.working.words[word_index] | self.reserved.words[word_index];
+            let taken = self.working.words[word_index]
+                | self.reserved.words[word_index]
+                | self.pinned.words[word_index];
             let mut free_bits = !taken;
             while free_bits != 0 {
                 let bit = u64::from(free_bits.trailing_zeros());
@@ -277,6 +287,29 @@ impl SpaceMap {
         self.mark_dirty(block);
         self.cursor = block + 1;
         Ok(block)
+    }
+
+    /// Lends a free block to a pager: it stays out of every allocation and
+    /// of the written bitmap until [`SpaceMap::adopt`] or [`SpaceMap::unpin`].
+    pub(crate) fn pin(&mut self) -> Result<u64, Error> {
+        let block = self.find_free(&[]).ok_or(Error::NoSpace {
+            device_blocks: self.image_blocks,
+        })?;
+        self.pinned.insert(block);
+        self.cursor = block + 1;
+        Ok(block)
+    }
+
+    /// Takes back a block lent by [`SpaceMap::pin`], unused.
+    pub(crate) fn unpin(&mut self, block: u64) {
+        self.pinned.remove(block);
+    }
+
+    /// Makes a pinned block part of the state being built.
+    pub(crate) fn adopt(&mut self, block: u64) {
+        self.pinned.remove(block);
+        self.working.insert(block);
+        self.mark_dirty(block);
     }
 
     /// Drops `block` from the state being built. A block the last commits
@@ -347,6 +380,7 @@ impl SpaceMap {
             bitmap_locations: locations,
             committed,
             reserved,
+            pinned: self.pinned.clone(),
             cursor: self.cursor,
         };
         next.mark_past_end_reserved();

@@ -88,22 +88,20 @@ impl<D: BlockDevice> Image<D> {
     }
 
     /// Takes `count` free blocks for a pager to write pages into. They
-    /// belong to no commit: until [`Image::adopt_page`] takes one, a power
-    /// cut simply leaves it free. The next commit releases every reserved
-    /// block not adopted by then, so a pager must not write to its pool
-    /// across a commit. Fails with [`Error::NoSpace`] (reserving none) when
-    /// fewer are free.
+    /// belong to no commit, whatever commits happen meanwhile: until
+    /// [`Image::adopt_page`] takes one, a power cut leaves it free. Fails
+    /// with [`Error::NoSpace`] (reserving none) when fewer are free.
     pub fn reserve_blocks(&mut self, count: usize) -> Result<Vec<u64>, Error> {
         if self.is_poisoned {
             return Err(Error::Poisoned);
         }
         let mut blocks = Vec::with_capacity(count);
         for _ in 0..count {
-            match self.space.allocate() {
+            match self.space.pin() {
                 Ok(block) => blocks.push(block),
                 Err(error) => {
                     for &block in &blocks {
-                        self.space.free(block);
+                        self.space.unpin(block);
                     }
                     return Err(error);
                 }
@@ -117,7 +115,7 @@ impl<D: BlockDevice> Image<D> {
     pub fn release_blocks(&mut self, blocks: &[u64]) {
         for block in blocks {
             if self.pager_blocks.remove(block) {
-                self.space.free(*block);
+                self.space.unpin(*block);
             }
         }
     }
@@ -136,6 +134,7 @@ impl<D: BlockDevice> Image<D> {
                 structure: Structure::Page,
             });
         }
+        self.space.adopt(location.block);
         self.blocks_written_since_commit += 1;
         self.pages_staged_since_commit += 1;
         let pointer = Pointer::new(location.block, location.crc);
@@ -150,14 +149,6 @@ impl<D: BlockDevice> Image<D> {
     /// Blocks reserved for a pager and not adopted.
     pub fn reserved_block_count(&self) -> usize {
         self.pager_blocks.len()
-    }
-
-    /// Releases every reserved block (a commit is about to write the free
-    /// space, which must not count them as used).
-    pub(super) fn release_all_pager_blocks(&mut self) {
-        for block in core::mem::take(&mut self.pager_blocks) {
-            self.space.free(block);
-        }
     }
 }
 
@@ -235,7 +226,9 @@ mod tests {
                 .is_err()
         );
         image.commit().unwrap();
-        assert_eq!(image.reserved_block_count(), 0);
+        // The unused three stay lent across the commit, and the commit does
+        // not write them down as used.
+        assert_eq!(image.reserved_block_count(), 3);
         image.verify().unwrap();
         let device = image.into_device();
         let mut image = Image::open(device).unwrap();
@@ -249,12 +242,16 @@ mod tests {
     fn reserved_blocks_are_never_handed_out_twice() {
         let mut image = new_image();
         let reserved = image.reserve_blocks(8).unwrap();
-        for page_index in 0..16 {
-            image.stage_page(page_index, &page_of(1)).unwrap();
-        }
-        for (_, location) in image.staged_locations() {
-            let block = location.unwrap().block;
-            assert!(!reserved.contains(&block), "block {block} was reserved");
+        for round in 0..4 {
+            for page_index in 0..16 {
+                image.stage_page(page_index, &page_of(round + 1)).unwrap();
+            }
+            for (_, location) in image.staged_locations() {
+                let block = location.unwrap().block;
+                assert!(!reserved.contains(&block), "block {block} was reserved");
+            }
+            image.commit().unwrap();
+            image.verify().unwrap();
         }
         image.release_blocks(&reserved);
         assert_eq!(image.reserved_block_count(), 0);
