@@ -133,13 +133,14 @@ impl Domains {
     }
 
     fn open(&self, disk: VirtioDisk) -> Result<Domain, String> {
+        let pager_disk = disk.pager_disk();
         let image = Image::open(disk).map_err(|error| format!("{error}"))?;
         let platform: Arc<dyn Platform> = self.platform.clone();
         Domain::open(
             &self.engine,
             platform,
             Box::new(PersistStorage::new(image)),
-            Box::new(WindowBacking::new()),
+            Box::new(WindowBacking::new(Some(pager_disk))),
         )
         .map_err(|error| format!("{error}"))
     }

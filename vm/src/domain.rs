@@ -149,6 +149,24 @@ impl Domain {
 
     /// Runs the domain for at most `fuel` units.
     pub fn run(&mut self, fuel: u64) -> RunOutcome {
+        let outcome = self.run_slice(fuel);
+        if matches!(self.execution, Execution::Ended(_)) {
+            return outcome;
+        }
+        let prepared = self
+            .backing
+            .after_slice(self.memory.data(&self.store), &mut *self.storage);
+        let failure = match prepared {
+            Ok(()) => self.backing.failure(),
+            Err(error) => Some(error.to_string()),
+        };
+        match failure {
+            Some(reason) => self.end(DomainStatus::Trapped(format!("memory lost: {reason}"))),
+            None => outcome,
+        }
+    }
+
+    fn run_slice(&mut self, fuel: u64) -> RunOutcome {
         let wake = self.wake();
         let execution = core::mem::replace(&mut self.execution, Execution::Start);
         let fuel_before = fuel;

@@ -40,6 +40,6 @@ pub use scheduler::{DEFAULT_FUEL_SLICE, Scheduler, SchedulerEvent};
 pub use status::{MAX_MAILBOX_MESSAGES, MAX_MESSAGE_BYTES, MAX_NAME_BYTES, Status, errno};
 pub use storage::{
     BlockingImport, Commit, DomainId, DomainRecord, DomainStatus, GlobalValue, MemoryStorage,
-    Message, SavedGlobal, Storage, Suspension,
+    Message, PageLocation, PagerStorage, SavedGlobal, Storage, Suspension,
 };
 pub use {persist, wasmi};

@@ -4,7 +4,11 @@
 //! the CPU's dirty bits; the host keeps memory on the heap and finds dirty pages
 //! by hashing each 4 KiB page against its hash at the last commit.
 
+use alloc::string::String;
 use alloc::vec::Vec;
+
+use crate::error::Error;
+use crate::storage::Storage;
 
 /// The page size of the image (persist's blocks), not Wasm's 64 KiB page.
 pub const PAGE_BYTES: usize = 4096;
@@ -41,6 +45,44 @@ pub trait MemoryBacking: Send {
     /// has fewer than all).
     fn resident_pages(&self, memory: &[u8]) -> u64 {
         memory.len().div_ceil(PAGE_BYTES) as u64
+    }
+
+    /// Restores lazily: a backing that pages in from the storage on demand
+    /// makes `memory` read as the storage's last commit without copying a
+    /// page (dropping what instantiation wrote) and returns `Ok(true)`.
+    /// `Ok(false)`: the vm copies every stored page in.
+    fn restore_lazily(
+        &mut self,
+        _memory: &[u8],
+        _storage: &mut dyn Storage,
+    ) -> Result<bool, Error> {
+        Ok(false)
+    }
+
+    /// Called before every commit that writes memory: hands the storage
+    /// what the backing wrote out on its own (evicted dirty pages), so the
+    /// commit includes it.
+    fn before_commit(&mut self, _storage: &mut dyn Storage) -> Result<(), Error> {
+        Ok(())
+    }
+
+    /// Called after every commit that wrote memory, after `commit_succeeded`.
+    fn after_commit(&mut self, _storage: &mut dyn Storage) -> Result<(), Error> {
+        Ok(())
+    }
+
+    /// Called after each slice the domain ran, outside the guest: the time
+    /// to prepare for the next one (blocks to evict into, room for pages
+    /// that `memory.grow` added).
+    fn after_slice(&mut self, _memory: &[u8], _storage: &mut dyn Storage) -> Result<(), Error> {
+        Ok(())
+    }
+
+    /// Why memory can no longer be trusted (a page could not be read back
+    /// or written out), if it cannot. The domain then traps and its memory
+    /// is never committed again.
+    fn failure(&self) -> Option<String> {
+        None
     }
 }
 

@@ -4,25 +4,30 @@ use alloc::format;
 use alloc::string::ToString;
 use alloc::vec::Vec;
 
-use persist::{BlockDevice, Image};
+use persist::{BlockDevice, Image, PageLocation};
 
 use crate::error::Error;
 use crate::memory_backing::PAGE_BYTES;
 use crate::storage::{
-    BlockingImport, Commit, DomainRecord, DomainStatus, GlobalValue, Message, SavedGlobal, Storage,
-    Suspension,
+    BlockingImport, Commit, DomainRecord, DomainStatus, GlobalValue, Message, PagerStorage,
+    SavedGlobal, Storage, Suspension,
 };
 
 /// A domain image on a block device, seen as vm storage.
 #[derive(Debug)]
 pub struct PersistStorage<D: BlockDevice> {
     image: Image<D>,
+    /// Where the last commit put its pages, for a pager.
+    last_commit: Vec<(u64, Option<PageLocation>)>,
 }
 
 impl<D: BlockDevice> PersistStorage<D> {
     /// Wraps an open image.
     pub fn new(image: Image<D>) -> Self {
-        Self { image }
+        Self {
+            image,
+            last_commit: Vec::new(),
+        }
     }
 
     /// The image (to inspect it or take its device back).
@@ -202,9 +207,41 @@ impl<D: BlockDevice + Send> Storage for PersistStorage<D> {
             .collect();
         metadata.clock_ns = record.clock_ns;
         metadata.counters.fuel_used = record.fuel_used;
+        // Staged pages land where they are staged: a pager's map of where
+        // pages live stays right if it is told.
+        let staged = self.image.staged_locations();
         // persist counts its own commits (and this one) in `counters.commits`.
         self.image.commit().map_err(storage_error)?;
+        self.last_commit = staged;
         Ok(())
+    }
+
+    fn pager(&mut self) -> Option<&mut dyn PagerStorage> {
+        Some(self)
+    }
+}
+
+impl<D: BlockDevice + Send> PagerStorage for PersistStorage<D> {
+    fn page_locations(&mut self) -> Result<Vec<(u64, PageLocation)>, Error> {
+        self.image.page_locations().map_err(storage_error)
+    }
+
+    fn committed_locations(&mut self) -> Vec<(u64, Option<PageLocation>)> {
+        core::mem::take(&mut self.last_commit)
+    }
+
+    fn reserve_blocks(&mut self, count: usize) -> Result<Vec<u64>, Error> {
+        self.image.reserve_blocks(count).map_err(storage_error)
+    }
+
+    fn release_blocks(&mut self, blocks: &[u64]) {
+        self.image.release_blocks(blocks);
+    }
+
+    fn adopt_page(&mut self, page_index: u64, location: PageLocation) -> Result<(), Error> {
+        self.image
+            .adopt_page(page_index, location)
+            .map_err(storage_error)
     }
 }
 

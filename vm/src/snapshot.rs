@@ -33,8 +33,19 @@ pub fn commit(domain: &mut Domain, status: DomainStatus) -> Result<(), Error> {
     record.clock_ns = state.now_ns();
     record.fuel_used = domain.fuel_used;
     record.commits = record.commits.saturating_add(1);
+    // Memory the pager could not keep is never committed: the record
+    // (status, mailbox) still is, over the last good memory.
+    let is_memory_trusted = domain.backing.failure().is_none();
+    if is_memory_trusted {
+        domain.backing.before_commit(&mut *domain.storage)?;
+    }
     let memory = domain.memory.data(&domain.store);
-    let dirty = domain.backing.dirty_pages(memory);
+    let dirty = if is_memory_trusted {
+        domain.backing.dirty_pages(memory)
+    } else {
+        record.memory_pages = domain.record.memory_pages;
+        Vec::new()
+    };
     let pages: Vec<(u64, &[u8])> = dirty
         .iter()
         .map(|&page_index| {
@@ -49,6 +60,9 @@ pub fn commit(domain: &mut Domain, status: DomainStatus) -> Result<(), Error> {
     })?;
     domain.backing.commit_succeeded();
     domain.record = record;
+    if is_memory_trusted {
+        domain.backing.after_commit(&mut *domain.storage)?;
+    }
     Ok(())
 }
 
@@ -100,7 +114,15 @@ pub fn restore(domain: &mut Domain) -> Result<(), Error> {
             .map_err(|error| Error::Instantiation(error.to_string()))?;
     }
     // Data segments were applied at instantiation; the image, not the module,
-    // says what memory holds: zero everything, then copy the stored pages.
+    // says what memory holds: a demand-paged backing drops what they wrote
+    // and reads pages from the image as they are touched; otherwise zero
+    // everything, then copy the stored pages.
+    let is_lazy = domain
+        .backing
+        .restore_lazily(domain.memory.data(&domain.store), &mut *domain.storage)?;
+    if is_lazy {
+        return finish_restore(domain, &record);
+    }
     let stored = domain.storage.stored_pages()?;
     let written = domain
         .backing
@@ -133,6 +155,11 @@ pub fn restore(domain: &mut Domain) -> Result<(), Error> {
         memory[start..end].copy_from_slice(&page[..end - start]);
     }
     domain.backing.reset_to(memory);
+    finish_restore(domain, &record)
+}
+
+/// Globals and the suspension, once memory reads as the image.
+fn finish_restore(domain: &mut Domain, record: &crate::storage::DomainRecord) -> Result<(), Error> {
     if record.suspension.is_some() {
         restore_globals(domain, &record.globals)?;
     }

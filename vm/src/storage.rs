@@ -10,6 +10,7 @@ use alloc::vec::Vec;
 
 use crate::error::Error;
 use crate::memory_backing::PAGE_BYTES;
+pub use persist::PageLocation;
 
 /// A 128-bit domain ID (little-endian when written to guests).
 pub type DomainId = [u8; 16];
@@ -161,6 +162,24 @@ pub struct Commit<'a> {
     pub pages: &'a [(u64, &'a [u8])],
 }
 
+/// What a pager that reads and writes a domain's pages on its own needs from
+/// the storage (the kernel's, which pages in and out on page faults, where it
+/// can neither allocate nor call the storage). See persist's `Image` methods
+/// of the same names.
+pub trait PagerStorage {
+    /// Every stored page and where it is, ascending; others are zero.
+    fn page_locations(&mut self) -> Result<Vec<(u64, PageLocation)>, Error>;
+    /// Where the last commit put the pages it wrote (`None`: stored as zero).
+    fn committed_locations(&mut self) -> Vec<(u64, Option<PageLocation>)>;
+    /// Lends `count` free blocks to write evicted pages into.
+    fn reserve_blocks(&mut self, count: usize) -> Result<Vec<u64>, Error>;
+    /// Takes back lent blocks the pager did not use.
+    fn release_blocks(&mut self, blocks: &[u64]);
+    /// Stages page `page_index` as the bytes written at `location` (a lent
+    /// block), for the next commit.
+    fn adopt_page(&mut self, page_index: u64, location: PageLocation) -> Result<(), Error>;
+}
+
 /// A domain's durable state. `commit` is atomic: after a crash, `load` sees
 /// the previous commit or this one, never a mix.
 pub trait Storage: Send {
@@ -175,6 +194,10 @@ pub trait Storage: Send {
     /// How many pages the last commit stores, when the storage knows it
     /// without reading them (for `ps`).
     fn stored_page_count(&self) -> Option<u64> {
+        None
+    }
+    /// Block-level access for a pager, when the storage is a block device.
+    fn pager(&mut self) -> Option<&mut dyn PagerStorage> {
         None
     }
 }

@@ -1,7 +1,10 @@
 //! virtio-blk disks (PCI transport) as persist's `BlockDevice`.
 //!
-//! One request at a time, completion by polling (no interrupts yet). Each disk
-//! owns two DMA frames taken at probe time: a 4 KiB bounce buffer for the
+//! One request at a time, completion by polling (no interrupts yet). Each
+//! disk lives behind its own lock for the kernel's whole life: the domain's
+//! image reaches it through a [`VirtioDisk`] handle, and the page-fault path
+//! through a [`PagerDisk`] one, which needs neither the heap nor formatting.
+//! Each disk owns two DMA frames taken at probe time: a 4 KiB bounce buffer for the
 //! block's data and one for the request header and status byte, so a request
 //! allocates nothing and works whatever memory the caller's buffer is in (a
 //! domain window's frames need not be physically contiguous). The copy costs
@@ -147,27 +150,122 @@ enum DiskState {
     TimedOut,
 }
 
-/// One virtio-blk disk. Field order matters: `device` drops (and resets the
-/// device) before `buffers` frees its frames.
-pub struct VirtioDisk {
+/// One virtio-blk disk, behind its lock. Disks are never dropped (a
+/// `'static` lock each), so the device keeps its DMA frames for good.
+pub struct Disk {
     device: VirtIOBlk<KernelHal, PciTransport>,
     buffers: DmaFrames,
     info: DiskInfo,
     state: DiskState,
 }
 
-// SAFETY: a VirtioDisk owns its device, its MMIO mapping and its DMA frames
+impl fmt::Debug for Disk {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("Disk")
+            .field("info", &self.info)
+            .field("state", &self.state)
+            .finish()
+    }
+}
+
+// SAFETY: a Disk owns its device, its MMIO mapping and its DMA frames
 // outright; nothing in it is tied to one CPU, so moving it (behind a lock,
 // since every method takes &mut self or only reads) is sound.
-unsafe impl Send for VirtioDisk {}
+unsafe impl Send for Disk {}
+
+/// Why a request failed, without the heap (the page-fault path reads and
+/// writes pages too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferError {
+    /// An earlier request timed out; the disk takes no more.
+    OutOfService,
+    OutOfRange {
+        index: u64,
+        block_count: u64,
+    },
+    /// No answer within the timeout; the disk is now out of service.
+    TimedOut,
+    /// The device reported an I/O error.
+    Io {
+        index: u64,
+    },
+    /// The device does not support the operation.
+    Unsupported,
+    /// virtio-drivers refused or failed the request.
+    Driver(virtio_drivers::Error),
+    /// The disk's lock was held where the page-fault path needed it: a
+    /// broken invariant (see memory::windows), reported rather than deadlocked.
+    Busy,
+}
+
+impl fmt::Display for TransferError {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TransferError::OutOfService => write!(
+                formatter,
+                "an earlier request timed out, the disk is out of service"
+            ),
+            TransferError::OutOfRange { index, block_count } => write!(
+                formatter,
+                "block {index} is past the end of {block_count} blocks"
+            ),
+            TransferError::TimedOut => write!(
+                formatter,
+                "no answer in {} s, disk taken out of service",
+                REQUEST_TIMEOUT_NS / 1_000_000_000
+            ),
+            TransferError::Io { index } => write!(formatter, "I/O error at block {index}"),
+            TransferError::Unsupported => write!(formatter, "operation not supported"),
+            TransferError::Driver(error) => write!(formatter, "{error}"),
+            TransferError::Busy => write!(formatter, "disk lock held by the faulting code"),
+        }
+    }
+}
+
+/// A domain image's handle on its disk: persist's `BlockDevice`.
+pub struct VirtioDisk {
+    disk: &'static Mutex<Disk>,
+    info: DiskInfo,
+}
 
 impl fmt::Debug for VirtioDisk {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         formatter
             .debug_struct("VirtioDisk")
             .field("info", &self.info)
-            .field("state", &self.state)
             .finish()
+    }
+}
+
+/// The page-fault path's handle on a disk: whole blocks in and out of the
+/// caller's buffer, with no heap and no waiting for the lock.
+#[derive(Clone, Copy)]
+pub struct PagerDisk {
+    disk: &'static Mutex<Disk>,
+}
+
+impl fmt::Debug for PagerDisk {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("PagerDisk")
+    }
+}
+
+impl PagerDisk {
+    /// Reads block `index` into `buffer`.
+    pub fn read(&self, index: u64, buffer: &mut [u8; BLOCK_SIZE]) -> Result<(), TransferError> {
+        let mut disk = self.disk.try_lock().ok_or(TransferError::Busy)?;
+        disk.transfer(Direction::Read, index)?;
+        buffer.copy_from_slice(disk.bounce());
+        Ok(())
+    }
+
+    /// Writes `buffer` to block `index` (durable at the next flush).
+    pub fn write(&self, index: u64, buffer: &[u8; BLOCK_SIZE]) -> Result<(), TransferError> {
+        let mut disk = self.disk.try_lock().ok_or(TransferError::Busy)?;
+        disk.check_usable()?;
+        disk.bounce().copy_from_slice(buffer);
+        disk.transfer(Direction::Write, index)
     }
 }
 
@@ -177,53 +275,47 @@ enum Direction {
     Write,
 }
 
-impl Direction {
-    fn name(self) -> &'static str {
-        match self {
-            Direction::Read => "read",
-            Direction::Write => "write",
-        }
-    }
-}
-
 impl VirtioDisk {
     pub fn info(&self) -> DiskInfo {
         self.info
     }
 
-    fn error(&self, operation: &'static str, message: impl fmt::Display) -> DeviceError {
-        DeviceError::Io {
-            operation,
-            message: format!(
-                "virtio-blk disk {} at PCI {}: {message}",
-                self.info.index, self.info.location
-            ),
-        }
+    /// A handle for the page-fault path.
+    pub fn pager_disk(&self) -> PagerDisk {
+        PagerDisk { disk: self.disk }
     }
 
-    fn check_usable(&self, operation: &'static str) -> Result<(), DeviceError> {
+    fn error(&self, operation: &'static str, error: TransferError) -> DeviceError {
+        match error {
+            TransferError::OutOfRange { index, block_count } => {
+                DeviceError::OutOfRange { index, block_count }
+            }
+            _ => DeviceError::Io {
+                operation,
+                message: format!(
+                    "virtio-blk disk {} at PCI {}: {error}",
+                    self.info.index, self.info.location
+                ),
+            },
+        }
+    }
+}
+
+impl Disk {
+    fn check_usable(&self) -> Result<(), TransferError> {
         match self.state {
             DiskState::Working => Ok(()),
-            DiskState::TimedOut => Err(self.error(
-                operation,
-                "an earlier request timed out, the disk is out of service",
-            )),
+            DiskState::TimedOut => Err(TransferError::OutOfService),
         }
     }
 
     /// Waits for the request `token` to complete, polling the used ring.
-    fn wait_for(&mut self, token: u16, operation: &'static str) -> Result<(), DeviceError> {
+    fn wait_for(&mut self, token: u16) -> Result<(), TransferError> {
         let deadline = timer::uptime_ns() + REQUEST_TIMEOUT_NS;
         while self.device.peek_used() != Some(token) {
             if timer::uptime_ns() > deadline {
                 self.state = DiskState::TimedOut;
-                return Err(self.error(
-                    operation,
-                    format_args!(
-                        "no answer in {} s, disk taken out of service",
-                        REQUEST_TIMEOUT_NS / 1_000_000_000
-                    ),
-                ));
+                return Err(TransferError::TimedOut);
             }
             core::hint::spin_loop();
         }
@@ -231,11 +323,10 @@ impl VirtioDisk {
     }
 
     /// Reads or writes block `index` through the bounce buffer.
-    fn transfer(&mut self, direction: Direction, index: u64) -> Result<(), DeviceError> {
-        let operation = direction.name();
-        self.check_usable(operation)?;
+    fn transfer(&mut self, direction: Direction, index: u64) -> Result<(), TransferError> {
+        self.check_usable()?;
         if index >= self.info.block_count {
-            return Err(DeviceError::OutOfRange {
+            return Err(TransferError::OutOfRange {
                 index,
                 block_count: self.info.block_count,
             });
@@ -266,8 +357,8 @@ impl VirtioDisk {
                 Direction::Write => self.device.write_blocks_nb(sector, request, data, response),
             }
         };
-        let token = submitted.map_err(|error| self.error(operation, error))?;
-        self.wait_for(token, operation)?;
+        let token = submitted.map_err(TransferError::Driver)?;
+        self.wait_for(token)?;
         // SAFETY: the same buffers as submitted, and the device is done.
         let completed = unsafe {
             match direction {
@@ -280,12 +371,9 @@ impl VirtioDisk {
             }
         };
         completed.map_err(|error| match response.status() {
-            RespStatus::IO_ERR => self.error(operation, format_args!("I/O error at block {index}")),
-            RespStatus::UNSUPPORTED => self.error(
-                operation,
-                format_args!("the device does not support {operation}s"),
-            ),
-            _ => self.error(operation, error),
+            RespStatus::IO_ERR => TransferError::Io { index },
+            RespStatus::UNSUPPORTED => TransferError::Unsupported,
+            _ => TransferError::Driver(error),
         })
     }
 
@@ -298,17 +386,17 @@ impl VirtioDisk {
     }
 }
 
+// Invariant (memory::windows): no `buffer` here is ever a domain window, so
+// nothing faults on a window while a disk lock is held.
 impl BlockDevice for VirtioDisk {
     fn read_block(&mut self, index: u64, buffer: &mut [u8; BLOCK_SIZE]) -> Result<(), DeviceError> {
-        self.transfer(Direction::Read, index)?;
-        buffer.copy_from_slice(self.bounce());
-        Ok(())
+        let read = PagerDisk { disk: self.disk }.read(index, buffer);
+        read.map_err(|error| self.error("read", error))
     }
 
     fn write_block(&mut self, index: u64, buffer: &[u8; BLOCK_SIZE]) -> Result<(), DeviceError> {
-        self.check_usable("write")?;
-        self.bounce().copy_from_slice(buffer);
-        self.transfer(Direction::Write, index)
+        let written = PagerDisk { disk: self.disk }.write(index, buffer);
+        written.map_err(|error| self.error("write", error))
     }
 
     /// Sends VIRTIO_BLK_T_FLUSH, so every completed write is on stable
@@ -316,10 +404,12 @@ impl BlockDevice for VirtioDisk {
     /// offer VIRTIO_BLK_F_FLUSH has no volatile cache: its completed writes
     /// are already durable, and virtio-drivers' flush is then a no-op.
     fn flush(&mut self) -> Result<(), DeviceError> {
-        self.check_usable("flush")?;
-        self.device
-            .flush()
-            .map_err(|error| self.error("flush", error))
+        let flushed = {
+            let mut disk = self.disk.lock();
+            disk.check_usable()
+                .and_then(|()| disk.device.flush().map_err(TransferError::Driver))
+        };
+        flushed.map_err(|error| self.error("flush", error))
     }
 
     fn block_count(&self) -> u64 {
@@ -331,9 +421,13 @@ impl BlockDevice for VirtioDisk {
 static PROBED: Mutex<Option<Vec<DiskInfo>>> = Mutex::new(None);
 
 /// Finds every virtio-blk device, in PCI order, and brings each up. A device
-/// that fails is logged and skipped. Probing resets the devices, so the disks
-/// of an earlier probe must be dropped first.
+/// that fails is logged and skipped. Probing resets the devices and disks
+/// live for good, so there is one probe per boot: a second returns nothing.
 pub fn probe_disks() -> Vec<VirtioDisk> {
+    if PROBED.lock().is_some() {
+        log::warn!("disks were probed already");
+        return Vec::new();
+    }
     virtio_hal::bounce_frame();
     let mut root = pci::root();
     let mut disks = Vec::new();
@@ -399,10 +493,12 @@ fn bring_up(
         is_read_only: device.readonly(),
         has_flush,
     };
-    Ok(VirtioDisk {
+    // Disks live as long as the kernel: the page-fault path may use any.
+    let disk = alloc::boxed::Box::leak(alloc::boxed::Box::new(Mutex::new(Disk {
         device,
         buffers,
         info,
         state: DiskState::Working,
-    })
+    })));
+    Ok(VirtioDisk { disk, info })
 }

@@ -5,6 +5,7 @@
 
 pub mod frames;
 pub mod heap;
+pub mod pager;
 pub mod paging;
 pub mod stacks;
 pub mod window_backing;

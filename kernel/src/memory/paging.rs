@@ -10,7 +10,8 @@ use spin::Mutex;
 use x86_64::registers::control::Cr3;
 use x86_64::structures::paging::{
     FrameAllocator as FrameSource, Mapper, OffsetPageTable, Page, PageTable, PageTableFlags,
-    PhysFrame, Size2MiB, Size4KiB, Translate, mapper::TranslateResult,
+    PhysFrame, Size2MiB, Size4KiB, Translate,
+    mapper::{MappedFrame, TranslateResult},
 };
 use x86_64::{PhysAddr, VirtAddr};
 
@@ -363,4 +364,96 @@ pub fn clear_dirty(start: VirtAddr, page_indices: &[u64]) {
             }
         }
     });
+}
+
+/// What the pager sees of one mapped 4 KiB page.
+#[derive(Debug, Clone, Copy)]
+pub struct MappedPage {
+    pub frame: PhysFrame,
+    pub flags: PageTableFlags,
+}
+
+/// The frame and flags behind `address`, if a 4 KiB page maps it.
+pub fn mapped_page(address: VirtAddr) -> Option<MappedPage> {
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        let tables = KERNEL_TABLES.lock();
+        match tables.as_ref()?.translate(address) {
+            TranslateResult::Mapped {
+                frame: MappedFrame::Size4KiB(frame),
+                flags,
+                ..
+            } => Some(MappedPage { frame, flags }),
+            _ => None,
+        }
+    })
+}
+
+/// Maps the page at `address` to `frame`, which the caller owns and has
+/// filled. Page-table frames come from the frame allocator.
+pub fn map_frame(
+    address: VirtAddr,
+    frame: PhysFrame,
+    flags: PageTableFlags,
+) -> Result<(), MemoryError> {
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        let mut tables = KERNEL_TABLES.lock();
+        let mapper = tables.as_mut().ok_or(MemoryError::MapFailed {
+            virtual_address: address.as_u64(),
+        })?;
+        frames::with(|frame_allocator| {
+            let mut table_frames = TableFrames {
+                frames: frame_allocator,
+                reachable_end: u64::MAX,
+                error: None,
+            };
+            let page = Page::<Size4KiB>::containing_address(address);
+            // SAFETY: the caller owns the page's virtual address (a domain
+            // window page that is not mapped) and the frame, so no reference
+            // points into either.
+            match unsafe { mapper.map_to(page, frame, flags, &mut table_frames) } {
+                Ok(flush) => {
+                    flush.flush();
+                    Ok(())
+                }
+                Err(_) => Err(table_frames.error.unwrap_or(MemoryError::MapFailed {
+                    virtual_address: address.as_u64(),
+                })),
+            }
+        })
+    })
+}
+
+/// Unmaps the page at `address` and returns its frame, which the caller now
+/// owns. Nothing may reference the page (the pager only unmaps window pages
+/// while no domain code runs).
+pub fn unmap_page(address: VirtAddr) -> Option<PhysFrame> {
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        let mut tables = KERNEL_TABLES.lock();
+        let page = Page::<Size4KiB>::containing_address(address);
+        let (frame, flush) = tables.as_mut()?.unmap(page).ok()?;
+        flush.flush();
+        Some(frame)
+    })
+}
+
+/// Clears the accessed bit of the page at `address`; returns whether it was
+/// set (the clock algorithm's second chance), `None` if unmapped.
+pub fn take_accessed(address: VirtAddr) -> Option<bool> {
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        let mut tables = KERNEL_TABLES.lock();
+        let mapper = tables.as_mut()?;
+        let TranslateResult::Mapped { flags, .. } = mapper.translate(address) else {
+            return None;
+        };
+        if !flags.contains(PageTableFlags::ACCESSED) {
+            return Some(false);
+        }
+        let page = Page::<Size4KiB>::containing_address(address);
+        // SAFETY: only the accessed bit changes; the mapping stays, so no
+        // reference is invalidated.
+        if let Ok(flush) = unsafe { mapper.update_flags(page, flags - PageTableFlags::ACCESSED) } {
+            flush.flush();
+        }
+        Some(true)
+    })
 }

@@ -3,22 +3,26 @@
 //! Each domain's linear memory is a window of its maximum size at a fixed
 //! place in the kernel's address space, handed to wasmi as the memory's
 //! buffer. No page is mapped until touched: the page-fault handler maps a
-//! zeroed frame and the interrupted access goes on, so a domain costs RAM for
-//! the pages it touches, not for its maximum. The CPU's dirty bits say which
-//! pages a checkpoint must write.
+//! frame, filled by the window's pager from the domain's image (or zeroed
+//! when the page is not stored, or the window has no pager), and the
+//! interrupted access goes on. So a domain costs RAM for the pages it
+//! touches, not for its maximum, and under pressure the pager evicts pages
+//! (memory::pager). The CPU's dirty bits say which pages a checkpoint must
+//! write.
 //!
 //! Invariants (the fault path must never need what the faulting code holds):
-//! - The fault path allocates nothing from the heap: it takes a frame from
-//!   the frame allocator and maps it through the page tables, nothing else.
-//! - No code touches a window while holding the frame-allocator or the
-//!   page-table lock (both are only held inside memory::frames and
-//!   memory::paging, which never touch windows), so the fault path can always
-//!   take them.
-//! - Windows are never unmapped or reused, so the `'static` slices handed to
-//!   wasmi stay valid.
-//!
-//! Not built yet: pages are never read from the image on a fault (a restore
-//! copies the stored pages in eagerly) and never evicted under pressure.
+//! - The fault path allocates nothing from the heap: it takes frames from
+//!   the frame allocator, reads and writes blocks through the disk's own DMA
+//!   buffer, and maps and unmaps through the page tables.
+//! - No code touches a window while holding a lock the fault path takes: the
+//!   frame allocator's and the page tables' (held only inside memory::frames
+//!   and memory::paging, which never touch windows), a disk's (no buffer
+//!   handed to a disk is a window: images copy pages through their own
+//!   buffers) and a pager's (held only by memory::pager and
+//!   memory::window_backing for bookkeeping). The fault path uses `try_lock`,
+//!   so a broken invariant is a fatal fault, not a deadlock.
+//! - Windows are never given back or reused, so the `'static` slices handed
+//!   to wasmi stay valid (their pages come and go, the range stays).
 
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -26,7 +30,7 @@ use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use x86_64::VirtAddr;
 use x86_64::structures::paging::PageTableFlags;
 
-use super::{MemoryError, frames, paging};
+use super::{MemoryError, frames, pager, paging};
 
 /// Where windows live: a range nothing else maps.
 const WINDOWS_BASE: u64 = 0xffff_9000_0000_0000;
@@ -36,7 +40,7 @@ const WINDOWS_BASE: u64 = 0xffff_9000_0000_0000;
 const WINDOW_SPAN_BYTES: u64 = 8 << 30;
 
 /// How many windows the range holds.
-const MAX_WINDOWS: usize = 1024;
+pub(super) const MAX_WINDOWS: usize = 1024;
 
 /// Size in bytes of each window handed out (0: not handed out).
 static WINDOW_SIZES: [AtomicU64; MAX_WINDOWS] = [const { AtomicU64::new(0) }; MAX_WINDOWS];
@@ -48,6 +52,7 @@ const FAULT_WAS_PRESENT: u64 = 1 << 0;
 /// One domain's window.
 #[derive(Debug)]
 pub struct Window {
+    index: usize,
     start: VirtAddr,
     size_bytes: u64,
 }
@@ -67,6 +72,7 @@ impl Window {
         };
         size_slot.store(size_bytes, Ordering::Release);
         Ok(Window {
+            index,
             start: VirtAddr::new(WINDOWS_BASE + index as u64 * WINDOW_SPAN_BYTES),
             size_bytes,
         })
@@ -103,6 +109,27 @@ impl Window {
     fn page_count(&self) -> u64 {
         self.size_bytes / frames::FRAME_BYTES
     }
+
+    /// Which window this is (the pager's key).
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    pub fn start(&self) -> VirtAddr {
+        self.start
+    }
+
+    /// Drops every resident page among the first `page_count` (their frames
+    /// go back to the allocator): they read as the pager says next time.
+    /// Nothing may reference the window's memory meanwhile.
+    pub fn drop_resident_pages(&self, page_count: u64) {
+        for page_index in 0..page_count.min(self.page_count()) {
+            let address = self.start + page_index * frames::FRAME_BYTES;
+            if let Some(frame) = paging::unmap_page(address) {
+                frames::with(|allocator| allocator.free(frame));
+            }
+        }
+    }
 }
 
 /// The page-fault path for windows: maps a zeroed frame at a not-present
@@ -121,6 +148,14 @@ pub fn handle_page_fault(address: u64, error_code: u64) -> bool {
         return false;
     }
     let page = VirtAddr::new(address).align_down(frames::FRAME_BYTES);
-    let flags = PageTableFlags::PRESENT | PageTableFlags::WRITABLE | PageTableFlags::NO_EXECUTE;
-    paging::map_fresh(page, 1, flags).is_ok()
+    let page_index = (page.as_u64() - WINDOWS_BASE) % WINDOW_SPAN_BYTES / frames::FRAME_BYTES;
+    match pager::fault(index, page_index, page) {
+        pager::Fault::Handled => true,
+        pager::Fault::Failed => false,
+        pager::Fault::NoPager => {
+            let flags =
+                PageTableFlags::PRESENT | PageTableFlags::WRITABLE | PageTableFlags::NO_EXECUTE;
+            paging::map_fresh(page, 1, flags).is_ok()
+        }
+    }
 }
