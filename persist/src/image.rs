@@ -98,8 +98,31 @@ pub struct Image<D> {
 impl<D: BlockDevice> Image<D> {
     /// Formats `device` as a new image of a domain and commits it (sequence
     /// 1). Whatever the device held before is lost.
-    pub fn create(mut device: D, domain: NewDomain<'_>) -> Result<Self, Error> {
-        if domain.name.is_empty() || domain.name.len() > MAX_NAME_LEN {
+    pub fn create(device: D, domain: NewDomain<'_>) -> Result<Self, Error> {
+        let metadata = Metadata {
+            id: domain.id,
+            name: domain.name.into(),
+            memory_pages: domain.memory_pages,
+            memory_max_pages: domain.memory_max_pages,
+            globals: Vec::new(),
+            status: Status::Running,
+            suspension: Vec::new(),
+            mailbox: Vec::new(),
+            clock_ns: 0,
+            counters: Counters::default(),
+            args: domain.args,
+            env: domain.env,
+            migration: None,
+        };
+        Self::create_from(device, metadata, domain.module)
+    }
+
+    /// Formats `device` as a new image holding `metadata` and `module` as
+    /// they are (an incoming migration's copy, whose first commit must
+    /// already say it is parked) and commits it (sequence 1). Whatever the
+    /// device held before is lost.
+    pub fn create_from(mut device: D, metadata: Metadata, module: &[u8]) -> Result<Self, Error> {
+        if metadata.name.is_empty() || metadata.name.len() > MAX_NAME_LEN {
             return Err(Error::InvalidMetadata {
                 reason: "the name must be 1 to 255 bytes",
             });
@@ -126,7 +149,7 @@ impl<D: BlockDevice> Image<D> {
         let mut space = SpaceMap::fresh(block_count);
         let mut blocks_written = 2;
         let (module_pointer, _) =
-            write_chain(&mut device, &mut space, domain.module, &mut blocks_written)?;
+            write_chain(&mut device, &mut space, module, &mut blocks_written)?;
         let mut superblock = Superblock::new_zeroed();
         superblock.magic = MAGIC;
         superblock.format_version = U32::new(FORMAT_VERSION);
@@ -136,25 +159,12 @@ impl<D: BlockDevice> Image<D> {
             device,
             superblock,
             space,
-            metadata: Metadata {
-                id: domain.id,
-                name: domain.name.into(),
-                memory_pages: domain.memory_pages,
-                memory_max_pages: domain.memory_max_pages,
-                globals: Vec::new(),
-                status: Status::Running,
-                suspension: Vec::new(),
-                mailbox: Vec::new(),
-                clock_ns: 0,
-                counters: Counters::default(),
-                args: domain.args,
-                env: domain.env,
-            },
+            metadata,
             module: ModuleRecord {
-                hash: module_hash(domain.module),
+                hash: module_hash(module),
                 first_block: module_pointer.first.block.get(),
                 first_crc: module_pointer.first.crc.get(),
-                len_bytes: domain.module.len() as u64,
+                len_bytes: module.len() as u64,
             },
             metadata_blocks: Vec::new(),
             staged_pages: BTreeMap::new(),
@@ -383,9 +393,7 @@ impl<D: BlockDevice> Image<D> {
             metadata: self.metadata.clone(),
             module: self.module,
         };
-        let record_bytes = postcard::to_allocvec(&record).map_err(|_| Error::InvalidMetadata {
-            reason: "the metadata cannot be encoded",
-        })?;
+        let record_bytes = crate::migrate::encode_record(&record)?;
         let (metadata_pointer, metadata_blocks) = write_chain(
             &mut self.device,
             &mut self.space,
@@ -487,12 +495,8 @@ pub(crate) fn read_record<D: BlockDevice>(
     image_blocks: u64,
 ) -> Result<(MetadataRecord, Vec<u64>), Error> {
     let (bytes, blocks) = read_chain(device, pointer, image_blocks, Structure::Metadata)?;
-    let record: MetadataRecord = postcard::from_bytes(&bytes).map_err(|_| {
-        Error::malformed(
-            pointer.first.block.get(),
-            Structure::Metadata,
-            "undecodable metadata record",
-        )
+    let record = crate::migrate::decode_record(&bytes).map_err(|reason| {
+        Error::malformed(pointer.first.block.get(), Structure::Metadata, reason)
     })?;
     if record.metadata.name.len() > MAX_NAME_LEN {
         return Err(Error::malformed(

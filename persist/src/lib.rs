@@ -16,6 +16,7 @@ mod file_device;
 mod image;
 mod layout;
 mod metadata;
+pub mod migrate;
 mod page_map;
 #[cfg(feature = "std")]
 pub mod soak;

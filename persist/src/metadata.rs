@@ -108,6 +108,11 @@ pub struct Metadata {
     pub args: Vec<String>,
     /// WASI environment, as `KEY=VALUE` strings (`environ_get`).
     pub env: Vec<String>,
+    /// The migration that concerns this image, if any (see
+    /// [`crate::migrate`]). Stored in a trailer after the record, not in
+    /// it, so images without one keep their version 1 encoding.
+    #[serde(skip)]
+    pub migration: Option<crate::migrate::Migration>,
 }
 
 impl Metadata {
@@ -173,6 +178,7 @@ mod tests {
                 },
                 args: vec!["hello".into(), "--flag".into()],
                 env: vec!["KEY=value".into()],
+                migration: None,
             },
             module: ModuleRecord {
                 hash: module_hash(b"\0asm"),

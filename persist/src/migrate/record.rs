@@ -1,0 +1,224 @@
+//! Migration records in image metadata, and who owns a domain after a crash.
+//!
+//! The record travels in the metadata chain as a *trailer* after the
+//! postcard-encoded metadata record, present only while a migration concerns
+//! the image. Images without one are byte for byte what format version 1
+//! always wrote, so every existing image stays readable; and code that knows
+//! nothing of trailers (postcard ignores trailing bytes) still reads an image
+//! that has one, where it finds the status [`Status::MovedAway`] and so never
+//! runs a parked or handed-over copy.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::metadata::{Metadata, MetadataRecord, Status};
+
+/// A migration's identity: chosen at random by the source, carried by every
+/// record and by the messages that decide ownership.
+pub type MigrationId = u128;
+
+/// The longest peer name a record holds, in bytes.
+pub const MAX_PEER_NAME_LEN: usize = 255;
+
+/// How far an incoming copy got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IncomingPhase {
+    /// Still receiving: the copy is consistent but not the whole domain.
+    Copying,
+    /// The whole final state is durable here; parked until the source says
+    /// it has given the domain up.
+    Complete,
+}
+
+/// What a migration has made of this image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Migration {
+    /// A copy arriving from `source` (the target's spare disk).
+    Incoming {
+        /// The migration.
+        migration_id: MigrationId,
+        /// The machine the domain comes from, as the transport names it.
+        source: String,
+        /// How far the copy got.
+        phase: IncomingPhase,
+        /// The status the domain had on the source, taken on at hand-over.
+        resume_status: Status,
+    },
+    /// The domain was given to `target`: this copy is a tombstone that
+    /// answers the target's questions and is never run again.
+    Outgoing {
+        /// The migration.
+        migration_id: MigrationId,
+        /// The machine the domain went to.
+        target: String,
+    },
+}
+
+/// Who may run the domain of an image, as far as this image can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ownership<'a> {
+    /// No migration concerns the image: its status decides.
+    Owner,
+    /// An incoming copy that never completed. The source cannot have given
+    /// the domain up (it does so only after a complete copy is durable), so
+    /// the copy is discarded without asking.
+    Incomplete {
+        /// The migration.
+        migration_id: MigrationId,
+    },
+    /// A complete incoming copy that must ask `source` before running.
+    Parked {
+        /// The migration.
+        migration_id: MigrationId,
+        /// Whom to ask.
+        source: &'a str,
+    },
+    /// Given away: never run this copy.
+    HandedOver {
+        /// The migration.
+        migration_id: MigrationId,
+        /// Where the domain went.
+        target: &'a str,
+    },
+}
+
+/// Who may run the domain `metadata` describes.
+pub fn ownership(metadata: &Metadata) -> Ownership<'_> {
+    match &metadata.migration {
+        None => Ownership::Owner,
+        Some(Migration::Incoming {
+            migration_id,
+            phase: IncomingPhase::Copying,
+            ..
+        }) => Ownership::Incomplete {
+            migration_id: *migration_id,
+        },
+        Some(Migration::Incoming {
+            migration_id,
+            source,
+            phase: IncomingPhase::Complete,
+            ..
+        }) => Ownership::Parked {
+            migration_id: *migration_id,
+            source,
+        },
+        Some(Migration::Outgoing {
+            migration_id,
+            target,
+        }) => Ownership::HandedOver {
+            migration_id: *migration_id,
+            target,
+        },
+    }
+}
+
+/// What follows the metadata record in the chain. Fields are only ever
+/// added at the end, and old readers ignore what they do not know.
+#[derive(Debug, Serialize, Deserialize)]
+struct Trailer {
+    migration: Option<Migration>,
+}
+
+/// Encodes the metadata record and, when a migration concerns the image, the
+/// trailer after it.
+pub(crate) fn encode_record(record: &MetadataRecord) -> Result<Vec<u8>, Error> {
+    let unencodable = |_| Error::InvalidMetadata {
+        reason: "the metadata cannot be encoded",
+    };
+    let mut bytes = postcard::to_allocvec(record).map_err(unencodable)?;
+    if let Some(migration) = &record.metadata.migration {
+        check_migration(migration)?;
+        let trailer = Trailer {
+            migration: Some(migration.clone()),
+        };
+        let trailer_bytes = postcard::to_allocvec(&trailer).map_err(unencodable)?;
+        bytes.extend_from_slice(&trailer_bytes);
+    }
+    Ok(bytes)
+}
+
+/// Decodes a metadata record and its trailer, if any.
+pub(crate) fn decode_record(bytes: &[u8]) -> Result<MetadataRecord, &'static str> {
+    let (mut record, rest): (MetadataRecord, &[u8]) =
+        postcard::take_from_bytes(bytes).map_err(|_| "undecodable metadata record")?;
+    if !rest.is_empty() {
+        let trailer: Trailer =
+            postcard::from_bytes(rest).map_err(|_| "undecodable migration trailer")?;
+        record.metadata.migration = trailer.migration;
+    }
+    Ok(record)
+}
+
+fn check_migration(migration: &Migration) -> Result<(), Error> {
+    let peer = match migration {
+        Migration::Incoming { source, .. } => source,
+        Migration::Outgoing { target, .. } => target,
+    };
+    if peer.len() > MAX_PEER_NAME_LEN {
+        return Err(Error::InvalidMetadata {
+            reason: "a migration peer name is longer than 255 bytes",
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metadata::{Counters, ModuleRecord, module_hash};
+    use alloc::vec;
+
+    fn record(migration: Option<Migration>) -> MetadataRecord {
+        MetadataRecord {
+            metadata: Metadata {
+                id: 9,
+                name: "counter".into(),
+                memory_pages: 1,
+                memory_max_pages: 2,
+                globals: vec![],
+                status: Status::MovedAway,
+                suspension: vec![],
+                mailbox: vec![],
+                clock_ns: 0,
+                counters: Counters::default(),
+                args: vec![],
+                env: vec![],
+                migration,
+            },
+            module: ModuleRecord {
+                hash: module_hash(b""),
+                first_block: 2,
+                first_crc: 0,
+                len_bytes: 0,
+            },
+        }
+    }
+
+    #[test]
+    fn a_record_without_migration_is_encoded_as_before() {
+        let plain = record(None);
+        let bytes = encode_record(&plain).unwrap();
+        assert_eq!(bytes, postcard::to_allocvec(&plain).unwrap());
+        assert_eq!(decode_record(&bytes), Ok(plain));
+    }
+
+    #[test]
+    fn the_trailer_round_trips_and_old_readers_skip_it() {
+        let migrating = record(Some(Migration::Incoming {
+            migration_id: 77,
+            source: "a".into(),
+            phase: IncomingPhase::Complete,
+            resume_status: Status::Running,
+        }));
+        let bytes = encode_record(&migrating).unwrap();
+        assert_eq!(decode_record(&bytes), Ok(migrating.clone()));
+        // What a reader without trailers sees: the record, status MovedAway.
+        let old: MetadataRecord = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(old.metadata.status, Status::MovedAway);
+        assert_eq!(old.metadata.migration, None);
+        assert!(decode_record(&bytes[..bytes.len() - 1]).is_err());
+    }
+}

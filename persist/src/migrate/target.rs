@@ -1,0 +1,497 @@
+//! The target side: build a parked copy on a spare disk, then take over.
+
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use crate::device::BlockDevice;
+use crate::image::Image;
+use crate::metadata::{DomainId, MAX_NAME_LEN, Metadata, ModuleHash, Status, module_hash};
+use crate::{MIN_IMAGE_BLOCKS, PAGE_SIZE};
+
+use super::error::Error;
+use super::record::{IncomingPhase, MAX_PEER_NAME_LEN, Migration, MigrationId};
+use super::snapshot::{committed_locations, pages_digest};
+use super::wire::{Message, Refusal, RoundKind};
+
+/// The largest module a migration carries.
+pub const MAX_MODULE_LEN_BYTES: u64 = 64 << 20;
+
+/// The largest encoded metadata record a migration carries.
+pub const MAX_METADATA_LEN_BYTES: u64 = 16 << 20;
+
+/// What a message meant to the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetEvent {
+    /// Nothing to answer.
+    Nothing,
+    /// Send the reply `receive` wrote.
+    Reply,
+    /// The complete copy is durable and parked; send the reply (`Durable`).
+    Parked,
+    /// The domain is this machine's now: send the reply (`Running`), take
+    /// the image with [`Target::into_image`] and run it.
+    Running,
+    /// The source abandoned the migration: discard the copy
+    /// ([`Target::discard`]).
+    Aborted,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    AwaitingBegin,
+    Module,
+    Metadata,
+    Pages,
+    Parked,
+    Running,
+    Aborted,
+    Failed,
+}
+
+impl State {
+    fn name(self) -> &'static str {
+        match self {
+            Self::AwaitingBegin => "waiting for a migration to begin",
+            Self::Module => "receiving the module",
+            Self::Metadata => "receiving the metadata",
+            Self::Pages => "receiving pages",
+            Self::Parked => "parked",
+            Self::Running => "running",
+            Self::Aborted => "aborted",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Disk<D> {
+    Spare(D),
+    // Boxed: an image holds a superblock and maps, a spare disk a handle.
+    Image(Box<Image<D>>),
+    Gone,
+}
+
+/// The receiving side of one migration, over a spare disk.
+///
+/// Pages go to the disk as they arrive (staged copy-on-write, committed at
+/// the end of each round); only the module and the metadata record are held
+/// in RAM, both bounded.
+#[derive(Debug)]
+pub struct Target<D> {
+    source: String,
+    disk: Disk<D>,
+    state: State,
+    migration_id: MigrationId,
+    domain_id: DomainId,
+    module: Vec<u8>,
+    module_len_bytes: u64,
+    module_hash: ModuleHash,
+    metadata_bytes: Vec<u8>,
+    metadata_len_bytes: u64,
+    /// The final round's metadata, staged at its end.
+    final_metadata: Option<Metadata>,
+    round_changes: u64,
+}
+
+impl<D: BlockDevice> Target<D> {
+    /// Waits for a migration from `source` (the transport's name for it,
+    /// recorded in the copy so that a reboot knows whom to ask) onto
+    /// `spare`, whose contents will be replaced. Pass `&mut disk` to keep
+    /// the disk whatever happens.
+    pub fn new(spare: D, source: &str) -> Result<Self, Error> {
+        if source.len() > MAX_PEER_NAME_LEN {
+            return Err(Error::Image(crate::Error::InvalidMetadata {
+                reason: "a migration peer name is longer than 255 bytes",
+            }));
+        }
+        if spare.block_count() < MIN_IMAGE_BLOCKS {
+            return Err(Error::Image(crate::Error::DeviceTooSmall {
+                needed_blocks: MIN_IMAGE_BLOCKS,
+                device_blocks: spare.block_count(),
+            }));
+        }
+        Ok(Self {
+            source: source.into(),
+            disk: Disk::Spare(spare),
+            state: State::AwaitingBegin,
+            migration_id: 0,
+            domain_id: 0,
+            module: Vec::new(),
+            module_len_bytes: 0,
+            module_hash: [0; 32],
+            metadata_bytes: Vec::new(),
+            metadata_len_bytes: 0,
+            final_metadata: None,
+            round_changes: 0,
+        })
+    }
+
+    /// The migration being received (0 before it begins).
+    pub fn migration_id(&self) -> MigrationId {
+        self.migration_id
+    }
+
+    /// Handles one message from the source, writing any reply into `reply`
+    /// (cleared first). After an error the target is failed: send
+    /// [`refusal`] of the error and discard the copy.
+    pub fn receive(&mut self, frame: &[u8], reply: &mut Vec<u8>) -> Result<TargetEvent, Error> {
+        reply.clear();
+        let result = self.handle(frame, reply);
+        if result.is_err() && self.state != State::Parked {
+            self.state = State::Failed;
+        }
+        result
+    }
+
+    fn handle(&mut self, frame: &[u8], reply: &mut Vec<u8>) -> Result<TargetEvent, Error> {
+        let message = Message::decode(frame)?;
+        let unexpected = Error::Unexpected {
+            message: message.name(),
+            state: self.state.name(),
+        };
+        match (self.state, message) {
+            (
+                State::AwaitingBegin,
+                Message::Begin {
+                    migration_id,
+                    domain_id,
+                    module_len_bytes,
+                    module_hash,
+                },
+            ) => {
+                if module_len_bytes > MAX_MODULE_LEN_BYTES {
+                    return Err(Error::TooLarge {
+                        what: "module",
+                        len_bytes: module_len_bytes,
+                        max_bytes: MAX_MODULE_LEN_BYTES,
+                    });
+                }
+                self.migration_id = migration_id;
+                self.domain_id = domain_id;
+                self.module_len_bytes = module_len_bytes;
+                self.module_hash = module_hash;
+                self.state = State::Module;
+                self.finish_module()?;
+                Ok(TargetEvent::Nothing)
+            }
+            (State::Module, Message::ModuleChunk { offset, bytes }) => {
+                let expected = self.module.len() as u64;
+                if offset != expected {
+                    return Err(Error::OutOfOrderChunk {
+                        what: "module",
+                        expected_offset: expected,
+                        found_offset: offset,
+                    });
+                }
+                if expected + bytes.len() as u64 > self.module_len_bytes {
+                    return Err(Error::TooLarge {
+                        what: "module",
+                        len_bytes: expected + bytes.len() as u64,
+                        max_bytes: self.module_len_bytes,
+                    });
+                }
+                self.module.extend_from_slice(bytes);
+                self.finish_module()?;
+                Ok(TargetEvent::Nothing)
+            }
+            (
+                State::Metadata | State::Pages,
+                Message::MetadataChunk {
+                    total_len_bytes,
+                    offset,
+                    bytes,
+                },
+            ) => {
+                if let Some(metadata) = self.metadata_chunk(total_len_bytes, offset, bytes)? {
+                    if self.state == State::Metadata {
+                        self.create_copy(metadata)?;
+                        self.state = State::Pages;
+                    } else {
+                        self.final_metadata = Some(metadata);
+                    }
+                }
+                Ok(TargetEvent::Nothing)
+            }
+            (State::Pages, Message::Page { page_index, bytes }) => {
+                self.image()?.stage_page(page_index, bytes)?;
+                self.round_changes += 1;
+                Ok(TargetEvent::Nothing)
+            }
+            (State::Pages, Message::PageRemoved { page_index }) => {
+                self.image()?.stage_page(page_index, &[0; PAGE_SIZE])?;
+                self.round_changes += 1;
+                Ok(TargetEvent::Nothing)
+            }
+            (
+                State::Pages,
+                Message::EndRound {
+                    round,
+                    kind,
+                    changes,
+                    pages_stored,
+                    pages_digest,
+                },
+            ) => {
+                if changes != self.round_changes {
+                    return Err(Error::RoundMismatch {
+                        what: "page messages in the round",
+                        expected: changes,
+                        found: self.round_changes,
+                    });
+                }
+                self.round_changes = 0;
+                if kind == RoundKind::Final {
+                    let metadata = self.final_metadata.take().ok_or(Error::Unexpected {
+                        message: "end of the final round",
+                        state: "no final metadata was received",
+                    })?;
+                    self.stage_incoming(metadata, IncomingPhase::Copying)?;
+                }
+                let image = self.image()?;
+                image.commit()?;
+                check_pages(image, pages_stored, pages_digest)?;
+                if kind == RoundKind::PreCopy {
+                    Message::RoundCommitted { round }.encode(reply)?;
+                    return Ok(TargetEvent::Reply);
+                }
+                // Every byte is checked: now the copy may be complete. Twice,
+                // so that both superblock slots say so: a damaged newest
+                // superblock must not bring back the incomplete copy, which
+                // would be discarded while the source has handed over.
+                let image = self.image()?;
+                if let Some(Migration::Incoming { phase, .. }) = &mut image.metadata_mut().migration
+                {
+                    *phase = IncomingPhase::Complete;
+                }
+                image.commit()?;
+                image.commit()?;
+                self.state = State::Parked;
+                Message::Durable {
+                    migration_id: self.migration_id,
+                }
+                .encode(reply)?;
+                Ok(TargetEvent::Parked)
+            }
+            (State::Parked, Message::HandOver { migration_id }) => {
+                self.check_migration(migration_id)?;
+                let image = self.image()?;
+                take_ownership(image)?;
+                self.state = State::Running;
+                Message::Running { migration_id }.encode(reply)?;
+                Ok(TargetEvent::Running)
+            }
+            (
+                State::AwaitingBegin
+                | State::Module
+                | State::Metadata
+                | State::Pages
+                | State::Parked
+                | State::Failed,
+                Message::Abort { migration_id },
+            ) => {
+                self.check_migration(migration_id)?;
+                self.state = State::Aborted;
+                Ok(TargetEvent::Aborted)
+            }
+            _ => Err(unexpected),
+        }
+    }
+
+    /// Once the whole module is here: check its hash, go on to metadata.
+    fn finish_module(&mut self) -> Result<(), Error> {
+        if self.module.len() as u64 == self.module_len_bytes {
+            if module_hash(&self.module) != self.module_hash {
+                return Err(Error::ModuleHashMismatch);
+            }
+            self.state = State::Metadata;
+        }
+        Ok(())
+    }
+
+    /// Adds a metadata chunk; returns the metadata once complete.
+    fn metadata_chunk(
+        &mut self,
+        total_len_bytes: u64,
+        offset: u64,
+        bytes: &[u8],
+    ) -> Result<Option<Metadata>, Error> {
+        if offset == 0 {
+            if total_len_bytes > MAX_METADATA_LEN_BYTES {
+                return Err(Error::TooLarge {
+                    what: "metadata",
+                    len_bytes: total_len_bytes,
+                    max_bytes: MAX_METADATA_LEN_BYTES,
+                });
+            }
+            self.metadata_bytes.clear();
+            self.metadata_len_bytes = total_len_bytes;
+        }
+        let expected = self.metadata_bytes.len() as u64;
+        if offset != expected || total_len_bytes != self.metadata_len_bytes {
+            return Err(Error::OutOfOrderChunk {
+                what: "metadata",
+                expected_offset: expected,
+                found_offset: offset,
+            });
+        }
+        if expected + bytes.len() as u64 > total_len_bytes {
+            return Err(Error::TooLarge {
+                what: "metadata",
+                len_bytes: expected + bytes.len() as u64,
+                max_bytes: total_len_bytes,
+            });
+        }
+        self.metadata_bytes.extend_from_slice(bytes);
+        if (self.metadata_bytes.len() as u64) < total_len_bytes {
+            return Ok(None);
+        }
+        let metadata: Metadata =
+            postcard::from_bytes(&self.metadata_bytes).map_err(|_| Error::BadMetadata {
+                reason: "undecodable metadata record",
+            })?;
+        self.metadata_bytes = Vec::new();
+        if metadata.id != self.domain_id {
+            return Err(Error::BadMetadata {
+                reason: "the metadata names another domain",
+            });
+        }
+        if metadata.name.is_empty() || metadata.name.len() > MAX_NAME_LEN {
+            return Err(Error::BadMetadata {
+                reason: "the name must be 1 to 255 bytes",
+            });
+        }
+        Ok(Some(metadata))
+    }
+
+    /// Formats the spare disk as the incoming copy: its very first commit
+    /// already says it is an incomplete incoming copy, so no power cut can
+    /// leave a runnable image behind.
+    fn create_copy(&mut self, metadata: Metadata) -> Result<(), Error> {
+        let incoming = self.incoming(metadata, IncomingPhase::Copying);
+        let Disk::Spare(device) = core::mem::replace(&mut self.disk, Disk::Gone) else {
+            return Err(Error::Unexpected {
+                message: "metadata",
+                state: "the spare disk is already in use",
+            });
+        };
+        let module = core::mem::take(&mut self.module);
+        self.disk = Disk::Image(Box::new(Image::create_from(device, incoming, &module)?));
+        Ok(())
+    }
+
+    fn stage_incoming(&mut self, metadata: Metadata, phase: IncomingPhase) -> Result<(), Error> {
+        let incoming = self.incoming(metadata, phase);
+        let image = self.image()?;
+        // The counters of the copy go on from the source's.
+        image.stage_metadata(incoming);
+        Ok(())
+    }
+
+    /// `metadata` as a parked incoming copy stores it.
+    fn incoming(&self, mut metadata: Metadata, phase: IncomingPhase) -> Metadata {
+        let resume_status = core::mem::replace(&mut metadata.status, Status::MovedAway);
+        metadata.migration = Some(Migration::Incoming {
+            migration_id: self.migration_id,
+            source: self.source.clone(),
+            phase,
+            resume_status,
+        });
+        metadata
+    }
+
+    fn image(&mut self) -> Result<&mut Image<D>, Error> {
+        match &mut self.disk {
+            Disk::Image(image) => Ok(image),
+            _ => Err(Error::Unexpected {
+                message: "page",
+                state: "no copy has been created",
+            }),
+        }
+    }
+
+    fn check_migration(&self, found: MigrationId) -> Result<(), Error> {
+        if found != self.migration_id {
+            return Err(Error::WrongMigration {
+                expected: self.migration_id,
+                found,
+            });
+        }
+        Ok(())
+    }
+
+    /// The image, once the domain runs here (`None` before).
+    pub fn into_image(self) -> Option<Image<D>> {
+        match (self.state, self.disk) {
+            (State::Running, Disk::Image(image)) => Some(*image),
+            _ => None,
+        }
+    }
+
+    /// Gives up the copy after an abort or a failure: the spare disk is
+    /// blanked (when a copy was created) and returned. A parked copy is
+    /// given up only after an abort, never on a failure (only the source's
+    /// answer may decide it), and a running one never: both
+    /// [`Error::NotDiscardable`].
+    pub fn discard(self) -> Result<Option<D>, Error> {
+        match (self.state, self.disk) {
+            (State::Running | State::Parked, _) => Err(Error::NotDiscardable),
+            (_, Disk::Spare(device)) => Ok(Some(device)),
+            (_, Disk::Image(image)) => super::resolve::discard(*image).map(Some),
+            (_, Disk::Gone) => Ok(None),
+        }
+    }
+}
+
+/// Makes a parked copy the owner: its status as it was on the source, no
+/// migration record.
+pub(crate) fn take_ownership<D: BlockDevice>(image: &mut Image<D>) -> Result<(), Error> {
+    let before = image.metadata().clone();
+    let metadata = image.metadata_mut();
+    if let Some(Migration::Incoming { resume_status, .. }) = metadata.migration.take() {
+        metadata.status = resume_status;
+    }
+    if let Err(error) = image.commit() {
+        image.stage_metadata(before);
+        return Err(error.into());
+    }
+    Ok(())
+}
+
+/// Checks the committed pages against the source's count and digest.
+fn check_pages<D: BlockDevice>(
+    image: &mut Image<D>,
+    pages_stored: u64,
+    digest: u32,
+) -> Result<(), Error> {
+    let locations = committed_locations(image)?;
+    if locations.len() as u64 != pages_stored {
+        return Err(Error::RoundMismatch {
+            what: "pages stored",
+            expected: pages_stored,
+            found: locations.len() as u64,
+        });
+    }
+    let found = pages_digest(
+        locations
+            .iter()
+            .map(|(page_index, location)| (*page_index, location.crc)),
+    );
+    if found != digest {
+        return Err(Error::RoundMismatch {
+            what: "page digest",
+            expected: u64::from(digest),
+            found: u64::from(found),
+        });
+    }
+    Ok(())
+}
+
+/// The refusal to send the source after `error` on the target.
+pub fn refusal(error: &Error, reply: &mut Vec<u8>) -> Result<(), Error> {
+    let reason = match error {
+        Error::Image(_) => Refusal::Storage,
+        _ => Refusal::Protocol,
+    };
+    Message::Refused { reason }.encode(reply)
+}

@@ -1,0 +1,674 @@
+//! The migration wire format: versioned, checksummed, bounded messages.
+//!
+//! Every message is one frame:
+//!
+//! | bytes  | field                                                   |
+//! |--------|---------------------------------------------------------|
+//! | 0..4   | magic `AMIG`                                            |
+//! | 4..6   | wire version ([`WIRE_VERSION`]), little-endian          |
+//! | 6      | kind                                                    |
+//! | 7      | zero                                                    |
+//! | 8..12  | payload length, at most [`MAX_PAYLOAD_LEN`]             |
+//! | 12..16 | CRC-32C of bytes 0..12 followed by the payload          |
+//! | 16..   | payload: fixed little-endian fields, per kind           |
+//!
+//! A stream transport reads [`HEADER_LEN`] bytes, asks [`message_len`] how
+//! long the whole frame is (checked against the bound before any payload
+//! is read), reads the rest and hands the frame to [`Message::decode`].
+//! Every field of hostile input is checked; nothing panics.
+
+use alloc::vec::Vec;
+
+use crate::PAGE_SIZE;
+use crate::metadata::{DomainId, ModuleHash};
+
+use super::error::Error;
+use super::record::MigrationId;
+
+/// The first four bytes of every message.
+pub const MAGIC: [u8; 4] = *b"AMIG";
+
+/// The wire format version this code speaks.
+pub const WIRE_VERSION: u16 = 1;
+
+/// Bytes before the payload.
+pub const HEADER_LEN: usize = 16;
+
+/// The most module or metadata bytes one chunk carries.
+pub const CHUNK_LEN_BYTES: usize = 8192;
+
+/// The longest payload (a chunk and its offsets).
+pub const MAX_PAYLOAD_LEN: usize = CHUNK_LEN_BYTES + 16;
+
+/// The longest message.
+pub const MAX_MESSAGE_LEN: usize = HEADER_LEN + MAX_PAYLOAD_LEN;
+
+/// Which round an [`Message::EndRound`] ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoundKind {
+    /// A pre-copy round: the domain still runs on the source.
+    PreCopy,
+    /// The last round: the domain is paused and committed on the source.
+    Final,
+}
+
+/// The source's answer to a parked target's [`Message::Query`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The source has durably given the domain up: the target runs it.
+    HandedOver,
+    /// The source keeps the domain and will never give it up under this
+    /// migration: the target discards its copy.
+    Aborted,
+    /// The source has no image of the domain at all: stay parked (a person
+    /// must decide; guessing could lose the domain or run it twice).
+    Unknown,
+}
+
+/// Why a target refused a migration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The stream broke the protocol (bad order, counts, hashes).
+    Protocol,
+    /// The spare disk failed or is too small.
+    Storage,
+}
+
+/// One protocol message, borrowing its bulk bytes from the frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Message<'a> {
+    /// Source: a migration starts; module and metadata chunks follow.
+    Begin {
+        /// The migration.
+        migration_id: MigrationId,
+        /// The domain that moves.
+        domain_id: DomainId,
+        /// The module's length.
+        module_len_bytes: u64,
+        /// The module's SHA-256.
+        module_hash: ModuleHash,
+    },
+    /// Source: module bytes at `offset`.
+    ModuleChunk {
+        /// Where these bytes go.
+        offset: u64,
+        /// At most [`CHUNK_LEN_BYTES`].
+        bytes: &'a [u8],
+    },
+    /// Source: postcard-encoded [`crate::Metadata`] bytes at `offset` of
+    /// `total_len_bytes`.
+    MetadataChunk {
+        /// The whole encoding's length.
+        total_len_bytes: u64,
+        /// Where these bytes go.
+        offset: u64,
+        /// At most [`CHUNK_LEN_BYTES`].
+        bytes: &'a [u8],
+    },
+    /// Source: a stored page's committed contents.
+    Page {
+        /// Which page.
+        page_index: u64,
+        /// Its bytes.
+        bytes: &'a [u8; PAGE_SIZE],
+    },
+    /// Source: a page that was stored and no longer is (it reads as zeros).
+    PageRemoved {
+        /// Which page.
+        page_index: u64,
+    },
+    /// Source: the round's changes are all sent.
+    EndRound {
+        /// The round, from 0.
+        round: u32,
+        /// Pre-copy or final.
+        kind: RoundKind,
+        /// Page and page-removed messages in this round.
+        changes: u64,
+        /// Pages the source's snapshot stores.
+        pages_stored: u64,
+        /// [`super::source::pages_digest`] of the source's snapshot.
+        pages_digest: u32,
+    },
+    /// Source: it has committed the domain as moved away; run it.
+    HandOver {
+        /// The migration.
+        migration_id: MigrationId,
+    },
+    /// Source: the migration is abandoned; discard the copy.
+    Abort {
+        /// The migration.
+        migration_id: MigrationId,
+    },
+    /// Target: the round is committed on the spare disk.
+    RoundCommitted {
+        /// The round.
+        round: u32,
+    },
+    /// Target: the complete final state is durable and parked.
+    Durable {
+        /// The migration.
+        migration_id: MigrationId,
+    },
+    /// Target: it owns and runs the domain; the source's tombstone may go.
+    Running {
+        /// The migration.
+        migration_id: MigrationId,
+    },
+    /// Target: it cannot go on.
+    Refused {
+        /// Why.
+        reason: Refusal,
+    },
+    /// Parked target: did you give this domain up?
+    Query {
+        /// The migration.
+        migration_id: MigrationId,
+        /// The domain.
+        domain_id: DomainId,
+    },
+    /// Source: the answer to a query.
+    Answer {
+        /// The migration.
+        migration_id: MigrationId,
+        /// The answer.
+        verdict: Verdict,
+    },
+}
+
+const KIND_BEGIN: u8 = 1;
+const KIND_MODULE_CHUNK: u8 = 2;
+const KIND_METADATA_CHUNK: u8 = 3;
+const KIND_PAGE: u8 = 4;
+const KIND_PAGE_REMOVED: u8 = 5;
+const KIND_END_ROUND: u8 = 6;
+const KIND_HAND_OVER: u8 = 7;
+const KIND_ABORT: u8 = 8;
+const KIND_ROUND_COMMITTED: u8 = 9;
+const KIND_DURABLE: u8 = 10;
+const KIND_RUNNING: u8 = 11;
+const KIND_REFUSED: u8 = 12;
+const KIND_QUERY: u8 = 13;
+const KIND_ANSWER: u8 = 14;
+
+impl Message<'_> {
+    /// The message's name, for errors and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Begin { .. } => "begin",
+            Self::ModuleChunk { .. } => "module chunk",
+            Self::MetadataChunk { .. } => "metadata chunk",
+            Self::Page { .. } => "page",
+            Self::PageRemoved { .. } => "page removed",
+            Self::EndRound { .. } => "end of round",
+            Self::HandOver { .. } => "hand-over",
+            Self::Abort { .. } => "abort",
+            Self::RoundCommitted { .. } => "round committed",
+            Self::Durable { .. } => "durable",
+            Self::Running { .. } => "running",
+            Self::Refused { .. } => "refused",
+            Self::Query { .. } => "query",
+            Self::Answer { .. } => "answer",
+        }
+    }
+
+    fn kind(&self) -> u8 {
+        match self {
+            Self::Begin { .. } => KIND_BEGIN,
+            Self::ModuleChunk { .. } => KIND_MODULE_CHUNK,
+            Self::MetadataChunk { .. } => KIND_METADATA_CHUNK,
+            Self::Page { .. } => KIND_PAGE,
+            Self::PageRemoved { .. } => KIND_PAGE_REMOVED,
+            Self::EndRound { .. } => KIND_END_ROUND,
+            Self::HandOver { .. } => KIND_HAND_OVER,
+            Self::Abort { .. } => KIND_ABORT,
+            Self::RoundCommitted { .. } => KIND_ROUND_COMMITTED,
+            Self::Durable { .. } => KIND_DURABLE,
+            Self::Running { .. } => KIND_RUNNING,
+            Self::Refused { .. } => KIND_REFUSED,
+            Self::Query { .. } => KIND_QUERY,
+            Self::Answer { .. } => KIND_ANSWER,
+        }
+    }
+
+    /// Writes the message as one frame into `out` (cleared first). Chunks
+    /// longer than [`CHUNK_LEN_BYTES`] are a caller bug and are refused.
+    pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), Error> {
+        out.clear();
+        out.extend_from_slice(&MAGIC);
+        out.extend_from_slice(&WIRE_VERSION.to_le_bytes());
+        out.push(self.kind());
+        out.push(0);
+        out.extend_from_slice(&[0; 8]);
+        match *self {
+            Self::Begin {
+                migration_id,
+                domain_id,
+                module_len_bytes,
+                module_hash,
+            } => {
+                out.extend_from_slice(&migration_id.to_le_bytes());
+                out.extend_from_slice(&domain_id.to_le_bytes());
+                out.extend_from_slice(&module_len_bytes.to_le_bytes());
+                out.extend_from_slice(&module_hash);
+            }
+            Self::ModuleChunk { offset, bytes } => {
+                check_chunk(bytes)?;
+                out.extend_from_slice(&offset.to_le_bytes());
+                out.extend_from_slice(bytes);
+            }
+            Self::MetadataChunk {
+                total_len_bytes,
+                offset,
+                bytes,
+            } => {
+                check_chunk(bytes)?;
+                out.extend_from_slice(&total_len_bytes.to_le_bytes());
+                out.extend_from_slice(&offset.to_le_bytes());
+                out.extend_from_slice(bytes);
+            }
+            Self::Page { page_index, bytes } => {
+                out.extend_from_slice(&page_index.to_le_bytes());
+                out.extend_from_slice(bytes);
+            }
+            Self::PageRemoved { page_index } => out.extend_from_slice(&page_index.to_le_bytes()),
+            Self::EndRound {
+                round,
+                kind,
+                changes,
+                pages_stored,
+                pages_digest,
+            } => {
+                out.extend_from_slice(&round.to_le_bytes());
+                out.push(match kind {
+                    RoundKind::PreCopy => 0,
+                    RoundKind::Final => 1,
+                });
+                out.extend_from_slice(&changes.to_le_bytes());
+                out.extend_from_slice(&pages_stored.to_le_bytes());
+                out.extend_from_slice(&pages_digest.to_le_bytes());
+            }
+            Self::HandOver { migration_id }
+            | Self::Abort { migration_id }
+            | Self::Durable { migration_id }
+            | Self::Running { migration_id } => {
+                out.extend_from_slice(&migration_id.to_le_bytes());
+            }
+            Self::RoundCommitted { round } => out.extend_from_slice(&round.to_le_bytes()),
+            Self::Refused { reason } => out.push(match reason {
+                Refusal::Protocol => 0,
+                Refusal::Storage => 1,
+            }),
+            Self::Query {
+                migration_id,
+                domain_id,
+            } => {
+                out.extend_from_slice(&migration_id.to_le_bytes());
+                out.extend_from_slice(&domain_id.to_le_bytes());
+            }
+            Self::Answer {
+                migration_id,
+                verdict,
+            } => {
+                out.extend_from_slice(&migration_id.to_le_bytes());
+                out.push(match verdict {
+                    Verdict::HandedOver => 0,
+                    Verdict::Aborted => 1,
+                    Verdict::Unknown => 2,
+                });
+            }
+        }
+        let payload_len = out.len() - HEADER_LEN;
+        out[8..12].copy_from_slice(&(payload_len as u32).to_le_bytes());
+        let crc = frame_crc(&out[..12], &out[HEADER_LEN..]);
+        out[12..16].copy_from_slice(&crc.to_le_bytes());
+        Ok(())
+    }
+
+    /// Decodes one whole frame, checking magic, version, length, checksum
+    /// and every field.
+    pub fn decode(frame: &[u8]) -> Result<Message<'_>, Error> {
+        let total_len = message_len(frame)?;
+        if frame.len() != total_len {
+            return Err(if frame.len() < total_len {
+                Error::Truncated {
+                    needed_bytes: total_len,
+                    got_bytes: frame.len(),
+                }
+            } else {
+                Error::TrailingBytes {
+                    extra_bytes: frame.len() - total_len,
+                }
+            });
+        }
+        let stored_crc = u32::from_le_bytes([frame[12], frame[13], frame[14], frame[15]]);
+        let payload = &frame[HEADER_LEN..];
+        if frame_crc(&frame[..12], payload) != stored_crc {
+            return Err(Error::ChecksumMismatch);
+        }
+        let kind = frame[6];
+        let mut fields = Fields { bytes: payload };
+        let message = match kind {
+            KIND_BEGIN => {
+                fields.expect_len(16 + 16 + 8 + 32, "begin")?;
+                Message::Begin {
+                    migration_id: fields.u128(),
+                    domain_id: fields.u128(),
+                    module_len_bytes: fields.u64(),
+                    module_hash: fields.array::<32>(),
+                }
+            }
+            KIND_MODULE_CHUNK => {
+                fields.expect_chunk(8, "module chunk")?;
+                Message::ModuleChunk {
+                    offset: fields.u64(),
+                    bytes: fields.rest(),
+                }
+            }
+            KIND_METADATA_CHUNK => {
+                fields.expect_chunk(16, "metadata chunk")?;
+                Message::MetadataChunk {
+                    total_len_bytes: fields.u64(),
+                    offset: fields.u64(),
+                    bytes: fields.rest(),
+                }
+            }
+            KIND_PAGE => {
+                fields.expect_len(8 + PAGE_SIZE, "page")?;
+                let page_index = fields.u64();
+                let bytes = fields.rest().try_into().map_err(|_| Error::BadLength {
+                    message: "page",
+                    len_bytes: payload.len(),
+                })?;
+                Message::Page { page_index, bytes }
+            }
+            KIND_PAGE_REMOVED => {
+                fields.expect_len(8, "page removed")?;
+                Message::PageRemoved {
+                    page_index: fields.u64(),
+                }
+            }
+            KIND_END_ROUND => {
+                fields.expect_len(4 + 1 + 8 + 8 + 4, "end of round")?;
+                let round = fields.u32();
+                let kind = match fields.u8() {
+                    0 => RoundKind::PreCopy,
+                    1 => RoundKind::Final,
+                    _ => {
+                        return Err(Error::BadValue {
+                            field: "round kind",
+                        });
+                    }
+                };
+                Message::EndRound {
+                    round,
+                    kind,
+                    changes: fields.u64(),
+                    pages_stored: fields.u64(),
+                    pages_digest: fields.u32(),
+                }
+            }
+            KIND_HAND_OVER | KIND_ABORT | KIND_DURABLE | KIND_RUNNING => {
+                fields.expect_len(16, "migration message")?;
+                let migration_id = fields.u128();
+                match kind {
+                    KIND_HAND_OVER => Message::HandOver { migration_id },
+                    KIND_ABORT => Message::Abort { migration_id },
+                    KIND_DURABLE => Message::Durable { migration_id },
+                    _ => Message::Running { migration_id },
+                }
+            }
+            KIND_ROUND_COMMITTED => {
+                fields.expect_len(4, "round committed")?;
+                Message::RoundCommitted {
+                    round: fields.u32(),
+                }
+            }
+            KIND_REFUSED => {
+                fields.expect_len(1, "refused")?;
+                let reason = match fields.u8() {
+                    0 => Refusal::Protocol,
+                    1 => Refusal::Storage,
+                    _ => return Err(Error::BadValue { field: "refusal" }),
+                };
+                Message::Refused { reason }
+            }
+            KIND_QUERY => {
+                fields.expect_len(32, "query")?;
+                Message::Query {
+                    migration_id: fields.u128(),
+                    domain_id: fields.u128(),
+                }
+            }
+            KIND_ANSWER => {
+                fields.expect_len(17, "answer")?;
+                let migration_id = fields.u128();
+                let verdict = match fields.u8() {
+                    0 => Verdict::HandedOver,
+                    1 => Verdict::Aborted,
+                    2 => Verdict::Unknown,
+                    _ => return Err(Error::BadValue { field: "verdict" }),
+                };
+                Message::Answer {
+                    migration_id,
+                    verdict,
+                }
+            }
+            other => return Err(Error::UnknownKind { kind: other }),
+        };
+        Ok(message)
+    }
+}
+
+/// The length of the whole frame that starts with `header` (at least its
+/// first [`HEADER_LEN`] bytes), after checking magic, version and the
+/// payload bound: what a stream transport reads next.
+pub fn message_len(header: &[u8]) -> Result<usize, Error> {
+    if header.len() < HEADER_LEN {
+        return Err(Error::Truncated {
+            needed_bytes: HEADER_LEN,
+            got_bytes: header.len(),
+        });
+    }
+    if header[..4] != MAGIC {
+        return Err(Error::BadMagic);
+    }
+    let version = u16::from_le_bytes([header[4], header[5]]);
+    if version != WIRE_VERSION {
+        return Err(Error::UnsupportedWireVersion {
+            found: version,
+            supported: WIRE_VERSION,
+        });
+    }
+    if header[7] != 0 {
+        return Err(Error::BadValue {
+            field: "reserved header byte",
+        });
+    }
+    let payload_len = u32::from_le_bytes([header[8], header[9], header[10], header[11]]) as usize;
+    if payload_len > MAX_PAYLOAD_LEN {
+        return Err(Error::PayloadTooLong {
+            len_bytes: payload_len,
+            max_bytes: MAX_PAYLOAD_LEN,
+        });
+    }
+    Ok(HEADER_LEN + payload_len)
+}
+
+fn frame_crc(header: &[u8], payload: &[u8]) -> u32 {
+    let mut digest = CRC.digest();
+    digest.update(header);
+    digest.update(payload);
+    digest.finalize()
+}
+
+/// CRC-32C (the image's checksum) for checksums over several slices.
+pub(crate) const CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+
+fn check_chunk(bytes: &[u8]) -> Result<(), Error> {
+    if bytes.len() > CHUNK_LEN_BYTES {
+        return Err(Error::BadLength {
+            message: "chunk",
+            len_bytes: bytes.len(),
+        });
+    }
+    Ok(())
+}
+
+/// A cursor over a payload whose length was checked first, so the readers
+/// below cannot run past the end.
+struct Fields<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Fields<'a> {
+    fn expect_len(&self, len_bytes: usize, message: &'static str) -> Result<(), Error> {
+        if self.bytes.len() != len_bytes {
+            return Err(Error::BadLength {
+                message,
+                len_bytes: self.bytes.len(),
+            });
+        }
+        Ok(())
+    }
+
+    fn expect_chunk(&self, fixed_len: usize, message: &'static str) -> Result<(), Error> {
+        if self.bytes.len() < fixed_len || self.bytes.len() - fixed_len > CHUNK_LEN_BYTES {
+            return Err(Error::BadLength {
+                message,
+                len_bytes: self.bytes.len(),
+            });
+        }
+        Ok(())
+    }
+
+    fn take<const N: usize>(&mut self) -> [u8; N] {
+        let mut value = [0u8; N];
+        let len = N.min(self.bytes.len());
+        value[..len].copy_from_slice(&self.bytes[..len]);
+        self.bytes = &self.bytes[len..];
+        value
+    }
+
+    fn u8(&mut self) -> u8 {
+        self.take::<1>()[0]
+    }
+
+    fn u32(&mut self) -> u32 {
+        u32::from_le_bytes(self.take())
+    }
+
+    fn u64(&mut self) -> u64 {
+        u64::from_le_bytes(self.take())
+    }
+
+    fn u128(&mut self) -> u128 {
+        u128::from_le_bytes(self.take())
+    }
+
+    fn array<const N: usize>(&mut self) -> [u8; N] {
+        self.take()
+    }
+
+    fn rest(&mut self) -> &'a [u8] {
+        core::mem::take(&mut self.bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+
+    fn round_trip(message: Message<'_>) {
+        let mut frame = Vec::new();
+        message.encode(&mut frame).unwrap();
+        assert!(frame.len() <= MAX_MESSAGE_LEN);
+        assert_eq!(message_len(&frame), Ok(frame.len()));
+        assert_eq!(Message::decode(&frame), Ok(message));
+        // Every truncation and every single flipped bit is refused.
+        for len in 0..frame.len() {
+            assert!(Message::decode(&frame[..len]).is_err());
+        }
+        for bit in 0..frame.len() * 8 {
+            let mut damaged = frame.clone();
+            damaged[bit / 8] ^= 1 << (bit % 8);
+            assert!(
+                Message::decode(&damaged).is_err(),
+                "bit {bit} of {message:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_kind_round_trips_and_damage_is_caught() {
+        let page = [0x5a; PAGE_SIZE];
+        let chunk = vec![7u8; CHUNK_LEN_BYTES];
+        for message in [
+            Message::Begin {
+                migration_id: 1,
+                domain_id: u128::MAX,
+                module_len_bytes: 99,
+                module_hash: [3; 32],
+            },
+            Message::ModuleChunk {
+                offset: 8192,
+                bytes: &chunk,
+            },
+            Message::MetadataChunk {
+                total_len_bytes: 10,
+                offset: 0,
+                bytes: &chunk[..10],
+            },
+            Message::Page {
+                page_index: 12,
+                bytes: &page,
+            },
+            Message::PageRemoved { page_index: 3 },
+            Message::EndRound {
+                round: 2,
+                kind: RoundKind::Final,
+                changes: 5,
+                pages_stored: 9,
+                pages_digest: 0xdead_beef,
+            },
+            Message::HandOver { migration_id: 5 },
+            Message::Abort { migration_id: 5 },
+            Message::RoundCommitted { round: 4 },
+            Message::Durable { migration_id: 5 },
+            Message::Running { migration_id: 5 },
+            Message::Refused {
+                reason: Refusal::Storage,
+            },
+            Message::Query {
+                migration_id: 5,
+                domain_id: 6,
+            },
+            Message::Answer {
+                migration_id: 5,
+                verdict: Verdict::Unknown,
+            },
+        ] {
+            round_trip(message);
+        }
+    }
+
+    #[test]
+    fn an_oversized_chunk_is_refused_on_both_sides() {
+        let chunk = vec![0u8; CHUNK_LEN_BYTES + 1];
+        let mut frame = Vec::new();
+        let message = Message::ModuleChunk {
+            offset: 0,
+            bytes: &chunk,
+        };
+        assert!(message.encode(&mut frame).is_err());
+        let mut header = [0u8; HEADER_LEN];
+        header[..4].copy_from_slice(&MAGIC);
+        header[4..6].copy_from_slice(&WIRE_VERSION.to_le_bytes());
+        header[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(
+            message_len(&header),
+            Err(Error::PayloadTooLong { .. })
+        ));
+    }
+}
