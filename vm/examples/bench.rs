@@ -1,24 +1,51 @@
-//! `cargo xtask bench vm`: the vm against plain wasmi, host calls, checkpoints.
+//! `cargo xtask bench --only vm`: the vm against plain wasmi, host calls, checkpoints.
 //!
-//! Run in release (`cargo run --release -p vm --example bench [DIR]`); prints
-//! a table of medians over several repetitions. DIR holds the file-backed
-//! image (default target/amber/bench/vm).
+//! Run in release (`cargo run --release -p vm --example bench -- DIR
+//! [--quick]`); prints one JSON record per line (xtask/src/bench/record.rs)
+//! with the samples of every repetition, after one warm-up. DIR holds the
+//! file-backed image. `--quick` runs each measurement once on workloads a
+//! tenth the size.
+
+// One writer of the record format, shared with persist's bench example.
+#[path = "../../persist/examples/bench/emit.rs"]
+#[allow(dead_code, reason = "this benchmark sets no at-most goal")]
+mod emit;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use vm::persist::{BlockDevice, FileDevice, Image, MemoryDevice, NewDomain};
-use vm::wasmi::{self, Engine, Linker, Memory, MemoryType, Module, Store};
+use vm::wasmi::{self, Caller, Engine, Linker, Memory, MemoryType, Module, Store};
 use vm::{
     DEFAULT_FUEL_SLICE, Domain, DomainRecord, DomainStatus, HashedHeapBacking, MemoryStorage,
     PersistStorage, RunOutcome, Scheduler, StdPlatform,
 };
 
-const REPETITIONS: usize = 5;
-const LOOP_ITERATIONS: i64 = 30_000_000;
-const HOST_CALLS: i64 = 2_000_000;
-const CHECKPOINTS: i64 = 200;
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// Workload sizes and repetitions: full, or a tenth with one repetition.
+#[derive(Debug, Clone, Copy)]
+struct Workload {
+    repetitions: usize,
+    loop_iterations: i64,
+    host_calls: i64,
+    checkpoints: i64,
+}
+
+const FULL: Workload = Workload {
+    repetitions: 5,
+    loop_iterations: 30_000_000,
+    host_calls: 2_000_000,
+    checkpoints: 200,
+};
+
+const QUICK: Workload = Workload {
+    repetitions: 1,
+    loop_iterations: 3_000_000,
+    host_calls: 200_000,
+    checkpoints: 20,
+};
 
 /// A CPU-bound loop of about a dozen operations per iteration (an LCG and a
 /// xor-shift mix), with its result stored so nothing is optimised away.
@@ -86,64 +113,65 @@ fn checkpoint_module(pages: u32, count: i64) -> String {
     )
 }
 
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
+/// One warm-up, then `repetitions` samples.
+fn measure(repetitions: usize, mut run: impl FnMut() -> Result<Duration>) -> Result<Vec<Duration>> {
+    run()?;
+    (0..repetitions).map(|_| run()).collect()
 }
 
-fn measure(mut run: impl FnMut() -> Duration) -> Duration {
-    run(); // warm-up
-    median((0..REPETITIONS).map(|_| run()).collect())
+/// Whether plain wasmi meters fuel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fuel {
+    Metered,
+    Unmetered,
 }
 
-/// Plain wasmi: the module's `_start` called once, no scheduler, no host ABI.
-fn plain_wasmi(wat: &str, with_fuel: bool) -> Duration {
+/// Plain wasmi: the module's `_start` called once, no scheduler, no
+/// Amber ABI; `amber.now`, when imported, is a bare wasmi host function.
+fn plain_wasmi(wat: &str, fuel: Fuel) -> Result<Duration> {
     let mut config = wasmi::Config::default();
-    config.consume_fuel(with_fuel);
+    config.consume_fuel(fuel == Fuel::Metered);
     let engine = Engine::new(&config);
-    let module = Module::new(&engine, wat::parse_str(wat).expect("WAT")).expect("module");
+    let module = Module::new(&engine, wat::parse_str(wat)?)?;
     let mut store = Store::new(&engine, ());
-    if with_fuel {
-        store.set_fuel(u64::MAX).expect("fuel");
+    if fuel == Fuel::Metered {
+        store.set_fuel(u64::MAX)?;
     }
-    let memory = Memory::new(&mut store, MemoryType::new(1, Some(1))).expect("memory");
+    let memory = Memory::new(&mut store, MemoryType::new(1, Some(1)))?;
     let mut linker = Linker::new(&engine);
-    linker.define("env", "memory", memory).expect("define");
-    let instance = linker
-        .instantiate_and_start(&mut store, &module)
-        .expect("instance");
-    let start = instance
-        .get_typed_func::<(), ()>(&store, "_start")
-        .expect("_start");
+    linker.define("env", "memory", memory)?;
+    let started = Instant::now();
+    linker.func_wrap("amber", "now", move |_caller: Caller<'_, ()>| {
+        started.elapsed().as_nanos() as i64
+    })?;
+    let instance = linker.instantiate_and_start(&mut store, &module)?;
+    let start = instance.get_typed_func::<(), ()>(&store, "_start")?;
     let began = Instant::now();
-    start.call(&mut store, ()).expect("run");
-    began.elapsed()
+    start.call(&mut store, ())?;
+    Ok(began.elapsed())
 }
 
 /// The same module as an Amber domain under the scheduler.
-fn through_vm(engine: &Engine, wat: &str) -> Duration {
-    let record = DomainRecord::new([1; 16], "bench", wat::parse_str(wat).expect("WAT"));
+fn through_vm(engine: &Engine, wat: &str) -> Result<Duration> {
+    let record = DomainRecord::new([1; 16], "bench", wat::parse_str(wat)?);
     let domain = Domain::open(
         engine,
         Arc::new(StdPlatform::default()),
         Box::new(MemoryStorage::new(record)),
         Box::new(HashedHeapBacking::new()),
-    )
-    .expect("domain");
+    )?;
     let mut scheduler = Scheduler::new(DEFAULT_FUEL_SLICE);
-    scheduler.add(domain).expect("add");
+    scheduler.add(domain)?;
     let began = Instant::now();
     while !scheduler.is_finished() {
         scheduler.run_round();
     }
     let elapsed = began.elapsed();
     let status = scheduler.domains()[0].status();
-    assert_eq!(
-        status,
-        DomainStatus::Exited(0),
-        "the benchmark domain ended badly"
-    );
-    elapsed
+    if status != DomainStatus::Exited(0) {
+        return Err(format!("the benchmark domain ended with {status:?}").into());
+    }
+    Ok(elapsed)
 }
 
 /// Time per commit of one dirty page, with memory at `pages` Wasm pages.
@@ -151,8 +179,9 @@ fn checkpoints<D: BlockDevice + Send + 'static>(
     engine: &Engine,
     device: D,
     pages: u32,
-) -> Duration {
-    let module = wat::parse_str(checkpoint_module(pages, CHECKPOINTS)).expect("WAT");
+    count: i64,
+) -> Result<Duration> {
+    let module = wat::parse_str(checkpoint_module(pages, count))?;
     let image = Image::create(
         device,
         NewDomain {
@@ -164,15 +193,13 @@ fn checkpoints<D: BlockDevice + Send + 'static>(
             args: Vec::new(),
             env: Vec::new(),
         },
-    )
-    .expect("image");
+    )?;
     let mut domain = Domain::open(
         engine,
         Arc::new(StdPlatform::default()),
         Box::new(PersistStorage::new(image)),
         Box::new(HashedHeapBacking::new()),
-    )
-    .expect("domain");
+    )?;
     // Run up to the first checkpoint (the big grow and its commit).
     while domain.record().commits < 2 {
         domain.run(u64::MAX / 4);
@@ -180,90 +207,147 @@ fn checkpoints<D: BlockDevice + Send + 'static>(
     let began = Instant::now();
     loop {
         if let RunOutcome::Ended(status) = domain.run(u64::MAX / 4) {
-            assert_eq!(status, DomainStatus::Exited(0));
+            if status != DomainStatus::Exited(0) {
+                return Err(format!("the checkpoint domain ended with {status:?}").into());
+            }
             break;
         }
     }
-    began.elapsed() / CHECKPOINTS as u32
+    Ok(began.elapsed() / count as u32)
 }
 
-fn main() {
-    let directory = std::env::args()
-        .nth(1)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("target/amber/bench/vm"));
-    std::fs::create_dir_all(&directory).expect("bench directory");
+/// Rates in millions of loop iterations per second.
+fn million_iterations_per_second(times: &[Duration], iterations: i64) -> Vec<f64> {
+    times
+        .iter()
+        .map(|time| iterations as f64 / time.as_secs_f64() / 1e6)
+        .collect()
+}
+
+fn nanoseconds_per(times: &[Duration], count: i64) -> Vec<f64> {
+    times
+        .iter()
+        .map(|time| time.as_nanos() as f64 / count as f64)
+        .collect()
+}
+
+fn microseconds(times: &[Duration]) -> Vec<f64> {
+    times.iter().map(|time| time.as_secs_f64() * 1e6).collect()
+}
+
+fn main() -> Result<()> {
+    let mut directory = PathBuf::from("target/amber/bench/vm");
+    let mut workload = FULL;
+    for argument in std::env::args().skip(1) {
+        match argument.as_str() {
+            "--quick" => workload = QUICK,
+            _ => directory = PathBuf::from(argument),
+        }
+    }
+    std::fs::create_dir_all(&directory)?;
+    let repetitions = workload.repetitions;
     let engine = vm::new_engine();
-    let compute = compute_module(LOOP_ITERATIONS);
-    let plain = measure(|| plain_wasmi(&compute, false));
-    let plain_fuel = measure(|| plain_wasmi(&compute, true));
-    let amber = measure(|| through_vm(&engine, &compute));
-    let per_iteration = |time: Duration| time.as_nanos() as f64 / LOOP_ITERATIONS as f64;
-    let million_per_second = |time: Duration| LOOP_ITERATIONS as f64 / time.as_secs_f64() / 1e6;
-    println!("vm benchmark: median of {REPETITIONS} runs (after one warm-up)");
-    println!();
-    println!(
-        "{:<52} {:>12} {:>14}",
-        "CPU-bound loop (12 ops/iteration)", "M iter/s", "vs plain wasmi"
-    );
-    for (name, time) in [
-        ("plain wasmi, no fuel", plain),
-        ("plain wasmi, fuel metering", plain_fuel),
-        ("Amber vm (scheduler, 10k-fuel slices)", amber),
-    ] {
-        println!(
-            "{name:<52} {:>12.1} {:>13.3}x",
-            million_per_second(time),
-            per_iteration(plain) / per_iteration(time)
-        );
-    }
-    println!(
-        "{:<52} {:>12} {:>13.3}x",
-        "Amber vm vs plain wasmi with fuel",
-        "",
-        per_iteration(plain_fuel) / per_iteration(amber)
-    );
-    println!();
-    let now_calls = measure(|| through_vm(&engine, &host_call_module(HOST_CALLS)));
-    let yields = measure(|| through_vm(&engine, &yield_module(HOST_CALLS / 10)));
-    println!("{:<52} {:>12}", "host calls", "ns/call");
-    println!(
-        "{:<52} {:>12.1}",
-        "amber.now (runs inside the host function)",
-        now_calls.as_nanos() as f64 / HOST_CALLS as f64
-    );
-    println!(
-        "{:<52} {:>12.1}",
-        "amber.yield, no asyncify (pause, scheduler, resume)",
-        yields.as_nanos() as f64 / (HOST_CALLS / 10) as f64
-    );
-    println!();
-    println!(
-        "{:<52} {:>12}",
-        "checkpoint of 1 dirty page, 1 GiB-max domain", "us/commit"
-    );
+
+    let iterations = workload.loop_iterations;
+    let compute = compute_module(iterations);
+    emit::step("CPU loop, plain wasmi without fuel");
+    let plain = measure(repetitions, || plain_wasmi(&compute, Fuel::Unmetered))?;
+    emit::step("CPU loop, plain wasmi with fuel");
+    let plain_fuel = measure(repetitions, || plain_wasmi(&compute, Fuel::Metered))?;
+    emit::step("CPU loop, Amber vm");
+    let amber = measure(repetitions, || through_vm(&engine, &compute))?;
+    let amber_rates = million_iterations_per_second(&amber, iterations);
+    emit::figure(&emit::Figure {
+        name: "vm.cpu_loop",
+        title: "CPU-bound loop in the Amber vm (scheduler, 10k-fuel slices)",
+        unit: "M iterations/s",
+        amber: &amber_rates,
+        baseline: Some((
+            "plain wasmi, no fuel",
+            &million_iterations_per_second(&plain, iterations),
+        )),
+        goal: Some(emit::Goal::RatioAtLeast(0.95)),
+    });
+    emit::figure(&emit::Figure {
+        name: "vm.cpu_loop_vs_fuel",
+        title: "CPU-bound loop in the Amber vm, against wasmi with fuel",
+        unit: "M iterations/s",
+        amber: &amber_rates,
+        baseline: Some((
+            "plain wasmi, fuel metering",
+            &million_iterations_per_second(&plain_fuel, iterations),
+        )),
+        goal: None,
+    });
+
+    let calls = workload.host_calls;
+    let now_module = host_call_module(calls);
+    emit::step("amber.now, plain wasmi host function");
+    let plain_now = measure(repetitions, || plain_wasmi(&now_module, Fuel::Metered))?;
+    emit::step("amber.now through the vm");
+    let now_calls = measure(repetitions, || through_vm(&engine, &now_module))?;
+    emit::figure(&emit::Figure {
+        name: "vm.now_call",
+        title: "amber.now host call, wasm to host and back",
+        unit: "ns/call",
+        amber: &nanoseconds_per(&now_calls, calls),
+        baseline: Some((
+            "a bare wasmi host function, fuel metering",
+            &nanoseconds_per(&plain_now, calls),
+        )),
+        goal: None,
+    });
+    emit::step("amber.yield through the scheduler");
+    let yields = measure(repetitions, || {
+        through_vm(&engine, &yield_module(calls / 10))
+    })?;
+    emit::figure(&emit::Figure {
+        name: "vm.yield",
+        title: "amber.yield without asyncify (pause, scheduler, resume)",
+        unit: "ns/call",
+        amber: &nanoseconds_per(&yields, calls / 10),
+        baseline: None,
+        goal: None,
+    });
+
+    let count = workload.checkpoints;
     let file_path = directory.join("checkpoint.img");
-    for (name, pages, on_file) in [
-        ("memory 64 KiB, MemoryDevice", 1u32, false),
-        ("memory 64 MiB, MemoryDevice", 1024, false),
-        ("memory 64 KiB, FileDevice (fdatasync)", 1, true),
-        ("memory 64 MiB, FileDevice (fdatasync)", 1024, true),
-    ] {
-        let time = measure(|| {
-            if on_file {
-                let _ = std::fs::remove_file(&file_path);
-                let device = FileDevice::create(&file_path, 65_536).expect("image file");
-                checkpoints(&engine, device, pages)
-            } else {
-                checkpoints(&engine, MemoryDevice::new(65_536), pages)
-            }
-        });
-        println!("{name:<52} {:>12.1}", time.as_nanos() as f64 / 1000.0);
+    let on_memory = |pages: u32| checkpoints(&engine, MemoryDevice::new(65_536), pages, count);
+    let on_file = |pages: u32| -> Result<Duration> {
+        if file_path.exists() {
+            std::fs::remove_file(&file_path)?;
+        }
+        checkpoints(
+            &engine,
+            FileDevice::create(&file_path, 65_536)?,
+            pages,
+            count,
+        )
+    };
+    emit::step("checkpoints in memory");
+    let memory_small = measure(repetitions, || on_memory(1))?;
+    let memory_large = measure(repetitions, || on_memory(1024))?;
+    emit::step("checkpoints on a file");
+    let file_small = measure(repetitions, || on_file(1))?;
+    let file_large = measure(repetitions, || on_file(1024))?;
+    if file_path.exists() {
+        std::fs::remove_file(&file_path)?;
     }
-    let _ = std::fs::remove_file(&file_path);
-    println!();
-    println!(
-        "Host dirty tracking hashes every page of current memory at a commit (the\n\
-         64 MiB rows); the kernel reads dirty bits instead."
-    );
+    emit::figure(&emit::Figure {
+        name: "vm.checkpoint_memory_device",
+        title: "checkpoint of 1 dirty page, 64 MiB in use, in-memory device",
+        unit: "µs",
+        amber: &microseconds(&memory_large),
+        baseline: Some(("64 KiB in use", &microseconds(&memory_small))),
+        goal: None,
+    });
+    emit::figure(&emit::Figure {
+        name: "vm.checkpoint_file_device",
+        title: "checkpoint of 1 dirty page, 64 MiB in use, file (fdatasync)",
+        unit: "µs",
+        amber: &microseconds(&file_large),
+        baseline: Some(("64 KiB in use", &microseconds(&file_small))),
+        goal: None,
+    });
+    Ok(())
 }

@@ -1,61 +1,215 @@
-//! `cargo xtask bench`: performance figures against baselines from the same run.
+//! `cargo xtask bench`: every performance figure against its baseline, one report.
+//!
+//! Each benchmark measures Amber and its baseline in the same run, several
+//! times, and hands raw samples to a [`Collector`] as [`Record`]s: figures
+//! for the table and points for the plots. The persist and vm benchmarks
+//! are programs (`PACKAGE/examples/bench.rs`) that print one record per
+//! line; the kernel one boots QEMU from xtask (`bench_kernel.rs`). The
+//! report goes to target/amber/bench: report.md, report.json and one SVG
+//! per plot that has data (`bench/plots.rs` lists the plots; those nobody
+//! measured are listed as not measured yet).
+//!
+//! Adding a benchmark: a [`Benchmark`] variant, its line in
+//! [`Benchmark::environment`] and an arm in [`run_one`] that feeds the
+//! collector (points with an id from `plots::PLOTS` land in that plot).
 
-use std::process::Command;
+mod collector;
+mod machine;
+pub mod plots;
+pub mod record;
+mod report;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 
+pub use collector::Collector;
+pub use record::{BaselineRecord, FigureRecord, Goal, PointRecord, Record};
+pub use report::Mode;
+
 use crate::paths;
 
-/// Which benchmark to run.
+/// A benchmark of the report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Benchmark {
     /// Commit cost against dirty pages and image size; commit throughput (issue 3).
     Persist,
     /// The vm against plain wasmi; host calls; checkpoints (issue 4).
     Vm,
-    /// Resume time of a 1 GiB-max domain against a small one, in QEMU (issue 5).
+    /// Resume time against domain size, in QEMU (issue 5).
     Kernel,
+}
+
+impl Benchmark {
+    fn name(self) -> &'static str {
+        match self {
+            Benchmark::Persist => "persist",
+            Benchmark::Vm => "vm",
+            Benchmark::Kernel => "kernel",
+        }
+    }
+
+    /// Where its figures are measured, until the benchmark says more.
+    fn environment(self) -> &'static str {
+        match self {
+            Benchmark::Persist | Benchmark::Vm => "host, release build",
+            Benchmark::Kernel => "QEMU",
+        }
+    }
 }
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// The benchmark to run.
-    pub benchmark: Benchmark,
+    /// Run only this benchmark (repeatable); all of them by default.
+    #[arg(long, value_enum)]
+    pub only: Vec<Benchmark>,
+    /// Same as `--only BENCHMARK` (the older form `cargo xtask bench vm`).
+    #[arg(value_enum)]
+    pub benchmark: Option<Benchmark>,
+    /// One repetition of smaller workloads: checks that every benchmark
+    /// still runs (CI), measures nothing worth quoting.
+    #[arg(long)]
+    pub quick: bool,
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
-    match args.benchmark {
-        Benchmark::Persist => run_bench_example("persist"),
-        Benchmark::Vm => run_bench_example("vm"),
-        Benchmark::Kernel => crate::bench_kernel::run(),
+    let mode = if args.quick { Mode::Quick } else { Mode::Full };
+    let requested: Vec<Benchmark> = args.only.iter().copied().chain(args.benchmark).collect();
+    let selected: Vec<Benchmark> = Benchmark::value_variants()
+        .iter()
+        .copied()
+        .filter(|benchmark| requested.is_empty() || requested.contains(benchmark))
+        .collect();
+    let directory = paths::bench_dir();
+    std::fs::create_dir_all(&directory)
+        .with_context(|| format!("creating {}", directory.display()))?;
+
+    let mut collector = Collector::new(mode);
+    let mut runs = Vec::new();
+    for (index, benchmark) in selected.iter().enumerate() {
+        let started = Instant::now();
+        collector.begin(
+            benchmark.name(),
+            benchmark.environment(),
+            index + 1,
+            selected.len(),
+        );
+        let result = run_one(*benchmark, &mut collector);
+        collector.finish_line();
+        if let Err(error) = &result {
+            eprintln!(
+                "error: the {} benchmark failed: {error:#}",
+                benchmark.name()
+            );
+        }
+        runs.push(report::BenchmarkRun {
+            name: benchmark.name().into(),
+            environment: collector.environment().into(),
+            seconds: started.elapsed().as_secs_f64(),
+            error: result.err().map(|error| format!("{error:#}")),
+        });
+    }
+
+    let plots = plots::draw_all(&collector.series, &directory)?;
+    let report = report::Report {
+        date_utc: machine::now_utc(),
+        commit: machine::commit(),
+        mode,
+        machine: machine::Machine::detect(),
+        benchmarks: runs,
+        figures: std::mem::take(&mut collector.figures),
+        series: std::mem::take(&mut collector.series),
+        plots,
+    };
+    report.write(&directory)?;
+    println!();
+    print!("{}", report.table());
+    println!();
+    println!("report: {}", directory.join("report.md").display());
+    for plot in &report.plots {
+        match &plot.file {
+            Some(file) => println!("plot:   {}", directory.join(file).display()),
+            None => println!("plot:   {}: not measured yet", plot.title),
+        }
+    }
+    let failed: Vec<&str> = report
+        .benchmarks
+        .iter()
+        .filter(|run| run.error.is_some())
+        .map(|run| run.name.as_str())
+        .collect();
+    if !failed.is_empty() {
+        bail!("benchmarks failed: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+fn run_one(benchmark: Benchmark, collector: &mut Collector) -> Result<()> {
+    match benchmark {
+        Benchmark::Persist => run_bench_example("persist", collector),
+        Benchmark::Vm => run_bench_example("vm", collector),
+        Benchmark::Kernel => crate::bench_kernel::run(collector),
     }
 }
 
-/// Builds and runs `PACKAGE/examples/bench.rs` with `--release` (the xtask
-/// itself is a dev build, where workspace members are at opt-level 1), with
-/// target/amber/bench/PACKAGE as its working directory for images and files,
-/// on the real disk.
-fn run_bench_example(package: &str) -> Result<()> {
+/// Builds `PACKAGE/examples/bench.rs` with `--release` and collects the
+/// records it prints. Release in quick mode too: the xtask itself is a dev
+/// build, where workspace members are at opt-level 1, and unoptimised
+/// wasmi loses its tail calls and overflows the stack on a long loop. Its
+/// argument is target/amber/bench/PACKAGE, for images and files on the
+/// real disk.
+fn run_bench_example(package: &str, collector: &mut Collector) -> Result<()> {
     let directory = paths::bench_dir().join(package);
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .args([
-            "run",
-            "--release",
-            "--quiet",
-            "-p",
-            package,
-            "--example",
-            "bench",
-            "--",
-        ])
-        .arg(&directory)
-        .current_dir(paths::workspace_root())
-        .status()
-        .with_context(|| format!("running cargo for the {package} benchmark"))?;
-    if !status.success() {
-        bail!("the {package} benchmark failed");
+    let mut command = Command::new(cargo);
+    command.args([
+        "run",
+        "--quiet",
+        "--release",
+        "-p",
+        package,
+        "--example",
+        "bench",
+        "--",
+    ]);
+    command.arg(&directory);
+    if collector.mode() == Mode::Quick {
+        command.arg("--quick");
     }
-    Ok(())
+    collector.step(format!("building the {package} benchmark"));
+    let mut child = command
+        .current_dir(paths::workspace_root())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running cargo for the {package} benchmark"))?;
+    let stdout = child
+        .stdout
+        .take()
+        .context("the benchmark's standard output")?;
+    let mut failure = None;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.with_context(|| format!("reading the {package} benchmark's output"))?;
+        match record::parse_line(&line) {
+            None => collector.print_text(&line),
+            Some(Ok(record)) => {
+                if let Err(error) = collector.record(record) {
+                    failure.get_or_insert(error);
+                }
+            }
+            Some(Err(error)) => {
+                failure.get_or_insert(anyhow::anyhow!("bad record {line:?}: {error}"));
+            }
+        }
+    }
+    let status = child
+        .wait()
+        .with_context(|| format!("waiting for the {package} benchmark"))?;
+    if !status.success() {
+        bail!("the {package} benchmark exited with {status}");
+    }
+    failure.map_or(Ok(()), Err)
 }

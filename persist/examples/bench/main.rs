@@ -1,0 +1,214 @@
+//! Commit cost and throughput figures for `cargo xtask bench --only persist`.
+//!
+//! Usage: `cargo run --release -p persist --example bench -- DIR [--quick]`.
+//! Images are sparse files in DIR (on a real disk, so flushes cost what
+//! they cost). Prints one JSON record per line (the format is in
+//! xtask/src/bench/record.rs): raw samples of every repetition, each figure
+//! against a baseline measured in the same run. `--quick` runs each
+//! measurement once, on a smaller throughput workload.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+mod emit;
+
+use persist::{BlockDevice, FileDevice, Image, NewDomain, PAGE_SIZE};
+
+const MIB: u64 = 1024 * 1024;
+const GIB: u64 = 1024 * MIB;
+const FULL_REPETITIONS: usize = 7;
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+fn page(seed: u64) -> [u8; PAGE_SIZE] {
+    let mut page = [0u8; PAGE_SIZE];
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    for chunk in page.chunks_exact_mut(8) {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        chunk.copy_from_slice(&state.to_le_bytes());
+    }
+    page
+}
+
+fn milliseconds(time: Duration) -> f64 {
+    time.as_secs_f64() * 1e3
+}
+
+/// A fresh image whose memory maximum is `memory_bytes`, sized for three
+/// times that plus slack (the file is sparse): rewriting all of memory needs
+/// the new copy, the last commit's and the one before it.
+fn image(path: &Path, memory_bytes: u64) -> Result<Image<FileDevice>> {
+    let memory_pages = memory_bytes / PAGE_SIZE as u64;
+    let device = FileDevice::create(path, memory_pages * 3 + 1024)?;
+    let domain = NewDomain {
+        id: 1,
+        name: "bench",
+        module: b"\0asm\x01\0\0\0",
+        memory_pages: 1,
+        memory_max_pages: memory_bytes / persist::WASM_PAGE_SIZE as u64,
+        args: Vec::new(),
+        env: Vec::new(),
+    };
+    Ok(Image::create(device, domain)?)
+}
+
+/// Samples of one commit of `dirty` pages `stride` pages apart (stage +
+/// commit): time in ms and blocks written, after one warm-up commit.
+struct CommitSamples {
+    milliseconds: Vec<f64>,
+    blocks: Vec<f64>,
+}
+
+fn commit_cost(
+    path: &Path,
+    memory_bytes: u64,
+    dirty: u64,
+    stride: u64,
+    repetitions: usize,
+) -> Result<CommitSamples> {
+    let mut image = image(path, memory_bytes)?;
+    let mut samples = CommitSamples {
+        milliseconds: Vec::new(),
+        blocks: Vec::new(),
+    };
+    for repetition in 0..=repetitions as u64 {
+        let started = Instant::now();
+        for page_number in 0..dirty {
+            image.stage_page(
+                page_number * stride,
+                &page(repetition * dirty + page_number),
+            )?;
+        }
+        let stats = image.commit()?;
+        if repetition > 0 {
+            samples.milliseconds.push(milliseconds(started.elapsed()));
+            samples.blocks.push(stats.blocks_written as f64);
+        }
+    }
+    drop(image);
+    std::fs::remove_file(path)?;
+    Ok(samples)
+}
+
+/// `total_mib` of pages committed 4 MiB at a time, against raw writes of
+/// the same blocks through the same file device with one flush per 4 MiB:
+/// MiB/s samples of (persist, raw).
+fn throughput(
+    directory: &Path,
+    total_mib: u64,
+    repetitions: usize,
+) -> Result<(Vec<f64>, Vec<f64>)> {
+    let total_pages = total_mib * MIB / PAGE_SIZE as u64;
+    let pages_per_commit = 4 * MIB / PAGE_SIZE as u64;
+    let mib_per_second = |time: Duration| total_mib as f64 / time.as_secs_f64();
+    let mut persist_rates = Vec::new();
+    let mut raw_rates = Vec::new();
+    for repetition in 0..repetitions as u64 {
+        let raw_path = directory.join("raw.img");
+        let mut raw = FileDevice::create(&raw_path, total_pages * 2 + 1024)?;
+        let started = Instant::now();
+        for page_index in 0..total_pages {
+            raw.write_block(page_index + 2, &page(repetition + page_index))?;
+            if (page_index + 1) % pages_per_commit == 0 {
+                raw.flush()?;
+            }
+        }
+        raw_rates.push(mib_per_second(started.elapsed()));
+        drop(raw);
+        std::fs::remove_file(&raw_path)?;
+
+        let persist_path = directory.join("sequential.img");
+        let mut image = image(&persist_path, total_mib * MIB)?;
+        let started = Instant::now();
+        for page_index in 0..total_pages {
+            image.stage_page(page_index, &page(repetition + page_index))?;
+            if (page_index + 1) % pages_per_commit == 0 {
+                image.commit()?;
+            }
+        }
+        persist_rates.push(mib_per_second(started.elapsed()));
+        drop(image);
+        std::fs::remove_file(&persist_path)?;
+    }
+    Ok((persist_rates, raw_rates))
+}
+
+fn main() -> Result<()> {
+    let mut directory = PathBuf::from("target/amber/bench/persist");
+    let mut is_quick = false;
+    for argument in std::env::args().skip(1) {
+        match argument.as_str() {
+            "--quick" => is_quick = true,
+            _ => directory = PathBuf::from(argument),
+        }
+    }
+    let repetitions = if is_quick { 1 } else { FULL_REPETITIONS };
+    std::fs::create_dir_all(&directory)?;
+    let big_path = directory.join("big.img");
+    let small_path = directory.join("small.img");
+
+    // The same pages in both images, spread over the small memory: 1 MiB
+    // holds 256 pages, so 1,024 and 4,096 dirty pages need a 16 MiB one.
+    for dirty in [1u64, 4, 16, 64, 256, 1024, 4096] {
+        let small_bytes = if dirty <= 256 { MIB } else { 16 * MIB };
+        let small_label = format!("{} MiB maximum", small_bytes / MIB);
+        let stride = small_bytes / PAGE_SIZE as u64 / dirty;
+        emit::step(&format!("commit of {dirty} dirty pages, {small_label}"));
+        let small = commit_cost(&small_path, small_bytes, dirty, stride, repetitions)?;
+        emit::step(&format!("commit of {dirty} dirty pages, 1 GiB maximum"));
+        let big = commit_cost(&big_path, GIB, dirty, stride, repetitions)?;
+        emit::point(
+            "commit-vs-dirty",
+            &small_label,
+            dirty as f64,
+            &small.milliseconds,
+        );
+        emit::point(
+            "commit-vs-dirty",
+            "1 GiB maximum",
+            dirty as f64,
+            &big.milliseconds,
+        );
+        if [1, 64, 256, 4096].contains(&dirty) {
+            let baseline_label = format!("{small_label} image, same pages");
+            emit::figure(&emit::Figure {
+                name: &format!("persist.commit_{dirty}_pages"),
+                title: &format!("commit of {dirty} dirty pages, 1 GiB-max image"),
+                unit: "ms",
+                amber: &big.milliseconds,
+                baseline: Some((&baseline_label, &small.milliseconds)),
+                goal: Some(emit::Goal::RatioAtMost(1.2)),
+            });
+        }
+        if dirty == 4096 {
+            emit::figure(&emit::Figure {
+                name: "persist.blocks_4096_pages",
+                title: "blocks written by a commit of 4096 dirty pages, 1 GiB-max image",
+                unit: "blocks",
+                amber: &big.blocks,
+                baseline: Some(("16 MiB-max image, same pages", &small.blocks)),
+                goal: Some(emit::Goal::RatioAtMost(1.2)),
+            });
+        }
+    }
+
+    let total_mib = if is_quick { 16 } else { 64 };
+    emit::step(&format!(
+        "{total_mib} MiB of sequential commits against raw writes"
+    ));
+    let (persist_rates, raw_rates) = throughput(&directory, total_mib, repetitions.min(5))?;
+    emit::figure(&emit::Figure {
+        name: "persist.sequential_commit_throughput",
+        title: &format!("{total_mib} MiB committed 4 MiB at a time (throughput)"),
+        unit: "MiB/s",
+        amber: &persist_rates,
+        baseline: Some((
+            "raw writes of the same blocks, a flush per 4 MiB",
+            &raw_rates,
+        )),
+        goal: Some(emit::Goal::RatioAtLeast(0.8)),
+    });
+    Ok(())
+}
