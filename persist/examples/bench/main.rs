@@ -155,9 +155,10 @@ fn main() -> Result<()> {
         let small_bytes = if dirty <= 256 { MIB } else { 16 * MIB };
         let small_label = format!("{} MiB maximum", small_bytes / MIB);
         let stride = small_bytes / PAGE_SIZE as u64 / dirty;
-        emit::step(&format!("commit of {dirty} dirty pages, {small_label}"));
+        let pages = if dirty == 1 { "page" } else { "pages" };
+        emit::step(&format!("commit of {dirty} dirty {pages}, {small_label}"));
         let small = commit_cost(&small_path, small_bytes, dirty, stride, repetitions)?;
-        emit::step(&format!("commit of {dirty} dirty pages, 1 GiB maximum"));
+        emit::step(&format!("commit of {dirty} dirty {pages}, 1 GiB maximum"));
         let big = commit_cost(&big_path, GIB, dirty, stride, repetitions)?;
         emit::point(
             "commit-vs-dirty",
@@ -172,10 +173,10 @@ fn main() -> Result<()> {
             &big.milliseconds,
         );
         if [1, 64, 256, 4096].contains(&dirty) {
-            let baseline_label = format!("{small_label} image, same pages");
+            let baseline_label = format!("{} MiB-max image, same pages", small_bytes / MIB);
             emit::figure(&emit::Figure {
                 name: &format!("persist.commit_{dirty}_pages"),
-                title: &format!("commit of {dirty} dirty pages, 1 GiB-max image"),
+                title: &format!("commit of {dirty} dirty {pages}, 1 GiB-max image"),
                 unit: "ms",
                 amber: &big.milliseconds,
                 baseline: Some((&baseline_label, &small.milliseconds)),
