@@ -9,6 +9,7 @@ pub mod fuzz;
 pub mod host;
 pub mod image;
 pub mod kernel;
+pub mod migrate;
 pub mod paths;
 pub mod qemu;
 pub mod run;

@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use xtask::{app, bench, fuzz, host, image, kernel, run, soak, test};
+use xtask::{app, bench, fuzz, host, image, kernel, migrate, run, soak, test};
 
 /// Amber's build, run and test tool.
 #[derive(Debug, Parser)]
@@ -40,6 +40,9 @@ enum Command {
     Soak(soak::SoakArgs),
     /// Run a cargo-fuzz target.
     Fuzz(fuzz::FuzzArgs),
+    /// Move a domain between two QEMU instances.
+    #[command(subcommand)]
+    Migrate(migrate::MigrateCommand),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(&args),
         Command::Soak(args) => soak::run(&args),
         Command::Fuzz(args) => fuzz::run(&args),
+        Command::Migrate(command) => migrate::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,367 @@
+//! `cargo xtask migrate offline`: move a stopped domain's image between two QEMU runs.
+//!
+//! Machine A boots with the domain's image, runs it a little, stops it
+//! (`stop NAME`: a final commit and the status stopped) and shuts down. The
+//! image file is copied to machine B's disk directory, and B boots with it:
+//! the domain shows as stopped until `start NAME`, then goes on from where
+//! it stopped on A. The two instances run one after the other, each driven
+//! through its serial console with a deadline on every answer; QEMU is
+//! killed on every path out.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Stdio};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, Subcommand};
+
+use crate::qemu::{Accel, Console, QemuConfig};
+use crate::{app, image, kernel, paths};
+
+/// Migration subcommands.
+#[derive(Debug, Subcommand)]
+pub enum MigrateCommand {
+    /// Stop a domain on instance A, copy its image, start it on instance B.
+    Offline(OfflineArgs),
+}
+
+/// `migrate offline`.
+#[derive(Debug, Args)]
+pub struct OfflineArgs {
+    /// The app to migrate (a fresh image of it is made for A).
+    #[arg(long, default_value = "counter")]
+    pub domain: String,
+    /// Lines of the domain's output to wait for on each machine.
+    #[arg(long, default_value_t = 5)]
+    pub lines: usize,
+    /// Accelerator for both instances (default: TCG, which boots fastest on
+    /// nested virtualisation and needs nothing).
+    #[arg(long, value_enum, default_value = "tcg")]
+    pub accel: Accel,
+}
+
+/// How long a boot may take to reach the prompt, and one answer to come.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub fn run(command: MigrateCommand) -> Result<()> {
+    match command {
+        MigrateCommand::Offline(args) => offline(&args).map(|report| {
+            println!("{report}");
+        }),
+    }
+}
+
+/// What an offline migration saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfflineReport {
+    /// The domain's last output line on A.
+    pub last_line_on_a: String,
+    /// Its first output line on B.
+    pub first_line_on_b: String,
+}
+
+impl std::fmt::Display for OfflineReport {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            formatter,
+            "migrated: last on A {:?}, first on B {:?}",
+            self.last_line_on_a, self.first_line_on_b
+        )
+    }
+}
+
+/// Runs the whole offline round and checks the domain went on where it
+/// stopped (for output ending in a number, exactly the next number).
+pub fn offline(args: &OfflineArgs) -> Result<OfflineReport> {
+    let name = args.domain.as_str();
+    let kernel = kernel::build_kernel()?;
+    let work = work_dir();
+    let (dir_a, dir_b) = (work.join("a"), work.join("b"));
+    for directory in [&dir_a, &dir_b] {
+        if directory.exists() {
+            std::fs::remove_dir_all(directory)
+                .with_context(|| format!("clearing {}", directory.display()))?;
+        }
+        std::fs::create_dir_all(directory)
+            .with_context(|| format!("creating {}", directory.display()))?;
+    }
+    let wasm = app::build_apps(&[name])?
+        .into_iter()
+        .next()
+        .context("the app build returned no module")?;
+    let image_a = image::new(&image::NewArgs {
+        wasm,
+        name: name.to_string(),
+        memory_max_mib: None,
+        size_mib: None,
+        args: Vec::new(),
+        env: Vec::new(),
+        output: Some(dir_a.join(format!("{name}.img"))),
+    })?;
+    let config = |disk: &Path| QemuConfig {
+        kernel: kernel.clone(),
+        memory_mib: 256,
+        append: String::new(),
+        accel: args.accel,
+        console: Console::Stdio,
+        disks: vec![disk.to_path_buf()],
+    };
+    let prefix = format!("[{name}] ");
+
+    eprintln!("migrate: booting A with {}", image_a.display());
+    let mut machine_a = Guest::boot("A", &config(&image_a))?;
+    for _ in 0..args.lines {
+        machine_a.expect(&prefix, BOOT_TIMEOUT)?;
+    }
+    machine_a.send_line(&format!("stop {name}"))?;
+    machine_a.expect(&format!("{name}: stopped"), ANSWER_TIMEOUT)?;
+    let last_line_on_a = machine_a
+        .last_line_with(&prefix)
+        .map(|line| from_prefix(&line, &prefix))
+        .context("A printed nothing before the stop")?;
+    eprintln!("migrate: A stopped {name} after {last_line_on_a:?}; shutting A down");
+    machine_a.send_line("shutdown")?;
+    machine_a.expect_exit_success(ANSWER_TIMEOUT)?;
+
+    let image_b = dir_b.join(format!("{name}.img"));
+    std::fs::copy(&image_a, &image_b)
+        .with_context(|| format!("copying {} to {}", image_a.display(), image_b.display()))?;
+    eprintln!(
+        "migrate: copied the image to {}; booting B",
+        image_b.display()
+    );
+
+    let mut machine_b = Guest::boot("B", &config(&image_b))?;
+    machine_b.expect("amber> ", BOOT_TIMEOUT)?;
+    machine_b.send_line("ps")?;
+    let row = machine_b.expect_line_starting(name, ANSWER_TIMEOUT)?;
+    if !row.contains("stopped") {
+        bail!(machine_b.failure(&format!("{name} is not stopped on B: {row:?}")));
+    }
+    if machine_b.last_line_with(&prefix).is_some() {
+        bail!(machine_b.failure(&format!("{name} ran on B before `start`")));
+    }
+    eprintln!("migrate: B shows {name} stopped; starting it");
+    machine_b.send_line(&format!("start {name}"))?;
+    // Domain output may follow the prompt on the same line.
+    let first_line_on_b = from_prefix(&machine_b.expect(&prefix, ANSWER_TIMEOUT)?, &prefix);
+    for _ in 1..args.lines {
+        machine_b.expect(&prefix, ANSWER_TIMEOUT)?;
+    }
+    if let (Some(last), Some(first)) = (
+        trailing_number(&last_line_on_a),
+        trailing_number(&first_line_on_b),
+    ) && first != last + 1
+    {
+        bail!(machine_b.failure(&format!(
+            "{name} stopped at {last} on A and went on at {first} on B (wanted {})",
+            last + 1
+        )));
+    }
+    eprintln!("migrate: B goes on with {first_line_on_b:?}; shutting B down");
+    machine_b.send_line("shutdown")?;
+    machine_b.expect_exit_success(ANSWER_TIMEOUT)?;
+    Ok(OfflineReport {
+        last_line_on_a,
+        first_line_on_b,
+    })
+}
+
+/// `line` from the first `prefix` on (`amber> [counter] count 6` gives
+/// `[counter] count 6`).
+fn from_prefix(line: &str, prefix: &str) -> String {
+    line.find(prefix)
+        .map_or(line, |start| &line[start..])
+        .to_string()
+}
+
+/// The number a line ends with (`[counter] count 41` gives 41).
+pub fn trailing_number(line: &str) -> Option<u64> {
+    line.split_whitespace().last()?.parse().ok()
+}
+
+/// One QEMU instance with its console on pipes (the tests' harness in
+/// tests/src/lib.rs is richer; xtask cannot depend on it).
+struct Guest {
+    label: &'static str,
+    child: Child,
+    stdin: ChildStdin,
+    output: Arc<(Mutex<String>, Condvar)>,
+    cursor: usize,
+    has_exited: bool,
+}
+
+impl Guest {
+    fn boot(label: &'static str, config: &QemuConfig) -> Result<Guest> {
+        let mut child = config
+            .command()?
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting QEMU")?;
+        let output = Arc::new((Mutex::new(String::new()), Condvar::new()));
+        let (Some(stdin), Some(stdout), Some(stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("QEMU's standard streams are missing");
+        };
+        spawn_reader(stdout, Arc::clone(&output));
+        spawn_reader(stderr, Arc::clone(&output));
+        Ok(Guest {
+            label,
+            child,
+            stdin,
+            output,
+            cursor: 0,
+            has_exited: false,
+        })
+    }
+
+    fn text(&self) -> MutexGuard<'_, String> {
+        self.output
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn failure(&self, what: &str) -> anyhow::Error {
+        anyhow!(
+            "machine {}: {what}\n----- transcript -----\n{}\n----- end of transcript -----",
+            self.label,
+            self.text()
+        )
+    }
+
+    /// Waits for `pattern` after what was consumed, then for the end of its
+    /// line (except for the prompt, which has none); returns the line.
+    fn expect(&mut self, pattern: &str, timeout: Duration) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        let output = Arc::clone(&self.output);
+        let (mutex, condvar) = &*output;
+        let mut text = mutex
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        loop {
+            if let Some(offset) = text[self.cursor..].find(pattern) {
+                let start = self.cursor + offset;
+                let end = start + pattern.len();
+                let line_start = text[..start].rfind('\n').map_or(0, |index| index + 1);
+                let line_end = text[end..].find('\n').map(|index| end + index);
+                if line_end.is_some() || pattern.ends_with("> ") {
+                    let line_end = line_end.unwrap_or(text.len());
+                    let line = text[line_start..line_end].trim_end().to_string();
+                    self.cursor = line_end.max(end);
+                    return Ok(line);
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                drop(text);
+                return Err(self.failure(&format!(
+                    "timed out after {} s waiting for {pattern:?}",
+                    timeout.as_secs()
+                )));
+            }
+            text = condvar
+                .wait_timeout(text, (deadline - now).min(Duration::from_millis(200)))
+                .map(|(guard, _)| guard)
+                .unwrap_or_else(|poisoned| poisoned.into_inner().0);
+        }
+    }
+
+    /// Waits for a whole line that starts with `start` (a row of `ps`).
+    fn expect_line_starting(&mut self, start: &str, timeout: Duration) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            // The match starts at the line end before the row: keep the row.
+            let lines = self.expect(&format!("\n{start}"), remaining)?;
+            let line = lines.rsplit('\n').next().unwrap_or_default();
+            if line.split_whitespace().next() == Some(start) {
+                return Ok(line.to_string());
+            }
+        }
+    }
+
+    /// The last complete line of the whole transcript containing `pattern`.
+    fn last_line_with(&self, pattern: &str) -> Option<String> {
+        let text = self.text();
+        text.lines()
+            .rev()
+            .find(|line| line.contains(pattern))
+            .map(|line| line.trim_end().to_string())
+    }
+
+    fn send_line(&mut self, line: &str) -> Result<()> {
+        self.stdin
+            .write_all(format!("{line}\r").as_bytes())
+            .and_then(|()| self.stdin.flush())
+            .with_context(|| format!("typing {line:?} on machine {}'s console", self.label))
+    }
+
+    fn expect_exit_success(&mut self, timeout: Duration) -> Result<()> {
+        let status = crate::qemu::wait_or_kill(&mut self.child, timeout);
+        self.has_exited = true;
+        match status {
+            Some(status) if status.success() => Ok(()),
+            Some(status) => Err(self.failure(&format!("QEMU exited with {status}"))),
+            None => Err(self.failure("QEMU did not power off in time (killed)")),
+        }
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        if !self.has_exited {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Appends a QEMU output stream to the transcript, without carriage returns.
+fn spawn_reader(mut stream: impl Read + Send + 'static, output: Arc<(Mutex<String>, Condvar)>) {
+    thread::spawn(move || {
+        let mut buffer = [0u8; 4096];
+        while let Ok(count) = stream.read(&mut buffer) {
+            if count == 0 {
+                break;
+            }
+            let text = String::from_utf8_lossy(&buffer[..count]).replace('\r', "");
+            let (mutex, condvar) = &*output;
+            mutex
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .push_str(&text);
+            condvar.notify_all();
+        }
+    });
+}
+
+/// Where `migrate offline` keeps A's and B's disks.
+pub fn work_dir() -> PathBuf {
+    paths::amber_dir().join("migrate")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trailing_numbers_are_read_from_counter_lines() {
+        assert_eq!(trailing_number("[counter] count 41"), Some(41));
+        assert_eq!(trailing_number("[hello] Hello from Amber!"), None);
+        assert_eq!(trailing_number(""), None);
+        assert_eq!(
+            from_prefix("amber> [counter] count 6", "[counter] "),
+            "[counter] count 6"
+        );
+    }
+}
