@@ -247,8 +247,34 @@ pub struct ImageInfo {
     pub module_hash: String,
     pub module_len_bytes: u64,
     pub mailbox_messages: usize,
+    /// The migration record, if a migration concerns the image.
+    pub migration: Option<persist::migrate::Migration>,
     pub args: Vec<String>,
     pub env: Vec<String>,
+}
+
+fn migration_text(migration: &Option<persist::migrate::Migration>) -> String {
+    use persist::migrate::{IncomingPhase, Migration};
+    match migration {
+        None => "none".into(),
+        Some(Migration::Incoming {
+            migration_id,
+            source,
+            phase,
+            resume_status,
+        }) => format!(
+            "incoming {migration_id:032x} from {source}, {}, then {}",
+            match phase {
+                IncomingPhase::Copying => "copying (discarded at boot)",
+                IncomingPhase::Complete => "complete (parked: asks the source)",
+            },
+            status_text(resume_status)
+        ),
+        Some(Migration::Outgoing {
+            migration_id,
+            target,
+        }) => format!("handed over to {target} ({migration_id:032x})"),
+    }
 }
 
 fn status_text(status: &Status) -> String {
@@ -280,6 +306,7 @@ impl ImageInfo {
             "module_sha256": self.module_hash,
             "module_bytes": self.module_len_bytes,
             "mailbox_messages": self.mailbox_messages,
+            "migration": migration_text(&self.migration),
             "args": self.args,
             "env": self.env,
         })
@@ -298,6 +325,7 @@ impl ImageInfo {
              blocks:         {} of 4 KiB ({:.1} MiB): {} used, {} free\n\
              module:         {} bytes, sha256 {}\n\
              mailbox:        {} messages\n\
+             migration:      {}\n\
              args:           {:?}\n\
              env:            {:?}\n",
             self.path.display(),
@@ -317,6 +345,7 @@ impl ImageInfo {
             self.module_len_bytes,
             self.module_hash,
             self.mailbox_messages,
+            migration_text(&self.migration),
             self.args,
             self.env,
         )
@@ -348,6 +377,7 @@ pub fn inspect(path: &Path) -> Result<ImageInfo> {
             .collect(),
         module_len_bytes: stats.module_len_bytes,
         mailbox_messages: metadata.mailbox.len(),
+        migration: metadata.migration.clone(),
         args: metadata.args.clone(),
         env: metadata.env.clone(),
     })
