@@ -87,6 +87,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     std::fs::create_dir_all(&directory)
         .with_context(|| format!("creating {}", directory.display()))?;
 
+    // Before the benchmarks, so the load average is the machine's, not ours.
+    let machine = machine::Machine::detect();
     let mut collector = Collector::new(mode);
     let mut runs = Vec::new();
     for (index, benchmark) in selected.iter().enumerate() {
@@ -118,7 +120,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         date_utc: machine::now_utc(),
         commit: machine::commit(),
         mode,
-        machine: machine::Machine::detect(),
+        machine,
         benchmarks: runs,
         figures: std::mem::take(&mut collector.figures),
         series: std::mem::take(&mut collector.series),

@@ -54,41 +54,47 @@ fn image(path: &Path, memory_bytes: u64) -> Result<Image<FileDevice>> {
     Ok(Image::create(device, domain)?)
 }
 
-/// Samples of one commit of `dirty` pages `stride` pages apart (stage +
-/// commit): time in ms and blocks written, after one warm-up commit.
+/// Samples of commits of `dirty` pages `stride` pages apart (stage +
+/// commit): time in ms and blocks written.
+#[derive(Default)]
 struct CommitSamples {
     milliseconds: Vec<f64>,
     blocks: Vec<f64>,
 }
 
-fn commit_cost(
-    path: &Path,
-    memory_bytes: u64,
+/// The same commits on two fresh images, `small_bytes` and `big_bytes` of
+/// maximum memory, alternating between them (after one warm-up commit
+/// each) so that both see the same state of a shared, noisy machine.
+fn commit_costs(
+    directory: &Path,
+    [small_bytes, big_bytes]: [u64; 2],
     dirty: u64,
     stride: u64,
     repetitions: usize,
-) -> Result<CommitSamples> {
-    let mut image = image(path, memory_bytes)?;
-    let mut samples = CommitSamples {
-        milliseconds: Vec::new(),
-        blocks: Vec::new(),
-    };
+) -> Result<[CommitSamples; 2]> {
+    let paths = [directory.join("small.img"), directory.join("big.img")];
+    let mut images = [image(&paths[0], small_bytes)?, image(&paths[1], big_bytes)?];
+    let mut samples = [CommitSamples::default(), CommitSamples::default()];
     for repetition in 0..=repetitions as u64 {
-        let started = Instant::now();
-        for page_number in 0..dirty {
-            image.stage_page(
-                page_number * stride,
-                &page(repetition * dirty + page_number),
-            )?;
-        }
-        let stats = image.commit()?;
-        if repetition > 0 {
-            samples.milliseconds.push(milliseconds(started.elapsed()));
-            samples.blocks.push(stats.blocks_written as f64);
+        for (image, samples) in images.iter_mut().zip(&mut samples) {
+            let started = Instant::now();
+            for page_number in 0..dirty {
+                image.stage_page(
+                    page_number * stride,
+                    &page(repetition * dirty + page_number),
+                )?;
+            }
+            let stats = image.commit()?;
+            if repetition > 0 {
+                samples.milliseconds.push(milliseconds(started.elapsed()));
+                samples.blocks.push(stats.blocks_written as f64);
+            }
         }
     }
-    drop(image);
-    std::fs::remove_file(path)?;
+    drop(images);
+    for path in paths {
+        std::fs::remove_file(path)?;
+    }
     Ok(samples)
 }
 
@@ -146,8 +152,6 @@ fn main() -> Result<()> {
     }
     let repetitions = if is_quick { 1 } else { FULL_REPETITIONS };
     std::fs::create_dir_all(&directory)?;
-    let big_path = directory.join("big.img");
-    let small_path = directory.join("small.img");
 
     // The same pages in both images, spread over the small memory: 1 MiB
     // holds 256 pages, so 1,024 and 4,096 dirty pages need a 16 MiB one.
@@ -156,10 +160,11 @@ fn main() -> Result<()> {
         let small_label = format!("{} MiB maximum", small_bytes / MIB);
         let stride = small_bytes / PAGE_SIZE as u64 / dirty;
         let pages = if dirty == 1 { "page" } else { "pages" };
-        emit::step(&format!("commit of {dirty} dirty {pages}, {small_label}"));
-        let small = commit_cost(&small_path, small_bytes, dirty, stride, repetitions)?;
-        emit::step(&format!("commit of {dirty} dirty {pages}, 1 GiB maximum"));
-        let big = commit_cost(&big_path, GIB, dirty, stride, repetitions)?;
+        emit::step(&format!(
+            "commit of {dirty} dirty {pages}, {small_label} and 1 GiB maximum"
+        ));
+        let [small, big] =
+            commit_costs(&directory, [small_bytes, GIB], dirty, stride, repetitions)?;
         emit::point(
             "commit-vs-dirty",
             &small_label,

@@ -16,6 +16,9 @@ pub struct Machine {
     pub os: String,
     pub kernel: String,
     pub qemu: String,
+    /// The 1-minute load average when the run started: above the core
+    /// count, other work competed with the benchmarks.
+    pub load_average: f64,
 }
 
 impl Machine {
@@ -43,19 +46,24 @@ impl Machine {
             os,
             kernel: format!("Linux {kernel}"),
             qemu: qemu_version(),
+            load_average: std::fs::read_to_string("/proc/loadavg")
+                .ok()
+                .and_then(|text| text.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0.0),
         }
     }
 
     /// One line for the report.
     pub fn describe(&self) -> String {
         format!(
-            "{}, {} cores, {} GiB RAM, {} ({}), {}",
+            "{}, {} cores, {} GiB RAM, {} ({}), {}; load average {:.1} at the start",
             self.cpu,
             self.cores,
             self.memory_mib / 1024,
             self.os,
             self.kernel,
-            self.qemu
+            self.qemu,
+            self.load_average
         )
     }
 }
