@@ -1,4 +1,4 @@
-//! `cargo xtask migrate offline`: move a stopped domain's image between two QEMU runs.
+//! `cargo xtask migrate offline`: a stopped domain moves between two QEMU runs.
 //!
 //! Machine A boots with the domain's image, runs it a little, stops it
 //! (`stop NAME`: a final commit and the status stopped) and shuts down. The

@@ -127,7 +127,7 @@ pub enum Message<'a> {
         changes: u64,
         /// Pages the source's snapshot stores.
         pages_stored: u64,
-        /// [`super::source::pages_digest`] of the source's snapshot.
+        /// [`super::pages_digest`] of the source's snapshot.
         pages_digest: u32,
     },
     /// Source: it has committed the domain as moved away; run it.
