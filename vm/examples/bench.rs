@@ -119,6 +119,25 @@ fn measure(repetitions: usize, mut run: impl FnMut() -> Result<Duration>) -> Res
     (0..repetitions).map(|_| run()).collect()
 }
 
+/// Like [`measure`] for several runs compared with each other: one round
+/// of each is the warm-up, then they take turns, so that all of them see
+/// the same state of a shared, noisy machine.
+fn measure_alternating<const N: usize>(
+    repetitions: usize,
+    mut runs: [&mut dyn FnMut() -> Result<Duration>; N],
+) -> Result<[Vec<Duration>; N]> {
+    let mut samples: [Vec<Duration>; N] = std::array::from_fn(|_| Vec::new());
+    for repetition in 0..=repetitions {
+        for (run, samples) in runs.iter_mut().zip(&mut samples) {
+            let time = run()?;
+            if repetition > 0 {
+                samples.push(time);
+            }
+        }
+    }
+    Ok(samples)
+}
+
 /// Whether plain wasmi meters fuel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fuel {
@@ -250,12 +269,15 @@ fn main() -> Result<()> {
 
     let iterations = workload.loop_iterations;
     let compute = compute_module(iterations);
-    emit::step("CPU loop, plain wasmi without fuel");
-    let plain = measure(repetitions, || plain_wasmi(&compute, Fuel::Unmetered))?;
-    emit::step("CPU loop, plain wasmi with fuel");
-    let plain_fuel = measure(repetitions, || plain_wasmi(&compute, Fuel::Metered))?;
-    emit::step("CPU loop, Amber vm");
-    let amber = measure(repetitions, || through_vm(&engine, &compute))?;
+    emit::step("CPU loop: plain wasmi without and with fuel, Amber vm");
+    let [plain, plain_fuel, amber] = measure_alternating(
+        repetitions,
+        [
+            &mut || plain_wasmi(&compute, Fuel::Unmetered),
+            &mut || plain_wasmi(&compute, Fuel::Metered),
+            &mut || through_vm(&engine, &compute),
+        ],
+    )?;
     let amber_rates = million_iterations_per_second(&amber, iterations);
     emit::figure(&emit::Figure {
         name: "vm.cpu_loop",
@@ -282,10 +304,13 @@ fn main() -> Result<()> {
 
     let calls = workload.host_calls;
     let now_module = host_call_module(calls);
-    emit::step("amber.now, plain wasmi host function");
-    let plain_now = measure(repetitions, || plain_wasmi(&now_module, Fuel::Metered))?;
-    emit::step("amber.now through the vm");
-    let now_calls = measure(repetitions, || through_vm(&engine, &now_module))?;
+    emit::step("amber.now: a bare wasmi host function, then through the vm");
+    let [plain_now, now_calls] = measure_alternating(
+        repetitions,
+        [&mut || plain_wasmi(&now_module, Fuel::Metered), &mut || {
+            through_vm(&engine, &now_module)
+        }],
+    )?;
     emit::figure(&emit::Figure {
         name: "vm.now_call",
         title: "amber.now host call, wasm to host and back",
@@ -324,12 +349,12 @@ fn main() -> Result<()> {
             count,
         )
     };
-    emit::step("checkpoints in memory");
-    let memory_small = measure(repetitions, || on_memory(1))?;
-    let memory_large = measure(repetitions, || on_memory(1024))?;
-    emit::step("checkpoints on a file");
-    let file_small = measure(repetitions, || on_file(1))?;
-    let file_large = measure(repetitions, || on_file(1024))?;
+    emit::step("checkpoints in memory, 64 KiB and 64 MiB in use");
+    let [memory_small, memory_large] =
+        measure_alternating(repetitions, [&mut || on_memory(1), &mut || on_memory(1024)])?;
+    emit::step("checkpoints on a file, 64 KiB and 64 MiB in use");
+    let [file_small, file_large] =
+        measure_alternating(repetitions, [&mut || on_file(1), &mut || on_file(1024)])?;
     if file_path.exists() {
         std::fs::remove_file(&file_path)?;
     }
