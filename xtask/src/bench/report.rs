@@ -182,7 +182,7 @@ impl Report {
             };
             let ratio = figure
                 .ratio
-                .map_or_else(|| "—".into(), |ratio| format!("{ratio:.2}"));
+                .map_or_else(|| "—".into(), significant);
             let goal = figure
                 .goal
                 .map_or_else(|| "—".into(), |goal| goal.to_string());
