@@ -55,16 +55,16 @@ pub const PLOTS: [PlotSpec; 4] = [
         title: "Page-in throughput against RAM size (memory over-committed)",
         x_label: "guest RAM (MiB)",
         y_label: "page-in throughput (MiB/s)",
-        when_missing: "needs the kernel page-in benchmark: paging in from the \
-                       image and eviction are not built yet (issue 5)",
+        when_missing: "needs the kernel page-in benchmark (issue 5: the kernel \
+                       pages in and evicts, its benchmark is not written yet)",
     },
     PlotSpec {
         id: MIGRATION_VS_SIZE,
         title: "Migration time against domain size",
         x_label: "domain size (MiB)",
         y_label: "migration time (s)",
-        when_missing: "needs `cargo xtask bench --only migrate`: migration is \
-                       not built yet (issue 6)",
+        when_missing: "needs a migrate benchmark (issue 6: total time and \
+                       downtime by domain size), not written yet",
     },
 ];
 
