@@ -180,9 +180,7 @@ impl Report {
                 ),
                 None => "—".into(),
             };
-            let ratio = figure
-                .ratio
-                .map_or_else(|| "—".into(), significant);
+            let ratio = figure.ratio.map_or_else(|| "—".into(), significant);
             let goal = figure
                 .goal
                 .map_or_else(|| "—".into(), |goal| goal.to_string());
