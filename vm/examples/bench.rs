@@ -113,15 +113,9 @@ fn checkpoint_module(pages: u32, count: i64) -> String {
     )
 }
 
-/// One warm-up, then `repetitions` samples.
-fn measure(repetitions: usize, mut run: impl FnMut() -> Result<Duration>) -> Result<Vec<Duration>> {
-    run()?;
-    (0..repetitions).map(|_| run()).collect()
-}
-
-/// Like [`measure`] for several runs compared with each other: one round
-/// of each is the warm-up, then they take turns, so that all of them see
-/// the same state of a shared, noisy machine.
+/// `repetitions` samples of each of several runs compared with each other:
+/// one round of each is the warm-up, then they take turns, so that all of
+/// them see the same state of a shared, noisy machine.
 fn measure_alternating<const N: usize>(
     repetitions: usize,
     mut runs: [&mut dyn FnMut() -> Result<Duration>; N],
@@ -304,12 +298,16 @@ fn main() -> Result<()> {
 
     let calls = workload.host_calls;
     let now_module = host_call_module(calls);
-    emit::step("amber.now: a bare wasmi host function, then through the vm");
-    let [plain_now, now_calls] = measure_alternating(
+    let yield_calls = calls / 10;
+    let yield_module = yield_module(yield_calls);
+    emit::step("host calls: a bare wasmi host function, amber.now and amber.yield");
+    let [plain_now, now_calls, yields] = measure_alternating(
         repetitions,
-        [&mut || plain_wasmi(&now_module, Fuel::Metered), &mut || {
-            through_vm(&engine, &now_module)
-        }],
+        [
+            &mut || plain_wasmi(&now_module, Fuel::Metered),
+            &mut || through_vm(&engine, &now_module),
+            &mut || through_vm(&engine, &yield_module),
+        ],
     )?;
     emit::figure(&emit::Figure {
         name: "vm.now_call",
@@ -322,16 +320,17 @@ fn main() -> Result<()> {
         )),
         goal: None,
     });
-    emit::step("amber.yield through the scheduler");
-    let yields = measure(repetitions, || {
-        through_vm(&engine, &yield_module(calls / 10))
-    })?;
+    // The baseline is a host call that returns at once, so the ratio is
+    // what pausing and resuming the call through the scheduler adds.
     emit::figure(&emit::Figure {
         name: "vm.yield",
         title: "amber.yield without asyncify (pause, scheduler, resume)",
         unit: "ns/call",
-        amber: &nanoseconds_per(&yields, calls / 10),
-        baseline: None,
+        amber: &nanoseconds_per(&yields, yield_calls),
+        baseline: Some((
+            "amber.now, a host call that does not pause",
+            &nanoseconds_per(&now_calls, calls),
+        )),
         goal: None,
     });
 
