@@ -55,16 +55,16 @@ pub const PLOTS: [PlotSpec; 4] = [
         title: "Page-in throughput against RAM size (memory over-committed)",
         x_label: "guest RAM (MiB)",
         y_label: "page-in throughput (MiB/s)",
-        when_missing: "needs the kernel page-in benchmark (issue 5: the kernel \
-                       pages in and evicts, its benchmark is not written yet)",
+        when_missing: "the kernel pages in and evicts (issue 5), but its \
+                       page-in benchmark is not written yet",
     },
     PlotSpec {
         id: MIGRATION_VS_SIZE,
         title: "Migration time against domain size",
         x_label: "domain size (MiB)",
         y_label: "migration time (s)",
-        when_missing: "needs a migrate benchmark (issue 6: total time and \
-                       downtime by domain size), not written yet",
+        when_missing: "the migrate benchmark (issue 6: total time and \
+                       downtime by domain size) is not written yet",
     },
 ];
 

@@ -138,7 +138,7 @@ impl Report {
                     );
                 }
                 (None, Some(why)) => {
-                    let _ = writeln!(text, "- {}: not measured yet ({why})", plot.title);
+                    let _ = writeln!(text, "- {}: not measured yet; {why}", plot.title);
                 }
                 (None, None) => {
                     let _ = writeln!(text, "- {}: not measured yet", plot.title);
