@@ -149,18 +149,19 @@ impl Domain {
 
     /// Runs the domain for at most `fuel` units.
     pub fn run(&mut self, fuel: u64) -> RunOutcome {
+        if !matches!(self.execution, Execution::Ended(_))
+            && let Err(error) = self
+                .backing
+                .before_slice(self.memory.data(&self.store), &mut *self.storage)
+        {
+            let reason = format!("memory cannot be paged: {error}");
+            return self.end(DomainStatus::Trapped(reason));
+        }
         let outcome = self.run_slice(fuel);
         if matches!(self.execution, Execution::Ended(_)) {
             return outcome;
         }
-        let prepared = self
-            .backing
-            .after_slice(self.memory.data(&self.store), &mut *self.storage);
-        let failure = match prepared {
-            Ok(()) => self.backing.failure(),
-            Err(error) => Some(error.to_string()),
-        };
-        match failure {
+        match self.backing.failure() {
             Some(reason) => self.end(DomainStatus::Trapped(format!("memory lost: {reason}"))),
             None => outcome,
         }
@@ -169,6 +170,13 @@ impl Domain {
     fn run_slice(&mut self, fuel: u64) -> RunOutcome {
         let wake = self.wake();
         let execution = core::mem::replace(&mut self.execution, Execution::Start);
+        // One instruction can cost more than a slice (memory.fill and copy
+        // cost a fuel unit per 64 bytes): give it what it needs, or it would
+        // run out of fuel before it on every slice forever.
+        let fuel = match &execution {
+            Execution::OutOfFuel(call) => fuel.max(call.required_fuel()),
+            _ => fuel,
+        };
         let fuel_before = fuel;
         // Fuel metering is always on for domain engines; an error here would
         // mean an engine without it, where the slice is simply unlimited.

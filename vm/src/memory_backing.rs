@@ -71,10 +71,10 @@ pub trait MemoryBacking: Send {
         Ok(())
     }
 
-    /// Called after each slice the domain ran, outside the guest: the time
-    /// to prepare for the next one (blocks to evict into, room for pages
-    /// that `memory.grow` added).
-    fn after_slice(&mut self, _memory: &[u8], _storage: &mut dyn Storage) -> Result<(), Error> {
+    /// Called before each slice the domain runs, outside the guest: the
+    /// time to prepare for it (blocks to evict into, room for pages that
+    /// `memory.grow` added).
+    fn before_slice(&mut self, _memory: &[u8], _storage: &mut dyn Storage) -> Result<(), Error> {
         Ok(())
     }
 

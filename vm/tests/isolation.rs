@@ -130,3 +130,30 @@ fn two_busy_domains_get_fuel_within_ten_percent() {
     assert!(a > 400_000.0 && b > 400_000.0, "{a} {b}");
     assert!((a - b).abs() / a.max(b) < 0.10, "{a} {b}");
 }
+
+#[test]
+fn a_bulk_instruction_costing_more_than_a_slice_still_completes() {
+    // memory.fill costs one fuel unit per 64 bytes: 4 MiB needs 65,536,
+    // far more than a 1,000-fuel slice. The domain must still get through
+    // it (and the others keep their turns), not run out of fuel forever.
+    let engine = new_engine();
+    let platform = TestPlatform::new();
+    let wat = r#"(module
+        (import "env" "memory" (memory 64 64))
+        (func (export "_start")
+            (memory.fill (i32.const 0) (i32.const 7) (i32.const 4194304))))"#;
+    let mut domain = open(&engine, &platform, "filler", 1, wat).expect("domain opens");
+    let mut status = None;
+    for _ in 0..1_000 {
+        if let vm::RunOutcome::Ended(ended) = domain.run(1_000) {
+            status = Some(ended);
+            break;
+        }
+    }
+    assert_eq!(status, Some(DomainStatus::Exited(0)));
+    assert!(
+        domain.memory_bytes()[..4194304]
+            .iter()
+            .all(|&byte| byte == 7)
+    );
+}

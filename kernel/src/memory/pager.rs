@@ -46,10 +46,11 @@ const LOW_FREE_FRAMES: u64 = 4096;
 /// every fault.
 const EVICTION_BATCH: usize = 512;
 
-/// Blocks the pool is topped up to after each slice, and the level below
-/// which it is topped up. A slice of 10,000 fuel dirties far fewer pages.
-const POOL_TARGET: usize = 4096;
-const POOL_REFILL_BELOW: usize = POOL_TARGET / 2;
+/// The smallest pool worth keeping. The pool is topped up before each slice
+/// to one block per page of memory, when it falls below half that: one
+/// instruction (memory.fill, memory.copy) may dirty every page in a slice,
+/// and a dirty page can only leave RAM through a pool block.
+const POOL_MINIMUM: usize = 1024;
 
 /// Why a pager could not keep a domain's memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +115,32 @@ impl fmt::Display for PagerFailure {
     }
 }
 
+/// A page's location in 8 bytes (block above, CRC below; 0: none): the
+/// pager keeps one per page of memory. Image blocks fit in 32 bits
+/// (persist's MAX_IMAGE_BLOCKS is about 2^23).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Packed(u64);
+
+impl Packed {
+    const NONE: Packed = Packed(0);
+
+    fn new(location: Option<PageLocation>) -> Packed {
+        match location {
+            Some(location) if location.block != 0 && location.block <= u64::from(u32::MAX) => {
+                Packed(location.block << 32 | u64::from(location.crc))
+            }
+            _ => Packed::NONE,
+        }
+    }
+
+    fn get(self) -> Option<PageLocation> {
+        (self.0 != 0).then_some(PageLocation {
+            block: self.0 >> 32,
+            crc: self.0 as u32,
+        })
+    }
+}
+
 /// One window's pager.
 #[derive(Debug)]
 pub struct Pager {
@@ -121,19 +148,24 @@ pub struct Pager {
     window_start: VirtAddr,
     /// Where page `i` is when it is not resident; `None`: zeros. Pages past
     /// the end (memory grown since the last slice) are zeros too.
-    locations: Vec<Option<PageLocation>>,
+    locations: Vec<Packed>,
     /// Free blocks lent by the image, to write dirty pages out to.
-    pool: Vec<u64>,
+    pool: Vec<u32>,
     /// Pages written out since the last commit, in order, for the image.
-    evicted: Vec<(u64, PageLocation)>,
+    evicted: Vec<(u32, Packed)>,
     failure: Option<PagerFailure>,
     /// The clock hand: the next page to consider for eviction.
     hand: u64,
+    /// A full sweep found nothing to evict: do not sweep again on every
+    /// fault until a slice or a commit may have changed that.
+    is_exhausted: bool,
 }
 
 impl Pager {
     fn location(&self, page_index: u64) -> Option<PageLocation> {
-        self.locations.get(page_index as usize).copied().flatten()
+        self.locations
+            .get(page_index as usize)
+            .and_then(|packed| packed.get())
     }
 
     fn page_address(&self, page_index: u64) -> VirtAddr {
@@ -171,7 +203,7 @@ impl Pager {
             if self.evicted.len() == self.evicted.capacity() {
                 return false;
             }
-            let Some(block) = self.pool.pop() else {
+            let Some(block) = self.pool.pop().map(u64::from) else {
                 return false;
             };
             let page = frame_bytes(mapped.frame);
@@ -183,11 +215,12 @@ impl Pager {
                 });
                 return false;
             }
-            let location = PageLocation::of(block, page);
+            let location = Packed::new(Some(PageLocation::of(block, page)));
             if let Some(slot) = self.locations.get_mut(page_index as usize) {
-                *slot = Some(location);
+                *slot = location;
             }
-            self.evicted.push((page_index, location));
+            // Window pages number below 2^20 (4 GiB).
+            self.evicted.push((page_index as u32, location));
             STATS.pages_written_out.fetch_add(1, Ordering::Relaxed);
         }
         let Some(frame) = paging::unmap_page(address) else {
@@ -266,6 +299,7 @@ pub fn attach(window_index: usize, window_start: VirtAddr, disk: PagerDisk) {
         evicted: Vec::new(),
         failure: None,
         hand: 0,
+        is_exhausted: false,
     });
 }
 
@@ -281,7 +315,7 @@ impl Pager {
     /// `(page index, location)` pairs (ascending or not).
     pub fn set_locations(&mut self, memory_pages: u64, stored: &[(u64, PageLocation)]) {
         self.locations.clear();
-        self.locations.resize(memory_pages as usize, None);
+        self.locations.resize(memory_pages as usize, Packed::NONE);
         for &(page_index, location) in stored {
             self.set_location(page_index, Some(location));
         }
@@ -291,37 +325,55 @@ impl Pager {
     pub fn set_location(&mut self, page_index: u64, location: Option<PageLocation>) {
         let index = page_index as usize;
         if index >= self.locations.len() {
-            self.locations.resize(index + 1, None);
+            self.locations.resize(index + 1, Packed::NONE);
         }
-        self.locations[index] = location;
+        self.locations[index] = Packed::new(location);
+    }
+
+    /// Pages may be evictable again (a commit cleaned them).
+    pub fn refresh(&mut self) {
+        self.is_exhausted = false;
     }
 
     /// Makes room for `memory_pages` pages (memory grew).
     pub fn cover(&mut self, memory_pages: u64) {
+        self.is_exhausted = false;
         if self.locations.len() < memory_pages as usize {
-            self.locations.resize(memory_pages as usize, None);
+            self.locations.resize(memory_pages as usize, Packed::NONE);
         }
     }
 
-    /// How many blocks the pool wants, if it wants more.
-    pub fn pool_shortfall(&self) -> Option<usize> {
-        (self.pool.len() < POOL_REFILL_BELOW).then(|| POOL_TARGET - self.pool.len())
+    /// How many blocks the pool wants for a memory of `memory_pages`, if it
+    /// wants more.
+    pub fn pool_shortfall(&self, memory_pages: u64) -> Option<usize> {
+        let target = (memory_pages as usize).max(POOL_MINIMUM);
+        (self.pool.len() < target / 2).then(|| target - self.pool.len())
     }
 
-    /// Adds lent blocks to the pool, and room to record a write-out per block.
-    pub fn add_to_pool(&mut self, blocks: &[u64]) {
-        self.pool.extend_from_slice(blocks);
+    /// Adds lent blocks to the pool, and room to record a write-out per
+    /// block. Returns the blocks it could not take (beyond 32 bits).
+    pub fn add_to_pool(&mut self, blocks: &[u64]) -> Vec<u64> {
+        let (usable, unusable): (Vec<u64>, Vec<u64>) = blocks
+            .iter()
+            .partition(|&&block| block <= u64::from(u32::MAX));
+        self.pool.reserve_exact(usable.len());
+        self.pool
+            .extend(usable.iter().filter_map(|&block| u32::try_from(block).ok()));
         let room = self.evicted.len() + self.pool.len();
         self.evicted
-            .reserve(room.saturating_sub(self.evicted.len()));
+            .reserve_exact(room.saturating_sub(self.evicted.len()));
+        unusable
     }
 
     /// The pages written out since the last commit, for the image to adopt.
     pub fn take_evicted(&mut self) -> Vec<(u64, PageLocation)> {
-        let mut taken = Vec::new();
-        core::mem::swap(&mut taken, &mut self.evicted);
+        let taken: Vec<(u64, PageLocation)> = self
+            .evicted
+            .iter()
+            .filter_map(|&(page_index, packed)| Some((u64::from(page_index), packed.get()?)))
+            .collect();
         // Keep the room: the fault path never grows the vector.
-        self.evicted.reserve(taken.capacity());
+        self.evicted.clear();
         taken
     }
 
@@ -379,7 +431,11 @@ fn relieve_pressure(window_index: usize, faulting: &mut Pager) {
     if frames::with(|allocator| allocator.stats().free_frames) >= LOW_FREE_FRAMES {
         return;
     }
-    let mut evicted = faulting.evict(EVICTION_BATCH);
+    let mut evicted = 0;
+    if !faulting.is_exhausted {
+        evicted = faulting.evict(EVICTION_BATCH);
+        faulting.is_exhausted = evicted == 0;
+    }
     for (index, slot) in PAGERS.iter().enumerate() {
         if evicted >= EVICTION_BATCH {
             break;
@@ -391,8 +447,11 @@ fn relieve_pressure(window_index: usize, faulting: &mut Pager) {
         // window; a miss just means trying the next.
         if let Some(mut guard) = slot.try_lock()
             && let Some(pager) = guard.as_mut()
+            && !pager.is_exhausted
         {
-            evicted += pager.evict(EVICTION_BATCH - evicted);
+            let count = pager.evict(EVICTION_BATCH - evicted);
+            pager.is_exhausted = count == 0;
+            evicted += count;
         }
     }
 }

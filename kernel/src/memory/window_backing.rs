@@ -1,4 +1,4 @@
-//! `vm::MemoryBacking` over a window: demand paging from the image, dirty bits from the CPU.
+//! `vm::MemoryBacking` over a window: demand paging, dirty bits from the CPU.
 
 use alloc::format;
 use alloc::string::String;
@@ -166,15 +166,16 @@ impl MemoryBacking for WindowBacking {
             for (page_index, location) in committed {
                 pager.set_location(page_index, location);
             }
+            pager.refresh();
         });
         Ok(())
     }
 
-    fn after_slice(&mut self, memory: &[u8], storage: &mut dyn Storage) -> Result<(), Error> {
+    fn before_slice(&mut self, memory: &[u8], storage: &mut dyn Storage) -> Result<(), Error> {
         let page_count = page_count(memory);
         let Some(shortfall) = self.with_pager(|pager| {
             pager.cover(page_count);
-            pager.pool_shortfall()
+            pager.pool_shortfall(page_count)
         }) else {
             return Ok(());
         };
@@ -192,7 +193,10 @@ impl MemoryBacking for WindowBacking {
                 Err(_) => break Vec::new(),
             }
         };
-        self.with_pager(|pager| pager.add_to_pool(&blocks));
+        let unusable = self
+            .with_pager(|pager| pager.add_to_pool(&blocks))
+            .unwrap_or_default();
+        paging.release_blocks(&unusable);
         Ok(())
     }
 
