@@ -201,8 +201,8 @@ pub fn new(args: &NewArgs) -> Result<PathBuf> {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
     }
-    let mut wasi_args = vec![args.name.clone()];
-    wasi_args.extend(args.args.iter().cloned());
+    // The vm puts the domain name before these as argument 0.
+    let wasi_args = args.args.clone();
     let device = FileDevice::create(&output, block_count)
         .with_context(|| format!("creating {}", output.display()))?;
     Image::create(
