@@ -47,14 +47,7 @@ pub fn domain_image(
     app: &str,
     name: &str,
 ) -> Result<std::path::PathBuf> {
-    static APPS: OnceLock<Result<(), String>> = OnceLock::new();
-    APPS.get_or_init(|| {
-        xtask::app::build_apps(&[])
-            .map(|_| ())
-            .map_err(|error| format!("{error:#}"))
-    })
-    .clone()
-    .map_err(|error| anyhow!("building the apps: {error}"))?;
+    build_apps()?;
     let arguments = xtask::image::NewArgs {
         wasm: xtask::paths::apps_dir().join(format!("{app}.wasm")),
         name: name.to_string(),
@@ -65,6 +58,18 @@ pub fn domain_image(
         output: Some(directory.join(format!("{name}.img"))),
     };
     xtask::image::new(&arguments)
+}
+
+/// Builds every app into target/amber/apps, once per test process.
+pub fn build_apps() -> Result<()> {
+    static APPS: OnceLock<Result<(), String>> = OnceLock::new();
+    APPS.get_or_init(|| {
+        xtask::app::build_apps(&[])
+            .map(|_| ())
+            .map_err(|error| format!("{error:#}"))
+    })
+    .clone()
+    .map_err(|error| anyhow!("building the apps: {error}"))
 }
 
 /// Builds the kernel once per test process (a no-op when `cargo xtask test`

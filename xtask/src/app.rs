@@ -81,6 +81,10 @@ pub const APPS: &[App] = &[
         name: "life",
         kind: AppKind::Amber,
     },
+    App {
+        name: "bigmem",
+        kind: AppKind::Wasi,
+    },
 ];
 
 /// App subcommands.
