@@ -132,9 +132,10 @@ impl Window {
     }
 }
 
-/// The page-fault path for windows: maps a zeroed frame at a not-present
-/// address inside a handed-out window. Returns false for any other fault,
-/// which is then fatal.
+/// The page-fault path for windows: maps the page at a not-present address
+/// inside a handed-out window, from its pager (read from the image or
+/// zero-filled) or, for a window without one, zeroed. Returns false for any
+/// other fault, which is then fatal.
 pub fn handle_page_fault(address: u64, error_code: u64) -> bool {
     if error_code & FAULT_WAS_PRESENT != 0 || address < WINDOWS_BASE {
         return false;
