@@ -5,7 +5,9 @@
 pub mod app;
 pub mod bench;
 pub mod bench_kernel;
+pub mod bench_kernel_work;
 pub mod fuzz;
+pub mod guest;
 pub mod host;
 pub mod image;
 pub mod kernel;
