@@ -4,9 +4,11 @@
 //! so the main loop can run domains between keystrokes.
 
 use alloc::string::String;
+use core::sync::atomic::Ordering;
 
 use crate::arch::{acpi, timer};
 use crate::boot_info::BootInfo;
+use crate::disk_bench;
 use crate::domains::Domains;
 use crate::drivers::{serial, virtio_blk};
 use crate::memory::{frames, heap};
@@ -77,6 +79,12 @@ const COMMANDS: &[Command] = &[
         usage: "disks",
         help: "the virtio-blk disks: size and PCI address",
         run: disks,
+    },
+    Command {
+        name: "diskbench",
+        usage: "diskbench [MIB]",
+        help: "raw virtio-blk figures on the first spare disk (reads MIB, default 64)",
+        run: diskbench,
     },
     Command {
         name: "uptime",
@@ -227,6 +235,14 @@ fn mem(context: &mut Context<'_>, _arguments: &str) {
         heap_stats.allocated_bytes / KIB,
         heap_stats.size_bytes / MIB
     );
+    let paged = &crate::memory::pager::STATS;
+    println!(
+        "paging: {} pages read in, {} zero-filled, {} evicted ({} written out)",
+        paged.pages_read.load(Ordering::Relaxed),
+        paged.pages_zeroed.load(Ordering::Relaxed),
+        paged.pages_evicted.load(Ordering::Relaxed),
+        paged.pages_written_out.load(Ordering::Relaxed)
+    );
 }
 
 fn disks(_context: &mut Context<'_>, _arguments: &str) {
@@ -236,6 +252,35 @@ fn disks(_context: &mut Context<'_>, _arguments: &str) {
     }
     for disk in disks {
         println!("{disk} ({} blocks)", disk.block_count);
+    }
+}
+
+fn diskbench(context: &mut Context<'_>, arguments: &str) {
+    let read_mib = match arguments.split_whitespace().next() {
+        None => 64,
+        Some(word) => match word.parse::<u64>() {
+            Ok(mib) if mib > 0 => mib,
+            _ => {
+                println!("usage: diskbench [MIB] (MIB a positive whole number)");
+                return;
+            }
+        },
+    };
+    let Some(disk) = context.domains.first_spare() else {
+        println!("error: diskbench needs a spare (blank) disk");
+        return;
+    };
+    let index = disk.info().index;
+    match disk_bench::run(disk, read_mib) {
+        Ok(figures) => println!(
+            "diskbench disk {index}: read {} KiB in 4 KiB requests in {} us ({} MiB/s); \
+             write+flush twice: {} us (median of 64)",
+            figures.read_bytes / KIB,
+            figures.read_ns / 1000,
+            figures.read_mib_per_s(),
+            figures.commit_floor_ns / 1000
+        ),
+        Err(error) => println!("error: diskbench disk {index}: {error}"),
     }
 }
 

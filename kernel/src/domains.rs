@@ -165,6 +165,11 @@ impl Domains {
         }
     }
 
+    /// The first spare (blank) disk, if any.
+    pub fn first_spare(&mut self) -> Option<&mut VirtioDisk> {
+        self.spares.first_mut()
+    }
+
     /// Gives every runnable domain one slice, reports domains that ended, and
     /// takes the periodic checkpoint when it is due. Returns whether any
     /// domain can run right away.

@@ -8,6 +8,7 @@ extern crate alloc;
 pub mod arch;
 pub mod boot_info;
 pub mod console;
+pub mod disk_bench;
 pub mod domains;
 pub mod drivers;
 pub mod logger;

@@ -4,7 +4,8 @@
 //! [--quick]`); prints one JSON record per line (xtask/src/bench/record.rs)
 //! with the samples of every repetition, after one warm-up. DIR holds the
 //! file-backed image. `--quick` runs each measurement once on workloads a
-//! tenth the size.
+//! tenth the size. `--plain-cpu-loop N` only times the CPU loop of N
+//! iterations in plain wasmi (the kernel benchmark's baseline).
 
 // One writer of the record format, shared with persist's bench example.
 #[path = "../../persist/examples/bench/emit.rs"]
@@ -111,6 +112,19 @@ fn checkpoint_module(pages: u32, count: i64) -> String {
                 (br_if $again (i64.lt_u (local.get $i) (i64.const {count}))))))"#,
         grow = pages - 1
     )
+}
+
+/// The kernel benchmark's baseline: the CPU loop in plain wasmi without
+/// fuel, once to warm up and then `repetitions` times, each printed as
+/// `plain-cpu-loop ITERATIONS NANOSECONDS` (put `--quick` first for one).
+fn plain_cpu_loop_only(iterations: i64, repetitions: usize) -> Result<()> {
+    let compute = compute_module(iterations);
+    plain_wasmi(&compute, Fuel::Unmetered)?;
+    for _ in 0..repetitions {
+        let elapsed = plain_wasmi(&compute, Fuel::Unmetered)?;
+        println!("plain-cpu-loop {iterations} {}", elapsed.as_nanos());
+    }
+    Ok(())
 }
 
 /// `repetitions` samples of each of several runs compared with each other:
@@ -251,9 +265,15 @@ fn microseconds(times: &[Duration]) -> Vec<f64> {
 fn main() -> Result<()> {
     let mut directory = PathBuf::from("target/amber/bench/vm");
     let mut workload = FULL;
-    for argument in std::env::args().skip(1) {
+    let mut arguments = std::env::args().skip(1);
+    while let Some(argument) = arguments.next() {
         match argument.as_str() {
             "--quick" => workload = QUICK,
+            "--plain-cpu-loop" => {
+                let iterations = arguments.next().and_then(|word| word.parse().ok());
+                let iterations = iterations.ok_or("--plain-cpu-loop needs an iteration count")?;
+                return plain_cpu_loop_only(iterations, workload.repetitions);
+            }
             _ => directory = PathBuf::from(argument),
         }
     }

@@ -39,7 +39,7 @@ pub enum Benchmark {
     Persist,
     /// The vm against plain wasmi; host calls; checkpoints (issue 4).
     Vm,
-    /// Resume time against domain size, in QEMU (issue 5).
+    /// Resume time, CPU, checkpoints and page-in, in QEMU (issue 5).
     Kernel,
 }
 

@@ -55,8 +55,7 @@ pub const PLOTS: [PlotSpec; 4] = [
         title: "Page-in throughput against RAM size (memory over-committed)",
         x_label: "guest RAM (MiB)",
         y_label: "page-in throughput (MiB/s)",
-        when_missing: "the kernel pages in and evicts (issue 5), but its \
-                       page-in benchmark is not written yet",
+        when_missing: "the kernel benchmark did not run",
     },
     PlotSpec {
         id: MIGRATION_VS_SIZE,
