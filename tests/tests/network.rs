@@ -3,7 +3,8 @@
 //! A's QEMU listens on a free port of 127.0.0.1 and B's connects to it
 //! (`-netdev socket`), which makes one Ethernet segment of the two virtio-net
 //! cards. B runs `nettest listen`, A `nettest send`; both must report the
-//! whole stream, and B checks every byte against the pattern.
+//! whole stream, and B checks every byte against the pattern. A connection
+//! to a port nobody listens on must be refused, not hang.
 
 use std::net::TcpListener;
 use std::time::Duration;
@@ -78,6 +79,14 @@ fn two_machines_move_a_stream_over_tcp_and_report_throughput() -> Result<()> {
     assert!(transcript.contains(&byte_count), "{transcript}");
     a.expect_prompt(ANSWER_TIMEOUT)?;
     b.expect_prompt(ANSWER_TIMEOUT)?;
+
+    // Nobody listens on the next port: B's stack answers the SYN with a RST.
+    a.send_line(&format!("nettest send 169.254.0.2 {} 1", GUEST_PORT + 1))?;
+    a.expect(
+        "nettest: the connection was refused or reset",
+        ANSWER_TIMEOUT,
+    )?;
+    a.expect_prompt(ANSWER_TIMEOUT)?;
 
     let counters = b.run_command("net")?;
     assert!(
