@@ -28,13 +28,15 @@ fn free_port() -> Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
+/// A machine on the link with address 169.254.0.`host`, set by `ip=`: its
+/// MAC ends in 0x10 + `host`, so the MAC-derived default would differ.
 fn linked_machine(end: LinkEnd, port: u16, host: u8) -> Result<Machine> {
     let mut config = test_config()?;
     config.append = format!("ip=169.254.0.{host}");
     config.net = Some(NetLink {
         end,
         port,
-        mac_last_byte: host,
+        mac_last_byte: 0x10 + host,
     });
     let mut machine = Machine::boot(&config)?;
     machine.expect_prompt(BOOT_TIMEOUT)?;
@@ -51,7 +53,7 @@ fn two_machines_move_a_stream_over_tcp_and_report_throughput() -> Result<()> {
     let status = a.run_command("net")?;
     assert!(
         status.iter().any(|line| {
-            line.starts_with("net: MAC 52:54:00:12:34:01 at PCI ")
+            line.starts_with("net: MAC 52:54:00:12:34:11 at PCI ")
                 && line.contains("IPv4 169.254.0.1/16")
         }),
         "{status:?}"
