@@ -10,8 +10,11 @@ use crate::arch::{acpi, timer};
 use crate::boot_info::BootInfo;
 use crate::disk_bench;
 use crate::domains::Domains;
+use crate::drivers::virtio_net::MacAddress;
 use crate::drivers::{serial, virtio_blk};
 use crate::memory::{frames, heap};
+use crate::net;
+use crate::nettest;
 use crate::{print, println};
 
 const PROMPT: &str = "amber> ";
@@ -85,6 +88,18 @@ const COMMANDS: &[Command] = &[
         usage: "diskbench [MIB]",
         help: "raw virtio-blk figures on the first spare disk (reads MIB, default 64)",
         run: diskbench,
+    },
+    Command {
+        name: "net",
+        usage: "net",
+        help: "the network card: MAC, IPv4 address, link, packets",
+        run: net_status,
+    },
+    Command {
+        name: "nettest",
+        usage: "nettest listen PORT | send IP PORT MIB",
+        help: "raw TCP throughput: receive one stream, or send MIB MiB",
+        run: nettest,
     },
     Command {
         name: "uptime",
@@ -281,6 +296,68 @@ fn diskbench(context: &mut Context<'_>, arguments: &str) {
             figures.commit_floor_ns / 1000
         ),
         Err(error) => println!("error: diskbench disk {index}: {error}"),
+    }
+}
+
+fn net_status(_context: &mut Context<'_>, _arguments: &str) {
+    let Some(status) = net::status() else {
+        println!("no network card");
+        return;
+    };
+    println!(
+        "net: MAC {} at PCI {}, IPv4 {}/{}, link {} at boot",
+        MacAddress(status.nic.mac),
+        status.nic.location,
+        status.address,
+        status.prefix_len,
+        status.nic.link_at_probe
+    );
+    let counters = status.counters;
+    println!(
+        "packets: {} received ({} bytes), {} sent ({} bytes), {} errors",
+        counters.received_packets,
+        counters.received_bytes,
+        counters.sent_packets,
+        counters.sent_bytes,
+        counters.errors
+    );
+}
+
+const NETTEST_USAGE: &str = "usage: nettest listen PORT | nettest send IP PORT MIB";
+
+fn nettest(_context: &mut Context<'_>, arguments: &str) {
+    let words: alloc::vec::Vec<&str> = arguments.split_whitespace().collect();
+    match words.as_slice() {
+        ["listen", port] => {
+            let Ok(port) = port.parse::<u16>() else {
+                println!("{NETTEST_USAGE}");
+                return;
+            };
+            match nettest::listen(port) {
+                Ok(transfer) => {
+                    println!("nettest: {} bytes, all in the pattern", transfer.bytes);
+                    println!("received {}", transfer.summary());
+                }
+                Err(error) => println!("nettest: {error}"),
+            }
+        }
+        ["send", address, port, mib] => {
+            let (Ok(address), Ok(port), Ok(mib)) =
+                (address.parse(), port.parse::<u16>(), mib.parse::<u64>())
+            else {
+                println!("{NETTEST_USAGE}");
+                return;
+            };
+            if !(1..=nettest::MAX_MIB).contains(&mib) {
+                println!("nettest: MIB must be 1 to {}", nettest::MAX_MIB);
+                return;
+            }
+            match nettest::send(address, port, mib) {
+                Ok(transfer) => println!("sent {}", transfer.summary()),
+                Err(error) => println!("nettest: {error}"),
+            }
+        }
+        _ => println!("{NETTEST_USAGE}"),
     }
 }
 

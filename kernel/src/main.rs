@@ -13,6 +13,8 @@ pub mod domains;
 pub mod drivers;
 pub mod logger;
 pub mod memory;
+pub mod net;
+pub mod nettest;
 pub mod platform;
 pub mod selftest;
 
@@ -88,12 +90,14 @@ extern "C" fn kernel_main_on_kernel_stack() -> ! {
         .and_then(|text| text.parse().ok())
         .filter(|&milliseconds: &u64| milliseconds > 0)
         .unwrap_or(domains::DEFAULT_CHECKPOINT_MS);
+    net::init(info);
     let mut domains = domains::Domains::load(checkpoint_ms);
     run(info, &mut domains)
 }
 
-/// The main loop: console input, one scheduler round, and `hlt` until the
-/// next timer tick when no domain can run.
+/// The main loop: console input, one scheduler round, one network poll, and
+/// `hlt` until the next timer tick when no domain can run and the network
+/// had nothing to do.
 fn run(info: &BootInfo, domains: &mut domains::Domains) -> ! {
     let mut console = console::Console::new();
     console.prompt();
@@ -104,7 +108,8 @@ fn run(info: &BootInfo, domains: &mut domains::Domains) -> ! {
             console.prompt();
         }
         let is_runnable = domains.run_round();
-        if !is_runnable {
+        let is_network_busy = net::poll();
+        if !is_runnable && !is_network_busy {
             arch::cpu::wait_for_interrupt();
         }
     }

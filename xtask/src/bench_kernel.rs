@@ -75,6 +75,7 @@ fn bench_machine(kernel_elf: &Path, disk: &Path, accel: Accel, append: &str) -> 
         accel,
         console: Console::Stdio,
         disks: vec![disk.to_path_buf()],
+        net: None,
     }
 }
 

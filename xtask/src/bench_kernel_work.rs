@@ -259,6 +259,7 @@ fn machine(kernel_elf: &Path, disk: &Path, accel: Accel, memory_mib: u32) -> Qem
         accel,
         console: Console::Stdio,
         disks: vec![disk.to_path_buf()],
+        net: None,
     }
 }
 

@@ -106,6 +106,7 @@ pub fn offline(args: &OfflineArgs) -> Result<OfflineReport> {
         accel: args.accel,
         console: Console::Stdio,
         disks: vec![disk.to_path_buf()],
+        net: None,
     };
     let prefix = format!("[{name}] ");
 

@@ -1,4 +1,4 @@
-//! QEMU command lines for Amber: machine, memory, accelerator, disks, exit device.
+//! QEMU command lines for Amber: machine, memory, accelerator, disks, network.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -57,6 +57,7 @@ fn kvm_boots(kernel: &Path) -> bool {
         accel: Accel::Kvm,
         console: Console::Stdio,
         disks: Vec::new(),
+        net: None,
     };
     let Ok(mut command) = config.command() else {
         return false;
@@ -108,6 +109,53 @@ pub struct QemuConfig {
     pub console: Console,
     /// Raw disk images, each attached as a virtio-blk PCI device.
     pub disks: Vec<PathBuf>,
+    /// A virtio-net card on a point-to-point link to another QEMU, if any.
+    pub net: Option<NetLink>,
+}
+
+/// Which end of a link a QEMU instance is: QEMU's `-netdev socket` has one
+/// instance listen on a TCP port and the other connect to it, then carries
+/// Ethernet frames between them both ways.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkEnd {
+    /// Listens on 127.0.0.1:port; must start first.
+    Listen,
+    /// Connects to 127.0.0.1:port; QEMU exits at once if nobody listens.
+    Connect,
+}
+
+/// One end of an Ethernet link between two QEMU instances on this host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetLink {
+    pub end: LinkEnd,
+    /// The TCP port on 127.0.0.1 that carries the link.
+    pub port: u16,
+    /// The card's MAC address's last byte, after QEMU's 52:54:00:12:34 prefix.
+    /// The two ends need different ones; Amber derives its default address
+    /// 169.254.0.N from it.
+    pub mac_last_byte: u8,
+}
+
+impl NetLink {
+    /// The card's MAC address, `52:54:00:12:34:NN`.
+    pub fn mac(&self) -> String {
+        format!("52:54:00:12:34:{:02x}", self.mac_last_byte)
+    }
+
+    /// The arguments that add this end's card and link.
+    pub fn arguments(&self) -> [String; 4] {
+        let option = match self.end {
+            LinkEnd::Listen => "listen",
+            LinkEnd::Connect => "connect",
+        };
+        [
+            "-netdev".into(),
+            format!("socket,id=net0,{option}=127.0.0.1:{}", self.port),
+            "-device".into(),
+            // No option ROM: the kernel boots through -kernel, never PXE.
+            format!("virtio-net-pci,netdev=net0,mac={},romfile=", self.mac()),
+        ]
+    }
 }
 
 impl QemuConfig {
@@ -120,6 +168,7 @@ impl QemuConfig {
             accel: Accel::Tcg,
             console: Console::Stdio,
             disks: Vec::new(),
+            net: None,
         }
     }
 
@@ -159,6 +208,56 @@ impl QemuConfig {
                 .arg("-device")
                 .arg(format!("virtio-blk-pci,drive=disk{index}"));
         }
+        if let Some(link) = &self.net {
+            command.args(link.arguments());
+        }
         Ok(command)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_two_link_ends_share_a_port_and_differ_in_role_and_mac() {
+        let listen = NetLink {
+            end: LinkEnd::Listen,
+            port: 40123,
+            mac_last_byte: 1,
+        };
+        let connect = NetLink {
+            end: LinkEnd::Connect,
+            port: 40123,
+            mac_last_byte: 2,
+        };
+        assert_eq!(
+            listen.arguments(),
+            [
+                "-netdev",
+                "socket,id=net0,listen=127.0.0.1:40123",
+                "-device",
+                "virtio-net-pci,netdev=net0,mac=52:54:00:12:34:01,romfile=",
+            ]
+        );
+        assert_eq!(
+            connect.arguments()[1],
+            "socket,id=net0,connect=127.0.0.1:40123"
+        );
+        assert_eq!(connect.mac(), "52:54:00:12:34:02");
+    }
+
+    #[test]
+    fn without_a_link_there_is_no_network_card() -> Result<()> {
+        let Ok(command) = QemuConfig::for_tests().command() else {
+            // No QEMU on this machine: nothing to check.
+            return Ok(());
+        };
+        let arguments: Vec<String> = command
+            .get_args()
+            .map(|argument| argument.to_string_lossy().into_owned())
+            .collect();
+        assert!(!arguments.iter().any(|argument| argument == "-netdev"));
+        Ok(())
     }
 }

@@ -62,6 +62,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         append: args.append.clone(),
         console: Console::Terminal,
         disks,
+        net: None,
     };
     eprintln!(
         "booting Amber ({:?}, {} MiB) with {}; `shutdown` commits and powers off, Ctrl-A x quits QEMU (a power cut)",

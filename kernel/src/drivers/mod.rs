@@ -7,3 +7,4 @@ pub mod pci;
 pub mod serial;
 pub mod virtio_blk;
 pub mod virtio_hal;
+pub mod virtio_net;

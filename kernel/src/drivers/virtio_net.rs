@@ -1,0 +1,346 @@
+//! virtio-net (PCI transport), polled, as smoltcp's `phy::Device`.
+//!
+//! virtio-drivers' `VirtIONet` keeps a ring of receive buffers on the heap,
+//! which is one physically contiguous run of frames (memory::heap), so the
+//! device can write into them without bouncing. Sending copies the frame into
+//! a fresh heap buffer and waits for the device to take it; under QEMU that
+//! is a few microseconds, and it keeps the transmit side free of state.
+//! Nothing interrupts: smoltcp asks for packets when `net::poll` runs.
+//!
+//! The receive and transmit tokens smoltcp holds at the same time both reach
+//! the device, so it sits in a `RefCell` that each token borrows only for the
+//! length of one copy.
+
+use core::cell::RefCell;
+use core::fmt;
+
+use smoltcp::phy::{self, DeviceCapabilities, Medium};
+use smoltcp::time::Instant;
+use virtio_drivers::device::net::{RxBuffer, VirtIONet};
+use virtio_drivers::transport::pci::{PciTransport, virtio_device_type};
+use virtio_drivers::transport::{DeviceType, Transport};
+
+use super::pci::{self, PciSetupError};
+use super::virtio_blk::PciLocation;
+use super::virtio_hal::{self, KernelHal};
+
+/// Descriptors per queue: the receive ring holds this many frames waiting
+/// for a poll (a power of two no larger than QEMU's default of 256).
+const QUEUE_SIZE: usize = 128;
+
+/// Bytes per receive buffer: the virtio-net header plus a 1514-byte frame
+/// fit, and virtio-drivers wants at least 1526.
+const RECEIVE_BUFFER_BYTES: usize = 2048;
+
+/// The largest Ethernet frame sent, header included, without the FCS: the
+/// 1500-byte MTU every virtio-net device accepts.
+const MAX_FRAME_BYTES: usize = 1514;
+
+/// VIRTIO_NET_F_STATUS (virtio 1.2, 5.1.3): the config space has `status`.
+const FEATURE_STATUS: u64 = 1 << 16;
+
+/// Offset of `status` in virtio-net's config space (virtio 1.2, 5.1.4).
+const CONFIG_STATUS_OFFSET: usize = 6;
+
+/// VIRTIO_NET_S_LINK_UP in `status`.
+const STATUS_LINK_UP: u16 = 1;
+
+/// Whether the link was up when the device was probed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkState {
+    Up,
+    Down,
+    /// The device does not offer VIRTIO_NET_F_STATUS, which the spec says
+    /// means the link is to be assumed up.
+    NotReported,
+}
+
+impl fmt::Display for LinkState {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(match self {
+            LinkState::Up => "up",
+            LinkState::Down => "down",
+            LinkState::NotReported => "not reported (assumed up)",
+        })
+    }
+}
+
+/// What the console and logs say about the network card.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NicInfo {
+    pub location: PciLocation,
+    pub mac: [u8; 6],
+    /// Read once, at probe time: VirtIONet keeps the config space to itself.
+    pub link_at_probe: LinkState,
+}
+
+/// Frames and bytes moved since probe.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub received_packets: u64,
+    pub received_bytes: u64,
+    pub sent_packets: u64,
+    pub sent_bytes: u64,
+    /// Frames the device refused or virtio-drivers failed, in either direction.
+    pub errors: u64,
+}
+
+/// Why the virtio-net device could not be brought up.
+#[derive(Debug)]
+pub enum ProbeError {
+    Pci(PciSetupError),
+    Transport(virtio_drivers::transport::pci::VirtioPciError),
+    Device(virtio_drivers::Error),
+}
+
+impl fmt::Display for ProbeError {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProbeError::Pci(error) => write!(formatter, "PCI set-up: {error}"),
+            ProbeError::Transport(error) => write!(formatter, "virtio PCI transport: {error}"),
+            ProbeError::Device(error) => write!(formatter, "virtio-net initialisation: {error}"),
+        }
+    }
+}
+
+type Device = VirtIONet<KernelHal, PciTransport, QUEUE_SIZE>;
+
+struct Shared {
+    device: Device,
+    counters: Counters,
+}
+
+/// The network card: smoltcp's `phy::Device`.
+pub struct NetDevice {
+    shared: RefCell<Shared>,
+    info: NicInfo,
+}
+
+impl fmt::Debug for NetDevice {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("NetDevice")
+            .field("info", &self.info)
+            .finish()
+    }
+}
+
+impl NetDevice {
+    pub fn info(&self) -> NicInfo {
+        self.info
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.shared.borrow().counters
+    }
+}
+
+/// Finds the first virtio-net device in PCI order and brings it up; None
+/// (logged) when there is none or it fails. One probe per boot: probing
+/// resets the device.
+pub fn probe() -> Option<NetDevice> {
+    virtio_hal::bounce_frame();
+    let mut root = pci::root();
+    let function = pci::functions(&root)
+        .into_iter()
+        .find(|(_, info)| virtio_device_type(info) == Some(DeviceType::Network))
+        .map(|(function, _)| function);
+    let Some(function) = function else {
+        log::info!("no network card");
+        return None;
+    };
+    let location = PciLocation::from(function);
+    match bring_up(&mut root, function) {
+        Ok(device) => {
+            let info = device.info;
+            log::info!(
+                "network card at PCI {location}: MAC {}, link {}",
+                MacAddress(info.mac),
+                info.link_at_probe
+            );
+            Some(device)
+        }
+        Err(error) => {
+            log::error!("virtio-net at PCI {location}: {error}; skipped");
+            None
+        }
+    }
+}
+
+fn bring_up(
+    root: &mut virtio_drivers::transport::pci::bus::PciRoot<pci::PortConfigurationAccess>,
+    function: virtio_drivers::transport::pci::bus::DeviceFunction,
+) -> Result<NetDevice, ProbeError> {
+    pci::prepare_device(root, function).map_err(ProbeError::Pci)?;
+    let mut transport =
+        PciTransport::new::<KernelHal, _>(root, function).map_err(ProbeError::Transport)?;
+    let link_at_probe = if transport.read_device_features() & FEATURE_STATUS == 0 {
+        LinkState::NotReported
+    } else {
+        match transport.read_config_space::<u16>(CONFIG_STATUS_OFFSET) {
+            Ok(status) if status & STATUS_LINK_UP != 0 => LinkState::Up,
+            Ok(_) => LinkState::Down,
+            Err(error) => return Err(ProbeError::Device(error)),
+        }
+    };
+    let mut device = Device::new(transport, RECEIVE_BUFFER_BYTES).map_err(ProbeError::Device)?;
+    // Everything is polled; the device need not interrupt.
+    device.disable_interrupts();
+    let info = NicInfo {
+        location: PciLocation::from(function),
+        mac: device.mac_address(),
+        link_at_probe,
+    };
+    Ok(NetDevice {
+        shared: RefCell::new(Shared {
+            device,
+            counters: Counters::default(),
+        }),
+        info,
+    })
+}
+
+/// A MAC address printed `52:54:00:12:34:56`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MacAddress(pub [u8; 6]);
+
+impl fmt::Display for MacAddress {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [a, b, c, d, e, f] = self.0;
+        write!(formatter, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}")
+    }
+}
+
+/// One received frame; its buffer goes back to the receive ring when the
+/// token is consumed or dropped.
+pub struct NetRxToken<'a> {
+    shared: &'a RefCell<Shared>,
+    buffer: Option<RxBuffer>,
+}
+
+/// Room to send one frame.
+pub struct NetTxToken<'a> {
+    shared: &'a RefCell<Shared>,
+}
+
+impl fmt::Debug for NetRxToken<'_> {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let length = self.buffer.as_ref().map(RxBuffer::packet_len);
+        formatter
+            .debug_struct("NetRxToken")
+            .field("packet_len", &length)
+            .finish()
+    }
+}
+
+impl fmt::Debug for NetTxToken<'_> {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("NetTxToken")
+    }
+}
+
+impl phy::Device for NetDevice {
+    type RxToken<'a> = NetRxToken<'a>;
+    type TxToken<'a> = NetTxToken<'a>;
+
+    fn receive(&mut self, _timestamp: Instant) -> Option<(NetRxToken<'_>, NetTxToken<'_>)> {
+        let shared = self.shared.get_mut();
+        if !shared.device.can_recv() {
+            return None;
+        }
+        let buffer = match shared.device.receive() {
+            Ok(buffer) => buffer,
+            Err(error) => {
+                shared.counters.errors += 1;
+                log::warn!("virtio-net: receiving: {error}");
+                return None;
+            }
+        };
+        shared.counters.received_packets += 1;
+        shared.counters.received_bytes += buffer.packet_len() as u64;
+        Some((
+            NetRxToken {
+                shared: &self.shared,
+                buffer: Some(buffer),
+            },
+            NetTxToken {
+                shared: &self.shared,
+            },
+        ))
+    }
+
+    fn transmit(&mut self, _timestamp: Instant) -> Option<NetTxToken<'_>> {
+        // Sends complete before `send` returns, so the queue is never full;
+        // this guards against a device that keeps descriptors anyway.
+        if !self.shared.get_mut().device.can_send() {
+            return None;
+        }
+        Some(NetTxToken {
+            shared: &self.shared,
+        })
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut capabilities = DeviceCapabilities::default();
+        capabilities.medium = Medium::Ethernet;
+        capabilities.max_transmission_unit = MAX_FRAME_BYTES;
+        capabilities.max_burst_size = Some(QUEUE_SIZE);
+        capabilities
+    }
+}
+
+impl NetRxToken<'_> {
+    fn recycle(&mut self) {
+        let Some(buffer) = self.buffer.take() else {
+            return;
+        };
+        let mut shared = self.shared.borrow_mut();
+        if let Err(error) = shared.device.recycle_rx_buffer(buffer) {
+            shared.counters.errors += 1;
+            log::error!("virtio-net: a receive buffer could not go back to the ring: {error}");
+        }
+    }
+}
+
+impl phy::RxToken for NetRxToken<'_> {
+    fn consume<R, F>(mut self, f: F) -> R
+    where
+        F: FnOnce(&[u8]) -> R,
+    {
+        let result = match &self.buffer {
+            Some(buffer) => f(buffer.packet()),
+            // The buffer is only taken by recycle, which runs after this.
+            None => f(&[]),
+        };
+        self.recycle();
+        result
+    }
+}
+
+impl Drop for NetRxToken<'_> {
+    fn drop(&mut self) {
+        self.recycle();
+    }
+}
+
+impl phy::TxToken for NetTxToken<'_> {
+    fn consume<R, F>(self, len: usize, f: F) -> R
+    where
+        F: FnOnce(&mut [u8]) -> R,
+    {
+        let mut shared = self.shared.borrow_mut();
+        let mut buffer = shared.device.new_tx_buffer(len);
+        let result = f(buffer.packet_mut());
+        match shared.device.send(buffer) {
+            Ok(()) => {
+                shared.counters.sent_packets += 1;
+                shared.counters.sent_bytes += len as u64;
+            }
+            Err(error) => {
+                shared.counters.errors += 1;
+                log::warn!("virtio-net: sending a {len}-byte frame: {error}");
+            }
+        }
+        result
+    }
+}
