@@ -13,6 +13,7 @@ use crate::domains::Domains;
 use crate::drivers::virtio_net::MacAddress;
 use crate::drivers::{serial, virtio_blk};
 use crate::memory::{frames, heap};
+use crate::migration::Migrations;
 use crate::net;
 use crate::nettest;
 use crate::{print, println};
@@ -25,6 +26,7 @@ const MAX_LINE_BYTES: usize = 256;
 pub struct Context<'a> {
     pub info: &'a BootInfo,
     pub domains: &'a mut Domains,
+    pub migrations: &'a mut Migrations,
 }
 
 struct Command {
@@ -64,6 +66,12 @@ const COMMANDS: &[Command] = &[
         usage: "checkpoint [NAME]",
         help: "commit one domain, or all, now",
         run: checkpoint,
+    },
+    Command {
+        name: "migrate",
+        usage: "migrate NAME ADDRESS",
+        help: "move a running domain to the machine at ADDRESS (IPv4), live",
+        run: migrate,
     },
     Command {
         name: "stats",
@@ -217,6 +225,15 @@ fn start(context: &mut Context<'_>, arguments: &str) {
 fn checkpoint(context: &mut Context<'_>, arguments: &str) {
     let name = arguments.split_whitespace().next();
     report(context.domains.checkpoint(name));
+}
+
+fn migrate(context: &mut Context<'_>, arguments: &str) {
+    let mut words = arguments.split_whitespace();
+    let (Some(name), Some(address), None) = (words.next(), words.next(), words.next()) else {
+        println!("usage: migrate NAME ADDRESS");
+        return;
+    };
+    report(context.migrations.start(context.domains, name, address));
 }
 
 fn stats(context: &mut Context<'_>, arguments: &str) {

@@ -165,6 +165,71 @@ impl Domains {
         }
     }
 
+    /// A fresh migration identity (random: two machines never pick the same).
+    pub fn new_migration_id(&self) -> persist::migrate::MigrationId {
+        let mut bytes = [0u8; 16];
+        self.platform.fill_random(&mut bytes);
+        u128::from_le_bytes(bytes)
+    }
+
+    /// The image of domain `name`, running or stopped.
+    pub fn image_of(&mut self, name: &str) -> Result<&mut Image<VirtioDisk>, String> {
+        let domain = if self.scheduler.domain(name).is_some() {
+            self.scheduler.domain_mut(name)
+        } else {
+            self.stopped
+                .iter_mut()
+                .find(|entry| entry.domain.name() == name)
+                .map(|entry| &mut entry.domain)
+        };
+        let domain = domain.ok_or_else(|| format!("no domain named '{name}' (see ps)"))?;
+        domain
+            .image_mut()
+            .and_then(|image| image.downcast_mut::<Image<VirtioDisk>>())
+            .ok_or_else(|| format!("{name} has no disk image"))
+    }
+
+    /// Drops a stopped domain that another machine owns now (its image here
+    /// holds the hand-over record and never runs again).
+    pub fn forget_moved(&mut self, name: &str) {
+        self.stopped.retain(|entry| entry.domain.name() != name);
+    }
+
+    /// Takes a spare disk (for an incoming migration).
+    pub fn take_spare(&mut self) -> Option<VirtioDisk> {
+        if self.spares.is_empty() {
+            return None;
+        }
+        Some(self.spares.remove(0))
+    }
+
+    /// Gives back a spare disk, blank again.
+    pub fn return_spare(&mut self, disk: VirtioDisk) {
+        self.spares.push(disk);
+    }
+
+    /// Runs the domain of an image that just became this machine's (an
+    /// incoming migration); returns its name.
+    pub fn adopt(&mut self, image: Image<VirtioDisk>) -> Result<String, String> {
+        let disk_index = image.device().info().index;
+        let pager_disk = image.device().pager_disk();
+        let platform: Arc<dyn Platform> = self.platform.clone();
+        let domain = Domain::open(
+            &self.engine,
+            platform,
+            Box::new(PersistStorage::new(image)),
+            Box::new(WindowBacking::new(Some(pager_disk))),
+        )
+        .map_err(|error| format!("{error}"))?;
+        let name = String::from(domain.name());
+        let is_stopped = domain.status() == DomainStatus::Stopped;
+        self.admit(Entry { disk_index, domain });
+        if is_stopped {
+            self.start(&name)?;
+        }
+        Ok(name)
+    }
+
     /// The first spare (blank) disk, if any.
     pub fn first_spare(&mut self) -> Option<&mut VirtioDisk> {
         self.spares.first_mut()

@@ -13,6 +13,7 @@ pub mod domains;
 pub mod drivers;
 pub mod logger;
 pub mod memory;
+pub mod migration;
 pub mod net;
 pub mod nettest;
 pub mod platform;
@@ -100,16 +101,22 @@ extern "C" fn kernel_main_on_kernel_stack() -> ! {
 /// had nothing to do.
 fn run(info: &BootInfo, domains: &mut domains::Domains) -> ! {
     let mut console = console::Console::new();
+    let mut migrations = migration::Migrations::new();
     console.prompt();
     loop {
         if let Some(line) = console.poll() {
-            let mut context = console::Context { info, domains };
+            let mut context = console::Context {
+                info,
+                domains,
+                migrations: &mut migrations,
+            };
             console::execute(&mut context, &line);
             console.prompt();
         }
         let is_runnable = domains.run_round();
         let is_network_busy = net::poll();
-        if !is_runnable && !is_network_busy {
+        let is_migrating = migrations.poll(domains);
+        if !is_runnable && !is_network_busy && !is_migrating {
             arch::cpu::wait_for_interrupt();
         }
     }

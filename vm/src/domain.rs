@@ -142,6 +142,12 @@ impl Domain {
         &self.record
     }
 
+    /// The persist image behind the domain, if its storage has one (see
+    /// [`Storage::image_mut`]).
+    pub fn image_mut(&mut self) -> Option<&mut dyn core::any::Any> {
+        self.storage.image_mut()
+    }
+
     /// The storage behind the domain, e.g. to reopen it after dropping this.
     pub fn into_storage(self) -> Box<dyn Storage> {
         self.storage

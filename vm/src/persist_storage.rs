@@ -129,7 +129,7 @@ fn from_persist_global(global: &persist::GlobalValue) -> SavedGlobal {
     }
 }
 
-impl<D: BlockDevice + Send> Storage for PersistStorage<D> {
+impl<D: BlockDevice + Send + 'static> Storage for PersistStorage<D> {
     fn load(&mut self) -> Result<DomainRecord, Error> {
         let module = self.image.module().map_err(storage_error)?;
         let metadata = self.image.metadata().clone();
@@ -218,6 +218,10 @@ impl<D: BlockDevice + Send> Storage for PersistStorage<D> {
 
     fn pager(&mut self) -> Option<&mut dyn PagerStorage> {
         Some(self)
+    }
+
+    fn image_mut(&mut self) -> Option<&mut dyn core::any::Any> {
+        Some(&mut self.image)
     }
 }
 

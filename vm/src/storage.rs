@@ -200,6 +200,11 @@ pub trait Storage: Send {
     fn pager(&mut self) -> Option<&mut dyn PagerStorage> {
         None
     }
+    /// The persist image underneath, for code that knows its device type
+    /// (the kernel's migration downcasts it to `Image<VirtioDisk>`).
+    fn image_mut(&mut self) -> Option<&mut dyn core::any::Any> {
+        None
+    }
 }
 
 /// Storage in RAM: for tests and benchmarks, and a model of the real thing.

@@ -1,0 +1,602 @@
+//! Live migration: persist::migrate's protocol over a byte stream to a peer.
+//!
+//! The protocol (rounds, hand-over, who owns the domain at every moment) is
+//! all in `persist::migrate`; this module moves its messages over a
+//! [`Link`] (TCP in practice), in frames of a 4-byte little-endian length
+//! and the message, and does what the protocol asks of the machine: read the
+//! running domain's image on the source, pause the domain for the final
+//! round, forget it once handed over; on the target, take a spare disk,
+//! and run the domain once it is this machine's.
+//!
+//! Both sides are polled from the main loop and never block: each poll
+//! sends or receives a bounded amount, so domains and the console go on.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use persist::migrate::{self, Message, Source, SourceEvent, SourceStep, Target, TargetEvent};
+
+use smoltcp::wire::Ipv4Address;
+
+use crate::arch::timer;
+use crate::domains::Domains;
+use crate::drivers::virtio_blk::VirtioDisk;
+use crate::net::{NetError, TcpConnection, TcpState};
+use crate::println;
+
+/// The largest frame accepted: the protocol's largest message.
+const MAX_FRAME_BYTES: usize = migrate::wire::MAX_MESSAGE_LEN;
+
+/// Messages produced per poll at most, so one poll stays short.
+const MESSAGES_PER_POLL: usize = 64;
+
+/// Stop producing while this much is waiting to be sent.
+const SEND_BACKLOG_BYTES: usize = 256 * 1024;
+
+/// A round with at most this many changed pages is followed by the final
+/// round: the pause then costs about as much as sending them.
+const FINAL_ROUND_PAGES: u64 = 256;
+
+/// Pre-copy rounds before pausing whatever the domain still dirties.
+const MAX_PRE_COPY_ROUNDS: u32 = 8;
+
+/// A reliable, ordered byte stream to the peer.
+pub trait Link {
+    /// Queues as many of `bytes` as fit now and says how many (0 if none).
+    fn send(&mut self, bytes: &[u8]) -> Result<usize, LinkError>;
+    /// Moves whatever has arrived into `buffer` and says how much (0 if
+    /// nothing yet).
+    fn receive(&mut self, buffer: &mut [u8]) -> Result<usize, LinkError>;
+}
+
+/// Why a link stopped carrying bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkError {
+    /// The peer closed the connection or it was reset.
+    Closed,
+    /// Anything else, said in words.
+    Failed(String),
+}
+
+impl core::fmt::Display for LinkError {
+    fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            LinkError::Closed => formatter.write_str("the connection closed"),
+            LinkError::Failed(reason) => formatter.write_str(reason),
+        }
+    }
+}
+
+/// Frames over a link: outgoing bytes not yet accepted, incoming bytes not
+/// yet a whole frame.
+#[derive(Debug)]
+struct Framed<L> {
+    link: L,
+    outgoing: Vec<u8>,
+    sent: usize,
+    incoming: Vec<u8>,
+    bytes_sent: u64,
+}
+
+impl<L: Link> Framed<L> {
+    fn new(link: L) -> Framed<L> {
+        Framed {
+            link,
+            outgoing: Vec::new(),
+            sent: 0,
+            incoming: Vec::new(),
+            bytes_sent: 0,
+        }
+    }
+
+    fn queue(&mut self, message: &[u8]) {
+        self.outgoing
+            .extend_from_slice(&(message.len() as u32).to_le_bytes());
+        self.outgoing.extend_from_slice(message);
+    }
+
+    fn backlog(&self) -> usize {
+        self.outgoing.len() - self.sent
+    }
+
+    /// Sends what the link takes; true when nothing is left.
+    fn flush(&mut self) -> Result<bool, LinkError> {
+        while self.sent < self.outgoing.len() {
+            let count = self.link.send(&self.outgoing[self.sent..])?;
+            if count == 0 {
+                break;
+            }
+            self.sent += count;
+            self.bytes_sent += count as u64;
+        }
+        if self.sent == self.outgoing.len() {
+            self.outgoing.clear();
+            self.sent = 0;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// The next whole frame, if one has arrived.
+    fn next_frame(&mut self) -> Result<Option<Vec<u8>>, String> {
+        let mut buffer = [0u8; 4096];
+        loop {
+            if let Some(frame) = self.take_frame()? {
+                return Ok(Some(frame));
+            }
+            let count = self
+                .link
+                .receive(&mut buffer)
+                .map_err(|error| format!("{error}"))?;
+            if count == 0 {
+                return Ok(None);
+            }
+            self.incoming.extend_from_slice(&buffer[..count]);
+        }
+    }
+
+    fn take_frame(&mut self) -> Result<Option<Vec<u8>>, String> {
+        let Some(header) = self.incoming.first_chunk::<4>() else {
+            return Ok(None);
+        };
+        let length = u32::from_le_bytes(*header) as usize;
+        if length > MAX_FRAME_BYTES {
+            return Err(format!(
+                "the peer sent a frame of {length} bytes (at most {MAX_FRAME_BYTES})"
+            ));
+        }
+        if self.incoming.len() < 4 + length {
+            return Ok(None);
+        }
+        let frame = self.incoming[4..4 + length].to_vec();
+        self.incoming.drain(..4 + length);
+        Ok(Some(frame))
+    }
+}
+
+/// Where a migration stands after a poll.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    Working,
+    /// Over, well or not; the line says how.
+    Done(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OutgoingPhase {
+    PreCopy,
+    /// The domain is paused (stopped, committed) for the final round.
+    Final,
+    /// The tombstone is committed: the domain is the target's.
+    HandedOver,
+}
+
+/// The source side of one migration.
+#[derive(Debug)]
+pub struct Outgoing<L> {
+    name: String,
+    peer: String,
+    framed: Framed<L>,
+    source: Source,
+    phase: OutgoingPhase,
+    message: Vec<u8>,
+    started_ns: u64,
+    paused_ns: Option<u64>,
+}
+
+impl<L: Link> Outgoing<L> {
+    /// Starts migrating domain `name` to `peer` over `link`.
+    pub fn start(
+        domains: &mut Domains,
+        name: &str,
+        peer: &str,
+        link: L,
+    ) -> Result<Outgoing<L>, String> {
+        let migration_id = domains.new_migration_id();
+        let image = domains.image_of(name)?;
+        let source = Source::new(image, migration_id, peer)
+            .map_err(|error| format!("{name}: cannot start the migration: {error}"))?;
+        println!(
+            "[migrate] {name} -> {peer}: migration {migration_id:016x}, pre-copy of {} stored pages",
+            image.stats().pages_stored
+        );
+        Ok(Outgoing {
+            name: name.into(),
+            peer: peer.into(),
+            framed: Framed::new(link),
+            source,
+            phase: OutgoingPhase::PreCopy,
+            message: Vec::new(),
+            started_ns: timer::uptime_ns(),
+            paused_ns: None,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Does the next bit of the migration.
+    pub fn poll(&mut self, domains: &mut Domains) -> Progress {
+        match self.step(domains) {
+            Ok(progress) => progress,
+            Err(reason) => self.fail(domains, &reason),
+        }
+    }
+
+    fn step(&mut self, domains: &mut Domains) -> Result<Progress, String> {
+        let peer = self.peer.clone();
+        let link_error = |error: LinkError| format!("link to {peer}: {error}");
+        if !self.framed.flush().map_err(link_error)? {
+            return Ok(Progress::Working);
+        }
+        while let Some(frame) = self.framed.next_frame()? {
+            let image = domains.image_of(&self.name)?;
+            match self.source.receive(image, &frame) {
+                Ok(SourceEvent::RoundCommitted { round }) => {
+                    log::info!(
+                        "[migrate] {}: {} committed round {round}",
+                        self.name,
+                        self.peer
+                    );
+                }
+                Ok(SourceEvent::HandedOver) => {
+                    self.phase = OutgoingPhase::HandedOver;
+                    println!(
+                        "[migrate] {}: handed over to {} (committed here as moved)",
+                        self.name, self.peer
+                    );
+                }
+                // The target may close the link right after saying so.
+                Ok(SourceEvent::TargetRunning) => return Ok(self.finish(domains)),
+                Err(error) => return Err(format!("{error}")),
+            }
+        }
+        for _ in 0..MESSAGES_PER_POLL {
+            if self.framed.backlog() > SEND_BACKLOG_BYTES {
+                break;
+            }
+            let image = domains.image_of(&self.name)?;
+            let step = self
+                .source
+                .poll(image, &mut self.message)
+                .map_err(|error| format!("{error}"))?;
+            match step {
+                SourceStep::Send => self.framed.queue(&self.message),
+                SourceStep::RoundSent { round, changes } => {
+                    self.next_round(domains, round, changes)?
+                }
+                SourceStep::AwaitingReply => break,
+                SourceStep::Finished => return Ok(self.finish(domains)),
+                SourceStep::Aborted => return Err("the migration was aborted".into()),
+            }
+        }
+        self.framed.flush().map_err(link_error)?;
+        Ok(Progress::Working)
+    }
+
+    fn next_round(
+        &mut self,
+        domains: &mut Domains,
+        round: u32,
+        changes: u64,
+    ) -> Result<(), String> {
+        println!(
+            "[migrate] {}: round {round} sent, {changes} pages, {} KiB so far",
+            self.name,
+            self.framed.bytes_sent / 1024
+        );
+        if changes > FINAL_ROUND_PAGES && round < MAX_PRE_COPY_ROUNDS {
+            let image = domains.image_of(&self.name)?;
+            self.source
+                .begin_delta_round(image)
+                .map_err(|error| format!("{error}"))?;
+            return Ok(());
+        }
+        self.paused_ns = Some(timer::uptime_ns());
+        domains.stop(&self.name)?;
+        self.phase = OutgoingPhase::Final;
+        let image = domains.image_of(&self.name)?;
+        let last = self
+            .source
+            .begin_final_round(image)
+            .map_err(|error| format!("{error}"))?;
+        println!(
+            "[migrate] {}: paused; final round of {last} pages",
+            self.name
+        );
+        Ok(())
+    }
+
+    fn finish(&mut self, domains: &mut Domains) -> Progress {
+        let now = timer::uptime_ns();
+        let downtime_ms = self
+            .paused_ns
+            .map_or(0, |paused| (now - paused) / 1_000_000);
+        domains.forget_moved(&self.name);
+        Progress::Done(format!(
+            "[migrate] {}: moved to {} in {} ms, {} KiB sent, downtime {downtime_ms} ms",
+            self.name,
+            self.peer,
+            (now - self.started_ns) / 1_000_000,
+            self.framed.bytes_sent / 1024
+        ))
+    }
+
+    /// Gives up: before the hand-over the domain stays here (and runs on);
+    /// after it, it is the target's and stays stopped here.
+    fn fail(&mut self, domains: &mut Domains, reason: &str) -> Progress {
+        if self.phase == OutgoingPhase::HandedOver {
+            domains.forget_moved(&self.name);
+            return Progress::Done(format!(
+                "[migrate] {}: handed over to {}, then: {reason}; the domain is {}'s \
+                 (its copy there runs once it hears of the hand-over)",
+                self.name, self.peer, self.peer
+            ));
+        }
+        let mut abort = Vec::new();
+        if self.source.abort(&mut abort).is_ok() {
+            self.framed.queue(&abort);
+            let _ = self.framed.flush();
+        }
+        if self.phase == OutgoingPhase::Final
+            && let Err(error) = domains.start(&self.name)
+        {
+            println!("[migrate] {}: cannot resume here: {error}", self.name);
+        }
+        Progress::Done(format!(
+            "[migrate] {}: failed: {reason}; the domain stays here",
+            self.name
+        ))
+    }
+}
+
+/// The target side of one migration, onto a spare disk.
+#[derive(Debug)]
+pub struct Incoming<L> {
+    peer: String,
+    framed: Framed<L>,
+    target: Option<Target<VirtioDisk>>,
+    reply: Vec<u8>,
+    pages_received: u64,
+    started_ns: u64,
+}
+
+impl<L: Link> Incoming<L> {
+    /// Receives a migration from `peer` over `link` onto one of the spare
+    /// disks.
+    pub fn accept(domains: &mut Domains, peer: &str, link: L) -> Result<Incoming<L>, String> {
+        let spare = domains
+            .take_spare()
+            .ok_or_else(|| String::from("no spare disk to receive a domain on"))?;
+        let target = match Target::new(spare, peer) {
+            Ok(target) => target,
+            Err(error) => return Err(format!("the spare disk cannot take a domain: {error}")),
+        };
+        Ok(Incoming {
+            peer: peer.into(),
+            framed: Framed::new(link),
+            target: Some(target),
+            reply: Vec::new(),
+            pages_received: 0,
+            started_ns: timer::uptime_ns(),
+        })
+    }
+
+    pub fn poll(&mut self, domains: &mut Domains) -> Progress {
+        match self.step(domains) {
+            Ok(progress) => progress,
+            Err(reason) => self.fail(domains, &reason),
+        }
+    }
+
+    fn step(&mut self, domains: &mut Domains) -> Result<Progress, String> {
+        let peer = self.peer.clone();
+        let link_error = |error: LinkError| format!("link to {peer}: {error}");
+        self.framed.flush().map_err(link_error)?;
+        for _ in 0..MESSAGES_PER_POLL {
+            let Some(frame) = self.framed.next_frame()? else {
+                break;
+            };
+            let Some(target) = self.target.as_mut() else {
+                return Err("a message after the migration ended".into());
+            };
+            self.reply.clear();
+            let event = match target.receive(&frame, &mut self.reply) {
+                Ok(event) => event,
+                Err(error) => {
+                    self.reply.clear();
+                    if migrate::refusal(&error, &mut self.reply).is_ok() {
+                        self.framed.queue(&self.reply);
+                        let _ = self.framed.flush();
+                    }
+                    return Err(format!("{error}"));
+                }
+            };
+            if !self.reply.is_empty() {
+                self.framed.queue(&self.reply);
+            }
+            if matches!(Message::decode(&frame), Ok(Message::Page { .. })) {
+                self.pages_received += 1;
+            }
+            match event {
+                TargetEvent::Nothing | TargetEvent::Reply => {}
+                TargetEvent::Parked => println!(
+                    "[migrate] incoming from {}: copy complete and durable ({} pages received)",
+                    self.peer, self.pages_received
+                ),
+                TargetEvent::Running => {
+                    self.framed.flush().map_err(link_error)?;
+                    return Ok(self.run(domains));
+                }
+                TargetEvent::Aborted => {
+                    return Err(format!("{} aborted the migration", self.peer));
+                }
+            }
+        }
+        self.framed.flush().map_err(link_error)?;
+        Ok(Progress::Working)
+    }
+
+    fn run(&mut self, domains: &mut Domains) -> Progress {
+        let Some(image) = self.target.take().and_then(Target::into_image) else {
+            return Progress::Done("[migrate] incoming: no image after the hand-over".into());
+        };
+        let elapsed_ms = (timer::uptime_ns() - self.started_ns) / 1_000_000;
+        match domains.adopt(image) {
+            Ok(name) => Progress::Done(format!(
+                "[migrate] {name} arrived from {} in {elapsed_ms} ms and runs here",
+                self.peer
+            )),
+            Err(error) => Progress::Done(format!(
+                "[migrate] incoming from {}: the domain is ours but cannot run: {error}",
+                self.peer
+            )),
+        }
+    }
+
+    /// Gives up the copy when the protocol allows (before it is complete,
+    /// or after an abort); a parked copy stays for the source's word.
+    fn fail(&mut self, domains: &mut Domains, reason: &str) -> Progress {
+        if let Some(target) = self.target.take() {
+            match target.discard() {
+                Ok(Some(disk)) => domains.return_spare(disk),
+                Ok(None) => {}
+                Err(error) => {
+                    return Progress::Done(format!(
+                        "[migrate] incoming from {}: {reason}; the copy is kept ({error})",
+                        self.peer
+                    ));
+                }
+            }
+        }
+        Progress::Done(format!(
+            "[migrate] incoming from {}: {reason}; the spare disk is blank again",
+            self.peer
+        ))
+    }
+}
+
+/// The TCP port every machine with a network card listens on for migrations.
+pub const MIGRATION_PORT: u16 = 7070;
+
+impl Link for TcpConnection {
+    fn send(&mut self, bytes: &[u8]) -> Result<usize, LinkError> {
+        match self.state() {
+            TcpState::Established | TcpState::CloseWait => TcpConnection::send(self, bytes)
+                .map_err(|error| LinkError::Failed(format!("{error}"))),
+            TcpState::SynSent | TcpState::SynReceived | TcpState::Listen => Ok(0),
+            _ => Err(LinkError::Closed),
+        }
+    }
+
+    fn receive(&mut self, buffer: &mut [u8]) -> Result<usize, LinkError> {
+        match self.state() {
+            TcpState::SynSent | TcpState::SynReceived | TcpState::Listen => Ok(0),
+            TcpState::Closed => Err(LinkError::Closed),
+            _ => match TcpConnection::receive(self, buffer) {
+                Ok(count) => Ok(count),
+                Err(NetError::Finished) => Err(LinkError::Closed),
+                Err(error) => Err(LinkError::Failed(format!("{error}"))),
+            },
+        }
+    }
+}
+
+/// Every migration in flight on this machine, and the listener for the
+/// next incoming one.
+#[derive(Debug, Default)]
+pub struct Migrations {
+    outgoing: Vec<Outgoing<TcpConnection>>,
+    incoming: Option<Incoming<TcpConnection>>,
+    listener: Option<TcpConnection>,
+}
+
+impl Migrations {
+    /// Listens for incoming migrations when there is a network card.
+    pub fn new() -> Migrations {
+        let mut migrations = Migrations::default();
+        migrations.listen();
+        migrations
+    }
+
+    fn listen(&mut self) {
+        match TcpConnection::listen(MIGRATION_PORT) {
+            Ok(listener) => self.listener = Some(listener),
+            Err(NetError::NoCard) => {}
+            Err(error) => log::warn!("migration: cannot listen on {MIGRATION_PORT}: {error}"),
+        }
+    }
+
+    /// `migrate NAME ADDRESS`: starts sending domain `name` to the machine
+    /// at `address` (IPv4, port [`MIGRATION_PORT`]).
+    pub fn start(
+        &mut self,
+        domains: &mut Domains,
+        name: &str,
+        address: &str,
+    ) -> Result<String, String> {
+        if self.outgoing.iter().any(|outgoing| outgoing.name() == name) {
+            return Err(format!("{name} is migrating already"));
+        }
+        let peer: Ipv4Address = address
+            .parse()
+            .map_err(|_| format!("'{address}' is not an IPv4 address"))?;
+        let connection = TcpConnection::connect(peer, MIGRATION_PORT)
+            .map_err(|error| format!("cannot reach {address}: {error}"))?;
+        let outgoing = Outgoing::start(domains, name, address, connection)?;
+        self.outgoing.push(outgoing);
+        Ok(format!("{name}: migrating to {address}"))
+    }
+
+    /// Moves every migration on; true when any has work left.
+    pub fn poll(&mut self, domains: &mut Domains) -> bool {
+        self.accept(domains);
+        let mut index = 0;
+        while index < self.outgoing.len() {
+            match self.outgoing[index].poll(domains) {
+                Progress::Working => index += 1,
+                Progress::Done(line) => {
+                    println!("{line}");
+                    self.outgoing.remove(index);
+                }
+            }
+        }
+        if let Some(incoming) = self.incoming.as_mut()
+            && let Progress::Done(line) = incoming.poll(domains)
+        {
+            println!("{line}");
+            self.incoming = None;
+            self.listen();
+        }
+        !self.outgoing.is_empty() || self.incoming.is_some()
+    }
+
+    /// Turns a listener that got a connection into an incoming migration.
+    fn accept(&mut self, domains: &mut Domains) {
+        let Some(listener) = self.listener.as_ref() else {
+            return;
+        };
+        if matches!(listener.state(), TcpState::Listen | TcpState::SynReceived) {
+            return;
+        }
+        let Some(connection) = self.listener.take() else {
+            return;
+        };
+        let peer = connection.remote().map_or_else(
+            || String::from("?"),
+            |endpoint| format!("{}", endpoint.addr),
+        );
+        match Incoming::accept(domains, &peer, connection) {
+            Ok(incoming) => {
+                println!("[migrate] incoming migration from {peer}");
+                self.incoming = Some(incoming);
+            }
+            Err(reason) => {
+                println!("[migrate] refused a migration from {peer}: {reason}");
+                self.listen();
+            }
+        }
+    }
+}
