@@ -1,0 +1,136 @@
+//! Live migration between two linked QEMU instances (console `migrate`).
+//!
+//! A runs counter; B has only a spare disk. `migrate counter 169.254.0.2`
+//! on A streams the image over TCP while counter runs, pauses it for the
+//! final round and hands it over: B must go on at exactly the value after
+//! A's last, and A must never print another count, not even after a
+//! reboot with its old disk (which now holds the hand-over record).
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use tests::{ANSWER_TIMEOUT, BOOT_TIMEOUT, Machine, domain_image, test_config, work_dir};
+use xtask::qemu::{LinkEnd, NetLink};
+
+/// A whole migration between two TCG machines on a loaded host.
+const MIGRATION_TIMEOUT: Duration = Duration::from_secs(180);
+
+fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("binding a free port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// A blank disk: the kernel keeps it as a spare.
+fn spare(directory: &Path, name: &str) -> Result<std::path::PathBuf> {
+    let path = directory.join(name);
+    let file = std::fs::File::create(&path).context("creating a spare disk")?;
+    file.set_len(64 << 20).context("sizing a spare disk")?;
+    Ok(path)
+}
+
+fn linked_machine(
+    end: LinkEnd,
+    port: u16,
+    host: u8,
+    disks: Vec<std::path::PathBuf>,
+) -> Result<Machine> {
+    let mut config = test_config()?;
+    config.append = format!("ip=169.254.0.{host}");
+    config.disks = disks;
+    config.net = Some(NetLink {
+        end,
+        port,
+        mac_last_byte: 0x10 + host,
+    });
+    let mut machine = Machine::boot(&config)?;
+    machine.expect_prompt(BOOT_TIMEOUT)?;
+    Ok(machine)
+}
+
+/// N in `[counter] count N`.
+fn count_of(line: &str) -> Option<u64> {
+    line.split("[counter] count ").nth(1)?.trim().parse().ok()
+}
+
+fn counts(transcript: &str) -> Vec<u64> {
+    transcript.lines().filter_map(count_of).collect()
+}
+
+#[test]
+fn counter_moves_live_and_goes_on_from_the_next_value() -> Result<()> {
+    let directory = work_dir("live-migrate-counter")?;
+    let counter = domain_image(&directory, "counter", "counter")?;
+    let port = free_port()?;
+    let mut a = linked_machine(LinkEnd::Listen, port, 1, vec![counter.clone()])?;
+    let mut b = linked_machine(
+        LinkEnd::Connect,
+        port,
+        2,
+        vec![spare(&directory, "b-spare.img")?],
+    )?;
+    a.expect("[counter] count 10", BOOT_TIMEOUT)?;
+
+    a.send_line("migrate counter 169.254.0.2")?;
+    let moved = a.expect("[migrate] counter: moved to 169.254.0.2", MIGRATION_TIMEOUT)?;
+    b.expect(
+        "[migrate] counter arrived from 169.254.0.1",
+        MIGRATION_TIMEOUT,
+    )?;
+    let on_a = counts(&a.transcript());
+    let Some(&last_on_a) = on_a.last() else {
+        bail!("A printed no count");
+    };
+    b.expect(
+        &format!("[counter] count {}", last_on_a + 5),
+        ANSWER_TIMEOUT,
+    )?;
+    let on_b = counts(&b.transcript());
+    assert_eq!(
+        on_b.first(),
+        Some(&(last_on_a + 1)),
+        "B must go on at the value after A's last ({last_on_a}); B printed {on_b:?}"
+    );
+    assert!(
+        on_b.windows(2).all(|pair| pair[1] == pair[0] + 1),
+        "B's counts skip or repeat: {on_b:?}"
+    );
+
+    // A no longer has the domain, and prints no more counts.
+    let table = a.run_command("ps")?;
+    assert!(
+        !table.iter().any(|line| line.starts_with("counter ")),
+        "{table:?}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(counts(&a.transcript()).last(), Some(&last_on_a));
+    let table = b.run_command("ps")?;
+    assert!(
+        table
+            .iter()
+            .any(|line| line.starts_with("counter ") && line.contains("running")),
+        "{table:?}"
+    );
+
+    // Both power off cleanly; A's old disk, booted alone, never runs it.
+    a.send_line("shutdown")?;
+    a.expect_exit(0, ANSWER_TIMEOUT)?;
+    b.send_line("shutdown")?;
+    b.expect_exit(0, ANSWER_TIMEOUT)?;
+    let mut config = test_config()?;
+    config.disks = vec![counter];
+    let mut again = Machine::boot(&config)?;
+    again.expect_prompt(BOOT_TIMEOUT)?;
+    let table = again.run_command("ps")?;
+    assert!(
+        table
+            .iter()
+            .any(|line| line.starts_with("counter ") && line.contains("moved away")),
+        "{table:?}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(counts(&again.transcript()).is_empty());
+    eprintln!("A: {moved}");
+    Ok(())
+}
