@@ -134,3 +134,34 @@ fn counter_moves_live_and_goes_on_from_the_next_value() -> Result<()> {
     eprintln!("A: {moved}");
     Ok(())
 }
+
+#[test]
+fn kv_moves_live_with_all_its_keys() -> Result<()> {
+    let directory = work_dir("live-migrate-kv")?;
+    let kv = domain_image(&directory, "kv", "kv")?;
+    let kvclient = domain_image(&directory, "kvclient", "kvclient")?;
+    let b_disk = spare(&directory, "b-spare.img")?;
+    let port = free_port()?;
+    let mut a = linked_machine(LinkEnd::Listen, port, 1, vec![kv, kvclient])?;
+    let mut b = linked_machine(LinkEnd::Connect, port, 2, vec![b_disk.clone()])?;
+    a.expect("runs before this one: 0", BOOT_TIMEOUT)?;
+    a.expect("kvclient done", ANSWER_TIMEOUT)?;
+
+    a.send_line("migrate kv 169.254.0.2")?;
+    a.expect("[migrate] kv: moved to 169.254.0.2", MIGRATION_TIMEOUT)?;
+    b.expect("[migrate] kv arrived from 169.254.0.1", MIGRATION_TIMEOUT)?;
+    a.send_line("shutdown")?;
+    a.expect_exit(0, ANSWER_TIMEOUT)?;
+    b.send_line("shutdown")?;
+    b.expect_exit(0, ANSWER_TIMEOUT)?;
+
+    // B's disk now holds kv: a new client finds A's run counted, and the
+    // key it wrote there.
+    let second_client = domain_image(&directory, "kvclient", "kvclient")?;
+    let mut config = test_config()?;
+    config.disks = vec![b_disk, second_client];
+    let mut again = Machine::boot(&config)?;
+    again.expect("runs before this one: 1", BOOT_TIMEOUT)?;
+    again.expect("kvclient done", ANSWER_TIMEOUT)?;
+    Ok(())
+}
