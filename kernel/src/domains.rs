@@ -12,6 +12,7 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
+use persist::migrate::{self, Ownership, Verdict};
 use persist::{BLOCK_SIZE, BlockDevice, Image};
 use vm::wasmi::Engine;
 use vm::{
@@ -39,6 +40,13 @@ struct Entry {
     domain: Domain,
 }
 
+/// A complete incoming copy waiting for its source's word.
+#[derive(Debug)]
+pub struct ParkedCopy {
+    pub disk_index: usize,
+    pub image: Image<VirtioDisk>,
+}
+
 /// Every domain the kernel knows, and the spare disks.
 pub struct Domains {
     engine: Engine,
@@ -47,6 +55,9 @@ pub struct Domains {
     /// Disk index of each domain in the scheduler, in scheduler order.
     scheduled_disks: Vec<usize>,
     stopped: Vec<Entry>,
+    /// Handed over to another machine while this one ran.
+    moved: Vec<Entry>,
+    parked: Vec<ParkedCopy>,
     spares: Vec<VirtioDisk>,
     checkpoint_interval_ns: u64,
     next_checkpoint_ns: u64,
@@ -97,6 +108,8 @@ impl Domains {
             scheduler: Scheduler::new(DEFAULT_FUEL_SLICE),
             scheduled_disks: Vec::new(),
             stopped: Vec::new(),
+            moved: Vec::new(),
+            parked: Vec::new(),
             spares: Vec::new(),
             checkpoint_interval_ns,
             next_checkpoint_ns: timer::uptime_ns() + checkpoint_interval_ns,
@@ -116,7 +129,17 @@ impl Domains {
                 }
             }
             let started_ns = timer::uptime_ns();
-            match domains.open(disk) {
+            let image = match Image::open(disk) {
+                Ok(image) => image,
+                Err(error) => {
+                    println!("disk {disk_index}: refused: {error}");
+                    continue;
+                }
+            };
+            let Some(image) = domains.resolve_at_boot(disk_index, image) else {
+                continue;
+            };
+            match domains.open_image(image) {
                 Ok(domain) => {
                     let elapsed_us = (timer::uptime_ns() - started_ns) / 1000;
                     log::info!(
@@ -132,9 +155,57 @@ impl Domains {
         domains
     }
 
-    fn open(&self, disk: VirtioDisk) -> Result<Domain, String> {
-        let pager_disk = disk.pager_disk();
-        let image = Image::open(disk).map_err(|error| format!("{error}"))?;
+    /// What a migration record on an image means at boot: an image to open
+    /// as a domain (its own, or a tombstone, which never runs), or nothing
+    /// when the image is an incomplete incoming copy (blanked into a spare)
+    /// or a parked one (kept until its source answers).
+    fn resolve_at_boot(
+        &mut self,
+        disk_index: usize,
+        image: Image<VirtioDisk>,
+    ) -> Option<Image<VirtioDisk>> {
+        let name = image.metadata().name.clone();
+        match migrate::ownership(image.metadata()) {
+            Ownership::Owner | Ownership::HandedOver { .. } => Some(image),
+            Ownership::Incomplete { .. } => {
+                match migrate::discard(image) {
+                    Ok(disk) => {
+                        println!(
+                            "disk {disk_index}: an incomplete incoming copy of {name}: \
+                             discarded, a spare again"
+                        );
+                        self.spares.push(disk);
+                    }
+                    Err(error) => println!(
+                        "disk {disk_index}: an incomplete incoming copy of {name} \
+                         cannot be discarded: {error}"
+                    ),
+                }
+                None
+            }
+            Ownership::Parked { source, .. } => {
+                println!(
+                    "disk {disk_index}: {name} is a complete incoming copy: asking {source} \
+                     whether it handed the domain over"
+                );
+                self.park(disk_index, image);
+                None
+            }
+        }
+    }
+
+    /// Keeps a complete incoming copy until its source answers.
+    pub fn park(&mut self, disk_index: usize, image: Image<VirtioDisk>) {
+        self.parked.push(ParkedCopy { disk_index, image });
+    }
+
+    /// Parked copies, for the migration code to resolve.
+    pub fn parked_mut(&mut self) -> &mut Vec<ParkedCopy> {
+        &mut self.parked
+    }
+
+    fn open_image(&self, image: Image<VirtioDisk>) -> Result<Domain, String> {
+        let pager_disk = image.device().pager_disk();
         let platform: Arc<dyn Platform> = self.platform.clone();
         Domain::open(
             &self.engine,
@@ -189,10 +260,18 @@ impl Domains {
             .ok_or_else(|| format!("{name} has no disk image"))
     }
 
-    /// Drops a stopped domain that another machine owns now (its image here
-    /// holds the hand-over record and never runs again).
-    pub fn forget_moved(&mut self, name: &str) {
-        self.stopped.retain(|entry| entry.domain.name() != name);
+    /// Sets aside a stopped domain that another machine owns now: its image
+    /// here holds the hand-over record and never runs again, but answers
+    /// the target's questions after a reconnect.
+    pub fn mark_moved(&mut self, name: &str) {
+        if let Some(position) = self
+            .stopped
+            .iter()
+            .position(|entry| entry.domain.name() == name)
+        {
+            let entry = self.stopped.remove(position);
+            self.moved.push(entry);
+        }
     }
 
     /// Takes a spare disk (for an incoming migration).
@@ -212,15 +291,7 @@ impl Domains {
     /// incoming migration); returns its name.
     pub fn adopt(&mut self, image: Image<VirtioDisk>) -> Result<String, String> {
         let disk_index = image.device().info().index;
-        let pager_disk = image.device().pager_disk();
-        let platform: Arc<dyn Platform> = self.platform.clone();
-        let domain = Domain::open(
-            &self.engine,
-            platform,
-            Box::new(PersistStorage::new(image)),
-            Box::new(WindowBacking::new(Some(pager_disk))),
-        )
-        .map_err(|error| format!("{error}"))?;
+        let domain = self.open_image(image)?;
         let name = String::from(domain.name());
         let is_stopped = domain.status() == DomainStatus::Stopped;
         self.admit(Entry { disk_index, domain });
@@ -228,6 +299,31 @@ impl Domains {
             self.start(&name)?;
         }
         Ok(name)
+    }
+
+    /// The source's answer to a parked copy's question, from every image
+    /// here (see `persist::migrate::answer_query`).
+    pub fn answer_query(
+        &mut self,
+        migration_id: persist::migrate::MigrationId,
+        domain_id: persist::DomainId,
+    ) -> Verdict {
+        let mut metadata = Vec::new();
+        let domains = self
+            .scheduler
+            .domains_mut()
+            .iter_mut()
+            .chain(self.stopped.iter_mut().map(|entry| &mut entry.domain))
+            .chain(self.moved.iter_mut().map(|entry| &mut entry.domain));
+        for domain in domains {
+            if let Some(image) = domain
+                .image_mut()
+                .and_then(|image| image.downcast_mut::<Image<VirtioDisk>>())
+            {
+                metadata.push(image.metadata().clone());
+            }
+        }
+        migrate::answer_query(metadata.iter(), migration_id, domain_id)
     }
 
     /// The first spare (blank) disk, if any.
@@ -378,8 +474,21 @@ impl Domains {
             .stopped
             .iter()
             .map(|entry| (&entry.domain, entry.disk_index));
-        for (domain, disk_index) in scheduled.chain(stopped) {
+        let moved = self
+            .moved
+            .iter()
+            .map(|entry| (&entry.domain, entry.disk_index));
+        for (domain, disk_index) in scheduled.chain(stopped).chain(moved) {
             let id = u128::from_le_bytes(domain.id());
+            let status = if self
+                .moved
+                .iter()
+                .any(|entry| core::ptr::eq(&entry.domain, domain))
+            {
+                describe(&DomainStatus::MovedAway)
+            } else {
+                describe(&domain.status())
+            };
             let resident_pages = domain.resident_pages();
             let stored_pages = domain
                 .stored_pages()
@@ -389,11 +498,21 @@ impl Domains {
                 domain.name(),
                 format!("{:08x}", (id >> 96) as u32),
                 disk_index,
-                describe(&domain.status()),
+                status,
                 resident_pages,
                 stored_pages,
                 domain.record().commits,
                 domain.fuel_used()
+            ));
+        }
+        for parked in &self.parked {
+            let metadata = parked.image.metadata();
+            lines.push(format!(
+                "{:<12} {:08x} {:<5} {:<20}",
+                metadata.name,
+                (metadata.id >> 96) as u32,
+                parked.disk_index,
+                "parked (incoming)"
             ));
         }
         lines

@@ -15,7 +15,10 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use persist::migrate::{self, Message, Source, SourceEvent, SourceStep, Target, TargetEvent};
+use persist::migrate::{
+    self, Message, MigrationId, Ownership, Resolution, Source, SourceEvent, SourceStep, Target,
+    TargetEvent,
+};
 
 use smoltcp::wire::Ipv4Address;
 
@@ -314,7 +317,7 @@ impl<L: Link> Outgoing<L> {
         let downtime_ms = self
             .paused_ns
             .map_or(0, |paused| (now - paused) / 1_000_000);
-        domains.forget_moved(&self.name);
+        domains.mark_moved(&self.name);
         Progress::Done(format!(
             "[migrate] {}: moved to {} in {} ms, {} KiB sent, downtime {downtime_ms} ms",
             self.name,
@@ -328,7 +331,7 @@ impl<L: Link> Outgoing<L> {
     /// after it, it is the target's and stays stopped here.
     fn fail(&mut self, domains: &mut Domains, reason: &str) -> Progress {
         if self.phase == OutgoingPhase::HandedOver {
-            domains.forget_moved(&self.name);
+            domains.mark_moved(&self.name);
             return Progress::Done(format!(
                 "[migrate] {}: handed over to {}, then: {reason}; the domain is {}'s \
                  (its copy there runs once it hears of the hand-over)",
@@ -358,26 +361,37 @@ pub struct Incoming<L> {
     peer: String,
     framed: Framed<L>,
     target: Option<Target<VirtioDisk>>,
+    disk_index: usize,
+    /// The message that opened the connection, not yet handled.
+    first: Option<Vec<u8>>,
     reply: Vec<u8>,
     pages_received: u64,
     started_ns: u64,
 }
 
 impl<L: Link> Incoming<L> {
-    /// Receives a migration from `peer` over `link` onto one of the spare
-    /// disks.
-    pub fn accept(domains: &mut Domains, peer: &str, link: L) -> Result<Incoming<L>, String> {
+    /// Receives a migration from `peer` over `framed`, whose first message
+    /// was `first`, onto one of the spare disks.
+    fn accept(
+        domains: &mut Domains,
+        peer: &str,
+        framed: Framed<L>,
+        first: Vec<u8>,
+    ) -> Result<Incoming<L>, String> {
         let spare = domains
             .take_spare()
             .ok_or_else(|| String::from("no spare disk to receive a domain on"))?;
+        let disk_index = spare.info().index;
         let target = match Target::new(spare, peer) {
             Ok(target) => target,
             Err(error) => return Err(format!("the spare disk cannot take a domain: {error}")),
         };
         Ok(Incoming {
             peer: peer.into(),
-            framed: Framed::new(link),
+            framed,
             target: Some(target),
+            disk_index,
+            first: Some(first),
             reply: Vec::new(),
             pages_received: 0,
             started_ns: timer::uptime_ns(),
@@ -396,8 +410,12 @@ impl<L: Link> Incoming<L> {
         let link_error = |error: LinkError| format!("link to {peer}: {error}");
         self.framed.flush().map_err(link_error)?;
         for _ in 0..MESSAGES_PER_POLL {
-            let Some(frame) = self.framed.next_frame()? else {
-                break;
+            let frame = match self.first.take() {
+                Some(frame) => frame,
+                None => match self.framed.next_frame()? {
+                    Some(frame) => frame,
+                    None => break,
+                },
             };
             let Some(target) = self.target.as_mut() else {
                 return Err("a message after the migration ended".into());
@@ -457,18 +475,31 @@ impl<L: Link> Incoming<L> {
     }
 
     /// Gives up the copy when the protocol allows (before it is complete,
-    /// or after an abort); a parked copy stays for the source's word.
+    /// or after an abort); a complete copy stays parked until the source
+    /// says whether it handed the domain over.
     fn fail(&mut self, domains: &mut Domains, reason: &str) -> Progress {
-        if let Some(target) = self.target.take() {
-            match target.discard() {
-                Ok(Some(disk)) => domains.return_spare(disk),
-                Ok(None) => {}
-                Err(error) => {
-                    return Progress::Done(format!(
-                        "[migrate] incoming from {}: {reason}; the copy is kept ({error})",
-                        self.peer
-                    ));
-                }
+        let Some(target) = self.target.take() else {
+            return Progress::Done(format!("[migrate] incoming from {}: {reason}", self.peer));
+        };
+        let target = match target.into_parked() {
+            Ok(image) => {
+                domains.park(self.disk_index, image);
+                return Progress::Done(format!(
+                    "[migrate] incoming from {}: {reason}; the complete copy stays parked \
+                     until {} says whether it handed the domain over",
+                    self.peer, self.peer
+                ));
+            }
+            Err(target) => target,
+        };
+        match target.discard() {
+            Ok(Some(disk)) => domains.return_spare(disk),
+            Ok(None) => {}
+            Err(error) => {
+                return Progress::Done(format!(
+                    "[migrate] incoming from {}: {reason}; the copy is kept ({error})",
+                    self.peer
+                ));
             }
         }
         Progress::Done(format!(
@@ -480,6 +511,13 @@ impl<L: Link> Incoming<L> {
 
 /// The TCP port every machine with a network card listens on for migrations.
 pub const MIGRATION_PORT: u16 = 7070;
+
+/// How long a connection may take to say what it wants, and a parked copy's
+/// question to be answered.
+const ANSWER_DEADLINE_NS: u64 = 10_000_000_000;
+
+/// Time between questions of a parked copy whose source did not answer.
+const ASK_AGAIN_NS: u64 = 3_000_000_000;
 
 impl Link for TcpConnection {
     fn send(&mut self, bytes: &[u8]) -> Result<usize, LinkError> {
@@ -504,13 +542,35 @@ impl Link for TcpConnection {
     }
 }
 
-/// Every migration in flight on this machine, and the listener for the
-/// next incoming one.
+/// A connection on the migration port whose purpose is not known yet: a
+/// migration (its first message is `Begin`) or a parked copy's question.
+#[derive(Debug)]
+struct Pending {
+    peer: String,
+    framed: Framed<TcpConnection>,
+    deadline_ns: u64,
+    is_answered: bool,
+}
+
+/// A parked copy asking its source.
+#[derive(Debug)]
+struct Question {
+    migration_id: MigrationId,
+    source: String,
+    framed: Framed<TcpConnection>,
+    deadline_ns: u64,
+}
+
+/// Every migration in flight on this machine, the listener for the next
+/// incoming one, and the questions of parked copies.
 #[derive(Debug, Default)]
 pub struct Migrations {
     outgoing: Vec<Outgoing<TcpConnection>>,
     incoming: Option<Incoming<TcpConnection>>,
     listener: Option<TcpConnection>,
+    pending: Vec<Pending>,
+    question: Option<Question>,
+    next_question_ns: u64,
 }
 
 impl Migrations {
@@ -552,7 +612,8 @@ impl Migrations {
 
     /// Moves every migration on; true when any has work left.
     pub fn poll(&mut self, domains: &mut Domains) -> bool {
-        self.accept(domains);
+        self.accept();
+        self.poll_pending(domains);
         let mut index = 0;
         while index < self.outgoing.len() {
             match self.outgoing[index].poll(domains) {
@@ -568,13 +629,16 @@ impl Migrations {
         {
             println!("{line}");
             self.incoming = None;
-            self.listen();
         }
-        !self.outgoing.is_empty() || self.incoming.is_some()
+        self.ask(domains);
+        !self.outgoing.is_empty()
+            || self.incoming.is_some()
+            || !self.pending.is_empty()
+            || self.question.is_some()
     }
 
-    /// Turns a listener that got a connection into an incoming migration.
-    fn accept(&mut self, domains: &mut Domains) {
+    /// A listener that got a connection becomes pending; a new one listens.
+    fn accept(&mut self) {
         let Some(listener) = self.listener.as_ref() else {
             return;
         };
@@ -588,15 +652,196 @@ impl Migrations {
             || String::from("?"),
             |endpoint| format!("{}", endpoint.addr),
         );
-        match Incoming::accept(domains, &peer, connection) {
-            Ok(incoming) => {
-                println!("[migrate] incoming migration from {peer}");
-                self.incoming = Some(incoming);
+        self.pending.push(Pending {
+            peer,
+            framed: Framed::new(connection),
+            deadline_ns: timer::uptime_ns() + ANSWER_DEADLINE_NS,
+            is_answered: false,
+        });
+        self.listen();
+    }
+
+    /// Answers questions; turns a `Begin` into the incoming migration.
+    fn poll_pending(&mut self, domains: &mut Domains) {
+        let mut index = 0;
+        while index < self.pending.len() {
+            let pending = &mut self.pending[index];
+            let is_flushed = pending.framed.flush().unwrap_or(true);
+            let is_over =
+                (pending.is_answered && is_flushed) || timer::uptime_ns() >= pending.deadline_ns;
+            let frame = match pending.framed.next_frame() {
+                _ if is_over => None,
+                Ok(Some(frame)) => Some(frame),
+                Ok(None) => {
+                    index += 1;
+                    continue;
+                }
+                Err(reason) => {
+                    log::info!("migration: a connection from {}: {reason}", pending.peer);
+                    None
+                }
+            };
+            let pending = self.pending.remove(index);
+            let Some(frame) = frame else {
+                continue;
+            };
+            if let Ok(Message::Query {
+                migration_id,
+                domain_id,
+            }) = Message::decode(&frame)
+            {
+                let verdict = match self
+                    .outgoing
+                    .iter_mut()
+                    .find(|outgoing| outgoing.source.migration_id() == migration_id)
+                {
+                    Some(outgoing) => outgoing.source.answer(migration_id),
+                    None => domains.answer_query(migration_id, domain_id),
+                };
+                println!(
+                    "[migrate] {} asked about migration {migration_id:032x}: {verdict:?}",
+                    pending.peer
+                );
+                let mut answer = Vec::new();
+                let mut pending = pending;
+                if (Message::Answer {
+                    migration_id,
+                    verdict,
+                })
+                .encode(&mut answer)
+                .is_ok()
+                {
+                    pending.framed.queue(&answer);
+                    pending.is_answered = true;
+                    self.pending.insert(index, pending);
+                    index += 1;
+                }
+                continue;
             }
-            Err(reason) => {
-                println!("[migrate] refused a migration from {peer}: {reason}");
-                self.listen();
+            if self.incoming.is_some() {
+                println!(
+                    "[migrate] refused a migration from {}: one is already coming in",
+                    pending.peer
+                );
+                continue;
+            }
+            match Incoming::accept(domains, &pending.peer, pending.framed, frame) {
+                Ok(incoming) => {
+                    println!("[migrate] incoming migration from {}", pending.peer);
+                    self.incoming = Some(incoming);
+                }
+                Err(reason) => {
+                    println!(
+                        "[migrate] refused a migration from {}: {reason}",
+                        pending.peer
+                    );
+                }
             }
         }
     }
+
+    /// Asks the source of the first parked copy whether it handed the domain
+    /// over, and acts on the answer.
+    fn ask(&mut self, domains: &mut Domains) {
+        let now = timer::uptime_ns();
+        let Some(question) = self.question.as_mut() else {
+            if now >= self.next_question_ns {
+                self.next_question_ns = now + ASK_AGAIN_NS;
+                self.question = new_question(domains);
+            }
+            return;
+        };
+        let answer = match question.framed.flush() {
+            Ok(_) => question.framed.next_frame(),
+            Err(error) => Err(format!("{error}")),
+        };
+        let answer = match answer {
+            Ok(Some(answer)) => answer,
+            Ok(None) if now < question.deadline_ns => return,
+            Ok(None) => {
+                log::info!("migration: {} did not answer in time", question.source);
+                self.question = None;
+                return;
+            }
+            Err(reason) => {
+                log::info!("migration: asking {}: {reason}", question.source);
+                self.question = None;
+                return;
+            }
+        };
+        let Some(question) = self.question.take() else {
+            return;
+        };
+        let parked = domains.parked_mut();
+        let Some(position) = parked.iter().position(|copy| {
+            migrate::query_for(copy.image.metadata()).is_some_and(|query| {
+                matches!(query, Message::Query { migration_id, .. } if migration_id == question.migration_id)
+            })
+        }) else {
+            return;
+        };
+        let resolution = migrate::apply_answer(&mut parked[position].image, &answer);
+        match resolution {
+            Ok(Resolution::Run) => {
+                let copy = parked.remove(position);
+                match domains.adopt(copy.image) {
+                    Ok(name) => println!(
+                        "[migrate] {} handed {name} over: it runs here",
+                        question.source
+                    ),
+                    Err(error) => println!("[migrate] a domain is ours but cannot run: {error}"),
+                }
+            }
+            Ok(Resolution::Discard) => {
+                let copy = parked.remove(position);
+                let name = copy.image.metadata().name.clone();
+                match migrate::discard(copy.image) {
+                    Ok(disk) => {
+                        println!(
+                            "[migrate] {} kept {name}: the copy here is discarded",
+                            question.source
+                        );
+                        domains.return_spare(disk);
+                    }
+                    Err(error) => println!("[migrate] cannot discard the copy of {name}: {error}"),
+                }
+            }
+            Ok(Resolution::StayParked) => log::info!(
+                "migration: {} does not know the domain; the copy stays parked",
+                question.source
+            ),
+            Err(error) => log::warn!("migration: {}'s answer: {error}", question.source),
+        }
+    }
+}
+
+/// Connects to the source of the first parked copy and sends its question.
+fn new_question(domains: &mut Domains) -> Option<Question> {
+    let copy = domains.parked_mut().first()?;
+    let Ownership::Parked {
+        migration_id,
+        source,
+    } = migrate::ownership(copy.image.metadata())
+    else {
+        return None;
+    };
+    let query = migrate::query_for(copy.image.metadata())?;
+    let address: Ipv4Address = match source.parse() {
+        Ok(address) => address,
+        Err(_) => {
+            log::warn!("migration: cannot ask '{source}': not an IPv4 address");
+            return None;
+        }
+    };
+    let connection = TcpConnection::connect(address, MIGRATION_PORT).ok()?;
+    let mut framed = Framed::new(connection);
+    let mut message = Vec::new();
+    query.encode(&mut message).ok()?;
+    framed.queue(&message);
+    Some(Question {
+        migration_id,
+        source: source.into(),
+        framed,
+        deadline_ns: timer::uptime_ns() + ANSWER_DEADLINE_NS,
+    })
 }

@@ -413,6 +413,43 @@ fn a_parked_copy_that_lost_the_hand_over_asks_and_runs() {
 }
 
 #[test]
+fn a_target_gives_up_its_image_only_once_parked() {
+    let mut spare = MemoryDevice::new(TARGET_BLOCKS);
+    let mut source_image = Image::open(source_device()).unwrap();
+    let mut target = Target::new(&mut spare, "machine-a").unwrap();
+    let mut source = Source::new(&mut source_image, MIGRATION, "machine-b").unwrap();
+    let mut message = Vec::new();
+    let mut reply = Vec::new();
+    source.poll(&mut source_image, &mut message).unwrap();
+    target.receive(&message, &mut reply).unwrap();
+    // Mid-copy: no image to keep.
+    let mut target = target
+        .into_parked()
+        .expect_err("a copy in progress is not parked");
+    let event = loop {
+        match source.poll(&mut source_image, &mut message).unwrap() {
+            SourceStep::Send => match target.receive(&message, &mut reply).unwrap() {
+                TargetEvent::Nothing => {}
+                TargetEvent::Reply => {
+                    source.receive(&mut source_image, &reply).unwrap();
+                }
+                event => break event,
+            },
+            SourceStep::RoundSent { .. } => {
+                source.begin_final_round(&mut source_image).unwrap();
+            }
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(event, TargetEvent::Parked);
+    let parked = target.into_parked().expect("a parked copy is kept");
+    assert!(matches!(
+        migrate::ownership(parked.metadata()),
+        Ownership::Parked { .. }
+    ));
+}
+
+#[test]
 fn a_source_asked_in_flight_aborts_and_never_hands_over() {
     let mut source_image = Image::open(source_device()).unwrap();
     let mut source = Source::new(&mut source_image, MIGRATION, "machine-b").unwrap();

@@ -54,6 +54,11 @@ impl Scheduler {
         &self.domains
     }
 
+    /// The domains, mutably (for operator commands).
+    pub fn domains_mut(&mut self) -> &mut [Domain] {
+        &mut self.domains
+    }
+
     /// The domain named `name`.
     pub fn domain(&self, name: &str) -> Option<&Domain> {
         self.domains.iter().find(|domain| domain.name() == name)

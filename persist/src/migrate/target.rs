@@ -428,6 +428,21 @@ impl<D: BlockDevice> Target<D> {
         }
     }
 
+    /// The complete, parked copy, when the link failed before the hand-over
+    /// arrived: it must wait for the source's answer ([`super::query_for`],
+    /// [`super::apply_answer`]) and never run before. `Err(self)` in any
+    /// other state.
+    pub fn into_parked(self) -> Result<Image<D>, Self> {
+        match (self.state, self.disk) {
+            (State::Parked, Disk::Image(image)) => Ok(*image),
+            (state, disk) => Err(Self {
+                state,
+                disk,
+                ..self
+            }),
+        }
+    }
+
     /// Gives up the copy after an abort or a failure: the spare disk is
     /// blanked (when a copy was created) and returned. A parked copy is
     /// given up only after an abort, never on a failure (only the source's
