@@ -383,9 +383,27 @@ impl Domains {
     /// state, and takes it out of the rotation. A domain in the middle of a
     /// computation runs on (with the others) until its next safe point.
     pub fn stop(&mut self, name: &str) -> Result<String, String> {
+        self.hold(name, Domain::stop_keeping_state)?;
+        Ok(format!("{name}: stopped (state committed)"))
+    }
+
+    /// Pauses a domain for a migration's final round: committed at a safe
+    /// point with the status running (a reboot before the hand-over runs it
+    /// here again) and out of the rotation until `start`.
+    pub fn pause_for_migration(&mut self, name: &str) -> Result<(), String> {
+        self.hold(name, Domain::pause_for_migration)
+    }
+
+    /// Commits `name` at its next safe point with `commit` and takes it out
+    /// of the rotation, into the stopped list.
+    fn hold(
+        &mut self,
+        name: &str,
+        commit: fn(&mut Domain) -> Result<bool, vm::Error>,
+    ) -> Result<(), String> {
         let deadline = timer::uptime_ns() + SHUTDOWN_GRACE_NS;
         loop {
-            match self.domain_mut(name)?.stop_keeping_state() {
+            match commit(self.domain_mut(name)?) {
                 Ok(true) => break,
                 Ok(false) if timer::uptime_ns() < deadline => self.run_scheduler_round(),
                 Ok(false) => {
@@ -409,7 +427,7 @@ impl Domains {
             .ok_or_else(|| self.unknown(name))?;
         let disk_index = self.scheduled_disks.remove(position);
         self.stopped.push(Entry { disk_index, domain });
-        Ok(format!("{name}: stopped (state committed)"))
+        Ok(())
     }
 
     /// `start NAME`: resumes a stopped domain where it stopped.

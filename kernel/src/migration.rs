@@ -298,7 +298,7 @@ impl<L: Link> Outgoing<L> {
             return Ok(());
         }
         self.paused_ns = Some(timer::uptime_ns());
-        domains.stop(&self.name)?;
+        domains.pause_for_migration(&self.name)?;
         self.phase = OutgoingPhase::Final;
         let image = domains.image_of(&self.name)?;
         let last = self

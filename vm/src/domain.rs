@@ -476,6 +476,19 @@ impl Domain {
     /// call). A module without asyncify that is paused in a blocking call
     /// loses that call: it restarts at its entry with its memory.
     pub fn stop_keeping_state(&mut self) -> Result<bool, Error> {
+        self.hold_at_safe_point(DomainStatus::Stopped)
+    }
+
+    /// Holds the domain for a migration's final round: like
+    /// [`Domain::stop_keeping_state`], but the commit keeps the status
+    /// `Running`, so that if the migration never completes (a power cut, a
+    /// lost link) the domain simply runs on here after a reboot. It does not
+    /// run until [`Domain::resume`].
+    pub fn pause_for_migration(&mut self) -> Result<bool, Error> {
+        self.hold_at_safe_point(DomainStatus::Running)
+    }
+
+    fn hold_at_safe_point(&mut self, committed_status: DomainStatus) -> Result<bool, Error> {
         if !self.is_at_safe_point() {
             self.is_checkpoint_wanted = true;
             return Ok(false);
@@ -489,7 +502,7 @@ impl Domain {
         if !self.has_asyncify() {
             self.store.data_mut().suspension = None;
         }
-        snapshot::commit(self, DomainStatus::Stopped)?;
+        snapshot::commit(self, committed_status)?;
         self.is_checkpoint_wanted = false;
         self.execution = Execution::Ended(DomainStatus::Stopped);
         Ok(true)

@@ -116,6 +116,37 @@ fn a_counter_resumes_mid_loop_from_its_last_commit() {
 }
 
 #[test]
+fn a_domain_paused_for_migration_commits_running_and_resumes_mid_loop() {
+    let engine = new_engine();
+    let platform = TestPlatform::new();
+    let mut domain = open(&engine, &platform, "counter", 1, COUNTER).unwrap();
+    run_sleeps(&mut domain, &platform, 3);
+    assert_eq!(
+        domain.pause_for_migration(),
+        Ok(true),
+        "asleep: a safe point"
+    );
+    assert_eq!(domain.record().status, DomainStatus::Running);
+    assert_eq!(domain.status(), DomainStatus::Stopped, "held here");
+    let fuel_used = domain.fuel_used();
+    platform.advance_ns(100_000_000);
+    domain.run(100_000);
+    assert_eq!(domain.fuel_used(), fuel_used, "a held domain does not run");
+    // A power cut now: the image says running, so it goes on after a reboot.
+    let storage = domain.into_storage();
+    let mut domain = open_with(&engine, &platform, storage).unwrap();
+    assert_eq!(domain.status(), DomainStatus::Running);
+    assert_eq!(
+        domain.run(100_000),
+        RunOutcome::Waiting,
+        "rewound and asleep"
+    );
+    platform.advance_ns(100_000_000);
+    run_sleeps(&mut domain, &platform, 1);
+    assert_eq!(counts(&platform), ["01", "02", "03", "04", "05"]);
+}
+
+#[test]
 fn checkpoints_are_taken_at_the_next_blocking_call_when_busy() {
     let engine = new_engine();
     let platform = TestPlatform::new();
