@@ -5,7 +5,7 @@
 //! final round and hands it over: B must go on at exactly the value after
 //! A's last, and A must never print another count, not even after a
 //! reboot with its old disk (which now holds the hand-over record). kv
-//! moves with its keys.
+//! moves with its keys, and a 256 MiB domain with every page intact.
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -17,6 +17,9 @@ use xtask::qemu::{LinkEnd, NetLink};
 
 /// A whole migration between two TCG machines on a loaded host.
 const MIGRATION_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// The 256 MiB one (about two minutes on our development machine).
+const BIG_MIGRATION_TIMEOUT: Duration = Duration::from_secs(600);
 
 fn free_port() -> Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").context("binding a free port")?;
@@ -166,5 +169,48 @@ fn kv_moves_live_with_all_its_keys() -> Result<()> {
     let mut again = Machine::boot(&config)?;
     again.expect("runs before this one: 1", BOOT_TIMEOUT)?;
     again.expect("kvclient done", ANSWER_TIMEOUT)?;
+    Ok(())
+}
+
+#[test]
+fn a_256_mib_domain_moves_live_with_its_memory_intact() -> Result<()> {
+    let directory = work_dir("live-migrate-256")?;
+    tests::build_apps()?;
+    let image = xtask::image::new(&xtask::image::NewArgs {
+        wasm: xtask::paths::apps_dir().join("bigmem.wasm"),
+        name: "bigmem".into(),
+        memory_max_mib: Some(320),
+        size_mib: Some(768),
+        // 256 MiB written and verified, then verified again every 2 s.
+        args: vec!["256".into(), "2".into()],
+        env: Vec::new(),
+        output: Some(directory.join("bigmem.img")),
+    })?;
+    let b_disk = directory.join("b-spare.img");
+    std::fs::File::create(&b_disk)
+        .and_then(|file| file.set_len(768 << 20))
+        .context("creating B's spare disk")?;
+    let port = free_port()?;
+    let mut a = linked_machine(LinkEnd::Listen, port, 1, vec![image])?;
+    let mut b = linked_machine(LinkEnd::Connect, port, 2, vec![b_disk])?;
+    a.expect("[bigmem] verified 256 MiB", MIGRATION_TIMEOUT)?;
+
+    a.send_line("migrate bigmem 169.254.0.2")?;
+    let moved = a.expect(
+        "[migrate] bigmem: moved to 169.254.0.2",
+        BIG_MIGRATION_TIMEOUT,
+    )?;
+    b.expect(
+        "[migrate] bigmem arrived from 169.254.0.1",
+        BIG_MIGRATION_TIMEOUT,
+    )?;
+    // B reads all 256 MiB back: the memory came over intact.
+    b.expect(": verified 256 MiB", MIGRATION_TIMEOUT)?;
+    assert!(!b.transcript().contains("FAILED"), "{}", b.transcript());
+    b.send_line("shutdown")?;
+    b.expect_exit(0, ANSWER_TIMEOUT)?;
+    a.send_line("shutdown")?;
+    a.expect_exit(0, ANSWER_TIMEOUT)?;
+    eprintln!("A: {moved}");
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! bigmem: writes a pattern over N MiB of memory (argument 1, default 512),
-//! then reads every patterned word back and reports any that differ.
+//! then reads every patterned word back and reports any that differ; with
+//! a second argument S it reads them back again every S seconds.
 //!
 //! Meant for machines with less RAM than N MiB: the kernel must page the
 //! domain's memory out to its image and back in for the check to pass. It
@@ -50,6 +51,26 @@ fn main() {
             std::thread::yield_now();
         }
     }
+    verify(&words, mib, "verified");
+    let recheck_seconds = std::env::args()
+        .nth(2)
+        .and_then(|text| text.parse::<u64>().ok());
+    let mut checks = 0u64;
+    loop {
+        match recheck_seconds {
+            Some(seconds) => {
+                std::thread::sleep(Duration::from_secs(seconds.max(1)));
+                checks += 1;
+                verify(&words, mib, &format!("check {checks}: verified"));
+            }
+            None => std::thread::sleep(Duration::from_secs(1)),
+        }
+    }
+}
+
+/// Reads every patterned word back and prints `LABEL N MiB` or a failure.
+fn verify(words: &[u64], mib: usize, label: &str) {
+    let pages = mib * MIB / PAGE_BYTES;
     let mut bad_words = 0usize;
     for page in 0..pages {
         for sample in 0..SAMPLES_PER_PAGE {
@@ -62,11 +83,8 @@ fn main() {
         }
     }
     if bad_words == 0 {
-        println!("verified {mib} MiB");
+        println!("{label} {mib} MiB");
     } else {
         println!("FAILED: {bad_words} bad words in {mib} MiB");
-    }
-    loop {
-        std::thread::sleep(Duration::from_secs(1));
     }
 }
