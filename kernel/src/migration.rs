@@ -490,7 +490,7 @@ impl<L: Link> Incoming<L> {
                     self.peer, self.peer
                 ));
             }
-            Err(target) => target,
+            Err(target) => *target,
         };
         match target.discard() {
             Ok(Some(disk)) => domains.return_spare(disk),

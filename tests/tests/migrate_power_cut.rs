@@ -110,7 +110,7 @@ fn round(directory: &Path, random: &mut Xorshift, round: u64) -> Result<String> 
     let mut b = machine(LinkEnd::Connect, port, 2, &disks[1])?;
     a.expect("[counter] count 5", BOOT_TIMEOUT)?;
     let delay_ms = random.between(0, MAX_CUT_DELAY_MS);
-    let victim_is_a = random.next() % 2 == 0;
+    let victim_is_a = random.next().is_multiple_of(2);
     a.send_line("migrate counter 169.254.0.2")?;
     std::thread::sleep(Duration::from_millis(delay_ms));
     let (first, second) = if victim_is_a {

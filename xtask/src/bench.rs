@@ -41,6 +41,8 @@ pub enum Benchmark {
     Vm,
     /// Resume time, CPU, checkpoints and page-in, in QEMU (issue 5).
     Kernel,
+    /// Live migration between two linked QEMU instances (issue 6).
+    Migrate,
 }
 
 impl Benchmark {
@@ -49,6 +51,7 @@ impl Benchmark {
             Benchmark::Persist => "persist",
             Benchmark::Vm => "vm",
             Benchmark::Kernel => "kernel",
+            Benchmark::Migrate => "migrate",
         }
     }
 
@@ -56,7 +59,7 @@ impl Benchmark {
     fn environment(self) -> &'static str {
         match self {
             Benchmark::Persist | Benchmark::Vm => "host, release build",
-            Benchmark::Kernel => "QEMU",
+            Benchmark::Kernel | Benchmark::Migrate => "QEMU",
         }
     }
 }
@@ -154,6 +157,7 @@ fn run_one(benchmark: Benchmark, collector: &mut Collector) -> Result<()> {
         Benchmark::Persist => run_bench_example("persist", collector),
         Benchmark::Vm => run_bench_example("vm", collector),
         Benchmark::Kernel => crate::bench_kernel::run(collector),
+        Benchmark::Migrate => crate::bench_migrate::run(collector),
     }
 }
 

@@ -6,6 +6,7 @@ pub mod app;
 pub mod bench;
 pub mod bench_kernel;
 pub mod bench_kernel_work;
+pub mod bench_migrate;
 pub mod fuzz;
 pub mod guest;
 pub mod host;

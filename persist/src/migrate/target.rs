@@ -431,15 +431,15 @@ impl<D: BlockDevice> Target<D> {
     /// The complete, parked copy, when the link failed before the hand-over
     /// arrived: it must wait for the source's answer ([`super::query_for`],
     /// [`super::apply_answer`]) and never run before. `Err(self)` in any
-    /// other state.
-    pub fn into_parked(self) -> Result<Image<D>, Self> {
+    /// other state (boxed: a target is large).
+    pub fn into_parked(self) -> Result<Image<D>, Box<Self>> {
         match (self.state, self.disk) {
             (State::Parked, Disk::Image(image)) => Ok(*image),
-            (state, disk) => Err(Self {
+            (state, disk) => Err(Box::new(Self {
                 state,
                 disk,
                 ..self
-            }),
+            })),
         }
     }
 

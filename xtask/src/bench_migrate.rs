@@ -1,0 +1,234 @@
+//! `cargo xtask bench --only migrate`: live migration time, downtime, throughput.
+//!
+//! Two QEMU instances on one link (`-netdev socket` over 127.0.0.1): A runs
+//! bigmem with N MiB written (then idle), B has a spare disk. `migrate
+//! bigmem 169.254.0.2` on A prints `moved to ... in T ms, K KiB sent,
+//! downtime D ms`, measured by A's kernel from the command to the target's
+//! `Running`. The baseline is raw TCP between the same two machines in the
+//! same run: `nettest send` of the same number of MiB to `nettest listen`.
+//! Throughput is KiB sent over total time; the goal is at least 0.7 of raw
+//! TCP (issue 6). Total time and downtime by size make the plot.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::bench::{
+    BaselineRecord, Collector, FigureRecord, Goal, Mode, PointRecord, Record, plots,
+};
+use crate::guest::Guest;
+use crate::image::{self, NewArgs};
+use crate::qemu::{Accel, Console, LinkEnd, NetLink, QemuConfig};
+use crate::{app, kernel, paths};
+
+const MACHINE_MEMORY_MIB: u32 = 512;
+
+/// A whole migration of the largest domain under TCG on a busy host.
+const MIGRATION_TIMEOUT: Duration = Duration::from_secs(900);
+
+fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("binding a free port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+fn machine(kernel_elf: &Path, accel: Accel, net: NetLink, disk: PathBuf) -> QemuConfig {
+    QemuConfig {
+        kernel: kernel_elf.to_path_buf(),
+        memory_mib: MACHINE_MEMORY_MIB,
+        append: format!("ip=169.254.0.{}", net.mac_last_byte),
+        accel,
+        console: Console::Stdio,
+        disks: vec![disk],
+        net: Some(net),
+    }
+}
+
+/// A and B on a fresh link: A with `a_disk`, B with `b_disk`.
+fn pair(
+    kernel_elf: &Path,
+    accel: Accel,
+    a_disk: PathBuf,
+    b_disk: PathBuf,
+) -> Result<(Guest, Guest)> {
+    let port = free_port()?;
+    let link = |end, mac_last_byte| NetLink {
+        end,
+        port,
+        mac_last_byte,
+    };
+    let mut a = Guest::boot(
+        "A",
+        &machine(kernel_elf, accel, link(LinkEnd::Listen, 1), a_disk),
+    )?;
+    a.expect("amber> ", Duration::from_secs(60))?;
+    let mut b = Guest::boot(
+        "B",
+        &machine(kernel_elf, accel, link(LinkEnd::Connect, 2), b_disk),
+    )?;
+    b.expect("amber> ", Duration::from_secs(60))?;
+    Ok((a, b))
+}
+
+fn blank_disk(path: &Path, mib: u64) -> Result<PathBuf> {
+    if path.exists() {
+        std::fs::remove_file(path).with_context(|| format!("removing {}", path.display()))?;
+    }
+    std::fs::File::create(path)
+        .and_then(|file| file.set_len(mib << 20))
+        .with_context(|| format!("creating {}", path.display()))?;
+    Ok(path.to_path_buf())
+}
+
+/// The number after `marker` in `line`.
+fn number_after(line: &str, marker: &str) -> Option<f64> {
+    line.split(marker)
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Total ms, KiB sent and downtime ms from A's `moved to` line.
+fn parse_moved(line: &str) -> Option<(f64, f64, f64)> {
+    let total = number_after(line, " in ")?;
+    let kib = number_after(line, " ms, ")?;
+    let downtime = number_after(line, "downtime ")?;
+    Some((total, kib, downtime))
+}
+
+/// MiB/s from `sent N MiB in X ms (Y MiB/s)`.
+fn parse_sent(line: &str) -> Option<f64> {
+    let mib = number_after(line, "sent ")?;
+    let ms = number_after(line, " MiB in ")?;
+    (ms > 0.0).then(|| mib / (ms / 1000.0))
+}
+
+/// One migration of an `mib` MiB domain: (total ms, MiB/s, downtime ms).
+fn migrate_once(
+    kernel_elf: &Path,
+    accel: Accel,
+    directory: &Path,
+    mib: u64,
+) -> Result<(f64, f64, f64)> {
+    let a_disk = image::new(&NewArgs {
+        wasm: paths::apps_dir().join("bigmem.wasm"),
+        name: "bigmem".into(),
+        memory_max_mib: Some(mib + 64),
+        size_mib: Some(mib * 3 + 64),
+        args: vec![mib.to_string()],
+        env: Vec::new(),
+        output: Some(directory.join(format!("bigmem-{mib}.img"))),
+    })?;
+    let b_disk = blank_disk(&directory.join("b-spare.img"), mib * 3 + 64)?;
+    let (mut a, mut b) = pair(kernel_elf, accel, a_disk, b_disk)?;
+    a.expect(&format!("[bigmem] verified {mib} MiB"), MIGRATION_TIMEOUT)?;
+    a.send_line("migrate bigmem 169.254.0.2")?;
+    let line = a.expect("[migrate] bigmem: moved to", MIGRATION_TIMEOUT)?;
+    b.expect("[migrate] bigmem arrived", MIGRATION_TIMEOUT)?;
+    let (total_ms, kib, downtime_ms) =
+        parse_moved(&line).with_context(|| format!("cannot read {line:?}"))?;
+    if total_ms <= 0.0 {
+        bail!("a migration of 0 ms: {line:?}");
+    }
+    Ok((total_ms, kib / 1024.0 / (total_ms / 1000.0), downtime_ms))
+}
+
+/// Raw TCP between a fresh pair: `mib` MiB with nettest, in MiB/s.
+fn raw_tcp_once(kernel_elf: &Path, accel: Accel, directory: &Path, mib: u64) -> Result<f64> {
+    let a_disk = blank_disk(&directory.join("a-blank.img"), 16)?;
+    let b_disk = blank_disk(&directory.join("b-blank.img"), 16)?;
+    let (mut a, mut b) = pair(kernel_elf, accel, a_disk, b_disk)?;
+    b.send_line("nettest listen 7000")?;
+    b.expect("nettest: listening on port 7000", Duration::from_secs(60))?;
+    a.send_line(&format!("nettest send 169.254.0.2 7000 {mib}"))?;
+    let line = a.expect("sent ", MIGRATION_TIMEOUT)?;
+    parse_sent(&line).with_context(|| format!("cannot read {line:?}"))
+}
+
+pub fn run(collector: &mut Collector) -> Result<()> {
+    collector.step("building the kernel and bigmem");
+    let kernel_elf = kernel::build_kernel()?;
+    app::build_apps(&["bigmem"])?;
+    let directory = paths::bench_dir().join("migrate");
+    std::fs::create_dir_all(&directory)
+        .with_context(|| format!("creating {}", directory.display()))?;
+    collector.step("probing KVM");
+    let accel = Accel::default_for_run(&kernel_elf);
+    let accel_name = match accel {
+        Accel::Kvm => "KVM",
+        Accel::Tcg => "TCG",
+    };
+    collector.set_environment(format!(
+        "{} {accel_name}, two linked machines of {MACHINE_MEMORY_MIB} MiB",
+        collector.environment()
+    ));
+    let (sizes, repetitions): (&[u64], usize) = match collector.mode() {
+        Mode::Full => (&[16, 64, 256], 3),
+        Mode::Quick => (&[16], 1),
+    };
+    for &mib in sizes {
+        let mut totals = Vec::new();
+        let mut rates = Vec::new();
+        let mut downtimes = Vec::new();
+        let mut raw = Vec::new();
+        for repetition in 1..=repetitions {
+            collector.step(format!("{mib} MiB: raw TCP, {repetition}/{repetitions}"));
+            raw.push(raw_tcp_once(&kernel_elf, accel, &directory, mib)?);
+            collector.step(format!("{mib} MiB: migration, {repetition}/{repetitions}"));
+            let (total_ms, rate, downtime_ms) = migrate_once(&kernel_elf, accel, &directory, mib)?;
+            totals.push(total_ms / 1000.0);
+            rates.push(rate);
+            downtimes.push(downtime_ms);
+        }
+        collector.record(Record::Figure(FigureRecord {
+            name: format!("migrate.throughput_{mib}mib"),
+            title: format!("live migration of a {mib} MiB domain: data sent over total time"),
+            unit: "MiB/s".into(),
+            amber: rates,
+            baseline: Some(BaselineRecord {
+                label: format!("raw TCP (nettest) of {mib} MiB, same link"),
+                samples: raw,
+            }),
+            goal: Some(Goal::RatioAtLeast(0.7)),
+        }))?;
+        collector.record(Record::Figure(FigureRecord {
+            name: format!("migrate.downtime_{mib}mib"),
+            title: format!("downtime of a live migration of a {mib} MiB domain"),
+            unit: "ms".into(),
+            amber: downtimes.clone(),
+            baseline: None,
+            goal: None,
+        }))?;
+        collector.record(Record::Point(PointRecord {
+            plot: plots::MIGRATION_VS_SIZE.into(),
+            series: "total".into(),
+            x: mib as f64,
+            samples: totals,
+        }))?;
+        collector.record(Record::Point(PointRecord {
+            plot: plots::MIGRATION_VS_SIZE.into(),
+            series: "downtime".into(),
+            x: mib as f64,
+            samples: downtimes.iter().map(|ms| ms / 1000.0).collect(),
+        }))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_moved_and_sent_lines() {
+        let moved =
+            "[migrate] bigmem: moved to 169.254.0.2 in 118507 ms, 264052 KiB sent, downtime 724 ms";
+        assert_eq!(parse_moved(moved), Some((118507.0, 264052.0, 724.0)));
+        let sent = "sent 4 MiB in 400 ms (10.00 MiB/s)";
+        assert_eq!(parse_sent(sent), Some(10.0));
+        assert_eq!(parse_moved("amber> "), None);
+    }
+}
