@@ -97,6 +97,8 @@ pub enum Console {
     Terminal,
     /// Serial on stdin/stdout only (for programs that drive the console).
     Stdio,
+    /// Serial on a TCP server at 127.0.0.1:port (`nc 127.0.0.1 PORT`).
+    Tcp(u16),
 }
 
 /// One QEMU instance's configuration.
@@ -197,6 +199,9 @@ impl QemuConfig {
             Console::Stdio => {
                 command.args(["-display", "none", "-serial", "stdio", "-monitor", "none"])
             }
+            Console::Tcp(port) => command
+                .args(["-display", "none", "-monitor", "none", "-serial"])
+                .arg(format!("tcp:127.0.0.1:{port},server=on,wait=off")),
         };
         for (index, disk) in self.disks.iter().enumerate() {
             command

@@ -1,11 +1,12 @@
 //! `cargo xtask run`: build and boot Amber with the console on this terminal.
 
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use crate::qemu::{Accel, Console, QemuConfig};
+use crate::qemu::{Accel, Console, LinkEnd, NetLink, QemuConfig};
 use crate::{app, image, kernel, paths};
 
 /// The demo set `cargo xtask run` boots without `--domain`, in disk order.
@@ -35,6 +36,12 @@ pub struct RunArgs {
     /// domain from scratch.
     #[arg(long, conflicts_with = "domains")]
     pub fresh: bool,
+    /// Boot two linked instances: A (169.254.0.1, this terminal) with the
+    /// domains and a spare disk, and B (169.254.0.2, console on a TCP port
+    /// printed at start) with two spare disks kept in target/amber/pair/.
+    /// On A, `migrate counter 169.254.0.2` moves counter to B.
+    #[arg(long)]
+    pub pair: bool,
 }
 
 pub fn run(args: &RunArgs) -> Result<()> {
@@ -64,6 +71,9 @@ pub fn run(args: &RunArgs) -> Result<()> {
         disks,
         net: None,
     };
+    if args.pair {
+        return run_pair(config);
+    }
     eprintln!(
         "booting Amber ({:?}, {} MiB) with {}; `shutdown` commits and powers off, Ctrl-A x quits QEMU (a power cut)",
         config.accel,
@@ -75,6 +85,82 @@ pub fn run(args: &RunArgs) -> Result<()> {
         bail!("QEMU exited with {status}");
     }
     Ok(())
+}
+
+/// `--pair`: B in the background with its console on a TCP port, then A on
+/// this terminal; B is killed (a power cut) when A exits.
+fn run_pair(mut a: QemuConfig) -> Result<()> {
+    let directory = paths::amber_dir().join("pair");
+    std::fs::create_dir_all(&directory)
+        .with_context(|| format!("creating {}", directory.display()))?;
+    let spare = |name: &str| -> Result<PathBuf> {
+        let path = directory.join(name);
+        if !path.exists() {
+            std::fs::File::create(&path)
+                .and_then(|file| file.set_len(1 << 30))
+                .with_context(|| format!("creating {}", path.display()))?;
+        }
+        Ok(path)
+    };
+    let link_port = free_port()?;
+    let console_port = free_port()?;
+    a.disks.push(spare("a-spare.img")?);
+    a.append = format!("ip=169.254.0.1 {}", a.append).trim().to_string();
+    a.net = Some(NetLink {
+        end: LinkEnd::Listen,
+        port: link_port,
+        mac_last_byte: 1,
+    });
+    let b = QemuConfig {
+        disks: vec![spare("b-spare-1.img")?, spare("b-spare-2.img")?],
+        append: format!("ip=169.254.0.2 {}", args_without_ip(&a.append)),
+        console: Console::Tcp(console_port),
+        net: Some(NetLink {
+            end: LinkEnd::Connect,
+            port: link_port,
+            mac_last_byte: 2,
+        }),
+        ..a.clone()
+    };
+    // A listens on the link, so it starts first; B connects a moment later.
+    let mut a_child = a.command()?.spawn().context("starting QEMU for A")?;
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let mut b_child = match b.command()?.stdin(Stdio::null()).spawn() {
+        Ok(child) => child,
+        Err(error) => {
+            let _ = a_child.kill();
+            let _ = a_child.wait();
+            return Err(error).context("starting QEMU for B");
+        }
+    };
+    eprintln!(
+        "A: 169.254.0.1, this terminal, {}; B: 169.254.0.2, console `nc 127.0.0.1 {console_port}`, \
+         spare disks in {}. On A: `migrate counter 169.254.0.2`. B stops when A does.",
+        describe_disks(&a.disks),
+        directory.display()
+    );
+    let status = a_child.wait().context("waiting for A");
+    let _ = b_child.kill();
+    let _ = b_child.wait();
+    let status = status?;
+    if !status.success() {
+        bail!("A's QEMU exited with {status}");
+    }
+    Ok(())
+}
+
+/// The user's kernel arguments without A's `ip=`.
+fn args_without_ip(append: &str) -> String {
+    append
+        .split_whitespace()
+        .filter(|word| !word.starts_with("ip="))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding a free port")?;
+    Ok(listener.local_addr().context("a free port")?.port())
 }
 
 /// Whether existing demo images are kept.
