@@ -25,14 +25,14 @@ use smoltcp::wire::Ipv4Address;
 use crate::arch::timer;
 use crate::domains::Domains;
 use crate::drivers::virtio_blk::VirtioDisk;
-use crate::net::{NetError, TcpConnection, TcpState};
+use crate::net::{self, NetError, TcpConnection, TcpState};
 use crate::println;
 
 /// The largest frame accepted: the protocol's largest message.
 const MAX_FRAME_BYTES: usize = migrate::wire::MAX_MESSAGE_LEN;
 
 /// Messages produced per poll at most, so one poll stays short.
-const MESSAGES_PER_POLL: usize = 64;
+const MESSAGES_PER_POLL: usize = 512;
 
 /// Stop producing while this much is waiting to be sent.
 const SEND_BACKLOG_BYTES: usize = 256 * 1024;
@@ -186,7 +186,19 @@ pub struct Outgoing<L> {
     message: Vec<u8>,
     started_ns: u64,
     paused_ns: Option<u64>,
+    commit_wait: Option<CommitWait>,
 }
+
+/// A commit asked of the migrating domain before the next round.
+#[derive(Debug, Clone, Copy)]
+struct CommitWait {
+    /// The image's sequence when it was asked.
+    sequence: u64,
+    deadline_ns: u64,
+}
+
+/// How long the next round waits for the domain's commit.
+const COMMIT_WAIT_NS: u64 = 2_000_000_000;
 
 impl<L: Link> Outgoing<L> {
     /// Starts migrating domain `name` to `peer` over `link`.
@@ -213,6 +225,7 @@ impl<L: Link> Outgoing<L> {
             message: Vec::new(),
             started_ns: timer::uptime_ns(),
             paused_ns: None,
+            commit_wait: None,
         })
     }
 
@@ -268,7 +281,10 @@ impl<L: Link> Outgoing<L> {
             match step {
                 SourceStep::Send => self.framed.queue(&self.message),
                 SourceStep::RoundSent { round, changes } => {
-                    self.next_round(domains, round, changes)?
+                    self.next_round(domains, round, changes)?;
+                    if self.commit_wait.is_some() {
+                        break;
+                    }
                 }
                 SourceStep::AwaitingReply => break,
                 SourceStep::Finished => return Ok(self.finish(domains)),
@@ -285,16 +301,35 @@ impl<L: Link> Outgoing<L> {
         round: u32,
         changes: u64,
     ) -> Result<(), String> {
+        if let Some(wait) = self.commit_wait {
+            // A round is sent and a commit asked for: the next round sends
+            // what that commit changed, once it is made (or after a while,
+            // when the domain computes without reaching a safe point).
+            let sequence = domains.image_of(&self.name)?.sequence();
+            if sequence == wait.sequence && timer::uptime_ns() < wait.deadline_ns {
+                return Ok(());
+            }
+            self.commit_wait = None;
+            let image = domains.image_of(&self.name)?;
+            self.source
+                .begin_delta_round(image)
+                .map_err(|error| format!("{error}"))?;
+            return Ok(());
+        }
         println!(
             "[migrate] {}: round {round} sent, {changes} pages, {} KiB so far",
             self.name,
             self.framed.bytes_sent / 1024
         );
-        if changes > FINAL_ROUND_PAGES && round < MAX_PRE_COPY_ROUNDS {
-            let image = domains.image_of(&self.name)?;
-            self.source
-                .begin_delta_round(image)
-                .map_err(|error| format!("{error}"))?;
+        // Round 0 carries the last commit, which may predate most of what
+        // the domain wrote: always go on with a fresh commit's changes.
+        if (round == 0 || changes > FINAL_ROUND_PAGES) && round < MAX_PRE_COPY_ROUNDS {
+            let sequence = domains.image_of(&self.name)?.sequence();
+            domains.checkpoint(Some(&self.name))?;
+            self.commit_wait = Some(CommitWait {
+                sequence,
+                deadline_ns: timer::uptime_ns() + COMMIT_WAIT_NS,
+            });
             return Ok(());
         }
         self.paused_ns = Some(timer::uptime_ns());
@@ -516,6 +551,9 @@ pub const MIGRATION_PORT: u16 = 7070;
 /// question to be answered.
 const ANSWER_DEADLINE_NS: u64 = 10_000_000_000;
 
+/// How long transfers run per main-loop round before domains run again.
+const TRANSFER_SLICE_NS: u64 = 5_000_000;
+
 /// Time between questions of a parked copy whose source did not answer.
 const ASK_AGAIN_NS: u64 = 3_000_000_000;
 
@@ -614,6 +652,26 @@ impl Migrations {
     pub fn poll(&mut self, domains: &mut Domains) -> bool {
         self.accept();
         self.poll_pending(domains);
+        // Transfers get a slice of the loop, with the network polled in
+        // between: one poll per main-loop round would leave the link idle
+        // while domains run.
+        let slice_end = timer::uptime_ns() + TRANSFER_SLICE_NS;
+        loop {
+            self.poll_transfers(domains);
+            let is_transferring = !self.outgoing.is_empty() || self.incoming.is_some();
+            if !is_transferring || timer::uptime_ns() >= slice_end {
+                break;
+            }
+            net::poll();
+        }
+        self.ask(domains);
+        !self.outgoing.is_empty()
+            || self.incoming.is_some()
+            || !self.pending.is_empty()
+            || self.question.is_some()
+    }
+
+    fn poll_transfers(&mut self, domains: &mut Domains) {
         let mut index = 0;
         while index < self.outgoing.len() {
             match self.outgoing[index].poll(domains) {
@@ -630,11 +688,6 @@ impl Migrations {
             println!("{line}");
             self.incoming = None;
         }
-        self.ask(domains);
-        !self.outgoing.is_empty()
-            || self.incoming.is_some()
-            || !self.pending.is_empty()
-            || self.question.is_some()
     }
 
     /// A listener that got a connection becomes pending; a new one listens.

@@ -43,20 +43,6 @@ pub(crate) fn committed_locations<D: BlockDevice>(
     Ok(locations)
 }
 
-/// Where the last commit stores page `page_index` (`None`: a zero page).
-pub(crate) fn committed_location<D: BlockDevice>(
-    image: &mut Image<D>,
-    page_index: u64,
-) -> Result<Option<PageLocation>, Error> {
-    let root = image.superblock().page_map_root;
-    let image_blocks = image.superblock().block_count.get();
-    let pointer = page_map::lookup(image.device_mut(), &root, page_index, image_blocks)?;
-    Ok((!pointer.is_none()).then(|| PageLocation {
-        block: pointer.block.get(),
-        crc: pointer.crc.get(),
-    }))
-}
-
 /// Reads the page at `location`, checking its CRC.
 pub(crate) fn read_location<D: BlockDevice>(
     image: &mut Image<D>,

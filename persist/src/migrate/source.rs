@@ -10,7 +10,7 @@ use crate::metadata::{DomainId, Status};
 
 use super::error::Error;
 use super::record::{MAX_PEER_NAME_LEN, Migration, MigrationId};
-use super::snapshot::{committed_location, committed_locations, pages_digest, read_location};
+use super::snapshot::{committed_locations, pages_digest, read_location};
 use super::wire::{CHUNK_LEN_BYTES, Message, RoundKind, Verdict};
 
 /// What the caller does after [`Source::poll`].
@@ -120,6 +120,10 @@ pub struct Source {
     bulk: Vec<u8>,
     bulk_offset: usize,
     metadata_bytes: Vec<u8>,
+    /// The page map of the commit numbered `current_sequence`, when the
+    /// image committed after the round's snapshot.
+    current: Vec<(u64, PageLocation)>,
+    current_sequence: Option<u64>,
 }
 
 impl Source {
@@ -152,6 +156,8 @@ impl Source {
             bulk: module,
             bulk_offset: 0,
             metadata_bytes: Vec::new(),
+            current: Vec::new(),
+            current_sequence: None,
         };
         source.snapshot(image)?;
         Ok(source)
@@ -371,8 +377,17 @@ impl Source {
                 return Err(Error::CommittedDuringFinalRound);
             } else {
                 // The domain committed since the snapshot and may have
-                // reused the snapshot's blocks: send what is committed now.
-                committed_location(image, page_index)?
+                // reused the snapshot's blocks: send what is committed now,
+                // from that commit's whole map, read once per commit (a
+                // lookup per page would read the map's path for each).
+                if self.current_sequence != Some(image.sequence()) {
+                    self.current = committed_locations(image)?;
+                    self.current_sequence = Some(image.sequence());
+                }
+                self.current
+                    .binary_search_by_key(&page_index, |&(index, _)| index)
+                    .ok()
+                    .map(|position| self.current[position].1)
             };
             match location {
                 Some(location) => {
