@@ -12,6 +12,7 @@ use crate::disk_bench;
 use crate::domains::Domains;
 use crate::drivers::virtio_net::MacAddress;
 use crate::drivers::{serial, virtio_blk};
+use crate::line_editor::LineEditor;
 use crate::memory::{frames, heap};
 use crate::migration::Migrations;
 use crate::net;
@@ -60,6 +61,12 @@ const COMMANDS: &[Command] = &[
         usage: "start NAME",
         help: "resume a stopped domain where it stopped",
         run: start,
+    },
+    Command {
+        name: "kill",
+        usage: "kill NAME",
+        help: "end a domain for good (its last state is committed; it never runs again)",
+        run: kill,
     },
     Command {
         name: "checkpoint",
@@ -123,15 +130,23 @@ const COMMANDS: &[Command] = &[
     },
 ];
 
-/// The line being typed.
-#[derive(Debug, Default)]
+/// The line being typed, with its editor and history.
+#[derive(Debug)]
 pub struct Console {
-    line: String,
+    editor: LineEditor,
+}
+
+impl Default for Console {
+    fn default() -> Console {
+        Console::new()
+    }
 }
 
 impl Console {
     pub fn new() -> Console {
-        Console::default()
+        Console {
+            editor: LineEditor::new(PROMPT, MAX_LINE_BYTES),
+        }
     }
 
     /// Prints the prompt.
@@ -139,30 +154,21 @@ impl Console {
         print!("{PROMPT}");
     }
 
-    /// Takes the input waiting on the serial port, with echo and backspace;
-    /// returns a line once Enter is pressed.
+    /// Takes the input waiting on the serial port, echoing it through the
+    /// line editor; returns a line once Enter is pressed.
     pub fn poll(&mut self) -> Option<String> {
+        let mut echo = String::new();
+        let mut line = None;
         while let Some(byte) = serial::try_read_byte() {
-            match byte {
-                b'\r' | b'\n' => {
-                    println!();
-                    return Some(core::mem::take(&mut self.line));
-                }
-                // Backspace and delete.
-                0x08 | 0x7f => {
-                    if self.line.pop().is_some() {
-                        print!("\x08 \x08");
-                    }
-                }
-                // Printable ASCII only: control sequences (arrows...) are dropped.
-                0x20..=0x7e if self.line.len() < MAX_LINE_BYTES => {
-                    self.line.push(char::from(byte));
-                    print!("{}", char::from(byte));
-                }
-                _ => {}
+            line = self.editor.feed(byte, &mut echo);
+            if line.is_some() {
+                break;
             }
         }
-        None
+        if !echo.is_empty() {
+            print!("{echo}");
+        }
+        line
     }
 }
 
@@ -225,6 +231,12 @@ fn start(context: &mut Context<'_>, arguments: &str) {
 fn checkpoint(context: &mut Context<'_>, arguments: &str) {
     let name = arguments.split_whitespace().next();
     report(context.domains.checkpoint(name));
+}
+
+fn kill(context: &mut Context<'_>, arguments: &str) {
+    if let Some(name) = one_name("kill", arguments) {
+        report(context.domains.kill(name));
+    }
 }
 
 fn migrate(context: &mut Context<'_>, arguments: &str) {

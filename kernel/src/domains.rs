@@ -430,6 +430,31 @@ impl Domains {
         Ok(())
     }
 
+    /// `kill NAME`: ends a running or stopped domain for good; the end is
+    /// committed, so it stays ended across reboots.
+    pub fn kill(&mut self, name: &str) -> Result<String, String> {
+        let status = DomainStatus::Trapped(String::from("killed from the console"));
+        if let Some(domain) = self.scheduler.domain_mut(name) {
+            if matches!(
+                domain.status(),
+                DomainStatus::Exited(_) | DomainStatus::Trapped(_) | DomainStatus::MovedAway
+            ) {
+                return Err(format!("{name} has ended already"));
+            }
+            domain.stop(status);
+            return Ok(format!("{name}: killed"));
+        }
+        let position = self
+            .stopped
+            .iter()
+            .position(|entry| entry.domain.name() == name)
+            .ok_or_else(|| format!("no domain named '{name}' (see ps)"))?;
+        let mut entry = self.stopped.remove(position);
+        entry.domain.stop(status);
+        self.admit(entry);
+        Ok(format!("{name}: killed"))
+    }
+
     /// `start NAME`: resumes a stopped domain where it stopped.
     pub fn start(&mut self, name: &str) -> Result<String, String> {
         let Some(position) = self

@@ -11,6 +11,7 @@ pub mod console;
 pub mod disk_bench;
 pub mod domains;
 pub mod drivers;
+pub mod line_editor;
 pub mod logger;
 pub mod memory;
 pub mod migration;

@@ -1,0 +1,222 @@
+//! The console's line editor: cursor keys, Emacs keys, history. No I/O.
+//!
+//! Bytes from a VT100-style terminal go in one at a time; what the
+//! terminal must be sent back (echo, redraws) comes out as text, and a line
+//! comes out when Enter is pressed. Keys: printable ASCII inserts at the
+//! cursor; Backspace and Delete; Left/Right, Home/End (also Ctrl-B/F/A/E);
+//! Up/Down walk the history (also Ctrl-P/N); Ctrl-U and Ctrl-K cut before
+//! or after the cursor; Ctrl-C drops the line.
+
+use alloc::collections::VecDeque;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt::Write;
+
+/// Lines remembered for Up and Down.
+const HISTORY_LINES: usize = 64;
+
+/// Where an escape sequence is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Escape {
+    #[default]
+    None,
+    /// After ESC.
+    Start,
+    /// After `ESC [` or `ESC O`, with the digits so far.
+    Sequence(u8),
+}
+
+/// One line being typed, and the lines typed before.
+#[derive(Debug)]
+pub struct LineEditor {
+    prompt: &'static str,
+    max_bytes: usize,
+    line: Vec<u8>,
+    cursor: usize,
+    history: VecDeque<Vec<u8>>,
+    /// The history entry shown, counted back from the newest.
+    browsing: Option<usize>,
+    /// The line being typed before browsing began.
+    draft: Vec<u8>,
+    escape: Escape,
+}
+
+impl LineEditor {
+    pub fn new(prompt: &'static str, max_bytes: usize) -> LineEditor {
+        LineEditor {
+            prompt,
+            max_bytes,
+            line: Vec::new(),
+            cursor: 0,
+            history: VecDeque::new(),
+            browsing: None,
+            draft: Vec::new(),
+            escape: Escape::None,
+        }
+    }
+
+    /// Takes one input byte; writes what the terminal must show to `echo`,
+    /// and returns the line when Enter completes it.
+    pub fn feed(&mut self, byte: u8, echo: &mut String) -> Option<String> {
+        match self.escape {
+            Escape::Start => {
+                self.escape = match byte {
+                    b'[' | b'O' => Escape::Sequence(0),
+                    _ => Escape::None,
+                };
+                return None;
+            }
+            Escape::Sequence(number) => {
+                if byte.is_ascii_digit() {
+                    let digit = byte - b'0';
+                    self.escape = Escape::Sequence(number.saturating_mul(10).saturating_add(digit));
+                } else {
+                    self.escape = Escape::None;
+                    self.escape_key(byte, number, echo);
+                }
+                return None;
+            }
+            Escape::None => {}
+        }
+        match byte {
+            b'\r' | b'\n' => return Some(self.enter(echo)),
+            0x1b => self.escape = Escape::Start,
+            0x08 | 0x7f => {
+                if self.cursor > 0 {
+                    self.cursor -= 1;
+                    self.line.remove(self.cursor);
+                    self.redraw(echo);
+                }
+            }
+            0x01 => self.move_to(0, echo),
+            0x05 => self.move_to(self.line.len(), echo),
+            0x02 => self.move_to(self.cursor.saturating_sub(1), echo),
+            0x06 => self.move_to((self.cursor + 1).min(self.line.len()), echo),
+            0x10 => self.history_back(echo),
+            0x0e => self.history_forward(echo),
+            0x15 => {
+                self.line.drain(..self.cursor);
+                self.cursor = 0;
+                self.redraw(echo);
+            }
+            0x0b => {
+                self.line.truncate(self.cursor);
+                self.redraw(echo);
+            }
+            0x03 => {
+                echo.push_str("^C\n");
+                echo.push_str(self.prompt);
+                self.line.clear();
+                self.cursor = 0;
+                self.browsing = None;
+            }
+            0x20..=0x7e if self.line.len() < self.max_bytes => {
+                self.line.insert(self.cursor, byte);
+                self.cursor += 1;
+                if self.cursor == self.line.len() {
+                    echo.push(char::from(byte));
+                } else {
+                    self.redraw(echo);
+                }
+            }
+            _ => {}
+        }
+        None
+    }
+
+    fn escape_key(&mut self, key: u8, number: u8, echo: &mut String) {
+        match (key, number) {
+            (b'A', _) => self.history_back(echo),
+            (b'B', _) => self.history_forward(echo),
+            (b'C', _) => self.move_to((self.cursor + 1).min(self.line.len()), echo),
+            (b'D', _) => self.move_to(self.cursor.saturating_sub(1), echo),
+            (b'H', _) | (b'~', 1 | 7) => self.move_to(0, echo),
+            (b'F', _) | (b'~', 4 | 8) => self.move_to(self.line.len(), echo),
+            (b'~', 3) => {
+                if self.cursor < self.line.len() {
+                    self.line.remove(self.cursor);
+                    self.redraw(echo);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn enter(&mut self, echo: &mut String) -> String {
+        echo.push('\n');
+        let line = core::mem::take(&mut self.line);
+        self.cursor = 0;
+        self.browsing = None;
+        self.draft.clear();
+        let is_new =
+            !line.iter().all(u8::is_ascii_whitespace) && self.history.back() != Some(&line);
+        if is_new {
+            if self.history.len() == HISTORY_LINES {
+                self.history.pop_front();
+            }
+            self.history.push_back(line.clone());
+        }
+        // Only printable ASCII ever enters the line.
+        line.into_iter().map(char::from).collect()
+    }
+
+    fn history_back(&mut self, echo: &mut String) {
+        let back = self.browsing.map_or(0, |back| back + 1);
+        if back >= self.history.len() {
+            return;
+        }
+        if self.browsing.is_none() {
+            self.draft = core::mem::take(&mut self.line);
+        }
+        self.show_history(back, echo);
+    }
+
+    fn history_forward(&mut self, echo: &mut String) {
+        match self.browsing {
+            None => {}
+            Some(0) => {
+                self.browsing = None;
+                self.line = core::mem::take(&mut self.draft);
+                self.cursor = self.line.len();
+                self.redraw(echo);
+            }
+            Some(back) => self.show_history(back - 1, echo),
+        }
+    }
+
+    fn show_history(&mut self, back: usize, echo: &mut String) {
+        let Some(entry) = self
+            .history
+            .len()
+            .checked_sub(back + 1)
+            .and_then(|index| self.history.get(index))
+        else {
+            return;
+        };
+        self.line = entry.clone();
+        self.cursor = self.line.len();
+        self.browsing = Some(back);
+        self.redraw(echo);
+    }
+
+    fn move_to(&mut self, cursor: usize, echo: &mut String) {
+        if cursor != self.cursor {
+            self.cursor = cursor;
+            self.redraw(echo);
+        }
+    }
+
+    /// Rewrites the prompt and line, clears the rest, puts the cursor back.
+    fn redraw(&self, echo: &mut String) {
+        echo.push('\r');
+        echo.push_str(self.prompt);
+        self.line
+            .iter()
+            .for_each(|&byte| echo.push(char::from(byte)));
+        echo.push_str("\x1b[K");
+        let after = self.line.len() - self.cursor;
+        if after > 0 {
+            let _ = write!(echo, "\x1b[{after}D");
+        }
+    }
+}
