@@ -243,6 +243,13 @@ impl Domains {
         u128::from_le_bytes(bytes)
     }
 
+    /// Whether domain `name` is in the rotation and has not ended.
+    pub fn is_running(&self, name: &str) -> bool {
+        self.scheduler
+            .domain(name)
+            .is_some_and(|domain| domain.status() == DomainStatus::Running)
+    }
+
     /// The image of domain `name`, running or stopped.
     pub fn image_of(&mut self, name: &str) -> Result<&mut Image<VirtioDisk>, String> {
         let domain = if self.scheduler.domain(name).is_some() {

@@ -208,6 +208,12 @@ impl<L: Link> Outgoing<L> {
         peer: &str,
         link: L,
     ) -> Result<Outgoing<L>, String> {
+        if !domains.is_running(name) {
+            return Err(format!(
+                "{name} is not running here: only a running domain migrates live \
+                 (a stopped one moves by copying its image)"
+            ));
+        }
         let migration_id = domains.new_migration_id();
         let image = domains.image_of(name)?;
         let source = Source::new(image, migration_id, peer)
