@@ -276,7 +276,12 @@ impl Domains {
     fn run_scheduler_round(&mut self) {
         for event in self.scheduler.run_round() {
             let SchedulerEvent::Ended { name, status } = event;
-            println!("[{name}] {}", describe(&status));
+            // The vm has already printed a trap with its reason on the
+            // domain's output (`[NAME] error: trapped: ...`): a second line
+            // would report one end twice.
+            if !matches!(status, DomainStatus::Trapped(_)) {
+                println!("[{name}] {}", describe(&status));
+            }
         }
     }
 
