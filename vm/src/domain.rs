@@ -272,7 +272,7 @@ impl Domain {
             Ok(ResumableCall::HostTrap(call)) => self.handle_host_trap(call),
             Err(error) => {
                 let reason = match error.as_trap_code() {
-                    Some(code) => TrapReason::Wasm(code.to_string()),
+                    Some(code) => TrapReason::from_trap_code(code),
                     None => TrapReason::Wasm(error.to_string()),
                 };
                 self.end(DomainStatus::Trapped(reason.to_string()))

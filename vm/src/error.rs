@@ -1,6 +1,6 @@
 //! The vm crate's error enum and the reasons a domain traps.
 
-use alloc::string::String;
+use alloc::string::{String, ToString};
 use core::fmt;
 
 use crate::storage::DomainStatus;
@@ -131,4 +131,35 @@ impl fmt::Display for TrapReason {
     }
 }
 
+impl TrapReason {
+    /// The reason for a trap the WebAssembly code itself raised.
+    pub fn from_trap_code(code: wasmi::TrapCode) -> Self {
+        let message = match code {
+            // wasmi 2.0.0 words this one "uninitialized element 2" (a
+            // leftover its source marks as a TODO); say what happened.
+            wasmi::TrapCode::IndirectCallToNull => {
+                String::from("indirect call to an uninitialized table element")
+            }
+            other => other.to_string(),
+        };
+        Self::Wasm(message)
+    }
+}
+
 impl wasmi::errors::HostError for TrapReason {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wasm_traps_read_as_sentences_without_stray_codes() {
+        let null = TrapReason::from_trap_code(wasmi::TrapCode::IndirectCallToNull);
+        assert_eq!(
+            null.to_string(),
+            "wasm trap: indirect call to an uninitialized table element"
+        );
+        let bounds = TrapReason::from_trap_code(wasmi::TrapCode::MemoryOutOfBounds);
+        assert_eq!(bounds.to_string(), "wasm trap: out of bounds memory access");
+    }
+}

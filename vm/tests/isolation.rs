@@ -9,6 +9,7 @@ fn trapping(body: &str) -> String {
     format!(
         r#"(module
             (import "env" "memory" (memory 1 2))
+            (table 1 funcref)
             (func $recurse (param i32) (result i32)
                 (i32.add (call $recurse (i32.add (local.get 0) (i32.const 1))) (i32.const 1)))
             (func (export "_start") {body}))"#
@@ -34,6 +35,11 @@ fn each_trap_ends_its_domain_only_and_names_the_cause() {
             "out of bounds memory access",
         ),
         ("unreachable", "unreachable", "unreachable"),
+        (
+            "null",
+            "(call_indirect (i32.const 0))",
+            "wasm trap: indirect call to an uninitialized table element",
+        ),
         (
             "recursion",
             "(drop (call $recurse (i32.const 0)))",
