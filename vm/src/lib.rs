@@ -37,7 +37,9 @@ pub use persist_storage::PersistStorage;
 pub use platform::StdPlatform;
 pub use platform::{LineBuffer, LogLevel, Platform, Stream};
 pub use scheduler::{DEFAULT_FUEL_SLICE, Scheduler, SchedulerEvent};
-pub use status::{MAX_MAILBOX_MESSAGES, MAX_MESSAGE_BYTES, MAX_NAME_BYTES, Status, errno};
+pub use status::{
+    MAX_MAILBOX_BYTES, MAX_MAILBOX_MESSAGES, MAX_MESSAGE_BYTES, MAX_NAME_BYTES, Status, errno,
+};
 pub use storage::{
     BlockingImport, Commit, DomainId, DomainRecord, DomainStatus, GlobalValue, MemoryStorage,
     Message, PageLocation, PagerStorage, SavedGlobal, Storage, Suspension,

@@ -272,6 +272,36 @@ fn send_of_an_oversized_message_is_refused_and_bad_buffers_trap() {
     }
 }
 
+#[test]
+fn a_flood_of_large_messages_is_refused_by_bytes_before_it_fills_the_heap() {
+    // 256 messages of 64 KiB (16 MiB, rewritten with every message) once
+    // exhausted the kernel heap: the mailbox is bounded by bytes too.
+    let engine = new_engine();
+    let platform = TestPlatform::new();
+    let mut domain = open(&engine, &platform, "kv", 2, &module("", "")).unwrap();
+    let large = || vm::Message {
+        from: [9; 16],
+        bytes: vec![7; vm::MAX_MESSAGE_BYTES],
+    };
+    let accepted = (0..vm::MAX_MAILBOX_MESSAGES)
+        .take_while(|_| domain.deliver(large()) == Status::Ok)
+        .count();
+    assert_eq!(accepted, vm::MAX_MAILBOX_BYTES / vm::MAX_MESSAGE_BYTES);
+    assert_eq!(domain.deliver(large()), Status::MailboxFull);
+    let queued: usize = domain.record().mailbox.iter().map(|m| m.bytes.len()).sum();
+    assert!(queued <= vm::MAX_MAILBOX_BYTES);
+    // Small messages still fit until the count limit.
+    let mut small = open(&engine, &platform, "small", 3, &module("", "")).unwrap();
+    let message = || vm::Message {
+        from: [9; 16],
+        bytes: vec![1; 16],
+    };
+    for _ in 0..vm::MAX_MAILBOX_MESSAGES {
+        assert_eq!(small.deliver(message()), Status::Ok);
+    }
+    assert_eq!(small.deliver(message()), Status::MailboxFull);
+}
+
 const WASI_IMPORTS: &str = r#"
     (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
     (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
