@@ -21,6 +21,12 @@ use crate::{abi_amber, abi_wasi, snapshot};
 /// The export a domain runs (a WASI command's entry point).
 pub const ENTRY_EXPORT: &str = "_start";
 
+/// The largest module a domain may have, in bytes (today's apps are under
+/// 100 KiB). The module is read, compiled and kept on the embedder's heap,
+/// several times its size in all: without a bound, one disk holding a huge
+/// module took the kernel's heap, and the kernel, down at boot.
+pub const MAX_MODULE_BYTES: usize = 8 * 1024 * 1024;
+
 /// An engine configured for domains: fuel metering on, eager compilation.
 ///
 /// Lazy translation charges the fuel of compiling a function at its first
@@ -44,6 +50,11 @@ impl Domain {
         mut backing: Box<dyn MemoryBacking>,
     ) -> Result<Self, Error> {
         let record = storage.load()?;
+        if record.module.len() > MAX_MODULE_BYTES {
+            return Err(Error::ModuleTooLarge {
+                len_bytes: record.module.len() as u64,
+            });
+        }
         let global_exports = inspect_module(&record.module)?;
         let module = Module::new(engine, &record.module)
             .map_err(|error| Error::InvalidModule(error.to_string()))?;

@@ -10,6 +10,8 @@ use crate::storage::DomainStatus;
 pub enum Error {
     /// The module bytes are not a valid WebAssembly module (wasmi's reason).
     InvalidModule(String),
+    /// The module is larger than [`crate::MAX_MODULE_BYTES`].
+    ModuleTooLarge { len_bytes: u64 },
     /// The module has a start section: it would run before a restore could lay
     /// the saved memory over the instance, so Amber refuses it.
     StartSection,
@@ -44,6 +46,11 @@ impl fmt::Display for Error {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::InvalidModule(reason) => write!(formatter, "invalid wasm module: {reason}"),
+            Self::ModuleTooLarge { len_bytes } => write!(
+                formatter,
+                "the module is {len_bytes} bytes, more than the {} a domain's module may have",
+                crate::MAX_MODULE_BYTES
+            ),
             Self::StartSection => write!(
                 formatter,
                 "the module has a start section, which Amber cannot restore"

@@ -163,3 +163,38 @@ fn a_bulk_instruction_costing_more_than_a_slice_still_completes() {
             .all(|&byte| byte == 7)
     );
 }
+
+#[test]
+fn a_module_over_the_limit_is_refused_before_it_is_read() {
+    // A 40 MiB module once exhausted the kernel heap at boot.
+    let engine = new_engine();
+    let platform = TestPlatform::new();
+    let oversized = vec![0u8; vm::MAX_MODULE_BYTES + 1];
+    let image = persist::Image::create(
+        persist::MemoryDevice::new(4096),
+        persist::NewDomain {
+            id: 1,
+            name: "oversized",
+            module: &oversized,
+            memory_pages: 1,
+            memory_max_pages: 1,
+            args: Vec::new(),
+            env: Vec::new(),
+        },
+    )
+    .unwrap();
+    let error =
+        open_with(&engine, &platform, Box::new(vm::PersistStorage::new(image))).unwrap_err();
+    let expected = Error::ModuleTooLarge {
+        len_bytes: oversized.len() as u64,
+    };
+    assert_eq!(error, expected);
+    assert!(
+        error.to_string().contains("more than the 8388608"),
+        "{error}"
+    );
+    // Any other storage is checked too, after loading.
+    let storage = vm::MemoryStorage::new(record("oversized", 1, oversized));
+    let error = open_with(&engine, &platform, Box::new(storage)).unwrap_err();
+    assert_eq!(error, expected);
+}
