@@ -38,7 +38,8 @@ pub use platform::StdPlatform;
 pub use platform::{LineBuffer, LogLevel, Platform, Stream};
 pub use scheduler::{DEFAULT_FUEL_SLICE, Scheduler, SchedulerEvent};
 pub use status::{
-    MAX_MAILBOX_BYTES, MAX_MAILBOX_MESSAGES, MAX_MESSAGE_BYTES, MAX_NAME_BYTES, Status, errno,
+    MAX_MAILBOX_BYTES, MAX_MAILBOX_MESSAGES, MAX_MESSAGE_BYTES, MAX_NAME_BYTES,
+    MAX_OUTPUT_BYTES_PER_CALL, OUTPUT_FUEL_PER_BYTE, Status, errno,
 };
 pub use storage::{
     BlockingImport, Commit, DomainId, DomainRecord, DomainStatus, GlobalValue, MemoryStorage,

@@ -65,5 +65,15 @@ pub const MAX_MAILBOX_MESSAGES: usize = 256;
 /// could pile 256 x 64 KiB on a receiver and exhaust the heap.
 pub const MAX_MAILBOX_BYTES: usize = 4 * MAX_MESSAGE_BYTES;
 
+/// The most bytes one `log` or `fd_write` call prints. A longer log message
+/// is cut (with a line saying so); `fd_write` writes at most this much per
+/// call and says how much it wrote, a short write WASI allows. Printing also
+/// costs [`OUTPUT_FUEL_PER_BYTE`]: the serial console is shared by every
+/// domain, and without both bounds one call could hold it for many seconds.
+pub const MAX_OUTPUT_BYTES_PER_CALL: usize = 4096;
+
+/// Fuel one byte of console output costs, on top of the call itself.
+pub const OUTPUT_FUEL_PER_BYTE: u64 = 1;
+
 /// The longest domain name, in bytes.
 pub const MAX_NAME_BYTES: usize = 64;
