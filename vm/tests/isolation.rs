@@ -198,3 +198,20 @@ fn a_module_over_the_limit_is_refused_before_it_is_read() {
     let error = open_with(&engine, &platform, Box::new(storage)).unwrap_err();
     assert_eq!(error, expected);
 }
+
+#[test]
+fn a_module_of_too_many_functions_is_refused_at_compilation() {
+    // 999,000 empty functions (4 MB) once took more than the kernel heap to
+    // compile; wasmi's strict limits allow 10,000.
+    let engine = new_engine();
+    let platform = TestPlatform::new();
+    let wat = format!(
+        r#"(module (import "env" "memory" (memory 1 1)) {} (func (export "_start")))"#,
+        "(func)".repeat(20_000)
+    );
+    let error = open(&engine, &platform, "many", 1, &wat).unwrap_err();
+    assert!(
+        matches!(&error, Error::InvalidModule(reason) if reason.contains("function")),
+        "{error}"
+    );
+}
