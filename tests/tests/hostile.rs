@@ -342,6 +342,16 @@ fn module_with_data(data_bytes: usize) -> Result<Vec<u8>> {
     wat::parse_str(&text).context("assembling a module with a large data segment")
 }
 
+/// A valid module of `count` empty functions (4 bytes each): small, but
+/// compiling a million of them once took more than the kernel heap.
+fn many_functions(count: usize) -> Result<Vec<u8>> {
+    let text = format!(
+        r#"(module (import "env" "memory" (memory 1 1)) {} (func (export "_start")))"#,
+        "(func)".repeat(count)
+    );
+    wat::parse_str(&text).context("assembling a module of many functions")
+}
+
 /// A disk that cannot run and the start of the reason the kernel gives.
 struct Refused {
     name: &'static str,
@@ -412,6 +422,12 @@ fn runaway_guests_are_contained_and_bad_modules_refused() -> Result<()> {
                 "the module is {} bytes, more than the {MAX_MODULE_BYTES} a domain's module may have",
                 MAX_MODULE_BYTES + 1
             ),
+        },
+        Refused {
+            name: "many_functions",
+            image: module_image(&directory, "many_functions", &many_functions(999_000)?)?,
+            reason: "invalid wasm module: the Wasm modules exceeds the limit of 10000 functions"
+                .into(),
         },
         Refused {
             name: "data_out_of_bounds",
