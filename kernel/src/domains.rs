@@ -22,6 +22,7 @@ use vm::{
 
 use crate::arch::timer;
 use crate::drivers::virtio_blk::{self, VirtioDisk};
+use crate::memory::heap;
 use crate::memory::window_backing::WindowBacking;
 use crate::platform::KernelPlatform;
 use crate::println;
@@ -32,6 +33,27 @@ pub const DEFAULT_CHECKPOINT_MS: u64 = 1000;
 /// How long `shutdown` lets domains in the middle of a computation run on to
 /// reach a safe point before it powers off without their latest state.
 const SHUTDOWN_GRACE_NS: u64 = 2_000_000_000;
+
+/// Kernel heap a module takes while it is read, compiled and instantiated,
+/// as a multiple of its size: the read buffer doubles as it grows, and wasmi
+/// keeps its own copy of data and code. A rough bound, kept generous.
+const MODULE_HEAP_FACTOR: u64 = 4;
+
+/// Refuses a module the kernel heap has no room for: running out of heap
+/// stops the kernel, and every domain with it.
+fn check_heap_room(module_bytes: u64) -> Result<(), String> {
+    let stats = heap::stats();
+    let free_bytes = stats.size_bytes.saturating_sub(stats.allocated_bytes);
+    let needed_bytes = module_bytes.saturating_mul(MODULE_HEAP_FACTOR);
+    if needed_bytes > free_bytes {
+        return Err(format!(
+            "its {module_bytes}-byte module needs about {} KiB of kernel heap; {} KiB are free",
+            needed_bytes / 1024,
+            free_bytes / 1024
+        ));
+    }
+    Ok(())
+}
 
 /// One domain and the disk it lives on.
 #[derive(Debug)]
@@ -206,6 +228,7 @@ impl Domains {
 
     fn open_image(&self, image: Image<VirtioDisk>) -> Result<Domain, String> {
         let pager_disk = image.device().pager_disk();
+        check_heap_room(image.stats().module_len_bytes)?;
         let platform: Arc<dyn Platform> = self.platform.clone();
         Domain::open(
             &self.engine,
@@ -487,7 +510,12 @@ impl Domains {
     fn run_scheduler_round(&mut self) {
         for event in self.scheduler.run_round() {
             let SchedulerEvent::Ended { name, status } = event;
-            println!("[{name}] {}", describe(&status));
+            // The vm has already printed a trap with its reason on the
+            // domain's output (`[NAME] error: trapped: ...`): a second line
+            // would report one end twice.
+            if !matches!(status, DomainStatus::Trapped(_)) {
+                println!("[{name}] {}", describe(&status));
+            }
         }
     }
 

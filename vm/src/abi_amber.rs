@@ -3,6 +3,7 @@
 //! The table (names, signatures, status codes) is the ABI and matches
 //! guest-sdk/README.md. Every pointer is checked (guest_memory.rs).
 
+use alloc::format;
 use alloc::vec::Vec;
 
 use wasmi::{Caller, Linker, Memory, Val};
@@ -12,7 +13,9 @@ use crate::error::TrapReason;
 use crate::guest_memory;
 use crate::host_state::HostState;
 use crate::platform::{LogLevel, Stream};
-use crate::status::{MAX_MESSAGE_BYTES, MAX_NAME_BYTES, Status};
+use crate::status::{
+    MAX_MESSAGE_BYTES, MAX_NAME_BYTES, MAX_OUTPUT_BYTES_PER_CALL, OUTPUT_FUEL_PER_BYTE, Status,
+};
 
 /// The import module name.
 pub const MODULE: &str = "amber";
@@ -27,6 +30,18 @@ pub(crate) fn memory_of(caller: &Caller<'_, HostState>) -> Result<Memory> {
             detail: "the domain has no memory",
         })
     })
+}
+
+/// Charges the fuel `units` of work in a host call cost (bytes printed,
+/// iovecs read), so that a domain gets no more of the console per slice than
+/// of the CPU. Fuel may reach zero: the domain is then preempted at its next
+/// instruction, as at the end of any slice.
+pub(crate) fn charge_fuel(caller: &mut Caller<'_, HostState>, units: u64) -> Result<()> {
+    // Domain engines always meter fuel; without metering there is no slice.
+    if let Ok(fuel) = caller.get_fuel() {
+        caller.set_fuel(fuel.saturating_sub(units))?;
+    }
+    Ok(())
 }
 
 fn result_i32(value: Option<Val>) -> i32 {
@@ -52,13 +67,18 @@ pub fn define(linker: &mut Linker<HostState>) -> Result<()> {
             let memory = memory_of(&caller)?;
             let (bytes, state) = memory.data_and_store_mut(&mut caller);
             let message = guest_memory::slice(bytes, "log", pointer, length).map_err(trap)?;
+            let stream = Stream::Log(LogLevel::from_abi(level));
+            let (shown, cut) = message.split_at(message.len().min(MAX_OUTPUT_BYTES_PER_CALL));
             // One call is one line: split embedded newlines so prefixes stay right.
-            for line in message.split(|&byte| byte == b'\n') {
-                state
-                    .platform
-                    .output(&state.name, Stream::Log(LogLevel::from_abi(level)), line);
+            for line in shown.split(|&byte| byte == b'\n') {
+                state.platform.output(&state.name, stream, line);
             }
-            Ok(())
+            if !cut.is_empty() {
+                let note = format!("(log message cut: {} more bytes)", cut.len());
+                state.platform.output(&state.name, stream, note.as_bytes());
+            }
+            let printed = shown.len() as u64;
+            charge_fuel(&mut caller, printed.saturating_mul(OUTPUT_FUEL_PER_BYTE))
         },
     )?;
     linker.func_wrap(MODULE, "now", |caller: Caller<'_, HostState>| -> i64 {

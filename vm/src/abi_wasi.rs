@@ -1,9 +1,10 @@
 //! The wasi_snapshot_preview1 subset that lets ordinary `std` Rust run.
 //!
-//! Implemented: fd_write to 1 and 2, fd_read of 0 (end of file), proc_exit,
-//! clock_time_get, clock_res_get, random_get, args_*, environ_*, sched_yield,
-//! poll_oneoff with clock subscriptions, fd_fdstat_get of 0-2 and
-//! fd_prestat_get (no preopens: EBADF, which ends libc's preopen scan).
+//! Implemented: fd_write to 1 and 2 (at most 4 KiB per call: a short write),
+//! fd_read of 0 (end of file), proc_exit, clock_time_get, clock_res_get,
+//! random_get, args_*, environ_*, sched_yield, poll_oneoff with clock
+//! subscriptions, fd_fdstat_get of 0-2 and fd_prestat_get (no preopens:
+//! EBADF, which ends libc's preopen scan).
 //! Every other function a module imports from this module is linked to a stub
 //! returning ENOSYS (see `stub_unknown_imports`), so any wasip1 program
 //! instantiates. Signatures follow the witx of wasi_snapshot_preview1.
@@ -14,13 +15,13 @@ use alloc::vec::Vec;
 
 use wasmi::{Caller, Linker, Module, Val};
 
-use crate::abi_amber::memory_of;
+use crate::abi_amber::{charge_fuel, memory_of};
 use crate::blocking::{BlockingCall, Request, blocking_call, trap};
 use crate::error::TrapReason;
 use crate::guest_memory;
 use crate::host_state::HostState;
 use crate::platform::Stream;
-use crate::status::errno;
+use crate::status::{MAX_OUTPUT_BYTES_PER_CALL, OUTPUT_FUEL_PER_BYTE, errno};
 
 /// The import module name.
 pub const MODULE: &str = "wasi_snapshot_preview1";
@@ -284,17 +285,33 @@ fn fd_write(
     };
     let memory = memory_of(&caller)?;
     let (bytes, state) = memory.data_and_store_mut(&mut caller);
-    let mut total: u32 = 0;
+    // At most MAX_OUTPUT_BYTES_PER_CALL per call: a short write, which the
+    // guest sees in `written` (std's write_all simply writes the rest next).
+    let mut total: usize = 0;
+    let mut iovecs_read: u64 = 0;
     // An iovec is {buf: u32, buf_len: u32}.
     for index in 0..count.max(0) {
+        if total == MAX_OUTPUT_BYTES_PER_CALL {
+            break;
+        }
         let iov = iovs.wrapping_add(index.wrapping_mul(8));
         let pointer = guest_memory::read_u32(bytes, CALL, iov).map_err(trap)?;
         let length = guest_memory::read_u32(bytes, CALL, iov.wrapping_add(4)).map_err(trap)?;
         let data = guest_memory::slice(bytes, CALL, pointer as i32, length as i32).map_err(trap)?;
-        state.write_output(stream, data);
-        total = total.wrapping_add(length);
+        let taken = &data[..data.len().min(MAX_OUTPUT_BYTES_PER_CALL - total)];
+        state.write_output(stream, taken);
+        total += taken.len();
+        iovecs_read += 1;
     }
-    guest_memory::write_u32(bytes, CALL, written, total).map_err(trap)?;
+    // total <= MAX_OUTPUT_BYTES_PER_CALL, far below u32::MAX.
+    guest_memory::write_u32(bytes, CALL, written, total as u32).map_err(trap)?;
+    let printed = total as u64;
+    charge_fuel(
+        &mut caller,
+        printed
+            .saturating_mul(OUTPUT_FUEL_PER_BYTE)
+            .saturating_add(iovecs_read),
+    )?;
     Ok(errno::SUCCESS)
 }
 

@@ -15,7 +15,7 @@ use crate::error::{Error, TrapReason};
 use crate::host_state::HostState;
 use crate::memory_backing::MemoryBacking;
 use crate::snapshot;
-use crate::status::{MAX_MAILBOX_MESSAGES, Status};
+use crate::status::{MAX_MAILBOX_BYTES, MAX_MAILBOX_MESSAGES, Status};
 use crate::storage::{BlockingImport, DomainId, DomainRecord, DomainStatus, Message, Storage};
 
 /// Where a domain's execution stands.
@@ -278,7 +278,7 @@ impl Domain {
             Ok(ResumableCall::HostTrap(call)) => self.handle_host_trap(call),
             Err(error) => {
                 let reason = match error.as_trap_code() {
-                    Some(code) => TrapReason::Wasm(code.to_string()),
+                    Some(code) => TrapReason::from_trap_code(code),
                     None => TrapReason::Wasm(error.to_string()),
                 };
                 self.end(DomainStatus::Trapped(reason.to_string()))
@@ -348,7 +348,11 @@ impl Domain {
     /// If storage fails, the message is refused with `MailboxFull`, which
     /// senders treat as "try again later".
     pub fn deliver(&mut self, message: Message) -> Status {
-        if self.store.data().mailbox.len() >= MAX_MAILBOX_MESSAGES {
+        let mailbox = &self.store.data().mailbox;
+        let queued_bytes: usize = mailbox.iter().map(|queued| queued.bytes.len()).sum();
+        if mailbox.len() >= MAX_MAILBOX_MESSAGES
+            || queued_bytes.saturating_add(message.bytes.len()) > MAX_MAILBOX_BYTES
+        {
             return Status::MailboxFull;
         }
         let mut record = self.record.clone();

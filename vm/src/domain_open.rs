@@ -21,16 +21,30 @@ use crate::{abi_amber, abi_wasi, snapshot};
 /// The export a domain runs (a WASI command's entry point).
 pub const ENTRY_EXPORT: &str = "_start";
 
-/// An engine configured for domains: fuel metering on, eager compilation.
+/// The largest module a domain may have, in bytes (today's apps are under
+/// 100 KiB). The module is read, compiled and kept on the embedder's heap,
+/// several times its size in all: without a bound, one disk holding a huge
+/// module took the kernel's heap, and the kernel, down at boot.
+pub const MAX_MODULE_BYTES: usize = 8 * 1024 * 1024;
+
+/// An engine configured for domains: fuel metering on, eager compilation,
+/// wasmi's strict limits on module shape.
 ///
 /// Lazy translation charges the fuel of compiling a function at its first
 /// call, and wasmi 2.0 reports running out of fuel there as a plain error
 /// that cannot be resumed: a domain whose slice ended inside a first call
 /// would trap. Compiling at `Module::new` avoids it.
+///
+/// `EnforcedLimits::strict` (wasmi's preset for untrusted modules: at most
+/// 10,000 functions averaging at least 40 bytes, 1,000 globals, data and
+/// element segments, one memory) bounds what compiling costs beside the
+/// module's size: a 4 MB module of a million empty functions once took
+/// more than the whole kernel heap to compile.
 pub fn new_engine() -> Engine {
     let mut config = wasmi::Config::default();
     config.consume_fuel(true);
     config.compilation_mode(wasmi::CompilationMode::Eager);
+    config.enforced_limits(wasmi::EnforcedLimits::strict());
     Engine::new(&config)
 }
 
@@ -44,6 +58,11 @@ impl Domain {
         mut backing: Box<dyn MemoryBacking>,
     ) -> Result<Self, Error> {
         let record = storage.load()?;
+        if record.module.len() > MAX_MODULE_BYTES {
+            return Err(Error::ModuleTooLarge {
+                len_bytes: record.module.len() as u64,
+            });
+        }
         let global_exports = inspect_module(&record.module)?;
         let module = Module::new(engine, &record.module)
             .map_err(|error| Error::InvalidModule(error.to_string()))?;

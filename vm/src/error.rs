@@ -1,6 +1,6 @@
 //! The vm crate's error enum and the reasons a domain traps.
 
-use alloc::string::String;
+use alloc::string::{String, ToString};
 use core::fmt;
 
 use crate::storage::DomainStatus;
@@ -10,6 +10,8 @@ use crate::storage::DomainStatus;
 pub enum Error {
     /// The module bytes are not a valid WebAssembly module (wasmi's reason).
     InvalidModule(String),
+    /// The module is larger than [`crate::MAX_MODULE_BYTES`].
+    ModuleTooLarge { len_bytes: u64 },
     /// The module has a start section: it would run before a restore could lay
     /// the saved memory over the instance, so Amber refuses it.
     StartSection,
@@ -44,6 +46,11 @@ impl fmt::Display for Error {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::InvalidModule(reason) => write!(formatter, "invalid wasm module: {reason}"),
+            Self::ModuleTooLarge { len_bytes } => write!(
+                formatter,
+                "the module is {len_bytes} bytes, more than the {} a domain's module may have",
+                crate::MAX_MODULE_BYTES
+            ),
             Self::StartSection => write!(
                 formatter,
                 "the module has a start section, which Amber cannot restore"
@@ -131,4 +138,35 @@ impl fmt::Display for TrapReason {
     }
 }
 
+impl TrapReason {
+    /// The reason for a trap the WebAssembly code itself raised.
+    pub fn from_trap_code(code: wasmi::TrapCode) -> Self {
+        let message = match code {
+            // wasmi 2.0.0 words this one "uninitialized element 2" (a
+            // leftover its source marks as a TODO); say what happened.
+            wasmi::TrapCode::IndirectCallToNull => {
+                String::from("indirect call to an uninitialized table element")
+            }
+            other => other.to_string(),
+        };
+        Self::Wasm(message)
+    }
+}
+
 impl wasmi::errors::HostError for TrapReason {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wasm_traps_read_as_sentences_without_stray_codes() {
+        let null = TrapReason::from_trap_code(wasmi::TrapCode::IndirectCallToNull);
+        assert_eq!(
+            null.to_string(),
+            "wasm trap: indirect call to an uninitialized table element"
+        );
+        let bounds = TrapReason::from_trap_code(wasmi::TrapCode::MemoryOutOfBounds);
+        assert_eq!(bounds.to_string(), "wasm trap: out of bounds memory access");
+    }
+}

@@ -26,7 +26,7 @@ mod storage;
 mod wasi_poll;
 
 pub use domain::{Domain, RunOutcome, Wake};
-pub use domain_open::{ENTRY_EXPORT, new_engine};
+pub use domain_open::{ENTRY_EXPORT, MAX_MODULE_BYTES, new_engine};
 pub use error::{Error, TrapReason};
 pub use host_state::HostState;
 pub use memory_backing::{
@@ -37,7 +37,10 @@ pub use persist_storage::PersistStorage;
 pub use platform::StdPlatform;
 pub use platform::{LineBuffer, LogLevel, Platform, Stream};
 pub use scheduler::{DEFAULT_FUEL_SLICE, Scheduler, SchedulerEvent};
-pub use status::{MAX_MAILBOX_MESSAGES, MAX_MESSAGE_BYTES, MAX_NAME_BYTES, Status, errno};
+pub use status::{
+    MAX_MAILBOX_BYTES, MAX_MAILBOX_MESSAGES, MAX_MESSAGE_BYTES, MAX_NAME_BYTES,
+    MAX_OUTPUT_BYTES_PER_CALL, OUTPUT_FUEL_PER_BYTE, Status, errno,
+};
 pub use storage::{
     BlockingImport, Commit, DomainId, DomainRecord, DomainStatus, GlobalValue, MemoryStorage,
     Message, PageLocation, PagerStorage, SavedGlobal, Storage, Suspension,

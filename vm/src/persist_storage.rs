@@ -131,6 +131,11 @@ fn from_persist_global(global: &persist::GlobalValue) -> SavedGlobal {
 
 impl<D: BlockDevice + Send + 'static> Storage for PersistStorage<D> {
     fn load(&mut self) -> Result<DomainRecord, Error> {
+        // Refuse before reading: reading a huge module is what would hurt.
+        let len_bytes = self.image.stats().module_len_bytes;
+        if len_bytes > crate::MAX_MODULE_BYTES as u64 {
+            return Err(Error::ModuleTooLarge { len_bytes });
+        }
         let module = self.image.module().map_err(storage_error)?;
         let metadata = self.image.metadata().clone();
         Ok(DomainRecord {

@@ -11,7 +11,7 @@ pub enum Status {
     Ok = 0,
     /// No domain has the name or ID given to `send`.
     NoSuchDomain = 1,
-    /// The receiver's mailbox holds as many messages as it may.
+    /// The receiver's mailbox holds as many messages, or bytes, as it may.
     MailboxFull = 2,
     /// `recv` waited its whole timeout without a message.
     Timeout = 3,
@@ -57,6 +57,23 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
 /// The most messages a mailbox queues before `send` reports `MailboxFull`.
 pub const MAX_MAILBOX_MESSAGES: usize = 256;
+
+/// The most message bytes a mailbox queues before `send` reports
+/// `MailboxFull`: four messages of the largest size. A mailbox lives on the
+/// kernel heap (twice: the committed record and the queue) and is rewritten
+/// with every message it accepts, so without this bound one flooding domain
+/// could pile 256 x 64 KiB on a receiver and exhaust the heap.
+pub const MAX_MAILBOX_BYTES: usize = 4 * MAX_MESSAGE_BYTES;
+
+/// The most bytes one `log` or `fd_write` call prints. A longer log message
+/// is cut (with a line saying so); `fd_write` writes at most this much per
+/// call and says how much it wrote, a short write WASI allows. Printing also
+/// costs [`OUTPUT_FUEL_PER_BYTE`]: the serial console is shared by every
+/// domain, and without both bounds one call could hold it for many seconds.
+pub const MAX_OUTPUT_BYTES_PER_CALL: usize = 4096;
+
+/// Fuel one byte of console output costs, on top of the call itself.
+pub const OUTPUT_FUEL_PER_BYTE: u64 = 1;
 
 /// The longest domain name, in bytes.
 pub const MAX_NAME_BYTES: usize = 64;

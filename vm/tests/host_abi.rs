@@ -40,6 +40,37 @@ fn log_prints_a_line() {
 }
 
 #[test]
+fn a_huge_log_message_is_cut_and_printing_costs_fuel() {
+    // A 16 MiB log once held the console (and every domain) for seconds.
+    let wat = module(
+        r#"(import "amber" "log" (func $log (param i32 i32 i32)))"#,
+        "(call $log (i32.const 3) (i32.const 0) (i32.const 65536))",
+    );
+    let (status, lines, _) = run_alone(&wat);
+    assert_eq!(status, DomainStatus::Exited(0));
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(
+        lines[0].len(),
+        "[app] log: ".len() + vm::MAX_OUTPUT_BYTES_PER_CALL
+    );
+    assert_eq!(lines[1], "[app] log: (log message cut: 61440 more bytes)");
+    // Logging without end: a slice ends after about a slice's worth of bytes.
+    let endless = module(
+        r#"(import "amber" "log" (func $log (param i32 i32 i32)))"#,
+        "(loop $again (call $log (i32.const 3) (i32.const 0) (i32.const 4096)) (br $again))",
+    );
+    let engine = new_engine();
+    let platform = TestPlatform::new();
+    let mut domain = open(&engine, &platform, "app", 1, &endless).unwrap();
+    assert_eq!(domain.run(10_000), RunOutcome::Preempted);
+    let calls = platform.lines().len();
+    assert!(
+        (2..=4).contains(&calls),
+        "{calls} calls of 4096 bytes in one slice"
+    );
+}
+
+#[test]
 fn log_with_a_bad_pointer_traps_with_the_reason() {
     let wat = module(
         r#"(import "amber" "log" (func $log (param i32 i32 i32)))"#,
@@ -272,6 +303,36 @@ fn send_of_an_oversized_message_is_refused_and_bad_buffers_trap() {
     }
 }
 
+#[test]
+fn a_flood_of_large_messages_is_refused_by_bytes_before_it_fills_the_heap() {
+    // 256 messages of 64 KiB (16 MiB, rewritten with every message) once
+    // exhausted the kernel heap: the mailbox is bounded by bytes too.
+    let engine = new_engine();
+    let platform = TestPlatform::new();
+    let mut domain = open(&engine, &platform, "kv", 2, &module("", "")).unwrap();
+    let large = || vm::Message {
+        from: [9; 16],
+        bytes: vec![7; vm::MAX_MESSAGE_BYTES],
+    };
+    let accepted = (0..vm::MAX_MAILBOX_MESSAGES)
+        .take_while(|_| domain.deliver(large()) == Status::Ok)
+        .count();
+    assert_eq!(accepted, vm::MAX_MAILBOX_BYTES / vm::MAX_MESSAGE_BYTES);
+    assert_eq!(domain.deliver(large()), Status::MailboxFull);
+    let queued: usize = domain.record().mailbox.iter().map(|m| m.bytes.len()).sum();
+    assert!(queued <= vm::MAX_MAILBOX_BYTES);
+    // Small messages still fit until the count limit.
+    let mut small = open(&engine, &platform, "small", 3, &module("", "")).unwrap();
+    let message = || vm::Message {
+        from: [9; 16],
+        bytes: vec![1; 16],
+    };
+    for _ in 0..vm::MAX_MAILBOX_MESSAGES {
+        assert_eq!(small.deliver(message()), Status::Ok);
+    }
+    assert_eq!(small.deliver(message()), Status::MailboxFull);
+}
+
 const WASI_IMPORTS: &str = r#"
     (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
     (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
@@ -305,6 +366,20 @@ fn fd_write_prints_lines_to_stdout_and_stderr() {
     assert_eq!(lines, ["[app] out: hello, amber", "[app] err: hello, "]);
     assert_eq!(&memory[96..100], &13u32.to_le_bytes());
     assert_eq!(&memory[104..108], &vm::errno::BADF.to_le_bytes());
+}
+
+#[test]
+fn fd_write_writes_at_most_the_per_call_limit_and_says_so() {
+    // One iovec {0, 65536}: the whole memory page.
+    let wat = module(
+        WASI_IMPORTS,
+        r#"(i32.store (i32.const 64) (i32.const 0)) (i32.store (i32.const 68) (i32.const 65536))
+           (drop (call $fd_write (i32.const 1) (i32.const 64) (i32.const 1) (i32.const 96)))"#,
+    );
+    let (status, _, memory) = run_alone(&wat);
+    assert_eq!(status, DomainStatus::Exited(0));
+    let written = u32::from_le_bytes(memory[96..100].try_into().unwrap());
+    assert_eq!(written as usize, vm::MAX_OUTPUT_BYTES_PER_CALL);
 }
 
 #[test]

@@ -9,6 +9,7 @@ fn trapping(body: &str) -> String {
     format!(
         r#"(module
             (import "env" "memory" (memory 1 2))
+            (table 1 funcref)
             (func $recurse (param i32) (result i32)
                 (i32.add (call $recurse (i32.add (local.get 0) (i32.const 1))) (i32.const 1)))
             (func (export "_start") {body}))"#
@@ -34,6 +35,11 @@ fn each_trap_ends_its_domain_only_and_names_the_cause() {
             "out of bounds memory access",
         ),
         ("unreachable", "unreachable", "unreachable"),
+        (
+            "null",
+            "(call_indirect (i32.const 0))",
+            "wasm trap: indirect call to an uninitialized table element",
+        ),
         (
             "recursion",
             "(drop (call $recurse (i32.const 0)))",
@@ -155,5 +161,57 @@ fn a_bulk_instruction_costing_more_than_a_slice_still_completes() {
         domain.memory_bytes()[..4194304]
             .iter()
             .all(|&byte| byte == 7)
+    );
+}
+
+#[test]
+fn a_module_over_the_limit_is_refused_before_it_is_read() {
+    // A 40 MiB module once exhausted the kernel heap at boot.
+    let engine = new_engine();
+    let platform = TestPlatform::new();
+    let oversized = vec![0u8; vm::MAX_MODULE_BYTES + 1];
+    let image = persist::Image::create(
+        persist::MemoryDevice::new(4096),
+        persist::NewDomain {
+            id: 1,
+            name: "oversized",
+            module: &oversized,
+            memory_pages: 1,
+            memory_max_pages: 1,
+            args: Vec::new(),
+            env: Vec::new(),
+        },
+    )
+    .unwrap();
+    let error =
+        open_with(&engine, &platform, Box::new(vm::PersistStorage::new(image))).unwrap_err();
+    let expected = Error::ModuleTooLarge {
+        len_bytes: oversized.len() as u64,
+    };
+    assert_eq!(error, expected);
+    assert!(
+        error.to_string().contains("more than the 8388608"),
+        "{error}"
+    );
+    // Any other storage is checked too, after loading.
+    let storage = vm::MemoryStorage::new(record("oversized", 1, oversized));
+    let error = open_with(&engine, &platform, Box::new(storage)).unwrap_err();
+    assert_eq!(error, expected);
+}
+
+#[test]
+fn a_module_of_too_many_functions_is_refused_at_compilation() {
+    // 999,000 empty functions (4 MB) once took more than the kernel heap to
+    // compile; wasmi's strict limits allow 10,000.
+    let engine = new_engine();
+    let platform = TestPlatform::new();
+    let wat = format!(
+        r#"(module (import "env" "memory" (memory 1 1)) {} (func (export "_start")))"#,
+        "(func)".repeat(20_000)
+    );
+    let error = open(&engine, &platform, "many", 1, &wat).unwrap_err();
+    assert!(
+        matches!(&error, Error::InvalidModule(reason) if reason.contains("function")),
+        "{error}"
     );
 }

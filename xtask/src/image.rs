@@ -153,6 +153,14 @@ pub fn new(args: &NewArgs) -> Result<PathBuf> {
         .with_context(|| format!("reading the module {}", args.wasm.display()))?;
     let module = wasm_rewrite::import_memory(&original)
         .with_context(|| format!("{} is not a module Amber can run", args.wasm.display()))?;
+    if module.len() > vm::MAX_MODULE_BYTES {
+        bail!(
+            "{} is {} bytes, more than the {} a domain's module may have",
+            args.wasm.display(),
+            module.len(),
+            vm::MAX_MODULE_BYTES
+        );
+    }
     let limits = memory_limits(&module)?.unwrap_or(MemoryLimits {
         initial_pages: 0,
         max_pages: None,

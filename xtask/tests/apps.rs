@@ -325,3 +325,18 @@ fn an_unknown_app_name_is_an_error_naming_the_apps() {
         "{message}"
     );
 }
+
+#[test]
+fn every_app_compiles_within_the_domain_engines_limits() {
+    // The engine enforces wasmi's strict limits and the vm a module size
+    // limit against hostile modules; the real apps must stay well inside.
+    let engine = vm::new_engine();
+    for app in built_apps() {
+        let path = xtask::paths::apps_dir().join(format!("{}.wasm", app.name));
+        let module = std::fs::read(&path).expect("a built app can be read");
+        assert!(module.len() <= vm::MAX_MODULE_BYTES, "{}", app.name);
+        if let Err(error) = vm::wasmi::Module::new(&engine, &module[..]) {
+            panic!("{} does not compile for a domain: {error}", app.name);
+        }
+    }
+}
