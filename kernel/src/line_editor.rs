@@ -132,11 +132,9 @@ impl LineEditor {
             (b'D', _) => self.move_to(self.cursor.saturating_sub(1), echo),
             (b'H', _) | (b'~', 1 | 7) => self.move_to(0, echo),
             (b'F', _) | (b'~', 4 | 8) => self.move_to(self.line.len(), echo),
-            (b'~', 3) => {
-                if self.cursor < self.line.len() {
-                    self.line.remove(self.cursor);
-                    self.redraw(echo);
-                }
+            (b'~', 3) if self.cursor < self.line.len() => {
+                self.line.remove(self.cursor);
+                self.redraw(echo);
             }
             _ => {}
         }
