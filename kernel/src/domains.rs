@@ -501,8 +501,13 @@ impl Domains {
 
     fn run_scheduler_round(&mut self) {
         for event in self.scheduler.run_round() {
-            let SchedulerEvent::Ended { name, status } = event;
-            println!("[{name}] {}", describe(&status));
+            match event {
+                SchedulerEvent::Ended { name, status } => {
+                    println!("[{name}] {}", describe(&status));
+                }
+                // hold_paused says it, for pauses at periodic checkpoints too.
+                SchedulerEvent::Paused { .. } => {}
+            }
         }
         self.hold_paused();
     }
