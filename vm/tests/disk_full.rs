@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use common::*;
 use vm::persist::{Image, MemoryDevice, NewDomain};
 use vm::{
-    Commit, DomainRecord, DomainStatus, Error, MemoryStorage, PAGE_BYTES, PauseReason,
-    PersistStorage, Scheduler, Storage, Wake, new_engine,
+    Commit, DomainRecord, DomainStatus, Error, HashedHeapBacking, MemoryBacking, MemoryStorage,
+    PAGE_BYTES, PauseReason, PersistStorage, Scheduler, SchedulerEvent, Storage, Wake, new_engine,
 };
 
 /// Forever: grows its memory by one wasm page, writes every 4 KiB page of it
@@ -65,7 +65,25 @@ fn a_full_disk_pauses_the_domain_keeps_its_last_commit_and_spares_the_others() {
     scheduler
         .add(open(&engine, &platform, "busy", 1, BUSY).unwrap())
         .unwrap();
-    run_rounds(&mut scheduler, &platform, 2_000);
+    let mut events = Vec::new();
+    for _ in 0..2_000 {
+        events.extend(scheduler.run_round());
+        platform.advance_ns(1_000_000);
+    }
+    // Said once, and paused domains are left out of checkpoint_all.
+    assert_eq!(
+        events,
+        [SchedulerEvent::Paused {
+            name: "diskfill".into(),
+            reason: PauseReason::DiskFull
+        }]
+    );
+    let checkpointed: Vec<String> = scheduler
+        .checkpoint_all()
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    assert_eq!(checkpointed, ["busy"]);
 
     let diskfill = scheduler.domain("diskfill").unwrap();
     assert_eq!(diskfill.pause_reason(), Some(PauseReason::DiskFull));
@@ -181,4 +199,76 @@ fn a_paused_domain_resumes_once_its_commit_fits_and_its_call_returns_ok() {
     }
     assert!(domain.record().memory_pages > 2);
     assert_eq!(domain.status(), DomainStatus::Running);
+}
+
+/// The host backing plus a pager-like reserve: before each slice it takes
+/// every free block it can from the image, as the kernel's pager pool does
+/// on a small disk.
+struct GreedyBacking {
+    inner: HashedHeapBacking,
+    reserve: Vec<u64>,
+    released: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl MemoryBacking for GreedyBacking {
+    fn static_buffer(&mut self, maximum_bytes: u64) -> Option<&'static mut [u8]> {
+        self.inner.static_buffer(maximum_bytes)
+    }
+    fn dirty_pages(&mut self, memory: &[u8]) -> Vec<u64> {
+        self.inner.dirty_pages(memory)
+    }
+    fn commit_succeeded(&mut self) {
+        self.inner.commit_succeeded();
+    }
+    fn reset_to(&mut self, memory: &[u8]) {
+        self.inner.reset_to(memory);
+    }
+    fn before_slice(&mut self, _memory: &[u8], storage: &mut dyn Storage) -> Result<(), Error> {
+        let paging = storage.pager().unwrap();
+        let mut count = 256;
+        while count > 0 {
+            if let Ok(blocks) = paging.reserve_blocks(count) {
+                self.reserve.extend(blocks);
+            }
+            count /= 2;
+        }
+        Ok(())
+    }
+    fn release_reserve(&mut self, storage: &mut dyn Storage) -> usize {
+        let blocks = std::mem::take(&mut self.reserve);
+        storage.pager().unwrap().release_blocks(&blocks);
+        self.released.fetch_add(blocks.len(), Ordering::SeqCst);
+        blocks.len()
+    }
+}
+
+/// Runs DISKFILL on a 256-block image until it pauses; returns the wasm
+/// pages its last commit holds.
+fn pages_when_full(backing: Box<dyn MemoryBacking>) -> u32 {
+    let engine = new_engine();
+    let platform = TestPlatform::new();
+    let storage = Box::new(PersistStorage::new(small_image(256)));
+    let mut domain = vm::Domain::open(&engine, platform.clone(), storage, backing).unwrap();
+    for _ in 0..2_000 {
+        domain.run(10_000);
+        platform.advance_ns(1_000_000);
+    }
+    assert_eq!(domain.pause_reason(), Some(PauseReason::DiskFull));
+    domain.record().memory_pages
+}
+
+#[test]
+fn blocks_kept_for_page_outs_are_given_back_before_a_domain_is_paused() {
+    let without_reserve = pages_when_full(Box::new(HashedHeapBacking::new()));
+    let released = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let with_reserve = pages_when_full(Box::new(GreedyBacking {
+        inner: HashedHeapBacking::new(),
+        reserve: Vec::new(),
+        released: released.clone(),
+    }));
+    assert!(released.load(Ordering::SeqCst) > 0);
+    assert!(
+        with_reserve + 1 >= without_reserve,
+        "paused at {with_reserve} wasm pages with a reserve, {without_reserve} without"
+    );
 }
