@@ -59,7 +59,7 @@ const COMMANDS: &[Command] = &[
     Command {
         name: "start",
         usage: "start NAME",
-        help: "resume a stopped domain where it stopped",
+        help: "resume a stopped domain, or retry a paused one's commit",
         run: start,
     },
     Command {

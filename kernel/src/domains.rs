@@ -4,7 +4,9 @@
 //! (for spawn and migration); a disk that is neither is refused with a console
 //! line while the others run. Domains run in fuel slices through
 //! `vm::Scheduler` and are checkpointed every `checkpoint-ms` (boot argument,
-//! default 1000), on `checkpoint`, on `stop` and on `shutdown`.
+//! default 1000), on `checkpoint`, on `stop` and on `shutdown`. A domain whose
+//! commit finds its disk full is paused: out of the rotation, its last commit
+//! intact, until `start NAME` retries the commit.
 
 use alloc::boxed::Box;
 use alloc::format;
@@ -16,8 +18,8 @@ use persist::migrate::{self, Ownership, Verdict};
 use persist::{BLOCK_SIZE, BlockDevice, Image};
 use vm::wasmi::Engine;
 use vm::{
-    DEFAULT_FUEL_SLICE, Domain, DomainStatus, PersistStorage, Platform, Scheduler, SchedulerEvent,
-    Wake,
+    DEFAULT_FUEL_SLICE, Domain, DomainStatus, PauseReason, PersistStorage, Platform, Scheduler,
+    SchedulerEvent, Wake,
 };
 
 use crate::arch::timer;
@@ -77,6 +79,8 @@ pub struct Domains {
     /// Disk index of each domain in the scheduler, in scheduler order.
     scheduled_disks: Vec<usize>,
     stopped: Vec<Entry>,
+    /// Held out of the rotation by a pause (a full disk), not ended.
+    paused: Vec<Entry>,
     /// Handed over to another machine while this one ran.
     moved: Vec<Entry>,
     parked: Vec<ParkedCopy>,
@@ -91,6 +95,7 @@ impl core::fmt::Debug for Domains {
             .debug_struct("Domains")
             .field("scheduled", &self.scheduler.domains().len())
             .field("stopped", &self.stopped.len())
+            .field("paused", &self.paused.len())
             .field("spares", &self.spares.len())
             .finish()
     }
@@ -130,6 +135,7 @@ impl Domains {
             scheduler: Scheduler::new(DEFAULT_FUEL_SLICE),
             scheduled_disks: Vec::new(),
             stopped: Vec::new(),
+            paused: Vec::new(),
             moved: Vec::new(),
             parked: Vec::new(),
             spares: Vec::new(),
@@ -344,6 +350,7 @@ impl Domains {
             .domains_mut()
             .iter_mut()
             .chain(self.stopped.iter_mut().map(|entry| &mut entry.domain))
+            .chain(self.paused.iter_mut().map(|entry| &mut entry.domain))
             .chain(self.moved.iter_mut().map(|entry| &mut entry.domain));
         for domain in domains {
             if let Some(image) = domain
@@ -373,12 +380,39 @@ impl Domains {
         self.scheduler.next_wake() == Some(Wake::Now)
     }
 
-    /// Asks every domain for a checkpoint; reports failures.
+    /// Asks every domain for a checkpoint; reports failures (a full disk
+    /// pauses its domain and says so once).
     fn checkpoint_all(&mut self) {
         for (name, result) in self.scheduler.checkpoint_all() {
-            if let Err(error) = result {
-                println!("[{name}] checkpoint failed: {error}");
+            match result {
+                Err(vm::Error::DiskFull { .. }) | Ok(_) => {}
+                Err(error) => println!("[{name}] checkpoint failed: {error}"),
             }
+        }
+        self.hold_paused();
+    }
+
+    /// Moves domains that paused themselves (a commit found the disk full)
+    /// out of the rotation, with one console line each.
+    fn hold_paused(&mut self) {
+        while let Some(position) = self
+            .scheduler
+            .domains()
+            .iter()
+            .position(|domain| domain.pause_reason().is_some())
+        {
+            let name = String::from(self.scheduler.domains()[position].name());
+            let Some(domain) = self.scheduler.remove(&name) else {
+                return;
+            };
+            let disk_index = self.scheduled_disks.remove(position);
+            if domain.pause_reason() == Some(PauseReason::DiskFull) {
+                println!(
+                    "{name}: paused: disk full (disk {disk_index}); its last commit is intact; \
+                     `start {name}` retries the commit"
+                );
+            }
+            self.paused.push(Entry { disk_index, domain });
         }
     }
 
@@ -485,8 +519,22 @@ impl Domains {
         Ok(format!("{name}: killed"))
     }
 
-    /// `start NAME`: resumes a stopped domain where it stopped.
+    /// `start NAME`: resumes a stopped domain where it stopped, or retries
+    /// the commit a paused domain waits for and runs it on if that works.
     pub fn start(&mut self, name: &str) -> Result<String, String> {
+        if let Some(position) = self
+            .paused
+            .iter()
+            .position(|entry| entry.domain.name() == name)
+        {
+            let mut entry = self.paused.remove(position);
+            if let Err(error) = entry.domain.resume_from_pause() {
+                self.paused.insert(position, entry);
+                return Err(format!("{name}: still paused: {error}"));
+            }
+            self.admit(entry);
+            return Ok(format!("{name}: committed and running again"));
+        }
         let Some(position) = self
             .stopped
             .iter()
@@ -509,14 +557,20 @@ impl Domains {
 
     fn run_scheduler_round(&mut self) {
         for event in self.scheduler.run_round() {
-            let SchedulerEvent::Ended { name, status } = event;
-            // The vm has already printed a trap with its reason on the
-            // domain's output (`[NAME] error: trapped: ...`): a second line
-            // would report one end twice.
-            if !matches!(status, DomainStatus::Trapped(_)) {
-                println!("[{name}] {}", describe(&status));
+            match event {
+                SchedulerEvent::Ended { name, status } => {
+                    // The vm has already printed a trap with its reason on
+                    // the domain's output (`[NAME] error: trapped: ...`): a
+                    // second line would report one end twice.
+                    if !matches!(status, DomainStatus::Trapped(_)) {
+                        println!("[{name}] {}", describe(&status));
+                    }
+                }
+                // hold_paused says it, for pauses at periodic checkpoints too.
+                SchedulerEvent::Paused { .. } => {}
             }
         }
+        self.hold_paused();
     }
 
     fn domain_mut(&mut self, name: &str) -> Result<&mut Domain, String> {
@@ -531,6 +585,8 @@ impl Domains {
     fn unknown(&self, name: &str) -> String {
         if self.stopped.iter().any(|entry| entry.domain.name() == name) {
             format!("{name} is stopped")
+        } else if self.paused.iter().any(|entry| entry.domain.name() == name) {
+            format!("{name} is paused (see ps)")
         } else {
             format!("no domain named '{name}' (see ps)")
         }
@@ -552,11 +608,15 @@ impl Domains {
             .stopped
             .iter()
             .map(|entry| (&entry.domain, entry.disk_index));
+        let paused = self
+            .paused
+            .iter()
+            .map(|entry| (&entry.domain, entry.disk_index));
         let moved = self
             .moved
             .iter()
             .map(|entry| (&entry.domain, entry.disk_index));
-        for (domain, disk_index) in scheduled.chain(stopped).chain(moved) {
+        for (domain, disk_index) in scheduled.chain(stopped).chain(paused).chain(moved) {
             let id = u128::from_le_bytes(domain.id());
             let status = if self
                 .moved
@@ -564,6 +624,8 @@ impl Domains {
                 .any(|entry| core::ptr::eq(&entry.domain, domain))
             {
                 describe(&DomainStatus::MovedAway)
+            } else if let Some(reason) = domain.pause_reason() {
+                format!("paused: {reason}")
             } else {
                 describe(&domain.status())
             };
@@ -606,10 +668,11 @@ impl Domains {
             .count();
         let fuel: u64 = self.scheduler.domains().iter().map(Domain::fuel_used).sum();
         format!(
-            "domains: {} running, {} ended, {} stopped; spare disks: {}; fuel used: {}; checkpoint every {} ms",
+            "domains: {} running, {} ended, {} stopped, {} paused; spare disks: {}; fuel used: {}; checkpoint every {} ms",
             running,
             self.scheduler.domains().len() - running,
             self.stopped.len(),
+            self.paused.len(),
             self.spares.len(),
             fuel,
             self.checkpoint_interval_ns / 1_000_000

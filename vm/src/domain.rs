@@ -67,6 +67,23 @@ pub enum Wake {
     Never,
 }
 
+/// Why a domain is held out of the rotation although it has not ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PauseReason {
+    /// A commit found no free block on the domain's disk. The domain waits
+    /// at the safe point where the commit failed, its last commit intact,
+    /// until [`Domain::resume_from_pause`] commits.
+    DiskFull,
+}
+
+impl core::fmt::Display for PauseReason {
+    fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            PauseReason::DiskFull => write!(formatter, "disk full"),
+        }
+    }
+}
+
 /// A domain and everything it needs to run and persist.
 pub struct Domain {
     pub(crate) store: Store<HostState>,
@@ -78,6 +95,8 @@ pub struct Domain {
     pub(crate) storage: Box<dyn Storage>,
     pub(crate) backing: Box<dyn MemoryBacking>,
     pub(crate) is_checkpoint_wanted: bool,
+    /// Set when the domain must not run until resumed (see [`PauseReason`]).
+    pub(crate) pause: Option<PauseReason>,
     pub(crate) fuel_used: u64,
     /// Exported globals as (global index, export name).
     pub(crate) global_exports: Vec<(u32, String)>,
@@ -112,6 +131,11 @@ impl Domain {
     /// Whether the module can be resumed mid-computation after a restart.
     pub fn has_asyncify(&self) -> bool {
         self.store.data().asyncify.is_some()
+    }
+
+    /// Why the domain is paused, if it is: it then neither runs nor wakes.
+    pub fn pause_reason(&self) -> Option<PauseReason> {
+        self.pause
     }
 
     /// The status as of now.
@@ -153,8 +177,11 @@ impl Domain {
         self.storage
     }
 
-    /// Runs the domain for at most `fuel` units.
+    /// Runs the domain for at most `fuel` units (none while it is paused).
     pub fn run(&mut self, fuel: u64) -> RunOutcome {
+        if self.pause.is_some() {
+            return RunOutcome::Waiting;
+        }
         if !matches!(self.execution, Execution::Ended(_))
             && let Err(error) = self
                 .backing
@@ -372,8 +399,12 @@ impl Domain {
         Status::Ok
     }
 
-    /// When the domain wants to run again.
+    /// When the domain wants to run again. A paused domain waits as if for
+    /// a message: only [`Domain::resume_from_pause`] lets it run.
     pub fn wake(&self) -> Wake {
+        if self.pause.is_some() && !matches!(self.execution, Execution::Ended(_)) {
+            return Wake::OnMessage;
+        }
         let state = self.store.data();
         let blocked = match &self.execution {
             Execution::Start | Execution::OutOfFuel(_) => return Wake::Now,
@@ -413,9 +444,12 @@ impl Domain {
 
     /// Asks for a commit: done now if the domain is at a safe point (returns
     /// true), else at its next blocking call.
+    /// A running domain whose disk is full is paused (see [`PauseReason`])
+    /// and the error says so.
     pub fn request_checkpoint(&mut self) -> Result<bool, Error> {
         if self.is_at_safe_point() {
-            self.commit()?;
+            self.commit()
+                .inspect_err(|error| self.pause_if_disk_full(error))?;
             return Ok(true);
         }
         self.is_checkpoint_wanted = true;
@@ -443,6 +477,12 @@ impl Domain {
         self.is_checkpoint_wanted = false;
         let status = match self.commit() {
             Ok(()) => Status::Ok,
+            Err(error @ Error::DiskFull { .. }) => {
+                // The guest hears nothing yet: its call completes when a
+                // commit succeeds (resume_from_pause), as if it had waited.
+                self.pause_if_disk_full(&error);
+                return;
+            }
             Err(error) => {
                 let line = format!("checkpoint failed: {error}");
                 self.store.data().log_error(&line);
@@ -450,6 +490,27 @@ impl Domain {
             }
         };
         self.store.data_mut().checkpoint_status = status;
+    }
+
+    /// Pauses a domain that has not ended when `error` says its disk is full.
+    fn pause_if_disk_full(&mut self, error: &Error) {
+        if matches!(error, Error::DiskFull { .. }) && !matches!(self.execution, Execution::Ended(_))
+        {
+            self.pause = Some(PauseReason::DiskFull);
+        }
+    }
+
+    /// Resumes a paused domain: commits what it holds now (the commit that
+    /// failed, tried again) and lets it run on if that works. If the disk is
+    /// still full it stays paused and the error says so.
+    pub fn resume_from_pause(&mut self) -> Result<(), Error> {
+        if self.pause.is_none() {
+            return Err(Error::NotPaused);
+        }
+        self.commit()?;
+        self.pause = None;
+        self.store.data_mut().checkpoint_status = Status::Ok;
+        Ok(())
     }
 
     /// Commits memory, globals, suspension, status and mailbox.

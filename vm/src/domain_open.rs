@@ -158,6 +158,7 @@ impl Domain {
             storage,
             backing,
             is_checkpoint_wanted: false,
+            pause: None,
             fuel_used: 0,
             global_exports,
         };

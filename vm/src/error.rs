@@ -32,6 +32,9 @@ pub enum Error {
     BadSavedGlobal(String),
     /// The storage behind a domain failed (its reason).
     Storage(String),
+    /// The domain's disk has no free block for a commit; the last commit is
+    /// intact, and the commit can be tried again once there is room.
+    DiskFull { device_blocks: u64 },
     /// No domain with that name or ID runs in this scheduler.
     NoSuchDomain,
     /// Two domains may not share a name or an ID.
@@ -40,6 +43,8 @@ pub enum Error {
     NotStoppable(DomainStatus),
     /// Only a stopped domain can be resumed.
     NotStopped,
+    /// Only a paused domain can be resumed from a pause.
+    NotPaused,
 }
 
 impl fmt::Display for Error {
@@ -77,6 +82,10 @@ impl fmt::Display for Error {
             ),
             Self::BadSavedGlobal(reason) => write!(formatter, "bad saved global: {reason}"),
             Self::Storage(reason) => write!(formatter, "storage failed: {reason}"),
+            Self::DiskFull { device_blocks } => write!(
+                formatter,
+                "the disk is full (no free block among its {device_blocks}); the last commit is intact"
+            ),
             Self::NoSuchDomain => write!(formatter, "no such domain"),
             Self::DuplicateDomain(name) => write!(formatter, "a domain named {name} already runs"),
             Self::NotStoppable(status) => {
@@ -86,6 +95,7 @@ impl fmt::Display for Error {
                 )
             }
             Self::NotStopped => write!(formatter, "the domain is not stopped"),
+            Self::NotPaused => write!(formatter, "the domain is not paused"),
         }
     }
 }

@@ -78,6 +78,14 @@ pub trait MemoryBacking: Send {
         Ok(())
     }
 
+    /// Gives back to the storage the blocks the backing holds in reserve
+    /// (a pager's pool for page-outs), so that a commit that found the disk
+    /// full can use them; returns how many. The backing asks again before
+    /// its next slice, for what is free then.
+    fn release_reserve(&mut self, _storage: &mut dyn Storage) -> usize {
+        0
+    }
+
     /// Why memory can no longer be trusted (a page could not be read back
     /// or written out), if it cannot. The domain then traps and its memory
     /// is never committed again.

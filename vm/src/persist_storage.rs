@@ -37,7 +37,11 @@ impl<D: BlockDevice> PersistStorage<D> {
 }
 
 fn storage_error(error: persist::Error) -> Error {
-    Error::Storage(error.to_string())
+    match error {
+        // A full disk is not a broken one: the domain can wait for room.
+        persist::Error::NoSpace { device_blocks } => Error::DiskFull { device_blocks },
+        error => Error::Storage(error.to_string()),
+    }
 }
 
 /// Version of the suspension record's byte layout.

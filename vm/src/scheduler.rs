@@ -3,7 +3,7 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use crate::domain::{Domain, RunOutcome, Wake};
+use crate::domain::{Domain, PauseReason, RunOutcome, Wake};
 use crate::error::Error;
 use crate::status::Status;
 use crate::storage::{DomainId, DomainStatus, Message};
@@ -13,6 +13,9 @@ use crate::storage::{DomainId, DomainStatus, Message};
 pub enum SchedulerEvent {
     /// A domain exited or trapped.
     Ended { name: String, status: DomainStatus },
+    /// A domain paused itself in its slice (a commit found its disk full);
+    /// it stays in the rotation but does not run until resumed.
+    Paused { name: String, reason: PauseReason },
 }
 
 /// Runs domains in turn, one fuel slice each per round, and carries their
@@ -90,7 +93,14 @@ impl Scheduler {
             if self.domains[index].wake() != Wake::Now {
                 continue;
             }
-            match self.domains[index].run(self.fuel_slice) {
+            let outcome = self.domains[index].run(self.fuel_slice);
+            if let Some(reason) = self.domains[index].pause_reason() {
+                events.push(SchedulerEvent::Paused {
+                    name: self.domains[index].name().into(),
+                    reason,
+                });
+            }
+            match outcome {
                 RunOutcome::Preempted | RunOutcome::Waiting => {}
                 RunOutcome::Send { target, message } => {
                     let from = self.domains[index].id();
@@ -154,9 +164,11 @@ impl Scheduler {
 
     /// Asks every domain for a checkpoint. Domains at a safe point commit now
     /// (`Ok(true)`); domains mid-computation commit at their next blocking call.
+    /// Paused domains are left out: their commit waits for a resume.
     pub fn checkpoint_all(&mut self) -> Vec<(String, Result<bool, Error>)> {
         self.domains
             .iter_mut()
+            .filter(|domain| domain.pause_reason().is_none())
             .map(|domain| (String::from(domain.name()), domain.request_checkpoint()))
             .collect()
     }

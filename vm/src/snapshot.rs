@@ -54,10 +54,19 @@ pub fn commit(domain: &mut Domain, status: DomainStatus) -> Result<(), Error> {
             (page_index, &memory[start..end])
         })
         .collect();
-    domain.storage.commit(&Commit {
+    let commit = Commit {
         record: &record,
         pages: &pages,
-    })?;
+    };
+    let mut result = domain.storage.commit(&commit);
+    // Blocks a pager keeps for page-outs are free space too: a disk is full
+    // only when the commit fails without them.
+    if matches!(result, Err(Error::DiskFull { .. }))
+        && domain.backing.release_reserve(&mut *domain.storage) > 0
+    {
+        result = domain.storage.commit(&commit);
+    }
+    result?;
     domain.backing.commit_succeeded();
     domain.record = record;
     if is_memory_trusted {

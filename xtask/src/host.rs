@@ -109,8 +109,12 @@ pub fn run_images(args: &RunArgs) -> Result<()> {
             return Ok(());
         }
         for event in scheduler.run_round() {
-            let SchedulerEvent::Ended { name, status } = event;
-            eprintln!("[host] {name} {}", describe(&status));
+            match event {
+                SchedulerEvent::Ended { name, status } => {
+                    eprintln!("[host] {name} {}", describe(&status));
+                }
+                SchedulerEvent::Paused { name, reason } => report_pause(&name, &reason),
+            }
         }
         if scheduler.is_finished() {
             return Ok(());
@@ -133,10 +137,17 @@ pub fn run_images(args: &RunArgs) -> Result<()> {
 
 fn report_checkpoints(scheduler: &mut Scheduler) {
     for (name, result) in scheduler.checkpoint_all() {
-        if let Err(error) = result {
-            eprintln!("[host] checkpoint of {name} failed: {error}");
+        match result {
+            Err(vm::Error::DiskFull { .. }) => report_pause(&name, &vm::PauseReason::DiskFull),
+            Err(error) => eprintln!("[host] checkpoint of {name} failed: {error}"),
+            Ok(_) => {}
         }
     }
+}
+
+/// One line for a domain that paused: it waits, its last commit intact.
+fn report_pause(name: &str, reason: &vm::PauseReason) {
+    eprintln!("[host] {name} paused: {reason}; its last commit is intact and it waits");
 }
 
 /// Commits every domain, giving busy ones a moment to reach a safe point.

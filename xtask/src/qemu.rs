@@ -176,6 +176,12 @@ impl QemuConfig {
 
     /// The QEMU command for this configuration.
     pub fn command(&self) -> Result<Command> {
+        if self.disks.len() > MAX_DISKS {
+            anyhow::bail!(
+                "{} disks given; a machine takes at most {MAX_DISKS}",
+                self.disks.len()
+            );
+        }
         let mut command = Command::new(tools::qemu()?);
         command
             .args(["-machine", "q35", "-no-reboot"])
@@ -203,21 +209,68 @@ impl QemuConfig {
                 .args(["-display", "none", "-monitor", "none", "-serial"])
                 .arg(format!("tcp:127.0.0.1:{port},server=on,wait=off")),
         };
-        for (index, disk) in self.disks.iter().enumerate() {
-            command
-                .arg("-drive")
-                .arg(format!(
-                    "file={},if=none,id=disk{index},format=raw",
-                    disk.display()
-                ))
-                .arg("-device")
-                .arg(format!("virtio-blk-pci,drive=disk{index}"));
-        }
+        command.args(disk_arguments(&self.disks));
         if let Some(link) = &self.net {
             command.args(link.arguments());
         }
         Ok(command)
     }
+}
+
+/// How many disks sit directly on q35's bus 0 (pcie.0). Its 32 slots also
+/// hold the host bridge (0), VGA (1), the default NIC (2), the ICH9
+/// functions (31), the network card and the root ports below, so 20 leaves
+/// room for those.
+pub const BUS_ZERO_DISKS: usize = 20;
+
+/// The first bus-0 slot that holds root ports; further ones go downward.
+/// Slot 31 is the ICH9 LPC bridge, so 30 is the highest free one.
+const FIRST_ROOT_PORT_SLOT: usize = 0x1e;
+
+/// Root ports per slot: a PCI slot has 8 functions, one port each.
+const ROOT_PORTS_PER_SLOT: usize = 8;
+
+/// The most disks a machine takes: bus 0's share plus root ports in the
+/// slots from 0x1e down to 0x18 (the first 20 disks and a network card end
+/// at 0x17).
+pub const MAX_DISKS: usize = BUS_ZERO_DISKS + 7 * ROOT_PORTS_PER_SLOT;
+
+/// QEMU arguments attaching `disks` as virtio-blk PCI devices: the first
+/// `BUS_ZERO_DISKS` on bus 0, each further one behind its own PCIe root port
+/// (a PCI-to-PCI bridge; the firmware numbers the bus behind it, and the
+/// kernel's enumeration follows it). Root ports are packed 8 to a slot as
+/// functions of one multifunction device; they reserve no I/O space, which
+/// a modern-only virtio device behind a PCIe port never uses.
+pub fn disk_arguments(disks: &[PathBuf]) -> Vec<String> {
+    let mut arguments = Vec::new();
+    for (index, disk) in disks.iter().enumerate() {
+        arguments.push("-drive".into());
+        arguments.push(format!(
+            "file={},if=none,id=disk{index},format=raw",
+            disk.display()
+        ));
+        let Some(port) = index.checked_sub(BUS_ZERO_DISKS) else {
+            arguments.push("-device".into());
+            arguments.push(format!("virtio-blk-pci,drive=disk{index}"));
+            continue;
+        };
+        let slot = FIRST_ROOT_PORT_SLOT - port / ROOT_PORTS_PER_SLOT;
+        let function = port % ROOT_PORTS_PER_SLOT;
+        let multifunction = if function == 0 {
+            ",multifunction=on"
+        } else {
+            ""
+        };
+        arguments.push("-device".into());
+        arguments.push(format!(
+            "pcie-root-port,id=rp{port},bus=pcie.0,chassis={},slot=0,\
+             addr={slot:#x}.{function},io-reserve=0{multifunction}",
+            port + 1
+        ));
+        arguments.push("-device".into());
+        arguments.push(format!("virtio-blk-pci,drive=disk{index},bus=rp{port}"));
+    }
+    arguments
 }
 
 #[cfg(test)]
@@ -250,6 +303,37 @@ mod tests {
             "socket,id=net0,connect=127.0.0.1:40123"
         );
         assert_eq!(connect.mac(), "52:54:00:12:34:02");
+    }
+
+    #[test]
+    fn disks_past_the_twentieth_sit_behind_root_ports_eight_to_a_slot() {
+        let disks: Vec<PathBuf> = (0..30)
+            .map(|index| PathBuf::from(format!("d{index}.img")))
+            .collect();
+        let arguments = disk_arguments(&disks);
+        let devices: Vec<&String> = arguments
+            .iter()
+            .skip(1)
+            .step_by(2)
+            .filter(|argument| !argument.starts_with("file="))
+            .collect();
+        assert_eq!(devices[19], "virtio-blk-pci,drive=disk19");
+        assert_eq!(
+            devices[20],
+            "pcie-root-port,id=rp0,bus=pcie.0,chassis=1,slot=0,addr=0x1e.0,io-reserve=0,\
+             multifunction=on"
+        );
+        assert_eq!(devices[21], "virtio-blk-pci,drive=disk20,bus=rp0");
+        assert_eq!(
+            devices[22],
+            "pcie-root-port,id=rp1,bus=pcie.0,chassis=2,slot=0,addr=0x1e.1,io-reserve=0"
+        );
+        assert_eq!(
+            devices[36],
+            "pcie-root-port,id=rp8,bus=pcie.0,chassis=9,slot=0,addr=0x1d.0,io-reserve=0,\
+             multifunction=on"
+        );
+        assert_eq!(devices.len(), 20 + 2 * 10);
     }
 
     #[test]

@@ -350,6 +350,14 @@ impl Pager {
         (self.pool.len() < target / 2).then(|| target - self.pool.len())
     }
 
+    /// Takes every block of the pool (to give back to a full image).
+    pub fn take_pool(&mut self) -> Vec<u64> {
+        core::mem::take(&mut self.pool)
+            .into_iter()
+            .map(u64::from)
+            .collect()
+    }
+
     /// Adds lent blocks to the pool, and room to record a write-out per
     /// block. Returns the blocks it could not take (beyond 32 bits).
     pub fn add_to_pool(&mut self, blocks: &[u64]) -> Vec<u64> {

@@ -200,6 +200,15 @@ impl MemoryBacking for WindowBacking {
         Ok(())
     }
 
+    fn release_reserve(&mut self, storage: &mut dyn Storage) -> usize {
+        let Some(paging) = storage.pager() else {
+            return 0;
+        };
+        let blocks = self.with_pager(pager::Pager::take_pool).unwrap_or_default();
+        paging.release_blocks(&blocks);
+        blocks.len()
+    }
+
     fn failure(&self) -> Option<String> {
         self.with_pager(|pager| pager.failure())
             .flatten()
