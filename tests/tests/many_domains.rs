@@ -174,7 +174,7 @@ fn twenty_four_domains_run_fairly_and_a_full_disk_pauses_only_its_domain() -> Re
         &[
             "diskfill: paused: disk full",
             "[memhog] warn: memory.grow refused at the quota",
-            "[memhog] trapped: wasm trap",
+            "[memhog] error: trapped: ",
         ],
     )?;
     let count_at_pause = last_count(&transcript).context("no count yet")?;
