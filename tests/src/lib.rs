@@ -16,7 +16,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-pub use xtask::qemu::{Accel, Console, FAILURE_EXIT_STATUS, QemuConfig};
+pub use xtask::qemu::{
+    Accel, Console, FAILURE_EXIT_STATUS, LinkEnd, NetLink, QemuConfig, free_port,
+};
 
 /// How long a boot may take to reach the prompt. Boots take well under a
 /// second under TCG; the margin is for loaded CI machines, never for speed.
@@ -27,6 +29,67 @@ pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The console prompt.
 pub const PROMPT: &str = "amber> ";
+
+/// A machine on a two-machine link with address 169.254.0.`host` (set by
+/// `ip=`; its MAC ends in 0x10 + `host`, so the MAC-derived default would
+/// differ) and `disks`, booted to its prompt. The `LinkEnd::Listen` end
+/// must boot first.
+pub fn linked_machine(
+    end: LinkEnd,
+    port: u16,
+    host: u8,
+    disks: Vec<std::path::PathBuf>,
+) -> Result<Machine> {
+    let mut config = test_config()?;
+    config.append = format!("ip=169.254.0.{host}");
+    config.disks = disks;
+    config.net = Some(NetLink {
+        end,
+        port,
+        mac_last_byte: 0x10 + host,
+    });
+    let mut machine = Machine::boot(&config)?;
+    machine.expect_prompt(BOOT_TIMEOUT)?;
+    Ok(machine)
+}
+
+/// A xorshift64 generator: enough to pick random moments, and replayable.
+#[derive(Debug, Clone)]
+pub struct Xorshift(u64);
+
+impl Xorshift {
+    pub fn new(seed: u64) -> Xorshift {
+        // Xorshift never leaves zero.
+        Xorshift(seed.max(1))
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let mut state = self.0;
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        self.0 = state;
+        state
+    }
+
+    /// A value in `low..=high`.
+    pub fn between(&mut self, low: u64, high: u64) -> u64 {
+        low + self.next_u64() % (high - low + 1)
+    }
+}
+
+/// A number from the environment variable `name`, if it is set.
+pub fn environment_number(name: &str) -> Result<Option<u64>> {
+    match std::env::var(name) {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .map(Some)
+            .with_context(|| format!("{name}={text:?} is not a number")),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(error) => bail!("{name}: {error}"),
+    }
+}
 
 /// A fresh, empty directory for one test's files under target/amber/test-work.
 pub fn work_dir(test_name: &str) -> Result<std::path::PathBuf> {

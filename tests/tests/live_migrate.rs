@@ -7,13 +7,14 @@
 //! reboot with its old disk (which now holds the hand-over record). kv
 //! moves with its keys, and a 256 MiB domain with every page intact.
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use tests::{ANSWER_TIMEOUT, BOOT_TIMEOUT, Machine, domain_image, test_config, work_dir};
-use xtask::qemu::{LinkEnd, NetLink};
+use tests::{
+    ANSWER_TIMEOUT, BOOT_TIMEOUT, LinkEnd, Machine, domain_image, free_port, linked_machine,
+    test_config, work_dir,
+};
 
 /// A whole migration between two TCG machines on a loaded host.
 const MIGRATION_TIMEOUT: Duration = Duration::from_secs(180);
@@ -21,36 +22,12 @@ const MIGRATION_TIMEOUT: Duration = Duration::from_secs(180);
 /// The 256 MiB one (about two minutes on our development machine).
 const BIG_MIGRATION_TIMEOUT: Duration = Duration::from_secs(600);
 
-fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("binding a free port")?;
-    Ok(listener.local_addr()?.port())
-}
-
 /// A blank disk: the kernel keeps it as a spare.
 fn spare(directory: &Path, name: &str) -> Result<std::path::PathBuf> {
     let path = directory.join(name);
     let file = std::fs::File::create(&path).context("creating a spare disk")?;
     file.set_len(64 << 20).context("sizing a spare disk")?;
     Ok(path)
-}
-
-fn linked_machine(
-    end: LinkEnd,
-    port: u16,
-    host: u8,
-    disks: Vec<std::path::PathBuf>,
-) -> Result<Machine> {
-    let mut config = test_config()?;
-    config.append = format!("ip=169.254.0.{host}");
-    config.disks = disks;
-    config.net = Some(NetLink {
-        end,
-        port,
-        mac_last_byte: 0x10 + host,
-    });
-    let mut machine = Machine::boot(&config)?;
-    machine.expect_prompt(BOOT_TIMEOUT)?;
-    Ok(machine)
 }
 
 /// N in `[counter] count N`.

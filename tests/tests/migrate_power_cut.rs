@@ -9,13 +9,14 @@
 //! value printed and never starts over at 1, and every image verifies.
 //! `MIGRATE_CUT_ROUNDS` (default 4) and `MIGRATE_CUT_SEED` replay or extend.
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use tests::{ANSWER_TIMEOUT, BOOT_TIMEOUT, Machine, domain_image, test_config, work_dir};
-use xtask::qemu::{LinkEnd, NetLink};
+use tests::{
+    ANSWER_TIMEOUT, BOOT_TIMEOUT, LinkEnd, Machine, Xorshift, domain_image, environment_number,
+    free_port, linked_machine, work_dir,
+};
 
 const DEFAULT_ROUNDS: u64 = 4;
 
@@ -26,54 +27,6 @@ const MAX_CUT_DELAY_MS: u64 = 400;
 
 /// How long a parked copy may take to hear from its source after both boot.
 const RESOLUTION_TIMEOUT: Duration = Duration::from_secs(60);
-
-struct Xorshift(u64);
-
-impl Xorshift {
-    fn next(&mut self) -> u64 {
-        let mut state = self.0.max(1);
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        self.0 = state;
-        state
-    }
-
-    fn between(&mut self, low: u64, high: u64) -> u64 {
-        low + self.next() % (high - low + 1)
-    }
-}
-
-fn environment_number(name: &str) -> Result<Option<u64>> {
-    match std::env::var(name) {
-        Ok(text) => text
-            .trim()
-            .parse()
-            .map(Some)
-            .with_context(|| format!("{name}={text:?} is not a number")),
-        Err(std::env::VarError::NotPresent) => Ok(None),
-        Err(error) => bail!("{name}: {error}"),
-    }
-}
-
-fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("binding a free port")?;
-    Ok(listener.local_addr()?.port())
-}
-
-fn machine(end: LinkEnd, port: u16, host: u8, disks: &[PathBuf]) -> Result<Machine> {
-    let mut config = test_config()?;
-    config.append = format!("ip=169.254.0.{host}");
-    config.disks = disks.to_vec();
-    config.net = Some(NetLink {
-        end,
-        port,
-        mac_last_byte: 0x10 + host,
-    });
-    let mut machine = Machine::boot(&config)?;
-    machine.expect_prompt(BOOT_TIMEOUT)?;
-    Ok(machine)
-}
 
 fn count_of(line: &str) -> Option<u64> {
     line.split("[counter] count ").nth(1)?.trim().parse().ok()
@@ -106,11 +59,11 @@ fn round(directory: &Path, random: &mut Xorshift, round: u64) -> Result<String> 
     let disks = [vec![a_disk.clone()], vec![b_disk.clone()]];
 
     let port = free_port()?;
-    let mut a = machine(LinkEnd::Listen, port, 1, &disks[0])?;
-    let mut b = machine(LinkEnd::Connect, port, 2, &disks[1])?;
+    let mut a = linked_machine(LinkEnd::Listen, port, 1, disks[0].clone())?;
+    let mut b = linked_machine(LinkEnd::Connect, port, 2, disks[1].clone())?;
     a.expect("[counter] count 5", BOOT_TIMEOUT)?;
     let delay_ms = random.between(0, MAX_CUT_DELAY_MS);
-    let victim_is_a = random.next().is_multiple_of(2);
+    let victim_is_a = random.next_u64().is_multiple_of(2);
     a.send_line("migrate counter 169.254.0.2")?;
     std::thread::sleep(Duration::from_millis(delay_ms));
     let (first, second) = if victim_is_a {
@@ -153,8 +106,8 @@ fn round(directory: &Path, random: &mut Xorshift, round: u64) -> Result<String> 
     }
 
     let port = free_port()?;
-    let mut a = machine(LinkEnd::Listen, port, 1, &disks[0])?;
-    let mut b = machine(LinkEnd::Connect, port, 2, &disks[1])?;
+    let mut a = linked_machine(LinkEnd::Listen, port, 1, disks[0].clone())?;
+    let mut b = linked_machine(LinkEnd::Connect, port, 2, disks[1].clone())?;
     // A parked copy on B asks A within seconds; wait until one side runs
     // counter, then watch both for a while.
     let deadline = Instant::now() + RESOLUTION_TIMEOUT;
@@ -209,7 +162,7 @@ fn power_cuts_during_a_migration_leave_exactly_one_runner() -> Result<()> {
             .map_or(1, |elapsed| elapsed.as_nanos() as u64),
     };
     eprintln!("MIGRATE_CUT_SEED={seed}");
-    let mut random = Xorshift(seed);
+    let mut random = Xorshift::new(seed);
     for number in 1..=rounds {
         let directory = work_dir(&format!("migrate-power-cut-{number}"))?;
         let summary = round(&directory, &mut random, number)?;

@@ -6,12 +6,10 @@
 //! whole stream, and B checks every byte against the pattern. A connection
 //! to a port nobody listens on must be refused, not hang.
 
-use std::net::TcpListener;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
-use tests::{ANSWER_TIMEOUT, BOOT_TIMEOUT, Machine, test_config};
-use xtask::qemu::{LinkEnd, NetLink};
+use anyhow::Result;
+use tests::{ANSWER_TIMEOUT, LinkEnd, free_port, linked_machine};
 
 /// How long a few MiB may take between two TCG machines on a loaded host.
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(180);
@@ -22,33 +20,12 @@ const STREAM_MIB: u64 = 4;
 /// The port the guests use (inside the link, not on the host).
 const GUEST_PORT: u16 = 7000;
 
-/// A port on 127.0.0.1 that was free a moment ago.
-fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("binding a free port")?;
-    Ok(listener.local_addr()?.port())
-}
-
-/// A machine on the link with address 169.254.0.`host`, set by `ip=`: its
-/// MAC ends in 0x10 + `host`, so the MAC-derived default would differ.
-fn linked_machine(end: LinkEnd, port: u16, host: u8) -> Result<Machine> {
-    let mut config = test_config()?;
-    config.append = format!("ip=169.254.0.{host}");
-    config.net = Some(NetLink {
-        end,
-        port,
-        mac_last_byte: 0x10 + host,
-    });
-    let mut machine = Machine::boot(&config)?;
-    machine.expect_prompt(BOOT_TIMEOUT)?;
-    Ok(machine)
-}
-
 #[test]
 fn two_machines_move_a_stream_over_tcp_and_report_throughput() -> Result<()> {
     let port = free_port()?;
     // A's QEMU listens from its start, so it must be up before B connects.
-    let mut a = linked_machine(LinkEnd::Listen, port, 1)?;
-    let mut b = linked_machine(LinkEnd::Connect, port, 2)?;
+    let mut a = linked_machine(LinkEnd::Listen, port, 1, Vec::new())?;
+    let mut b = linked_machine(LinkEnd::Connect, port, 2, Vec::new())?;
 
     let status = a.run_command("net")?;
     assert!(

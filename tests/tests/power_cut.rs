@@ -24,8 +24,11 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result, bail};
-use tests::{ANSWER_TIMEOUT, BOOT_TIMEOUT, Machine, domain_image, test_config, work_dir};
+use anyhow::{Context, Result};
+use tests::{
+    ANSWER_TIMEOUT, BOOT_TIMEOUT, Machine, Xorshift, domain_image, environment_number, test_config,
+    work_dir,
+};
 
 /// Rounds when `AMBER_POWER_CUT_ROUNDS` is not set.
 const DEFAULT_ROUNDS: u64 = 20;
@@ -43,43 +46,6 @@ const MAX_CUT_DELAY_MS: u64 = 2000;
 /// Rounds cut at least this long after counter's first line have seen at
 /// least four periodic checkpoints come due; one of them must commit.
 const LONG_CUT_DELAY_MS: u64 = 1000;
-
-/// A xorshift64 generator: enough to pick cut moments, and replayable.
-struct Xorshift(u64);
-
-impl Xorshift {
-    fn new(seed: u64) -> Xorshift {
-        // Xorshift never leaves zero.
-        Xorshift(seed.max(1))
-    }
-
-    fn next(&mut self) -> u64 {
-        let mut state = self.0;
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        self.0 = state;
-        state
-    }
-
-    /// A value in `low..=high`.
-    fn between(&mut self, low: u64, high: u64) -> u64 {
-        low + self.next() % (high - low + 1)
-    }
-}
-
-/// A number from the environment variable `name`, if it is set.
-fn environment_number(name: &str) -> Result<Option<u64>> {
-    match std::env::var(name) {
-        Ok(text) => text
-            .trim()
-            .parse()
-            .map(Some)
-            .with_context(|| format!("{name}={text:?} is not a number")),
-        Err(std::env::VarError::NotPresent) => Ok(None),
-        Err(error) => bail!("{name}: {error}"),
-    }
-}
 
 /// When a round cuts the power.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -390,7 +356,7 @@ fn counter_and_kv_survive_power_cuts_at_random_moments() -> Result<()> {
     for round in 0..rounds {
         // The first round always checkpoints, so that even one round shows
         // kv keeping a finished run; later rounds choose at random.
-        let moment = if round == 0 || cuts.random.next().is_multiple_of(2) {
+        let moment = if round == 0 || cuts.random.next_u64().is_multiple_of(2) {
             CutMoment::AfterCheckpoint
         } else {
             CutMoment::AfterFirstCount

@@ -9,7 +9,6 @@
 //! Throughput is KiB sent over total time; the goal is at least 0.7 of raw
 //! TCP (issue 6). Total time and downtime by size make the plot.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -20,18 +19,13 @@ use crate::bench::{
 };
 use crate::guest::Guest;
 use crate::image::{self, NewArgs};
-use crate::qemu::{Accel, Console, LinkEnd, NetLink, QemuConfig};
+use crate::qemu::{Accel, Console, LinkEnd, NetLink, QemuConfig, free_port};
 use crate::{app, kernel, paths};
 
 const MACHINE_MEMORY_MIB: u32 = 512;
 
 /// A whole migration of the largest domain under TCG on a busy host.
 const MIGRATION_TIMEOUT: Duration = Duration::from_secs(900);
-
-fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("binding a free port")?;
-    Ok(listener.local_addr()?.port())
-}
 
 fn machine(kernel_elf: &Path, accel: Accel, net: NetLink, disk: PathBuf) -> QemuConfig {
     QemuConfig {

@@ -5,7 +5,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::ValueEnum;
 
 use crate::tools;
@@ -88,6 +88,13 @@ pub fn wait_or_kill(child: &mut Child, timeout: Duration) -> Option<ExitStatus> 
             }
         }
     }
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago (for a link between
+/// two instances, or a console socket).
+pub fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding a free port")?;
+    Ok(listener.local_addr().context("a free port")?.port())
 }
 
 /// Where the guest's serial port goes.

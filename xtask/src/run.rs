@@ -6,7 +6,7 @@ use std::process::Stdio;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use crate::qemu::{Accel, Console, LinkEnd, NetLink, QemuConfig};
+use crate::qemu::{Accel, Console, LinkEnd, NetLink, QemuConfig, free_port};
 use crate::{app, image, kernel, paths};
 
 /// The demo set `cargo xtask run` boots without `--domain`, in disk order.
@@ -156,11 +156,6 @@ fn args_without_ip(append: &str) -> String {
         .filter(|word| !word.starts_with("ip="))
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-fn free_port() -> Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding a free port")?;
-    Ok(listener.local_addr().context("a free port")?.port())
 }
 
 /// Whether existing demo images are kept.
