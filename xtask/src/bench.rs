@@ -20,6 +20,7 @@ pub mod record;
 mod report;
 
 use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -31,6 +32,7 @@ pub use record::{BaselineRecord, FigureRecord, Goal, PointRecord, Record};
 pub use report::Mode;
 
 use crate::paths;
+use crate::qemu::Accel;
 
 /// A benchmark of the report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -159,6 +161,32 @@ fn run_one(benchmark: Benchmark, collector: &mut Collector) -> Result<()> {
         Benchmark::Kernel => crate::bench_kernel::run(collector),
         Benchmark::Migrate => crate::bench_migrate::run(collector),
     }
+}
+
+/// What every QEMU benchmark starts with: the kernel built, its own
+/// directory `target/amber/bench/NAME`, and the accelerator probed and
+/// added to the collector's environment with `machine` (e.g. "256 MiB").
+pub fn prepare_qemu(
+    collector: &mut Collector,
+    name: &str,
+    machine: &str,
+) -> Result<(PathBuf, PathBuf, Accel)> {
+    collector.step("building the kernel");
+    let kernel_elf = crate::kernel::build_kernel()?;
+    let directory = paths::bench_dir().join(name);
+    std::fs::create_dir_all(&directory)
+        .with_context(|| format!("creating {}", directory.display()))?;
+    collector.step("probing KVM");
+    let accel = Accel::default_for_run(&kernel_elf);
+    let accel_name = match accel {
+        Accel::Kvm => "KVM",
+        Accel::Tcg => "TCG",
+    };
+    collector.set_environment(format!(
+        "{} {accel_name}, {machine}",
+        collector.environment()
+    ));
+    Ok((kernel_elf, directory, accel))
 }
 
 /// Builds `PACKAGE/examples/bench.rs` with `--release` and collects the

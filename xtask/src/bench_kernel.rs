@@ -31,7 +31,6 @@ use crate::bench::{
 };
 use crate::image::{self, NewArgs};
 use crate::qemu::{Accel, Console, QemuConfig, wait_or_kill};
-use crate::{kernel, paths};
 
 const FULL_REPETITIONS: usize = 5;
 const MACHINE_MEMORY_MIB: u32 = 256;
@@ -233,21 +232,8 @@ fn first_boot(kernel_elf: &Path, disk: &Path, accel: Accel, shape: Shape) -> Res
 }
 
 pub fn run(collector: &mut Collector) -> Result<()> {
-    collector.step("building the kernel");
-    let kernel_elf = kernel::build_kernel()?;
-    let directory = paths::bench_dir().join("kernel");
-    std::fs::create_dir_all(&directory)
-        .with_context(|| format!("creating {}", directory.display()))?;
-    collector.step("probing KVM");
-    let accel = Accel::default_for_run(&kernel_elf);
-    let accel_name = match accel {
-        Accel::Kvm => "KVM",
-        Accel::Tcg => "TCG",
-    };
-    collector.set_environment(format!(
-        "{} {accel_name}, {MACHINE_MEMORY_MIB} MiB",
-        collector.environment()
-    ));
+    let (kernel_elf, directory, accel) =
+        crate::bench::prepare_qemu(collector, "kernel", &format!("{MACHINE_MEMORY_MIB} MiB"))?;
     let shapes = shapes();
     let mut disks = Vec::new();
     for shape in &shapes {

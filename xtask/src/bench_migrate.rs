@@ -20,7 +20,7 @@ use crate::bench::{
 use crate::guest::Guest;
 use crate::image::{self, NewArgs};
 use crate::qemu::{Accel, Console, LinkEnd, NetLink, QemuConfig, free_port};
-use crate::{app, kernel, paths};
+use crate::{app, paths};
 
 const MACHINE_MEMORY_MIB: u32 = 512;
 
@@ -143,22 +143,13 @@ fn raw_tcp_once(kernel_elf: &Path, accel: Accel, directory: &Path, mib: u64) -> 
 }
 
 pub fn run(collector: &mut Collector) -> Result<()> {
-    collector.step("building the kernel and bigmem");
-    let kernel_elf = kernel::build_kernel()?;
+    let (kernel_elf, directory, accel) = crate::bench::prepare_qemu(
+        collector,
+        "migrate",
+        &format!("two linked machines of {MACHINE_MEMORY_MIB} MiB"),
+    )?;
+    collector.step("building bigmem");
     app::build_apps(&["bigmem"])?;
-    let directory = paths::bench_dir().join("migrate");
-    std::fs::create_dir_all(&directory)
-        .with_context(|| format!("creating {}", directory.display()))?;
-    collector.step("probing KVM");
-    let accel = Accel::default_for_run(&kernel_elf);
-    let accel_name = match accel {
-        Accel::Kvm => "KVM",
-        Accel::Tcg => "TCG",
-    };
-    collector.set_environment(format!(
-        "{} {accel_name}, two linked machines of {MACHINE_MEMORY_MIB} MiB",
-        collector.environment()
-    ));
     let (sizes, repetitions): (&[u64], usize) = match collector.mode() {
         Mode::Full => (&[16, 64, 256], 3),
         Mode::Quick => (&[16], 1),
