@@ -62,6 +62,11 @@ fn round(directory: &Path, random: &mut Xorshift, round: u64) -> Result<String> 
     let mut a = linked_machine(LinkEnd::Listen, port, 1, disks[0].clone())?;
     let mut b = linked_machine(LinkEnd::Connect, port, 2, disks[1].clone())?;
     a.expect("[counter] count 5", BOOT_TIMEOUT)?;
+    // Commit first: a cut before the migration's own commits must then still
+    // resume counter past 1 (before any commit, starting over is right).
+    a.send_line("checkpoint counter")?;
+    a.expect("counter: ", ANSWER_TIMEOUT)?;
+    a.expect("[counter] count 8", BOOT_TIMEOUT)?;
     let delay_ms = random.between(0, MAX_CUT_DELAY_MS);
     let victim_is_a = random.next_u64().is_multiple_of(2);
     a.send_line("migrate counter 169.254.0.2")?;
