@@ -1,7 +1,9 @@
 //! Messages between domains: `send` to a name or ID, `recv` from the mailbox.
 //!
 //! A message the host accepted sits in the receiver's persistent mailbox, so it
-//! is delivered even if either side reboots in between.
+//! is delivered even if either side reboots in between; and exactly once: a
+//! sender that a power cut rolls back sends again under the same message
+//! numbers, which the receiver recognises (guest-sdk/README.md).
 
 use std::time::Duration;
 

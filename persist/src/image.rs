@@ -113,6 +113,7 @@ impl<D: BlockDevice> Image<D> {
             args: domain.args,
             env: domain.env,
             migration: None,
+            message_counts: crate::metadata::MessageCounts::default(),
         };
         Self::create_from(device, metadata, domain.module)
     }

@@ -72,6 +72,29 @@ pub struct Message {
     pub bytes: Vec<u8>,
 }
 
+/// How many messages each peer accepted, counted both ways: what makes
+/// delivery exactly once.
+///
+/// A sender numbers its messages to each receiver 1, 2, 3, ... with `sent`
+/// (committed with its memory); a receiver records in `accepted` (committed
+/// with its mailbox) the highest number it took from each sender. A sender
+/// that a power cut rolls back sends again under numbers already taken, and
+/// the receiver recognises and drops those resends.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageCounts {
+    /// Per receiver: how many of this domain's messages it accepted.
+    pub sent: Vec<(DomainId, u64)>,
+    /// Per sender: the highest message number this domain accepted from it.
+    pub accepted: Vec<(DomainId, u64)>,
+}
+
+impl MessageCounts {
+    /// Whether there is nothing to record.
+    pub fn is_empty(&self) -> bool {
+        self.sent.is_empty() && self.accepted.is_empty()
+    }
+}
+
 /// Running totals.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counters {
@@ -113,6 +136,11 @@ pub struct Metadata {
     /// it, so images without one keep their version 1 encoding.
     #[serde(skip)]
     pub migration: Option<crate::migrate::Migration>,
+    /// Message numbers for exactly-once delivery. Stored in the trailer too
+    /// (after the migration, if any), so images without messages keep
+    /// their version 1 encoding.
+    #[serde(skip)]
+    pub message_counts: MessageCounts,
 }
 
 impl Metadata {
@@ -179,6 +207,7 @@ mod tests {
                 args: vec!["hello".into(), "--flag".into()],
                 env: vec!["KEY=value".into()],
                 migration: None,
+                message_counts: MessageCounts::default(),
             },
             module: ModuleRecord {
                 hash: module_hash(b"\0asm"),

@@ -58,6 +58,12 @@ fn source_device() -> MemoryDevice {
         sender: 9,
         bytes: b"hello".to_vec(),
     });
+    // Exactly-once numbering travels with the domain (and the receiver's
+    // count of message 9's sender is the one that made "hello" new).
+    metadata.message_counts = persist::MessageCounts {
+        sent: vec![(9, 4)],
+        accepted: vec![(9, 2), (11, 1)],
+    };
     image.commit().unwrap();
     image.into_device()
 }
@@ -76,6 +82,7 @@ fn domain_step<D: BlockDevice>(image: &mut Image<D>, step: u64) -> Result<(), Er
         global.bits += step;
     }
     metadata.suspension = step.to_le_bytes().to_vec();
+    metadata.message_counts.sent = vec![(9, 4 + step)];
     image.commit()?;
     Ok(())
 }

@@ -374,7 +374,42 @@ impl Domain {
     /// right after that commit), so it works while the receiver computes too.
     /// If storage fails, the message is refused with `MailboxFull`, which
     /// senders treat as "try again later".
+    ///
+    /// The message carries no number, so nothing tells a resend from a new
+    /// message: domains' sends go through [`Domain::deliver_numbered`].
     pub fn deliver(&mut self, message: Message) -> Status {
+        self.accept(message, None)
+    }
+
+    /// Delivers the `sequence`-th message (counting from 1) that `message.from`
+    /// sends this domain, exactly once: a number already accepted is a resend
+    /// from a sender that a power cut rolled back, and is acknowledged
+    /// (`Ok`) without queueing it again. The count is committed together
+    /// with the mailbox, so it survives whatever the message survives.
+    ///
+    /// A sender whose run after its last commit differs from the lost one
+    /// (it read the clock, say) gets its resend under a number the receiver
+    /// already holds: the receiver keeps the copy it accepted first.
+    pub fn deliver_numbered(&mut self, message: Message, sequence: u64) -> Status {
+        let accepted = self.record.accepted.get(&message.from).copied();
+        if accepted.is_some_and(|accepted| accepted >= sequence) {
+            return Status::Ok;
+        }
+        self.accept(message, Some(sequence))
+    }
+
+    /// The number the next message from this domain to `receiver` carries.
+    pub fn next_sequence_to(&self, receiver: DomainId) -> u64 {
+        let sent = self.store.data().sent.get(&receiver).copied();
+        sent.unwrap_or(0).saturating_add(1)
+    }
+
+    /// Notes that `receiver` accepted message number `sequence`.
+    pub fn note_accepted(&mut self, receiver: DomainId, sequence: u64) {
+        self.store.data_mut().sent.insert(receiver, sequence);
+    }
+
+    fn accept(&mut self, message: Message, sequence: Option<u64>) -> Status {
         let mailbox = &self.store.data().mailbox;
         let queued_bytes: usize = mailbox.iter().map(|queued| queued.bytes.len()).sum();
         if mailbox.len() >= MAX_MAILBOX_MESSAGES
@@ -384,6 +419,9 @@ impl Domain {
         }
         let mut record = self.record.clone();
         record.mailbox.push(message.clone());
+        if let Some(sequence) = sequence {
+            record.accepted.insert(message.from, sequence);
+        }
         record.commits = record.commits.saturating_add(1);
         let commit = crate::storage::Commit {
             record: &record,

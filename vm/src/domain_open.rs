@@ -101,6 +101,7 @@ impl Domain {
             clock_origin_ns: record.clock_ns,
             platform_origin_ns,
             mailbox: record.mailbox.iter().cloned().collect::<VecDeque<_>>(),
+            sent: record.sent.clone(),
             stdout: LineBuffer::default(),
             stderr: LineBuffer::default(),
             asyncify: None,

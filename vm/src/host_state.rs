@@ -1,6 +1,6 @@
 //! The per-domain state host calls see: identity, clock, mailbox, output.
 
-use alloc::collections::VecDeque;
+use alloc::collections::{BTreeMap, VecDeque};
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -25,6 +25,9 @@ pub struct HostState {
     pub(crate) clock_origin_ns: u64,
     pub(crate) platform_origin_ns: u64,
     pub(crate) mailbox: VecDeque<Message>,
+    /// Per receiver: how many of this domain's messages it accepted (see
+    /// `DomainRecord::sent`), counting sends since the last commit.
+    pub(crate) sent: BTreeMap<DomainId, u64>,
     pub(crate) stdout: LineBuffer,
     pub(crate) stderr: LineBuffer,
     /// Present when the module was built with asyncify.

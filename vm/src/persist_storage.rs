@@ -1,5 +1,6 @@
 //! [`Storage`] over a persist domain image: the one place vm meets persist.
 
+use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::ToString;
 use alloc::vec::Vec;
@@ -9,8 +10,8 @@ use persist::{BlockDevice, Image, PageLocation};
 use crate::error::Error;
 use crate::memory_backing::PAGE_BYTES;
 use crate::storage::{
-    BlockingImport, Commit, DomainRecord, DomainStatus, GlobalValue, Message, PagerStorage,
-    SavedGlobal, Storage, Suspension,
+    BlockingImport, Commit, DomainId, DomainRecord, DomainStatus, GlobalValue, Message,
+    PagerStorage, SavedGlobal, Storage, Suspension,
 };
 
 /// A domain image on a block device, seen as vm storage.
@@ -133,6 +134,22 @@ fn from_persist_global(global: &persist::GlobalValue) -> SavedGlobal {
     }
 }
 
+/// Message counts per peer as the vm keeps them.
+fn from_persist_counts(counts: &[(persist::DomainId, u64)]) -> BTreeMap<DomainId, u64> {
+    counts
+        .iter()
+        .map(|&(peer, count)| (peer.to_le_bytes(), count))
+        .collect()
+}
+
+/// Message counts per peer as an image keeps them.
+fn to_persist_counts(counts: &BTreeMap<DomainId, u64>) -> Vec<(persist::DomainId, u64)> {
+    counts
+        .iter()
+        .map(|(&peer, &count)| (u128::from_le_bytes(peer), count))
+        .collect()
+}
+
 impl<D: BlockDevice + Send + 'static> Storage for PersistStorage<D> {
     fn load(&mut self) -> Result<DomainRecord, Error> {
         // Refuse before reading: reading a huge module is what would hurt.
@@ -167,6 +184,8 @@ impl<D: BlockDevice + Send + 'static> Storage for PersistStorage<D> {
                     bytes: message.bytes,
                 })
                 .collect(),
+            sent: from_persist_counts(&metadata.message_counts.sent),
+            accepted: from_persist_counts(&metadata.message_counts.accepted),
             clock_ns: metadata.clock_ns,
             fuel_used: metadata.counters.fuel_used,
             commits: metadata.counters.commits,
@@ -214,6 +233,10 @@ impl<D: BlockDevice + Send + 'static> Storage for PersistStorage<D> {
                 bytes: message.bytes.clone(),
             })
             .collect();
+        metadata.message_counts = persist::MessageCounts {
+            sent: to_persist_counts(&record.sent),
+            accepted: to_persist_counts(&record.accepted),
+        };
         metadata.clock_ns = record.clock_ns;
         metadata.counters.fuel_used = record.fuel_used;
         // Staged pages land where they are staged: a pager's map of where

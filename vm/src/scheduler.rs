@@ -103,14 +103,7 @@ impl Scheduler {
             match outcome {
                 RunOutcome::Preempted | RunOutcome::Waiting => {}
                 RunOutcome::Send { target, message } => {
-                    let from = self.domains[index].id();
-                    let status = self.deliver(
-                        &target,
-                        Message {
-                            from,
-                            bytes: message,
-                        },
-                    );
+                    let status = self.deliver(index, &target, message);
                     self.domains[index].reply_to_send(status);
                 }
                 RunOutcome::Ended(status) => events.push(SchedulerEvent::Ended {
@@ -122,9 +115,10 @@ impl Scheduler {
         events
     }
 
-    /// Delivers `message` to the domain named `target`, or whose ID `target`
-    /// spells as 32 hex digits (most significant first) when no name matches.
-    fn deliver(&mut self, target: &[u8], message: Message) -> Status {
+    /// Delivers `bytes` from domain `sender` to the domain named `target`,
+    /// or whose ID `target` spells as 32 hex digits (most significant
+    /// first) when no name matches, numbered for exactly-once delivery.
+    fn deliver(&mut self, sender: usize, target: &[u8], bytes: Vec<u8>) -> Status {
         let by_name = self
             .domains
             .iter()
@@ -135,7 +129,15 @@ impl Scheduler {
         };
         match by_name.or_else(by_id) {
             Some(receiver) if self.domains[receiver].wake() != Wake::Never => {
-                self.domains[receiver].deliver(message)
+                let from = self.domains[sender].id();
+                let to = self.domains[receiver].id();
+                let sequence = self.domains[sender].next_sequence_to(to);
+                let message = Message { from, bytes };
+                let status = self.domains[receiver].deliver_numbered(message, sequence);
+                if status == Status::Ok {
+                    self.domains[sender].note_accepted(to, sequence);
+                }
+                status
             }
             _ => Status::NoSuchDomain,
         }

@@ -30,6 +30,7 @@ pub fn commit(domain: &mut Domain, status: DomainStatus) -> Result<(), Error> {
     record.suspension = suspension;
     record.status = status;
     record.mailbox = state.mailbox.iter().cloned().collect();
+    record.sent = state.sent.clone();
     record.clock_ns = state.now_ns();
     record.fuel_used = domain.fuel_used;
     record.commits = record.commits.saturating_add(1);

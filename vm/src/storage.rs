@@ -126,6 +126,12 @@ pub struct DomainRecord {
     pub suspension: Option<Suspension>,
     pub status: DomainStatus,
     pub mailbox: Vec<Message>,
+    /// Per receiver: how many of this domain's messages it accepted. They are
+    /// numbered from 1 per receiver, which makes delivery exactly once: see
+    /// [`crate::Domain::deliver_numbered`].
+    pub sent: BTreeMap<DomainId, u64>,
+    /// Per sender: the highest message number this domain accepted from it.
+    pub accepted: BTreeMap<DomainId, u64>,
     /// The domain's own clock, which keeps counting from here after a restart.
     pub clock_ns: u64,
     pub fuel_used: u64,
@@ -148,6 +154,8 @@ impl DomainRecord {
             suspension: None,
             status: DomainStatus::Running,
             mailbox: Vec::new(),
+            sent: BTreeMap::new(),
+            accepted: BTreeMap::new(),
             clock_ns: 0,
             fuel_used: 0,
             commits: 0,

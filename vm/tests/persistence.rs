@@ -10,9 +10,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use common::*;
-use vm::persist::{
-    BlockDevice, DeviceError, FaultPlan, FaultyDevice, Image, MemoryDevice, NewDomain,
-};
+use vm::persist::{Image, NewDomain};
 use vm::{
     BlockingImport, DomainStatus, Error, MemoryStorage, PersistStorage, RunOutcome, Storage,
     new_engine,
@@ -303,35 +301,6 @@ fn mailbox_and_clock_survive_a_restart() {
     assert_eq!(&domain.memory_bytes()[0..8], &5_000u64.to_le_bytes());
 }
 
-/// A block device the test keeps a handle on while a domain's image owns it.
-#[derive(Clone)]
-struct SharedDevice(Arc<Mutex<Option<FaultyDevice<MemoryDevice>>>>);
-
-impl BlockDevice for SharedDevice {
-    fn read_block(&mut self, index: u64, buffer: &mut [u8; 4096]) -> Result<(), DeviceError> {
-        self.0
-            .lock()
-            .unwrap()
-            .as_mut()
-            .unwrap()
-            .read_block(index, buffer)
-    }
-    fn write_block(&mut self, index: u64, buffer: &[u8; 4096]) -> Result<(), DeviceError> {
-        self.0
-            .lock()
-            .unwrap()
-            .as_mut()
-            .unwrap()
-            .write_block(index, buffer)
-    }
-    fn flush(&mut self) -> Result<(), DeviceError> {
-        self.0.lock().unwrap().as_mut().unwrap().flush()
-    }
-    fn block_count(&self) -> u64 {
-        self.0.lock().unwrap().as_ref().unwrap().block_count()
-    }
-}
-
 fn persist_domain(
     engine: &vm::wasmi::Engine,
     platform: &Arc<TestPlatform>,
@@ -362,28 +331,15 @@ fn a_power_cut_between_commits_resumes_from_one_of_them() {
     for power_off_after_writes in 1..8 {
         for seed in 0..3 {
             let platform = TestPlatform::new();
-            let faulty = FaultyDevice::new(MemoryDevice::new(512), FaultPlan::default());
-            let device = SharedDevice(Arc::new(Mutex::new(Some(faulty))));
+            let device = SharedDevice::new(512);
             let mut domain = persist_domain(&engine, &platform, device.clone(), true);
             run_sleeps(&mut domain, &platform, 3);
             assert_eq!(domain.request_checkpoint(), Ok(true));
             run_sleeps(&mut domain, &platform, 2);
-            device
-                .0
-                .lock()
-                .unwrap()
-                .as_mut()
-                .unwrap()
-                .set_plan(FaultPlan {
-                    power_off_after_writes: Some(power_off_after_writes),
-                    ..FaultPlan::default()
-                });
+            device.power_off_after_writes(power_off_after_writes);
             let _ = domain.request_checkpoint();
             drop(domain);
-            let faulty = device.0.lock().unwrap().take().unwrap();
-            let after_reboot =
-                FaultyDevice::new(faulty.power_cut(seed).unwrap(), FaultPlan::default());
-            *device.0.lock().unwrap() = Some(after_reboot);
+            device.power_cut(seed);
             let mut domain = persist_domain(&engine, &platform, device, false);
             platform.advance_ns(100_000_000);
             run_sleeps(&mut domain, &platform, 1);

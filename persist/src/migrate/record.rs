@@ -115,27 +115,25 @@ pub fn ownership(metadata: &Metadata) -> Ownership<'_> {
     }
 }
 
-/// What follows the metadata record in the chain. Fields are only ever
-/// added at the end, and old readers ignore what they do not know.
-#[derive(Debug, Serialize, Deserialize)]
-struct Trailer {
-    migration: Option<Migration>,
-}
-
-/// Encodes the metadata record and, when a migration concerns the image, the
-/// trailer after it.
+/// What follows the metadata record in the chain, present when either part
+/// is: the migration (`Option<Migration>`), then the message counts when
+/// there are any. Parts are only ever added at the end, and old readers
+/// ignore what they do not know (postcard ignores trailing bytes).
 pub(crate) fn encode_record(record: &MetadataRecord) -> Result<Vec<u8>, Error> {
     let unencodable = |_| Error::InvalidMetadata {
         reason: "the metadata cannot be encoded",
     };
+    let metadata = &record.metadata;
     let mut bytes = postcard::to_allocvec(record).map_err(unencodable)?;
-    if let Some(migration) = &record.metadata.migration {
+    if let Some(migration) = &metadata.migration {
         check_migration(migration)?;
-        let trailer = Trailer {
-            migration: Some(migration.clone()),
-        };
-        let trailer_bytes = postcard::to_allocvec(&trailer).map_err(unencodable)?;
-        bytes.extend_from_slice(&trailer_bytes);
+    }
+    let has_counts = !metadata.message_counts.is_empty();
+    if metadata.migration.is_some() || has_counts {
+        bytes = postcard::to_extend(&metadata.migration, bytes).map_err(unencodable)?;
+    }
+    if has_counts {
+        bytes = postcard::to_extend(&metadata.message_counts, bytes).map_err(unencodable)?;
     }
     Ok(bytes)
 }
@@ -145,9 +143,13 @@ pub(crate) fn decode_record(bytes: &[u8]) -> Result<MetadataRecord, &'static str
     let (mut record, rest): (MetadataRecord, &[u8]) =
         postcard::take_from_bytes(bytes).map_err(|_| "undecodable metadata record")?;
     if !rest.is_empty() {
-        let trailer: Trailer =
-            postcard::from_bytes(rest).map_err(|_| "undecodable migration trailer")?;
-        record.metadata.migration = trailer.migration;
+        let (migration, rest): (Option<Migration>, &[u8]) =
+            postcard::take_from_bytes(rest).map_err(|_| "undecodable migration trailer")?;
+        record.metadata.migration = migration;
+        if !rest.is_empty() {
+            record.metadata.message_counts =
+                postcard::from_bytes(rest).map_err(|_| "undecodable message counts")?;
+        }
     }
     Ok(record)
 }
@@ -168,7 +170,7 @@ fn check_migration(migration: &Migration) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metadata::{Counters, ModuleRecord, module_hash};
+    use crate::metadata::{Counters, MessageCounts, ModuleRecord, module_hash};
     use alloc::vec;
 
     fn record(migration: Option<Migration>) -> MetadataRecord {
@@ -187,6 +189,7 @@ mod tests {
                 args: vec![],
                 env: vec![],
                 migration,
+                message_counts: MessageCounts::default(),
             },
             module: ModuleRecord {
                 hash: module_hash(b""),
@@ -220,5 +223,31 @@ mod tests {
         assert_eq!(old.metadata.status, Status::MovedAway);
         assert_eq!(old.metadata.migration, None);
         assert!(decode_record(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn message_counts_round_trip_with_and_without_a_migration() {
+        let counts = MessageCounts {
+            sent: vec![(5, 3)],
+            accepted: vec![(6, 1), (7, u64::MAX)],
+        };
+        for migration in [
+            None,
+            Some(Migration::Outgoing {
+                migration_id: 1,
+                target: "b".into(),
+            }),
+        ] {
+            let mut counted = record(migration);
+            counted.metadata.message_counts = counts.clone();
+            let bytes = encode_record(&counted).unwrap();
+            assert_eq!(decode_record(&bytes), Ok(counted.clone()));
+            // A reader that knows only migrations still reads the record.
+            let (old, rest): (MetadataRecord, &[u8]) = postcard::take_from_bytes(&bytes).unwrap();
+            assert_eq!(old.metadata.id, counted.metadata.id);
+            let migration: Option<Migration> = postcard::from_bytes(rest).unwrap();
+            assert_eq!(migration, counted.metadata.migration);
+            assert!(decode_record(&bytes[..bytes.len() - 1]).is_err());
+        }
     }
 }

@@ -210,10 +210,13 @@ impl Source {
         }
         let mut metadata = image.metadata().clone();
         metadata.migration = None;
+        // The message counts follow the record (see target.rs).
+        let unencodable = |_| crate::Error::InvalidMetadata {
+            reason: "the metadata cannot be encoded",
+        };
+        let bytes = postcard::to_allocvec(&metadata).map_err(unencodable)?;
         self.metadata_bytes =
-            postcard::to_allocvec(&metadata).map_err(|_| crate::Error::InvalidMetadata {
-                reason: "the metadata cannot be encoded",
-            })?;
+            postcard::to_extend(&metadata.message_counts, bytes).map_err(unencodable)?;
         Ok(self.changes.len() as u64)
     }
 

@@ -346,10 +346,14 @@ impl<D: BlockDevice> Target<D> {
         if (self.metadata_bytes.len() as u64) < total_len_bytes {
             return Ok(None);
         }
-        let metadata: Metadata =
-            postcard::from_bytes(&self.metadata_bytes).map_err(|_| Error::BadMetadata {
+        let (mut metadata, rest): (Metadata, &[u8]) =
+            postcard::take_from_bytes(&self.metadata_bytes).map_err(|_| Error::BadMetadata {
                 reason: "undecodable metadata record",
             })?;
+        // The message counts follow the record (see source.rs).
+        metadata.message_counts = postcard::from_bytes(rest).map_err(|_| Error::BadMetadata {
+            reason: "undecodable message counts",
+        })?;
         self.metadata_bytes = Vec::new();
         if metadata.id != self.domain_id {
             return Err(Error::BadMetadata {

@@ -5,6 +5,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use vm::persist::{BlockDevice, DeviceError, FaultPlan, FaultyDevice, MemoryDevice};
 use vm::{
     Domain, DomainRecord, DomainStatus, HashedHeapBacking, MemoryStorage, Platform, Scheduler,
     Storage, Stream,
@@ -124,5 +125,57 @@ pub fn trap_reason(status: &DomainStatus) -> &str {
     match status {
         DomainStatus::Trapped(reason) => reason,
         other => panic!("expected a trap, got {other:?}"),
+    }
+}
+
+/// A block device the test keeps a handle on while a domain's image owns it:
+/// a memory disk with a volatile write cache, which the test can cut the
+/// power of.
+#[derive(Clone)]
+pub struct SharedDevice(Arc<Mutex<Option<FaultyDevice<MemoryDevice>>>>);
+
+impl SharedDevice {
+    /// A blank disk of `blocks` blocks.
+    pub fn new(blocks: u64) -> Self {
+        let faulty = FaultyDevice::new(MemoryDevice::new(blocks), FaultPlan::default());
+        Self(Arc::new(Mutex::new(Some(faulty))))
+    }
+
+    /// Loses power after `writes` more writes (see [`FaultPlan`]).
+    pub fn power_off_after_writes(&self, writes: u64) {
+        self.with(|device| {
+            device.set_plan(FaultPlan {
+                power_off_after_writes: Some(writes),
+                ..FaultPlan::default()
+            })
+        });
+    }
+
+    /// Cuts the power: unflushed writes land or not as `seed` decides, and
+    /// the disk comes back powered, with no faults planned.
+    pub fn power_cut(&self, seed: u64) {
+        let mut slot = self.0.lock().unwrap();
+        let faulty = slot.take().unwrap();
+        let durable = faulty.power_cut(seed).unwrap();
+        *slot = Some(FaultyDevice::new(durable, FaultPlan::default()));
+    }
+
+    fn with<T>(&self, operation: impl FnOnce(&mut FaultyDevice<MemoryDevice>) -> T) -> T {
+        operation(self.0.lock().unwrap().as_mut().unwrap())
+    }
+}
+
+impl BlockDevice for SharedDevice {
+    fn read_block(&mut self, index: u64, buffer: &mut [u8; 4096]) -> Result<(), DeviceError> {
+        self.with(|device| device.read_block(index, buffer))
+    }
+    fn write_block(&mut self, index: u64, buffer: &[u8; 4096]) -> Result<(), DeviceError> {
+        self.with(|device| device.write_block(index, buffer))
+    }
+    fn flush(&mut self) -> Result<(), DeviceError> {
+        self.with(|device| device.flush())
+    }
+    fn block_count(&self) -> u64 {
+        self.with(|device| device.block_count())
     }
 }
