@@ -393,6 +393,9 @@ impl Domain {
     pub fn deliver_numbered(&mut self, message: Message, sequence: u64) -> Status {
         let accepted = self.record.accepted.get(&message.from).copied();
         if accepted.is_some_and(|accepted| accepted >= sequence) {
+            let sender = u128::from_le_bytes(message.from);
+            let line = format!("dropped a resend of message {sequence} from {sender:032x}");
+            self.store.data().log_info(&line);
             return Status::Ok;
         }
         self.accept(message, Some(sequence))

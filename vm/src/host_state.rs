@@ -81,6 +81,12 @@ impl HostState {
         self.platform.output(&self.name, stream, line.as_bytes());
     }
 
+    /// Prints a line about the domain at info level.
+    pub(crate) fn log_info(&self, line: &str) {
+        let stream = Stream::Log(crate::platform::LogLevel::Info);
+        self.platform.output(&self.name, stream, line.as_bytes());
+    }
+
     /// Emits unfinished output lines (at exit or trap).
     pub(crate) fn flush_output(&mut self) {
         let platform = &self.platform;

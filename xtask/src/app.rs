@@ -85,6 +85,14 @@ pub const APPS: &[App] = &[
         name: "bigmem",
         kind: AppKind::Wasi,
     },
+    App {
+        name: "numbers",
+        kind: AppKind::Amber,
+    },
+    App {
+        name: "tally",
+        kind: AppKind::Amber,
+    },
 ];
 
 /// App subcommands.
