@@ -14,6 +14,7 @@
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use persist::migrate::{
     self, Message, MigrationId, Ownership, Resolution, Source, SourceEvent, SourceStep, Target,
@@ -158,6 +159,70 @@ impl<L: Link> Framed<L> {
     }
 }
 
+/// Time spent in `net::poll` within transfer slices, since boot: a transfer
+/// reports the difference between its end and its start.
+static NETWORK_POLL_NS: AtomicU64 = AtomicU64::new(0);
+
+/// Where a transfer's time goes, for the log line at its end.
+#[derive(Debug, Default, Clone, Copy)]
+struct Stopwatch {
+    /// `NETWORK_POLL_NS` when the transfer began.
+    network_start_ns: u64,
+    /// Source: reading and encoding pages. Target: decoding and writing them.
+    pages_ns: u64,
+    /// Handing bytes to TCP (copying into the socket's buffer).
+    send_ns: u64,
+    /// Taking frames from TCP and handling replies.
+    receive_ns: u64,
+}
+
+impl Stopwatch {
+    /// Runs `work`, adding its time to the counter of `slot`.
+    fn time<R>(&mut self, slot: Slot, work: impl FnOnce() -> R) -> R {
+        let started = timer::uptime_ns();
+        let result = work();
+        let counter = match slot {
+            Slot::Pages => &mut self.pages_ns,
+            Slot::Send => &mut self.send_ns,
+            Slot::Receive => &mut self.receive_ns,
+        };
+        *counter += timer::uptime_ns().saturating_sub(started);
+        result
+    }
+
+    fn new() -> Stopwatch {
+        Stopwatch {
+            network_start_ns: NETWORK_POLL_NS.load(Ordering::Relaxed),
+            ..Stopwatch::default()
+        }
+    }
+
+    /// "pages X ms, ...": where the time since `started_ns` went.
+    fn describe(&self, started_ns: u64) -> String {
+        let total_ns = timer::uptime_ns().saturating_sub(started_ns);
+        let network_ns = NETWORK_POLL_NS
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.network_start_ns);
+        let ms = |ns: u64| ns / 1_000_000;
+        format!(
+            "pages {} ms, to TCP {} ms, from TCP {} ms, network polls {} ms, of {} ms",
+            ms(self.pages_ns),
+            ms(self.send_ns),
+            ms(self.receive_ns),
+            ms(network_ns),
+            ms(total_ns)
+        )
+    }
+}
+
+/// The counters of a [`Stopwatch`].
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    Pages,
+    Send,
+    Receive,
+}
+
 /// Where a migration stands after a poll.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Progress {
@@ -187,6 +252,7 @@ pub struct Outgoing<L> {
     started_ns: u64,
     paused_ns: Option<u64>,
     commit_wait: Option<CommitWait>,
+    watch: Stopwatch,
 }
 
 /// A commit asked of the migrating domain before the next round.
@@ -232,6 +298,7 @@ impl<L: Link> Outgoing<L> {
             started_ns: timer::uptime_ns(),
             paused_ns: None,
             commit_wait: None,
+            watch: Stopwatch::new(),
         })
     }
 
@@ -250,12 +317,23 @@ impl<L: Link> Outgoing<L> {
     fn step(&mut self, domains: &mut Domains) -> Result<Progress, String> {
         let peer = self.peer.clone();
         let link_error = |error: LinkError| format!("link to {peer}: {error}");
-        if !self.framed.flush().map_err(link_error)? {
+        if !self
+            .watch
+            .time(Slot::Send, || self.framed.flush())
+            .map_err(link_error)?
+        {
             return Ok(Progress::Working);
         }
-        while let Some(frame) = self.framed.next_frame()? {
+        while let Some(frame) = self
+            .watch
+            .time(Slot::Receive, || self.framed.next_frame())?
+        {
             let image = domains.image_of(&self.name)?;
-            match self.source.receive(image, &frame) {
+            let source = &mut self.source;
+            match self
+                .watch
+                .time(Slot::Receive, || source.receive(image, &frame))
+            {
                 Ok(SourceEvent::RoundCommitted { round }) => {
                     log::info!(
                         "[migrate] {}: {} committed round {round}",
@@ -280,9 +358,10 @@ impl<L: Link> Outgoing<L> {
                 break;
             }
             let image = domains.image_of(&self.name)?;
+            let (source, message) = (&mut self.source, &mut self.message);
             let step = self
-                .source
-                .poll(image, &mut self.message)
+                .watch
+                .time(Slot::Pages, || source.poll(image, message))
                 .map_err(|error| format!("{error}"))?;
             match step {
                 SourceStep::Send => self.framed.queue(&self.message),
@@ -297,7 +376,9 @@ impl<L: Link> Outgoing<L> {
                 SourceStep::Aborted => return Err("the migration was aborted".into()),
             }
         }
-        self.framed.flush().map_err(link_error)?;
+        self.watch
+            .time(Slot::Send, || self.framed.flush())
+            .map_err(link_error)?;
         Ok(Progress::Working)
     }
 
@@ -359,6 +440,11 @@ impl<L: Link> Outgoing<L> {
             .paused_ns
             .map_or(0, |paused| (now - paused) / 1_000_000);
         domains.mark_moved(&self.name);
+        log::info!(
+            "[migrate] {}: time: {}",
+            self.name,
+            self.watch.describe(self.started_ns)
+        );
         Progress::Done(format!(
             "[migrate] {}: moved to {} in {} ms, {} KiB sent, downtime {downtime_ms} ms",
             self.name,
@@ -408,6 +494,7 @@ pub struct Incoming<L> {
     reply: Vec<u8>,
     pages_received: u64,
     started_ns: u64,
+    watch: Stopwatch,
 }
 
 impl<L: Link> Incoming<L> {
@@ -436,6 +523,7 @@ impl<L: Link> Incoming<L> {
             reply: Vec::new(),
             pages_received: 0,
             started_ns: timer::uptime_ns(),
+            watch: Stopwatch::new(),
         })
     }
 
@@ -449,11 +537,14 @@ impl<L: Link> Incoming<L> {
     fn step(&mut self, domains: &mut Domains) -> Result<Progress, String> {
         let peer = self.peer.clone();
         let link_error = |error: LinkError| format!("link to {peer}: {error}");
-        self.framed.flush().map_err(link_error)?;
+        self.watch
+            .time(Slot::Send, || self.framed.flush())
+            .map_err(link_error)?;
         for _ in 0..MESSAGES_PER_POLL {
+            let framed = &mut self.framed;
             let frame = match self.first.take() {
                 Some(frame) => frame,
-                None => match self.framed.next_frame()? {
+                None => match self.watch.time(Slot::Receive, || framed.next_frame())? {
                     Some(frame) => frame,
                     None => break,
                 },
@@ -462,7 +553,11 @@ impl<L: Link> Incoming<L> {
                 return Err("a message after the migration ended".into());
             };
             self.reply.clear();
-            let event = match target.receive(&frame, &mut self.reply) {
+            let reply = &mut self.reply;
+            let event = match self
+                .watch
+                .time(Slot::Pages, || target.receive(&frame, reply))
+            {
                 Ok(event) => event,
                 Err(error) => {
                     self.reply.clear();
@@ -503,6 +598,11 @@ impl<L: Link> Incoming<L> {
             return Progress::Done("[migrate] incoming: no image after the hand-over".into());
         };
         let elapsed_ms = (timer::uptime_ns() - self.started_ns) / 1_000_000;
+        log::info!(
+            "[migrate] incoming from {}: time: {}",
+            self.peer,
+            self.watch.describe(self.started_ns)
+        );
         match domains.adopt(image) {
             Ok(name) => Progress::Done(format!(
                 "[migrate] {name} arrived from {} in {elapsed_ms} ms and runs here",
@@ -668,7 +768,10 @@ impl Migrations {
             if !is_transferring || timer::uptime_ns() >= slice_end {
                 break;
             }
+            let started = timer::uptime_ns();
             net::poll();
+            let elapsed = timer::uptime_ns().saturating_sub(started);
+            NETWORK_POLL_NS.fetch_add(elapsed, Ordering::Relaxed);
         }
         self.ask(domains);
         !self.outgoing.is_empty()

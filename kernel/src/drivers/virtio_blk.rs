@@ -4,11 +4,21 @@
 //! disk lives behind its own lock for the kernel's whole life: the domain's
 //! image reaches it through a [`VirtioDisk`] handle, and the page-fault path
 //! through a [`PagerDisk`] one, which needs neither the heap nor formatting.
-//! Each disk owns two DMA frames taken at probe time: a 4 KiB bounce buffer for the
-//! block's data and one for the request header and status byte, so a request
-//! allocates nothing and works whatever memory the caller's buffer is in (a
-//! domain window's frames need not be physically contiguous). The copy costs
-//! one 4 KiB memcpy per block, small next to a virtio round trip.
+//! Each disk owns DMA frames taken at probe time: a bounce area of
+//! [`RUN_BLOCKS`] blocks for data and one frame for the request header and
+//! status byte, so a request allocates nothing and works whatever memory the
+//! caller's buffer is in (a domain window's frames need not be physically
+//! contiguous). The copy costs one 4 KiB memcpy per block, small next to a
+//! virtio round trip.
+//!
+//! A round trip costs the same for one block as for many, so the bounce area
+//! gathers runs. Writes to consecutive blocks wait there and go as one
+//! request when the run breaks, fills up, or anything else comes (a read, a
+//! flush): like a disk's volatile cache, which persist already assumes
+//! (nothing is durable before `flush`, which sends the run first). A read
+//! that follows the block read last reads ahead to the end of the area, and
+//! the next reads come from there (a migration's pre-copy and a domain
+//! touching its memory in order read that way).
 
 use alloc::format;
 use alloc::vec::Vec;
@@ -36,10 +46,13 @@ const FEATURE_FLUSH: u64 = 1 << 9;
 /// take microseconds to milliseconds; the margin is for loaded TCG hosts.
 const REQUEST_TIMEOUT_NS: u64 = 10_000_000_000;
 
-/// The two DMA frames: data at offset 0, header and status in the second.
-const DMA_PAGES: usize = 2;
-const REQUEST_OFFSET: usize = BLOCK_SIZE;
-const RESPONSE_OFFSET: usize = BLOCK_SIZE + 64;
+/// Blocks the bounce area holds: the longest run one request moves.
+const RUN_BLOCKS: usize = 16;
+
+/// The DMA frames: the bounce area at offset 0, then header and status.
+const DMA_PAGES: usize = RUN_BLOCKS + 1;
+const REQUEST_OFFSET: usize = RUN_BLOCKS * BLOCK_SIZE;
+const RESPONSE_OFFSET: usize = REQUEST_OFFSET + 64;
 
 /// Where a PCI function sits, printed `bb:dd.f`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,6 +163,33 @@ enum DiskState {
     TimedOut,
 }
 
+/// What the bounce area holds between requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Staged {
+    Nothing,
+    /// Blocks `first..first + count`, written by the caller, not yet sent.
+    Writes {
+        first: u64,
+        count: usize,
+    },
+    /// Blocks `first..first + count` as the disk had them, read ahead.
+    ReadAhead {
+        first: u64,
+        count: usize,
+    },
+}
+
+impl Staged {
+    /// The slot of block `index` in the area, if it holds it.
+    fn slot_of(self, index: u64) -> Option<usize> {
+        let (Staged::Writes { first, count } | Staged::ReadAhead { first, count }) = self else {
+            return None;
+        };
+        let slot = index.checked_sub(first)?;
+        (slot < count as u64).then_some(slot as usize)
+    }
+}
+
 /// One virtio-blk disk, behind its lock. Disks are never dropped (a
 /// `'static` lock each), so the device keeps its DMA frames for good.
 pub struct Disk {
@@ -157,6 +197,9 @@ pub struct Disk {
     buffers: DmaFrames,
     info: DiskInfo,
     state: DiskState,
+    staged: Staged,
+    /// The block the last read asked for: the next one reads ahead.
+    last_read: Option<u64>,
 }
 
 impl fmt::Debug for Disk {
@@ -165,6 +208,7 @@ impl fmt::Debug for Disk {
             .debug_struct("Disk")
             .field("info", &self.info)
             .field("state", &self.state)
+            .field("staged", &self.staged)
             .finish()
     }
 }
@@ -255,17 +299,13 @@ impl PagerDisk {
     /// Reads block `index` into `buffer`.
     pub fn read(&self, index: u64, buffer: &mut [u8; BLOCK_SIZE]) -> Result<(), TransferError> {
         let mut disk = self.disk.try_lock().ok_or(TransferError::Busy)?;
-        disk.transfer(Direction::Read, index)?;
-        buffer.copy_from_slice(disk.bounce());
-        Ok(())
+        disk.read(index, buffer)
     }
 
     /// Writes `buffer` to block `index` (durable at the next flush).
     pub fn write(&self, index: u64, buffer: &[u8; BLOCK_SIZE]) -> Result<(), TransferError> {
         let mut disk = self.disk.try_lock().ok_or(TransferError::Busy)?;
-        disk.check_usable()?;
-        disk.bounce().copy_from_slice(buffer);
-        disk.transfer(Direction::Write, index)
+        disk.write(index, buffer)
     }
 }
 
@@ -322,21 +362,112 @@ impl Disk {
         Ok(())
     }
 
-    /// Reads or writes block `index` through the bounce buffer.
-    fn transfer(&mut self, direction: Direction, index: u64) -> Result<(), TransferError> {
-        self.check_usable()?;
+    fn check_range(&self, index: u64) -> Result<(), TransferError> {
         if index >= self.info.block_count {
             return Err(TransferError::OutOfRange {
                 index,
                 block_count: self.info.block_count,
             });
         }
+        Ok(())
+    }
+
+    /// Reads block `index`: from the bounce area when it holds the block,
+    /// else from the disk, reading ahead when the last read was the block
+    /// before.
+    fn read(&mut self, index: u64, buffer: &mut [u8; BLOCK_SIZE]) -> Result<(), TransferError> {
+        self.check_usable()?;
+        self.check_range(index)?;
+        let is_sequential = self.last_read == index.checked_sub(1);
+        self.last_read = Some(index);
+        if let Some(slot) = self.staged.slot_of(index) {
+            buffer.copy_from_slice(self.bounce(slot));
+            return Ok(());
+        }
+        self.send_writes()?;
+        let count = if is_sequential {
+            (self.info.block_count - index).min(RUN_BLOCKS as u64) as usize
+        } else {
+            1
+        };
+        self.staged = Staged::Nothing;
+        self.transfer(Direction::Read, index, count)?;
+        self.staged = Staged::ReadAhead {
+            first: index,
+            count,
+        };
+        buffer.copy_from_slice(self.bounce(0));
+        Ok(())
+    }
+
+    /// Stages a write of block `index`: it joins the run of writes waiting
+    /// in the bounce area when it extends (or rewrites) it.
+    fn write(&mut self, index: u64, buffer: &[u8; BLOCK_SIZE]) -> Result<(), TransferError> {
+        self.check_usable()?;
+        self.check_range(index)?;
+        let slot = match self.staged {
+            Staged::Writes { first, count } => match self.staged.slot_of(index) {
+                Some(slot) => slot,
+                None if index == first + count as u64 && count < RUN_BLOCKS => {
+                    self.staged = Staged::Writes {
+                        first,
+                        count: count + 1,
+                    };
+                    count
+                }
+                None => {
+                    self.send_writes()?;
+                    self.staged = Staged::Writes {
+                        first: index,
+                        count: 1,
+                    };
+                    0
+                }
+            },
+            Staged::Nothing | Staged::ReadAhead { .. } => {
+                self.staged = Staged::Writes {
+                    first: index,
+                    count: 1,
+                };
+                0
+            }
+        };
+        self.bounce(slot).copy_from_slice(buffer);
+        Ok(())
+    }
+
+    /// Sends the run of writes waiting in the bounce area, if any.
+    fn send_writes(&mut self) -> Result<(), TransferError> {
+        let Staged::Writes { first, count } = self.staged else {
+            return Ok(());
+        };
+        self.staged = Staged::Nothing;
+        self.transfer(Direction::Write, first, count)
+    }
+
+    /// Sends waiting writes, then VIRTIO_BLK_T_FLUSH.
+    fn flush(&mut self) -> Result<(), TransferError> {
+        self.check_usable()?;
+        self.send_writes()?;
+        self.device.flush().map_err(TransferError::Driver)
+    }
+
+    /// Reads or writes `count` blocks from `index` through the bounce area.
+    fn transfer(
+        &mut self,
+        direction: Direction,
+        index: u64,
+        count: usize,
+    ) -> Result<(), TransferError> {
+        self.check_usable()?;
+        self.check_range(index + count as u64 - 1)?;
         let sector = (index * SECTORS_PER_BLOCK) as usize;
         let base = self.buffers.pointer.as_ptr();
         // SAFETY: the DMA frames are this disk's alone and no request is in
         // flight (requests are synchronous and a timed-out disk refuses new
         // ones), so these are the only references; the offsets are inside the
-        // two frames and suitably aligned (frame-aligned base, 64-byte offset).
+        // frames (count <= RUN_BLOCKS, callers' invariant) and suitably
+        // aligned (frame-aligned base, 64-byte offset).
         let (request, data, response) = unsafe {
             let request = base.add(REQUEST_OFFSET).cast::<BlkReq>();
             request.write(BlkReq::default());
@@ -344,7 +475,7 @@ impl Disk {
             response.write(BlkResp::default());
             (
                 &mut *request,
-                core::slice::from_raw_parts_mut(base, BLOCK_SIZE),
+                core::slice::from_raw_parts_mut(base, count * BLOCK_SIZE),
                 &mut *response,
             )
         };
@@ -377,12 +508,20 @@ impl Disk {
         })
     }
 
-    /// The bounce buffer (data frame) as a block.
-    fn bounce(&mut self) -> &mut [u8; BLOCK_SIZE] {
-        // SAFETY: the data frame is this disk's and no request is in flight
-        // when this is called (between transfers); &mut self makes the
-        // reference unique.
-        unsafe { &mut *self.buffers.pointer.as_ptr().cast::<[u8; BLOCK_SIZE]>() }
+    /// Slot `slot` (below [`RUN_BLOCKS`]) of the bounce area, as a block.
+    fn bounce(&mut self, slot: usize) -> &mut [u8; BLOCK_SIZE] {
+        assert!(slot < RUN_BLOCKS, "bounce slot {slot} out of range");
+        // SAFETY: the bounce area is this disk's and no request is in flight
+        // when this is called (between transfers); the slot is inside the
+        // area (checked above); &mut self makes the reference unique.
+        unsafe {
+            &mut *self
+                .buffers
+                .pointer
+                .as_ptr()
+                .add(slot * BLOCK_SIZE)
+                .cast::<[u8; BLOCK_SIZE]>()
+        }
     }
 }
 
@@ -404,11 +543,7 @@ impl BlockDevice for VirtioDisk {
     /// offer VIRTIO_BLK_F_FLUSH has no volatile cache: its completed writes
     /// are already durable, and virtio-drivers' flush is then a no-op.
     fn flush(&mut self) -> Result<(), DeviceError> {
-        let flushed = {
-            let mut disk = self.disk.lock();
-            disk.check_usable()
-                .and_then(|()| disk.device.flush().map_err(TransferError::Driver))
-        };
+        let flushed = self.disk.lock().flush();
         flushed.map_err(|error| self.error("flush", error))
     }
 
@@ -499,6 +634,8 @@ fn bring_up(
         buffers,
         info,
         state: DiskState::Working,
+        staged: Staged::Nothing,
+        last_read: None,
     })));
     Ok(VirtioDisk { disk, info })
 }
