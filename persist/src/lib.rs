@@ -7,6 +7,7 @@ extern crate std;
 
 extern crate alloc;
 
+pub mod archive;
 mod blob;
 mod device;
 mod error;
