@@ -281,7 +281,10 @@ pub fn encode(entries: &[NewEntry<'_>]) -> Result<Vec<u8>, Error> {
                 reason: "the module is over 64 MiB",
             });
         }
-        if entries[..index].iter().any(|other| other.name == entry.name) {
+        if entries[..index]
+            .iter()
+            .any(|other| other.name == entry.name)
+        {
             return Err(Error::DuplicateName {
                 name: entry.name.into(),
             });
@@ -334,8 +337,8 @@ impl<D: BlockDevice> Archive<D> {
         }
         let mut first_block = [0u8; BLOCK_SIZE];
         device.read_block(0, &mut first_block)?;
-        let header = Header::read_from_bytes(&first_block[..HEADER_LEN])
-            .map_err(|_| Error::BadMagic)?;
+        let header =
+            Header::read_from_bytes(&first_block[..HEADER_LEN]).map_err(|_| Error::BadMagic)?;
         if header.magic != MAGIC {
             return Err(Error::BadMagic);
         }
@@ -397,14 +400,18 @@ impl<D: BlockDevice> Archive<D> {
     /// when the archive has no such app.
     pub fn read_module(&mut self, name: &str) -> Option<Result<Vec<u8>, Error>> {
         let entry = self.find(name)?.clone();
-        let result = read_bytes(&mut self.device, entry.offset, entry.offset + entry.len_bytes)
-            .and_then(|module| {
-                if crc32c(&module) == entry.crc {
-                    Ok(module)
-                } else {
-                    Err(Error::ModuleChecksumMismatch { name: entry.name })
-                }
-            });
+        let result = read_bytes(
+            &mut self.device,
+            entry.offset,
+            entry.offset + entry.len_bytes,
+        )
+        .and_then(|module| {
+            if crc32c(&module) == entry.crc {
+                Ok(module)
+            } else {
+                Err(Error::ModuleChecksumMismatch { name: entry.name })
+            }
+        });
         Some(result)
     }
 
@@ -436,8 +443,8 @@ fn decode_entry(
     if record.name[name_len..].iter().any(|&byte| byte != 0) {
         return Err(bad("the name has bytes after its end"));
     }
-    let name = core::str::from_utf8(&record.name[..name_len])
-        .map_err(|_| bad("the name is not UTF-8"))?;
+    let name =
+        core::str::from_utf8(&record.name[..name_len]).map_err(|_| bad("the name is not UTF-8"))?;
     check_name(name).map_err(bad)?;
     let memory_pages = record.memory_pages.get();
     let memory_max_pages = record.memory_max_pages.get();
