@@ -41,7 +41,7 @@ pub struct RunArgs {
     #[arg(long, conflicts_with = "domains")]
     pub fresh: bool,
     /// Boot two linked instances: A (169.254.0.1, this terminal) with the
-    /// domains and a spare disk, and B (169.254.0.2, console on a TCP port
+    /// disks above and one more spare disk, and B (169.254.0.2, console on a TCP port
     /// printed at start) with two spare disks kept in target/amber/pair/.
     /// On A, `migrate counter 169.254.0.2` moves counter to B.
     #[arg(long)]
