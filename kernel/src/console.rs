@@ -69,6 +69,12 @@ const COMMANDS: &[Command] = &[
         run: kill,
     },
     Command {
+        name: "spawn",
+        usage: "spawn APP [NAME]",
+        help: "a new domain of APP from the apps archive, on the first spare disk",
+        run: spawn,
+    },
+    Command {
         name: "checkpoint",
         usage: "checkpoint [NAME]",
         help: "commit one domain, or all, now",
@@ -226,6 +232,20 @@ fn start(context: &mut Context<'_>, arguments: &str) {
     if let Some(name) = one_name("start", arguments) {
         report(context.domains.start(name));
     }
+}
+
+fn spawn(context: &mut Context<'_>, arguments: &str) {
+    let mut words = arguments.split_whitespace();
+    let (Some(app), name, None) = (words.next(), words.next(), words.next()) else {
+        let apps = context.domains.app_names();
+        if apps.is_empty() {
+            println!("usage: spawn APP [NAME] (no apps archive disk)");
+        } else {
+            println!("usage: spawn APP [NAME]; apps: {}", apps.join(", "));
+        }
+        return;
+    };
+    report(context.domains.spawn(app, name));
 }
 
 fn checkpoint(context: &mut Context<'_>, arguments: &str) {

@@ -1,8 +1,9 @@
 //! Domains in the kernel: one per disk, run round robin, committed periodically.
 //!
 //! Every disk holding a domain image becomes a domain; blank disks are spares
-//! (for spawn and migration); a disk that is neither is refused with a console
-//! line while the others run. Domains run in fuel slices through
+//! (for spawn and migration); the apps archive disk is kept for `spawn`
+//! (`spawn.rs`); a disk that is none of these is refused with a console line
+//! while the others run. Domains run in fuel slices through
 //! `vm::Scheduler` and are checkpointed every `checkpoint-ms` (boot argument,
 //! default 1000), on `checkpoint`, on `stop` and on `shutdown`. A domain whose
 //! commit finds its disk full is paused: out of the rotation, its last commit
@@ -14,6 +15,7 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
+use persist::archive::{self, Archive};
 use persist::migrate::{self, Ownership, Verdict};
 use persist::{BLOCK_SIZE, BlockDevice, Image};
 use vm::wasmi::Engine;
@@ -28,6 +30,8 @@ use crate::memory::heap;
 use crate::memory::window_backing::WindowBacking;
 use crate::platform::KernelPlatform;
 use crate::println;
+
+mod spawn;
 
 /// Default time between periodic checkpoints.
 pub const DEFAULT_CHECKPOINT_MS: u64 = 1000;
@@ -85,6 +89,8 @@ pub struct Domains {
     moved: Vec<Entry>,
     parked: Vec<ParkedCopy>,
     spares: Vec<VirtioDisk>,
+    /// The apps archive `spawn` takes modules from, if a disk holds one.
+    archive: Option<Archive<VirtioDisk>>,
     checkpoint_interval_ns: u64,
     next_checkpoint_ns: u64,
 }
@@ -101,16 +107,29 @@ impl core::fmt::Debug for Domains {
     }
 }
 
-/// Whether the first two blocks (the superblocks) are all zeros: a blank disk.
-fn is_blank(disk: &mut VirtioDisk) -> Result<bool, persist::DeviceError> {
+/// What a disk holds, by its first blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DiskKind {
+    /// The first two blocks (where superblocks go) are all zeros: a spare.
+    Blank,
+    /// It starts with the apps archive's magic (damaged or not).
+    AppsArchive,
+    /// Anything else: a domain image, or a disk to refuse.
+    Other,
+}
+
+fn disk_kind(disk: &mut VirtioDisk) -> Result<DiskKind, persist::DeviceError> {
     let mut block = [0u8; BLOCK_SIZE];
     for index in 0..2.min(disk.block_count()) {
         disk.read_block(index, &mut block)?;
+        if index == 0 && archive::has_magic(&block) {
+            return Ok(DiskKind::AppsArchive);
+        }
         if block.iter().any(|&byte| byte != 0) {
-            return Ok(false);
+            return Ok(DiskKind::Other);
         }
     }
-    Ok(true)
+    Ok(DiskKind::Blank)
 }
 
 /// How a status reads on the console.
@@ -139,18 +158,23 @@ impl Domains {
             moved: Vec::new(),
             parked: Vec::new(),
             spares: Vec::new(),
+            archive: None,
             checkpoint_interval_ns,
             next_checkpoint_ns: timer::uptime_ns() + checkpoint_interval_ns,
         };
         for mut disk in virtio_blk::probe_disks() {
             let disk_index = disk.info().index;
-            match is_blank(&mut disk) {
-                Ok(true) => {
+            match disk_kind(&mut disk) {
+                Ok(DiskKind::Blank) => {
                     log::info!("disk {disk_index}: blank, kept as a spare");
                     domains.spares.push(disk);
                     continue;
                 }
-                Ok(false) => {}
+                Ok(DiskKind::AppsArchive) => {
+                    domains.keep_archive(disk_index, disk);
+                    continue;
+                }
+                Ok(DiskKind::Other) => {}
                 Err(error) => {
                     println!("disk {disk_index}: refused: {error}");
                     continue;

@@ -15,8 +15,8 @@ use crate::layout::{
     ChainPointer, FORMAT_VERSION, MAGIC, MAX_IMAGE_BLOCKS, Pointer, Superblock, crc32c,
 };
 use crate::metadata::{
-    Counters, DomainId, MAX_NAME_LEN, Metadata, MetadataRecord, ModuleHash, ModuleRecord, Status,
-    module_hash,
+    Counters, DomainId, MAX_NAME_LEN, Metadata, MetadataRecord, ModuleHash, ModuleRecord,
+    PAGES_PER_WASM_PAGE, Status, module_hash,
 };
 use crate::page_map::{self, UpdateCounts, Updater};
 use crate::space::{self, SpaceMap};
@@ -42,6 +42,21 @@ pub struct NewDomain<'a> {
     pub args: Vec<String>,
     /// WASI environment, `KEY=VALUE` strings.
     pub env: Vec<String>,
+}
+
+/// The image size, in blocks, that `cargo xtask image new` picks and the
+/// kernel's `spawn` compares a spare disk with: three times the maximum
+/// memory, so that a commit can rewrite all of it beside the last two
+/// commits, plus the module and 4 MiB for the trees and the metadata. A
+/// smaller image works until its domain fills it (then the domain pauses).
+pub fn default_block_count(memory_max_pages: u64, module_len_bytes: u64) -> u64 {
+    let memory_blocks = memory_max_pages.saturating_mul(PAGES_PER_WASM_PAGE);
+    // A little under the module chain's 4072 payload bytes per block.
+    let module_blocks = module_len_bytes.div_ceil(4000);
+    memory_blocks
+        .saturating_mul(3)
+        .saturating_add(module_blocks)
+        .saturating_add(1024)
 }
 
 /// What one commit wrote.

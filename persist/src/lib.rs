@@ -7,6 +7,7 @@ extern crate std;
 
 extern crate alloc;
 
+pub mod archive;
 mod blob;
 mod device;
 mod error;
@@ -29,7 +30,7 @@ pub use error::{DeviceError, Error, Structure};
 pub use faulty::{FaultPlan, FaultyDevice};
 #[cfg(feature = "std")]
 pub use file_device::FileDevice;
-pub use image::{CommitStats, Image, ImageStats, NewDomain, PageLocation};
+pub use image::{CommitStats, Image, ImageStats, NewDomain, PageLocation, default_block_count};
 pub use layout::{FORMAT_VERSION, MAX_IMAGE_BLOCKS, crc32c};
 pub use metadata::{
     Counters, DomainId, GlobalValue, MAX_NAME_LEN, Message, MessageCounts, Metadata, ModuleHash,

@@ -135,6 +135,24 @@ pub fn build_apps() -> Result<()> {
     .map_err(|error| anyhow!("building the apps: {error}"))
 }
 
+/// The apps archive disk (every app, for `spawn`), built once per test
+/// process at target/amber/apps-archive.img.
+pub fn apps_archive() -> Result<std::path::PathBuf> {
+    static ARCHIVE: OnceLock<Result<std::path::PathBuf, String>> = OnceLock::new();
+    ARCHIVE
+        .get_or_init(|| xtask::archive::build(&[]).map_err(|error| format!("{error:#}")))
+        .clone()
+        .map_err(|error| anyhow!("building the apps archive: {error}"))
+}
+
+/// A blank (all zeros, sparse) disk of `size_mib` MiB at `path`: a spare.
+pub fn blank_disk(path: &std::path::Path, size_mib: u64) -> Result<std::path::PathBuf> {
+    std::fs::File::create(path)
+        .and_then(|file| file.set_len(size_mib * 1024 * 1024))
+        .with_context(|| format!("creating {}", path.display()))?;
+    Ok(path.to_path_buf())
+}
+
 /// Builds the kernel once per test process (a no-op when `cargo xtask test`
 /// has just built it) and returns the configuration tests start from.
 pub fn test_config() -> Result<QemuConfig> {

@@ -102,6 +102,9 @@ pub enum AppCommand {
     Build(BuildArgs),
     /// List the apps and what kind each is.
     List,
+    /// Build apps (all of them without NAME) and pack them into the apps
+    /// archive disk target/amber/apps-archive.img, for the console's `spawn`.
+    Archive(BuildArgs),
 }
 
 #[derive(Debug, Args)]
@@ -124,6 +127,18 @@ pub fn run(command: AppCommand) -> Result<()> {
                     built.path.display(),
                 );
             }
+            Ok(())
+        }
+        AppCommand::Archive(args) => {
+            let names: Vec<&str> = args.names.iter().map(String::as_str).collect();
+            let path = crate::archive::build(&names)?;
+            for entry in crate::archive::entries(&path)? {
+                println!(
+                    "{:<9} {:>7} bytes, memory {} to {} pages of 64 KiB",
+                    entry.name, entry.len_bytes, entry.memory_pages, entry.memory_max_pages
+                );
+            }
+            println!("apps archive: {}", path.display());
             Ok(())
         }
         AppCommand::List => {

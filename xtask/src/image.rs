@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use persist::{FileDevice, Image, NewDomain, PAGES_PER_WASM_PAGE, Status, WASM_PAGE_SIZE};
+use persist::{FileDevice, Image, NewDomain, Status, WASM_PAGE_SIZE};
 use wasmparser::{Parser, Payload, TypeRef};
 
 use crate::{paths, wasm_rewrite};
@@ -147,16 +147,29 @@ fn random_id() -> Result<u128> {
     Ok(u128::from_le_bytes(bytes))
 }
 
-/// Creates the image `args` describe; returns its path.
-pub fn new(args: &NewArgs) -> Result<PathBuf> {
-    let original = std::fs::read(&args.wasm)
-        .with_context(|| format!("reading the module {}", args.wasm.display()))?;
+/// A module ready for an image: its memory imported, with the memory a
+/// domain of it starts with and may grow to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreparedModule {
+    pub module: Vec<u8>,
+    /// Initial memory, in 64 KiB WebAssembly pages.
+    pub memory_pages: u64,
+    /// Maximum memory, in 64 KiB WebAssembly pages.
+    pub memory_max_pages: u64,
+}
+
+/// Reads the module at `wasm`, rewrites it to import its memory, and picks
+/// the maximum memory: `memory_max_mib`, else the module's own maximum, else
+/// 64 MiB. `image new` and the apps archive both go through here.
+pub fn prepare_module(wasm: &Path, memory_max_mib: Option<u64>) -> Result<PreparedModule> {
+    let original =
+        std::fs::read(wasm).with_context(|| format!("reading the module {}", wasm.display()))?;
     let module = wasm_rewrite::import_memory(&original)
-        .with_context(|| format!("{} is not a module Amber can run", args.wasm.display()))?;
+        .with_context(|| format!("{} is not a module Amber can run", wasm.display()))?;
     if module.len() > vm::MAX_MODULE_BYTES {
         bail!(
             "{} is {} bytes, more than the {} a domain's module may have",
-            args.wasm.display(),
+            wasm.display(),
             module.len(),
             vm::MAX_MODULE_BYTES
         );
@@ -166,7 +179,7 @@ pub fn new(args: &NewArgs) -> Result<PathBuf> {
         max_pages: None,
     });
     let mib_to_pages = |mib: u64| mib * 1024 * 1024 / WASM_PAGE_SIZE as u64;
-    let memory_max_pages = match (args.memory_max_mib, limits.max_pages) {
+    let memory_max_pages = match (memory_max_mib, limits.max_pages) {
         (Some(mib), Some(module_max)) if mib_to_pages(mib) > module_max => bail!(
             "--memory-max {mib} MiB is above the module's own maximum of {} MiB",
             module_max * WASM_PAGE_SIZE as u64 / (1024 * 1024)
@@ -181,11 +194,23 @@ pub fn new(args: &NewArgs) -> Result<PathBuf> {
             limits.initial_pages
         );
     }
-    let memory_blocks = memory_max_pages * PAGES_PER_WASM_PAGE;
-    let module_blocks = (module.len() as u64).div_ceil(4000);
+    Ok(PreparedModule {
+        module,
+        memory_pages: limits.initial_pages,
+        memory_max_pages,
+    })
+}
+
+/// Creates the image `args` describe; returns its path.
+pub fn new(args: &NewArgs) -> Result<PathBuf> {
+    let PreparedModule {
+        module,
+        memory_pages,
+        memory_max_pages,
+    } = prepare_module(&args.wasm, args.memory_max_mib)?;
     let block_count = match args.size_mib {
         Some(mib) => mib * 1024 * 1024 / persist::BLOCK_SIZE as u64,
-        None => memory_blocks * 3 + module_blocks + 1024,
+        None => persist::default_block_count(memory_max_pages, module.len() as u64),
     };
     if block_count > persist::MAX_IMAGE_BLOCKS {
         bail!(
@@ -219,7 +244,7 @@ pub fn new(args: &NewArgs) -> Result<PathBuf> {
             id: random_id()?,
             name: &args.name,
             module: &module,
-            memory_pages: limits.initial_pages,
+            memory_pages,
             memory_max_pages,
             args: wasi_args,
             env: args.env.clone(),

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod archive;
 pub mod bench;
 pub mod bench_kernel;
 pub mod bench_kernel_work;

@@ -28,6 +28,11 @@ pub fn apps_dir() -> PathBuf {
     amber_dir().join("apps")
 }
 
+/// The apps archive disk (`cargo xtask app archive`): every app, for `spawn`.
+pub fn apps_archive() -> PathBuf {
+    amber_dir().join("apps-archive.img")
+}
+
 /// Domain images `cargo xtask run` boots.
 pub fn disks_dir() -> PathBuf {
     amber_dir().join("disks")

@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use crate::qemu::{Accel, Console, LinkEnd, NetLink, QemuConfig, free_port};
-use crate::{app, image, kernel, paths};
+use crate::{app, archive, image, kernel, paths};
 
 /// The demo set `cargo xtask run` boots without `--domain`, in disk order.
 pub const DEMO_APPS: [&str; 4] = ["hello", "counter", "kv", "kvclient"];
@@ -16,6 +16,9 @@ pub const DEMO_APPS: [&str; 4] = ["hello", "counter", "kv", "kvclient"];
 /// image on every run: each run then shows kv's count of kvclient runs go up,
 /// which is the point of the kv pair. The other images are kept.
 const ONE_SHOT_DEMO_APP: &str = "kvclient";
+
+/// Size of each spare disk `run` makes (sparse: unused blocks take no space).
+const SPARE_DISK_BYTES: u64 = 1 << 30;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -33,11 +36,12 @@ pub struct RunArgs {
     #[arg(long = "domain", value_name = "IMG")]
     pub domains: Vec<PathBuf>,
     /// Recreate the demo images in target/amber/disks, starting every demo
-    /// domain from scratch.
+    /// domain from scratch, and blank the spare disks (dropping the domains
+    /// `spawn` put on them).
     #[arg(long, conflicts_with = "domains")]
     pub fresh: bool,
     /// Boot two linked instances: A (169.254.0.1, this terminal) with the
-    /// domains and a spare disk, and B (169.254.0.2, console on a TCP port
+    /// disks above and one more spare disk, and B (169.254.0.2, console on a TCP port
     /// printed at start) with two spare disks kept in target/amber/pair/.
     /// On A, `migrate counter 169.254.0.2` moves counter to B.
     #[arg(long)]
@@ -51,15 +55,20 @@ pub fn run(args: &RunArgs) -> Result<()> {
         }
     }
     let kernel = kernel::build_kernel()?;
-    let disks = if args.domains.is_empty() {
-        demo_images(if args.fresh {
-            Freshness::Recreate
-        } else {
-            Freshness::Keep
-        })?
+    let freshness = if args.fresh {
+        Freshness::Recreate
+    } else {
+        Freshness::Keep
+    };
+    let mut disks = if args.domains.is_empty() {
+        demo_images(freshness)?
     } else {
         args.domains.clone()
     };
+    // For `spawn APP`: the apps archive, and the spare disks with whatever
+    // earlier runs spawned on them.
+    disks.push(archive::build(&[])?);
+    disks.extend(spare_disks(freshness)?);
     let config = QemuConfig {
         accel: args
             .accel
@@ -203,6 +212,65 @@ fn demo_images(freshness: Freshness) -> Result<Vec<PathBuf>> {
         })?;
     }
     Ok(images)
+}
+
+/// The spare disks in target/amber/disks, `spare-N.img`: each is blank
+/// until `spawn` puts a domain on it, and is then kept like a demo image.
+/// A new blank one is added whenever none is left, so `spawn` always has
+/// one. [`Freshness::Recreate`] deletes them all first.
+fn spare_disks(freshness: Freshness) -> Result<Vec<PathBuf>> {
+    let directory = paths::disks_dir();
+    std::fs::create_dir_all(&directory)
+        .with_context(|| format!("creating {}", directory.display()))?;
+    let mut spares: Vec<(u32, PathBuf)> = Vec::new();
+    for item in
+        std::fs::read_dir(&directory).with_context(|| format!("listing {}", directory.display()))?
+    {
+        let path = item
+            .with_context(|| format!("listing {}", directory.display()))?
+            .path();
+        let number = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .and_then(|name| name.strip_prefix("spare-")?.strip_suffix(".img"))
+            .and_then(|number| number.parse::<u32>().ok());
+        if let Some(number) = number {
+            spares.push((number, path));
+        }
+    }
+    spares.sort();
+    if freshness == Freshness::Recreate {
+        for (_, path) in spares.drain(..) {
+            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        }
+    }
+    let mut has_blank = false;
+    for (_, path) in &spares {
+        has_blank |= is_blank(path)?;
+    }
+    if !has_blank {
+        let number = spares.last().map_or(1, |(number, _)| number + 1);
+        let path = directory.join(format!("spare-{number}.img"));
+        std::fs::File::create(&path)
+            .and_then(|file| file.set_len(SPARE_DISK_BYTES))
+            .with_context(|| format!("creating {}", path.display()))?;
+        spares.push((number, path));
+    }
+    Ok(spares.into_iter().map(|(_, path)| path).collect())
+}
+
+/// Whether the disk file's first two blocks are zeros, as the kernel decides
+/// that a disk is a spare.
+fn is_blank(path: &Path) -> Result<bool> {
+    use std::io::Read;
+    let mut start = Vec::with_capacity(2 * persist::BLOCK_SIZE);
+    std::fs::File::open(path)
+        .and_then(|file| {
+            file.take(2 * persist::BLOCK_SIZE as u64)
+                .read_to_end(&mut start)
+        })
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(start.iter().all(|&byte| byte == 0))
 }
 
 fn describe_disks(disks: &[PathBuf]) -> String {
