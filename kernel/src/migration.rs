@@ -13,6 +13,7 @@
 
 use alloc::format;
 use alloc::string::String;
+use alloc::vec;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -34,6 +35,9 @@ const MAX_FRAME_BYTES: usize = migrate::wire::MAX_MESSAGE_LEN;
 
 /// Messages produced per poll at most, so one poll stays short.
 const MESSAGES_PER_POLL: usize = 512;
+
+/// The most bytes one read from the link asks for: several frames.
+const RECEIVE_CHUNK_BYTES: usize = 32 * 1024;
 
 /// Stop producing while this much is waiting to be sent.
 const SEND_BACKLOG_BYTES: usize = 256 * 1024;
@@ -79,7 +83,10 @@ struct Framed<L> {
     link: L,
     outgoing: Vec<u8>,
     sent: usize,
+    /// Received bytes: `incoming[taken..filled]` wait to be taken as frames.
     incoming: Vec<u8>,
+    taken: usize,
+    filled: usize,
     bytes_sent: u64,
 }
 
@@ -90,6 +97,8 @@ impl<L: Link> Framed<L> {
             outgoing: Vec::new(),
             sent: 0,
             incoming: Vec::new(),
+            taken: 0,
+            filled: 0,
             bytes_sent: 0,
         }
     }
@@ -124,24 +133,32 @@ impl<L: Link> Framed<L> {
 
     /// The next whole frame, if one has arrived.
     fn next_frame(&mut self) -> Result<Option<Vec<u8>>, String> {
-        let mut buffer = [0u8; 4096];
         loop {
             if let Some(frame) = self.take_frame()? {
                 return Ok(Some(frame));
             }
+            // What is left (less than a frame) moves to the front, and the
+            // link writes straight behind it.
+            self.incoming.copy_within(self.taken..self.filled, 0);
+            self.filled -= self.taken;
+            self.taken = 0;
+            if self.incoming.is_empty() {
+                self.incoming = vec![0; 4 + MAX_FRAME_BYTES + RECEIVE_CHUNK_BYTES];
+            }
             let count = self
                 .link
-                .receive(&mut buffer)
+                .receive(&mut self.incoming[self.filled..])
                 .map_err(|error| format!("{error}"))?;
             if count == 0 {
                 return Ok(None);
             }
-            self.incoming.extend_from_slice(&buffer[..count]);
+            self.filled += count;
         }
     }
 
     fn take_frame(&mut self) -> Result<Option<Vec<u8>>, String> {
-        let Some(header) = self.incoming.first_chunk::<4>() else {
+        let waiting = &self.incoming[self.taken..self.filled];
+        let Some(header) = waiting.first_chunk::<4>() else {
             return Ok(None);
         };
         let length = u32::from_le_bytes(*header) as usize;
@@ -150,11 +167,11 @@ impl<L: Link> Framed<L> {
                 "the peer sent a frame of {length} bytes (at most {MAX_FRAME_BYTES})"
             ));
         }
-        if self.incoming.len() < 4 + length {
+        if waiting.len() < 4 + length {
             return Ok(None);
         }
-        let frame = self.incoming[4..4 + length].to_vec();
-        self.incoming.drain(..4 + length);
+        let frame = waiting[4..4 + length].to_vec();
+        self.taken += 4 + length;
         Ok(Some(frame))
     }
 }
