@@ -143,7 +143,10 @@ pub fn blocking_call(
         blocked.deadline_ns = suspension.deadline_ns;
         entry = Entry::Resumed;
     }
-    {
+    // A wanted commit needs a safe point: the first entry then stops here
+    // whatever the call could do, and completes when resumed.
+    let is_stopping = entry == Entry::First && caller.data().is_checkpoint_wanted;
+    if !is_stopping {
         let (bytes, state) = memory.data_and_store_mut(&mut *caller);
         if let Some(result) = try_complete(bytes, state, &blocked, entry).map_err(trap)? {
             return Ok(result);

@@ -16,6 +16,10 @@ use crate::host_state::HostState;
 use crate::memory_backing::MemoryBacking;
 use crate::snapshot;
 use crate::status::{MAX_MAILBOX_BYTES, MAX_MAILBOX_MESSAGES, Status};
+
+/// Messages a domain may have received since its last commit before a
+/// delivery asks it to commit (each delivery rewrites them all).
+const RECEIVED_BEFORE_COMMIT: usize = 16;
 use crate::storage::{BlockingImport, DomainId, DomainRecord, DomainStatus, Message, Storage};
 
 /// Where a domain's execution stands.
@@ -94,7 +98,6 @@ pub struct Domain {
     pub(crate) record: DomainRecord,
     pub(crate) storage: Box<dyn Storage>,
     pub(crate) backing: Box<dyn MemoryBacking>,
-    pub(crate) is_checkpoint_wanted: bool,
     /// Set when the domain must not run until resumed (see [`PauseReason`]).
     pub(crate) pause: Option<PauseReason>,
     pub(crate) fuel_used: u64,
@@ -293,7 +296,7 @@ impl Domain {
                     return self.end(DomainStatus::Trapped(reason.to_string()));
                 }
                 self.execution = Execution::Unwound;
-                if is_checkpoint || self.is_checkpoint_wanted {
+                if is_checkpoint || self.store.data().is_checkpoint_wanted {
                     self.checkpoint_at_safe_point();
                 }
                 RunOutcome::Waiting
@@ -346,7 +349,7 @@ impl Domain {
                     wait: PausedWait::Blocked(blocked),
                 };
                 if matches!(blocked.call, crate::blocking::BlockingCall::Checkpoint)
-                    || self.is_checkpoint_wanted
+                    || self.store.data().is_checkpoint_wanted
                 {
                     self.checkpoint_at_safe_point();
                 }
@@ -413,29 +416,44 @@ impl Domain {
     }
 
     fn accept(&mut self, message: Message, sequence: Option<u64>) -> Status {
-        let mailbox = &self.store.data().mailbox;
-        let queued_bytes: usize = mailbox.iter().map(|queued| queued.bytes.len()).sum();
-        if mailbox.len() >= MAX_MAILBOX_MESSAGES
-            || queued_bytes.saturating_add(message.bytes.len()) > MAX_MAILBOX_BYTES
-        {
+        // The committed mailbox holds the live one plus what the domain
+        // received since its last commit, so bounding it bounds both.
+        let committed = &self.record.mailbox;
+        let committed_bytes: usize = committed.iter().map(|queued| queued.bytes.len()).sum();
+        let is_full = committed.len() >= MAX_MAILBOX_MESSAGES
+            || committed_bytes.saturating_add(message.bytes.len()) > MAX_MAILBOX_BYTES;
+        // Every delivery rewrites the committed mailbox: once it holds more
+        // than a few received messages, the domain's next commit (at its
+        // next blocking call) drops them.
+        let received = committed.len() - self.store.data().mailbox.len().min(committed.len());
+        if is_full || received >= RECEIVED_BEFORE_COMMIT {
+            self.store.data_mut().is_checkpoint_wanted = true;
+        }
+        if is_full {
             return Status::MailboxFull;
         }
-        let mut record = self.record.clone();
-        record.mailbox.push(message.clone());
-        if let Some(sequence) = sequence {
-            record.accepted.insert(message.from, sequence);
-        }
-        record.commits = record.commits.saturating_add(1);
+        // The last committed record plus this message (no copy of the
+        // record: the module in it can be megabytes), undone on failure.
+        let from = message.from;
+        self.record.mailbox.push(message.clone());
+        let replaced = sequence.and_then(|sequence| self.record.accepted.insert(from, sequence));
+        self.record.commits = self.record.commits.saturating_add(1);
         let commit = crate::storage::Commit {
-            record: &record,
+            record: &self.record,
             pages: &[],
         };
         if let Err(error) = self.storage.commit(&commit) {
+            self.record.mailbox.pop();
+            self.record.commits = self.record.commits.saturating_sub(1);
+            match replaced {
+                Some(previous) => self.record.accepted.insert(from, previous),
+                None if sequence.is_some() => self.record.accepted.remove(&from),
+                None => None,
+            };
             let line = format!("a message could not be made durable: {error}");
             self.store.data().log_error(&line);
             return Status::MailboxFull;
         }
-        self.record = record;
         self.store.data_mut().mailbox.push_back(message);
         Status::Ok
     }
@@ -480,7 +498,7 @@ impl Domain {
 
     /// Whether a requested checkpoint waits for the next blocking call.
     pub fn is_checkpoint_pending(&self) -> bool {
-        self.is_checkpoint_wanted
+        self.store.data().is_checkpoint_wanted
     }
 
     /// Asks for a commit: done now if the domain is at a safe point (returns
@@ -493,7 +511,7 @@ impl Domain {
                 .inspect_err(|error| self.pause_if_disk_full(error))?;
             return Ok(true);
         }
-        self.is_checkpoint_wanted = true;
+        self.store.data_mut().is_checkpoint_wanted = true;
         Ok(false)
     }
 
@@ -515,7 +533,7 @@ impl Domain {
     }
 
     fn checkpoint_at_safe_point(&mut self) {
-        self.is_checkpoint_wanted = false;
+        self.store.data_mut().is_checkpoint_wanted = false;
         let status = match self.commit() {
             Ok(()) => Status::Ok,
             Err(error @ Error::DiskFull { .. }) => {
@@ -596,7 +614,7 @@ impl Domain {
 
     fn hold_at_safe_point(&mut self, committed_status: DomainStatus) -> Result<bool, Error> {
         if !self.is_at_safe_point() {
-            self.is_checkpoint_wanted = true;
+            self.store.data_mut().is_checkpoint_wanted = true;
             return Ok(false);
         }
         if let Execution::Ended(status) = &self.execution
@@ -609,7 +627,7 @@ impl Domain {
             self.store.data_mut().suspension = None;
         }
         snapshot::commit(self, committed_status)?;
-        self.is_checkpoint_wanted = false;
+        self.store.data_mut().is_checkpoint_wanted = false;
         self.execution = Execution::Ended(DomainStatus::Stopped);
         Ok(true)
     }

@@ -110,6 +110,7 @@ impl Domain {
             suspension: None,
             is_rewinding: false,
             checkpoint_status: Status::Ok,
+            is_checkpoint_wanted: false,
         };
         let mut store = Store::new(engine, state);
         fn instantiation(error: impl core::fmt::Display) -> Error {
@@ -158,7 +159,6 @@ impl Domain {
             record,
             storage,
             backing,
-            is_checkpoint_wanted: false,
             pause: None,
             fuel_used: 0,
             global_exports,

@@ -41,6 +41,10 @@ pub struct HostState {
     pub(crate) is_rewinding: bool,
     /// What the last `checkpoint` commit reported.
     pub(crate) checkpoint_status: crate::status::Status,
+    /// A commit was asked for: the next blocking call stops at a safe point
+    /// even when it could complete at once (a server whose `recv` always
+    /// finds a message would otherwise never reach one).
+    pub(crate) is_checkpoint_wanted: bool,
 }
 
 impl core::fmt::Debug for HostState {
