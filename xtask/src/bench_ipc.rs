@@ -8,17 +8,22 @@
 //!
 //! - on the host, in xtask's release-built `bench_ipc_host` example
 //!   (`bench_ipc_host.rs`): ping and pong in the vm on in-memory disks and
-//!   on image files, each batch alternating with a batch of the baseline,
-//!   the same round trips of the same message between two processes over
-//!   two pipes; the time spent in commits is measured there too;
+//!   on image files, and the baseline, the same round trips of the same
+//!   message between two processes over two pipes. The time the
+//!   deliveries' commits take is measured there too.
 //! - in the kernel under QEMU (ping, pong and a spare disk in one
-//!   machine), against the same pipe samples, and against `diskbench`'s
-//!   floor of a durable write (write + flush, twice) on the same device.
+//!   machine), twice: with the kernel's periodic checkpoints (every
+//!   second), and with a `checkpoint` after every batch instead, as on the
+//!   host. Against the same pipe samples, and the second also against
+//!   `diskbench`'s floor of a durable write (write + flush, twice) on the
+//!   same device.
 //!
 //! Every delivery commits the receiver's mailbox before the sender hears
-//! `Ok` (vm `Domain::deliver`), so a round trip holds two commits: the
-//! figures say how much of it they are. The goal (at least 10 times faster
-//! than the pipe, a ratio of at most 0.1) is set for KVM, so only a figure
+//! `Ok` (vm `Domain::deliver`), so a round trip holds two commits; and
+//! until the receiver's next checkpoint each of them also commits every
+//! message received since the last one. The figures say how much of a
+//! round trip that is. The goal (at least 10 times faster than the pipe, a
+//! ratio of at most 0.1) is set for KVM, so only the kernel's figure
 //! measured under KVM carries it.
 
 use std::ffi::OsString;
@@ -43,6 +48,11 @@ const MACHINE_MEMORY_MIB: u32 = 256;
 /// Each domain's image: ping and pong use a few hundred KiB of memory.
 const IMAGE_MIB: u64 = 32;
 
+/// `checkpoint-ms` for a machine with no periodic checkpoint (a day).
+const NO_PERIODIC_CHECKPOINTS_MS: u64 = 86_400_000;
+
+const MINUTE: Duration = Duration::from_secs(60);
+
 /// How much `diskbench` reads before timing its write-flush floor.
 const DISKBENCH_READ_MIB: u64 = 4;
 
@@ -59,8 +69,16 @@ fn batches(mode: Mode) -> usize {
 pub struct Batch {
     pub round_trips: u64,
     pub message_bytes: usize,
-    pub round_trip_median_ns: u64,
-    pub round_trip_mean_ns: u64,
+    /// The batch's time, from before the first send to after the last
+    /// echo.
+    pub total_ns: u64,
+}
+
+impl Batch {
+    /// The batch's time per round trip, in microseconds.
+    pub fn round_trip_us(&self) -> f64 {
+        self.total_ns as f64 / 1000.0 / self.round_trips.max(1) as f64
+    }
 }
 
 /// Reads ping's line (`bench-result ipc batch=1 round-trips=100 ...`),
@@ -76,19 +94,9 @@ pub fn parse_batch(line: &str) -> Option<Batch> {
     let batch = Batch {
         round_trips: value("round-trips")?,
         message_bytes: usize::try_from(value("message-bytes")?).ok()?,
-        round_trip_median_ns: value("round-trip-median-ns")?,
-        round_trip_mean_ns: value("round-trip-mean-ns")?,
+        total_ns: value("total-ns")?,
     };
     (batch.round_trips > 0 && batch.message_bytes > 0).then_some(batch)
-}
-
-/// The median of `values`, the lower middle one for an even count.
-pub fn median_ns(values: &mut [u64]) -> u64 {
-    values.sort_unstable();
-    match values.len() {
-        0 => 0,
-        len => values[(len - 1) / 2],
-    }
 }
 
 /// How the benchmark makes ping's and pong's images.
@@ -106,7 +114,8 @@ pub fn image_args(name: &str, wasm: &Path, output: PathBuf) -> NewArgs {
 
 const PIPE_LABEL: &str = "Linux pipe round trip between two processes, same message and count";
 
-/// A round trip's figure against the pipe's samples, in microseconds.
+/// A round trip's figure against the pipe's samples, in microseconds per
+/// round trip (each sample a batch's time over its round trips).
 pub fn round_trip_figure(
     name: String,
     title: String,
@@ -127,17 +136,17 @@ pub fn round_trip_figure(
     })
 }
 
-/// A part of the round trip against the whole (mean) round trip: the
-/// ratio is that part's share.
-pub fn share_figure(name: String, title: String, part_us: Vec<f64>, mean_us: Vec<f64>) -> Record {
+/// A part of the round trip against the whole round trip, both per round
+/// trip of a batch: the ratio is that part's share.
+pub fn share_figure(name: String, title: String, part_us: Vec<f64>, whole_us: Vec<f64>) -> Record {
     Record::Figure(FigureRecord {
         name,
         title,
         unit: "µs".into(),
         amber: part_us,
         baseline: Some(BaselineRecord {
-            label: "the whole round trip (mean)".into(),
-            samples: mean_us,
+            label: "the whole round trip".into(),
+            samples: whole_us,
         }),
         goal: None,
     })
@@ -166,14 +175,30 @@ pub fn run(collector: &mut Collector) -> Result<()> {
     collector.set_environment("QEMU");
     let (kernel_elf, directory, accel) =
         crate::bench::prepare_qemu(collector, "ipc", &format!("{MACHINE_MEMORY_MIB} MiB"))?;
-    let measured = in_kernel(
-        collector,
-        &kernel_elf,
-        &directory,
+    let kernel = Kernel {
+        kernel_elf: &kernel_elf,
+        directory: &directory,
         accel,
         ping_wasm,
         pong_wasm,
-    )?;
+        batches,
+    };
+    collector.step("ping and pong in the kernel, checkpoints every second");
+    let (guest, by_default_us) = kernel.boot(Checkpoints::EverySecond)?;
+    drop(guest);
+    collector.step("ping and pong in the kernel, a checkpoint after every batch");
+    let (mut guest, after_batches_us) = kernel.boot(Checkpoints::AfterEveryBatch)?;
+    let mut two_commit_floors_us = Vec::new();
+    for run in 1..=batches {
+        collector.step(format!("diskbench {run}/{batches}"));
+        guest.send_line(&format!("diskbench {DISKBENCH_READ_MIB}"))?;
+        let line = guest.expect("diskbench disk", 5 * MINUTE)?;
+        let floor_us =
+            parse_commit_floor_us(&line).with_context(|| format!("cannot read {line:?}"))?;
+        two_commit_floors_us.push(2.0 * floor_us);
+    }
+    drop(guest);
+
     let goal = match accel {
         Accel::Kvm => Some(KVM_GOAL),
         Accel::Tcg => None,
@@ -181,99 +206,122 @@ pub fn run(collector: &mut Collector) -> Result<()> {
     collector.record(round_trip_figure(
         "ipc.kernel_round_trip".into(),
         "IPC round trip between two domains in the kernel (the 10x goal is for KVM)".into(),
-        measured.median_us.clone(),
-        pipe_us,
+        by_default_us,
+        pipe_us.clone(),
         goal,
+    ))?;
+    collector.record(round_trip_figure(
+        "ipc.kernel_round_trip_checkpointed".into(),
+        "IPC round trip in the kernel, a checkpoint after every 100 round trips".into(),
+        after_batches_us.clone(),
+        pipe_us,
+        None,
     ))?;
     collector.record(Record::Figure(FigureRecord {
         name: "ipc.kernel_against_commit_floor".into(),
-        title: "IPC round trip between two domains in the kernel, against two durable writes"
+        title: "IPC round trip in the kernel, a checkpoint after every 100, against two \
+                durable writes"
             .into(),
         unit: "µs".into(),
-        amber: measured.median_us,
+        amber: after_batches_us,
         baseline: Some(BaselineRecord {
             label: "2 x (write + flush, twice) on the same virtio-blk device: \
                     the least two mailbox commits cost"
                 .into(),
-            samples: measured.two_commit_floors_us,
+            samples: two_commit_floors_us,
         }),
         goal: None,
     }))?;
     Ok(())
 }
 
-/// What the kernel measured, in microseconds.
-struct KernelSamples {
-    median_us: Vec<f64>,
-    two_commit_floors_us: Vec<f64>,
+/// When the kernel checkpoints ping and pong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Checkpoints {
+    /// Its default: every domain every second.
+    EverySecond,
+    /// `checkpoint` typed on the console after every batch line, and no
+    /// periodic ones: as on the host, every batch starts with (nearly) no
+    /// message stored in either image.
+    AfterEveryBatch,
 }
 
-/// Boots ping, pong and a spare disk; reads `batches` of ping's lines
-/// after a warm-up one, then runs `diskbench` as often on the spare disk.
-/// The kernel checkpoints every domain every second (its default), and
-/// ping commits in the yield after its batch, so its image holds up to a
-/// second and a batch of messages when a delivery commits it.
-fn in_kernel(
-    collector: &mut Collector,
-    kernel_elf: &Path,
-    directory: &Path,
-    accel: Accel,
-    ping_wasm: &Path,
-    pong_wasm: &Path,
-) -> Result<KernelSamples> {
-    let batches = batches(collector.mode());
-    let minute = Duration::from_secs(60);
-    let mut disks = Vec::new();
-    for (name, wasm) in [("ping", ping_wasm), ("pong", pong_wasm)] {
-        let output = directory.join(format!("{name}.img"));
-        if output.exists() {
-            std::fs::remove_file(&output)
-                .with_context(|| format!("removing the old {}", output.display()))?;
+impl Checkpoints {
+    /// Where the images of its machine go, under the benchmark's directory.
+    fn directory_name(self) -> &'static str {
+        match self {
+            Checkpoints::EverySecond => "every-second",
+            Checkpoints::AfterEveryBatch => "after-every-batch",
         }
-        disks.push(crate::image::new(&image_args(name, wasm, output))?);
     }
-    let spare = directory.join("spare.img");
-    let file =
-        std::fs::File::create(&spare).with_context(|| format!("creating {}", spare.display()))?;
-    file.set_len(DISKBENCH_READ_MIB << 20)
-        .with_context(|| format!("sizing {}", spare.display()))?;
-    disks.push(spare);
-    let config = QemuConfig {
-        kernel: kernel_elf.to_path_buf(),
-        memory_mib: MACHINE_MEMORY_MIB,
-        append: String::new(),
-        accel,
-        console: Console::Stdio,
-        disks,
-        net: None,
-    };
-    collector.step("ping and pong in the kernel");
-    let mut guest = Guest::boot("ipc", &config)?;
-    // The first batch is a warm-up, as on the host: the domains' first
-    // commits store their modules and memory.
-    guest.expect(RESULT_PREFIX, 5 * minute)?;
-    let mut median_us = Vec::new();
-    for batch in 1..=batches {
-        collector.step(format!(
-            "ping and pong in the kernel, batch {batch}/{batches}"
-        ));
-        let line = guest.expect(RESULT_PREFIX, 5 * minute)?;
-        let measured = parse_batch(&line).with_context(|| format!("cannot read {line:?}"))?;
-        median_us.push(measured.round_trip_median_ns as f64 / 1000.0);
+}
+
+/// One machine of ping, pong and a spare disk.
+struct Kernel<'a> {
+    kernel_elf: &'a Path,
+    directory: &'a Path,
+    accel: Accel,
+    ping_wasm: &'a Path,
+    pong_wasm: &'a Path,
+    batches: usize,
+}
+
+impl Kernel<'_> {
+    /// Boots fresh images of ping and pong (and a spare disk for
+    /// `diskbench`); returns the machine and the time per round trip of
+    /// `batches` batches, after a warm-up one.
+    ///
+    /// Ping commits only in the yield after a batch (its `recv` never
+    /// waits), so with the kernel's default its image holds up to a
+    /// second and a batch of messages when a delivery commits it.
+    fn boot(&self, checkpoints: Checkpoints) -> Result<(Guest, Vec<f64>)> {
+        let directory = self.directory.join(checkpoints.directory_name());
+        std::fs::create_dir_all(&directory)
+            .with_context(|| format!("creating {}", directory.display()))?;
+        let mut disks = Vec::new();
+        for (name, wasm) in [("ping", self.ping_wasm), ("pong", self.pong_wasm)] {
+            let output = directory.join(format!("{name}.img"));
+            if output.exists() {
+                std::fs::remove_file(&output)
+                    .with_context(|| format!("removing the old {}", output.display()))?;
+            }
+            disks.push(crate::image::new(&image_args(name, wasm, output))?);
+        }
+        let spare = directory.join("spare.img");
+        let file = std::fs::File::create(&spare)
+            .with_context(|| format!("creating {}", spare.display()))?;
+        file.set_len(DISKBENCH_READ_MIB << 20)
+            .with_context(|| format!("sizing {}", spare.display()))?;
+        disks.push(spare);
+        let append = match checkpoints {
+            Checkpoints::EverySecond => String::new(),
+            Checkpoints::AfterEveryBatch => format!("checkpoint-ms={NO_PERIODIC_CHECKPOINTS_MS}"),
+        };
+        let config = QemuConfig {
+            kernel: self.kernel_elf.to_path_buf(),
+            memory_mib: MACHINE_MEMORY_MIB,
+            append,
+            accel: self.accel,
+            console: Console::Stdio,
+            disks,
+            net: None,
+        };
+        let mut guest = Guest::boot("ipc", &config)?;
+        // The first batch is a warm-up, as on the host: the domains' first
+        // commits store their modules and memory.
+        let mut round_trip_us = Vec::new();
+        for batch in 0..=self.batches {
+            let line = guest.expect(RESULT_PREFIX, 5 * MINUTE)?;
+            let measured = parse_batch(&line).with_context(|| format!("cannot read {line:?}"))?;
+            if batch > 0 {
+                round_trip_us.push(measured.round_trip_us());
+            }
+            if checkpoints == Checkpoints::AfterEveryBatch {
+                guest.send_line("checkpoint")?;
+            }
+        }
+        Ok((guest, round_trip_us))
     }
-    let mut two_commit_floors_us = Vec::new();
-    for run in 1..=batches {
-        collector.step(format!("diskbench {run}/{batches}"));
-        guest.send_line(&format!("diskbench {DISKBENCH_READ_MIB}"))?;
-        let line = guest.expect("diskbench disk", 5 * minute)?;
-        let floor_us =
-            parse_commit_floor_us(&line).with_context(|| format!("cannot read {line:?}"))?;
-        two_commit_floors_us.push(2.0 * floor_us);
-    }
-    Ok(KernelSamples {
-        median_us,
-        two_commit_floors_us,
-    })
 }
 
 /// The write-flush floor from a `diskbench` line, in microseconds.
@@ -293,32 +341,26 @@ mod tests {
     #[test]
     fn reads_pings_line_and_diskbench() {
         let line = "[ping] bench-result ipc batch=3 round-trips=100 message-bytes=64 \
-                    round-trip-median-ns=15963979 round-trip-mean-ns=15260919";
+                    total-ns=1596397900";
         assert_eq!(
             parse_batch(line),
             Some(Batch {
                 round_trips: 100,
                 message_bytes: 64,
-                round_trip_median_ns: 15_963_979,
-                round_trip_mean_ns: 15_260_919,
+                total_ns: 1_596_397_900,
             })
+        );
+        assert_eq!(
+            parse_batch(line).map(|batch| batch.round_trip_us()),
+            Some(15963.979)
         );
         assert_eq!(parse_batch("[ping] bench-result ipc batch=1"), None);
         assert_eq!(
-            parse_batch(
-                "bench-result ipc round-trips=0 message-bytes=64 round-trip-median-ns=1 round-trip-mean-ns=1"
-            ),
+            parse_batch("bench-result ipc round-trips=0 message-bytes=64 total-ns=1"),
             None
         );
         let disk = "diskbench disk 2: read 4096 KiB in 4 KiB requests in 81234 us \
                     (49 MiB/s); write+flush twice: 950 us (median of 64)";
         assert_eq!(parse_commit_floor_us(disk), Some(950.0));
-    }
-
-    #[test]
-    fn median_takes_the_lower_middle() {
-        assert_eq!(median_ns(&mut [5, 1, 3]), 3);
-        assert_eq!(median_ns(&mut [4, 1, 2, 3]), 2);
-        assert_eq!(median_ns(&mut []), 0);
     }
 }

@@ -281,29 +281,26 @@ impl PipeEcho {
         })
     }
 
-    /// Times `round_trips` round trips of `message_bytes`: their median, in
-    /// nanoseconds.
+    /// Times `round_trips` round trips of `message_bytes`, in nanoseconds.
     fn batch(&mut self, round_trips: u64, message_bytes: usize) -> Result<u64> {
         let mut message = vec![0u8; message_bytes];
         let mut reply = vec![0u8; message_bytes];
-        let mut times_ns = Vec::new();
+        let began = Instant::now();
         for sequence in 0..round_trips {
             for (index, byte) in message.iter_mut().enumerate() {
                 *byte = (sequence as u8).wrapping_add(index as u8);
             }
-            let began = Instant::now();
             self.to_child
                 .write_all(&message)
                 .context("writing to the pipe echo")?;
             self.from_child
                 .read_exact(&mut reply)
                 .context("reading from the pipe echo")?;
-            times_ns.push(u64::try_from(began.elapsed().as_nanos()).unwrap_or(u64::MAX));
             if reply != message {
                 bail!("the pipe echo answered something else than message {sequence}");
             }
         }
-        Ok(bench_ipc::median_ns(&mut times_ns))
+        Ok(u64::try_from(began.elapsed().as_nanos()).unwrap_or(u64::MAX))
     }
 }
 
@@ -403,9 +400,7 @@ pub fn run(directory: &Path, ping_wasm: &Path, pong_wasm: &Path, batches: usize)
             last = Some(in_memory.next_batch()?);
         }
         if let Some(last) = last {
-            samples
-                .memory_late
-                .push(last.batch.round_trip_median_ns as f64 / 1000.0);
+            samples.memory_late.push(last.batch.round_trip_us());
         }
         in_memory.request_checkpoints()?;
     }
@@ -413,8 +408,10 @@ pub fn run(directory: &Path, ping_wasm: &Path, pong_wasm: &Path, batches: usize)
     let mut pipe = PipeEcho::start(message_bytes)?;
     pipe.batch(round_trips, message_bytes)?;
     for _ in 0..batches {
-        let median_ns = pipe.batch(round_trips, message_bytes)?;
-        samples.pipe_median.push(median_ns as f64 / 1000.0);
+        let total_ns = pipe.batch(round_trips, message_bytes)?;
+        samples
+            .pipe
+            .push(total_ns as f64 / 1000.0 / round_trips.max(1) as f64);
     }
     drop(pipe);
     on_files.next_batch()?;
@@ -434,7 +431,8 @@ pub fn run(directory: &Path, ping_wasm: &Path, pong_wasm: &Path, batches: usize)
 struct Samples {
     /// Round trips per batch, from ping's lines.
     round_trips: u64,
-    pipe_median: Vec<f64>,
+    /// The pipe's time per round trip of each batch.
+    pipe: Vec<f64>,
     /// The in-memory pair's last batch of [`BATCHES_WITHOUT_CHECKPOINT`].
     memory_late: Vec<f64>,
     memory: SideSamples,
@@ -443,8 +441,7 @@ struct Samples {
 
 #[derive(Debug, Default)]
 struct SideSamples {
-    median: Vec<f64>,
-    mean: Vec<f64>,
+    round_trip: Vec<f64>,
     commits_per_round_trip: Vec<f64>,
     commit_time_per_round_trip: Vec<f64>,
 }
@@ -452,10 +449,7 @@ struct SideSamples {
 impl SideSamples {
     fn push(&mut self, measured: PairBatch) {
         let round_trips = measured.batch.round_trips.max(1) as f64;
-        self.median
-            .push(measured.batch.round_trip_median_ns as f64 / 1000.0);
-        self.mean
-            .push(measured.batch.round_trip_mean_ns as f64 / 1000.0);
+        self.round_trip.push(measured.batch.round_trip_us());
         self.commits_per_round_trip
             .push(measured.commits as f64 / round_trips);
         self.commit_time_per_round_trip
@@ -473,15 +467,15 @@ impl Samples {
             records.push(bench_ipc::round_trip_figure(
                 format!("ipc.host_{key}_round_trip"),
                 format!("IPC round trip between two domains, host vm on {disks}"),
-                side.median.clone(),
-                self.pipe_median.clone(),
+                side.round_trip.clone(),
+                self.pipe.clone(),
                 None,
             ));
             records.push(bench_ipc::share_figure(
                 format!("ipc.host_{key}_commits"),
                 format!("of which the mailbox commits (time per round trip), {disks}"),
                 side.commit_time_per_round_trip.clone(),
-                side.mean.clone(),
+                side.round_trip.clone(),
             ));
             records.push(Record::Figure(record::FigureRecord {
                 name: format!("ipc.host_{key}_commit_count"),
@@ -505,7 +499,7 @@ impl Samples {
             amber: self.memory_late.clone(),
             baseline: Some(record::BaselineRecord {
                 label: format!("round trips 1-{} after a checkpoint", self.round_trips),
-                samples: self.memory.median.clone(),
+                samples: self.memory.round_trip.clone(),
             }),
             goal: None,
         }));
