@@ -112,7 +112,8 @@ pub fn image_args(name: &str, wasm: &Path, output: PathBuf) -> NewArgs {
     }
 }
 
-const PIPE_LABEL: &str = "Linux pipe round trip between two processes, same message and count";
+const PIPE_LABEL: &str =
+    "Linux pipe round trip between two processes on one CPU, same message and count";
 
 /// A round trip's figure against the pipe's samples, in microseconds per
 /// round trip (each sample a batch's time over its round trips).

@@ -12,7 +12,8 @@
 //!   say how much of a round trip they are.
 //! - the baseline: the same number of round trips of the same message
 //!   between this process and a child (this program again, `--pipe-echo`)
-//!   that echoes every message back, over two pipes (its stdin and stdout).
+//!   that echoes every message back, over two pipes (its stdin and stdout),
+//!   both on one CPU as the two domains are ([`pin_to_current_cpu`]).
 //!
 //! The three run one after the other, each for a warm-up batch and then
 //! the batches measured; the pipe takes its round trips per batch and
@@ -261,9 +262,12 @@ struct PipeEcho {
 }
 
 impl PipeEcho {
-    fn start(message_bytes: usize) -> Result<PipeEcho> {
+    /// Starts the echo on `cpu` (this process runs there already).
+    fn start(message_bytes: usize, cpu: u32) -> Result<PipeEcho> {
         let program = std::env::current_exe().context("finding this program to re-run it")?;
-        let mut child = Command::new(program)
+        let mut child = Command::new("taskset")
+            .args(["--cpu-list", &cpu.to_string()])
+            .arg(program)
             .args([PIPE_ECHO_ARGUMENT, &message_bytes.to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -310,6 +314,35 @@ impl Drop for PipeEcho {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Pins this process to the CPU it runs on now and returns it, with
+/// util-linux's `taskset`: the two domains share one CPU (one scheduler
+/// thread here, and the kernel runs on one), so the pipe's two processes
+/// get one too. Linux would otherwise put them on one CPU in some runs and
+/// on two in others, and a round trip across CPUs costs several times more.
+fn pin_to_current_cpu() -> Result<u32> {
+    let stat = std::fs::read_to_string("/proc/self/stat").context("reading /proc/self/stat")?;
+    // Field 39, "processor"; the fields after the command name (which may
+    // hold spaces) start after its closing parenthesis, at field 3.
+    let cpu: u32 = stat
+        .rsplit_once(')')
+        .and_then(|(_, fields)| fields.split_whitespace().nth(39 - 3)?.parse().ok())
+        .context("no CPU number in /proc/self/stat")?;
+    let status = Command::new("taskset")
+        .args([
+            "--cpu-list",
+            "--pid",
+            &cpu.to_string(),
+            &std::process::id().to_string(),
+        ])
+        .stdout(Stdio::null())
+        .status()
+        .context("running taskset (util-linux) to pin the benchmark to one CPU")?;
+    if !status.success() {
+        bail!("taskset could not pin the benchmark to CPU {cpu} ({status})");
+    }
+    Ok(cpu)
 }
 
 /// The child's side: echoes messages of `message_bytes` until end of input.
@@ -360,6 +393,7 @@ pub fn run(directory: &Path, ping_wasm: &Path, pong_wasm: &Path, batches: usize)
     emit(&Record::Step {
         text: "host: ping and pong in the vm, and a Linux pipe".into(),
     })?;
+    let cpu = pin_to_current_cpu()?;
     let [ping_image, pong_image] = make_images(directory, ping_wasm, pong_wasm)?;
     let read = |path: &Path| -> Result<MemoryDevice> {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
@@ -405,7 +439,7 @@ pub fn run(directory: &Path, ping_wasm: &Path, pong_wasm: &Path, batches: usize)
         in_memory.request_checkpoints()?;
     }
     drop(in_memory);
-    let mut pipe = PipeEcho::start(message_bytes)?;
+    let mut pipe = PipeEcho::start(message_bytes, cpu)?;
     pipe.batch(round_trips, message_bytes)?;
     for _ in 0..batches {
         let total_ns = pipe.batch(round_trips, message_bytes)?;
