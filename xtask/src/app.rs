@@ -93,6 +93,14 @@ pub const APPS: &[App] = &[
         name: "tally",
         kind: AppKind::Amber,
     },
+    App {
+        name: "ping",
+        kind: AppKind::Amber,
+    },
+    App {
+        name: "pong",
+        kind: AppKind::Amber,
+    },
 ];
 
 /// App subcommands.

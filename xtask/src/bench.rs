@@ -19,6 +19,7 @@ pub mod plots;
 pub mod record;
 mod report;
 
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -45,6 +46,9 @@ pub enum Benchmark {
     Kernel,
     /// Live migration between two linked QEMU instances (issue 6).
     Migrate,
+    /// IPC round trip between two domains against a Linux pipe, host and
+    /// QEMU (issue 7).
+    Ipc,
 }
 
 impl Benchmark {
@@ -54,13 +58,15 @@ impl Benchmark {
             Benchmark::Vm => "vm",
             Benchmark::Kernel => "kernel",
             Benchmark::Migrate => "migrate",
+            Benchmark::Ipc => "ipc",
         }
     }
 
     /// Where its figures are measured, until the benchmark says more.
     fn environment(self) -> &'static str {
         match self {
-            Benchmark::Persist | Benchmark::Vm => "host, release build",
+            // The IPC benchmark measures the host first, then QEMU.
+            Benchmark::Persist | Benchmark::Vm | Benchmark::Ipc => "host, release build",
             Benchmark::Kernel | Benchmark::Migrate => "QEMU",
         }
     }
@@ -160,6 +166,7 @@ fn run_one(benchmark: Benchmark, collector: &mut Collector) -> Result<()> {
         Benchmark::Vm => run_bench_example("vm", collector),
         Benchmark::Kernel => crate::bench_kernel::run(collector),
         Benchmark::Migrate => crate::bench_migrate::run(collector),
+        Benchmark::Ipc => crate::bench_ipc::run(collector),
     }
 }
 
@@ -196,7 +203,21 @@ pub fn prepare_qemu(
 /// argument is target/amber/bench/PACKAGE, for images and files on the
 /// real disk.
 fn run_bench_example(package: &str, collector: &mut Collector) -> Result<()> {
-    let directory = paths::bench_dir().join(package);
+    let mut arguments = vec![paths::bench_dir().join(package).into_os_string()];
+    if collector.mode() == Mode::Quick {
+        arguments.push("--quick".into());
+    }
+    run_release_example(package, "bench", &arguments, collector)
+}
+
+/// Builds `PACKAGE/examples/EXAMPLE.rs` with `--release`, runs it with
+/// `arguments` and collects the records it prints (see [`run_bench_example`]).
+pub fn run_release_example(
+    package: &str,
+    example: &str,
+    arguments: &[OsString],
+    collector: &mut Collector,
+) -> Result<()> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
     command.args([
@@ -206,13 +227,12 @@ fn run_bench_example(package: &str, collector: &mut Collector) -> Result<()> {
         "-p",
         package,
         "--example",
-        "bench",
+        example,
         "--",
     ]);
-    command.arg(&directory);
-    if collector.mode() == Mode::Quick {
-        command.arg("--quick");
-    }
+    command.args(arguments);
+    // "the vm benchmark", "the bench_ipc_host benchmark".
+    let package = if example == "bench" { package } else { example };
     collector.step(format!("building the {package} benchmark"));
     let mut child = command
         .current_dir(paths::workspace_root())

@@ -5,6 +5,8 @@
 pub mod app;
 pub mod archive;
 pub mod bench;
+pub mod bench_ipc;
+pub mod bench_ipc_host;
 pub mod bench_kernel;
 pub mod bench_kernel_work;
 pub mod bench_migrate;

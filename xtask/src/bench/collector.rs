@@ -64,6 +64,18 @@ impl Collector {
         &self.environment
     }
 
+    /// The baseline samples of figure `name`, recorded earlier in this run:
+    /// for a benchmark that compares a later measurement with the same
+    /// baseline (the IPC benchmark's pipe).
+    pub fn baseline_samples(&self, name: &str) -> Option<&[f64]> {
+        self.figures
+            .iter()
+            .find(|figure| figure.name == name)?
+            .baseline
+            .as_ref()
+            .map(|baseline| baseline.samples.as_slice())
+    }
+
     /// Shows what the benchmark measures now.
     pub fn step(&mut self, text: impl Into<String>) {
         self.step = text.into();
