@@ -3,8 +3,9 @@
 //! Two measurements on a spare (blank) disk, through the same driver calls
 //! the pager and the image use:
 //!
-//! - sequential reads in 4 KiB requests, one at a time (the page-fault path
-//!   reads one block per fault, so this is the ceiling of page-in);
+//! - sequential reads in 4 KiB requests, one at a time, without the driver's
+//!   read-ahead (the page-fault path reads one block per fault, so this is
+//!   the ceiling of page-in when faults come in no particular order);
 //! - the least an atomic commit must do: write a block, flush, write a second
 //!   block, flush (data then superblock), repeated and timed one by one.
 //!
@@ -47,7 +48,7 @@ pub fn run(disk: &mut VirtioDisk, read_mib: u64) -> Result<DiskBench, persist::D
     let started = timer::uptime_ns();
     for index in 0..blocks {
         pager_disk
-            .read(index, &mut buffer)
+            .read_uncached(index, &mut buffer)
             .map_err(|error| persist::DeviceError::Io {
                 operation: "read",
                 message: alloc::format!("block {index}: {error}"),

@@ -492,7 +492,7 @@ pub fn run(
             unit: "MiB/s".into(),
             amber: samples,
             baseline: Some(BaselineRecord {
-                label: "virtio-blk sequential 4 KiB reads, same driver".into(),
+                label: "virtio-blk 4 KiB reads, one request each, same driver".into(),
                 samples: raw_read,
             }),
             goal: None,

@@ -302,6 +302,23 @@ impl PagerDisk {
         disk.read(index, buffer)
     }
 
+    /// Reads block `index` from the device in a request of its own: no read
+    /// ahead, nothing from the bounce area (`diskbench`'s per-request figure).
+    pub fn read_uncached(
+        &self,
+        index: u64,
+        buffer: &mut [u8; BLOCK_SIZE],
+    ) -> Result<(), TransferError> {
+        let mut disk = self.disk.try_lock().ok_or(TransferError::Busy)?;
+        disk.check_usable()?;
+        disk.check_range(index)?;
+        disk.send_writes()?;
+        disk.staged = Staged::Nothing;
+        disk.transfer(Direction::Read, index, 1)?;
+        buffer.copy_from_slice(disk.bounce(0));
+        Ok(())
+    }
+
     /// Writes `buffer` to block `index` (durable at the next flush).
     pub fn write(&self, index: u64, buffer: &[u8; BLOCK_SIZE]) -> Result<(), TransferError> {
         let mut disk = self.disk.try_lock().ok_or(TransferError::Busy)?;
