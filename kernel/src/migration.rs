@@ -509,7 +509,6 @@ pub struct Incoming<L> {
     /// The message that opened the connection, not yet handled.
     first: Option<Vec<u8>>,
     reply: Vec<u8>,
-    pages_received: u64,
     started_ns: u64,
     watch: Stopwatch,
 }
@@ -538,7 +537,6 @@ impl<L: Link> Incoming<L> {
             disk_index,
             first: Some(first),
             reply: Vec::new(),
-            pages_received: 0,
             started_ns: timer::uptime_ns(),
             watch: Stopwatch::new(),
         })
@@ -588,14 +586,12 @@ impl<L: Link> Incoming<L> {
             if !self.reply.is_empty() {
                 self.framed.queue(&self.reply);
             }
-            if matches!(Message::decode(&frame), Ok(Message::Page { .. })) {
-                self.pages_received += 1;
-            }
             match event {
                 TargetEvent::Nothing | TargetEvent::Reply => {}
                 TargetEvent::Parked => println!(
                     "[migrate] incoming from {}: copy complete and durable ({} pages received)",
-                    self.peer, self.pages_received
+                    self.peer,
+                    target.pages_received()
                 ),
                 TargetEvent::Running => {
                     self.framed.flush().map_err(link_error)?;

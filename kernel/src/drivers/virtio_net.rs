@@ -1,10 +1,12 @@
 //! virtio-net (PCI transport), polled, as smoltcp's `phy::Device`.
 //!
-//! virtio-drivers' `VirtIONet` keeps a ring of receive buffers on the heap,
-//! which is one physically contiguous run of frames (memory::heap), so the
-//! device can write into them without bouncing. Sending copies the frame into
-//! a fresh heap buffer and waits for the device to take it; under QEMU that
-//! is a few microseconds, and it keeps the transmit side free of state.
+//! Over virtio-drivers' `VirtIONetRaw`: a ring of receive buffers on the
+//! heap, which is one physically contiguous run of frames (memory::heap), so
+//! the device writes into them without bouncing. smoltcp builds each frame
+//! in a heap buffer that goes to the device and is not waited for: it stays
+//! in `sending` until the device hands it back, and is then reused. Waiting
+//! for each frame (virtio-drivers' blocking send) cost a host round trip per
+//! frame under QEMU, and left the CPU idle while the device sent.
 //! Nothing interrupts: smoltcp asks for packets when `net::poll` runs.
 //!
 //! The receive and transmit tokens smoltcp holds at the same time both reach
@@ -14,9 +16,12 @@
 use core::cell::RefCell;
 use core::fmt;
 
+use alloc::boxed::Box;
+use alloc::vec;
+use alloc::vec::Vec;
 use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
-use virtio_drivers::device::net::{RxBuffer, VirtIONet};
+use virtio_drivers::device::net::VirtIONetRaw;
 use virtio_drivers::transport::pci::{PciTransport, virtio_device_type};
 use virtio_drivers::transport::{DeviceType, Transport};
 
@@ -103,11 +108,82 @@ impl fmt::Display for ProbeError {
     }
 }
 
-type Device = VirtIONet<KernelHal, PciTransport, QUEUE_SIZE>;
+type Device = VirtIONetRaw<KernelHal, PciTransport, QUEUE_SIZE>;
+
+/// Bytes of a transmit buffer: the virtio-net header (at most 12) and a frame.
+const TRANSMIT_BUFFER_BYTES: usize = 16 + MAX_FRAME_BYTES;
 
 struct Shared {
     device: Device,
+    /// The receive buffers the device holds, by token.
+    receiving: Vec<Option<Box<[u8]>>>,
+    /// The frames the device is sending, by token, with their length.
+    sending: Vec<Option<(Box<[u8]>, usize)>>,
+    /// Transmit buffers the device gave back, for the next frames.
+    spare: Vec<Box<[u8]>>,
     counters: Counters,
+}
+
+impl Shared {
+    /// Gives the device a receive buffer.
+    fn give_receive_buffer(&mut self, mut buffer: Box<[u8]>) -> Result<(), virtio_drivers::Error> {
+        // SAFETY: the buffer is stored in `receiving` under its token right
+        // below and not touched until `poll_receive` returns that token.
+        let token = unsafe { self.device.receive_begin(&mut buffer)? };
+        let slot = self
+            .receiving
+            .get_mut(usize::from(token))
+            .ok_or(virtio_drivers::Error::WrongToken)?;
+        *slot = Some(buffer);
+        Ok(())
+    }
+
+    /// Takes back the transmit buffers the device is done with.
+    fn reap_sent(&mut self) {
+        while let Some(token) = self.device.poll_transmit() {
+            let Some((buffer, length)) = self
+                .sending
+                .get_mut(usize::from(token))
+                .and_then(Option::take)
+            else {
+                self.counters.errors += 1;
+                log::error!("virtio-net: the device finished an unknown frame {token}");
+                return;
+            };
+            // SAFETY: the same buffer and length as given to transmit_begin
+            // for this token.
+            if let Err(error) = unsafe { self.device.transmit_complete(token, &buffer[..length]) } {
+                self.counters.errors += 1;
+                log::warn!("virtio-net: completing a sent frame: {error}");
+            }
+            self.spare.push(buffer);
+        }
+    }
+
+    /// Hands `length` bytes of `buffer` (header included) to the device.
+    fn send(&mut self, buffer: Box<[u8]>, length: usize) {
+        // SAFETY: the buffer is stored in `sending` under its token right
+        // below, and neither read nor written until `poll_transmit` returns
+        // that token.
+        let begun = unsafe { self.device.transmit_begin(&buffer[..length]) };
+        match begun {
+            Ok(token) => match self.sending.get_mut(usize::from(token)) {
+                Some(slot) => *slot = Some((buffer, length)),
+                None => {
+                    // Cannot happen (tokens index the ring); keep the buffer
+                    // alive for good rather than let the device read freed
+                    // memory.
+                    self.counters.errors += 1;
+                    Box::leak(buffer);
+                }
+            },
+            Err(error) => {
+                self.counters.errors += 1;
+                log::warn!("virtio-net: sending a {length}-byte frame: {error}");
+                self.spare.push(buffer);
+            }
+        }
+    }
 }
 
 /// The network card: smoltcp's `phy::Device`.
@@ -183,7 +259,7 @@ fn bring_up(
             Err(error) => return Err(ProbeError::Device(error)),
         }
     };
-    let mut device = Device::new(transport, RECEIVE_BUFFER_BYTES).map_err(ProbeError::Device)?;
+    let mut device = Device::new(transport).map_err(ProbeError::Device)?;
     // Everything is polled; the device need not interrupt.
     device.disable_interrupts();
     let info = NicInfo {
@@ -191,11 +267,21 @@ fn bring_up(
         mac: device.mac_address(),
         link_at_probe,
     };
+    let mut shared = Shared {
+        device,
+        receiving: (0..QUEUE_SIZE).map(|_| None).collect(),
+        sending: (0..QUEUE_SIZE).map(|_| None).collect(),
+        spare: Vec::new(),
+        counters: Counters::default(),
+    };
+    for _ in 0..QUEUE_SIZE {
+        let buffer = vec![0u8; RECEIVE_BUFFER_BYTES].into_boxed_slice();
+        shared
+            .give_receive_buffer(buffer)
+            .map_err(ProbeError::Device)?;
+    }
     Ok(NetDevice {
-        shared: RefCell::new(Shared {
-            device,
-            counters: Counters::default(),
-        }),
+        shared: RefCell::new(shared),
         info,
     })
 }
@@ -215,7 +301,8 @@ impl fmt::Display for MacAddress {
 /// token is consumed or dropped.
 pub struct NetRxToken<'a> {
     shared: &'a RefCell<Shared>,
-    buffer: Option<RxBuffer>,
+    /// The buffer and where the frame is in it.
+    buffer: Option<(Box<[u8]>, core::ops::Range<usize>)>,
 }
 
 /// Room to send one frame.
@@ -225,7 +312,7 @@ pub struct NetTxToken<'a> {
 
 impl fmt::Debug for NetRxToken<'_> {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let length = self.buffer.as_ref().map(RxBuffer::packet_len);
+        let length = self.buffer.as_ref().map(|(_, frame)| frame.len());
         formatter
             .debug_struct("NetRxToken")
             .field("packet_len", &length)
@@ -245,23 +332,35 @@ impl phy::Device for NetDevice {
 
     fn receive(&mut self, _timestamp: Instant) -> Option<(NetRxToken<'_>, NetTxToken<'_>)> {
         let shared = self.shared.get_mut();
-        if !shared.device.can_recv() {
+        shared.reap_sent();
+        let token = shared.device.poll_receive()?;
+        let Some(mut buffer) = shared
+            .receiving
+            .get_mut(usize::from(token))
+            .and_then(Option::take)
+        else {
+            shared.counters.errors += 1;
+            log::error!("virtio-net: the device filled an unknown buffer {token}");
             return None;
-        }
-        let buffer = match shared.device.receive() {
-            Ok(buffer) => buffer,
+        };
+        // SAFETY: the same buffer as given to receive_begin for this token.
+        let frame = match unsafe { shared.device.receive_complete(token, &mut buffer) } {
+            Ok((header, length)) => header..header + length,
             Err(error) => {
                 shared.counters.errors += 1;
                 log::warn!("virtio-net: receiving: {error}");
+                if let Err(error) = shared.give_receive_buffer(buffer) {
+                    log::error!("virtio-net: a receive buffer could not go back: {error}");
+                }
                 return None;
             }
         };
         shared.counters.received_packets += 1;
-        shared.counters.received_bytes += buffer.packet_len() as u64;
+        shared.counters.received_bytes += frame.len() as u64;
         Some((
             NetRxToken {
                 shared: &self.shared,
-                buffer: Some(buffer),
+                buffer: Some((buffer, frame)),
             },
             NetTxToken {
                 shared: &self.shared,
@@ -270,9 +369,10 @@ impl phy::Device for NetDevice {
     }
 
     fn transmit(&mut self, _timestamp: Instant) -> Option<NetTxToken<'_>> {
-        // Sends complete before `send` returns, so the queue is never full;
-        // this guards against a device that keeps descriptors anyway.
-        if !self.shared.get_mut().device.can_send() {
+        // Frames the device finished free their descriptors first.
+        let shared = self.shared.get_mut();
+        shared.reap_sent();
+        if !shared.device.can_send() {
             return None;
         }
         Some(NetTxToken {
@@ -294,8 +394,9 @@ impl NetRxToken<'_> {
         let Some(buffer) = self.buffer.take() else {
             return;
         };
+        let (buffer, _) = buffer;
         let mut shared = self.shared.borrow_mut();
-        if let Err(error) = shared.device.recycle_rx_buffer(buffer) {
+        if let Err(error) = shared.give_receive_buffer(buffer) {
             shared.counters.errors += 1;
             log::error!("virtio-net: a receive buffer could not go back to the ring: {error}");
         }
@@ -308,7 +409,7 @@ impl phy::RxToken for NetRxToken<'_> {
         F: FnOnce(&[u8]) -> R,
     {
         let result = match &self.buffer {
-            Some(buffer) => f(buffer.packet()),
+            Some((buffer, frame)) => f(&buffer[frame.clone()]),
             // The buffer is only taken by recycle, which runs after this.
             None => f(&[]),
         };
@@ -329,18 +430,22 @@ impl phy::TxToken for NetTxToken<'_> {
         F: FnOnce(&mut [u8]) -> R,
     {
         let mut shared = self.shared.borrow_mut();
-        let mut buffer = shared.device.new_tx_buffer(len);
-        let result = f(buffer.packet_mut());
-        match shared.device.send(buffer) {
-            Ok(()) => {
-                shared.counters.sent_packets += 1;
-                shared.counters.sent_bytes += len as u64;
-            }
-            Err(error) => {
-                shared.counters.errors += 1;
-                log::warn!("virtio-net: sending a {len}-byte frame: {error}");
-            }
-        }
+        let mut buffer = shared
+            .spare
+            .pop()
+            .unwrap_or_else(|| vec![0u8; TRANSMIT_BUFFER_BYTES].into_boxed_slice());
+        let Ok(header) = shared.device.fill_buffer_header(&mut buffer) else {
+            // Cannot happen (the buffer is larger than any header): the frame
+            // is built in a scratch buffer and dropped.
+            shared.counters.errors += 1;
+            drop(shared);
+            return f(&mut vec![0u8; len]);
+        };
+        let length = len.min(MAX_FRAME_BYTES);
+        let result = f(&mut buffer[header..header + length]);
+        shared.send(buffer, header + length);
+        shared.counters.sent_packets += 1;
+        shared.counters.sent_bytes += length as u64;
         result
     }
 }

@@ -92,6 +92,7 @@ pub struct Target<D> {
     /// The final round's metadata, staged at its end.
     final_metadata: Option<Metadata>,
     round_changes: u64,
+    pages_received: u64,
 }
 
 impl<D: BlockDevice> Target<D> {
@@ -124,7 +125,13 @@ impl<D: BlockDevice> Target<D> {
             metadata_len_bytes: 0,
             final_metadata: None,
             round_changes: 0,
+            pages_received: 0,
         })
+    }
+
+    /// Page messages received and stored so far, over all rounds.
+    pub fn pages_received(&self) -> u64 {
+        self.pages_received
     }
 
     /// The migration being received (0 before it begins).
@@ -216,6 +223,7 @@ impl<D: BlockDevice> Target<D> {
             (State::Pages, Message::Page { page_index, bytes }) => {
                 self.image()?.stage_page(page_index, bytes)?;
                 self.round_changes += 1;
+                self.pages_received += 1;
                 Ok(TargetEvent::Nothing)
             }
             (State::Pages, Message::PageRemoved { page_index }) => {
