@@ -91,6 +91,16 @@ pub fn environment_number(name: &str) -> Result<Option<u64>> {
     }
 }
 
+/// A random seed: the environment variable `name` when set (to replay a
+/// run), else one from the clock.
+pub fn seed_from_environment(name: &str) -> Result<u64> {
+    Ok(environment_number(name)?.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |elapsed| elapsed.as_nanos() as u64)
+    }))
+}
+
 /// A fresh, empty directory for one test's files under target/amber/test-work.
 pub fn work_dir(test_name: &str) -> Result<std::path::PathBuf> {
     let directory = xtask::paths::amber_dir().join("test-work").join(test_name);

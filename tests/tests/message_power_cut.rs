@@ -14,12 +14,12 @@
 
 use std::path::PathBuf;
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use tests::{
     ANSWER_TIMEOUT, BOOT_TIMEOUT, Machine, PROMPT, Xorshift, domain_image, environment_number,
-    test_config, work_dir,
+    seed_from_environment, test_config, work_dir,
 };
 
 /// Rounds when `AMBER_MESSAGE_CUT_ROUNDS` is not set.
@@ -95,13 +95,7 @@ fn verify(disks: &[PathBuf]) -> Result<()> {
 fn every_message_arrives_exactly_once_across_power_cuts() -> Result<()> {
     let started = Instant::now();
     let rounds = environment_number("AMBER_MESSAGE_CUT_ROUNDS")?.unwrap_or(DEFAULT_ROUNDS);
-    let seed = match environment_number("AMBER_MESSAGE_CUT_SEED")? {
-        Some(seed) => seed,
-        None => SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|elapsed| elapsed.as_nanos() as u64)
-            .unwrap_or(1),
-    };
+    let seed = seed_from_environment("AMBER_MESSAGE_CUT_SEED")?;
     println!("message power cuts: {rounds} rounds, AMBER_MESSAGE_CUT_SEED={seed}");
     let mut random = Xorshift::new(seed);
     let directory = work_dir("message-power-cut")?;

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use tests::{
     ANSWER_TIMEOUT, BOOT_TIMEOUT, LinkEnd, Machine, Xorshift, domain_image, environment_number,
-    free_port, linked_machine, work_dir,
+    free_port, linked_machine, seed_from_environment, work_dir,
 };
 
 const DEFAULT_ROUNDS: u64 = 4;
@@ -160,12 +160,7 @@ fn round(directory: &Path, random: &mut Xorshift, round: u64) -> Result<String> 
 #[test]
 fn power_cuts_during_a_migration_leave_exactly_one_runner() -> Result<()> {
     let rounds = environment_number("MIGRATE_CUT_ROUNDS")?.unwrap_or(DEFAULT_ROUNDS);
-    let seed = match environment_number("MIGRATE_CUT_SEED")? {
-        Some(seed) => seed,
-        None => std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |elapsed| elapsed.as_nanos() as u64),
-    };
+    let seed = seed_from_environment("MIGRATE_CUT_SEED")?;
     eprintln!("MIGRATE_CUT_SEED={seed}");
     let mut random = Xorshift::new(seed);
     for number in 1..=rounds {

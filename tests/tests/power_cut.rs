@@ -22,12 +22,12 @@
 
 use std::path::{Path, PathBuf};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use tests::{
-    ANSWER_TIMEOUT, BOOT_TIMEOUT, Machine, Xorshift, domain_image, environment_number, test_config,
-    work_dir,
+    ANSWER_TIMEOUT, BOOT_TIMEOUT, Machine, Xorshift, domain_image, environment_number,
+    seed_from_environment, test_config, work_dir,
 };
 
 /// Rounds when `AMBER_POWER_CUT_ROUNDS` is not set.
@@ -328,13 +328,7 @@ impl PowerCuts {
 fn counter_and_kv_survive_power_cuts_at_random_moments() -> Result<()> {
     let started = Instant::now();
     let rounds = environment_number("AMBER_POWER_CUT_ROUNDS")?.unwrap_or(DEFAULT_ROUNDS);
-    let seed = match environment_number("AMBER_POWER_CUT_SEED")? {
-        Some(seed) => seed,
-        None => SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|elapsed| elapsed.as_nanos() as u64)
-            .unwrap_or(1),
-    };
+    let seed = seed_from_environment("AMBER_POWER_CUT_SEED")?;
     println!("power cuts: {rounds} rounds, AMBER_POWER_CUT_SEED={seed}");
     let directory = work_dir("power-cut")?;
     let mut cuts = PowerCuts {
