@@ -129,6 +129,7 @@ impl<D: BlockDevice> Image<D> {
             env: domain.env,
             migration: None,
             message_counts: crate::metadata::MessageCounts::default(),
+            outbox: Vec::new(),
         };
         Self::create_from(device, metadata, domain.module)
     }

@@ -34,7 +34,7 @@ pub use image::{CommitStats, Image, ImageStats, NewDomain, PageLocation, default
 pub use layout::{FORMAT_VERSION, MAX_IMAGE_BLOCKS, crc32c};
 pub use metadata::{
     Counters, DomainId, GlobalValue, MAX_NAME_LEN, Message, MessageCounts, Metadata, ModuleHash,
-    PAGES_PER_WASM_PAGE, Status, ValueType, WASM_PAGE_SIZE, module_hash,
+    OutboxMessage, PAGES_PER_WASM_PAGE, Status, ValueType, WASM_PAGE_SIZE, module_hash,
 };
 pub use page_map::{MAX_PAGES, PAGE_MAP_HEIGHT};
 pub use superblock::MIN_IMAGE_BLOCKS;

@@ -9,6 +9,8 @@ use alloc::vec::Vec;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::Error;
+
 /// Bytes in a WebAssembly page, the unit of `memory_pages`.
 pub const WASM_PAGE_SIZE: usize = 65536;
 
@@ -95,6 +97,50 @@ impl MessageCounts {
     }
 }
 
+/// Appends the messaging part of a trailer: the message counts, then the
+/// outbox when it holds anything. Readers that know only the counts stop
+/// after them (postcard ignores trailing bytes).
+pub(crate) fn encode_messaging(metadata: &Metadata, bytes: Vec<u8>) -> Result<Vec<u8>, Error> {
+    let unencodable = |_| Error::InvalidMetadata {
+        reason: "the metadata cannot be encoded",
+    };
+    let mut bytes = postcard::to_extend(&metadata.message_counts, bytes).map_err(unencodable)?;
+    if !metadata.outbox.is_empty() {
+        bytes = postcard::to_extend(&metadata.outbox, bytes).map_err(unencodable)?;
+    }
+    Ok(bytes)
+}
+
+/// Reads what [`encode_messaging`] wrote into `metadata`.
+pub(crate) fn decode_messaging(bytes: &[u8], metadata: &mut Metadata) -> Result<(), &'static str> {
+    let (counts, rest): (MessageCounts, &[u8]) =
+        postcard::take_from_bytes(bytes).map_err(|_| "undecodable message counts")?;
+    metadata.message_counts = counts;
+    metadata.outbox = if rest.is_empty() {
+        Vec::new()
+    } else {
+        postcard::from_bytes(rest).map_err(|_| "undecodable outbox")?
+    };
+    Ok(())
+}
+
+/// A message this domain sent that its receiver has not yet committed.
+///
+/// Delivery does not wait for a disk: the receiver queues the message in
+/// memory, and the sender keeps this copy, committed with its own memory,
+/// until the receiver's next commit holds the message. After a power cut
+/// the copy is delivered again (under its number, so at most once more),
+/// which makes a message as durable as the sender's state that sent it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxMessage {
+    /// The receiving domain.
+    pub receiver: DomainId,
+    /// The message's number among this domain's messages to `receiver`.
+    pub sequence: u64,
+    /// The message bytes.
+    pub bytes: Vec<u8>,
+}
+
 /// Running totals.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counters {
@@ -141,6 +187,10 @@ pub struct Metadata {
     /// their version 1 encoding.
     #[serde(skip)]
     pub message_counts: MessageCounts,
+    /// Messages sent and not yet committed by their receivers, oldest first
+    /// per receiver. Stored in the trailer after the message counts.
+    #[serde(skip)]
+    pub outbox: Vec<OutboxMessage>,
 }
 
 impl Metadata {
@@ -208,6 +258,7 @@ mod tests {
                 env: vec!["KEY=value".into()],
                 migration: None,
                 message_counts: MessageCounts::default(),
+                outbox: Vec::new(),
             },
             module: ModuleRecord {
                 hash: module_hash(b"\0asm"),

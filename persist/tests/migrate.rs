@@ -58,8 +58,9 @@ fn source_device() -> MemoryDevice {
         sender: 9,
         bytes: b"hello".to_vec(),
     });
-    // Exactly-once numbering travels with the domain (and the receiver's
-    // count of message 9's sender is the one that made "hello" new).
+    // Exactly-once numbering and the outbox travel with the domain (and the
+    // receiver's count of message 9's sender is the one that made "hello"
+    // new).
     metadata.message_counts = persist::MessageCounts {
         sent: vec![(9, 4)],
         accepted: vec![(9, 2), (11, 1)],
@@ -83,6 +84,12 @@ fn domain_step<D: BlockDevice>(image: &mut Image<D>, step: u64) -> Result<(), Er
     }
     metadata.suspension = step.to_le_bytes().to_vec();
     metadata.message_counts.sent = vec![(9, 4 + step)];
+    // Message 4 + step to domain 9 is not yet in 9's committed mailbox.
+    metadata.outbox = vec![persist::OutboxMessage {
+        receiver: 9,
+        sequence: 4 + step,
+        bytes: step.to_le_bytes().to_vec(),
+    }];
     image.commit()?;
     Ok(())
 }

@@ -115,10 +115,10 @@ pub fn ownership(metadata: &Metadata) -> Ownership<'_> {
     }
 }
 
-/// What follows the metadata record in the chain, present when either part
-/// is: the migration (`Option<Migration>`), then the message counts when
-/// there are any. Parts are only ever added at the end, and old readers
-/// ignore what they do not know (postcard ignores trailing bytes).
+/// What follows the metadata record in the chain, present when any part
+/// is: the migration (`Option<Migration>`), then the message counts and the
+/// outbox when there are any. Parts are only ever added at the end, and old
+/// readers ignore what they do not know (postcard ignores trailing bytes).
 pub(crate) fn encode_record(record: &MetadataRecord) -> Result<Vec<u8>, Error> {
     let unencodable = |_| Error::InvalidMetadata {
         reason: "the metadata cannot be encoded",
@@ -128,12 +128,12 @@ pub(crate) fn encode_record(record: &MetadataRecord) -> Result<Vec<u8>, Error> {
     if let Some(migration) = &metadata.migration {
         check_migration(migration)?;
     }
-    let has_counts = !metadata.message_counts.is_empty();
-    if metadata.migration.is_some() || has_counts {
+    let has_messaging = !metadata.message_counts.is_empty() || !metadata.outbox.is_empty();
+    if metadata.migration.is_some() || has_messaging {
         bytes = postcard::to_extend(&metadata.migration, bytes).map_err(unencodable)?;
     }
-    if has_counts {
-        bytes = postcard::to_extend(&metadata.message_counts, bytes).map_err(unencodable)?;
+    if has_messaging {
+        bytes = crate::metadata::encode_messaging(metadata, bytes)?;
     }
     Ok(bytes)
 }
@@ -147,8 +147,7 @@ pub(crate) fn decode_record(bytes: &[u8]) -> Result<MetadataRecord, &'static str
             postcard::take_from_bytes(rest).map_err(|_| "undecodable migration trailer")?;
         record.metadata.migration = migration;
         if !rest.is_empty() {
-            record.metadata.message_counts =
-                postcard::from_bytes(rest).map_err(|_| "undecodable message counts")?;
+            crate::metadata::decode_messaging(rest, &mut record.metadata)?;
         }
     }
     Ok(record)
@@ -170,7 +169,7 @@ fn check_migration(migration: &Migration) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metadata::{Counters, MessageCounts, ModuleRecord, module_hash};
+    use crate::metadata::{Counters, MessageCounts, ModuleRecord, OutboxMessage, module_hash};
     use alloc::vec;
 
     fn record(migration: Option<Migration>) -> MetadataRecord {
@@ -190,6 +189,7 @@ mod tests {
                 env: vec![],
                 migration,
                 message_counts: MessageCounts::default(),
+                outbox: vec![],
             },
             module: ModuleRecord {
                 hash: module_hash(b""),
@@ -249,5 +249,35 @@ mod tests {
             assert_eq!(migration, counted.metadata.migration);
             assert!(decode_record(&bytes[..bytes.len() - 1]).is_err());
         }
+    }
+
+    #[test]
+    fn the_outbox_round_trips_and_count_only_readers_skip_it() {
+        let mut sending = record(None);
+        sending.metadata.message_counts.sent = vec![(5, 3)];
+        sending.metadata.outbox = vec![
+            OutboxMessage {
+                receiver: 5,
+                sequence: 2,
+                bytes: vec![1, 2, 3],
+            },
+            OutboxMessage {
+                receiver: 5,
+                sequence: 3,
+                bytes: vec![],
+            },
+        ];
+        let bytes = encode_record(&sending).unwrap();
+        assert_eq!(decode_record(&bytes), Ok(sending.clone()));
+        // A reader that knows the counts but not the outbox.
+        let (_, rest): (MetadataRecord, &[u8]) = postcard::take_from_bytes(&bytes).unwrap();
+        let (_, rest): (Option<Migration>, &[u8]) = postcard::take_from_bytes(rest).unwrap();
+        let counts: MessageCounts = postcard::from_bytes(rest).unwrap();
+        assert_eq!(counts, sending.metadata.message_counts);
+        assert!(decode_record(&bytes[..bytes.len() - 1]).is_err());
+        // An outbox without counts still has its place after them.
+        sending.metadata.message_counts = MessageCounts::default();
+        let bytes = encode_record(&sending).unwrap();
+        assert_eq!(decode_record(&bytes), Ok(sending));
     }
 }

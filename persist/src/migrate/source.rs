@@ -210,13 +210,12 @@ impl Source {
         }
         let mut metadata = image.metadata().clone();
         metadata.migration = None;
-        // The message counts follow the record (see target.rs).
+        // The message counts and the outbox follow the record (target.rs).
         let unencodable = |_| crate::Error::InvalidMetadata {
             reason: "the metadata cannot be encoded",
         };
         let bytes = postcard::to_allocvec(&metadata).map_err(unencodable)?;
-        self.metadata_bytes =
-            postcard::to_extend(&metadata.message_counts, bytes).map_err(unencodable)?;
+        self.metadata_bytes = crate::metadata::encode_messaging(&metadata, bytes)?;
         Ok(self.changes.len() as u64)
     }
 

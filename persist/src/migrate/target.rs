@@ -358,10 +358,9 @@ impl<D: BlockDevice> Target<D> {
             postcard::take_from_bytes(&self.metadata_bytes).map_err(|_| Error::BadMetadata {
                 reason: "undecodable metadata record",
             })?;
-        // The message counts follow the record (see source.rs).
-        metadata.message_counts = postcard::from_bytes(rest).map_err(|_| Error::BadMetadata {
-            reason: "undecodable message counts",
-        })?;
+        // The message counts and the outbox follow the record (source.rs).
+        crate::metadata::decode_messaging(rest, &mut metadata)
+            .map_err(|reason| Error::BadMetadata { reason })?;
         self.metadata_bytes = Vec::new();
         if metadata.id != self.domain_id {
             return Err(Error::BadMetadata {
