@@ -14,13 +14,15 @@ use crate::blocking::{Blocked, Entry, Request, is_ready, try_complete};
 use crate::error::{Error, TrapReason};
 use crate::host_state::HostState;
 use crate::memory_backing::MemoryBacking;
+use crate::outbox::Outbox;
 use crate::snapshot;
 use crate::status::{MAX_MAILBOX_BYTES, MAX_MAILBOX_MESSAGES, Status};
-
-/// Messages a domain may have received since its last commit before a
-/// delivery asks it to commit (each delivery rewrites them all).
-const RECEIVED_BEFORE_COMMIT: usize = 16;
 use crate::storage::{BlockingImport, DomainId, DomainRecord, DomainStatus, Message, Storage};
+
+/// Messages a domain may have received through [`Domain::deliver`] since
+/// its last commit before a delivery asks it to commit (each such delivery
+/// rewrites them all).
+const RECEIVED_BEFORE_COMMIT: usize = 16;
 
 /// Where a domain's execution stands.
 pub(crate) enum Execution {
@@ -103,6 +105,9 @@ pub struct Domain {
     pub(crate) fuel_used: u64,
     /// Exported globals as (global index, export name).
     pub(crate) global_exports: Vec<(u32, String)>,
+    /// A commit succeeded that the scheduler has not yet told this domain's
+    /// senders about (their outboxes shrink with it).
+    pub(crate) is_commit_unannounced: bool,
 }
 
 impl core::fmt::Debug for Domain {
@@ -369,8 +374,8 @@ impl Domain {
         }
     }
 
-    /// Queues a message in the mailbox and makes it durable before the sender
-    /// hears `Ok` (guest-sdk/README.md: an accepted message survives reboots).
+    /// Queues a message from outside any domain (no outbox keeps a copy) in
+    /// the mailbox and makes it durable before returning `Ok`.
     ///
     /// The commit holds the last committed state plus this message, and no
     /// pages: that is always a consistent state (as if the message had arrived
@@ -378,53 +383,19 @@ impl Domain {
     /// If storage fails, the message is refused with `MailboxFull`, which
     /// senders treat as "try again later".
     ///
-    /// The message carries no number, so nothing tells a resend from a new
-    /// message: domains' sends go through [`Domain::deliver_numbered`].
+    /// Domains' messages do not go through here: the scheduler delivers
+    /// them in memory, numbered, with the sender keeping a copy until this
+    /// domain commits (see `crate::outbox`).
     pub fn deliver(&mut self, message: Message) -> Status {
-        self.accept(message, None)
-    }
-
-    /// Delivers the `sequence`-th message (counting from 1) that `message.from`
-    /// sends this domain, exactly once: a number already accepted is a resend
-    /// from a sender that a power cut rolled back, and is acknowledged
-    /// (`Ok`) without queueing it again. The count is committed together
-    /// with the mailbox, so it survives whatever the message survives.
-    ///
-    /// A sender whose run after its last commit differs from the lost one
-    /// (it read the clock, say) gets its resend under a number the receiver
-    /// already holds: the receiver keeps the copy it accepted first.
-    pub fn deliver_numbered(&mut self, message: Message, sequence: u64) -> Status {
-        let accepted = self.record.accepted.get(&message.from).copied();
-        if accepted.is_some_and(|accepted| accepted >= sequence) {
-            let sender = u128::from_le_bytes(message.from);
-            let line = format!("dropped a resend of message {sequence} from {sender:032x}");
-            self.store.data().log_info(&line);
-            return Status::Ok;
-        }
-        self.accept(message, Some(sequence))
-    }
-
-    /// The number the next message from this domain to `receiver` carries.
-    pub fn next_sequence_to(&self, receiver: DomainId) -> u64 {
-        let sent = self.store.data().sent.get(&receiver).copied();
-        sent.unwrap_or(0).saturating_add(1)
-    }
-
-    /// Notes that `receiver` accepted message number `sequence`.
-    pub fn note_accepted(&mut self, receiver: DomainId, sequence: u64) {
-        self.store.data_mut().sent.insert(receiver, sequence);
-    }
-
-    fn accept(&mut self, message: Message, sequence: Option<u64>) -> Status {
         // The committed mailbox holds the live one plus what the domain
         // received since its last commit, so bounding it bounds both.
         let committed = &self.record.mailbox;
         let committed_bytes: usize = committed.iter().map(|queued| queued.bytes.len()).sum();
         let is_full = committed.len() >= MAX_MAILBOX_MESSAGES
             || committed_bytes.saturating_add(message.bytes.len()) > MAX_MAILBOX_BYTES;
-        // Every delivery rewrites the committed mailbox: once it holds more
-        // than a few received messages, the domain's next commit (at its
-        // next blocking call) drops them.
+        // Every such delivery rewrites the committed mailbox: once it holds
+        // more than a few received messages, the domain's next commit (at
+        // its next blocking call) drops them.
         let received = committed.len() - self.store.data().mailbox.len().min(committed.len());
         if is_full || received >= RECEIVED_BEFORE_COMMIT {
             self.store.data_mut().is_checkpoint_wanted = true;
@@ -434,9 +405,7 @@ impl Domain {
         }
         // The last committed record plus this message (no copy of the
         // record: the module in it can be megabytes), undone on failure.
-        let from = message.from;
         self.record.mailbox.push(message.clone());
-        let replaced = sequence.and_then(|sequence| self.record.accepted.insert(from, sequence));
         self.record.commits = self.record.commits.saturating_add(1);
         let commit = crate::storage::Commit {
             record: &self.record,
@@ -445,17 +414,103 @@ impl Domain {
         if let Err(error) = self.storage.commit(&commit) {
             self.record.mailbox.pop();
             self.record.commits = self.record.commits.saturating_sub(1);
-            match replaced {
-                Some(previous) => self.record.accepted.insert(from, previous),
-                None if sequence.is_some() => self.record.accepted.remove(&from),
-                None => None,
-            };
             let line = format!("a message could not be made durable: {error}");
             self.store.data().log_error(&line);
             return Status::MailboxFull;
         }
         self.store.data_mut().mailbox.push_back(message);
         Status::Ok
+    }
+
+    /// Queues the `sequence`-th message (counting from 1) that `message.from`
+    /// sends this domain, exactly once: a number already accepted is a resend
+    /// from a sender that a power cut rolled back, and is acknowledged
+    /// (`Ok`) without queueing it again. The count is committed together
+    /// with the mailbox, so it survives whatever the message survives.
+    ///
+    /// A sender whose run after its last commit differs from the lost one
+    /// (it read the clock, say) gets its resend under a number the receiver
+    /// already holds: the receiver keeps the copy it accepted first.
+    ///
+    /// `is_redelivery` lets a message from a sender's outbox in although the
+    /// mailbox is full: the receiver held it once and lost it in a power
+    /// cut, and senders' outboxes are bounded.
+    pub(crate) fn accept_numbered(
+        &mut self,
+        message: Message,
+        sequence: u64,
+        is_redelivery: bool,
+    ) -> Status {
+        let from = message.from;
+        let accepted = self.accepted_from(from);
+        if accepted >= sequence {
+            if !is_redelivery {
+                let sender = u128::from_le_bytes(from);
+                let line = format!("dropped a resend of message {sequence} from {sender:032x}");
+                self.store.data().log_info(&line);
+            }
+            return Status::Ok;
+        }
+        let state = self.store.data_mut();
+        if !is_redelivery {
+            let queued_bytes: usize = state.mailbox.iter().map(|queued| queued.bytes.len()).sum();
+            if state.mailbox.len() >= MAX_MAILBOX_MESSAGES
+                || queued_bytes.saturating_add(message.bytes.len()) > MAX_MAILBOX_BYTES
+            {
+                return Status::MailboxFull;
+            }
+        }
+        state.accepted.insert(from, sequence);
+        state.mailbox.push_back(message);
+        Status::Ok
+    }
+
+    /// The highest number accepted from `sender`, committed or not.
+    pub(crate) fn accepted_from(&self, sender: DomainId) -> u64 {
+        let accepted = self.store.data().accepted.get(&sender).copied();
+        accepted.unwrap_or(0)
+    }
+
+    /// The highest number from `sender` that the last commit holds.
+    pub(crate) fn committed_from(&self, sender: DomainId) -> u64 {
+        self.record.accepted.get(&sender).copied().unwrap_or(0)
+    }
+
+    /// The number the next message from this domain to `receiver` carries.
+    pub(crate) fn next_sequence_to(&self, receiver: DomainId) -> u64 {
+        let sent = self.store.data().sent.get(&receiver).copied();
+        sent.unwrap_or(0).saturating_add(1)
+    }
+
+    /// Notes that `receiver` accepted message number `sequence`.
+    pub(crate) fn note_accepted(&mut self, receiver: DomainId, sequence: u64) {
+        self.store.data_mut().sent.insert(receiver, sequence);
+    }
+
+    /// The messages this domain sent that their receivers have not committed.
+    pub(crate) fn outbox(&self) -> &Outbox {
+        &self.store.data().outbox
+    }
+
+    /// The outbox, mutably.
+    pub(crate) fn outbox_mut(&mut self) -> &mut Outbox {
+        &mut self.store.data_mut().outbox
+    }
+
+    /// How many messages this domain sent that their receivers have not yet
+    /// committed (see [`crate::Scheduler::settle_outbox`]).
+    pub fn outbox_len(&self) -> usize {
+        self.store.data().outbox.len()
+    }
+
+    /// Asks for a commit at the domain's next blocking call.
+    pub(crate) fn want_checkpoint(&mut self) {
+        self.store.data_mut().is_checkpoint_wanted = true;
+    }
+
+    /// Whether a commit succeeded since the last call.
+    pub(crate) fn take_commit_notice(&mut self) -> bool {
+        core::mem::take(&mut self.is_commit_unannounced)
     }
 
     /// When the domain wants to run again. A paused domain waits as if for

@@ -1,7 +1,7 @@
 //! Opening a domain: module checks, instantiation over an imported memory.
 
 use alloc::boxed::Box;
-use alloc::collections::VecDeque;
+use alloc::collections::{BTreeMap, VecDeque};
 use alloc::string::{String, ToString};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -13,9 +13,10 @@ use crate::domain::{Domain, Execution};
 use crate::error::Error;
 use crate::host_state::HostState;
 use crate::memory_backing::{MemoryBacking, WASM_PAGE_BYTES, module_hash};
+use crate::outbox::Outbox;
 use crate::platform::{LineBuffer, Platform};
 use crate::status::Status;
-use crate::storage::{DomainStatus, Storage};
+use crate::storage::{DomainId, DomainRecord, DomainStatus, Storage};
 use crate::{abi_amber, abi_wasi, snapshot};
 
 /// The export a domain runs (a WASI command's entry point).
@@ -101,7 +102,9 @@ impl Domain {
             clock_origin_ns: record.clock_ns,
             platform_origin_ns,
             mailbox: record.mailbox.iter().cloned().collect::<VecDeque<_>>(),
-            sent: record.sent.clone(),
+            sent: sent_counts(&record),
+            accepted: record.accepted.clone(),
+            outbox: Outbox::from_record(&record.outbox),
             stdout: LineBuffer::default(),
             stderr: LineBuffer::default(),
             asyncify: None,
@@ -162,6 +165,7 @@ impl Domain {
             pause: None,
             fuel_used: 0,
             global_exports,
+            is_commit_unannounced: false,
         };
         domain.fuel_used = domain.record.fuel_used;
         if domain.record.is_initialized {
@@ -202,6 +206,18 @@ fn inspect_module(module: &[u8]) -> Result<Vec<(u32, String)>, Error> {
         }
     }
     Ok(global_exports)
+}
+
+/// The committed send counts, raised to the outbox's numbers: a number in
+/// the outbox is taken, whatever a damaged record says, or a later message
+/// would reuse it and be dropped as a resend.
+fn sent_counts(record: &DomainRecord) -> BTreeMap<DomainId, u64> {
+    let mut sent = record.sent.clone();
+    for message in &record.outbox {
+        let count = sent.entry(message.to).or_insert(0);
+        *count = (*count).max(message.sequence);
+    }
+    sent
 }
 
 fn imported_memory_type(module: &Module) -> Result<MemoryType, Error> {

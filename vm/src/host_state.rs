@@ -8,6 +8,7 @@ use alloc::vec::Vec;
 use wasmi::Memory;
 
 use crate::asyncify::AsyncifyExports;
+use crate::outbox::Outbox;
 use crate::platform::{LineBuffer, Platform, Stream};
 use crate::storage::{DomainId, Message, Suspension};
 
@@ -28,6 +29,11 @@ pub struct HostState {
     /// Per receiver: how many of this domain's messages it accepted (see
     /// `DomainRecord::sent`), counting sends since the last commit.
     pub(crate) sent: BTreeMap<DomainId, u64>,
+    /// Per sender: the highest message number accepted, counting messages
+    /// since the last commit (`DomainRecord::accepted` is the committed one).
+    pub(crate) accepted: BTreeMap<DomainId, u64>,
+    /// Messages sent that their receivers have not committed.
+    pub(crate) outbox: Outbox,
     pub(crate) stdout: LineBuffer,
     pub(crate) stderr: LineBuffer,
     /// Present when the module was built with asyncify.

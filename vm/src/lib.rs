@@ -17,6 +17,7 @@ mod error;
 mod guest_memory;
 mod host_state;
 mod memory_backing;
+mod outbox;
 mod persist_storage;
 mod platform;
 mod scheduler;
@@ -36,13 +37,13 @@ pub use persist_storage::PersistStorage;
 #[cfg(feature = "std")]
 pub use platform::StdPlatform;
 pub use platform::{LineBuffer, LogLevel, Platform, Stream};
-pub use scheduler::{DEFAULT_FUEL_SLICE, Scheduler, SchedulerEvent};
+pub use scheduler::{DEFAULT_FUEL_SLICE, OUTBOX_BYTES, OUTBOX_MESSAGES, Scheduler, SchedulerEvent};
 pub use status::{
     MAX_MAILBOX_BYTES, MAX_MAILBOX_MESSAGES, MAX_MESSAGE_BYTES, MAX_NAME_BYTES,
     MAX_OUTPUT_BYTES_PER_CALL, OUTPUT_FUEL_PER_BYTE, Status, errno,
 };
 pub use storage::{
     BlockingImport, Commit, DomainId, DomainRecord, DomainStatus, GlobalValue, MemoryStorage,
-    Message, PageLocation, PagerStorage, SavedGlobal, Storage, Suspension,
+    Message, OutboxMessage, PageLocation, PagerStorage, SavedGlobal, Storage, Suspension,
 };
 pub use {persist, wasmi};

@@ -11,7 +11,7 @@ use crate::error::Error;
 use crate::memory_backing::PAGE_BYTES;
 use crate::storage::{
     BlockingImport, Commit, DomainId, DomainRecord, DomainStatus, GlobalValue, Message,
-    PagerStorage, SavedGlobal, Storage, Suspension,
+    OutboxMessage, PagerStorage, SavedGlobal, Storage, Suspension,
 };
 
 /// A domain image on a block device, seen as vm storage.
@@ -186,6 +186,15 @@ impl<D: BlockDevice + Send + 'static> Storage for PersistStorage<D> {
                 .collect(),
             sent: from_persist_counts(&metadata.message_counts.sent),
             accepted: from_persist_counts(&metadata.message_counts.accepted),
+            outbox: metadata
+                .outbox
+                .into_iter()
+                .map(|message| OutboxMessage {
+                    to: message.receiver.to_le_bytes(),
+                    sequence: message.sequence,
+                    bytes: message.bytes,
+                })
+                .collect(),
             clock_ns: metadata.clock_ns,
             fuel_used: metadata.counters.fuel_used,
             commits: metadata.counters.commits,
@@ -237,6 +246,15 @@ impl<D: BlockDevice + Send + 'static> Storage for PersistStorage<D> {
             sent: to_persist_counts(&record.sent),
             accepted: to_persist_counts(&record.accepted),
         };
+        metadata.outbox = record
+            .outbox
+            .iter()
+            .map(|message| persist::OutboxMessage {
+                receiver: u128::from_le_bytes(message.to),
+                sequence: message.sequence,
+                bytes: message.bytes.clone(),
+            })
+            .collect();
         metadata.clock_ns = record.clock_ns;
         metadata.counters.fuel_used = record.fuel_used;
         // Staged pages land where they are staged: a pager's map of where

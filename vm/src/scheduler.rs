@@ -5,7 +5,7 @@ use alloc::vec::Vec;
 
 use crate::domain::{Domain, PauseReason, RunOutcome, Wake};
 use crate::error::Error;
-use crate::status::Status;
+use crate::status::{MAX_MAILBOX_BYTES, MAX_MAILBOX_MESSAGES, Status};
 use crate::storage::{DomainId, DomainStatus, Message};
 
 /// Something the embedder may want to print or act on.
@@ -26,6 +26,13 @@ pub struct Scheduler {
     domains: Vec<Domain>,
     fuel_slice: u64,
 }
+
+/// How many messages to one receiver a sender may keep in its outbox,
+/// waiting for the receiver's commit: as many as a mailbox holds.
+pub const OUTBOX_MESSAGES: usize = MAX_MAILBOX_MESSAGES;
+
+/// How many bytes of messages to one receiver a sender may keep.
+pub const OUTBOX_BYTES: usize = MAX_MAILBOX_BYTES;
 
 /// Fuel per slice: about 10 us of wasm here (see the vm issue's facts).
 pub const DEFAULT_FUEL_SLICE: u64 = 10_000;
@@ -49,7 +56,102 @@ impl Scheduler {
             return Err(Error::DuplicateDomain(domain.name().into()));
         }
         self.domains.push(domain);
+        let added = self.domains.len() - 1;
+        for other in 0..added {
+            self.redeliver_between(other, added);
+            self.redeliver_between(added, other);
+        }
         Ok(())
+    }
+
+    /// Delivers again what senders' outboxes hold and their receivers have
+    /// lost (a power cut rolled them back), for every pair of domains. Adding
+    /// a domain does this for its pairs; call it when a stopped domain is
+    /// started again, which could not receive before.
+    pub fn redeliver(&mut self) {
+        for sender in 0..self.domains.len() {
+            for receiver in 0..self.domains.len() {
+                if sender != receiver {
+                    self.redeliver_between(sender, receiver);
+                }
+            }
+        }
+    }
+
+    /// Asks the receivers of the messages domain `name` sent and they have
+    /// not committed to commit now (or at their next blocking call), and
+    /// says whether none is left. A domain about to migrate waits for this:
+    /// once it runs elsewhere, it can no longer deliver again what a power
+    /// cut takes from receivers here.
+    pub fn settle_outbox(&mut self, name: &str) -> Result<bool, Error> {
+        let sender = self
+            .domains
+            .iter()
+            .position(|domain| domain.name() == name)
+            .ok_or(Error::NoSuchDomain)?;
+        self.announce_commits();
+        for to in self.domains[sender].outbox().receivers() {
+            let Some(receiver) = self.domains.iter().position(|domain| domain.id() == to) else {
+                continue;
+            };
+            self.domains[receiver].request_checkpoint()?;
+            self.acknowledge(sender, receiver);
+        }
+        Ok(self.domains[sender].outbox().is_empty())
+    }
+
+    /// Delivers the messages in `sender`'s outbox that `receiver` has not
+    /// accepted (since its last commit, as far as a power cut is
+    /// concerned), in order. A receiver that cannot run keeps nothing: the
+    /// messages stay in the outbox.
+    fn redeliver_between(&mut self, sender: usize, receiver: usize) {
+        if self.domains[receiver].wake() == Wake::Never {
+            return;
+        }
+        self.acknowledge(sender, receiver);
+        let from = self.domains[sender].id();
+        let to = self.domains[receiver].id();
+        let accepted = self.domains[receiver].accepted_from(from);
+        for (sequence, bytes) in self.domains[sender].outbox().after(to, accepted) {
+            let message = Message { from, bytes };
+            self.domains[receiver].accept_numbered(message, sequence, true);
+        }
+    }
+
+    /// Drops from `sender`'s outbox what `receiver`'s last commit holds.
+    fn acknowledge(&mut self, sender: usize, receiver: usize) {
+        let from = self.domains[sender].id();
+        let to = self.domains[receiver].id();
+        let committed = self.domains[receiver].committed_from(from);
+        self.domains[sender].outbox_mut().acknowledge(to, committed);
+    }
+
+    /// Tells the senders of every domain that committed since the last call
+    /// what the commit holds.
+    fn announce_commits(&mut self) {
+        for receiver in 0..self.domains.len() {
+            if self.domains[receiver].take_commit_notice() {
+                self.announce_commit_of(receiver);
+            }
+        }
+    }
+
+    fn announce_commit_of(&mut self, receiver: usize) {
+        let to = self.domains[receiver].id();
+        let senders: Vec<DomainId> = self.domains[receiver]
+            .record()
+            .accepted
+            .keys()
+            .copied()
+            .collect();
+        for from in senders {
+            if let Some(sender) = self.domains.iter().position(|domain| domain.id() == from)
+                && sender != receiver
+                && self.domains[sender].outbox().waiting_for(to).0 > 0
+            {
+                self.acknowledge(sender, receiver);
+            }
+        }
     }
 
     /// The domains, in the order they were added.
@@ -89,11 +191,16 @@ impl Scheduler {
     /// Gives every runnable domain one slice. Returns what ended.
     pub fn run_round(&mut self) -> Vec<SchedulerEvent> {
         let mut events = Vec::new();
+        // Commits made outside a slice (checkpoints, operator commands).
+        self.announce_commits();
         for index in 0..self.domains.len() {
             if self.domains[index].wake() != Wake::Now {
                 continue;
             }
             let outcome = self.domains[index].run(self.fuel_slice);
+            if self.domains[index].take_commit_notice() {
+                self.announce_commit_of(index);
+            }
             if let Some(reason) = self.domains[index].pause_reason() {
                 events.push(SchedulerEvent::Paused {
                     name: self.domains[index].name().into(),
@@ -118,6 +225,12 @@ impl Scheduler {
     /// Delivers `bytes` from domain `sender` to the domain named `target`,
     /// or whose ID `target` spells as 32 hex digits (most significant
     /// first) when no name matches, numbered for exactly-once delivery.
+    ///
+    /// The message goes into the receiver's mailbox in memory; the sender
+    /// keeps a copy in its outbox until the receiver commits (see
+    /// `crate::outbox`). A sender whose copies for one receiver fill
+    /// [`OUTBOX_MESSAGES`] or [`OUTBOX_BYTES`] hears `MailboxFull` until the
+    /// receiver commits, which it is asked to do halfway there.
     fn deliver(&mut self, sender: usize, target: &[u8], bytes: Vec<u8>) -> Status {
         let by_name = self
             .domains
@@ -127,20 +240,56 @@ impl Scheduler {
             let id = parse_id(target)?;
             self.domains.iter().position(|domain| domain.id() == id)
         };
-        match by_name.or_else(by_id) {
-            Some(receiver) if self.domains[receiver].wake() != Wake::Never => {
-                let from = self.domains[sender].id();
-                let to = self.domains[receiver].id();
-                let sequence = self.domains[sender].next_sequence_to(to);
-                let message = Message { from, bytes };
-                let status = self.domains[receiver].deliver_numbered(message, sequence);
-                if status == Status::Ok {
-                    self.domains[sender].note_accepted(to, sequence);
-                }
-                status
+        let receiver = match by_name.or_else(by_id) {
+            Some(receiver) if self.domains[receiver].wake() != Wake::Never => receiver,
+            _ => return Status::NoSuchDomain,
+        };
+        let from = self.domains[sender].id();
+        let to = self.domains[receiver].id();
+        let sequence = self.domains[sender].next_sequence_to(to);
+        if sender == receiver {
+            // One commit holds both the count and the mailbox: no copy.
+            let status =
+                self.domains[receiver].accept_numbered(Message { from, bytes }, sequence, false);
+            if status == Status::Ok {
+                self.domains[sender].note_accepted(to, sequence);
             }
-            _ => Status::NoSuchDomain,
+            return status;
         }
+        // Messages a power cut took from the receiver go first, in order.
+        if self.domains[receiver].accepted_from(from) < sequence - 1 {
+            self.redeliver_between(sender, receiver);
+        }
+        let (waiting, waiting_bytes) = self.domains[sender].outbox().waiting_for(to);
+        if waiting >= OUTBOX_MESSAGES || waiting_bytes.saturating_add(bytes.len()) > OUTBOX_BYTES {
+            self.acknowledge(sender, receiver);
+            let (waiting, waiting_bytes) = self.domains[sender].outbox().waiting_for(to);
+            if waiting >= OUTBOX_MESSAGES
+                || waiting_bytes.saturating_add(bytes.len()) > OUTBOX_BYTES
+            {
+                self.domains[receiver].want_checkpoint();
+                return Status::MailboxFull;
+            }
+        }
+        let message = Message {
+            from,
+            bytes: bytes.clone(),
+        };
+        let status = self.domains[receiver].accept_numbered(message, sequence, false);
+        if status != Status::Ok {
+            return status;
+        }
+        self.domains[sender].note_accepted(to, sequence);
+        if sequence > self.domains[receiver].committed_from(from) {
+            let length = bytes.len();
+            self.domains[sender].outbox_mut().push(to, sequence, bytes);
+            if waiting + 1 >= OUTBOX_MESSAGES / 2
+                || waiting_bytes.saturating_add(length) >= OUTBOX_BYTES / 2
+            {
+                self.domains[receiver].want_checkpoint();
+            }
+        }
+        Status::Ok
     }
 
     /// The earliest wake of any domain: `None` if all have ended or wait for

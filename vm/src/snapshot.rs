@@ -31,6 +31,8 @@ pub fn commit(domain: &mut Domain, status: DomainStatus) -> Result<(), Error> {
     record.status = status;
     record.mailbox = state.mailbox.iter().cloned().collect();
     record.sent = state.sent.clone();
+    record.accepted = state.accepted.clone();
+    record.outbox = state.outbox.to_record();
     record.clock_ns = state.now_ns();
     record.fuel_used = domain.fuel_used;
     record.commits = record.commits.saturating_add(1);
@@ -70,6 +72,7 @@ pub fn commit(domain: &mut Domain, status: DomainStatus) -> Result<(), Error> {
     result?;
     domain.backing.commit_succeeded();
     domain.record = record;
+    domain.is_commit_unannounced = true;
     if is_memory_trusted {
         domain.backing.after_commit(&mut *domain.storage)?;
     }

@@ -56,6 +56,17 @@ pub struct Message {
     pub bytes: Vec<u8>,
 }
 
+/// A message a domain sent that its receiver has not yet committed: the
+/// sender keeps it, and a power cut that loses the receiver's copy has it
+/// delivered again (see [`crate::Scheduler`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxMessage {
+    pub to: DomainId,
+    /// Its number among the sender's messages to `to`.
+    pub sequence: u64,
+    pub bytes: Vec<u8>,
+}
+
 /// The blocking imports at which a domain can be suspended.
 #[repr(u8)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,6 +143,9 @@ pub struct DomainRecord {
     pub sent: BTreeMap<DomainId, u64>,
     /// Per sender: the highest message number this domain accepted from it.
     pub accepted: BTreeMap<DomainId, u64>,
+    /// Messages sent that their receivers had not committed, oldest first
+    /// per receiver.
+    pub outbox: Vec<OutboxMessage>,
     /// The domain's own clock, which keeps counting from here after a restart.
     pub clock_ns: u64,
     pub fuel_used: u64,
@@ -156,6 +170,7 @@ impl DomainRecord {
             mailbox: Vec::new(),
             sent: BTreeMap::new(),
             accepted: BTreeMap::new(),
+            outbox: Vec::new(),
             clock_ns: 0,
             fuel_used: 0,
             commits: 0,

@@ -1,11 +1,12 @@
-//! Exactly-once messaging: resends after a power cut are recognised.
+//! Exactly-once messaging: resends are recognised, lost messages redelivered.
 //!
 //! `SENDER` sends 0, 1, 2, ... to `SINK`, which counts each number it
 //! receives in its memory. Both are checkpointed at random moments and the
 //! power is cut at random moments, mid-commit too; each cut rolls both back
 //! to their last commits. A sender rolled back past messages the sink
 //! already accepted sends them again, and only the message numbers keep the
-//! sink from counting them twice.
+//! sink from counting them twice; a sink rolled back past messages the
+//! sender committed as sent gets them again from the sender's outbox.
 
 mod common;
 
@@ -13,7 +14,7 @@ use std::sync::Arc;
 
 use common::*;
 use vm::persist::{Image, NewDomain};
-use vm::{Domain, PersistStorage, Scheduler, new_engine};
+use vm::{Domain, OUTBOX_MESSAGES, PersistStorage, Scheduler, new_engine};
 
 /// How many numbers the sender sends: more than a mailbox holds, so the
 /// sender also meets backpressure.
@@ -240,4 +241,50 @@ fn a_stream_of_messages_keeps_the_stored_mailbox_small() {
     // Every delivery rewrites the stored mailbox; the receiver's commits,
     // asked for by deliveries, keep it from growing with the stream.
     assert!(largest <= 20, "the stored mailbox grew to {largest}");
+}
+
+#[test]
+fn a_message_the_receiver_lost_comes_again_from_the_senders_outbox() {
+    let engine = new_engine();
+    let platform = TestPlatform::new();
+    let disks = [SharedDevice::new(512), SharedDevice::new(512)];
+    let sender_spec = (1, "sender", SENDER);
+    let sink_spec = (2, "sink", SINK);
+    let mut scheduler = Scheduler::new(1_000_000);
+    scheduler
+        .add(open_domain(&engine, &platform, &disks[0], sender_spec, true))
+        .unwrap();
+    scheduler
+        .add(open_domain(&engine, &platform, &disks[1], sink_spec, true))
+        .unwrap();
+    // Sends and commits all 300 (one a round, a commit every seventh),
+    // while the sink commits only when its senders' copies pile up.
+    run_rounds(&mut scheduler, &platform, 400);
+    let sender = scheduler.domain("sender").unwrap();
+    assert_eq!(&sender.memory_bytes()[..4], &LIMIT.to_le_bytes());
+    let kept = sender.outbox_len();
+    assert!(kept > 0, "the sink committed everything: nothing to lose");
+    assert!(kept <= OUTBOX_MESSAGES, "{kept} copies kept");
+    // The sender has exited: its last commit holds its outbox.
+    drop(scheduler);
+    for disk in &disks {
+        disk.power_cut(1);
+    }
+    // The sink lost what it received since its last commit; the sender's
+    // committed outbox still holds it.
+    let sender = open_domain(&engine, &platform, &disks[0], sender_spec, false);
+    let sink = open_domain(&engine, &platform, &disks[1], sink_spec, false);
+    let lost = arrivals(&sink).iter().filter(|&&count| count == 0).count();
+    assert!(lost > 0, "the sink lost nothing");
+    let mut scheduler = Scheduler::new(1_000_000);
+    scheduler.add(sender).unwrap();
+    scheduler.add(sink).unwrap();
+    run_rounds(&mut scheduler, &platform, 50);
+    assert_eq!(scheduler.settle_outbox("sender"), Ok(true));
+    let sink = scheduler.domain("sink").unwrap();
+    let arrivals = arrivals(sink);
+    assert!(arrivals.iter().all(|&count| count == 1), "{arrivals:?}");
+    // Once the sink's commit holds them, the copies go.
+    run_rounds(&mut scheduler, &platform, 1);
+    assert_eq!(scheduler.domain("sender").unwrap().outbox_len(), 0);
 }
