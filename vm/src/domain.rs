@@ -503,6 +503,11 @@ impl Domain {
         self.store.data().outbox.len()
     }
 
+    /// Prints a line about the domain at info level.
+    pub(crate) fn log_info(&self, line: &str) {
+        self.store.data().log_info(line);
+    }
+
     /// Asks for a commit at the domain's next blocking call.
     pub(crate) fn want_checkpoint(&mut self) {
         self.store.data_mut().is_checkpoint_wanted = true;

@@ -1,11 +1,12 @@
 //! Round-robin scheduling of many domains with a fuel slice each.
 
+use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
 use crate::domain::{Domain, PauseReason, RunOutcome, Wake};
 use crate::error::Error;
-use crate::status::{MAX_MAILBOX_BYTES, MAX_MAILBOX_MESSAGES, Status};
+use crate::status::{MAX_MAILBOX_BYTES, Status};
 use crate::storage::{DomainId, DomainStatus, Message};
 
 /// Something the embedder may want to print or act on.
@@ -28,10 +29,13 @@ pub struct Scheduler {
 }
 
 /// How many messages to one receiver a sender may keep in its outbox,
-/// waiting for the receiver's commit: as many as a mailbox holds.
-pub const OUTBOX_MESSAGES: usize = MAX_MAILBOX_MESSAGES;
+/// waiting for the receiver's commit. The receiver is asked to commit at
+/// half of this or of [`OUTBOX_BYTES`]: a commit every 2,048 small
+/// messages costs each of them little.
+pub const OUTBOX_MESSAGES: usize = 4096;
 
-/// How many bytes of messages to one receiver a sender may keep.
+/// How many bytes of messages to one receiver a sender may keep: as many
+/// as a mailbox holds.
 pub const OUTBOX_BYTES: usize = MAX_MAILBOX_BYTES;
 
 /// Fuel per slice: about 10 us of wasm here (see the vm issue's facts).
@@ -112,10 +116,21 @@ impl Scheduler {
         let from = self.domains[sender].id();
         let to = self.domains[receiver].id();
         let accepted = self.domains[receiver].accepted_from(from);
-        for (sequence, bytes) in self.domains[sender].outbox().after(to, accepted) {
+        let lost = self.domains[sender].outbox().after(to, accepted);
+        let Some(&(first, _)) = lost.first() else {
+            return;
+        };
+        let count = lost.len();
+        for (sequence, bytes) in lost {
             let message = Message { from, bytes };
             self.domains[receiver].accept_numbered(message, sequence, true);
         }
+        let sender_id = u128::from_le_bytes(from);
+        let line = format!(
+            "delivered again from its sender's outbox: {count} messages from {sender_id:032x} \
+             (numbers {first} on), lost since the last commit"
+        );
+        self.domains[receiver].log_info(&line);
     }
 
     /// Drops from `sender`'s outbox what `receiver`'s last commit holds.

@@ -252,7 +252,13 @@ fn a_message_the_receiver_lost_comes_again_from_the_senders_outbox() {
     let sink_spec = (2, "sink", SINK);
     let mut scheduler = Scheduler::new(1_000_000);
     scheduler
-        .add(open_domain(&engine, &platform, &disks[0], sender_spec, true))
+        .add(open_domain(
+            &engine,
+            &platform,
+            &disks[0],
+            sender_spec,
+            true,
+        ))
         .unwrap();
     scheduler
         .add(open_domain(&engine, &platform, &disks[1], sink_spec, true))

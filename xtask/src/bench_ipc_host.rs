@@ -7,9 +7,10 @@
 //! - ping and pong in one `vm::Scheduler`, as `cargo xtask host run` runs
 //!   them, once on in-memory disks (`MemoryDevice`) and once on image files
 //!   (`FileDevice`, whose flush is `fdatasync`). Each domain's storage is
-//!   wrapped in [`TimedStorage`], which times every commit: in steady state
-//!   these are the two mailbox commits of a round trip, so the report can
-//!   say how much of a round trip they are.
+//!   wrapped in [`TimedStorage`], which times every commit: with no
+//!   periodic checkpoint these are the commits the vm asks of a receiver
+//!   once its senders keep half an outbox of its messages, so the report
+//!   can say how often they come and how much of a round trip they are.
 //! - the baseline: the same number of round trips of the same message
 //!   between this process and a child (this program again, `--pipe-echo`)
 //!   that echoes every message back, over two pipes (its stdin and stdout),
@@ -41,10 +42,6 @@ use crate::bench_ipc::{self, Batch};
 /// The longest one batch may take before the benchmark gives up.
 const BATCH_DEADLINE: Duration = Duration::from_secs(300);
 
-/// Batches the in-memory pair runs without a checkpoint for the figure
-/// that shows what a stored mailbox growing between checkpoints costs.
-const BATCHES_WITHOUT_CHECKPOINT: usize = 10;
-
 /// The argument that turns this program into the pipe echo.
 pub const PIPE_ECHO_ARGUMENT: &str = "--pipe-echo";
 
@@ -56,15 +53,10 @@ struct CommitClock {
     nanoseconds: AtomicU64,
 }
 
-/// A domain's storage with every delivery's commit timed.
-///
-/// A delivery commits the last committed record plus the message, so its
-/// domain clock is the last commit's; a checkpoint's is the time now.
-/// That tells the two apart without looking inside the vm.
+/// A domain's storage with every commit counted and timed.
 struct TimedStorage {
     inner: Box<dyn Storage>,
     clock: Arc<CommitClock>,
-    last_clock_ns: Option<u64>,
 }
 
 impl Storage for TimedStorage {
@@ -84,17 +76,10 @@ impl Storage for TimedStorage {
         let began = Instant::now();
         let result = self.inner.commit(commit);
         let elapsed_ns = u64::try_from(began.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        let is_delivery =
-            commit.pages.is_empty() && self.last_clock_ns == Some(commit.record.clock_ns);
-        if is_delivery {
-            self.clock.commits.fetch_add(1, Ordering::Relaxed);
-            self.clock
-                .nanoseconds
-                .fetch_add(elapsed_ns, Ordering::Relaxed);
-        }
-        if result.is_ok() {
-            self.last_clock_ns = Some(commit.record.clock_ns);
-        }
+        self.clock.commits.fetch_add(1, Ordering::Relaxed);
+        self.clock
+            .nanoseconds
+            .fetch_add(elapsed_ns, Ordering::Relaxed);
         result
     }
 
@@ -174,12 +159,10 @@ impl Pair {
         let mut scheduler = Scheduler::new(DEFAULT_FUEL_SLICE);
         for (name, device) in devices {
             let image = Image::open(device).map_err(|error| anyhow!("{name}'s image: {error}"))?;
-            let mut storage = TimedStorage {
+            let storage = TimedStorage {
                 inner: Box::new(PersistStorage::new(image)),
                 clock: Arc::clone(&commits),
-                last_clock_ns: None,
             };
-            storage.last_clock_ns = Some(storage.load()?.clock_ns);
             let domain = Domain::open(
                 engine,
                 Arc::clone(&platform) as Arc<dyn Platform>,
@@ -199,15 +182,10 @@ impl Pair {
     }
 
     /// Asks both domains for a checkpoint, as the host runner and the
-    /// kernel do every second; here once per batch, so that every batch
-    /// starts with (nearly) no message stored in either image.
-    ///
-    /// Until a domain's next checkpoint every delivery to it commits all
-    /// the messages it received since the last one (vm `Domain::deliver`
-    /// adds to the last committed record), so a delivery costs more the
-    /// longer ago that was. A domain in a blocking call commits when it
-    /// next blocks: pong after the first round trip of the next batch, ping
-    /// in the yield after the batch.
+    /// kernel do every second; here once per batch for the figure of
+    /// round trips with a checkpoint of both after every batch. A domain in
+    /// a blocking call commits when it next blocks: pong after the first
+    /// round trip of the next batch, ping in the yield after the batch.
     fn request_checkpoints(&mut self) -> Result<()> {
         for (name, result) in self.scheduler.checkpoint_all() {
             result.with_context(|| format!("checkpoint of {name}"))?;
@@ -423,19 +401,14 @@ pub fn run(directory: &Path, ping_wasm: &Path, pong_wasm: &Path, batches: usize)
         round_trips,
         ..Samples::default()
     };
-    in_memory.request_checkpoints()?;
     for _ in 0..batches {
         samples.memory.push(in_memory.next_batch()?);
-        in_memory.request_checkpoints()?;
     }
+    in_memory.request_checkpoints()?;
     for _ in 0..batches {
-        let mut last = None;
-        for _ in 0..BATCHES_WITHOUT_CHECKPOINT {
-            last = Some(in_memory.next_batch()?);
-        }
-        if let Some(last) = last {
-            samples.memory_late.push(last.batch.round_trip_us());
-        }
+        samples
+            .memory_checkpointed
+            .push(in_memory.next_batch()?.batch.round_trip_us());
         in_memory.request_checkpoints()?;
     }
     drop(in_memory);
@@ -449,10 +422,8 @@ pub fn run(directory: &Path, ping_wasm: &Path, pong_wasm: &Path, batches: usize)
     }
     drop(pipe);
     on_files.next_batch()?;
-    on_files.request_checkpoints()?;
     for _ in 0..batches {
         samples.file.push(on_files.next_batch()?);
-        on_files.request_checkpoints()?;
     }
     for record in samples.figures() {
         emit(&record)?;
@@ -467,8 +438,8 @@ struct Samples {
     round_trips: u64,
     /// The pipe's time per round trip of each batch.
     pipe: Vec<f64>,
-    /// The in-memory pair's last batch of [`BATCHES_WITHOUT_CHECKPOINT`].
-    memory_late: Vec<f64>,
+    /// The in-memory pair's round trip with a checkpoint after each batch.
+    memory_checkpointed: Vec<f64>,
     memory: SideSamples,
     file: SideSamples,
 }
@@ -507,7 +478,7 @@ impl Samples {
             ));
             records.push(bench_ipc::share_figure(
                 format!("ipc.host_{key}_commits"),
-                format!("of which the mailbox commits (time per round trip), {disks}"),
+                format!("of which commits (time per round trip), {disks}"),
                 side.commit_time_per_round_trip.clone(),
                 side.round_trip.clone(),
             ));
@@ -520,23 +491,17 @@ impl Samples {
                 goal: None,
             }));
         }
-        // Ping commits at the end of the first of these batches, pong early
-        // in it: the last batch is 800 to 1000 round trips after.
-        let last = BATCHES_WITHOUT_CHECKPOINT as u64 * self.round_trips;
-        let first = last - 2 * self.round_trips + 1;
-        records.push(Record::Figure(record::FigureRecord {
-            name: "ipc.host_memory_late_round_trip".into(),
-            title: format!(
-                "IPC round trip, round trips {first}-{last} after a checkpoint, in-memory disks"
+        records.push(bench_ipc::round_trip_figure(
+            "ipc.host_memory_checkpointed_round_trip".into(),
+            format!(
+                "IPC round trip, host vm on in-memory disks, a checkpoint of both after \
+                 every batch of {}",
+                self.round_trips
             ),
-            unit: "µs".into(),
-            amber: self.memory_late.clone(),
-            baseline: Some(record::BaselineRecord {
-                label: format!("round trips 1-{} after a checkpoint", self.round_trips),
-                samples: self.memory.round_trip.clone(),
-            }),
-            goal: None,
-        }));
+            self.memory_checkpointed.clone(),
+            self.pipe.clone(),
+            None,
+        ));
         records
     }
 }

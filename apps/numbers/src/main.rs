@@ -1,10 +1,14 @@
 //! numbers: sends 1, 2, 3, ... to another domain (`tally`), one a message.
 //!
-//! It pauses [`PAUSE`] after each send. The next number is a local of this
-//! loop: after a power cut the vm resumes the loop
-//! from the last commit, which may be behind what the receiver already
-//! accepted, so numbers are sent again; the host's message numbering makes
-//! the receiver see each one exactly once (tests/tests/message_power_cut.rs).
+//! It pauses [`PAUSE`] after each send and commits after every
+//! [`CHECKPOINT_EVERY`]th, at its own pace (tally commits at another). The
+//! next number is a local of this loop: after a power cut the vm resumes
+//! the loop from the last commit, which may be behind what the receiver
+//! already accepted, so numbers are sent again, and the host's message
+//! numbering drops them; or the receiver's last commit may be behind it,
+//! and the host delivers again what numbers' committed outbox still holds.
+//! Either way tally sees each number exactly once
+//! (tests/tests/message_power_cut.rs).
 
 #![forbid(unsafe_code)]
 
@@ -18,6 +22,9 @@ const RECEIVER: &str = "tally";
 /// The pause after each send: a safe point where the kernel commits.
 const PAUSE: Duration = Duration::from_millis(10);
 
+/// Numbers sent between two commits of its own.
+const CHECKPOINT_EVERY: u64 = 7;
+
 fn main() {
     let mut next: u64 = 1;
     loop {
@@ -27,6 +34,11 @@ fn main() {
                     amber::info!("sent {next}");
                 }
                 next += 1;
+                if next.is_multiple_of(CHECKPOINT_EVERY)
+                    && let Err(error) = amber::checkpoint()
+                {
+                    amber::warn!("checkpoint: {error}");
+                }
             }
             // The receiver is busy or not up yet: try again shortly.
             Err(SendError::MailboxFull | SendError::NoSuchDomain) => {

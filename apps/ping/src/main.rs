@@ -8,15 +8,15 @@
 //! forever and logs one line per batch, with the batch's time:
 //!
 //! ```text
-//! bench-result ipc batch=1 round-trips=100 message-bytes=64 total-ns=N
+//! bench-result ipc batch=1 round-trips=5000 message-bytes=64 total-ns=N
 //! ```
 //!
 //! Ping does not time its `send` apart: the scheduler runs pong before
 //! ping's `send` returns, so that time would be most of the round trip.
 //! Its `recv` never has to wait (the echo is there when pong's `send`
-//! returns): the vm still commits it, as every receiver, once it holds 16
-//! received messages (vm `Domain::deliver`), so those commits are part of
-//! the measured round trip.
+//! returns): the vm still commits it, as every receiver, once its sender
+//! keeps half an outbox of messages for it (vm `outbox.rs`), so those
+//! commits are part of the measured round trip.
 //!
 //! The benchmark reads as many batches as it wants and then stops the
 //! machine; it takes the batch size and message size from the line, so
@@ -33,8 +33,10 @@ const PEER: &str = "pong";
 /// The size of every message, both ways (the pipe baseline uses the same).
 const MESSAGE_BYTES: usize = 64;
 
-/// Round trips per logged batch.
-const ROUND_TRIPS_PER_BATCH: usize = 100;
+/// Round trips per logged batch: enough that every batch holds the
+/// commits the vm asks for every 2,048 messages, so that a batch's time
+/// per round trip includes its share of them.
+const ROUND_TRIPS_PER_BATCH: usize = 5000;
 
 /// Round trips before the first batch: the first messages page in code
 /// and data, on both sides.

@@ -9,6 +9,10 @@
 
 #![forbid(unsafe_code)]
 
+/// Numbers received between two commits of its own (numbers commits every
+/// 7th: the two fall out of step, so power cuts find either one ahead).
+const CHECKPOINT_EVERY: u64 = 11;
+
 fn main() {
     let mut buffer = [0u8; 64];
     let mut expected: u64 = 1;
@@ -32,5 +36,10 @@ fn main() {
             amber::info!("{number} in order");
         }
         expected = number + 1;
+        if number.is_multiple_of(CHECKPOINT_EVERY)
+            && let Err(error) = amber::checkpoint()
+        {
+            amber::warn!("checkpoint: {error}");
+        }
     }
 }
