@@ -478,8 +478,38 @@ impl Domains {
     /// Pauses a domain for a migration's final round: committed at a safe
     /// point with the status running (a reboot before the hand-over runs it
     /// here again) and out of the rotation until `start`.
+    ///
+    /// Then it waits (a while, running the others) for the receivers of
+    /// messages it sent to commit them: the copies in its outbox go with
+    /// it, and could no longer be delivered again here after a power cut.
     pub fn pause_for_migration(&mut self, name: &str) -> Result<(), String> {
-        self.hold(name, Domain::pause_for_migration)
+        self.hold(name, Domain::pause_for_migration)?;
+        let Some(mut entry) = self.stopped.pop() else {
+            return Err(self.unknown(name));
+        };
+        let deadline = timer::uptime_ns() + SHUTDOWN_GRACE_NS;
+        loop {
+            match self.scheduler.settle_outbox_of(&mut entry.domain) {
+                Ok(true) => break,
+                Ok(false) if timer::uptime_ns() < deadline => self.run_scheduler_round(),
+                // The migration goes on: only a power cut here before the
+                // receivers' next commits would lose the messages.
+                Ok(false) => {
+                    log::warn!(
+                        "[migrate] {name}: {} messages it sent are not yet committed by \
+                         their receivers",
+                        entry.domain.outbox_len()
+                    );
+                    break;
+                }
+                Err(error) => {
+                    log::warn!("[migrate] {name}: a receiver of its messages: {error}");
+                    break;
+                }
+            }
+        }
+        self.stopped.push(entry);
+        Ok(())
     }
 
     /// Commits `name` at its next safe point with `commit` and takes it out

@@ -88,20 +88,31 @@ impl Scheduler {
     /// once it runs elsewhere, it can no longer deliver again what a power
     /// cut takes from receivers here.
     pub fn settle_outbox(&mut self, name: &str) -> Result<bool, Error> {
-        let sender = self
+        let index = self
             .domains
             .iter()
             .position(|domain| domain.name() == name)
             .ok_or(Error::NoSuchDomain)?;
+        let mut sender = self.domains.remove(index);
+        let result = self.settle_outbox_of(&mut sender);
+        self.domains.insert(index, sender);
+        result
+    }
+
+    /// [`Scheduler::settle_outbox`] for a domain held out of the scheduler
+    /// (stopped or paused for a migration); receivers are the scheduler's.
+    pub fn settle_outbox_of(&mut self, sender: &mut Domain) -> Result<bool, Error> {
         self.announce_commits();
-        for to in self.domains[sender].outbox().receivers() {
+        let from = sender.id();
+        for to in sender.outbox().receivers() {
             let Some(receiver) = self.domains.iter().position(|domain| domain.id() == to) else {
                 continue;
             };
             self.domains[receiver].request_checkpoint()?;
-            self.acknowledge(sender, receiver);
+            let committed = self.domains[receiver].committed_from(from);
+            sender.outbox_mut().acknowledge(to, committed);
         }
-        Ok(self.domains[sender].outbox().is_empty())
+        Ok(sender.outbox().is_empty())
     }
 
     /// Delivers the messages in `sender`'s outbox that `receiver` has not
