@@ -280,6 +280,8 @@ pub struct ImageInfo {
     pub module_hash: String,
     pub module_len_bytes: u64,
     pub mailbox_messages: usize,
+    /// Messages sent that their receivers had not committed.
+    pub outbox_messages: usize,
     /// The migration record, if a migration concerns the image.
     pub migration: Option<persist::migrate::Migration>,
     pub args: Vec<String>,
@@ -339,6 +341,7 @@ impl ImageInfo {
             "module_sha256": self.module_hash,
             "module_bytes": self.module_len_bytes,
             "mailbox_messages": self.mailbox_messages,
+            "outbox_messages": self.outbox_messages,
             "migration": migration_text(&self.migration),
             "args": self.args,
             "env": self.env,
@@ -358,6 +361,7 @@ impl ImageInfo {
              blocks:         {} of 4 KiB ({:.1} MiB): {} used, {} free\n\
              module:         {} bytes, sha256 {}\n\
              mailbox:        {} messages\n\
+             outbox:         {} messages not yet committed by their receivers\n\
              migration:      {}\n\
              args:           {:?}\n\
              env:            {:?}\n",
@@ -378,6 +382,7 @@ impl ImageInfo {
             self.module_len_bytes,
             self.module_hash,
             self.mailbox_messages,
+            self.outbox_messages,
             migration_text(&self.migration),
             self.args,
             self.env,
@@ -410,6 +415,7 @@ pub fn inspect(path: &Path) -> Result<ImageInfo> {
             .collect(),
         module_len_bytes: stats.module_len_bytes,
         mailbox_messages: metadata.mailbox.len(),
+        outbox_messages: metadata.outbox.len(),
         migration: metadata.migration.clone(),
         args: metadata.args.clone(),
         env: metadata.env.clone(),
