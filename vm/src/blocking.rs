@@ -246,6 +246,6 @@ fn complete_recv(
     guest_memory::write(memory, "recv", buffer, &message.bytes)?;
     guest_memory::write(memory, "recv", from, &message.from)?;
     let length = message.bytes.len() as i32;
-    state.mailbox.pop_front();
+    state.drop_oldest_message();
     Ok(length)
 }

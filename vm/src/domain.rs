@@ -418,7 +418,7 @@ impl Domain {
             self.store.data().log_error(&line);
             return Status::MailboxFull;
         }
-        self.store.data_mut().mailbox.push_back(message);
+        self.store.data_mut().queue_message(message);
         Status::Ok
     }
 
@@ -452,16 +452,13 @@ impl Domain {
             return Status::Ok;
         }
         let state = self.store.data_mut();
-        if !is_redelivery {
-            let queued_bytes: usize = state.mailbox.iter().map(|queued| queued.bytes.len()).sum();
-            if state.mailbox.len() >= MAX_MAILBOX_MESSAGES
-                || queued_bytes.saturating_add(message.bytes.len()) > MAX_MAILBOX_BYTES
-            {
-                return Status::MailboxFull;
-            }
+        let is_full = state.mailbox.len() >= MAX_MAILBOX_MESSAGES
+            || state.mailbox_bytes.saturating_add(message.bytes.len()) > MAX_MAILBOX_BYTES;
+        if is_full && !is_redelivery {
+            return Status::MailboxFull;
         }
         state.accepted.insert(from, sequence);
-        state.mailbox.push_back(message);
+        state.queue_message(message);
         Status::Ok
     }
 

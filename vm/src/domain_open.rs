@@ -102,6 +102,11 @@ impl Domain {
             clock_origin_ns: record.clock_ns,
             platform_origin_ns,
             mailbox: record.mailbox.iter().cloned().collect::<VecDeque<_>>(),
+            mailbox_bytes: record
+                .mailbox
+                .iter()
+                .map(|message| message.bytes.len())
+                .sum(),
             sent: sent_counts(&record),
             accepted: record.accepted.clone(),
             outbox: Outbox::from_record(&record.outbox),

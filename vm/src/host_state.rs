@@ -26,6 +26,8 @@ pub struct HostState {
     pub(crate) clock_origin_ns: u64,
     pub(crate) platform_origin_ns: u64,
     pub(crate) mailbox: VecDeque<Message>,
+    /// The bytes of the messages in `mailbox` (see `queue_message`).
+    pub(crate) mailbox_bytes: usize,
     /// Per receiver: how many of this domain's messages it accepted (see
     /// `DomainRecord::sent`), counting sends since the last commit.
     pub(crate) sent: BTreeMap<DomainId, u64>,
@@ -65,6 +67,19 @@ impl core::fmt::Debug for HostState {
 }
 
 impl HostState {
+    /// Queues a message at the end of the mailbox.
+    pub(crate) fn queue_message(&mut self, message: Message) {
+        self.mailbox_bytes = self.mailbox_bytes.saturating_add(message.bytes.len());
+        self.mailbox.push_back(message);
+    }
+
+    /// Drops the oldest message of the mailbox.
+    pub(crate) fn drop_oldest_message(&mut self) {
+        if let Some(message) = self.mailbox.pop_front() {
+            self.mailbox_bytes = self.mailbox_bytes.saturating_sub(message.bytes.len());
+        }
+    }
+
     /// The domain clock in nanoseconds.
     pub(crate) fn now_ns(&self) -> u64 {
         let elapsed = self
