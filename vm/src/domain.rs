@@ -505,11 +505,6 @@ impl Domain {
         self.store.data().log_info(line);
     }
 
-    /// Asks for a commit at the domain's next blocking call.
-    pub(crate) fn want_checkpoint(&mut self) {
-        self.store.data_mut().is_checkpoint_wanted = true;
-    }
-
     /// Whether a commit succeeded since the last call.
     pub(crate) fn take_commit_notice(&mut self) -> bool {
         core::mem::take(&mut self.is_commit_unannounced)

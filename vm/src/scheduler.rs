@@ -144,6 +144,16 @@ impl Scheduler {
         self.domains[receiver].log_info(&line);
     }
 
+    /// Asks `receiver` to commit, for the copies `sender` keeps: now if it
+    /// is at a safe point (then `sender` learns of it at once), else at its
+    /// next blocking call. A failed commit is left to the next checkpoint
+    /// to report (the embedder's `checkpoint_all`); a full disk pauses it.
+    fn ask_to_commit(&mut self, sender: usize, receiver: usize) {
+        if let Ok(true) = self.domains[receiver].request_checkpoint() {
+            self.acknowledge(sender, receiver);
+        }
+    }
+
     /// Drops from `sender`'s outbox what `receiver`'s last commit holds.
     fn acknowledge(&mut self, sender: usize, receiver: usize) {
         let from = self.domains[sender].id();
@@ -293,7 +303,7 @@ impl Scheduler {
             if waiting >= OUTBOX_MESSAGES
                 || waiting_bytes.saturating_add(bytes.len()) > OUTBOX_BYTES
             {
-                self.domains[receiver].want_checkpoint();
+                self.ask_to_commit(sender, receiver);
                 return Status::MailboxFull;
             }
         }
@@ -312,7 +322,7 @@ impl Scheduler {
             if waiting + 1 >= OUTBOX_MESSAGES / 2
                 || waiting_bytes.saturating_add(length) >= OUTBOX_BYTES / 2
             {
-                self.domains[receiver].want_checkpoint();
+                self.ask_to_commit(sender, receiver);
             }
         }
         Status::Ok

@@ -11,10 +11,14 @@
 mod common;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use common::*;
 use vm::persist::{Image, NewDomain};
-use vm::{Domain, OUTBOX_MESSAGES, PersistStorage, Scheduler, new_engine};
+use vm::{
+    Commit, Domain, DomainRecord, MemoryStorage, OUTBOX_MESSAGES, PAGE_BYTES, PersistStorage,
+    Scheduler, Status, Storage, new_engine,
+};
 
 /// How many numbers the sender sends: more than a mailbox holds, so the
 /// sender also meets backpressure.
@@ -293,4 +297,75 @@ fn a_message_the_receiver_lost_comes_again_from_the_senders_outbox() {
     // Once the sink's commit holds them, the copies go.
     run_rounds(&mut scheduler, &platform, 1);
     assert_eq!(scheduler.domain("sender").unwrap().outbox_len(), 0);
+}
+
+/// Memory storage whose commits fail while `failing` is set.
+struct Unreliable {
+    inner: MemoryStorage,
+    failing: Arc<AtomicBool>,
+}
+
+impl Storage for Unreliable {
+    fn load(&mut self) -> Result<DomainRecord, vm::Error> {
+        self.inner.load()
+    }
+
+    fn read_page(&mut self, page_index: u64, page: &mut [u8; PAGE_BYTES]) -> Result<(), vm::Error> {
+        self.inner.read_page(page_index, page)
+    }
+
+    fn stored_pages(&mut self) -> Result<Vec<u64>, vm::Error> {
+        self.inner.stored_pages()
+    }
+
+    fn commit(&mut self, commit: &Commit<'_>) -> Result<(), vm::Error> {
+        if self.failing.load(Ordering::Relaxed) {
+            return Err(vm::Error::Storage("the disk is gone".into()));
+        }
+        self.inner.commit(commit)
+    }
+}
+
+/// Sends 4-byte messages to "sink" for ever and stores the status of the
+/// last send at 0.
+const FLOODER: &str = r#"(module
+    (import "amber" "send" (func $send (param i32 i32 i32 i32) (result i32)))
+    (import "env" "memory" (memory 1 1))
+    (data (i32.const 16) "sink")
+    (func (export "_start")
+        (loop $again
+            (i32.store (i32.const 0)
+                (call $send (i32.const 16) (i32.const 4) (i32.const 4) (i32.const 4)))
+            (br $again))))"#;
+
+#[test]
+fn a_receiver_that_cannot_commit_stops_its_senders_at_a_full_outbox() {
+    let engine = new_engine();
+    let platform = TestPlatform::new();
+    let failing = Arc::new(AtomicBool::new(false));
+    let storage = Unreliable {
+        inner: MemoryStorage::new(record("sink", 2, wasm(SINK))),
+        failing: failing.clone(),
+    };
+    let sink = open_with(&engine, &platform, Box::new(storage)).unwrap();
+    let flooder = open(&engine, &platform, "flooder", 1, FLOODER).unwrap();
+    let mut scheduler = Scheduler::new(100_000);
+    scheduler.add(flooder).unwrap();
+    scheduler.add(sink).unwrap();
+    run_rounds(&mut scheduler, &platform, 100);
+    failing.store(true, Ordering::Relaxed);
+    // The sink takes every message but cannot commit: its sender keeps
+    // the copies, up to the bound, and then hears MAILBOX_FULL.
+    run_rounds(&mut scheduler, &platform, OUTBOX_MESSAGES + 100);
+    let flooder = scheduler.domain("flooder").unwrap();
+    assert_eq!(flooder.outbox_len(), OUTBOX_MESSAGES);
+    let status = i32::from_le_bytes(flooder.memory_bytes()[..4].try_into().unwrap());
+    assert_eq!(status, Status::MailboxFull.code());
+    // Once the sink commits again, the copies go and sending goes on.
+    failing.store(false, Ordering::Relaxed);
+    run_rounds(&mut scheduler, &platform, 10);
+    let flooder = scheduler.domain("flooder").unwrap();
+    assert!(flooder.outbox_len() < OUTBOX_MESSAGES / 2);
+    let status = i32::from_le_bytes(flooder.memory_bytes()[..4].try_into().unwrap());
+    assert_eq!(status, Status::Ok.code());
 }
