@@ -351,9 +351,9 @@ impl<L: Link> Outgoing<L> {
                 .watch
                 .time(Slot::Receive, || source.receive(image, &frame))
             {
-                Ok(SourceEvent::RoundCommitted { round }) => {
+                Ok(SourceEvent::RoundReceived { round }) => {
                     log::info!(
-                        "[migrate] {}: {} committed round {round}",
+                        "[migrate] {}: {} received round {round}",
                         self.name,
                         self.peer
                     );

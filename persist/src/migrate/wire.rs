@@ -140,8 +140,9 @@ pub enum Message<'a> {
         /// The migration.
         migration_id: MigrationId,
     },
-    /// Target: the round is committed on the spare disk.
-    RoundCommitted {
+    /// Target: the round has arrived (staged on the spare disk; only the
+    /// final round is committed).
+    RoundReceived {
         /// The round.
         round: u32,
     },
@@ -184,7 +185,7 @@ const KIND_PAGE_REMOVED: u8 = 5;
 const KIND_END_ROUND: u8 = 6;
 const KIND_HAND_OVER: u8 = 7;
 const KIND_ABORT: u8 = 8;
-const KIND_ROUND_COMMITTED: u8 = 9;
+const KIND_ROUND_RECEIVED: u8 = 9;
 const KIND_DURABLE: u8 = 10;
 const KIND_RUNNING: u8 = 11;
 const KIND_REFUSED: u8 = 12;
@@ -203,7 +204,7 @@ impl Message<'_> {
             Self::EndRound { .. } => "end of round",
             Self::HandOver { .. } => "hand-over",
             Self::Abort { .. } => "abort",
-            Self::RoundCommitted { .. } => "round committed",
+            Self::RoundReceived { .. } => "round received",
             Self::Durable { .. } => "durable",
             Self::Running { .. } => "running",
             Self::Refused { .. } => "refused",
@@ -222,7 +223,7 @@ impl Message<'_> {
             Self::EndRound { .. } => KIND_END_ROUND,
             Self::HandOver { .. } => KIND_HAND_OVER,
             Self::Abort { .. } => KIND_ABORT,
-            Self::RoundCommitted { .. } => KIND_ROUND_COMMITTED,
+            Self::RoundReceived { .. } => KIND_ROUND_RECEIVED,
             Self::Durable { .. } => KIND_DURABLE,
             Self::Running { .. } => KIND_RUNNING,
             Self::Refused { .. } => KIND_REFUSED,
@@ -294,7 +295,7 @@ impl Message<'_> {
             | Self::Running { migration_id } => {
                 out.extend_from_slice(&migration_id.to_le_bytes());
             }
-            Self::RoundCommitted { round } => out.extend_from_slice(&round.to_le_bytes()),
+            Self::RoundReceived { round } => out.extend_from_slice(&round.to_le_bytes()),
             Self::Refused { reason } => out.push(match reason {
                 Refusal::Protocol => 0,
                 Refusal::Storage => 1,
@@ -418,9 +419,9 @@ impl Message<'_> {
                     _ => Message::Running { migration_id },
                 }
             }
-            KIND_ROUND_COMMITTED => {
-                fields.expect_len(4, "round committed")?;
-                Message::RoundCommitted {
+            KIND_ROUND_RECEIVED => {
+                fields.expect_len(4, "round received")?;
+                Message::RoundReceived {
                     round: fields.u32(),
                 }
             }
@@ -637,7 +638,7 @@ mod tests {
             },
             Message::HandOver { migration_id: 5 },
             Message::Abort { migration_id: 5 },
-            Message::RoundCommitted { round: 4 },
+            Message::RoundReceived { round: 4 },
             Message::Durable { migration_id: 5 },
             Message::Running { migration_id: 5 },
             Message::Refused {
