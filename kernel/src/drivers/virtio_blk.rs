@@ -24,6 +24,7 @@ use alloc::format;
 use alloc::vec::Vec;
 use core::fmt;
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use persist::{BLOCK_SIZE, BlockDevice, DeviceError};
 use spin::Mutex;
@@ -368,7 +369,8 @@ impl Disk {
 
     /// Waits for the request `token` to complete, polling the used ring.
     fn wait_for(&mut self, token: u16) -> Result<(), TransferError> {
-        let deadline = timer::uptime_ns() + REQUEST_TIMEOUT_NS;
+        let started = timer::uptime_ns();
+        let deadline = started + REQUEST_TIMEOUT_NS;
         while self.device.peek_used() != Some(token) {
             if timer::uptime_ns() > deadline {
                 self.state = DiskState::TimedOut;
@@ -376,6 +378,9 @@ impl Disk {
             }
             core::hint::spin_loop();
         }
+        let waited_ns = timer::uptime_ns().saturating_sub(started);
+        DISK_WAIT_NS.fetch_add(waited_ns, Ordering::Relaxed);
+        DISK_REQUESTS.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -568,6 +573,13 @@ impl BlockDevice for VirtioDisk {
         self.info.block_count
     }
 }
+
+/// Time spent waiting for requests to complete, over all disks since boot
+/// (a migration reports how much of its time went there).
+pub static DISK_WAIT_NS: AtomicU64 = AtomicU64::new(0);
+
+/// Requests completed, over all disks since boot.
+pub static DISK_REQUESTS: AtomicU64 = AtomicU64::new(0);
 
 /// What the last probe found, for the console.
 static PROBED: Mutex<Option<Vec<DiskInfo>>> = Mutex::new(None);
