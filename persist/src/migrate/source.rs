@@ -395,9 +395,11 @@ impl Source {
             match location {
                 Some(location) => {
                     let page = read_location(image, location)?;
+                    // `read_location` checked the page against this CRC.
                     Message::Page {
                         page_index,
                         bytes: &page,
+                        crc: location.crc,
                     }
                     .encode(message)?;
                     self.sent.insert(page_index, location);

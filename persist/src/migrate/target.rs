@@ -230,8 +230,16 @@ impl<D: BlockDevice> Target<D> {
                 }
                 Ok(TargetEvent::Nothing)
             }
-            (State::Pages, Message::Page { page_index, bytes }) => {
-                self.image()?.stage_page(page_index, bytes)?;
+            (
+                State::Pages,
+                Message::Page {
+                    page_index,
+                    bytes,
+                    crc,
+                },
+            ) => {
+                // `decode` computed the CRC and checked the frame with it.
+                self.image()?.stage_page_with_crc(page_index, bytes, crc)?;
                 self.round_changes += 1;
                 self.pages_received += 1;
                 Ok(TargetEvent::Nothing)
