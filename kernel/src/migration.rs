@@ -15,6 +15,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
+use core::ops::Range;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use persist::migrate::{
@@ -134,9 +135,17 @@ impl<L: Link> Framed<L> {
 
     /// The next whole frame, if one has arrived.
     fn next_frame(&mut self) -> Result<Option<Vec<u8>>, String> {
+        let range = self.next_frame_range()?;
+        Ok(range.map(|range| self.incoming[range].to_vec()))
+    }
+
+    /// Where the next whole frame lies in `incoming`, if one has arrived:
+    /// valid until the next call (the receiver reads pages in place,
+    /// without a copy of each).
+    fn next_frame_range(&mut self) -> Result<Option<Range<usize>>, String> {
         loop {
-            if let Some(frame) = self.take_frame()? {
-                return Ok(Some(frame));
+            if let Some(range) = self.take_frame()? {
+                return Ok(Some(range));
             }
             // What is left (less than a frame) moves to the front, and the
             // link writes straight behind it.
@@ -157,7 +166,7 @@ impl<L: Link> Framed<L> {
         }
     }
 
-    fn take_frame(&mut self) -> Result<Option<Vec<u8>>, String> {
+    fn take_frame(&mut self) -> Result<Option<Range<usize>>, String> {
         let waiting = &self.incoming[self.taken..self.filled];
         let Some(header) = waiting.first_chunk::<4>() else {
             return Ok(None);
@@ -171,9 +180,9 @@ impl<L: Link> Framed<L> {
         if waiting.len() < 4 + length {
             return Ok(None);
         }
-        let frame = waiting[4..4 + length].to_vec();
+        let start = self.taken + 4;
         self.taken += 4 + length;
-        Ok(Some(frame))
+        Ok(Some(start..start + length))
     }
 }
 
@@ -649,14 +658,21 @@ impl<L: Link> Incoming<L> {
             .time(Slot::Send, || self.framed.flush())
             .map_err(link_error)?;
         for _ in 0..MESSAGES_PER_POLL {
-            let framed = &mut self.framed;
-            let frame = match self.first.take() {
-                Some(frame) => frame,
-                None => match self.watch.time(Slot::Receive, || framed.next_frame())? {
-                    Some(frame) => frame,
-                    None => break,
-                },
+            let first = self.first.take();
+            let range = match first {
+                Some(_) => 0..0,
+                None => {
+                    let framed = &mut self.framed;
+                    match self
+                        .watch
+                        .time(Slot::Receive, || framed.next_frame_range())?
+                    {
+                        Some(range) => range,
+                        None => break,
+                    }
+                }
             };
+            let frame = first.as_deref().unwrap_or(&self.framed.incoming[range]);
             let Some(target) = self.target.as_mut() else {
                 return Err("a message after the migration ended".into());
             };
@@ -664,7 +680,7 @@ impl<L: Link> Incoming<L> {
             let reply = &mut self.reply;
             let event = match self
                 .watch
-                .time(Slot::Pages, || target.receive(&frame, reply))
+                .time(Slot::Pages, || target.receive(frame, reply))
             {
                 Ok(event) => event,
                 Err(error) => {
