@@ -10,7 +10,9 @@
 //!    metadata in chunks, every stored page, and `EndRound`. The domain
 //!    keeps running and committing meanwhile. The [`Target`] formats a
 //!    spare disk as an *incoming copy* whose first commit says
-//!    "incoming, copying" and stages each round's pages.
+//!    "incoming, copying" and stages each round's pages (committing a
+//!    round only when many pages are staged, to keep the final commit
+//!    short).
 //! 2. **Delta rounds.** [`Source::begin_delta_round`] compares the page map
 //!    of the last commit with what the target holds: copy-on-write puts
 //!    every changed page in a new block, so changed pages are found without
