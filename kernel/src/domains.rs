@@ -20,8 +20,8 @@ use persist::migrate::{self, Ownership, Verdict};
 use persist::{BLOCK_SIZE, BlockDevice, Image};
 use vm::wasmi::Engine;
 use vm::{
-    DEFAULT_FUEL_SLICE, Domain, DomainStatus, PauseReason, PersistStorage, Platform, Scheduler,
-    SchedulerEvent, Wake,
+    CompiledModule, DEFAULT_FUEL_SLICE, Domain, DomainStatus, PauseReason, PersistStorage,
+    Platform, Scheduler, SchedulerEvent, Wake,
 };
 
 use crate::arch::timer;
@@ -191,7 +191,7 @@ impl Domains {
             let Some(image) = domains.resolve_at_boot(disk_index, image) else {
                 continue;
             };
-            match domains.open_image(image) {
+            match domains.open_image(image, None) {
                 Ok(domain) => {
                     let elapsed_us = (timer::uptime_ns() - started_ns) / 1000;
                     log::info!(
@@ -256,17 +256,31 @@ impl Domains {
         &mut self.parked
     }
 
-    fn open_image(&self, image: Image<VirtioDisk>) -> Result<Domain, String> {
+    fn open_image(
+        &self,
+        image: Image<VirtioDisk>,
+        compiled: Option<CompiledModule>,
+    ) -> Result<Domain, String> {
         let pager_disk = image.device().pager_disk();
-        check_heap_room(image.stats().module_len_bytes)?;
+        if compiled.is_none() {
+            check_heap_room(image.stats().module_len_bytes)?;
+        }
         let platform: Arc<dyn Platform> = self.platform.clone();
-        Domain::open(
+        Domain::open_compiled(
             &self.engine,
             platform,
             Box::new(PersistStorage::new(image)),
             Box::new(WindowBacking::new(Some(pager_disk))),
+            compiled,
         )
         .map_err(|error| format!("{error}"))
+    }
+
+    /// Compiles a module ahead of [`Domains::adopt`] (an incoming
+    /// migration's, while its pages are still arriving).
+    pub fn compile(&self, module: &[u8]) -> Result<CompiledModule, String> {
+        check_heap_room(module.len() as u64)?;
+        CompiledModule::new(&self.engine, module).map_err(|error| format!("{error}"))
     }
 
     /// Puts a freshly opened domain where its status says it belongs.
@@ -348,10 +362,15 @@ impl Domains {
     }
 
     /// Runs the domain of an image that just became this machine's (an
-    /// incoming migration); returns its name.
-    pub fn adopt(&mut self, image: Image<VirtioDisk>) -> Result<String, String> {
+    /// incoming migration); returns its name. `compiled` is its module,
+    /// when compiled already ([`Domains::compile`]).
+    pub fn adopt(
+        &mut self,
+        image: Image<VirtioDisk>,
+        compiled: Option<CompiledModule>,
+    ) -> Result<String, String> {
         let disk_index = image.device().info().index;
-        let domain = self.open_image(image)?;
+        let domain = self.open_image(image, compiled)?;
         let name = String::from(domain.name());
         let is_stopped = domain.status() == DomainStatus::Stopped;
         self.admit(Entry { disk_index, domain });

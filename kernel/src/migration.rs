@@ -15,6 +15,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
+use core::ops::Range;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use persist::migrate::{
@@ -26,9 +27,10 @@ use smoltcp::wire::Ipv4Address;
 
 use crate::arch::timer;
 use crate::domains::Domains;
-use crate::drivers::virtio_blk::VirtioDisk;
+use crate::drivers::virtio_blk::{DISK_REQUESTS, DISK_WAIT_NS, VirtioDisk};
 use crate::net::{self, NetError, TcpConnection, TcpState};
 use crate::println;
+use vm::CompiledModule;
 
 /// The largest frame accepted: the protocol's largest message.
 const MAX_FRAME_BYTES: usize = migrate::wire::MAX_MESSAGE_LEN;
@@ -133,9 +135,17 @@ impl<L: Link> Framed<L> {
 
     /// The next whole frame, if one has arrived.
     fn next_frame(&mut self) -> Result<Option<Vec<u8>>, String> {
+        let range = self.next_frame_range()?;
+        Ok(range.map(|range| self.incoming[range].to_vec()))
+    }
+
+    /// Where the next whole frame lies in `incoming`, if one has arrived:
+    /// valid until the next call (the receiver reads pages in place,
+    /// without a copy of each).
+    fn next_frame_range(&mut self) -> Result<Option<Range<usize>>, String> {
         loop {
-            if let Some(frame) = self.take_frame()? {
-                return Ok(Some(frame));
+            if let Some(range) = self.take_frame()? {
+                return Ok(Some(range));
             }
             // What is left (less than a frame) moves to the front, and the
             // link writes straight behind it.
@@ -156,7 +166,7 @@ impl<L: Link> Framed<L> {
         }
     }
 
-    fn take_frame(&mut self) -> Result<Option<Vec<u8>>, String> {
+    fn take_frame(&mut self) -> Result<Option<Range<usize>>, String> {
         let waiting = &self.incoming[self.taken..self.filled];
         let Some(header) = waiting.first_chunk::<4>() else {
             return Ok(None);
@@ -170,9 +180,9 @@ impl<L: Link> Framed<L> {
         if waiting.len() < 4 + length {
             return Ok(None);
         }
-        let frame = waiting[4..4 + length].to_vec();
+        let start = self.taken + 4;
         self.taken += 4 + length;
-        Ok(Some(frame))
+        Ok(Some(start..start + length))
     }
 }
 
@@ -185,6 +195,10 @@ static NETWORK_POLL_NS: AtomicU64 = AtomicU64::new(0);
 struct Stopwatch {
     /// `NETWORK_POLL_NS` when the transfer began.
     network_start_ns: u64,
+    /// The disk counters (`virtio_blk::DISK_WAIT_NS`, `DISK_REQUESTS`)
+    /// when the transfer began.
+    disk_start_ns: u64,
+    disk_start_requests: u64,
     /// Source: reading and encoding pages. Target: decoding and writing them.
     pages_ns: u64,
     /// Handing bytes to TCP (copying into the socket's buffer).
@@ -210,6 +224,8 @@ impl Stopwatch {
     fn new() -> Stopwatch {
         Stopwatch {
             network_start_ns: NETWORK_POLL_NS.load(Ordering::Relaxed),
+            disk_start_ns: DISK_WAIT_NS.load(Ordering::Relaxed),
+            disk_start_requests: DISK_REQUESTS.load(Ordering::Relaxed),
             ..Stopwatch::default()
         }
     }
@@ -221,9 +237,17 @@ impl Stopwatch {
             .load(Ordering::Relaxed)
             .saturating_sub(self.network_start_ns);
         let ms = |ns: u64| ns / 1_000_000;
+        let disk_ns = DISK_WAIT_NS
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.disk_start_ns);
+        let disk_requests = DISK_REQUESTS
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.disk_start_requests);
         format!(
-            "pages {} ms, to TCP {} ms, from TCP {} ms, network polls {} ms, of {} ms",
+            "pages {} ms (disk waits {} ms in {disk_requests} requests), to TCP {} ms, \
+             from TCP {} ms, network polls {} ms, of {} ms",
             ms(self.pages_ns),
+            ms(disk_ns),
             ms(self.send_ns),
             ms(self.receive_ns),
             ms(network_ns),
@@ -269,6 +293,10 @@ pub struct Outgoing<L> {
     started_ns: u64,
     paused_ns: Option<u64>,
     commit_wait: Option<CommitWait>,
+    /// The last round the target said it received.
+    received_round: Option<u32>,
+    /// Set while the last pre-copy round waits for the target to catch up.
+    catch_up_deadline_ns: Option<u64>,
     watch: Stopwatch,
 }
 
@@ -282,6 +310,9 @@ struct CommitWait {
 
 /// How long the next round waits for the domain's commit.
 const COMMIT_WAIT_NS: u64 = 2_000_000_000;
+
+/// How long the pause waits for the target to catch up with the rounds.
+const CATCH_UP_WAIT_NS: u64 = 2_000_000_000;
 
 impl<L: Link> Outgoing<L> {
     /// Starts migrating domain `name` to `peer` over `link`.
@@ -315,6 +346,8 @@ impl<L: Link> Outgoing<L> {
             started_ns: timer::uptime_ns(),
             paused_ns: None,
             commit_wait: None,
+            received_round: None,
+            catch_up_deadline_ns: None,
             watch: Stopwatch::new(),
         })
     }
@@ -351,9 +384,10 @@ impl<L: Link> Outgoing<L> {
                 .watch
                 .time(Slot::Receive, || source.receive(image, &frame))
             {
-                Ok(SourceEvent::RoundCommitted { round }) => {
+                Ok(SourceEvent::RoundReceived { round }) => {
+                    self.received_round = Some(round);
                     log::info!(
-                        "[migrate] {}: {} committed round {round}",
+                        "[migrate] {}: {} received round {round}",
                         self.name,
                         self.peer
                     );
@@ -383,8 +417,7 @@ impl<L: Link> Outgoing<L> {
             match step {
                 SourceStep::Send => self.framed.queue(&self.message),
                 SourceStep::RoundSent { round, changes } => {
-                    self.next_round(domains, round, changes)?;
-                    if self.commit_wait.is_some() {
+                    if self.next_round(domains, round, changes)? {
                         break;
                     }
                 }
@@ -399,26 +432,38 @@ impl<L: Link> Outgoing<L> {
         Ok(Progress::Working)
     }
 
+    /// Decides what follows round `round` (of `changes` pages): another
+    /// pre-copy round or the pause. True while it waits (for the domain's
+    /// commit or for the target to catch up): nothing more to send now.
     fn next_round(
         &mut self,
         domains: &mut Domains,
         round: u32,
         changes: u64,
-    ) -> Result<(), String> {
+    ) -> Result<bool, String> {
+        let now = timer::uptime_ns();
         if let Some(wait) = self.commit_wait {
             // A round is sent and a commit asked for: the next round sends
             // what that commit changed, once it is made (or after a while,
             // when the domain computes without reaching a safe point).
             let sequence = domains.image_of(&self.name)?.sequence();
-            if sequence == wait.sequence && timer::uptime_ns() < wait.deadline_ns {
-                return Ok(());
+            if sequence == wait.sequence && now < wait.deadline_ns {
+                return Ok(true);
             }
             self.commit_wait = None;
             let image = domains.image_of(&self.name)?;
             self.source
                 .begin_delta_round(image)
                 .map_err(|error| format!("{error}"))?;
-            return Ok(());
+            return Ok(false);
+        }
+        if let Some(deadline_ns) = self.catch_up_deadline_ns {
+            if !self.has_target_received(round) && now < deadline_ns {
+                return Ok(true);
+            }
+            self.catch_up_deadline_ns = None;
+            self.pause(domains)?;
+            return Ok(false);
         }
         println!(
             "[migrate] {}: round {round} sent, {changes} pages, {} KiB so far",
@@ -432,10 +477,29 @@ impl<L: Link> Outgoing<L> {
             domains.checkpoint(Some(&self.name))?;
             self.commit_wait = Some(CommitWait {
                 sequence,
-                deadline_ns: timer::uptime_ns() + COMMIT_WAIT_NS,
+                deadline_ns: now + COMMIT_WAIT_NS,
             });
-            return Ok(());
+            return Ok(true);
         }
+        // The domain runs on until the target has taken in every round:
+        // what it still has to store (and the module it compiles once the
+        // first round is in) would otherwise lengthen the pause.
+        if !self.has_target_received(round) {
+            self.catch_up_deadline_ns = Some(now + CATCH_UP_WAIT_NS);
+            return Ok(true);
+        }
+        self.pause(domains)?;
+        Ok(false)
+    }
+
+    fn has_target_received(&self, round: u32) -> bool {
+        self.received_round
+            .is_some_and(|received| received >= round)
+    }
+
+    /// Pauses the domain at a safe point, committed, and starts the final
+    /// round.
+    fn pause(&mut self, domains: &mut Domains) -> Result<(), String> {
         self.paused_ns = Some(timer::uptime_ns());
         domains.pause_for_migration(&self.name)?;
         self.phase = OutgoingPhase::Final;
@@ -511,6 +575,17 @@ pub struct Incoming<L> {
     reply: Vec<u8>,
     started_ns: u64,
     watch: Stopwatch,
+    module: Compilation,
+}
+
+/// The incoming domain's module, compiled while its pages arrive.
+#[derive(Debug)]
+enum Compilation {
+    /// The module has not all arrived yet.
+    Waiting,
+    Compiled(CompiledModule),
+    /// Compiling failed (said once); adopting compiles again and says why.
+    Failed,
 }
 
 impl<L: Link> Incoming<L> {
@@ -539,7 +614,34 @@ impl<L: Link> Incoming<L> {
             reply: Vec::new(),
             started_ns: timer::uptime_ns(),
             watch: Stopwatch::new(),
+            module: Compilation::Waiting,
         })
+    }
+
+    /// Compiles the module once it has all arrived.
+    fn compile(&mut self, domains: &Domains) {
+        if !matches!(self.module, Compilation::Waiting) {
+            return;
+        }
+        let Some(module) = self.target.as_ref().and_then(Target::module) else {
+            return;
+        };
+        let started = timer::uptime_ns();
+        self.module = match domains.compile(module) {
+            Ok(compiled) => Compilation::Compiled(compiled),
+            Err(error) => {
+                log::info!(
+                    "[migrate] incoming from {}: cannot compile: {error}",
+                    self.peer
+                );
+                Compilation::Failed
+            }
+        };
+        log::info!(
+            "[migrate] incoming from {}: module compiled in {} ms",
+            self.peer,
+            (timer::uptime_ns() - started) / 1_000_000
+        );
     }
 
     pub fn poll(&mut self, domains: &mut Domains) -> Progress {
@@ -556,14 +658,21 @@ impl<L: Link> Incoming<L> {
             .time(Slot::Send, || self.framed.flush())
             .map_err(link_error)?;
         for _ in 0..MESSAGES_PER_POLL {
-            let framed = &mut self.framed;
-            let frame = match self.first.take() {
-                Some(frame) => frame,
-                None => match self.watch.time(Slot::Receive, || framed.next_frame())? {
-                    Some(frame) => frame,
-                    None => break,
-                },
+            let first = self.first.take();
+            let range = match first {
+                Some(_) => 0..0,
+                None => {
+                    let framed = &mut self.framed;
+                    match self
+                        .watch
+                        .time(Slot::Receive, || framed.next_frame_range())?
+                    {
+                        Some(range) => range,
+                        None => break,
+                    }
+                }
             };
+            let frame = first.as_deref().unwrap_or(&self.framed.incoming[range]);
             let Some(target) = self.target.as_mut() else {
                 return Err("a message after the migration ended".into());
             };
@@ -571,7 +680,7 @@ impl<L: Link> Incoming<L> {
             let reply = &mut self.reply;
             let event = match self
                 .watch
-                .time(Slot::Pages, || target.receive(&frame, reply))
+                .time(Slot::Pages, || target.receive(frame, reply))
             {
                 Ok(event) => event,
                 Err(error) => {
@@ -587,7 +696,16 @@ impl<L: Link> Incoming<L> {
                 self.framed.queue(&self.reply);
             }
             match event {
-                TargetEvent::Nothing | TargetEvent::Reply => {}
+                TargetEvent::Nothing => {}
+                TargetEvent::Reply => {
+                    // A pre-copy round is in: the source now commits the
+                    // domain for the next round, time enough to compile
+                    // (once) what adopting the domain would otherwise
+                    // compile after the hand-over. The reply goes first.
+                    self.framed.flush().map_err(link_error)?;
+                    net::poll();
+                    self.compile(domains);
+                }
                 TargetEvent::Parked => println!(
                     "[migrate] incoming from {}: copy complete and durable ({} pages received)",
                     self.peer,
@@ -616,7 +734,18 @@ impl<L: Link> Incoming<L> {
             self.peer,
             self.watch.describe(self.started_ns)
         );
-        match domains.adopt(image) {
+        let compiled = match core::mem::replace(&mut self.module, Compilation::Failed) {
+            Compilation::Compiled(compiled) => Some(compiled),
+            Compilation::Waiting | Compilation::Failed => None,
+        };
+        let opening_started = timer::uptime_ns();
+        let adopted = domains.adopt(image, compiled);
+        log::info!(
+            "[migrate] incoming from {}: opened in {} ms",
+            self.peer,
+            (timer::uptime_ns() - opening_started) / 1_000_000
+        );
+        match adopted {
             Ok(name) => Progress::Done(format!(
                 "[migrate] {name} arrived from {} in {elapsed_ms} ms and runs here",
                 self.peer
@@ -959,7 +1088,7 @@ impl Migrations {
         match resolution {
             Ok(Resolution::Run) => {
                 let copy = parked.remove(position);
-                match domains.adopt(copy.image) {
+                match domains.adopt(copy.image, None) {
                     Ok(name) => println!(
                         "[migrate] {} handed {name} over: it runs here",
                         question.source

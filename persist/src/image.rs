@@ -301,6 +301,28 @@ impl<D: BlockDevice> Image<D> {
     /// Writes page `page_index` copy-on-write into a free block now; the next
     /// commit makes it part of the image. A zero page takes no block.
     pub fn stage_page(&mut self, page_index: u64, page: &[u8; PAGE_SIZE]) -> Result<(), Error> {
+        self.stage(page_index, page, None)
+    }
+
+    /// [`Image::stage_page`] of a page whose CRC-32C the caller computed
+    /// already (a migration target checks each page on arrival): the page
+    /// is not checksummed twice. A wrong `crc` makes the page read as
+    /// damaged, never as other contents.
+    pub(crate) fn stage_page_with_crc(
+        &mut self,
+        page_index: u64,
+        page: &[u8; PAGE_SIZE],
+        crc: u32,
+    ) -> Result<(), Error> {
+        self.stage(page_index, page, Some(crc))
+    }
+
+    fn stage(
+        &mut self,
+        page_index: u64,
+        page: &[u8; PAGE_SIZE],
+        crc: Option<u32>,
+    ) -> Result<(), Error> {
         if self.is_poisoned {
             return Err(Error::Poisoned);
         }
@@ -314,7 +336,7 @@ impl<D: BlockDevice> Image<D> {
                 return Err(error.into());
             }
             self.blocks_written_since_commit += 1;
-            Pointer::new(block, crc32c(page))
+            Pointer::new(block, crc.unwrap_or_else(|| crc32c(page)))
         };
         self.pages_staged_since_commit += 1;
         if let Some(replaced) = self.staged_pages.insert(page_index, pointer)

@@ -49,14 +49,58 @@ pub fn new_engine() -> Engine {
     Engine::new(&config)
 }
 
+/// A module compiled before its domain is opened, with the bytes it came
+/// from: a migration target compiles the module while the pages are still
+/// arriving, so that running the domain once it is handed over does not
+/// wait for the compiler (the longest part of opening a domain).
+#[derive(Debug)]
+pub struct CompiledModule {
+    bytes: Vec<u8>,
+    module: Module,
+}
+
+impl CompiledModule {
+    /// Compiles `bytes` with `engine` (the engine the domain will run on).
+    pub fn new(engine: &Engine, bytes: &[u8]) -> Result<Self, Error> {
+        if bytes.len() > MAX_MODULE_BYTES {
+            return Err(Error::ModuleTooLarge {
+                len_bytes: bytes.len() as u64,
+            });
+        }
+        let module = compile(engine, bytes)?;
+        Ok(Self {
+            bytes: bytes.to_vec(),
+            module,
+        })
+    }
+}
+
+/// Compiles a module (eagerly, see [`new_engine`]).
+fn compile(engine: &Engine, bytes: &[u8]) -> Result<Module, Error> {
+    Module::new(engine, bytes).map_err(|error| Error::InvalidModule(error.to_string()))
+}
+
 impl Domain {
     /// Opens the domain `storage` holds: instantiates its module and, if it
     /// ran before, lays its committed memory, globals and stack over it.
     pub fn open(
         engine: &Engine,
         platform: Arc<dyn Platform>,
+        storage: Box<dyn Storage>,
+        backing: Box<dyn MemoryBacking>,
+    ) -> Result<Self, Error> {
+        Self::open_compiled(engine, platform, storage, backing, None)
+    }
+
+    /// [`Domain::open`] with the module compiled already: `compiled` is
+    /// used when its bytes are exactly the stored module's, and the stored
+    /// module is compiled otherwise.
+    pub fn open_compiled(
+        engine: &Engine,
+        platform: Arc<dyn Platform>,
         mut storage: Box<dyn Storage>,
         mut backing: Box<dyn MemoryBacking>,
+        compiled: Option<CompiledModule>,
     ) -> Result<Self, Error> {
         let record = storage.load()?;
         if record.module.len() > MAX_MODULE_BYTES {
@@ -65,8 +109,10 @@ impl Domain {
             });
         }
         let global_exports = inspect_module(&record.module)?;
-        let module = Module::new(engine, &record.module)
-            .map_err(|error| Error::InvalidModule(error.to_string()))?;
+        let module = match compiled {
+            Some(compiled) if compiled.bytes == record.module => compiled.module,
+            _ => compile(engine, &record.module)?,
+        };
         let memory_type = imported_memory_type(&module)?;
         let minimum_pages = memory_type.minimum();
         let maximum_pages = memory_type

@@ -27,7 +27,7 @@ mod storage;
 mod wasi_poll;
 
 pub use domain::{Domain, PauseReason, RunOutcome, Wake};
-pub use domain_open::{ENTRY_EXPORT, MAX_MODULE_BYTES, new_engine};
+pub use domain_open::{CompiledModule, ENTRY_EXPORT, MAX_MODULE_BYTES, new_engine};
 pub use error::{Error, TrapReason};
 pub use host_state::HostState;
 pub use memory_backing::{

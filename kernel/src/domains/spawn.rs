@@ -157,7 +157,7 @@ impl Domains {
             )
         })?;
         drop(module);
-        self.adopt(image).map_err(|reason| {
+        self.adopt(image, None).map_err(|reason| {
             format!("{name}: its image is on disk {disk_index}, but it cannot run: {reason}")
         })?;
         let mut answer = format!("{name}: spawned from {app} on disk {disk_index}");

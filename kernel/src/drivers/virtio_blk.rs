@@ -1,6 +1,6 @@
 //! virtio-blk disks (PCI transport) as persist's `BlockDevice`.
 //!
-//! One request at a time, completion by polling (no interrupts yet). Each
+//! At most one request in flight, completion by polling (no interrupts yet). Each
 //! disk lives behind its own lock for the kernel's whole life: the domain's
 //! image reaches it through a [`VirtioDisk`] handle, and the page-fault path
 //! through a [`PagerDisk`] one, which needs neither the heap nor formatting.
@@ -9,7 +9,11 @@
 //! status byte, so a request allocates nothing and works whatever memory the
 //! caller's buffer is in (a domain window's frames need not be physically
 //! contiguous). The copy costs one 4 KiB memcpy per block, small next to a
-//! virtio round trip.
+//! virtio round trip. There are two bounce areas: a run of writes goes
+//! without waiting for it (write-behind) while the next run fills the other
+//! area, and anything else waits for it first, so requests never overlap.
+//! A write-behind that fails takes the disk out of service: what the caller
+//! believes written is not, and no later flush may say otherwise.
 //!
 //! A round trip costs the same for one block as for many, so the bounce area
 //! gathers runs. Writes to consecutive blocks wait there and go as one
@@ -24,6 +28,7 @@ use alloc::format;
 use alloc::vec::Vec;
 use core::fmt;
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use persist::{BLOCK_SIZE, BlockDevice, DeviceError};
 use spin::Mutex;
@@ -46,13 +51,18 @@ const FEATURE_FLUSH: u64 = 1 << 9;
 /// take microseconds to milliseconds; the margin is for loaded TCG hosts.
 const REQUEST_TIMEOUT_NS: u64 = 10_000_000_000;
 
-/// Blocks the bounce area holds: the longest run one request moves.
-const RUN_BLOCKS: usize = 16;
+/// Blocks a bounce area holds: the longest run one request moves (256 KiB:
+/// under TCG a request costs about as much for 16 blocks as for 64).
+const RUN_BLOCKS: usize = 64;
 
-/// The DMA frames: the bounce area at offset 0, then header and status.
-const DMA_PAGES: usize = RUN_BLOCKS + 1;
-const REQUEST_OFFSET: usize = RUN_BLOCKS * BLOCK_SIZE;
-const RESPONSE_OFFSET: usize = REQUEST_OFFSET + 64;
+/// Bounce areas: one fills while the other's write is in flight.
+const AREAS: usize = 2;
+
+/// The DMA frames: the bounce areas from offset 0, then one frame with each
+/// area's request header (at `HEADERS_OFFSET + 128 * area`) and status byte
+/// (64 bytes further).
+const DMA_PAGES: usize = AREAS * RUN_BLOCKS + 1;
+const HEADERS_OFFSET: usize = AREAS * RUN_BLOCKS * BLOCK_SIZE;
 
 /// Where a PCI function sits, printed `bb:dd.f`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,6 +171,19 @@ enum DiskState {
     /// A request timed out and may still be in flight: the device could
     /// write the buffers at any time, so they are never touched again.
     TimedOut,
+    /// A write sent without waiting failed: its blocks do not hold what the
+    /// caller believes, so nothing more is accepted (a flush included).
+    WriteBehindFailed,
+}
+
+/// A request sent and not waited for yet: a run of writes (`send_writes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct InFlight {
+    token: u16,
+    direction: Direction,
+    area: usize,
+    index: u64,
+    count: usize,
 }
 
 /// What the bounce area holds between requests.
@@ -197,7 +220,11 @@ pub struct Disk {
     buffers: DmaFrames,
     info: DiskInfo,
     state: DiskState,
+    /// What the current bounce area (`area`) holds.
     staged: Staged,
+    area: usize,
+    /// The other area's write, while it is in flight.
+    in_flight: Option<InFlight>,
     /// The block the last read asked for: the next one reads ahead.
     last_read: Option<u64>,
 }
@@ -209,6 +236,7 @@ impl fmt::Debug for Disk {
             .field("info", &self.info)
             .field("state", &self.state)
             .field("staged", &self.staged)
+            .field("in_flight", &self.in_flight)
             .finish()
     }
 }
@@ -222,7 +250,8 @@ unsafe impl Send for Disk {}
 /// writes pages too).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TransferError {
-    /// An earlier request timed out; the disk takes no more.
+    /// An earlier request timed out or a write-behind failed; the disk
+    /// takes no more.
     OutOfService,
     OutOfRange {
         index: u64,
@@ -248,7 +277,7 @@ impl fmt::Display for TransferError {
         match self {
             TransferError::OutOfService => write!(
                 formatter,
-                "an earlier request timed out, the disk is out of service"
+                "an earlier request timed out or failed, the disk is out of service"
             ),
             TransferError::OutOfRange { index, block_count } => write!(
                 formatter,
@@ -362,13 +391,14 @@ impl Disk {
     fn check_usable(&self) -> Result<(), TransferError> {
         match self.state {
             DiskState::Working => Ok(()),
-            DiskState::TimedOut => Err(TransferError::OutOfService),
+            DiskState::TimedOut | DiskState::WriteBehindFailed => Err(TransferError::OutOfService),
         }
     }
 
     /// Waits for the request `token` to complete, polling the used ring.
     fn wait_for(&mut self, token: u16) -> Result<(), TransferError> {
-        let deadline = timer::uptime_ns() + REQUEST_TIMEOUT_NS;
+        let started = timer::uptime_ns();
+        let deadline = started + REQUEST_TIMEOUT_NS;
         while self.device.peek_used() != Some(token) {
             if timer::uptime_ns() > deadline {
                 self.state = DiskState::TimedOut;
@@ -376,6 +406,9 @@ impl Disk {
             }
             core::hint::spin_loop();
         }
+        let waited_ns = timer::uptime_ns().saturating_sub(started);
+        DISK_WAIT_NS.fetch_add(waited_ns, Ordering::Relaxed);
+        DISK_REQUESTS.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -453,61 +486,121 @@ impl Disk {
         Ok(())
     }
 
-    /// Sends the run of writes waiting in the bounce area, if any.
+    /// Sends the run of writes waiting in the bounce area, if any, without
+    /// waiting for it: the next run fills the other area meanwhile.
     fn send_writes(&mut self) -> Result<(), TransferError> {
         let Staged::Writes { first, count } = self.staged else {
             return Ok(());
         };
         self.staged = Staged::Nothing;
-        self.transfer(Direction::Write, first, count)
+        self.finish_in_flight()?;
+        let area = self.area;
+        let token = self
+            .submit(Direction::Write, area, first, count)
+            .inspect_err(|_| self.lose_writes())?;
+        self.in_flight = Some(InFlight {
+            token,
+            direction: Direction::Write,
+            area,
+            index: first,
+            count,
+        });
+        self.area = (area + 1) % AREAS;
+        Ok(())
     }
 
-    /// Sends waiting writes, then VIRTIO_BLK_T_FLUSH.
+    /// Waits for the write in flight, if any. If it failed, the disk goes
+    /// out of service: its caller was told the blocks were written.
+    fn finish_in_flight(&mut self) -> Result<(), TransferError> {
+        let Some(in_flight) = self.in_flight.take() else {
+            return Ok(());
+        };
+        self.finish(in_flight).inspect_err(|_| self.lose_writes())
+    }
+
+    fn lose_writes(&mut self) {
+        if self.state == DiskState::Working {
+            self.state = DiskState::WriteBehindFailed;
+        }
+    }
+
+    /// Sends waiting writes, waits for them, then VIRTIO_BLK_T_FLUSH.
     fn flush(&mut self) -> Result<(), TransferError> {
         self.check_usable()?;
         self.send_writes()?;
+        self.finish_in_flight()?;
         self.device.flush().map_err(TransferError::Driver)
     }
 
-    /// Reads or writes `count` blocks from `index` through the bounce area.
+    /// Reads or writes `count` blocks from `index` through the current
+    /// bounce area, once the request in flight (if any) is done.
     fn transfer(
         &mut self,
         direction: Direction,
         index: u64,
         count: usize,
     ) -> Result<(), TransferError> {
+        self.finish_in_flight()?;
+        let area = self.area;
+        let token = self.submit(direction, area, index, count)?;
+        self.finish(InFlight {
+            token,
+            direction,
+            area,
+            index,
+            count,
+        })
+    }
+
+    /// Sends a request for `count` blocks from `index` through bounce area
+    /// `area`; returns its token. The caller waits for it (`finish`) before
+    /// touching that area or sending another request.
+    fn submit(
+        &mut self,
+        direction: Direction,
+        area: usize,
+        index: u64,
+        count: usize,
+    ) -> Result<u16, TransferError> {
         self.check_usable()?;
         self.check_range(index + count as u64 - 1)?;
         let sector = (index * SECTORS_PER_BLOCK) as usize;
-        let base = self.buffers.pointer.as_ptr();
         // SAFETY: the DMA frames are this disk's alone and no request is in
-        // flight (requests are synchronous and a timed-out disk refuses new
-        // ones), so these are the only references; the offsets are inside the
-        // frames (count <= RUN_BLOCKS, callers' invariant) and suitably
-        // aligned (frame-aligned base, 64-byte offset).
-        let (request, data, response) = unsafe {
-            let request = base.add(REQUEST_OFFSET).cast::<BlkReq>();
-            request.write(BlkReq::default());
-            let response = base.add(RESPONSE_OFFSET).cast::<BlkResp>();
-            response.write(BlkResp::default());
-            (
-                &mut *request,
-                core::slice::from_raw_parts_mut(base, count * BLOCK_SIZE),
-                &mut *response,
-            )
-        };
+        // flight (callers finish the last one first, and a timed-out disk
+        // refuses new ones), so these are the only references; area <
+        // AREAS and count <= RUN_BLOCKS (callers' invariant).
+        let (request, data, response) =
+            unsafe { request_parts(self.buffers.pointer.as_ptr(), area, count) };
+        *request = BlkReq::default();
+        *response = BlkResp::default();
         // SAFETY: the request, data and response live in this disk's DMA
-        // frames and nothing touches them until the request completes (wait_for
-        // below); on a timeout the disk never touches them again.
+        // frames and nothing touches them until the request completes
+        // (`finish`); on a timeout the disk never touches them again.
         let submitted = unsafe {
             match direction {
                 Direction::Read => self.device.read_blocks_nb(sector, request, data, response),
                 Direction::Write => self.device.write_blocks_nb(sector, request, data, response),
             }
         };
-        let token = submitted.map_err(TransferError::Driver)?;
+        submitted.map_err(TransferError::Driver)
+    }
+
+    /// Waits for the request `submit` sent and completes it.
+    fn finish(&mut self, in_flight: InFlight) -> Result<(), TransferError> {
+        let InFlight {
+            token,
+            direction,
+            area,
+            index,
+            count,
+        } = in_flight;
         self.wait_for(token)?;
-        // SAFETY: the same buffers as submitted, and the device is done.
+        // SAFETY: the same area and count as submitted (so the same
+        // buffers), the device is done with them, and nothing else refers
+        // to them.
+        let (request, data, response) =
+            unsafe { request_parts(self.buffers.pointer.as_ptr(), area, count) };
+        // SAFETY: the buffers `submit` passed with this token.
         let completed = unsafe {
             match direction {
                 Direction::Read => self
@@ -525,20 +618,52 @@ impl Disk {
         })
     }
 
-    /// Slot `slot` (below [`RUN_BLOCKS`]) of the bounce area, as a block.
+    /// Slot `slot` (below [`RUN_BLOCKS`]) of the current bounce area, as a
+    /// block.
     fn bounce(&mut self, slot: usize) -> &mut [u8; BLOCK_SIZE] {
         assert!(slot < RUN_BLOCKS, "bounce slot {slot} out of range");
-        // SAFETY: the bounce area is this disk's and no request is in flight
-        // when this is called (between transfers); the slot is inside the
-        // area (checked above); &mut self makes the reference unique.
+        // SAFETY: the bounce area is this disk's and no request uses the
+        // current one when this is called (the one in flight, if any, uses
+        // the other); the slot is inside the area (checked above); &mut self
+        // makes the reference unique.
         unsafe {
             &mut *self
                 .buffers
                 .pointer
                 .as_ptr()
-                .add(slot * BLOCK_SIZE)
+                .add((self.area * RUN_BLOCKS + slot) * BLOCK_SIZE)
                 .cast::<[u8; BLOCK_SIZE]>()
         }
+    }
+}
+
+/// The request header, data and status byte of bounce area `area`'s
+/// request of `count` blocks.
+///
+/// # Safety
+///
+/// `base` is a disk's DMA frames ([`DMA_PAGES`] of them), `area < AREAS`,
+/// `count <= RUN_BLOCKS`, and no other reference to these parts lives as
+/// long as the returned ones.
+unsafe fn request_parts<'a>(
+    base: *mut u8,
+    area: usize,
+    count: usize,
+) -> (&'a mut BlkReq, &'a mut [u8], &'a mut BlkResp) {
+    let header = HEADERS_OFFSET + 128 * area;
+    // SAFETY: the offsets are inside the frames (area < AREAS, count <=
+    // RUN_BLOCKS: the caller's promise) and suitably aligned (frame-aligned
+    // base, 128-byte and 64-byte offsets); the caller promises the
+    // references are the only ones.
+    unsafe {
+        (
+            &mut *base.add(header).cast::<BlkReq>(),
+            core::slice::from_raw_parts_mut(
+                base.add(area * RUN_BLOCKS * BLOCK_SIZE),
+                count * BLOCK_SIZE,
+            ),
+            &mut *base.add(header + 64).cast::<BlkResp>(),
+        )
     }
 }
 
@@ -568,6 +693,13 @@ impl BlockDevice for VirtioDisk {
         self.info.block_count
     }
 }
+
+/// Time spent waiting for requests to complete, over all disks since boot
+/// (a migration reports how much of its time went there).
+pub static DISK_WAIT_NS: AtomicU64 = AtomicU64::new(0);
+
+/// Requests completed, over all disks since boot.
+pub static DISK_REQUESTS: AtomicU64 = AtomicU64::new(0);
 
 /// What the last probe found, for the console.
 static PROBED: Mutex<Option<Vec<DiskInfo>>> = Mutex::new(None);
@@ -652,6 +784,8 @@ fn bring_up(
         info,
         state: DiskState::Working,
         staged: Staged::Nothing,
+        area: 0,
+        in_flight: None,
         last_read: None,
     })));
     Ok(VirtioDisk { disk, info })

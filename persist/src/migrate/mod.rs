@@ -9,17 +9,20 @@
 //!    page map; [`Source::poll`] streams `Begin`, the module and the
 //!    metadata in chunks, every stored page, and `EndRound`. The domain
 //!    keeps running and committing meanwhile. The [`Target`] formats a
-//!    spare disk as an *incoming copy* whose every commit says
-//!    "incoming, copying" and commits each round.
+//!    spare disk as an *incoming copy* whose first commit says
+//!    "incoming, copying" and stages each round's pages (committing a
+//!    round only when many pages are staged, to keep the final commit
+//!    short).
 //! 2. **Delta rounds.** [`Source::begin_delta_round`] compares the page map
 //!    of the last commit with what the target holds: copy-on-write puts
 //!    every changed page in a new block, so changed pages are found without
 //!    reading any. Pages changed or removed are sent again.
 //! 3. **Final round.** The caller pauses the domain at a safe point and
 //!    commits it; [`Source::begin_final_round`] sends the metadata and the
-//!    last changes. The target commits the final state, checks every
-//!    page's checksum against the source's digest, commits "incoming,
-//!    complete" and replies `Durable`.
+//!    last changes. The target commits the final state as "incoming,
+//!    complete", checks every page's checksum against the source's digest
+//!    (discarding the copy if one differs), commits it again and replies
+//!    `Durable`.
 //! 4. **Hand-over.** On `Durable` the source commits its image as moved
 //!    away with an outgoing record (the tombstone), then sends `HandOver`.
 //!    The target commits the domain's own status (it now owns it), runs it

@@ -42,8 +42,8 @@ pub enum SourceStep {
 /// What a target's message meant to the source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SourceEvent {
-    /// The target committed a round (progress only).
-    RoundCommitted {
+    /// The target received a round (progress only).
+    RoundReceived {
         /// The round.
         round: u32,
     },
@@ -394,9 +394,11 @@ impl Source {
             match location {
                 Some(location) => {
                     let page = read_location(image, location)?;
+                    // `read_location` checked the page against this CRC.
                     Message::Page {
                         page_index,
                         bytes: &page,
+                        crc: location.crc,
                     }
                     .encode(message)?;
                     self.sent.insert(page_index, location);
@@ -432,8 +434,8 @@ impl Source {
             state: self.state.name(),
         };
         match message {
-            Message::RoundCommitted { round } if !self.state.is_handed_over() => {
-                Ok(SourceEvent::RoundCommitted { round })
+            Message::RoundReceived { round } if !self.state.is_handed_over() => {
+                Ok(SourceEvent::RoundReceived { round })
             }
             Message::Durable { migration_id } if self.state == State::AwaitingDurable => {
                 self.check_migration(migration_id)?;

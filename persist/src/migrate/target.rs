@@ -20,6 +20,11 @@ pub const MAX_MODULE_LEN_BYTES: u64 = 64 << 20;
 /// The largest encoded metadata record a migration carries.
 pub const MAX_METADATA_LEN_BYTES: u64 = 16 << 20;
 
+/// Staged pages past which a pre-copy round is committed (32 MiB): fewer
+/// cost the final commit, in the pause, less than the two flushes of a
+/// commit of their own.
+const PRE_COPY_COMMIT_PAGES: u64 = 8192;
+
 /// What a message meant to the target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TargetEvent {
@@ -75,7 +80,8 @@ enum Disk<D> {
 /// The receiving side of one migration, over a spare disk.
 ///
 /// Pages go to the disk as they arrive (staged copy-on-write, committed at
-/// the end of each round); only the module and the metadata record are held
+/// the end of the final round, and of a pre-copy round once many are
+/// staged); only the module and the metadata record are held
 /// in RAM, both bounded.
 #[derive(Debug)]
 pub struct Target<D> {
@@ -137,6 +143,16 @@ impl<D: BlockDevice> Target<D> {
     /// The migration being received (0 before it begins).
     pub fn migration_id(&self) -> MigrationId {
         self.migration_id
+    }
+
+    /// The domain's module once it has all arrived and matched its hash
+    /// (`None` before, and after a failure): the caller may compile it
+    /// while the pages arrive.
+    pub fn module(&self) -> Option<&[u8]> {
+        match self.state {
+            State::Metadata | State::Pages | State::Parked | State::Running => Some(&self.module),
+            State::AwaitingBegin | State::Module | State::Aborted | State::Failed => None,
+        }
     }
 
     /// Handles one message from the source, writing any reply into `reply`
@@ -220,8 +236,16 @@ impl<D: BlockDevice> Target<D> {
                 }
                 Ok(TargetEvent::Nothing)
             }
-            (State::Pages, Message::Page { page_index, bytes }) => {
-                self.image()?.stage_page(page_index, bytes)?;
+            (
+                State::Pages,
+                Message::Page {
+                    page_index,
+                    bytes,
+                    crc,
+                },
+            ) => {
+                // `decode` computed the CRC and checked the frame with it.
+                self.image()?.stage_page_with_crc(page_index, bytes, crc)?;
                 self.round_changes += 1;
                 self.pages_received += 1;
                 Ok(TargetEvent::Nothing)
@@ -249,30 +273,38 @@ impl<D: BlockDevice> Target<D> {
                     });
                 }
                 self.round_changes = 0;
-                if kind == RoundKind::Final {
-                    let metadata = self.final_metadata.take().ok_or(Error::Unexpected {
-                        message: "end of the final round",
-                        state: "no final metadata was received",
-                    })?;
-                    self.stage_incoming(metadata, IncomingPhase::Copying)?;
+                if kind == RoundKind::PreCopy {
+                    // A pre-copy round stays staged: nothing but the final
+                    // round can make the copy useful (an incomplete copy is
+                    // blanked after a power cut), and the final round
+                    // checks every page. Committing only bounds the page
+                    // map the final commit writes while the domain is
+                    // paused: once many pages are staged, they are
+                    // committed now, outside the pause.
+                    let image = self.image()?;
+                    if image.stats().pages_staged > PRE_COPY_COMMIT_PAGES {
+                        image.commit()?;
+                    }
+                    Message::RoundReceived { round }.encode(reply)?;
+                    return Ok(TargetEvent::Reply);
                 }
+                let metadata = self.final_metadata.take().ok_or(Error::Unexpected {
+                    message: "end of the final round",
+                    state: "no final metadata was received",
+                })?;
+                // Complete at once: a copy marked complete runs only once
+                // the source hands it over, which it does only after
+                // `Durable`, sent below once every page is checked. If the
+                // check fails the copy is discarded (`discard`), and after a
+                // power cut before `Durable` the source, asked, answers
+                // that it kept the domain. Twice, so that both superblock
+                // slots say so: a damaged newest superblock must not bring
+                // back an incomplete copy, which would be discarded while
+                // the source has handed over.
+                self.stage_incoming(metadata, IncomingPhase::Complete)?;
                 let image = self.image()?;
                 image.commit()?;
                 check_pages(image, pages_stored, pages_digest)?;
-                if kind == RoundKind::PreCopy {
-                    Message::RoundCommitted { round }.encode(reply)?;
-                    return Ok(TargetEvent::Reply);
-                }
-                // Every byte is checked: now the copy may be complete. Twice,
-                // so that both superblock slots say so: a damaged newest
-                // superblock must not bring back the incomplete copy, which
-                // would be discarded while the source has handed over.
-                let image = self.image()?;
-                if let Some(Migration::Incoming { phase, .. }) = &mut image.metadata_mut().migration
-                {
-                    *phase = IncomingPhase::Complete;
-                }
-                image.commit()?;
                 image.commit()?;
                 self.state = State::Parked;
                 Message::Durable {
@@ -386,8 +418,12 @@ impl<D: BlockDevice> Target<D> {
                 state: "the spare disk is already in use",
             });
         };
-        let module = core::mem::take(&mut self.module);
-        self.disk = Disk::Image(Box::new(Image::create_from(device, incoming, &module)?));
+        // The module stays here too: `module` lends it to be compiled.
+        self.disk = Disk::Image(Box::new(Image::create_from(
+            device,
+            incoming,
+            &self.module,
+        )?));
         Ok(())
     }
 

@@ -111,6 +111,11 @@ pub enum Message<'a> {
         page_index: u64,
         /// Its bytes.
         bytes: &'a [u8; PAGE_SIZE],
+        /// The CRC-32C of `bytes` (the image's page checksum). Encoding
+        /// trusts it, so that a page read checked against its CRC is not
+        /// checksummed again; decoding computes it. It takes part in the
+        /// frame's checksum, so a wrong one never passes.
+        crc: u32,
     },
     /// Source: a page that was stored and no longer is (it reads as zeros).
     PageRemoved {
@@ -140,8 +145,9 @@ pub enum Message<'a> {
         /// The migration.
         migration_id: MigrationId,
     },
-    /// Target: the round is committed on the spare disk.
-    RoundCommitted {
+    /// Target: the round has arrived (staged on the spare disk; only the
+    /// final round is committed).
+    RoundReceived {
         /// The round.
         round: u32,
     },
@@ -184,7 +190,7 @@ const KIND_PAGE_REMOVED: u8 = 5;
 const KIND_END_ROUND: u8 = 6;
 const KIND_HAND_OVER: u8 = 7;
 const KIND_ABORT: u8 = 8;
-const KIND_ROUND_COMMITTED: u8 = 9;
+const KIND_ROUND_RECEIVED: u8 = 9;
 const KIND_DURABLE: u8 = 10;
 const KIND_RUNNING: u8 = 11;
 const KIND_REFUSED: u8 = 12;
@@ -203,7 +209,7 @@ impl Message<'_> {
             Self::EndRound { .. } => "end of round",
             Self::HandOver { .. } => "hand-over",
             Self::Abort { .. } => "abort",
-            Self::RoundCommitted { .. } => "round committed",
+            Self::RoundReceived { .. } => "round received",
             Self::Durable { .. } => "durable",
             Self::Running { .. } => "running",
             Self::Refused { .. } => "refused",
@@ -222,7 +228,7 @@ impl Message<'_> {
             Self::EndRound { .. } => KIND_END_ROUND,
             Self::HandOver { .. } => KIND_HAND_OVER,
             Self::Abort { .. } => KIND_ABORT,
-            Self::RoundCommitted { .. } => KIND_ROUND_COMMITTED,
+            Self::RoundReceived { .. } => KIND_ROUND_RECEIVED,
             Self::Durable { .. } => KIND_DURABLE,
             Self::Running { .. } => KIND_RUNNING,
             Self::Refused { .. } => KIND_REFUSED,
@@ -267,9 +273,18 @@ impl Message<'_> {
                 out.extend_from_slice(&offset.to_le_bytes());
                 out.extend_from_slice(bytes);
             }
-            Self::Page { page_index, bytes } => {
+            Self::Page {
+                page_index,
+                bytes,
+                crc,
+            } => {
                 out.extend_from_slice(&page_index.to_le_bytes());
                 out.extend_from_slice(bytes);
+                let payload_len = out.len() - HEADER_LEN;
+                out[8..12].copy_from_slice(&(payload_len as u32).to_le_bytes());
+                let crc = page_frame_crc(&out[..12], &page_index.to_le_bytes(), crc);
+                out[12..16].copy_from_slice(&crc.to_le_bytes());
+                return Ok(());
             }
             Self::PageRemoved { page_index } => out.extend_from_slice(&page_index.to_le_bytes()),
             Self::EndRound {
@@ -294,7 +309,7 @@ impl Message<'_> {
             | Self::Running { migration_id } => {
                 out.extend_from_slice(&migration_id.to_le_bytes());
             }
-            Self::RoundCommitted { round } => out.extend_from_slice(&round.to_le_bytes()),
+            Self::RoundReceived { round } => out.extend_from_slice(&round.to_le_bytes()),
             Self::Refused { reason } => out.push(match reason {
                 Refusal::Protocol => 0,
                 Refusal::Storage => 1,
@@ -343,10 +358,19 @@ impl Message<'_> {
         }
         let stored_crc = u32::from_le_bytes([frame[12], frame[13], frame[14], frame[15]]);
         let payload = &frame[HEADER_LEN..];
-        if frame_crc(&frame[..12], payload) != stored_crc {
+        let kind = frame[6];
+        // A page's checksum is computed once, for the frame and the image.
+        let mut page_crc = 0;
+        let crc = match payload.split_at_checked(8) {
+            Some((index, page)) if kind == KIND_PAGE && page.len() == PAGE_SIZE => {
+                page_crc = crate::crc32c(page);
+                page_frame_crc(&frame[..12], index, page_crc)
+            }
+            _ => frame_crc(&frame[..12], payload),
+        };
+        if crc != stored_crc {
             return Err(Error::ChecksumMismatch);
         }
-        let kind = frame[6];
         let mut fields = Fields { bytes: payload };
         let message = match kind {
             KIND_BEGIN => {
@@ -380,7 +404,11 @@ impl Message<'_> {
                     message: "page",
                     len_bytes: payload.len(),
                 })?;
-                Message::Page { page_index, bytes }
+                Message::Page {
+                    page_index,
+                    bytes,
+                    crc: page_crc,
+                }
             }
             KIND_PAGE_REMOVED => {
                 fields.expect_len(8, "page removed")?;
@@ -418,9 +446,9 @@ impl Message<'_> {
                     _ => Message::Running { migration_id },
                 }
             }
-            KIND_ROUND_COMMITTED => {
-                fields.expect_len(4, "round committed")?;
-                Message::RoundCommitted {
+            KIND_ROUND_RECEIVED => {
+                fields.expect_len(4, "round received")?;
+                Message::RoundReceived {
                     round: fields.u32(),
                 }
             }
@@ -500,6 +528,58 @@ fn frame_crc(header: &[u8], payload: &[u8]) -> u32 {
     digest.update(header);
     digest.update(payload);
     digest.finalize()
+}
+
+/// The frame checksum of a page message from the header's first 12 bytes,
+/// the page index's 8 bytes and the page's own CRC-32C, without reading the
+/// page again: CRC(a ‖ b) = CRC(a)·x^(8·|b|) mod P ⊕ CRC(b) for CRC-32C
+/// (its initial value and final XOR cancel out; zlib's `crc32_combine`).
+fn page_frame_crc(header: &[u8], page_index: &[u8], page_crc: u32) -> u32 {
+    let mut digest = CRC.digest();
+    digest.update(header);
+    digest.update(page_index);
+    multiply_modulo(X_TO_PAGE_BITS, digest.finalize()) ^ page_crc
+}
+
+/// CRC-32C's polynomial, bit-reversed (the CRC is computed reflected).
+const POLYNOMIAL_REFLECTED: u32 = 0x82F6_3B78;
+
+/// x^(8·PAGE_SIZE) mod P, reflected: appending a page's bytes to a message
+/// multiplies its CRC by this (x^1 squared 15 times is x^(2^15), and
+/// 8·4096 = 2^15).
+const X_TO_PAGE_BITS: u32 = {
+    assert!(8 * PAGE_SIZE == 1 << 15);
+    let mut power = 1 << 30;
+    let mut squarings = 0;
+    while squarings < 15 {
+        power = multiply_modulo(power, power);
+        squarings += 1;
+    }
+    power
+};
+
+/// a·b mod P for reflected CRC-32C polynomials (zlib's `multmodp`).
+const fn multiply_modulo(a: u32, mut b: u32) -> u32 {
+    let mut bit = 1u32 << 31;
+    let mut product = 0;
+    loop {
+        if a & bit != 0 {
+            product ^= b;
+            if a & (bit - 1) == 0 {
+                break;
+            }
+        }
+        bit >>= 1;
+        if bit == 0 {
+            break;
+        }
+        b = if b & 1 != 0 {
+            (b >> 1) ^ POLYNOMIAL_REFLECTED
+        } else {
+            b >> 1
+        };
+    }
+    product
 }
 
 /// CRC-32C (the image's checksum) for checksums over several slices, with
@@ -604,6 +684,44 @@ mod tests {
     }
 
     #[test]
+    fn a_page_frame_checksum_is_the_checksum_of_its_bytes() {
+        // Pages of assorted contents: the combined CRC equals the CRC
+        // computed over the header and payload the slow way.
+        for seed in 0u32..64 {
+            let mut page = [0u8; PAGE_SIZE];
+            let mut state = seed.wrapping_mul(0x9E37_79B9) | 1;
+            for byte in page.iter_mut() {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                *byte = state as u8;
+            }
+            let header = [seed as u8; 12];
+            let index = u64::from(seed).to_le_bytes();
+            let mut payload = index.to_vec();
+            payload.extend_from_slice(&page);
+            assert_eq!(
+                page_frame_crc(&header, &index, crate::crc32c(&page)),
+                frame_crc(&header, &payload)
+            );
+        }
+    }
+
+    #[test]
+    fn a_page_with_a_wrong_crc_never_decodes() {
+        let page = [0x5a; PAGE_SIZE];
+        let mut frame = Vec::new();
+        Message::Page {
+            page_index: 1,
+            bytes: &page,
+            crc: crate::crc32c(&page) ^ 1,
+        }
+        .encode(&mut frame)
+        .unwrap();
+        assert_eq!(Message::decode(&frame), Err(Error::ChecksumMismatch));
+    }
+
+    #[test]
     fn every_kind_round_trips_and_damage_is_caught() {
         let page = [0x5a; PAGE_SIZE];
         let chunk = vec![7u8; CHUNK_LEN_BYTES];
@@ -626,6 +744,7 @@ mod tests {
             Message::Page {
                 page_index: 12,
                 bytes: &page,
+                crc: crate::crc32c(&page),
             },
             Message::PageRemoved { page_index: 3 },
             Message::EndRound {
@@ -637,7 +756,7 @@ mod tests {
             },
             Message::HandOver { migration_id: 5 },
             Message::Abort { migration_id: 5 },
-            Message::RoundCommitted { round: 4 },
+            Message::RoundReceived { round: 4 },
             Message::Durable { migration_id: 5 },
             Message::Running { migration_id: 5 },
             Message::Refused {
