@@ -1,7 +1,8 @@
 //! `cargo xtask bench --only migrate`: live migration time, downtime, throughput.
 //!
 //! Two QEMU instances on one link (`-netdev socket` over 127.0.0.1): A runs
-//! bigmem with N MiB written (then idle), B has a spare disk. `migrate
+//! bigmem with N MiB written and committed (`checkpoint bigmem`, then
+//! idle), B has a spare disk. `migrate
 //! bigmem 169.254.0.2` on A prints `moved to ... in T ms, K KiB sent,
 //! downtime D ms`, measured by A's kernel from the command to the target's
 //! `Running`. The baseline is raw TCP between the same two machines in the
@@ -119,6 +120,24 @@ fn migrate_once(
     let b_disk = blank_disk(&directory.join("b-spare.img"), mib * 3 + 64)?;
     let (mut a, mut b) = pair(kernel_elf, accel, a_disk, b_disk)?;
     a.expect(&format!("[bigmem] verified {mib} MiB"), MIGRATION_TIMEOUT)?;
+    // Every run moves a durable domain: without this, whether the periodic
+    // checkpoint (every second) has committed the memory bigmem just wrote
+    // decides whether the migration first commits `mib` MiB to A's disk.
+    // A bigmem between two safe points commits at the next one; asked
+    // again then, it answers at once.
+    let mut attempts = 0;
+    loop {
+        a.send_line("checkpoint bigmem")?;
+        let answer = a.expect("bigmem: ", MIGRATION_TIMEOUT)?;
+        if answer.contains("bigmem: committed") {
+            break;
+        }
+        attempts += 1;
+        if attempts == 60 {
+            bail!("bigmem was not committed before its migration: {answer:?}");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
     a.send_line("migrate bigmem 169.254.0.2")?;
     let line = a.expect("[migrate] bigmem: moved to", MIGRATION_TIMEOUT)?;
     b.expect("[migrate] bigmem arrived", MIGRATION_TIMEOUT)?;
