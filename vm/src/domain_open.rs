@@ -44,6 +44,9 @@ pub const MAX_MODULE_BYTES: usize = 8 * 1024 * 1024;
 pub fn new_engine() -> Engine {
     let mut config = wasmi::Config::default();
     config.consume_fuel(true);
+    // Not lazily: wasmi charges fuel for translating a function on its
+    // first call, and a slice that cannot pay for it ends the domain with
+    // "all fuel consumed" instead of pausing it (seen with bigmem).
     config.compilation_mode(wasmi::CompilationMode::Eager);
     config.enforced_limits(wasmi::EnforcedLimits::strict());
     Engine::new(&config)
