@@ -68,20 +68,6 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Delivers again what senders' outboxes hold and their receivers have
-    /// lost (a power cut rolled them back), for every pair of domains. Adding
-    /// a domain does this for its pairs; call it when a stopped domain is
-    /// started again, which could not receive before.
-    pub fn redeliver(&mut self) {
-        for sender in 0..self.domains.len() {
-            for receiver in 0..self.domains.len() {
-                if sender != receiver {
-                    self.redeliver_between(sender, receiver);
-                }
-            }
-        }
-    }
-
     /// Asks the receivers of the messages domain `name` sent and they have
     /// not committed to commit now (or at their next blocking call), and
     /// says whether none is left. A domain about to migrate waits for this:
@@ -296,16 +282,12 @@ impl Scheduler {
         if self.domains[receiver].accepted_from(from) < sequence - 1 {
             self.redeliver_between(sender, receiver);
         }
+        self.acknowledge(sender, receiver);
         let (waiting, waiting_bytes) = self.domains[sender].outbox().waiting_for(to);
-        if waiting >= OUTBOX_MESSAGES || waiting_bytes.saturating_add(bytes.len()) > OUTBOX_BYTES {
-            self.acknowledge(sender, receiver);
-            let (waiting, waiting_bytes) = self.domains[sender].outbox().waiting_for(to);
-            if waiting >= OUTBOX_MESSAGES
-                || waiting_bytes.saturating_add(bytes.len()) > OUTBOX_BYTES
-            {
-                self.ask_to_commit(sender, receiver);
-                return Status::MailboxFull;
-            }
+        let bytes_with_this = waiting_bytes.saturating_add(bytes.len());
+        if waiting >= OUTBOX_MESSAGES || bytes_with_this > OUTBOX_BYTES {
+            self.ask_to_commit(sender, receiver);
+            return Status::MailboxFull;
         }
         let message = Message {
             from,
@@ -317,11 +299,8 @@ impl Scheduler {
         }
         self.domains[sender].note_accepted(to, sequence);
         if sequence > self.domains[receiver].committed_from(from) {
-            let length = bytes.len();
             self.domains[sender].outbox_mut().push(to, sequence, bytes);
-            if waiting + 1 >= OUTBOX_MESSAGES / 2
-                || waiting_bytes.saturating_add(length) >= OUTBOX_BYTES / 2
-            {
+            if waiting + 1 >= OUTBOX_MESSAGES / 2 || bytes_with_this >= OUTBOX_BYTES / 2 {
                 self.ask_to_commit(sender, receiver);
             }
         }
