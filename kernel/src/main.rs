@@ -8,17 +8,13 @@ extern crate alloc;
 pub mod arch;
 pub mod boot_info;
 pub mod console;
-pub mod disk_bench;
+pub mod diagnostics;
 pub mod domains;
 pub mod drivers;
-pub mod line_editor;
 pub mod logger;
 pub mod memory;
 pub mod migration;
 pub mod net;
-pub mod nettest;
-pub mod platform;
-pub mod selftest;
 
 use core::fmt::Write;
 
@@ -85,7 +81,7 @@ extern "C" fn kernel_main_on_kernel_stack() -> ! {
         info.command_line()
     );
     if let Some(name) = info.argument("test") {
-        selftest::run(name, info);
+        diagnostics::selftest::run(name, info);
     }
     let checkpoint_ms = info
         .argument("checkpoint-ms")

@@ -1,4 +1,4 @@
-//! The IPC benchmark's host part, release-built (xtask/src/bench_ipc_host.rs).
+//! The IPC benchmark's host part, release-built (xtask/src/bench/ipc_host.rs).
 //!
 //! `bench_ipc_host DIRECTORY PING_WASM PONG_WASM BATCHES` prints the records
 //! of `cargo xtask bench --only ipc`'s host figures;
@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use xtask::bench_ipc_host::{self, PIPE_ECHO_ARGUMENT};
+use xtask::bench::ipc_host::{self, PIPE_ECHO_ARGUMENT};
 
 fn main() -> ExitCode {
     match run() {
@@ -29,13 +29,13 @@ fn run() -> Result<()> {
             let bytes = bytes
                 .parse()
                 .with_context(|| format!("{bytes:?} is not a message size"))?;
-            bench_ipc_host::pipe_echo(bytes)
+            ipc_host::pipe_echo(bytes)
         }
         [directory, ping, pong, batches] => {
             let batches = batches
                 .parse()
                 .with_context(|| format!("{batches:?} is not a number of batches"))?;
-            bench_ipc_host::run(
+            ipc_host::run(
                 &PathBuf::from(directory),
                 &PathBuf::from(ping),
                 &PathBuf::from(pong),

@@ -5,11 +5,6 @@
 pub mod app;
 pub mod archive;
 pub mod bench;
-pub mod bench_ipc;
-pub mod bench_ipc_host;
-pub mod bench_kernel;
-pub mod bench_kernel_work;
-pub mod bench_migrate;
 pub mod fuzz;
 pub mod guest;
 pub mod host;

@@ -36,8 +36,8 @@ use vm::{
     Stream, Wake,
 };
 
+use crate::bench::ipc::{self, Batch};
 use crate::bench::{Record, record};
-use crate::bench_ipc::{self, Batch};
 
 /// The longest one batch may take before the benchmark gives up.
 const BATCH_DEADLINE: Duration = Duration::from_secs(300);
@@ -119,7 +119,7 @@ impl Platform for CapturingPlatform {
 
     fn output(&self, domain_name: &str, stream: Stream, line: &[u8]) {
         let line = String::from_utf8_lossy(line);
-        if line.starts_with(bench_ipc::RESULT_PREFIX) {
+        if line.starts_with(ipc::RESULT_PREFIX) {
             let mut results = self
                 .results
                 .lock()
@@ -206,7 +206,7 @@ impl Pair {
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .pop_front();
             if let Some(line) = line {
-                let batch = bench_ipc::parse_batch(&line)
+                let batch = ipc::parse_batch(&line)
                     .with_context(|| format!("cannot read ping's line {line:?}"))?;
                 return Ok(PairBatch {
                     batch,
@@ -352,7 +352,7 @@ fn make_images(directory: &Path, ping_wasm: &Path, pong_wasm: &Path) -> Result<[
             std::fs::remove_file(&output)
                 .with_context(|| format!("removing the old {}", output.display()))?;
         }
-        crate::image::new(&bench_ipc::image_args(name, wasm, output))
+        crate::image::new(&ipc::image_args(name, wasm, output))
     };
     Ok([make("ping", ping_wasm)?, make("pong", pong_wasm)?])
 }
@@ -469,14 +469,14 @@ impl Samples {
             (&self.memory, "memory", "in-memory disks"),
             (&self.file, "file", "image files (fdatasync)"),
         ] {
-            records.push(bench_ipc::round_trip_figure(
+            records.push(ipc::round_trip_figure(
                 format!("ipc.host_{key}_round_trip"),
                 format!("IPC round trip between two domains, host vm on {disks}"),
                 side.round_trip.clone(),
                 self.pipe.clone(),
                 None,
             ));
-            records.push(bench_ipc::share_figure(
+            records.push(ipc::share_figure(
                 format!("ipc.host_{key}_commits"),
                 format!("of which commits (time per round trip), {disks}"),
                 side.commit_time_per_round_trip.clone(),
@@ -491,7 +491,7 @@ impl Samples {
                 goal: None,
             }));
         }
-        records.push(bench_ipc::round_trip_figure(
+        records.push(ipc::round_trip_figure(
             "ipc.host_memory_checkpointed_round_trip".into(),
             format!(
                 "IPC round trip, host vm on in-memory disks, a checkpoint of both after \

@@ -28,9 +28,10 @@ use crate::arch::timer;
 use crate::drivers::virtio_blk::{self, VirtioDisk};
 use crate::memory::heap;
 use crate::memory::window_backing::WindowBacking;
-use crate::platform::KernelPlatform;
 use crate::println;
+use platform::KernelPlatform;
 
+pub mod platform;
 mod spawn;
 
 /// Default time between periodic checkpoints.

@@ -1,6 +1,6 @@
 //! `cargo xtask bench --only kernel`: resume, CPU, checkpoints, page-in (QEMU).
 //!
-//! This file measures resume; bench_kernel_work.rs the rest.
+//! This file measures resume; kernel_work.rs the rest.
 //!
 //! Each domain touches its first N MiB (one byte in each 4 KiB page) and
 //! then sleeps. It is booted once to commit that state, then booted several
@@ -271,7 +271,7 @@ pub fn run(collector: &mut Collector) -> Result<()> {
         }
     }
     report(collector, &shapes, &samples_ms)?;
-    crate::bench_kernel_work::run(collector, &kernel_elf, &directory, accel)
+    crate::bench::kernel_work::run(collector, &kernel_elf, &directory, accel)
 }
 
 /// The figures and plot points of the measured `samples_ms` (one list per

@@ -3,21 +3,23 @@
 //! The console never blocks: `Console::poll` takes whatever input is waiting,
 //! so the main loop can run domains between keystrokes.
 
+pub mod line_editor;
+
 use alloc::string::String;
 use core::sync::atomic::Ordering;
 
 use crate::arch::{acpi, timer};
 use crate::boot_info::BootInfo;
-use crate::disk_bench;
+use crate::diagnostics::disk_bench;
+use crate::diagnostics::nettest;
 use crate::domains::Domains;
 use crate::drivers::virtio_net::MacAddress;
 use crate::drivers::{serial, virtio_blk};
-use crate::line_editor::LineEditor;
 use crate::memory::{frames, heap};
 use crate::migration::Migrations;
 use crate::net;
-use crate::nettest;
 use crate::{print, println};
+use line_editor::LineEditor;
 
 const PROMPT: &str = "amber> ";
 const MAX_LINE_BYTES: usize = 256;

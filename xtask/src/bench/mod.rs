@@ -4,7 +4,7 @@
 //! times, and hands raw samples to a [`Collector`] as [`Record`]s: figures
 //! for the table and points for the plots. The persist and vm benchmarks
 //! are programs (`PACKAGE/examples/bench.rs`) that print one record per
-//! line; the kernel one boots QEMU from xtask (`bench_kernel.rs`). The
+//! line; the kernel one boots QEMU from xtask (`bench/kernel.rs`). The
 //! report goes to target/amber/bench: report.md, report.json and one SVG
 //! per plot that has data (`bench/plots.rs` lists the plots; those nobody
 //! measured are listed as not measured yet).
@@ -14,7 +14,12 @@
 //! collector (points with an id from `plots::PLOTS` land in that plot).
 
 mod collector;
+pub mod ipc;
+pub mod ipc_host;
+mod kernel;
+mod kernel_work;
 mod machine;
+mod migrate;
 pub mod plots;
 pub mod record;
 mod report;
@@ -164,9 +169,9 @@ fn run_one(benchmark: Benchmark, collector: &mut Collector) -> Result<()> {
     match benchmark {
         Benchmark::Persist => run_bench_example("persist", collector),
         Benchmark::Vm => run_bench_example("vm", collector),
-        Benchmark::Kernel => crate::bench_kernel::run(collector),
-        Benchmark::Migrate => crate::bench_migrate::run(collector),
-        Benchmark::Ipc => crate::bench_ipc::run(collector),
+        Benchmark::Kernel => crate::bench::kernel::run(collector),
+        Benchmark::Migrate => crate::bench::migrate::run(collector),
+        Benchmark::Ipc => crate::bench::ipc::run(collector),
     }
 }
 

@@ -7,7 +7,7 @@
 //! `bench-result ipc ...` line per batch (apps/ping). Measured:
 //!
 //! - on the host, in xtask's release-built `bench_ipc_host` example
-//!   (`bench_ipc_host.rs`): ping and pong in the vm on in-memory disks and
+//!   (`bench/ipc_host.rs`): ping and pong in the vm on in-memory disks and
 //!   on image files, and the baseline, the same round trips of the same
 //!   message between two processes over two pipes. How often the domains
 //!   commit and the time their commits take are measured there too.
