@@ -3,7 +3,9 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use tests::{ANSWER_TIMEOUT, BOOT_TIMEOUT, FAILURE_EXIT_STATUS, Machine, test_config};
+use tests::{
+    ANSWER_TIMEOUT, BOOT_TIMEOUT, FAILURE_EXIT_STATUS, Machine, boot_with_arguments, test_config,
+};
 
 #[test]
 fn boots_to_the_prompt_with_a_banner() -> Result<()> {
@@ -94,7 +96,7 @@ fn shutdown_powers_off_with_success() -> Result<()> {
 
 #[test]
 fn a_page_fault_is_reported_and_stops_qemu_with_failure() -> Result<()> {
-    let mut machine = Machine::boot_with_arguments("test=page-fault")?;
+    let mut machine = boot_with_arguments("test=page-fault")?;
     let report = machine.expect("EXCEPTION: page fault (vector 14)", BOOT_TIMEOUT)?;
     assert!(report.contains("CR2 0xdeadb000"), "report: {report}");
     assert!(report.contains("RIP 0xffffffff8"), "report: {report}");
@@ -105,7 +107,7 @@ fn a_page_fault_is_reported_and_stops_qemu_with_failure() -> Result<()> {
 
 #[test]
 fn a_panic_is_reported_with_its_location_and_stops_qemu_with_failure() -> Result<()> {
-    let mut machine = Machine::boot_with_arguments("test=panic")?;
+    let mut machine = boot_with_arguments("test=panic")?;
     let report = machine.expect("PANIC: self-test panic requested", BOOT_TIMEOUT)?;
     assert!(
         report.contains("kernel/src/selftest.rs:"),
@@ -117,7 +119,7 @@ fn a_panic_is_reported_with_its_location_and_stops_qemu_with_failure() -> Result
 
 #[test]
 fn interrupts_leave_sse_state_intact() -> Result<()> {
-    let mut machine = Machine::boot_with_arguments("test=sse")?;
+    let mut machine = boot_with_arguments("test=sse")?;
     let report = machine.expect("self-test sse: passed", BOOT_TIMEOUT)?;
     assert!(report.contains("timer interrupts"), "report: {report}");
     machine.expect_prompt(ANSWER_TIMEOUT)?;

@@ -1,11 +1,13 @@
 //! The console: line editing, history, unknown commands, kill.
 
 use anyhow::Result;
-use tests::{ANSWER_TIMEOUT, BOOT_TIMEOUT, Machine, domain_image, test_config, work_dir};
+use tests::{
+    ANSWER_TIMEOUT, BOOT_TIMEOUT, Machine, boot_with_arguments, domain_image, test_config, work_dir,
+};
 
 #[test]
 fn lines_are_edited_with_cursor_keys_and_recalled_from_history() -> Result<()> {
-    let mut machine = Machine::boot_with_arguments("")?;
+    let mut machine = boot_with_arguments("")?;
     machine.expect_prompt(BOOT_TIMEOUT)?;
     // "uptme", Left twice, "i": "uptime".
     machine.send_line("uptme\x1b[D\x1b[Di")?;

@@ -3,22 +3,15 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use tests::{ANSWER_TIMEOUT, BOOT_TIMEOUT, Machine, domain_image, test_config, work_dir};
+use tests::{
+    ANSWER_TIMEOUT, BOOT_TIMEOUT, Machine, count_of, domain_image, last_count, test_config,
+    work_dir,
+};
 
 fn boot(disks: &[PathBuf]) -> Result<Machine> {
     let mut config = test_config()?;
     config.disks = disks.to_vec();
     Machine::boot(&config)
-}
-
-/// N in `[counter] count N`.
-fn count_of(line: &str) -> Option<u64> {
-    line.split("[counter] count ").nth(1)?.trim().parse().ok()
-}
-
-/// The last `[counter] count N` in a transcript.
-fn last_count(transcript: &str) -> Option<u64> {
-    transcript.lines().rev().find_map(count_of)
 }
 
 #[test]
@@ -40,11 +33,11 @@ fn counter_resumes_after_shutdown_and_boot() -> Result<()> {
     machine.send_line("shutdown")?;
     machine.expect("amber: powering off", ANSWER_TIMEOUT)?;
     machine.expect_exit(0, ANSWER_TIMEOUT)?;
-    let last = last_count(&machine.transcript()).context("no count before shutdown")?;
+    let last = last_count("counter", &machine.transcript()).context("no count before shutdown")?;
 
     let mut machine = boot(&[counter])?;
     let first_line = machine.expect("[counter] count ", BOOT_TIMEOUT)?;
-    let first = count_of(&first_line).context("unreadable count")?;
+    let first = count_of("counter", &first_line).context("unreadable count")?;
     if first != last + 1 {
         bail!(
             "counted to {last} before shutdown, then {first} after boot (wanted {})",
@@ -62,7 +55,7 @@ fn a_stopped_domain_stays_stopped_across_boots_until_started() -> Result<()> {
     machine.expect("[counter] count 3", BOOT_TIMEOUT)?;
     machine.send_line("stop counter")?;
     machine.expect("counter: stopped", ANSWER_TIMEOUT)?;
-    let last = last_count(&machine.transcript()).context("no count before stop")?;
+    let last = last_count("counter", &machine.transcript()).context("no count before stop")?;
     machine.expect_prompt(ANSWER_TIMEOUT)?;
     let table = machine.run_command("ps")?;
     assert!(
@@ -84,12 +77,12 @@ fn a_stopped_domain_stays_stopped_across_boots_until_started() -> Result<()> {
         "ps after boot: {table:?}"
     );
     assert!(
-        last_count(&machine.transcript()).is_none(),
+        last_count("counter", &machine.transcript()).is_none(),
         "a stopped counter counted after boot"
     );
     machine.send_line("start counter")?;
     let first_line = machine.expect("[counter] count ", ANSWER_TIMEOUT)?;
-    let first = count_of(&first_line).context("unreadable count")?;
+    let first = count_of("counter", &first_line).context("unreadable count")?;
     if first != last + 1 {
         bail!("stopped after {last}, started at {first}");
     }

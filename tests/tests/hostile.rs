@@ -12,7 +12,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use tests::{ANSWER_TIMEOUT, BOOT_TIMEOUT, Machine, domain_image, test_config, work_dir};
+use tests::{
+    ANSWER_TIMEOUT, BOOT_TIMEOUT, Machine, domain_image, last_count, test_config, work_dir,
+};
 use vm::MAX_MODULE_BYTES;
 use xtask::image::NewArgs;
 
@@ -161,15 +163,6 @@ fn boot(disks: &[PathBuf]) -> Result<Machine> {
     Machine::boot(&config)
 }
 
-/// The last N in `[counter] count N` lines of the transcript.
-fn last_count(machine: &Machine) -> Option<u64> {
-    machine
-        .transcript()
-        .lines()
-        .rev()
-        .find_map(|line| line.split("[counter] count ").nth(1)?.trim().parse().ok())
-}
-
 /// Waits until every line in `lines` has appeared in full.
 fn wait_for_lines(machine: &Machine, lines: &[String], timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
@@ -215,10 +208,12 @@ fn check_one_ending_line(transcript: &str, name: &str, ending: &str) -> Result<(
 /// Waits for counter to add `MINIMUM_PROGRESS` counts to its last one;
 /// returns the count reached.
 fn check_counter_progresses(machine: &Machine) -> Result<u64> {
-    let before = last_count(machine).context("counter has not counted yet")?;
+    let before =
+        last_count("counter", &machine.transcript()).context("counter has not counted yet")?;
     let started = Instant::now();
     loop {
-        let now = last_count(machine).context("counter stopped printing")?;
+        let now =
+            last_count("counter", &machine.transcript()).context("counter stopped printing")?;
         if now >= before + MINIMUM_PROGRESS {
             eprintln!(
                 "counter went from {before} to {now} in {:.1} s",

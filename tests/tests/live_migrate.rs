@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use tests::{
-    ANSWER_TIMEOUT, BOOT_TIMEOUT, LinkEnd, Machine, domain_image, free_port, linked_machine,
-    test_config, work_dir,
+    ANSWER_TIMEOUT, BOOT_TIMEOUT, LinkEnd, Machine, counts, domain_image, free_port,
+    linked_machine, test_config, work_dir,
 };
 
 /// A whole migration between two TCG machines on a loaded host.
@@ -28,15 +28,6 @@ fn spare(directory: &Path, name: &str) -> Result<std::path::PathBuf> {
     let file = std::fs::File::create(&path).context("creating a spare disk")?;
     file.set_len(64 << 20).context("sizing a spare disk")?;
     Ok(path)
-}
-
-/// N in `[counter] count N`.
-fn count_of(line: &str) -> Option<u64> {
-    line.split("[counter] count ").nth(1)?.trim().parse().ok()
-}
-
-fn counts(transcript: &str) -> Vec<u64> {
-    transcript.lines().filter_map(count_of).collect()
 }
 
 #[test]
@@ -59,7 +50,7 @@ fn counter_moves_live_and_goes_on_from_the_next_value() -> Result<()> {
         "[migrate] counter arrived from 169.254.0.1",
         MIGRATION_TIMEOUT,
     )?;
-    let on_a = counts(&a.transcript());
+    let on_a = counts("counter", &a.transcript());
     let Some(&last_on_a) = on_a.last() else {
         bail!("A printed no count");
     };
@@ -67,7 +58,7 @@ fn counter_moves_live_and_goes_on_from_the_next_value() -> Result<()> {
         &format!("[counter] count {}", last_on_a + 5),
         ANSWER_TIMEOUT,
     )?;
-    let on_b = counts(&b.transcript());
+    let on_b = counts("counter", &b.transcript());
     assert_eq!(
         on_b.first(),
         Some(&(last_on_a + 1)),
@@ -87,7 +78,7 @@ fn counter_moves_live_and_goes_on_from_the_next_value() -> Result<()> {
         "{table:?}"
     );
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(counts(&a.transcript()).last(), Some(&last_on_a));
+    assert_eq!(counts("counter", &a.transcript()).last(), Some(&last_on_a));
     let table = b.run_command("ps")?;
     assert!(
         table
@@ -113,7 +104,7 @@ fn counter_moves_live_and_goes_on_from_the_next_value() -> Result<()> {
         "{table:?}"
     );
     std::thread::sleep(Duration::from_secs(2));
-    assert!(counts(&again.transcript()).is_empty());
+    assert!(counts("counter", &again.transcript()).is_empty());
     eprintln!("A: {moved}");
     Ok(())
 }

@@ -11,7 +11,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use tests::{ANSWER_TIMEOUT, BOOT_TIMEOUT, Machine, domain_image, test_config, work_dir};
+use tests::{
+    ANSWER_TIMEOUT, BOOT_TIMEOUT, Machine, domain_image, last_count, test_config, work_dir,
+};
 
 /// How many busy domains run beside the counter, the quota and the disk filler.
 const BUSY_DOMAINS: usize = 21;
@@ -97,14 +99,6 @@ fn wait_for_all(machine: &Machine, patterns: &[&str]) -> Result<String> {
     }
 }
 
-/// N in `[counter] count N`.
-fn last_count(transcript: &str) -> Option<u64> {
-    transcript
-        .lines()
-        .rev()
-        .find_map(|line| line.split("[counter] count ").nth(1)?.trim().parse().ok())
-}
-
 /// One `ps` row: name, status and fuel.
 #[derive(Debug)]
 struct Row {
@@ -177,7 +171,7 @@ fn twenty_four_domains_run_fairly_and_a_full_disk_pauses_only_its_domain() -> Re
             "[memhog] error: trapped: ",
         ],
     )?;
-    let count_at_pause = last_count(&transcript).context("no count yet")?;
+    let count_at_pause = last_count("counter", &transcript).context("no count yet")?;
     let pause_lines = transcript
         .lines()
         .filter(|line| line.contains("diskfill") && !line.contains(" INFO "))
@@ -224,7 +218,7 @@ fn twenty_four_domains_run_fairly_and_a_full_disk_pauses_only_its_domain() -> Re
         status_of("memhog").is_some_and(|status| status.starts_with("trapped")),
         "{table:#?}"
     );
-    let count_now = last_count(&machine.transcript()).context("no count")?;
+    let count_now = last_count("counter", &machine.transcript()).context("no count")?;
     ensure!(
         count_now > count_at_pause + 10,
         "counter went from {count_at_pause} to only {count_now} after the pause"

@@ -1,17 +1,10 @@
 //! Offline migration: a stopped domain's image copied to a second instance.
 
 use anyhow::{Context, Result, bail};
-use tests::{ANSWER_TIMEOUT, BOOT_TIMEOUT, Machine, domain_image, test_config, work_dir};
-
-/// N in `[counter] count N`.
-fn count_of(line: &str) -> Option<u64> {
-    line.split("[counter] count ").nth(1)?.trim().parse().ok()
-}
-
-/// The last `[counter] count N` in a transcript.
-fn last_count(transcript: &str) -> Option<u64> {
-    transcript.lines().rev().find_map(count_of)
-}
+use tests::{
+    ANSWER_TIMEOUT, BOOT_TIMEOUT, Machine, count_of, domain_image, last_count, test_config,
+    work_dir,
+};
 
 fn boot(disk: &std::path::Path) -> Result<Machine> {
     let mut config = test_config()?;
@@ -39,11 +32,11 @@ fn a_stopped_counter_copied_to_another_instance_goes_on_from_the_next_value() ->
     machine_a.expect("[counter] count 3", BOOT_TIMEOUT)?;
     machine_a.send_line("stop counter")?;
     machine_a.expect("counter: stopped", ANSWER_TIMEOUT)?;
-    let last = last_count(&machine_a.transcript()).context("no count on A")?;
+    let last = last_count("counter", &machine_a.transcript()).context("no count on A")?;
     machine_a.expect_prompt(ANSWER_TIMEOUT)?;
     machine_a.send_line("shutdown")?;
     machine_a.expect_exit(0, ANSWER_TIMEOUT)?;
-    if last_count(&machine_a.transcript()) != Some(last) {
+    if last_count("counter", &machine_a.transcript()) != Some(last) {
         bail!("A counted on after `stop counter` (stopped at {last})");
     }
     drop(machine_a);
@@ -58,12 +51,12 @@ fn a_stopped_counter_copied_to_another_instance_goes_on_from_the_next_value() ->
     let table = machine_b.run_command("ps")?;
     assert!(shows_stopped(&table, "counter"), "ps on B: {table:?}");
     assert!(
-        last_count(&machine_b.transcript()).is_none(),
+        last_count("counter", &machine_b.transcript()).is_none(),
         "counter ran on B before `start`"
     );
     machine_b.send_line("start counter")?;
     let first_line = machine_b.expect("[counter] count ", ANSWER_TIMEOUT)?;
-    let first = count_of(&first_line).context("unreadable count on B")?;
+    let first = count_of("counter", &first_line).context("unreadable count on B")?;
     if first != last + 1 {
         bail!(
             "stopped at {last} on A, went on at {first} on B (wanted {})",
@@ -88,8 +81,8 @@ fn cargo_xtask_migrate_offline_runs_both_instances() -> Result<()> {
         lines: 3,
         accel: tests::Accel::Tcg,
     })?;
-    let last = count_of(&report.last_line_on_a).context("no count on A")?;
-    let first = count_of(&report.first_line_on_b).context("no count on B")?;
+    let last = count_of("counter", &report.last_line_on_a).context("no count on A")?;
+    let first = count_of("counter", &report.first_line_on_b).context("no count on B")?;
     assert_eq!(first, last + 1, "{report}");
     Ok(())
 }

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use tests::{
-    ANSWER_TIMEOUT, BOOT_TIMEOUT, LinkEnd, Machine, Xorshift, domain_image, environment_number,
-    free_port, linked_machine, seed_from_environment, work_dir,
+    ANSWER_TIMEOUT, BOOT_TIMEOUT, LinkEnd, Machine, Xorshift, counts, domain_image,
+    environment_number, free_port, linked_machine, seed_from_environment, work_dir,
 };
 
 const DEFAULT_ROUNDS: u64 = 4;
@@ -27,14 +27,6 @@ const MAX_CUT_DELAY_MS: u64 = 400;
 
 /// How long a parked copy may take to hear from its source after both boot.
 const RESOLUTION_TIMEOUT: Duration = Duration::from_secs(60);
-
-fn count_of(line: &str) -> Option<u64> {
-    line.split("[counter] count ").nth(1)?.trim().parse().ok()
-}
-
-fn counts(transcript: &str) -> Vec<u64> {
-    transcript.lines().filter_map(count_of).collect()
-}
 
 /// Whether `path` is a blank (spare) disk: its superblocks are zero.
 fn is_blank(path: &Path) -> Result<bool> {
@@ -79,9 +71,9 @@ fn round(directory: &Path, random: &mut Xorshift, round: u64) -> Result<String> 
     first.power_cut();
     std::thread::sleep(Duration::from_millis(random.between(0, 500)));
     second.power_cut();
-    let printed = counts(&a.transcript())
+    let printed = counts("counter", &a.transcript())
         .into_iter()
-        .chain(counts(&b.transcript()))
+        .chain(counts("counter", &b.transcript()))
         .max()
         .unwrap_or(0);
     let before = format!(
@@ -135,7 +127,10 @@ fn round(directory: &Path, random: &mut Xorshift, round: u64) -> Result<String> 
         std::thread::sleep(Duration::from_secs(1));
     }
     std::thread::sleep(Duration::from_secs(3));
-    let (on_a, on_b) = (counts(&a.transcript()), counts(&b.transcript()));
+    let (on_a, on_b) = (
+        counts("counter", &a.transcript()),
+        counts("counter", &b.transcript()),
+    );
     let (runner, resumed) = match (on_a.is_empty(), on_b.is_empty()) {
         (false, true) => ("A", on_a),
         (true, false) => ("B", on_b),

@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use tests::{
-    ANSWER_TIMEOUT, BOOT_TIMEOUT, Machine, Xorshift, domain_image, environment_number,
-    seed_from_environment, test_config, work_dir,
+    ANSWER_TIMEOUT, BOOT_TIMEOUT, Machine, Xorshift, count_of, domain_image, environment_number,
+    last_count, seed_from_environment, test_config, work_dir,
 };
 
 /// Rounds when `AMBER_POWER_CUT_ROUNDS` is not set.
@@ -102,16 +102,6 @@ struct RoundReport {
     has_counter_commit: bool,
 }
 
-/// N in `[counter] count N`.
-fn count_of(line: &str) -> Option<u64> {
-    line.split("[counter] count ").nth(1)?.trim().parse().ok()
-}
-
-/// The last `[counter] count N` in a transcript.
-fn last_count(transcript: &str) -> Option<u64> {
-    transcript.lines().rev().find_map(count_of)
-}
-
 /// N in `[kvclient] runs before this one: N`.
 fn runs_of(line: &str) -> Option<u64> {
     line.split("[kvclient] runs before this one: ")
@@ -180,7 +170,7 @@ impl PowerCuts {
         let line = machine
             .expect("[counter] count ", BOOT_TIMEOUT)
             .map_err(|error| self.failure(round, &format!("{error:#}"), ""))?;
-        let first = count_of(&line)
+        let first = count_of("counter", &line)
             .ok_or_else(|| self.failure(round, "unreadable count", &machine.transcript()))?;
         if first < self.bounds.lowest_count || first > self.bounds.highest_count {
             return Err(self.failure(
@@ -237,7 +227,7 @@ impl PowerCuts {
 
         // Whatever counter commits from now on has at least the count it
         // has printed already.
-        let printed = last_count(&machine.transcript()).context("no count")?;
+        let printed = last_count("counter", &machine.transcript()).context("no count")?;
         machine.send_line("checkpoint counter")?;
         let answer = machine.expect("counter: ", ANSWER_TIMEOUT)?;
         if answer.trim_end().ends_with("counter: committed") {
@@ -283,7 +273,7 @@ impl PowerCuts {
             pending.lowest_runs = pending.lowest_runs.max(runs);
             pending.highest_runs = pending.highest_runs.max(runs + 1);
         }
-        let last = last_count(&transcript).unwrap_or(first);
+        let last = last_count("counter", &transcript).unwrap_or(first);
         pending.highest_count = last + 1;
         if let Err(error) = images.verify() {
             return Err(self.failure(

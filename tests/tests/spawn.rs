@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use tests::{
-    ANSWER_TIMEOUT, BOOT_TIMEOUT, Machine, apps_archive, blank_disk, test_config, work_dir,
+    ANSWER_TIMEOUT, BOOT_TIMEOUT, Machine, apps_archive, blank_disk, count_of, last_count,
+    test_config, work_dir,
 };
 
 /// Size of each spare disk: room for counter's 64 MiB maximum memory three
@@ -15,23 +16,6 @@ fn boot(disks: &[PathBuf]) -> Result<Machine> {
     let mut config = test_config()?;
     config.disks = disks.to_vec();
     Machine::boot(&config)
-}
-
-/// N in `[NAME] count N`.
-fn count_of(name: &str, line: &str) -> Option<u64> {
-    line.split(&format!("[{name}] count "))
-        .nth(1)?
-        .trim()
-        .parse()
-        .ok()
-}
-
-/// The last `[NAME] count N` in a transcript.
-fn last_count(name: &str, transcript: &str) -> Option<u64> {
-    transcript
-        .lines()
-        .rev()
-        .find_map(|line| count_of(name, line))
 }
 
 fn says(answer: &[String], text: &str) -> bool {

@@ -9,12 +9,11 @@
 //! killed on every path out.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 
-use crate::guest::Guest;
+use crate::machine::{ANSWER_TIMEOUT, BOOT_TIMEOUT, Machine};
 use crate::qemu::{Accel, Console, QemuConfig};
 use crate::{app, image, kernel, paths};
 
@@ -39,10 +38,6 @@ pub struct OfflineArgs {
     #[arg(long, value_enum, default_value = "tcg")]
     pub accel: Accel,
 }
-
-/// How long a boot may take to reach the prompt, and one answer to come.
-const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn run(command: MigrateCommand) -> Result<()> {
     match command {
@@ -111,7 +106,7 @@ pub fn offline(args: &OfflineArgs) -> Result<OfflineReport> {
     let prefix = format!("[{name}] ");
 
     eprintln!("migrate: booting A with {}", image_a.display());
-    let mut machine_a = Guest::boot("A", &config(&image_a))?;
+    let mut machine_a = Machine::boot_named("A", &config(&image_a))?;
     for _ in 0..args.lines {
         machine_a.expect(&prefix, BOOT_TIMEOUT)?;
     }
@@ -123,7 +118,7 @@ pub fn offline(args: &OfflineArgs) -> Result<OfflineReport> {
         .context("A printed nothing before the stop")?;
     eprintln!("migrate: A stopped {name} after {last_line_on_a:?}; shutting A down");
     machine_a.send_line("shutdown")?;
-    machine_a.expect_exit_success(ANSWER_TIMEOUT)?;
+    machine_a.expect_exit(0, ANSWER_TIMEOUT)?;
 
     let image_b = dir_b.join(format!("{name}.img"));
     std::fs::copy(&image_a, &image_b)
@@ -133,8 +128,8 @@ pub fn offline(args: &OfflineArgs) -> Result<OfflineReport> {
         image_b.display()
     );
 
-    let mut machine_b = Guest::boot("B", &config(&image_b))?;
-    machine_b.expect("amber> ", BOOT_TIMEOUT)?;
+    let mut machine_b = Machine::boot_named("B", &config(&image_b))?;
+    machine_b.expect_prompt(BOOT_TIMEOUT)?;
     machine_b.send_line("ps")?;
     let row = machine_b.expect_line_starting(name, ANSWER_TIMEOUT)?;
     if !row.contains("stopped") {
@@ -162,7 +157,7 @@ pub fn offline(args: &OfflineArgs) -> Result<OfflineReport> {
     }
     eprintln!("migrate: B goes on with {first_line_on_b:?}; shutting B down");
     machine_b.send_line("shutdown")?;
-    machine_b.expect_exit_success(ANSWER_TIMEOUT)?;
+    machine_b.expect_exit(0, ANSWER_TIMEOUT)?;
     Ok(OfflineReport {
         last_line_on_a,
         first_line_on_b,
@@ -174,6 +169,7 @@ pub fn offline(args: &OfflineArgs) -> Result<OfflineReport> {
 fn from_prefix(line: &str, prefix: &str) -> String {
     line.find(prefix)
         .map_or(line, |start| &line[start..])
+        .trim_end()
         .to_string()
 }
 

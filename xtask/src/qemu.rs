@@ -75,7 +75,7 @@ fn kvm_boots(kernel: &Path) -> bool {
 
 /// Waits up to `timeout` for QEMU to exit; kills it if it has not (or if
 /// waiting fails) and returns None then.
-pub fn wait_or_kill(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+fn wait_or_kill(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + timeout;
     loop {
         match child.try_wait() {

@@ -34,8 +34,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use crate::bench::{BaselineRecord, Collector, FigureRecord, Goal, Mode, Record};
-use crate::guest::Guest;
 use crate::image::NewArgs;
+use crate::machine::Machine;
 use crate::qemu::{Accel, Console, QemuConfig};
 
 /// What ping's batch lines start with (after the console's `[ping] `).
@@ -186,20 +186,20 @@ pub fn run(collector: &mut Collector) -> Result<()> {
         batches,
     };
     collector.step("ping and pong in the kernel, checkpoints every second");
-    let (guest, by_default_us) = kernel.boot(Checkpoints::EverySecond)?;
-    drop(guest);
+    let (machine, by_default_us) = kernel.boot(Checkpoints::EverySecond)?;
+    drop(machine);
     collector.step("ping and pong in the kernel, a checkpoint after every batch");
-    let (mut guest, after_batches_us) = kernel.boot(Checkpoints::AfterEveryBatch)?;
+    let (mut machine, after_batches_us) = kernel.boot(Checkpoints::AfterEveryBatch)?;
     let mut commit_floors_us = Vec::new();
     for run in 1..=batches {
         collector.step(format!("diskbench {run}/{batches}"));
-        guest.send_line(&format!("diskbench {DISKBENCH_READ_MIB}"))?;
-        let line = guest.expect("diskbench disk", 5 * MINUTE)?;
+        machine.send_line(&format!("diskbench {DISKBENCH_READ_MIB}"))?;
+        let line = machine.expect("diskbench disk", 5 * MINUTE)?;
         let floor_us =
             parse_commit_floor_us(&line).with_context(|| format!("cannot read {line:?}"))?;
         commit_floors_us.push(floor_us);
     }
-    drop(guest);
+    drop(machine);
 
     let goal = match accel {
         Accel::Kvm => Some(KVM_GOAL),
@@ -276,7 +276,7 @@ impl Kernel<'_> {
     /// Ping commits only in the yield after a batch (its `recv` never
     /// waits), so with the kernel's default its image holds up to a
     /// second and a batch of messages when a delivery commits it.
-    fn boot(&self, checkpoints: Checkpoints) -> Result<(Guest, Vec<f64>)> {
+    fn boot(&self, checkpoints: Checkpoints) -> Result<(Machine, Vec<f64>)> {
         let directory = self.directory.join(checkpoints.directory_name());
         std::fs::create_dir_all(&directory)
             .with_context(|| format!("creating {}", directory.display()))?;
@@ -308,21 +308,21 @@ impl Kernel<'_> {
             disks,
             net: None,
         };
-        let mut guest = Guest::boot("ipc", &config)?;
+        let mut machine = Machine::boot_named("ipc", &config)?;
         // The first batch is a warm-up, as on the host: the domains' first
         // commits store their modules and memory.
         let mut round_trip_us = Vec::new();
         for batch in 0..=self.batches {
-            let line = guest.expect(RESULT_PREFIX, 5 * MINUTE)?;
+            let line = machine.expect(RESULT_PREFIX, 5 * MINUTE)?;
             let measured = parse_batch(&line).with_context(|| format!("cannot read {line:?}"))?;
             if batch > 0 {
                 round_trip_us.push(measured.round_trip_us());
             }
             if checkpoints == Checkpoints::AfterEveryBatch {
-                guest.send_line("checkpoint")?;
+                machine.send_line("checkpoint")?;
             }
         }
-        Ok((guest, round_trip_us))
+        Ok((machine, round_trip_us))
     }
 }
 

@@ -19,9 +19,7 @@
 //! Boots are interleaved (every domain once, then every domain again) so a
 //! machine that slows down during the run does not favour one size.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -30,11 +28,15 @@ use crate::bench::{
     BaselineRecord, Collector, FigureRecord, Goal, Mode, PointRecord, Record, plots,
 };
 use crate::image::{self, NewArgs};
-use crate::qemu::{Accel, Console, QemuConfig, wait_or_kill};
+use crate::machine::Machine;
+use crate::qemu::{Accel, Console, QemuConfig};
 
 const FULL_REPETITIONS: usize = 5;
 const MACHINE_MEMORY_MIB: u32 = 256;
 const PAGES_PER_MIB: u32 = 256;
+
+/// One resume boot, from QEMU's start to the domain's `ps` row.
+const RESUME_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// One benchmark domain: how far its memory may grow and how much of it
 /// the first boot touched.
@@ -114,56 +116,28 @@ fn parse_stored(line: &str, name: &str) -> Option<Result<u64>> {
 /// Boots `disk`, reads how long the kernel took to open its domain, then
 /// asks `ps` how many pages its image stores.
 fn resume_once(kernel_elf: &Path, disk: &Path, accel: Accel, name: &str) -> Result<Resumed> {
-    let mut child = bench_machine(kernel_elf, disk, accel, "")
-        .command()?
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting QEMU")?;
-    let stdout = child.stdout.take().context("QEMU's stdout")?;
-    let (sender, receiver) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if sender.send(line).is_err() {
-                break;
+    let deadline = Instant::now() + RESUME_TIMEOUT;
+    let remaining = || deadline.saturating_duration_since(Instant::now());
+    let mut machine = Machine::boot_named(name, &bench_machine(kernel_elf, disk, accel, ""))?;
+    let line = machine.expect(" opened in ", remaining())?;
+    let open_micros = parse_opened(&line)
+        .context("the 'opened in' line went missing")?
+        .map_err(|error| machine.failure(&format!("{error:#}")))?;
+    machine.send_line("ps")?;
+    loop {
+        // Log lines may name the domain too; only its `ps` row parses.
+        let line = machine.expect(name, remaining())?;
+        match parse_stored(&line, name) {
+            Some(Ok(stored_pages)) => {
+                return Ok(Resumed {
+                    open_micros,
+                    stored_pages,
+                });
             }
+            Some(Err(error)) => return Err(machine.failure(&format!("{error:#}"))),
+            None => {}
         }
-    });
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut open_micros = None;
-    let result = loop {
-        let wait = deadline.saturating_duration_since(Instant::now());
-        let Ok(line) = receiver.recv_timeout(wait) else {
-            break Err(anyhow::anyhow!(
-                "no 'opened in' line and ps line for {name} within 120 s"
-            ));
-        };
-        match (open_micros, parse_opened(&line)) {
-            (None, Some(Err(error))) => break Err(error),
-            (None, Some(Ok(micros))) => {
-                open_micros = Some(micros);
-                if let Some(stdin) = child.stdin.as_mut() {
-                    use std::io::Write;
-                    let _ = stdin.write_all(b"ps\r").and_then(|()| stdin.flush());
-                }
-            }
-            (Some(micros), _) => match parse_stored(&line, name) {
-                Some(Ok(stored_pages)) => {
-                    break Ok(Resumed {
-                        open_micros: micros,
-                        stored_pages,
-                    });
-                }
-                Some(Err(error)) => break Err(error),
-                None => {}
-            },
-            (None, None) => {}
-        }
-    };
-    let _ = child.kill();
-    let _ = child.wait();
-    result
+    }
 }
 
 /// A domain of `shape` as an image in `directory`: it touches its first
@@ -209,26 +183,14 @@ fn bench_image(directory: &Path, shape: Shape) -> Result<PathBuf> {
 /// Boots `disk` once so that its domain touches its pages, commits, and
 /// shuts down (the shutdown commits every domain).
 fn first_boot(kernel_elf: &Path, disk: &Path, accel: Accel, shape: Shape) -> Result<()> {
-    let mut child = bench_machine(kernel_elf, disk, accel, "checkpoint-ms=100")
-        .command()?
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting QEMU")?;
+    let config = bench_machine(kernel_elf, disk, accel, "checkpoint-ms=100");
+    let mut machine = Machine::boot_named(&shape.name(), &config)?;
     // Enough for the touch loop under TCG; `resume_once` checks afterwards
     // that every touched page was stored.
     let settle = Duration::from_secs(3 + u64::from(shape.touched_mib) / 16);
     std::thread::sleep(settle);
-    if let Some(stdin) = child.stdin.as_mut() {
-        use std::io::Write;
-        let _ = stdin.write_all(b"shutdown\r").and_then(|()| stdin.flush());
-    }
-    match wait_or_kill(&mut child, Duration::from_secs(60)) {
-        Some(status) if status.success() => Ok(()),
-        Some(status) => bail!("the first boot of {} ended with {status}", disk.display()),
-        None => bail!("the first boot of {} did not power off", disk.display()),
-    }
+    machine.send_line("shutdown")?;
+    machine.expect_exit(0, Duration::from_secs(60))
 }
 
 pub fn run(collector: &mut Collector) -> Result<()> {

@@ -25,8 +25,8 @@ use anyhow::{Context, Result, bail};
 use crate::bench::{
     BaselineRecord, Collector, FigureRecord, Goal, Mode, PointRecord, Record, plots,
 };
-use crate::guest::Guest;
 use crate::image::{self, NewArgs};
+use crate::machine::Machine;
 use crate::qemu::{Accel, Console, QemuConfig};
 
 /// Machine memory for the CPU, checkpoint and diskbench boots.
@@ -251,7 +251,7 @@ fn spare_disk(directory: &Path, mib: u64) -> Result<PathBuf> {
     Ok(path)
 }
 
-fn machine(kernel_elf: &Path, disk: &Path, accel: Accel, memory_mib: u32) -> QemuConfig {
+fn machine_config(kernel_elf: &Path, disk: &Path, accel: Accel, memory_mib: u32) -> QemuConfig {
     QemuConfig {
         kernel: kernel_elf.to_path_buf(),
         memory_mib,
@@ -279,16 +279,16 @@ fn collect_results(
     label: &str,
     count: u32,
     deadline: Duration,
-) -> Result<(Guest, Vec<u64>)> {
-    let mut guest = Guest::boot("bench", config)?;
+) -> Result<(Machine, Vec<u64>)> {
+    let mut machine = Machine::boot_named("bench", config)?;
     let mut results = Vec::new();
     let pattern = format!("bench-result {label} ");
     for _ in 0..count {
-        let line = guest.expect(&pattern, deadline)?;
+        let line = machine.expect(&pattern, deadline)?;
         let value = parse_result(&line, label).with_context(|| format!("cannot read {line:?}"))?;
         results.push(value);
     }
-    Ok((guest, results))
+    Ok((machine, results))
 }
 
 /// Parses `paging: N pages read in, ...` from `stats` into N.
@@ -378,8 +378,8 @@ pub fn run(
     let host_rates = host_cpu_loop(workload, collector.mode())?;
     collector.step("CPU loop in the kernel");
     let cpu_image = module_image(directory, "bench-cpu", &cpu_module(workload), 1)?;
-    let config = machine(kernel_elf, &cpu_image, accel, MACHINE_MEMORY_MIB);
-    let (_guest, cpu_ns) = collect_results(&config, "cpu", workload.batches, 5 * minute)?;
+    let config = machine_config(kernel_elf, &cpu_image, accel, MACHINE_MEMORY_MIB);
+    let (_machine, cpu_ns) = collect_results(&config, "cpu", workload.batches, 5 * minute)?;
     let kernel_rates = cpu_ns
         .iter()
         .map(|&ns| workload.cpu_iterations as f64 / ns.max(1) as f64 * 1000.0)
@@ -401,12 +401,12 @@ pub fn run(
     let mut raw_read = Vec::new();
     let mut commit_floor = Vec::new();
     {
-        let config = machine(kernel_elf, &spare, accel, MACHINE_MEMORY_MIB);
-        let mut guest = Guest::boot("diskbench", &config)?;
-        guest.expect("amber> ", minute)?;
+        let config = machine_config(kernel_elf, &spare, accel, MACHINE_MEMORY_MIB);
+        let mut machine = Machine::boot_named("diskbench", &config)?;
+        machine.expect_prompt(minute)?;
         for _ in 0..workload.batches {
-            guest.send_line(&format!("diskbench {}", workload.diskbench_mib))?;
-            let line = guest.expect("diskbench disk", 5 * minute)?;
+            machine.send_line(&format!("diskbench {}", workload.diskbench_mib))?;
+            let line = machine.expect("diskbench disk", 5 * minute)?;
             let (read, floor) =
                 parse_diskbench(&line).with_context(|| format!("cannot read {line:?}"))?;
             raw_read.push(read);
@@ -421,8 +421,8 @@ pub fn run(
         &checkpoint_module(workload),
         1,
     )?;
-    let config = machine(kernel_elf, &checkpoint_image, accel, MACHINE_MEMORY_MIB);
-    let (_guest, checkpoint_ns) =
+    let config = machine_config(kernel_elf, &checkpoint_image, accel, MACHINE_MEMORY_MIB);
+    let (_machine, checkpoint_ns) =
         collect_results(&config, "checkpoint", workload.batches, 5 * minute)?;
     let per_checkpoint_us = checkpoint_ns
         .iter()
@@ -453,11 +453,11 @@ pub fn run(
             &page_in_module(workload),
             workload.page_in_mib,
         )?;
-        let config = machine(kernel_elf, &image, accel, ram_mib);
-        let (mut guest, read_ns) =
+        let config = machine_config(kernel_elf, &image, accel, ram_mib);
+        let (mut machine, read_ns) =
             collect_results(&config, "read", workload.page_in_passes, 10 * minute)?;
-        guest.send_line("stats")?;
-        let line = guest.expect("paging: ", minute)?;
+        machine.send_line("stats")?;
+        let line = machine.expect("paging: ", minute)?;
         let read_in =
             parse_pages_read_in(&line).with_context(|| format!("cannot read {line:?}"))?;
         let rates: Vec<f64> = read_ns

@@ -18,8 +18,8 @@ use anyhow::{Context, Result, bail};
 use crate::bench::{
     BaselineRecord, Collector, FigureRecord, Goal, Mode, PointRecord, Record, plots,
 };
-use crate::guest::Guest;
 use crate::image::{self, NewArgs};
+use crate::machine::{BOOT_TIMEOUT, Machine};
 use crate::qemu::{Accel, Console, LinkEnd, NetLink, QemuConfig, free_port};
 use crate::{app, paths};
 
@@ -46,23 +46,23 @@ fn pair(
     accel: Accel,
     a_disk: PathBuf,
     b_disk: PathBuf,
-) -> Result<(Guest, Guest)> {
+) -> Result<(Machine, Machine)> {
     let port = free_port()?;
     let link = |end, mac_last_byte| NetLink {
         end,
         port,
         mac_last_byte,
     };
-    let mut a = Guest::boot(
+    let mut a = Machine::boot_named(
         "A",
         &machine(kernel_elf, accel, link(LinkEnd::Listen, 1), a_disk),
     )?;
-    a.expect("amber> ", Duration::from_secs(60))?;
-    let mut b = Guest::boot(
+    a.expect_prompt(BOOT_TIMEOUT)?;
+    let mut b = Machine::boot_named(
         "B",
         &machine(kernel_elf, accel, link(LinkEnd::Connect, 2), b_disk),
     )?;
-    b.expect("amber> ", Duration::from_secs(60))?;
+    b.expect_prompt(BOOT_TIMEOUT)?;
     Ok((a, b))
 }
 

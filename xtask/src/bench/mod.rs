@@ -14,11 +14,11 @@
 //! collector (points with an id from `plots::PLOTS` land in that plot).
 
 mod collector;
+mod host;
 pub mod ipc;
 pub mod ipc_host;
 mod kernel;
 mod kernel_work;
-mod machine;
 mod migrate;
 pub mod plots;
 pub mod record;
@@ -104,7 +104,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         .with_context(|| format!("creating {}", directory.display()))?;
 
     // Before the benchmarks, so the load average is the machine's, not ours.
-    let machine = machine::Machine::detect();
+    let host = host::Host::detect();
     let mut collector = Collector::new(mode);
     let mut runs = Vec::new();
     for (index, benchmark) in selected.iter().enumerate() {
@@ -133,10 +133,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 
     let plots = plots::draw_all(&collector.series, &directory)?;
     let report = report::Report {
-        date_utc: machine::now_utc(),
-        commit: machine::commit(),
+        date_utc: host::now_utc(),
+        commit: host::commit(),
         mode,
-        machine,
+        machine: host,
         benchmarks: runs,
         figures: std::mem::take(&mut collector.figures),
         series: std::mem::take(&mut collector.series),

@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use super::machine::Machine;
+use super::host::Host;
 use super::record::{Goal, Summary};
 
 /// How thoroughly the benchmarks ran.
@@ -26,7 +26,7 @@ pub struct Report {
     pub date_utc: String,
     pub commit: String,
     pub mode: Mode,
-    pub machine: Machine,
+    pub machine: Host,
     pub benchmarks: Vec<BenchmarkRun>,
     pub figures: Vec<Figure>,
     pub series: Vec<Series>,

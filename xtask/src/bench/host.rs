@@ -1,4 +1,4 @@
-//! The machine a report was measured on: CPU, cores, memory, OS, QEMU.
+//! The host a report was measured on: CPU, cores, memory, OS, QEMU.
 
 use std::process::Command;
 
@@ -9,7 +9,7 @@ use crate::{paths, tools};
 /// What the report says of the host. Every field is best effort: a
 /// machine that hides something reports "unknown", never an error.
 #[derive(Debug, Clone, Serialize)]
-pub struct Machine {
+pub struct Host {
     pub cpu: String,
     pub cores: usize,
     pub memory_mib: u64,
@@ -21,8 +21,8 @@ pub struct Machine {
     pub load_average: f64,
 }
 
-impl Machine {
-    pub fn detect() -> Machine {
+impl Host {
+    pub fn detect() -> Host {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let cpu = field(&cpuinfo, "model name").unwrap_or_else(|| "unknown CPU".into());
         let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
@@ -39,7 +39,7 @@ impl Machine {
             );
         let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .map_or_else(|_| "unknown".into(), |text| text.trim().to_string());
-        Machine {
+        Host {
             cpu,
             cores: std::thread::available_parallelism().map_or(0, |cores| cores.get()),
             memory_mib,
