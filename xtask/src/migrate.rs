@@ -15,7 +15,7 @@ use clap::{Args, Subcommand};
 
 use crate::machine::{ANSWER_TIMEOUT, BOOT_TIMEOUT, Machine};
 use crate::qemu::{Accel, Console, QemuConfig};
-use crate::{app, image, kernel, paths};
+use crate::{app, image, kernel, paths, tools};
 
 /// Migration subcommands.
 #[derive(Debug, Subcommand)]
@@ -69,6 +69,7 @@ impl std::fmt::Display for OfflineReport {
 /// Runs the whole offline round and checks the domain went on where it
 /// stopped (for output ending in a number, exactly the next number).
 pub fn offline(args: &OfflineArgs) -> Result<OfflineReport> {
+    tools::make_sure_of(&tools::EVERYTHING)?;
     let name = args.domain.as_str();
     let kernel = kernel::build_kernel()?;
     let work = work_dir();

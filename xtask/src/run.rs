@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use crate::qemu::{Accel, Console, LinkEnd, NetLink, QemuConfig, free_port};
-use crate::{app, archive, image, kernel, paths};
+use crate::{app, archive, image, kernel, paths, tools};
 
 /// The demo set `cargo xtask run` boots without `--domain`, in disk order.
 pub const DEMO_APPS: [&str; 4] = ["hello", "counter", "kv", "kvclient"];
@@ -54,6 +54,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
             bail!("--domain {}: no such image file", disk.display());
         }
     }
+    tools::make_sure_of(&tools::EVERYTHING)?;
     let kernel = kernel::build_kernel()?;
     let freshness = if args.fresh {
         Freshness::Recreate

@@ -5,6 +5,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
+use crate::tools::{self, Need};
 use crate::{app, kernel, paths};
 
 #[derive(Debug, Args)]
@@ -15,6 +16,13 @@ pub struct TestArgs {
 }
 
 pub fn test(args: &TestArgs) -> Result<()> {
+    // The host tests build the apps, so binaryen is needed without QEMU too.
+    let needs: &[Need] = if args.no_qemu {
+        &[Need::Binaryen, Need::WorkspaceToolchain]
+    } else {
+        &tools::EVERYTHING
+    };
+    tools::make_sure_of(needs)?;
     let root = paths::workspace_root();
     step("format", cargo().args(["fmt", "--all", "--check"]))?;
     step(

@@ -39,6 +39,7 @@ pub use report::Mode;
 
 use crate::paths;
 use crate::qemu::Accel;
+use crate::tools::{self, Need};
 
 /// A benchmark of the report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -64,6 +65,17 @@ impl Benchmark {
             Benchmark::Kernel => "kernel",
             Benchmark::Migrate => "migrate",
             Benchmark::Ipc => "ipc",
+        }
+    }
+
+    /// What it needs from this machine: the host benchmarks only the
+    /// workspace toolchain; the kernel one QEMU and the kernel's toolchain
+    /// too (its domains are wat modules); migrate and ipc also build apps.
+    fn needs(self) -> &'static [Need] {
+        match self {
+            Benchmark::Persist | Benchmark::Vm => &[Need::WorkspaceToolchain],
+            Benchmark::Kernel => &[Need::Qemu, Need::WorkspaceToolchain, Need::KernelToolchain],
+            Benchmark::Migrate | Benchmark::Ipc => &tools::EVERYTHING,
         }
     }
 
@@ -99,6 +111,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         .copied()
         .filter(|benchmark| requested.is_empty() || requested.contains(benchmark))
         .collect();
+    let needs: Vec<Need> = selected
+        .iter()
+        .flat_map(|benchmark| benchmark.needs().iter().copied())
+        .collect();
+    tools::make_sure_of(&needs)?;
     let directory = paths::bench_dir();
     std::fs::create_dir_all(&directory)
         .with_context(|| format!("creating {}", directory.display()))?;
