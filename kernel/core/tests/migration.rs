@@ -36,13 +36,32 @@ fn a_migration_moves_the_pages_and_the_domain_runs_on_the_target() {
     // The lines the QEMU tests and the benchmark read.
     assert!(a.host.has_said("[migrate] counter -> 10.0.0.2: migration "));
     assert!(a.host.has_said("[migrate] counter: round 0 sent, 40 pages"));
-    assert!(a.host.has_said("[migrate] counter: paused; final round of "));
-    assert!(a.host.has_said("[migrate] counter: handed over to 10.0.0.2 (committed here as moved)"));
+    assert!(
+        a.host
+            .has_said("[migrate] counter: paused; final round of ")
+    );
+    assert!(
+        a.host
+            .has_said("[migrate] counter: handed over to 10.0.0.2 (committed here as moved)")
+    );
     assert!(a.host.has_said("[migrate] counter: moved to 10.0.0.2 in "));
-    assert!(b.host.has_said("[migrate] incoming migration from 10.0.0.1"));
-    assert!(b.host.has_said("[migrate] incoming from 10.0.0.1: copy complete and durable"));
-    assert!(b.host.has_said("[migrate] counter arrived from 10.0.0.1 in "));
-    let moved = a.host.lines().into_iter().find(|line| line.contains("moved to"));
+    assert!(
+        b.host
+            .has_said("[migrate] incoming migration from 10.0.0.1")
+    );
+    assert!(
+        b.host
+            .has_said("[migrate] incoming from 10.0.0.1: copy complete and durable")
+    );
+    assert!(
+        b.host
+            .has_said("[migrate] counter arrived from 10.0.0.1 in ")
+    );
+    let moved = a
+        .host
+        .lines()
+        .into_iter()
+        .find(|line| line.contains("moved to"));
     let moved = moved.unwrap_or_default();
     assert!(moved.contains(" KiB sent, downtime "), "{moved}");
 }
@@ -78,15 +97,29 @@ fn a_link_that_closes_before_the_hand_over_leaves_the_domain_on_the_source() {
         a.migrations.start(&mut a.host, NAME, B).unwrap();
         run_to_quiet(&mut a, &mut b);
 
-        assert_eq!(a.host.state_of(NAME), Some(DomainState::Running), "{budget_bytes}");
+        assert_eq!(
+            a.host.state_of(NAME),
+            Some(DomainState::Running),
+            "{budget_bytes}"
+        );
         let image = &a.host.domains[0].image;
         assert_eq!(migrate::ownership(image.metadata()), Ownership::Owner);
         assert!(a.host.has_said("[migrate] counter: failed: "));
-        assert!(a.host.lines().iter().any(|line| line.ends_with("; the domain stays here")));
+        assert!(
+            a.host
+                .lines()
+                .iter()
+                .any(|line| line.ends_with("; the domain stays here"))
+        );
         // The target gives the spare disk back, blank.
         assert!(b.host.domains.is_empty() && b.host.parked.is_empty());
         if budget_bytes > 10 {
-            assert_eq!(b.host.spares.len(), 1, "{budget_bytes}: {:?}", b.host.lines());
+            assert_eq!(
+                b.host.spares.len(),
+                1,
+                "{budget_bytes}: {:?}",
+                b.host.lines()
+            );
             assert!(b.host.events.iter().any(|event| matches!(
                 event,
                 Event::IncomingFailed {
@@ -160,8 +193,16 @@ fn a_link_that_closes_after_the_hand_over_parks_the_copy_until_the_source_answer
     assert_eq!(b.host.state_of(NAME), Some(DomainState::Running));
     assert_eq!(a.host.state_of(NAME), Some(DomainState::Moved));
     assert!(a.host.has_said("[migrate] 10.0.0.2 asked about migration "));
-    assert!(a.host.lines().iter().any(|line| line.ends_with(": HandedOver")));
-    assert!(b.host.has_said("[migrate] 10.0.0.1 handed counter over: it runs here"));
+    assert!(
+        a.host
+            .lines()
+            .iter()
+            .any(|line| line.ends_with(": HandedOver"))
+    );
+    assert!(
+        b.host
+            .has_said("[migrate] 10.0.0.1 handed counter over: it runs here")
+    );
     // Adopted without a compiled module: the question's path compiles it.
     assert_eq!(b.host.adopted_compiled, [false]);
 }
@@ -182,8 +223,16 @@ fn a_copy_parked_before_the_hand_over_is_discarded_when_the_source_answers() {
         migrate::ownership(a.host.domains[0].image.metadata()),
         Ownership::Owner
     );
-    assert!(a.host.lines().iter().any(|line| line.ends_with(": Aborted")));
-    assert!(b.host.has_said("[migrate] 10.0.0.1 kept counter: the copy here is discarded"));
+    assert!(
+        a.host
+            .lines()
+            .iter()
+            .any(|line| line.ends_with(": Aborted"))
+    );
+    assert!(
+        b.host
+            .has_said("[migrate] 10.0.0.1 kept counter: the copy here is discarded")
+    );
     assert!(b.host.domains.is_empty() && b.host.parked.is_empty());
     assert_eq!(b.host.spares.len(), 1);
     assert!(spare.is_blank());
@@ -206,10 +255,24 @@ fn a_copy_whose_source_does_not_know_it_stays_parked() {
     run_until(&mut a, &mut b, 8_000, |_, _| false);
     assert_eq!(b.host.parked.len(), 1);
     assert!(b.host.domains.is_empty());
-    assert!(a.host.lines().iter().any(|line| line.ends_with(": Unknown")));
-    assert!(b.host.events.iter().any(|event| matches!(event, Event::StaysParked { .. })));
+    assert!(
+        a.host
+            .lines()
+            .iter()
+            .any(|line| line.ends_with(": Unknown"))
+    );
+    assert!(
+        b.host
+            .events
+            .iter()
+            .any(|event| matches!(event, Event::StaysParked { .. }))
+    );
     // It asks again a few seconds later, and goes on waiting.
-    let asked = a.host.events.iter().filter(|event| matches!(event, Event::Asked { .. }));
+    let asked = a
+        .host
+        .events
+        .iter()
+        .filter(|event| matches!(event, Event::Asked { .. }));
     assert!(asked.count() >= 2);
 }
 
@@ -227,7 +290,12 @@ fn a_parked_copy_whose_source_is_down_waits() {
     }
     assert_eq!(b.host.parked.len(), 1);
     assert!(b.host.domains.is_empty());
-    assert!(b.host.events.iter().any(|event| matches!(event, Event::AskFailed { .. })));
+    assert!(
+        b.host
+            .events
+            .iter()
+            .any(|event| matches!(event, Event::AskFailed { .. }))
+    );
 }
 
 /// Cuts the power of B's spare disk after `writes` writes, reboots B, and

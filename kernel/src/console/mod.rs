@@ -3,7 +3,6 @@
 //! The console never blocks: `Console::poll` takes whatever input is waiting,
 //! so the main loop can run domains between keystrokes.
 
-
 use alloc::string::String;
 use core::sync::atomic::Ordering;
 

@@ -126,7 +126,9 @@ pub enum StartError {
 impl fmt::Display for StartError {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StartError::AlreadyMigrating { name } => write!(formatter, "{name} is migrating already"),
+            StartError::AlreadyMigrating { name } => {
+                write!(formatter, "{name} is migrating already")
+            }
             StartError::NotAnAddress { address } => {
                 write!(formatter, "'{address}' is not an IPv4 address")
             }

@@ -38,41 +38,144 @@ pub enum CopyFate {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     // The source side.
-    OutgoingStarted { name: String, peer: String, migration_id: MigrationId, pages_stored: u64 },
-    RoundReceived { name: String, peer: String, round: u32 },
-    HandedOver { name: String, peer: String },
-    RoundSent { name: String, round: u32, changes: u64, sent_kib: u64 },
-    Paused { name: String, final_pages: u64 },
-    OutgoingTime { name: String, time: TimeReport },
-    Moved { name: String, peer: String, elapsed_ms: u64, sent_kib: u64, downtime_ms: u64 },
-    FailedAfterHandOver { name: String, peer: String, reason: MigrationError },
-    CannotResume { name: String, error: HostError },
-    OutgoingFailed { name: String, reason: MigrationError },
+    OutgoingStarted {
+        name: String,
+        peer: String,
+        migration_id: MigrationId,
+        pages_stored: u64,
+    },
+    RoundReceived {
+        name: String,
+        peer: String,
+        round: u32,
+    },
+    HandedOver {
+        name: String,
+        peer: String,
+    },
+    RoundSent {
+        name: String,
+        round: u32,
+        changes: u64,
+        sent_kib: u64,
+    },
+    Paused {
+        name: String,
+        final_pages: u64,
+    },
+    OutgoingTime {
+        name: String,
+        time: TimeReport,
+    },
+    Moved {
+        name: String,
+        peer: String,
+        elapsed_ms: u64,
+        sent_kib: u64,
+        downtime_ms: u64,
+    },
+    FailedAfterHandOver {
+        name: String,
+        peer: String,
+        reason: MigrationError,
+    },
+    CannotResume {
+        name: String,
+        error: HostError,
+    },
+    OutgoingFailed {
+        name: String,
+        reason: MigrationError,
+    },
     // The target side.
-    IncomingStarted { peer: String },
-    Refused { peer: String, reason: RefusalReason },
-    CannotCompile { peer: String, error: HostError },
-    Compiled { peer: String, elapsed_ms: u64 },
-    CopyDurable { peer: String, pages_received: u64 },
-    IncomingTime { peer: String, time: TimeReport },
-    Opened { peer: String, elapsed_ms: u64 },
-    Arrived { name: String, peer: String, elapsed_ms: u64 },
-    CannotRun { peer: String, error: HostError },
+    IncomingStarted {
+        peer: String,
+    },
+    Refused {
+        peer: String,
+        reason: RefusalReason,
+    },
+    CannotCompile {
+        peer: String,
+        error: HostError,
+    },
+    Compiled {
+        peer: String,
+        elapsed_ms: u64,
+    },
+    CopyDurable {
+        peer: String,
+        pages_received: u64,
+    },
+    IncomingTime {
+        peer: String,
+        time: TimeReport,
+    },
+    Opened {
+        peer: String,
+        elapsed_ms: u64,
+    },
+    Arrived {
+        name: String,
+        peer: String,
+        elapsed_ms: u64,
+    },
+    CannotRun {
+        peer: String,
+        error: HostError,
+    },
     NoImage,
-    IncomingFailed { peer: String, reason: MigrationError, copy: CopyFate },
+    IncomingFailed {
+        peer: String,
+        reason: MigrationError,
+        copy: CopyFate,
+    },
     // The listener and parked copies' questions.
-    CannotListen { port: u16, error: String },
-    BadConnection { peer: String, error: FrameError },
-    Asked { peer: String, migration_id: MigrationId, verdict: Verdict },
-    CannotAsk { source: String },
-    NoAnswer { source: String },
-    AskFailed { source: String, error: FrameError },
-    ParkedRuns { source: String, name: String },
-    ParkedCannotRun { error: HostError },
-    ParkedDiscarded { source: String, name: String },
-    CannotDiscard { name: String, error: migrate::Error },
-    StaysParked { source: String },
-    BadAnswer { source: String, error: migrate::Error },
+    CannotListen {
+        port: u16,
+        error: String,
+    },
+    BadConnection {
+        peer: String,
+        error: FrameError,
+    },
+    Asked {
+        peer: String,
+        migration_id: MigrationId,
+        verdict: Verdict,
+    },
+    CannotAsk {
+        source: String,
+    },
+    NoAnswer {
+        source: String,
+    },
+    AskFailed {
+        source: String,
+        error: FrameError,
+    },
+    ParkedRuns {
+        source: String,
+        name: String,
+    },
+    ParkedCannotRun {
+        error: HostError,
+    },
+    ParkedDiscarded {
+        source: String,
+        name: String,
+    },
+    CannotDiscard {
+        name: String,
+        error: migrate::Error,
+    },
+    StaysParked {
+        source: String,
+    },
+    BadAnswer {
+        source: String,
+        error: migrate::Error,
+    },
 }
 
 impl Event {
@@ -101,7 +204,12 @@ impl fmt::Display for Event {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         let f = formatter;
         match self {
-            Event::OutgoingStarted { name, peer, migration_id, pages_stored } => write!(
+            Event::OutgoingStarted {
+                name,
+                peer,
+                migration_id,
+                pages_stored,
+            } => write!(
                 f,
                 "[migrate] {name} -> {peer}: migration {migration_id:016x}, \
                  pre-copy of {pages_stored} stored pages"
@@ -110,17 +218,34 @@ impl fmt::Display for Event {
                 write!(f, "[migrate] {name}: {peer} received round {round}")
             }
             Event::HandedOver { name, peer } => {
-                write!(f, "[migrate] {name}: handed over to {peer} (committed here as moved)")
+                write!(
+                    f,
+                    "[migrate] {name}: handed over to {peer} (committed here as moved)"
+                )
             }
-            Event::RoundSent { name, round, changes, sent_kib } => write!(
+            Event::RoundSent {
+                name,
+                round,
+                changes,
+                sent_kib,
+            } => write!(
                 f,
                 "[migrate] {name}: round {round} sent, {changes} pages, {sent_kib} KiB so far"
             ),
             Event::Paused { name, final_pages } => {
-                write!(f, "[migrate] {name}: paused; final round of {final_pages} pages")
+                write!(
+                    f,
+                    "[migrate] {name}: paused; final round of {final_pages} pages"
+                )
             }
             Event::OutgoingTime { name, time } => write!(f, "[migrate] {name}: time: {time}"),
-            Event::Moved { name, peer, elapsed_ms, sent_kib, downtime_ms } => write!(
+            Event::Moved {
+                name,
+                peer,
+                elapsed_ms,
+                sent_kib,
+                downtime_ms,
+            } => write!(
                 f,
                 "[migrate] {name}: moved to {peer} in {elapsed_ms} ms, {sent_kib} KiB sent, \
                  downtime {downtime_ms} ms"
@@ -134,9 +259,14 @@ impl fmt::Display for Event {
                 write!(f, "[migrate] {name}: cannot resume here: {error}")
             }
             Event::OutgoingFailed { name, reason } => {
-                write!(f, "[migrate] {name}: failed: {reason}; the domain stays here")
+                write!(
+                    f,
+                    "[migrate] {name}: failed: {reason}; the domain stays here"
+                )
             }
-            Event::IncomingStarted { peer } => write!(f, "[migrate] incoming migration from {peer}"),
+            Event::IncomingStarted { peer } => {
+                write!(f, "[migrate] incoming migration from {peer}")
+            }
             Event::Refused { peer, reason } => {
                 write!(f, "[migrate] refused a migration from {peer}: {reason}")
             }
@@ -144,9 +274,15 @@ impl fmt::Display for Event {
                 write!(f, "[migrate] incoming from {peer}: cannot compile: {error}")
             }
             Event::Compiled { peer, elapsed_ms } => {
-                write!(f, "[migrate] incoming from {peer}: module compiled in {elapsed_ms} ms")
+                write!(
+                    f,
+                    "[migrate] incoming from {peer}: module compiled in {elapsed_ms} ms"
+                )
             }
-            Event::CopyDurable { peer, pages_received } => write!(
+            Event::CopyDurable {
+                peer,
+                pages_received,
+            } => write!(
                 f,
                 "[migrate] incoming from {peer}: copy complete and durable \
                  ({pages_received} pages received)"
@@ -155,10 +291,20 @@ impl fmt::Display for Event {
                 write!(f, "[migrate] incoming from {peer}: time: {time}")
             }
             Event::Opened { peer, elapsed_ms } => {
-                write!(f, "[migrate] incoming from {peer}: opened in {elapsed_ms} ms")
+                write!(
+                    f,
+                    "[migrate] incoming from {peer}: opened in {elapsed_ms} ms"
+                )
             }
-            Event::Arrived { name, peer, elapsed_ms } => {
-                write!(f, "[migrate] {name} arrived from {peer} in {elapsed_ms} ms and runs here")
+            Event::Arrived {
+                name,
+                peer,
+                elapsed_ms,
+            } => {
+                write!(
+                    f,
+                    "[migrate] {name} arrived from {peer} in {elapsed_ms} ms and runs here"
+                )
             }
             Event::CannotRun { peer, error } => write!(
                 f,
@@ -184,7 +330,11 @@ impl fmt::Display for Event {
             Event::BadConnection { peer, error } => {
                 write!(f, "migration: a connection from {peer}: {error}")
             }
-            Event::Asked { peer, migration_id, verdict } => write!(
+            Event::Asked {
+                peer,
+                migration_id,
+                verdict,
+            } => write!(
                 f,
                 "[migrate] {peer} asked about migration {migration_id:032x}: {verdict:?}"
             ),
@@ -200,7 +350,10 @@ impl fmt::Display for Event {
                 write!(f, "[migrate] a domain is ours but cannot run: {error}")
             }
             Event::ParkedDiscarded { source, name } => {
-                write!(f, "[migrate] {source} kept {name}: the copy here is discarded")
+                write!(
+                    f,
+                    "[migrate] {source} kept {name}: the copy here is discarded"
+                )
             }
             Event::CannotDiscard { name, error } => {
                 write!(f, "[migrate] cannot discard the copy of {name}: {error}")

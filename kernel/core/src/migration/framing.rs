@@ -275,7 +275,10 @@ mod tests {
             })
         );
         let mut framed = framed_with_max();
-        assert_eq!(framed.next_frame().map(|frame| frame.map(|f| f.len())), Ok(Some(MAX_FRAME_BYTES)));
+        assert_eq!(
+            framed.next_frame().map(|frame| frame.map(|f| f.len())),
+            Ok(Some(MAX_FRAME_BYTES))
+        );
     }
 
     fn framed_with_max() -> Framed<Trickle> {

@@ -4,8 +4,8 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
-use persist::migrate::{Message, MigrationId};
 use persist::DomainId;
+use persist::migrate::{Message, MigrationId};
 
 use super::Progress;
 use super::error::{RefusalReason, StartError};

@@ -87,12 +87,11 @@ impl<L: Link> Outgoing<L> {
         }
         let migration_id = host.new_migration_id();
         let image = host.image_of(name).map_err(StartError::Host)?;
-        let source = Source::new(image, migration_id, peer).map_err(|error| {
-            StartError::Protocol {
+        let source =
+            Source::new(image, migration_id, peer).map_err(|error| StartError::Protocol {
                 name: name.into(),
                 error,
-            }
-        })?;
+            })?;
         let pages_stored = image.stats().pages_stored;
         host.report(Event::OutgoingStarted {
             name: name.into(),

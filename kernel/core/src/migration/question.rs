@@ -160,12 +160,7 @@ fn parked_index<H: MigrationHost>(host: &mut H, migration_id: MigrationId) -> Op
 
 /// Applies `source`'s answer about `migration_id` to its parked copy: runs
 /// it, discards it, or leaves it parked.
-fn resolve<H: MigrationHost>(
-    host: &mut H,
-    source: &str,
-    migration_id: MigrationId,
-    answer: &[u8],
-) {
+fn resolve<H: MigrationHost>(host: &mut H, source: &str, migration_id: MigrationId, answer: &[u8]) {
     let Some(index) = parked_index(host, migration_id) else {
         return;
     };

@@ -70,7 +70,9 @@ impl Stopwatch {
             disk_requests: now.disk_requests.saturating_sub(self.start.disk_requests),
             send_ms: ms(self.send_ns),
             receive_ms: ms(self.receive_ns),
-            network_poll_ms: ms(now.network_poll_ns.saturating_sub(self.start.network_poll_ns)),
+            network_poll_ms: ms(now
+                .network_poll_ns
+                .saturating_sub(self.start.network_poll_ns)),
             total_ms: ms(now.now_ns.saturating_sub(self.start.now_ns)),
         }
     }

@@ -264,7 +264,10 @@ impl Disk {
 
     pub fn from_memory(memory: MemoryDevice) -> Disk {
         Disk {
-            device: Rc::new(RefCell::new(FaultyDevice::new(memory, FaultPlan::default()))),
+            device: Rc::new(RefCell::new(FaultyDevice::new(
+                memory,
+                FaultPlan::default(),
+            ))),
         }
     }
 
@@ -387,7 +390,8 @@ impl FakeHost {
     /// stay (they answer questions), blank disks are spares.
     pub fn boot(disks: Vec<Disk>) -> FakeHost {
         let mut host = FakeHost::default();
-        host.next_migration_id.set(0x5eed_0000_0000_0000_0000_0000_0000_0001);
+        host.next_migration_id
+            .set(0x5eed_0000_0000_0000_0000_0000_0000_0001);
         for disk in disks {
             let Ok(image) = Image::open(disk.clone()) else {
                 host.spares.push(disk);
@@ -641,7 +645,12 @@ pub fn run_to_quiet(a: &mut Machine, b: &mut Machine) {
     let is_quiet = run_until(a, b, 20_000, |a, b| {
         !a.migrations.is_busy() && !b.migrations.is_busy()
     });
-    assert!(is_quiet, "A said {:#?}\nB said {:#?}", a.host.lines(), b.host.lines());
+    assert!(
+        is_quiet,
+        "A said {:#?}\nB said {:#?}",
+        a.host.lines(),
+        b.host.lines()
+    );
 }
 
 /// Every stored page of `image` and its bytes.
