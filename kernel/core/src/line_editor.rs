@@ -82,12 +82,10 @@ impl LineEditor {
         match byte {
             b'\r' | b'\n' => return Some(self.enter(echo)),
             0x1b => self.escape = Escape::Start,
-            0x08 | 0x7f => {
-                if self.cursor > 0 {
-                    self.cursor -= 1;
-                    self.line.remove(self.cursor);
-                    self.redraw(echo);
-                }
+            0x08 | 0x7f if self.cursor > 0 => {
+                self.cursor -= 1;
+                self.line.remove(self.cursor);
+                self.redraw(echo);
             }
             0x01 => self.move_to(0, echo),
             0x05 => self.move_to(self.line.len(), echo),

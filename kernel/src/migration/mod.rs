@@ -26,6 +26,10 @@ pub struct Migrations {
 
 impl Migrations {
     /// Listens for incoming migrations when there is a network card.
+    #[expect(
+        clippy::new_without_default,
+        reason = "new opens a listening socket: not a default value"
+    )]
     pub fn new() -> Migrations {
         Migrations {
             inner: migration::Migrations::new(KernelNetwork),
