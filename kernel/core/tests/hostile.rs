@@ -29,7 +29,7 @@ fn poll_for_a_while(machine: &mut Machine) {
 }
 
 /// The messages a peer got back.
-fn replies(peer: &mut common::MemoryLink) -> Vec<String> {
+fn replies(peer: &mut common::network::MemoryLink) -> Vec<String> {
     peer.frames()
         .iter()
         .map(|frame| match Message::decode(frame) {
@@ -123,7 +123,11 @@ fn a_message_out_of_order_is_refused() {
 }
 
 /// Sends what `source` produces to `peer` until the round is sent.
-fn send_round(source: &mut Source, image: &mut Image<common::Disk>, peer: &mut common::MemoryLink) {
+fn send_round(
+    source: &mut Source,
+    image: &mut Image<common::Disk>,
+    peer: &mut common::network::MemoryLink,
+) {
     let mut message = Vec::new();
     loop {
         match source.poll(image, &mut message).unwrap() {
