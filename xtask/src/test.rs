@@ -58,13 +58,15 @@ pub fn test(args: &TestArgs) -> Result<()> {
             .arg(app::host_target()?),
     )?;
     step(
-        "no_std build of persist and vm",
+        "no_std build of persist, vm and kernel-core",
         cargo().args([
             "build",
             "--package",
             "persist",
             "--package",
             "vm",
+            "--package",
+            "kernel-core",
             "--no-default-features",
             "--target",
             "x86_64-unknown-none",

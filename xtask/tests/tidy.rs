@@ -29,6 +29,7 @@ fn source_directories() -> Vec<PathBuf> {
     let root = workspace_root();
     let mut directories: Vec<PathBuf> = [
         "kernel/src",
+        "kernel/core/src",
         "persist/src",
         "vm/src",
         "xtask/src",
@@ -114,6 +115,7 @@ fn host_crates_forbid_unsafe_code() {
     for crate_root in [
         "persist/src/lib.rs",
         "vm/src/lib.rs",
+        "kernel/core/src/lib.rs",
         "xtask/src/lib.rs",
         "xtask/src/main.rs",
         "tests/src/lib.rs",

@@ -3,8 +3,6 @@
 //! The console never blocks: `Console::poll` takes whatever input is waiting,
 //! so the main loop can run domains between keystrokes.
 
-pub mod line_editor;
-
 use alloc::string::String;
 use core::sync::atomic::Ordering;
 
@@ -19,7 +17,7 @@ use crate::memory::{frames, heap};
 use crate::migration::Migrations;
 use crate::net;
 use crate::{print, println};
-use line_editor::LineEditor;
+use kernel_core::line_editor::LineEditor;
 
 const PROMPT: &str = "amber> ";
 const MAX_LINE_BYTES: usize = 256;

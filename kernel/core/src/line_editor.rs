@@ -42,6 +42,7 @@ pub struct LineEditor {
 }
 
 impl LineEditor {
+    /// An editor that shows `prompt` and takes lines of at most `max_bytes`.
     pub fn new(prompt: &'static str, max_bytes: usize) -> LineEditor {
         LineEditor {
             prompt,
@@ -81,12 +82,10 @@ impl LineEditor {
         match byte {
             b'\r' | b'\n' => return Some(self.enter(echo)),
             0x1b => self.escape = Escape::Start,
-            0x08 | 0x7f => {
-                if self.cursor > 0 {
-                    self.cursor -= 1;
-                    self.line.remove(self.cursor);
-                    self.redraw(echo);
-                }
+            0x08 | 0x7f if self.cursor > 0 => {
+                self.cursor -= 1;
+                self.line.remove(self.cursor);
+                self.redraw(echo);
             }
             0x01 => self.move_to(0, echo),
             0x05 => self.move_to(self.line.len(), echo),
@@ -216,5 +215,137 @@ impl LineEditor {
         if after > 0 {
             let _ = write!(echo, "\x1b[{after}D");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PROMPT: &str = "> ";
+
+    /// Feeds `bytes`; returns the echo and the lines completed.
+    fn feed(editor: &mut LineEditor, bytes: &[u8]) -> (String, Vec<String>) {
+        let mut echo = String::new();
+        let lines = bytes
+            .iter()
+            .filter_map(|&byte| editor.feed(byte, &mut echo))
+            .collect();
+        (echo, lines)
+    }
+
+    fn typed(bytes: &[u8]) -> String {
+        let mut editor = LineEditor::new(PROMPT, 256);
+        let (_, mut lines) = feed(&mut editor, bytes);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        lines.remove(0)
+    }
+
+    #[test]
+    fn printable_input_is_echoed_and_enter_ends_the_line() {
+        let mut editor = LineEditor::new(PROMPT, 256);
+        let (echo, lines) = feed(&mut editor, b"ps -a");
+        assert_eq!(echo, "ps -a");
+        assert!(lines.is_empty());
+        let (echo, lines) = feed(&mut editor, b"\r");
+        assert_eq!(echo, "\n");
+        assert_eq!(lines, ["ps -a"]);
+        assert_eq!(typed(b"x\n"), "x");
+    }
+
+    #[test]
+    fn backspace_and_delete_remove_around_the_cursor() {
+        assert_eq!(typed(b"helo\x7fp\r"), "help");
+        assert_eq!(typed(b"ab\x08\x08\x08c\r"), "c");
+        // Left twice, then Delete removes the character under the cursor.
+        assert_eq!(typed(b"abcd\x1b[D\x1b[D\x1b[3~\r"), "abd");
+        let mut editor = LineEditor::new(PROMPT, 256);
+        let (echo, _) = feed(&mut editor, b"ab\x7f");
+        assert_eq!(echo, "ab\r> a\x1b[K");
+    }
+
+    #[test]
+    fn the_cursor_moves_left_and_right_and_typing_inserts_there() {
+        assert_eq!(typed(b"acd\x1b[D\x1b[D\x1b[Db\x1b[C\x1b[Cx\r"), "bacxd");
+        assert_eq!(typed(b"ac\x02b\x06\x06d\r"), "abcd");
+        // Left stops at the start, Right at the end.
+        assert_eq!(typed(b"b\x1b[D\x1b[D\x1b[Da\x1b[C\x1b[C\x1b[Cc\r"), "abc");
+        let mut editor = LineEditor::new(PROMPT, 256);
+        let (echo, _) = feed(&mut editor, b"abc\x1b[D\x1b[D");
+        assert!(echo.ends_with("\r> abc\x1b[K\x1b[2D"), "{echo:?}");
+    }
+
+    #[test]
+    fn home_and_end_jump_to_the_ends_of_the_line() {
+        assert_eq!(typed(b"bc\x1b[Ha\x1b[Fd\r"), "abcd");
+        assert_eq!(typed(b"bc\x01a\x05d\r"), "abcd");
+        assert_eq!(typed(b"bc\x1b[1~a\x1b[4~d\r"), "abcd");
+        assert_eq!(typed(b"bc\x1b[7~a\x1b[8~d\r"), "abcd");
+        assert_eq!(typed(b"bc\x1bOHa\x1bOFd\r"), "abcd");
+    }
+
+    #[test]
+    fn ctrl_u_and_ctrl_k_cut_before_and_after_the_cursor() {
+        assert_eq!(
+            typed(b"wrong right\x1b[D\x1b[D\x1b[D\x1b[D\x1b[D\x15\r"),
+            "right"
+        );
+        assert_eq!(
+            typed(b"keep drop\x1b[D\x1b[D\x1b[D\x1b[D\x1b[D\x0b\r"),
+            "keep"
+        );
+    }
+
+    #[test]
+    fn ctrl_c_drops_the_line_and_shows_a_fresh_prompt() {
+        let mut editor = LineEditor::new(PROMPT, 256);
+        let (echo, lines) = feed(&mut editor, b"oops\x03");
+        assert_eq!(echo, "oops^C\n> ");
+        assert!(lines.is_empty());
+        let (_, lines) = feed(&mut editor, b"ok\r");
+        assert_eq!(lines, ["ok"]);
+    }
+
+    #[test]
+    fn up_and_down_walk_the_history_and_bring_back_the_draft() {
+        let mut editor = LineEditor::new(PROMPT, 256);
+        feed(&mut editor, b"first\rsecond\r");
+        let (_, lines) = feed(&mut editor, b"dra\x1b[A\x1b[A\r");
+        assert_eq!(lines, ["first"]);
+        // The history is now first, second, first: Up stops at the oldest.
+        let (_, lines) = feed(&mut editor, b"\x1b[A\x1b[A\r");
+        assert_eq!(lines, ["second"]);
+        let (_, lines) = feed(&mut editor, b"\x1b[A\x1b[A\x1b[A\x1b[A\x1b[A\x1b[A\x1b[B\r");
+        assert_eq!(lines, ["second"], "up stops at the oldest line");
+        // Down past the newest line brings back what was being typed.
+        let (echo, lines) = feed(&mut editor, b"draft\x10\x0e\x0e\r");
+        assert_eq!(lines, ["draft"]);
+        assert_eq!(echo, "draft\r> second\x1b[K\r> draft\x1b[K\n");
+        // Down with nothing browsed does nothing.
+        assert_eq!(typed(b"x\x1b[B\r"), "x");
+    }
+
+    #[test]
+    fn history_keeps_no_blank_lines_no_repeats_and_at_most_its_size() {
+        let mut editor = LineEditor::new(PROMPT, 256);
+        feed(&mut editor, b"same\rsame\r   \r\r");
+        assert_eq!(editor.history.len(), 1);
+        for index in 0..(HISTORY_LINES + 10) {
+            let line = alloc::format!("line {index}\r");
+            feed(&mut editor, line.as_bytes());
+        }
+        assert_eq!(editor.history.len(), HISTORY_LINES);
+        assert_eq!(
+            editor.history.front().map(Vec::as_slice),
+            Some(&b"line 10"[..])
+        );
+    }
+
+    #[test]
+    fn lines_stop_at_their_limit_and_control_bytes_are_ignored() {
+        let mut editor = LineEditor::new(PROMPT, 4);
+        let (_, lines) = feed(&mut editor, b"abcdef\r");
+        assert_eq!(lines, ["abcd"]);
+        assert_eq!(typed(b"a\x00\x07\x1b[Zb\xffc\r"), "abc");
     }
 }

@@ -1,0 +1,197 @@
+//! Parked copies ask their source whether it handed the domain over.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use persist::migrate::{self, Message, MigrationId, Ownership, Resolution};
+
+use super::event::Event;
+use super::framing::{FrameError, Framed, Link};
+use super::host::MigrationHost;
+use super::listener::ANSWER_DEADLINE_NS;
+use super::network::{ConnectError, Network};
+
+/// Time between questions of a parked copy whose source did not answer.
+const ASK_AGAIN_NS: u64 = 3_000_000_000;
+
+/// A parked copy asking its source.
+#[derive(Debug)]
+struct Question<C> {
+    migration_id: MigrationId,
+    source: String,
+    framed: Framed<C>,
+    deadline_ns: u64,
+}
+
+/// What a question got in one poll.
+#[derive(Debug)]
+enum Reply {
+    Waiting,
+    TimedOut,
+    Failed(FrameError),
+    Answer(Vec<u8>),
+}
+
+impl<C: Link> Question<C> {
+    fn poll(&mut self, now_ns: u64) -> Reply {
+        let answer = match self.framed.flush() {
+            Ok(_) => self.framed.next_frame(),
+            Err(error) => Err(FrameError::Link(error)),
+        };
+        match answer {
+            Ok(Some(answer)) => Reply::Answer(answer),
+            Ok(None) if now_ns < self.deadline_ns => Reply::Waiting,
+            Ok(None) => Reply::TimedOut,
+            Err(error) => Reply::Failed(error),
+        }
+    }
+}
+
+/// The question in flight, one at a time, about the first parked copy.
+#[derive(Debug)]
+pub(super) struct Questions<C> {
+    question: Option<Question<C>>,
+    next_question_ns: u64,
+}
+
+impl<C> Default for Questions<C> {
+    fn default() -> Self {
+        Questions {
+            question: None,
+            next_question_ns: 0,
+        }
+    }
+}
+
+impl<C: Link> Questions<C> {
+    /// Whether a question waits for its answer.
+    pub(super) fn is_asking(&self) -> bool {
+        self.question.is_some()
+    }
+
+    /// Asks the source of the first parked copy whether it handed the
+    /// domain over (every few seconds while none answers), and acts on the
+    /// answer.
+    pub(super) fn poll<H, N>(&mut self, host: &mut H, network: &mut N)
+    where
+        H: MigrationHost,
+        N: Network<Connection = C>,
+    {
+        let now = host.now_ns();
+        let Some(question) = self.question.as_mut() else {
+            if now >= self.next_question_ns {
+                self.next_question_ns = now + ASK_AGAIN_NS;
+                self.question = ask_first_parked(host, network);
+            }
+            return;
+        };
+        let answer = match question.poll(now) {
+            Reply::Waiting => return,
+            Reply::TimedOut => {
+                let source = question.source.clone();
+                host.report(Event::NoAnswer { source });
+                self.question = None;
+                return;
+            }
+            Reply::Failed(error) => {
+                let source = question.source.clone();
+                host.report(Event::AskFailed { source, error });
+                self.question = None;
+                return;
+            }
+            Reply::Answer(answer) => answer,
+        };
+        if let Some(question) = self.question.take() {
+            resolve(host, &question.source, question.migration_id, &answer);
+        }
+    }
+}
+
+/// Connects to the source of the first parked copy and sends its question.
+fn ask_first_parked<H, N>(host: &mut H, network: &mut N) -> Option<Question<N::Connection>>
+where
+    H: MigrationHost,
+    N: Network,
+{
+    let metadata = host.parked_mut(0)?.metadata();
+    let Ownership::Parked {
+        migration_id,
+        source,
+    } = migrate::ownership(metadata)
+    else {
+        return None;
+    };
+    let query = migrate::query_for(metadata)?;
+    let source = String::from(source);
+    let mut message = Vec::new();
+    query.encode(&mut message).ok()?;
+    let connection = match network.connect(&source) {
+        Ok(connection) => connection,
+        Err(ConnectError::NotAnAddress) => {
+            host.report(Event::CannotAsk { source });
+            return None;
+        }
+        Err(ConnectError::Failed(_)) => return None,
+    };
+    let mut framed = Framed::new(connection);
+    framed.queue(&message);
+    Some(Question {
+        migration_id,
+        source,
+        framed,
+        deadline_ns: host.now_ns() + ANSWER_DEADLINE_NS,
+    })
+}
+
+/// The index of the parked copy of `migration_id`.
+fn parked_index<H: MigrationHost>(host: &mut H, migration_id: MigrationId) -> Option<usize> {
+    let mut index = 0;
+    while let Some(image) = host.parked_mut(index) {
+        let is_it = migrate::query_for(image.metadata()).is_some_and(|query| {
+            matches!(query, Message::Query { migration_id: asked, .. } if asked == migration_id)
+        });
+        if is_it {
+            return Some(index);
+        }
+        index += 1;
+    }
+    None
+}
+
+/// Applies `source`'s answer about `migration_id` to its parked copy: runs
+/// it, discards it, or leaves it parked.
+fn resolve<H: MigrationHost>(host: &mut H, source: &str, migration_id: MigrationId, answer: &[u8]) {
+    let Some(index) = parked_index(host, migration_id) else {
+        return;
+    };
+    let Some(image) = host.parked_mut(index) else {
+        return;
+    };
+    let source = String::from(source);
+    match migrate::apply_answer(image, answer) {
+        Ok(Resolution::Run) => {
+            let Some(image) = host.unpark(index) else {
+                return;
+            };
+            match host.adopt(image, None) {
+                Ok(name) => host.report(Event::ParkedRuns { source, name }),
+                Err(error) => host.report(Event::ParkedCannotRun { error }),
+            }
+        }
+        Ok(Resolution::Discard) => {
+            let Some(image) = host.unpark(index) else {
+                return;
+            };
+            let name = image.metadata().name.clone();
+            match migrate::discard(image) {
+                Ok(disk) => {
+                    host.report(Event::ParkedDiscarded { source, name });
+                    host.return_spare(disk);
+                }
+                Err(error) => host.report(Event::CannotDiscard { name, error }),
+            }
+        }
+        Ok(Resolution::StayParked) => host.report(Event::StaysParked { source }),
+        Err(error) => host.report(Event::BadAnswer { source, error }),
+    }
+}

@@ -1,0 +1,152 @@
+//! Fakes for the migration tests: links, a network, disks, a machine.
+
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+
+pub mod disk;
+pub mod host;
+pub mod network;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use kernel_core::migration::Migrations;
+use persist::{BlockDevice, DomainId, Image, NewDomain, PAGE_SIZE};
+
+pub use disk::Disk;
+pub use host::{DomainState, FakeHost};
+pub use network::{FakeNetwork, Switch};
+
+/// Blocks of every disk in the tests.
+pub const DISK_BLOCKS: u64 = 512;
+
+/// Pages the pretend domain stores at first.
+pub const PAGES: u64 = 40;
+
+/// The domain that migrates.
+pub const NAME: &str = "counter";
+pub const DOMAIN_ID: DomainId = 0xc0ff_ee00_0000_0000_0000_0000_0000_0001;
+
+/// The machines' addresses.
+pub const A: &str = "10.0.0.1";
+pub const B: &str = "10.0.0.2";
+
+/// A page whose bytes derive from `seed`, never all zero.
+pub fn page(seed: u64) -> [u8; PAGE_SIZE] {
+    let mut page = [0u8; PAGE_SIZE];
+    for (index, byte) in page.iter_mut().enumerate() {
+        *byte = (seed as usize * 131 + index * 7 + 1) as u8 | 1;
+    }
+    page
+}
+
+/// A disk holding the domain that migrates, committed once.
+pub fn domain_disk() -> Disk {
+    let disk = Disk::blank();
+    let module: Vec<u8> = b"\0asm\x01\0\0\0"
+        .iter()
+        .copied()
+        .chain((0..20_000u32).map(|index| (index * 31 % 251) as u8))
+        .collect();
+    let mut image = Image::create(
+        disk.clone(),
+        NewDomain {
+            id: DOMAIN_ID,
+            name: NAME,
+            module: &module,
+            memory_pages: 2,
+            memory_max_pages: 4,
+            args: vec![NAME.into()],
+            env: Vec::new(),
+        },
+    )
+    .expect("a blank disk takes an image");
+    for page_index in 0..PAGES {
+        image
+            .stage_page(page_index, &page(page_index))
+            .expect("a page fits");
+    }
+    image.commit().expect("a memory disk commits");
+    disk
+}
+
+/// One machine of a test: its migrations and everything else.
+#[derive(Debug)]
+pub struct Machine {
+    pub address: String,
+    pub migrations: Migrations<FakeNetwork, FakeHost>,
+    pub host: FakeHost,
+}
+
+impl Machine {
+    pub fn boot(switch: &Rc<RefCell<Switch>>, address: &str, disks: Vec<Disk>) -> Machine {
+        Machine {
+            address: address.into(),
+            migrations: Migrations::new(FakeNetwork::new(switch, address)),
+            host: FakeHost::boot(disks),
+        }
+    }
+
+    pub fn poll(&mut self) -> bool {
+        self.migrations.poll(&mut self.host)
+    }
+
+    /// Lets fake time pass (domains run; nothing else happens).
+    pub fn idle(&mut self, nanoseconds: u64) {
+        self.host.idle(nanoseconds);
+    }
+}
+
+/// Machine A with the domain, machine B with a spare, on one switch.
+pub fn two_machines() -> (Rc<RefCell<Switch>>, Machine, Machine, Disk) {
+    let switch = Switch::new();
+    let a = Machine::boot(&switch, A, vec![domain_disk()]);
+    let spare = Disk::blank();
+    let b = Machine::boot(&switch, B, vec![spare.clone()]);
+    (switch, a, b, spare)
+}
+
+/// Polls both machines, each after a millisecond of fake time, until
+/// `is_done` or `rounds` rounds; says whether `is_done` came true.
+pub fn run_until(
+    a: &mut Machine,
+    b: &mut Machine,
+    rounds: usize,
+    mut is_done: impl FnMut(&Machine, &Machine) -> bool,
+) -> bool {
+    for _ in 0..rounds {
+        if is_done(a, b) {
+            return true;
+        }
+        a.idle(1_000_000);
+        a.poll();
+        b.idle(1_000_000);
+        b.poll();
+    }
+    is_done(a, b)
+}
+
+/// Polls until neither machine has anything in flight.
+pub fn run_to_quiet(a: &mut Machine, b: &mut Machine) {
+    let is_quiet = run_until(a, b, 20_000, |a, b| {
+        !a.migrations.is_busy() && !b.migrations.is_busy()
+    });
+    assert!(
+        is_quiet,
+        "A said {:#?}\nB said {:#?}",
+        a.host.lines(),
+        b.host.lines()
+    );
+}
+
+/// Every stored page of `image` and its bytes.
+pub fn pages<D: BlockDevice>(image: &mut Image<D>) -> Vec<(u64, Vec<u8>)> {
+    let mut pages = Vec::new();
+    for page_index in image.stored_pages().expect("the image reads") {
+        let mut bytes = [0u8; PAGE_SIZE];
+        image
+            .read_page(page_index, &mut bytes)
+            .expect("the page reads");
+        pages.push((page_index, bytes.to_vec()));
+    }
+    pages
+}

@@ -1,0 +1,111 @@
+//! The domain table as migration's host: today's `Domains` methods, thinly.
+
+use alloc::string::String;
+use core::sync::atomic::Ordering;
+
+use kernel_core::migration::{Counters, Event, HostError, Level, MigrationHost};
+use persist::migrate::{MigrationId, Verdict};
+use persist::{DomainId, Image};
+use vm::CompiledModule;
+
+use super::network::NETWORK_POLL_NS;
+use crate::arch::timer;
+use crate::domains::Domains;
+use crate::drivers::virtio_blk::{DISK_REQUESTS, DISK_WAIT_NS, VirtioDisk};
+use crate::println;
+
+impl MigrationHost for Domains {
+    type Disk = VirtioDisk;
+    type Compiled = CompiledModule;
+
+    fn now_ns(&self) -> u64 {
+        timer::uptime_ns()
+    }
+
+    fn counters(&self) -> Counters {
+        Counters {
+            now_ns: timer::uptime_ns(),
+            network_poll_ns: NETWORK_POLL_NS.load(Ordering::Relaxed),
+            disk_wait_ns: DISK_WAIT_NS.load(Ordering::Relaxed),
+            disk_requests: DISK_REQUESTS.load(Ordering::Relaxed),
+        }
+    }
+
+    fn is_running(&self, name: &str) -> bool {
+        Domains::is_running(self, name)
+    }
+
+    fn new_migration_id(&self) -> MigrationId {
+        Domains::new_migration_id(self)
+    }
+
+    fn image_of(&mut self, name: &str) -> Result<&mut Image<VirtioDisk>, HostError> {
+        Domains::image_of(self, name).map_err(HostError)
+    }
+
+    fn checkpoint(&mut self, name: &str) -> Result<(), HostError> {
+        Domains::checkpoint(self, Some(name))
+            .map(drop)
+            .map_err(HostError)
+    }
+
+    fn pause_for_migration(&mut self, name: &str) -> Result<(), HostError> {
+        Domains::pause_for_migration(self, name).map_err(HostError)
+    }
+
+    fn mark_moved(&mut self, name: &str) {
+        Domains::mark_moved(self, name);
+    }
+
+    fn start(&mut self, name: &str) -> Result<(), HostError> {
+        Domains::start(self, name).map(drop).map_err(HostError)
+    }
+
+    fn take_spare(&mut self) -> Option<VirtioDisk> {
+        Domains::take_spare(self)
+    }
+
+    fn return_spare(&mut self, disk: VirtioDisk) {
+        Domains::return_spare(self, disk);
+    }
+
+    fn compile(&self, module: &[u8]) -> Result<CompiledModule, HostError> {
+        Domains::compile(self, module).map_err(HostError)
+    }
+
+    fn adopt(
+        &mut self,
+        image: Image<VirtioDisk>,
+        compiled: Option<CompiledModule>,
+    ) -> Result<String, HostError> {
+        Domains::adopt(self, image, compiled).map_err(HostError)
+    }
+
+    fn park(&mut self, image: Image<VirtioDisk>) {
+        let disk_index = image.device().info().index;
+        Domains::park(self, disk_index, image);
+    }
+
+    fn parked_mut(&mut self, index: usize) -> Option<&mut Image<VirtioDisk>> {
+        Domains::parked_mut(self)
+            .get_mut(index)
+            .map(|copy| &mut copy.image)
+    }
+
+    fn unpark(&mut self, index: usize) -> Option<Image<VirtioDisk>> {
+        let parked = Domains::parked_mut(self);
+        (index < parked.len()).then(|| parked.remove(index).image)
+    }
+
+    fn answer_query(&mut self, migration_id: MigrationId, domain_id: DomainId) -> Verdict {
+        Domains::answer_query(self, migration_id, domain_id)
+    }
+
+    fn report(&mut self, event: Event) {
+        match event.level() {
+            Level::Console => println!("{event}"),
+            Level::Info => log::info!("{event}"),
+            Level::Warning => log::warn!("{event}"),
+        }
+    }
+}
