@@ -110,7 +110,7 @@ fn a_panic_is_reported_with_its_location_and_stops_qemu_with_failure() -> Result
     let mut machine = boot_with_arguments("test=panic")?;
     let report = machine.expect("PANIC: self-test panic requested", BOOT_TIMEOUT)?;
     assert!(
-        report.contains("kernel/src/selftest.rs:"),
+        report.contains("kernel/src/diagnostics/selftest.rs:"),
         "report: {report}"
     );
     machine.expect("amber: stopped by a panic", ANSWER_TIMEOUT)?;

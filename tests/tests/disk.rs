@@ -37,7 +37,7 @@ impl Drop for TempDir {
     }
 }
 
-/// What kernel/src/selftest.rs writes: a title, then byte i = (i * 31 + 7) mod 256.
+/// What kernel/src/diagnostics/selftest.rs writes: a title, then byte i = (i * 31 + 7) mod 256.
 fn self_test_pattern() -> Vec<u8> {
     let mut block: Vec<u8> = (0..BLOCK_SIZE).map(|i| (i * 31 + 7) as u8).collect();
     let title = b"Amber disk self-test block";
