@@ -50,9 +50,11 @@ pub fn test(args: &TestArgs) -> Result<()> {
             .arg(app::host_target()?),
     )?;
     step(
-        "no_std build of persist and vm",
+        "no_std build of abi, persist and vm",
         cargo().args([
             "build",
+            "--package",
+            "abi",
             "--package",
             "persist",
             "--package",
