@@ -139,7 +139,10 @@ const fn wasi(
 const BLOCKS: bool = true;
 const RETURNS: bool = false;
 
-/// Every host function the vm defines, `amber` first. The `amber` calls are
+/// Every host function the vm defines, `amber` first. The order is that of
+/// the asyncify list the apps were always built with (`sleep`, `yield`,
+/// `recv`, `checkpoint`, ...), so that their modules stay byte for byte
+/// the same. The `amber` calls are
 /// described in guest-sdk/README.md ("Imports"); the WASI functions follow
 /// the witx of `wasi_snapshot_preview1`, lowered to core wasm (every errno
 /// result an `i32`). A WASI function missing here is linked to a stub that
@@ -151,12 +154,12 @@ pub const IMPORTS: &[Import] = &[
     amber("yield", &[], &[], BLOCKS),
     amber("random", &[I32, I32], &[], RETURNS),
     amber("self_id", &[I32], &[], RETURNS),
-    amber("checkpoint", &[], &[I32], BLOCKS),
     // Never returns, so there is nothing to resume.
     amber("exit", &[I32], &[], RETURNS),
     // A full mailbox is a status, not a wait.
     amber("send", &[I32, I32, I32, I32], &[I32], RETURNS),
     amber("recv", &[I32, I32, I32, I64], &[I32], BLOCKS),
+    amber("checkpoint", &[], &[I32], BLOCKS),
     // fd, iovs, iovs_len, written_ptr: to fds 1 and 2 only.
     wasi("fd_write", &[I32, I32, I32, I32], &[I32], RETURNS),
     // fd, iovs, iovs_len, read_ptr: fd 0 is always at its end.
@@ -227,8 +230,8 @@ mod tests {
             [
                 "amber.sleep",
                 "amber.yield",
-                "amber.checkpoint",
                 "amber.recv",
+                "amber.checkpoint",
                 "wasi_snapshot_preview1.sched_yield",
                 "wasi_snapshot_preview1.poll_oneoff",
             ]

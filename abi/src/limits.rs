@@ -19,7 +19,9 @@ pub const MAX_MAILBOX_MESSAGES: usize = 256;
 pub const MAX_MAILBOX_BYTES: usize = 4 * MAX_MESSAGE_BYTES;
 
 /// How many messages to one receiver a sender may keep copies of until the
-/// receiver commits them; past it `send` reports `MailboxFull`.
+/// receiver commits them; past it `send` reports `MailboxFull`. The vm asks
+/// the receiver to commit at half of this or of [`MAX_OUTBOX_BYTES`]: a
+/// commit every 2,048 small messages costs each of them little.
 pub const MAX_OUTBOX_MESSAGES: usize = 4096;
 
 /// How many bytes of messages to one receiver a sender may keep: as many as

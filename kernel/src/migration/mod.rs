@@ -19,8 +19,8 @@ use core::ops::Range;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use persist::migrate::{
-    self, Message, MigrationId, Ownership, Resolution, Source, SourceEvent, SourceStep, Target,
-    TargetEvent,
+    self, MigrationId, Ownership, Resolution, Source, SourceEvent, SourceStep, Target, TargetEvent,
+    WireMessage,
 };
 
 use smoltcp::wire::Ipv4Address;
@@ -989,10 +989,10 @@ impl Migrations {
             let Some(frame) = frame else {
                 continue;
             };
-            if let Ok(Message::Query {
+            if let Ok(WireMessage::Query {
                 migration_id,
                 domain_id,
-            }) = Message::decode(&frame)
+            }) = WireMessage::decode(&frame)
             {
                 let verdict = match self
                     .outgoing
@@ -1008,7 +1008,7 @@ impl Migrations {
                 );
                 let mut answer = Vec::new();
                 let mut pending = pending;
-                if (Message::Answer {
+                if (WireMessage::Answer {
                     migration_id,
                     verdict,
                 })
@@ -1079,7 +1079,7 @@ impl Migrations {
         let parked = domains.parked_mut();
         let Some(position) = parked.iter().position(|copy| {
             migrate::query_for(copy.image.metadata()).is_some_and(|query| {
-                matches!(query, Message::Query { migration_id, .. } if migration_id == question.migration_id)
+                matches!(query, WireMessage::Query { migration_id, .. } if migration_id == question.migration_id)
             })
         }) else {
             return;
