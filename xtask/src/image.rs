@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use persist::{FileDevice, Image, NewDomain, Status, WASM_PAGE_SIZE};
+use persist::{FileDevice, Image, NewDomain, StoredStatus, WASM_PAGE_SIZE};
 use wasmparser::{Parser, Payload, TypeRef};
 
 use crate::{paths, wasm_rewrite};
@@ -268,7 +268,7 @@ pub struct ImageInfo {
     pub path: PathBuf,
     pub id: abi::DomainId,
     pub name: String,
-    pub status: Status,
+    pub status: StoredStatus,
     pub sequence: u64,
     pub commits: u64,
     pub memory_pages: u64,
@@ -312,13 +312,13 @@ fn migration_text(migration: &Option<persist::migrate::Migration>) -> String {
     }
 }
 
-fn status_text(status: &Status) -> String {
+fn status_text(status: &StoredStatus) -> String {
     match status {
-        Status::Running => "running".into(),
-        Status::Stopped => "stopped".into(),
-        Status::Exited(code) => format!("exited with code {code}"),
-        Status::Trapped(reason) => format!("trapped: {reason}"),
-        Status::MovedAway => "moved away".into(),
+        StoredStatus::Running => "running".into(),
+        StoredStatus::Stopped => "stopped".into(),
+        StoredStatus::Exited(code) => format!("exited with code {code}"),
+        StoredStatus::Trapped(reason) => format!("trapped: {reason}"),
+        StoredStatus::MovedAway => "moved away".into(),
     }
 }
 
