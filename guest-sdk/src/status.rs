@@ -152,7 +152,10 @@ mod tests {
         assert_eq!(RecvError::from_code(5), RecvError::BufferTooSmall);
         assert_eq!(RecvError::from_code(9), RecvError::Unexpected(9));
         assert_eq!(CheckpointError::from_code(6), CheckpointError::Failed);
-        assert_eq!(CheckpointError::from_code(-2), CheckpointError::Unexpected(-2));
+        assert_eq!(
+            CheckpointError::from_code(-2),
+            CheckpointError::Unexpected(-2)
+        );
     }
 
     #[test]
