@@ -15,10 +15,11 @@ mod status;
 mod sys;
 mod time;
 
-pub use domain::{DomainId, checkpoint, exit, random, self_id};
+pub use abi::{DomainId, MAX_MESSAGE_BYTES, MAX_NAME_BYTES, ParseDomainIdError, StatusCode};
+pub use domain::{checkpoint, exit, random, self_id};
 pub use logging::{Level, log};
-pub use message::{MAX_MESSAGE_BYTES, MAX_NAME_BYTES, recv, send, send_to};
-pub use status::{CheckpointError, RecvError, SendError, Status};
+pub use message::{recv, send, send_to};
+pub use status::{CheckpointError, RecvError, SendError};
 pub use time::{now, now_ns, sleep, sleep_ns, yield_now};
 
 #[doc(hidden)]

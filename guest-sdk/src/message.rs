@@ -7,16 +7,11 @@
 
 use std::time::Duration;
 
-use crate::domain::DomainId;
-use crate::status::{RecvError, SendError, Status};
+use abi::{DomainId, MAX_MESSAGE_BYTES, MAX_NAME_BYTES, StatusCode};
+
+use crate::status::{RecvError, SendError};
 use crate::sys;
 use crate::time::duration_to_ns;
-
-/// The largest message the host accepts, in bytes.
-pub const MAX_MESSAGE_BYTES: usize = 65_536;
-
-/// The longest domain name, in bytes.
-pub const MAX_NAME_BYTES: usize = 64;
 
 /// Sends `message` to the domain called `name` (or with that ID in hex).
 ///
@@ -28,9 +23,9 @@ pub fn send(name: &str, message: &[u8]) -> Result<(), SendError> {
     if message.len() > MAX_MESSAGE_BYTES {
         return Err(SendError::TooLarge);
     }
-    match Status::from_code(sys::send(name.as_bytes(), message)) {
-        Status::Ok => Ok(()),
-        status => Err(SendError::from_status(status)),
+    match sys::send(name.as_bytes(), message) {
+        code if code == StatusCode::Ok.code() => Ok(()),
+        code => Err(SendError::from_code(code)),
     }
 }
 
@@ -53,9 +48,9 @@ pub fn recv(buffer: &mut [u8], timeout: Option<Duration>) -> Result<(usize, Doma
         }
         // A length past the buffer breaks the ABI; report it rather than
         // let the caller slice out of bounds.
-        Ok(_) => Err(RecvError::Unexpected(Status::Unknown(result))),
-        Err(_) => Err(RecvError::from_status(Status::from_code(
+        Ok(_) => Err(RecvError::Unexpected(result)),
+        Err(_) => Err(RecvError::from_code(
             result.checked_neg().unwrap_or(i32::MAX),
-        ))),
+        )),
     }
 }

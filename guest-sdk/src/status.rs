@@ -1,58 +1,18 @@
-//! The ABI's status codes and the typed errors built from them.
+//! Typed errors built from the ABI's status codes (`abi::StatusCode`).
+//!
+//! The codes themselves are the abi crate's, the one table the vm returns
+//! them from. A code this SDK does not know yet (from a newer host) becomes
+//! an `Unexpected` error holding the raw code, never a panic.
 
 use std::fmt;
 
-/// A status code returned by `send`, `recv` (negated) and `checkpoint`.
-///
-/// The numbers are stable (README, "Status codes"); a code this SDK does not
-/// know yet, from a newer host, becomes [`Status::Unknown`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Status {
-    /// 0: done.
-    Ok,
-    /// 1: no domain has that name or ID.
-    NoSuchDomain,
-    /// 2: the receiver's mailbox is full.
-    MailboxFull,
-    /// 3: nothing arrived before the timeout.
-    Timeout,
-    /// 4: a message or a name is over its limit.
-    TooLarge,
-    /// 5: `recv`'s buffer is shorter than the next message.
-    BufferTooSmall,
-    /// 6: the domain could not be made durable; the last commit stays valid.
-    CheckpointFailed,
-    /// A code this SDK does not know.
-    Unknown(i32),
-}
+use abi::StatusCode;
 
-impl Status {
-    /// The status for ABI code `code`.
-    pub const fn from_code(code: i32) -> Self {
-        match code {
-            0 => Self::Ok,
-            1 => Self::NoSuchDomain,
-            2 => Self::MailboxFull,
-            3 => Self::Timeout,
-            4 => Self::TooLarge,
-            5 => Self::BufferTooSmall,
-            6 => Self::CheckpointFailed,
-            other => Self::Unknown(other),
-        }
-    }
-
-    /// The ABI code of this status.
-    pub const fn code(self) -> i32 {
-        match self {
-            Self::Ok => 0,
-            Self::NoSuchDomain => 1,
-            Self::MailboxFull => 2,
-            Self::Timeout => 3,
-            Self::TooLarge => 4,
-            Self::BufferTooSmall => 5,
-            Self::CheckpointFailed => 6,
-            Self::Unknown(code) => code,
-        }
+/// Writes `code`, with its name when this SDK knows it.
+fn write_code(formatter: &mut fmt::Formatter<'_>, code: i32) -> fmt::Result {
+    match StatusCode::from_code(code) {
+        Some(status) => write!(formatter, "{code} ({})", status.name()),
+        None => write!(formatter, "{code}"),
     }
 }
 
@@ -68,17 +28,19 @@ pub enum SendError {
     /// The name is empty or over [`MAX_NAME_BYTES`](crate::MAX_NAME_BYTES)
     /// (checked before calling the host).
     InvalidName,
-    /// The host answered with a status `send` does not expect.
-    Unexpected(Status),
+    /// The host answered with a code `send` does not expect (the raw code;
+    /// [`StatusCode::from_code`] names it when this SDK knows it).
+    Unexpected(i32),
 }
 
 impl SendError {
-    pub(crate) fn from_status(status: Status) -> Self {
-        match status {
-            Status::NoSuchDomain => Self::NoSuchDomain,
-            Status::MailboxFull => Self::MailboxFull,
-            Status::TooLarge => Self::TooLarge,
-            other => Self::Unexpected(other),
+    /// The error for a `send` that returned `code`, which is not `Ok`.
+    pub(crate) fn from_code(code: i32) -> Self {
+        match StatusCode::from_code(code) {
+            Some(StatusCode::NoSuchDomain) => Self::NoSuchDomain,
+            Some(StatusCode::MailboxFull) => Self::MailboxFull,
+            Some(StatusCode::TooLarge) => Self::TooLarge,
+            _ => Self::Unexpected(code),
         }
     }
 }
@@ -90,7 +52,10 @@ impl fmt::Display for SendError {
             Self::MailboxFull => formatter.write_str("the receiver's mailbox is full"),
             Self::TooLarge => formatter.write_str("the message is too large"),
             Self::InvalidName => formatter.write_str("the domain name is empty or too long"),
-            Self::Unexpected(status) => write!(formatter, "unexpected send status {status:?}"),
+            Self::Unexpected(code) => {
+                formatter.write_str("unexpected send status ")?;
+                write_code(formatter, *code)
+            }
         }
     }
 }
@@ -105,16 +70,18 @@ pub enum RecvError {
     /// The oldest message is longer than the buffer; it stays in the mailbox.
     /// A buffer of [`MAX_MESSAGE_BYTES`](crate::MAX_MESSAGE_BYTES) always fits.
     BufferTooSmall,
-    /// The host answered with a status `recv` does not expect.
-    Unexpected(Status),
+    /// The host answered with a code `recv` does not expect (the raw code,
+    /// or a length past the buffer).
+    Unexpected(i32),
 }
 
 impl RecvError {
-    pub(crate) fn from_status(status: Status) -> Self {
-        match status {
-            Status::Timeout => Self::Timeout,
-            Status::BufferTooSmall => Self::BufferTooSmall,
-            other => Self::Unexpected(other),
+    /// The error for a `recv` that returned `-code`.
+    pub(crate) fn from_code(code: i32) -> Self {
+        match StatusCode::from_code(code) {
+            Some(StatusCode::Timeout) => Self::Timeout,
+            Some(StatusCode::BufferTooSmall) => Self::BufferTooSmall,
+            _ => Self::Unexpected(code),
         }
     }
 }
@@ -126,7 +93,10 @@ impl fmt::Display for RecvError {
             Self::BufferTooSmall => {
                 formatter.write_str("the next message is larger than the buffer")
             }
-            Self::Unexpected(status) => write!(formatter, "unexpected recv status {status:?}"),
+            Self::Unexpected(code) => {
+                formatter.write_str("unexpected recv status ")?;
+                write_code(formatter, *code)
+            }
         }
     }
 }
@@ -139,15 +109,17 @@ pub enum CheckpointError {
     /// The domain could not be made durable (storage failed, or the module
     /// cannot be resumed mid-computation); the previous commit stays valid.
     Failed,
-    /// The host answered with a status `checkpoint` does not expect.
-    Unexpected(Status),
+    /// The host answered with a code `checkpoint` does not expect (the raw
+    /// code).
+    Unexpected(i32),
 }
 
 impl CheckpointError {
-    pub(crate) fn from_status(status: Status) -> Self {
-        match status {
-            Status::CheckpointFailed => Self::Failed,
-            other => Self::Unexpected(other),
+    /// The error for a `checkpoint` that returned `code`, which is not `Ok`.
+    pub(crate) fn from_code(code: i32) -> Self {
+        match StatusCode::from_code(code) {
+            Some(StatusCode::CheckpointFailed) => Self::Failed,
+            _ => Self::Unexpected(code),
         }
     }
 }
@@ -156,8 +128,9 @@ impl fmt::Display for CheckpointError {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Failed => formatter.write_str("the domain could not be made durable"),
-            Self::Unexpected(status) => {
-                write!(formatter, "unexpected checkpoint status {status:?}")
+            Self::Unexpected(code) => {
+                formatter.write_str("unexpected checkpoint status ")?;
+                write_code(formatter, *code)
             }
         }
     }
@@ -167,15 +140,33 @@ impl std::error::Error for CheckpointError {}
 
 #[cfg(test)]
 mod tests {
-    use super::Status;
+    use super::{CheckpointError, RecvError, SendError};
 
     #[test]
-    fn codes_round_trip() {
-        for code in -2..12 {
-            assert_eq!(Status::from_code(code).code(), code);
-        }
-        assert_eq!(Status::from_code(3), Status::Timeout);
-        assert_eq!(Status::from_code(5), Status::BufferTooSmall);
-        assert_eq!(Status::from_code(9), Status::Unknown(9));
+    fn codes_become_the_errors_each_call_expects() {
+        assert_eq!(SendError::from_code(1), SendError::NoSuchDomain);
+        assert_eq!(SendError::from_code(2), SendError::MailboxFull);
+        assert_eq!(SendError::from_code(4), SendError::TooLarge);
+        assert_eq!(SendError::from_code(3), SendError::Unexpected(3));
+        assert_eq!(RecvError::from_code(3), RecvError::Timeout);
+        assert_eq!(RecvError::from_code(5), RecvError::BufferTooSmall);
+        assert_eq!(RecvError::from_code(9), RecvError::Unexpected(9));
+        assert_eq!(CheckpointError::from_code(6), CheckpointError::Failed);
+        assert_eq!(
+            CheckpointError::from_code(-2),
+            CheckpointError::Unexpected(-2)
+        );
+    }
+
+    #[test]
+    fn unexpected_codes_are_named_when_known() {
+        assert_eq!(
+            SendError::Unexpected(3).to_string(),
+            "unexpected send status 3 (TIMEOUT)"
+        );
+        assert_eq!(
+            RecvError::Unexpected(9).to_string(),
+            "unexpected recv status 9"
+        );
     }
 }

@@ -144,7 +144,7 @@ pub enum Error {
         reason: &'static str,
     },
     /// The module bytes do not hash to the hash the metadata records.
-    ModuleHashMismatch,
+    ModuleSha256Mismatch,
     /// The image has no free block left; the last commit is intact.
     NoSpace {
         /// How many blocks the device has.
@@ -242,7 +242,7 @@ impl fmt::Display for Error {
                 formatter,
                 "malformed {structure} at block {block}: {reason}"
             ),
-            Self::ModuleHashMismatch => {
+            Self::ModuleSha256Mismatch => {
                 write!(formatter, "the module bytes do not match the recorded hash")
             }
             Self::NoSpace { device_blocks } => write!(

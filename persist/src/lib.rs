@@ -7,6 +7,7 @@ extern crate std;
 
 extern crate alloc;
 
+mod abi_serde;
 pub mod archive;
 mod blob;
 mod device;
@@ -33,8 +34,9 @@ pub use file_device::FileDevice;
 pub use image::{CommitStats, Image, ImageStats, NewDomain, PageLocation, default_block_count};
 pub use layout::{FORMAT_VERSION, MAX_IMAGE_BLOCKS, crc32c};
 pub use metadata::{
-    Counters, DomainId, GlobalValue, MAX_NAME_LEN, Message, MessageCounts, Metadata, ModuleHash,
-    OutboxMessage, PAGES_PER_WASM_PAGE, Status, ValueType, WASM_PAGE_SIZE, module_hash,
+    Counters, DomainId, MAX_NAME_LEN, MessageCounts, Metadata, ModuleSha256, PAGES_PER_WASM_PAGE,
+    StoredGlobal, StoredMessage, StoredOutboxMessage, StoredStatus, ValueType, WASM_PAGE_SIZE,
+    module_sha256,
 };
 pub use page_map::{MAX_PAGES, PAGE_MAP_HEIGHT};
 pub use superblock::MIN_IMAGE_BLOCKS;

@@ -7,6 +7,7 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
+pub use abi::{DomainId, ValueType};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
@@ -20,15 +21,13 @@ pub const PAGES_PER_WASM_PAGE: u64 = (WASM_PAGE_SIZE / crate::PAGE_SIZE) as u64;
 /// The longest domain name, in bytes.
 pub const MAX_NAME_LEN: usize = 255;
 
-/// A domain's stable 128-bit identity.
-pub type DomainId = u128;
+/// SHA-256 of the module bytes: what names a stored module.
+pub type ModuleSha256 = [u8; 32];
 
-/// SHA-256 of the module bytes.
-pub type ModuleHash = [u8; 32];
-
-/// What a domain is doing, as its image remembers it.
+/// What a domain is doing, as its image remembers it (the vm's lifecycle
+/// status, as stored; not an ABI status code).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Status {
+pub enum StoredStatus {
     /// Scheduled: resume it after a reboot.
     Running,
     /// Stopped by the user: keep it, do not run it.
@@ -41,34 +40,24 @@ pub enum Status {
     MovedAway,
 }
 
-/// The type of a mutable global.
+/// The value of one mutable global of the module, as stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ValueType {
-    /// `i32`.
-    I32,
-    /// `i64`.
-    I64,
-    /// `f32` (its bit pattern in the low 32 bits).
-    F32,
-    /// `f64`.
-    F64,
-}
-
-/// The value of one mutable global of the module.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GlobalValue {
+pub struct StoredGlobal {
     /// The global's index in the module's global index space.
     pub index: u32,
     /// Its type.
+    #[serde(with = "crate::abi_serde::value_type")]
     pub value_type: ValueType,
-    /// Its bits (zero-extended for 32-bit types; floats bit for bit).
+    /// Its bits (zero-extended for 32-bit types; floats bit for bit, an
+    /// `f32` in the low 32 bits).
     pub bits: u64,
 }
 
 /// A message waiting in the persistent mailbox.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Message {
+pub struct StoredMessage {
     /// The sending domain.
+    #[serde(with = "crate::abi_serde::domain_id")]
     pub sender: DomainId,
     /// The message bytes.
     pub bytes: Vec<u8>,
@@ -85,8 +74,10 @@ pub struct Message {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessageCounts {
     /// Per receiver: how many of this domain's messages it accepted.
+    #[serde(with = "crate::abi_serde::domain_id_counts")]
     pub sent: Vec<(DomainId, u64)>,
     /// Per sender: the highest message number this domain accepted from it.
+    #[serde(with = "crate::abi_serde::domain_id_counts")]
     pub accepted: Vec<(DomainId, u64)>,
 }
 
@@ -132,8 +123,9 @@ pub(crate) fn decode_messaging(bytes: &[u8], metadata: &mut Metadata) -> Result<
 /// the copy is delivered again (under its number, so at most once more),
 /// which makes a message as durable as the sender's state that sent it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OutboxMessage {
+pub struct StoredOutboxMessage {
     /// The receiving domain.
+    #[serde(with = "crate::abi_serde::domain_id")]
     pub receiver: DomainId,
     /// The message's number among this domain's messages to `receiver`.
     pub sequence: u64,
@@ -154,6 +146,7 @@ pub struct Counters {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Metadata {
     /// The domain's stable ID.
+    #[serde(with = "crate::abi_serde::domain_id")]
     pub id: DomainId,
     /// The domain's name (at most [`MAX_NAME_LEN`] bytes).
     pub name: String,
@@ -162,13 +155,13 @@ pub struct Metadata {
     /// Maximum linear memory size, in 64 KiB WebAssembly pages.
     pub memory_max_pages: u64,
     /// The module's mutable globals.
-    pub globals: Vec<GlobalValue>,
+    pub globals: Vec<StoredGlobal>,
     /// What the domain is doing.
-    pub status: Status,
+    pub status: StoredStatus,
     /// The suspension record (opaque to persist; empty when none).
     pub suspension: Vec<u8>,
     /// Messages accepted and not yet received.
-    pub mailbox: Vec<Message>,
+    pub mailbox: Vec<StoredMessage>,
     /// The domain's logical clock, in nanoseconds.
     pub clock_ns: u64,
     /// Running totals.
@@ -190,7 +183,7 @@ pub struct Metadata {
     /// Messages sent and not yet committed by their receivers, oldest first
     /// per receiver. Stored in the trailer after the message counts.
     #[serde(skip)]
-    pub outbox: Vec<OutboxMessage>,
+    pub outbox: Vec<StoredOutboxMessage>,
 }
 
 impl Metadata {
@@ -206,7 +199,7 @@ impl Metadata {
 /// Where the module lives, inside the metadata record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct ModuleRecord {
-    pub(crate) hash: ModuleHash,
+    pub(crate) sha256: ModuleSha256,
     pub(crate) first_block: u64,
     pub(crate) first_crc: u32,
     pub(crate) len_bytes: u64,
@@ -219,8 +212,9 @@ pub(crate) struct MetadataRecord {
     pub(crate) module: ModuleRecord,
 }
 
-/// SHA-256 of a module.
-pub fn module_hash(module: &[u8]) -> ModuleHash {
+/// SHA-256 of a module (the vm's `module_fingerprint` is another, weaker
+/// hash with another job).
+pub fn module_sha256(module: &[u8]) -> ModuleSha256 {
     use sha2::Digest;
     sha2::Sha256::digest(module).into()
 }
@@ -234,19 +228,19 @@ mod tests {
     fn a_record_round_trips_through_postcard() {
         let record = MetadataRecord {
             metadata: Metadata {
-                id: u128::MAX - 3,
+                id: DomainId(u128::MAX - 3),
                 name: "hello".into(),
                 memory_pages: 2,
                 memory_max_pages: 16,
-                globals: vec![GlobalValue {
+                globals: vec![StoredGlobal {
                     index: 0,
                     value_type: ValueType::F64,
                     bits: 1.5f64.to_bits(),
                 }],
-                status: Status::Trapped("unreachable".into()),
+                status: StoredStatus::Trapped("unreachable".into()),
                 suspension: vec![1, 2, 3],
-                mailbox: vec![Message {
-                    sender: 7,
+                mailbox: vec![StoredMessage {
+                    sender: DomainId(7),
                     bytes: vec![9; 10],
                 }],
                 clock_ns: 42,
@@ -261,7 +255,7 @@ mod tests {
                 outbox: Vec::new(),
             },
             module: ModuleRecord {
-                hash: module_hash(b"\0asm"),
+                sha256: module_sha256(b"\0asm"),
                 first_block: 5,
                 first_crc: 6,
                 len_bytes: 4,

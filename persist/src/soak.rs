@@ -52,7 +52,7 @@ pub fn power_cut_round(seed: u64) -> Result<RoundReport, String> {
     let mut random = SplitMix64(seed);
     let fail = |context: &str, error: Error| format!("seed {seed}: {context}: {error}");
     let domain = NewDomain {
-        id: u128::from(seed),
+        id: crate::DomainId(u128::from(seed)),
         name: "soak",
         module: b"\0asm\x01\0\0\0",
         memory_pages: 1,

@@ -7,7 +7,7 @@ use crate::device::BlockDevice;
 use crate::error::{Error, Structure};
 use crate::image::{Image, read_record};
 use crate::layout::Superblock;
-use crate::metadata::module_hash;
+use crate::metadata::module_sha256;
 use crate::page_map;
 use crate::space;
 use crate::superblock::{Slot, read_slot};
@@ -63,8 +63,8 @@ fn walk_commit<D: BlockDevice>(
     for block in module_blocks {
         visit(block, Structure::Module)?;
     }
-    if module_hash(&module) != record.module.hash {
-        return Err(Error::ModuleHashMismatch);
+    if module_sha256(&module) != record.module.sha256 {
+        return Err(Error::ModuleSha256Mismatch);
     }
     if pages != superblock.pages_stored.get() {
         return Err(Error::malformed(

@@ -120,7 +120,7 @@ fn a_domain_image_or_a_blank_disk_is_not_an_archive() {
     let image = persist::Image::create(
         MemoryDevice::new(64),
         persist::NewDomain {
-            id: 1,
+            id: persist::DomainId(1),
             name: "counter",
             module: b"\0asm\x01\0\0\0",
             memory_pages: 0,

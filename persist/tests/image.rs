@@ -4,8 +4,8 @@ mod common;
 
 use common::{MODULE, domain, fresh, page, read};
 use persist::{
-    BLOCK_SIZE, Error, GlobalValue, Image, MemoryDevice, Message, PAGE_MAP_HEIGHT, PAGE_SIZE,
-    Status, ValueType, module_hash,
+    BLOCK_SIZE, Error, Image, MemoryDevice, PAGE_MAP_HEIGHT, PAGE_SIZE, StoredGlobal,
+    StoredMessage, StoredStatus, ValueType, module_sha256,
 };
 
 #[test]
@@ -15,14 +15,14 @@ fn pages_and_metadata_survive_reopen() {
     image.stage_page(200, &page(2)).unwrap();
     assert_eq!(read(&mut image, 200), page(2), "staged pages read back");
     let metadata = image.metadata_mut();
-    metadata.status = Status::Exited(3);
-    metadata.globals.push(GlobalValue {
+    metadata.status = StoredStatus::Exited(3);
+    metadata.globals.push(StoredGlobal {
         index: 1,
         value_type: ValueType::I64,
         bits: u64::MAX,
     });
-    metadata.mailbox.push(Message {
-        sender: 9,
+    metadata.mailbox.push(StoredMessage {
+        sender: persist::DomainId(9),
         bytes: b"hello".to_vec(),
     });
     metadata.suspension = vec![1, 2, 3];
@@ -37,7 +37,7 @@ fn pages_and_metadata_survive_reopen() {
     assert_eq!(read(&mut image, 200), page(2));
     assert_eq!(read(&mut image, 5), [0; PAGE_SIZE], "absent pages are zero");
     let metadata = image.metadata();
-    assert_eq!(metadata.status, Status::Exited(3));
+    assert_eq!(metadata.status, StoredStatus::Exited(3));
     assert_eq!(metadata.globals[0].bits, u64::MAX);
     assert_eq!(metadata.mailbox[0].bytes, b"hello");
     assert_eq!(metadata.suspension, [1, 2, 3]);
@@ -48,7 +48,7 @@ fn pages_and_metadata_survive_reopen() {
     assert_eq!(metadata.env, ["HOME=/"]);
     assert_eq!(metadata.id, domain(16).id);
     assert_eq!(image.module().unwrap(), MODULE);
-    assert_eq!(image.module_hash(), module_hash(MODULE));
+    assert_eq!(image.module_sha256(), module_sha256(MODULE));
     assert_eq!(image.stored_pages().unwrap(), [0, 200]);
     assert_eq!(image.stats().pages_stored, 2);
     let report = image.verify().unwrap();

@@ -5,12 +5,12 @@ mod common;
 
 use common::page;
 use persist::migrate::{
-    self, Message, Ownership, Resolution, Source, SourceEvent, SourceStep, Target, TargetEvent,
-    Verdict, wire,
+    self, Ownership, Resolution, Source, SourceEvent, SourceStep, Target, TargetEvent, Verdict,
+    WireMessage, wire,
 };
 use persist::{
-    BlockDevice, DeviceError, Error, FaultPlan, FaultyDevice, GlobalValue, Image, MemoryDevice,
-    Metadata, NewDomain, PAGE_SIZE, Status, ValueType,
+    BlockDevice, DeviceError, Error, FaultPlan, FaultyDevice, Image, MemoryDevice, Metadata,
+    NewDomain, PAGE_SIZE, StoredGlobal, StoredStatus, ValueType,
 };
 use proptest::prelude::*;
 
@@ -33,7 +33,7 @@ fn source_device() -> MemoryDevice {
     let mut image = Image::create(
         MemoryDevice::new(SOURCE_BLOCKS),
         NewDomain {
-            id: 0xc0ff_ee00_0000_0000_0000_0000_0000_0001,
+            id: persist::DomainId(0xc0ff_ee00_0000_0000_0000_0000_0000_0001),
             name: "counter",
             module: &module,
             memory_pages: 2,
@@ -49,21 +49,21 @@ fn source_device() -> MemoryDevice {
         }
     }
     let metadata = image.metadata_mut();
-    metadata.globals.push(GlobalValue {
+    metadata.globals.push(StoredGlobal {
         index: 0,
         value_type: ValueType::I64,
         bits: 7,
     });
-    metadata.mailbox.push(persist::Message {
-        sender: 9,
+    metadata.mailbox.push(persist::StoredMessage {
+        sender: persist::DomainId(9),
         bytes: b"hello".to_vec(),
     });
     // Exactly-once numbering and the outbox travel with the domain (and the
     // receiver's count of message 9's sender is the one that made "hello"
     // new).
     metadata.message_counts = persist::MessageCounts {
-        sent: vec![(9, 4)],
-        accepted: vec![(9, 2), (11, 1)],
+        sent: vec![(persist::DomainId(9), 4)],
+        accepted: vec![(persist::DomainId(9), 2), (persist::DomainId(11), 1)],
     };
     image.commit().unwrap();
     image.into_device()
@@ -83,10 +83,10 @@ fn domain_step<D: BlockDevice>(image: &mut Image<D>, step: u64) -> Result<(), Er
         global.bits += step;
     }
     metadata.suspension = step.to_le_bytes().to_vec();
-    metadata.message_counts.sent = vec![(9, 4 + step)];
+    metadata.message_counts.sent = vec![(persist::DomainId(9), 4 + step)];
     // Message 4 + step to domain 9 is not yet in 9's committed mailbox.
-    metadata.outbox = vec![persist::OutboxMessage {
-        receiver: 9,
+    metadata.outbox = vec![persist::StoredOutboxMessage {
+        receiver: persist::DomainId(9),
         sequence: 4 + step,
         bytes: step.to_le_bytes().to_vec(),
     }];
@@ -228,7 +228,7 @@ fn a_migration_copies_every_page_and_hands_over() {
     let mut copy = target.into_image().expect("the target runs the domain");
     copy.verify().unwrap();
     assert_eq!(migrate::ownership(copy.metadata()), Ownership::Owner);
-    assert_eq!(copy.metadata().status, Status::Running);
+    assert_eq!(copy.metadata().status, StoredStatus::Running);
     let expected = run.final_content.unwrap();
     assert_eq!(content(&mut copy), expected);
     // The copy survives a reopen, unchanged.
@@ -238,7 +238,7 @@ fn a_migration_copies_every_page_and_hands_over() {
     // The source keeps a tombstone that never runs and answers queries.
     source_image.verify().unwrap();
     let source_image = Image::open(source_image.into_device()).unwrap();
-    assert_eq!(source_image.metadata().status, Status::MovedAway);
+    assert_eq!(source_image.metadata().status, StoredStatus::MovedAway);
     assert_eq!(
         migrate::ownership(source_image.metadata()),
         Ownership::HandedOver {
@@ -256,7 +256,7 @@ fn a_migration_copies_every_page_and_hands_over() {
         Verdict::Aborted
     );
     assert_eq!(
-        migrate::answer_query([copy.metadata()], MIGRATION, id + 1),
+        migrate::answer_query([copy.metadata()], MIGRATION, persist::DomainId(id.0 + 1)),
         Verdict::Unknown
     );
     // A tombstone may go once the target runs; it then reads as blank.
@@ -389,7 +389,7 @@ fn a_parked_copy_that_lost_the_hand_over_asks_and_runs() {
     drop(target);
     let mut parked = Image::open(&mut spare).unwrap();
     let query = migrate::query_for(parked.metadata()).expect("parked copies ask");
-    let Message::Query {
+    let WireMessage::Query {
         migration_id,
         domain_id,
     } = query
@@ -398,7 +398,7 @@ fn a_parked_copy_that_lost_the_hand_over_asks_and_runs() {
     };
     let mut answer = Vec::new();
     let mut answer_with = |verdict, parked: &mut Image<&mut MemoryDevice>| {
-        Message::Answer {
+        WireMessage::Answer {
             migration_id,
             verdict,
         }
@@ -422,7 +422,7 @@ fn a_parked_copy_that_lost_the_hand_over_asks_and_runs() {
     let verdict = migrate::answer_query([source_image.metadata()], migration_id, domain_id);
     assert_eq!(verdict, Verdict::HandedOver);
     assert_eq!(answer_with(verdict, &mut parked), Resolution::Run);
-    assert_eq!(parked.metadata().status, Status::Running);
+    assert_eq!(parked.metadata().status, StoredStatus::Running);
     assert_eq!(migrate::ownership(parked.metadata()), Ownership::Owner);
 }
 
@@ -474,7 +474,7 @@ fn a_source_asked_in_flight_aborts_and_never_hands_over() {
         SourceStep::Aborted
     );
     let mut durable = Vec::new();
-    Message::Durable {
+    WireMessage::Durable {
         migration_id: MIGRATION,
     }
     .encode(&mut durable)
@@ -507,7 +507,11 @@ fn resolve_after_reboot(
         other => panic!("{what}: the source image is {other:?}"),
     };
     if source_owns {
-        assert_eq!(source_image.metadata().status, Status::Running, "{what}");
+        assert_eq!(
+            source_image.metadata().status,
+            StoredStatus::Running,
+            "{what}"
+        );
     }
     let target_owns = match Image::open(target_disk) {
         Err(Error::NotAnImage | Error::NoValidSuperblock) => false,
@@ -533,7 +537,7 @@ fn resolve_after_reboot(
                     let verdict =
                         migrate::answer_query([source_image.metadata()], migration_id, domain_id);
                     let mut answer = Vec::new();
-                    Message::Answer {
+                    WireMessage::Answer {
                         migration_id,
                         verdict,
                     }
@@ -566,7 +570,7 @@ fn resolve_after_reboot(
 }
 
 fn check_copy<D: BlockDevice>(copy: &mut Image<D>, final_content: Option<&Content>, what: &str) {
-    assert_eq!(copy.metadata().status, Status::Running, "{what}");
+    assert_eq!(copy.metadata().status, StoredStatus::Running, "{what}");
     let expected = final_content.expect("a copy ran before the final round");
     assert!(content(copy) == *expected, "{what}: the copy differs");
 }
@@ -704,7 +708,7 @@ proptest! {
         let mut spare = MemoryDevice::new(64);
         let mut reply = Vec::new();
         for frame in [bytes.clone(), framed(kind, &payload)] {
-            let _ = Message::decode(&frame);
+            let _ = WireMessage::decode(&frame);
             let _ = wire::message_len(&frame);
             let mut target = Target::new(&mut spare, "a").unwrap();
             let _ = target.receive(&frame, &mut reply);
@@ -743,11 +747,11 @@ fn an_oversized_module_or_metadata_is_refused() {
     let mut target = Target::new(MemoryDevice::new(TARGET_BLOCKS), "a").unwrap();
     let mut frame = Vec::new();
     let mut reply = Vec::new();
-    Message::Begin {
+    WireMessage::Begin {
         migration_id: 1,
-        domain_id: 2,
+        domain_id: persist::DomainId(2),
         module_len_bytes: u64::MAX,
-        module_hash: [0; 32],
+        module_sha256: [0; 32],
     }
     .encode(&mut frame)
     .unwrap();
@@ -756,16 +760,16 @@ fn an_oversized_module_or_metadata_is_refused() {
         Err(migrate::Error::TooLarge { .. })
     ));
     let mut target = Target::new(MemoryDevice::new(TARGET_BLOCKS), "a").unwrap();
-    Message::Begin {
+    WireMessage::Begin {
         migration_id: 1,
-        domain_id: 2,
+        domain_id: persist::DomainId(2),
         module_len_bytes: 0,
-        module_hash: persist::module_hash(b""),
+        module_sha256: persist::module_sha256(b""),
     }
     .encode(&mut frame)
     .unwrap();
     target.receive(&frame, &mut reply).unwrap();
-    Message::MetadataChunk {
+    WireMessage::MetadataChunk {
         total_len_bytes: u64::MAX,
         offset: 0,
         bytes: b"",

@@ -138,7 +138,7 @@ fn raw_image(directory: &Path, name: &str, module: &[u8]) -> Result<PathBuf> {
     persist::Image::create(
         device,
         persist::NewDomain {
-            id: u128::from_le_bytes(*b"hostile raw disk"),
+            id: persist::DomainId::from_le_bytes(*b"hostile raw disk"),
             name,
             module,
             memory_pages: 1,

@@ -180,7 +180,11 @@ fn plain_wasmi(wat: &str, fuel: Fuel) -> Result<Duration> {
 
 /// The same module as an Amber domain under the scheduler.
 fn through_vm(engine: &Engine, wat: &str) -> Result<Duration> {
-    let record = DomainRecord::new([1; 16], "bench", wat::parse_str(wat)?);
+    let record = DomainRecord::new(
+        vm::DomainId::from_le_bytes([1; 16]),
+        "bench",
+        wat::parse_str(wat)?,
+    );
     let domain = Domain::open(
         engine,
         Arc::new(StdPlatform::default()),
@@ -212,7 +216,7 @@ fn checkpoints<D: BlockDevice + Send + 'static>(
     let image = Image::create(
         device,
         NewDomain {
-            id: 1,
+            id: vm::DomainId(1),
             name: "bench",
             module: &module,
             memory_pages: 1,

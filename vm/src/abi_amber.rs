@@ -1,24 +1,24 @@
 //! The `amber` import module: Amber's own host calls.
 //!
-//! The table (names, signatures, status codes) is the ABI and matches
-//! guest-sdk/README.md. Every pointer is checked (guest_memory.rs).
+//! Names, signatures and status codes are the abi crate's (`abi::IMPORTS`,
+//! `abi::StatusCode`; guest-sdk/README.md explains each call), and a test
+//! holds what this module defines against that list. Every pointer is
+//! checked (guest_memory.rs).
 
 use alloc::format;
 use alloc::vec::Vec;
 
-use wasmi::{Caller, Linker, Memory, Val};
+use wasmi::{Caller, Memory, Val};
 
 use crate::blocking::{BlockingCall, Request, blocking_call, trap};
 use crate::error::TrapReason;
 use crate::guest_memory;
+use crate::host_functions::HostFunctions;
 use crate::host_state::HostState;
 use crate::platform::{LogLevel, Stream};
-use crate::status::{
-    MAX_MESSAGE_BYTES, MAX_NAME_BYTES, MAX_OUTPUT_BYTES_PER_CALL, OUTPUT_FUEL_PER_BYTE, Status,
+use abi::{
+    MAX_MESSAGE_BYTES, MAX_NAME_BYTES, MAX_OUTPUT_BYTES_PER_CALL, OUTPUT_FUEL_PER_BYTE, StatusCode,
 };
-
-/// The import module name.
-pub const MODULE: &str = "amber";
 
 type Result<T> = core::result::Result<T, wasmi::Error>;
 
@@ -58,10 +58,9 @@ fn deadline_after(caller: &Caller<'_, HostState>, timeout_ns: i64) -> Option<u64
         .map(|timeout| caller.data().now_ns().saturating_add(timeout))
 }
 
-/// Adds the `amber` functions to `linker`.
-pub fn define(linker: &mut Linker<HostState>) -> Result<()> {
-    linker.func_wrap(
-        MODULE,
+/// Adds the `amber` functions.
+pub(crate) fn define(functions: &mut HostFunctions<'_>) -> Result<()> {
+    functions.func_wrap(
         "log",
         |mut caller: Caller<'_, HostState>, level: i32, pointer: i32, length: i32| -> Result<()> {
             let memory = memory_of(&caller)?;
@@ -81,11 +80,10 @@ pub fn define(linker: &mut Linker<HostState>) -> Result<()> {
             charge_fuel(&mut caller, printed.saturating_mul(OUTPUT_FUEL_PER_BYTE))
         },
     )?;
-    linker.func_wrap(MODULE, "now", |caller: Caller<'_, HostState>| -> i64 {
+    functions.func_wrap("now", |caller: Caller<'_, HostState>| -> i64 {
         caller.data().now_ns() as i64
     })?;
-    linker.func_wrap(
-        MODULE,
+    functions.func_wrap(
         "sleep",
         |mut caller: Caller<'_, HostState>, duration_ns: i64| -> Result<()> {
             let deadline = deadline_after(&caller, duration_ns.max(0));
@@ -93,16 +91,11 @@ pub fn define(linker: &mut Linker<HostState>) -> Result<()> {
             Ok(())
         },
     )?;
-    linker.func_wrap(
-        MODULE,
-        "yield",
-        |mut caller: Caller<'_, HostState>| -> Result<()> {
-            blocking_call(&mut caller, BlockingCall::Yield, None)?;
-            Ok(())
-        },
-    )?;
-    linker.func_wrap(
-        MODULE,
+    functions.func_wrap("yield", |mut caller: Caller<'_, HostState>| -> Result<()> {
+        blocking_call(&mut caller, BlockingCall::Yield, None)?;
+        Ok(())
+    })?;
+    functions.func_wrap(
         "random",
         |mut caller: Caller<'_, HostState>, pointer: i32, length: i32| -> Result<()> {
             let memory = memory_of(&caller)?;
@@ -112,17 +105,16 @@ pub fn define(linker: &mut Linker<HostState>) -> Result<()> {
             Ok(())
         },
     )?;
-    linker.func_wrap(
-        MODULE,
+    functions.func_wrap(
         "self_id",
         |mut caller: Caller<'_, HostState>, pointer: i32| -> Result<()> {
             let memory = memory_of(&caller)?;
             let (bytes, state) = memory.data_and_store_mut(&mut caller);
-            guest_memory::write(bytes, "self_id", pointer, &state.id).map_err(trap)
+            let id = state.id.to_le_bytes();
+            guest_memory::write(bytes, "self_id", pointer, &id).map_err(trap)
         },
     )?;
-    linker.func_wrap(
-        MODULE,
+    functions.func_wrap(
         "checkpoint",
         |mut caller: Caller<'_, HostState>| -> Result<i32> {
             Ok(result_i32(blocking_call(
@@ -132,15 +124,13 @@ pub fn define(linker: &mut Linker<HostState>) -> Result<()> {
             )?))
         },
     )?;
-    linker.func_wrap(
-        MODULE,
+    functions.func_wrap(
         "exit",
         |_caller: Caller<'_, HostState>, code: i32| -> Result<()> {
             Err(wasmi::Error::host(Request::Exit(code)))
         },
     )?;
-    linker.func_wrap(
-        MODULE,
+    functions.func_wrap(
         "send",
         |caller: Caller<'_, HostState>,
          name_pointer: i32,
@@ -155,7 +145,7 @@ pub fn define(linker: &mut Linker<HostState>) -> Result<()> {
             let message = guest_memory::slice(bytes, "send", message_pointer, message_length)
                 .map_err(trap)?;
             if name.len() > MAX_NAME_BYTES || message.len() > MAX_MESSAGE_BYTES {
-                return Ok(Status::TooLarge.code());
+                return Ok(StatusCode::TooLarge.code());
             }
             Err(wasmi::Error::host(Request::Send {
                 target: Vec::from(name),
@@ -163,8 +153,7 @@ pub fn define(linker: &mut Linker<HostState>) -> Result<()> {
             }))
         },
     )?;
-    linker.func_wrap(
-        MODULE,
+    functions.func_wrap(
         "recv",
         |mut caller: Caller<'_, HostState>,
          buffer: i32,

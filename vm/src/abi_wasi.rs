@@ -15,16 +15,16 @@ use alloc::vec::Vec;
 
 use wasmi::{Caller, Linker, Module, Val};
 
+use abi::WASI_MODULE as MODULE;
+
 use crate::abi_amber::{charge_fuel, memory_of};
 use crate::blocking::{BlockingCall, Request, blocking_call, trap};
 use crate::error::TrapReason;
 use crate::guest_memory;
+use crate::host_functions::HostFunctions;
 use crate::host_state::HostState;
 use crate::platform::Stream;
-use crate::status::{MAX_OUTPUT_BYTES_PER_CALL, OUTPUT_FUEL_PER_BYTE, errno};
-
-/// The import module name.
-pub const MODULE: &str = "wasi_snapshot_preview1";
+use abi::{MAX_OUTPUT_BYTES_PER_CALL, OUTPUT_FUEL_PER_BYTE, errno};
 
 type Result<T> = core::result::Result<T, wasmi::Error>;
 
@@ -34,32 +34,11 @@ const CLOCK_PROCESS_CPUTIME: i32 = 2;
 const CLOCK_THREAD_CPUTIME: i32 = 3;
 const FILETYPE_CHARACTER_DEVICE: u8 = 2;
 
-/// The functions `define` adds.
-const IMPLEMENTED: [&str; 17] = [
-    "fd_write",
-    "fd_read",
-    "proc_exit",
-    "clock_time_get",
-    "clock_res_get",
-    "random_get",
-    "args_sizes_get",
-    "args_get",
-    "environ_sizes_get",
-    "environ_get",
-    "sched_yield",
-    "poll_oneoff",
-    "fd_fdstat_get",
-    "fd_prestat_get",
-    "fd_close",
-    "fd_seek",
-    "fd_prestat_dir_name",
-];
-
-/// Adds the implemented WASI functions to `linker`.
-pub fn define(linker: &mut Linker<HostState>) -> Result<()> {
-    linker.func_wrap(MODULE, "fd_write", fd_write)?;
-    linker.func_wrap(
-        MODULE,
+/// Adds the implemented WASI functions: exactly the WASI part of
+/// `abi::IMPORTS`, which `stub_unknown_imports` relies on.
+pub(crate) fn define(functions: &mut HostFunctions<'_>) -> Result<()> {
+    functions.func_wrap("fd_write", fd_write)?;
+    functions.func_wrap(
         "fd_read",
         |mut caller: Caller<'_, HostState>,
          fd: i32,
@@ -77,15 +56,13 @@ pub fn define(linker: &mut Linker<HostState>) -> Result<()> {
             Ok(errno::SUCCESS)
         },
     )?;
-    linker.func_wrap(
-        MODULE,
+    functions.func_wrap(
         "proc_exit",
         |_caller: Caller<'_, HostState>, code: i32| -> Result<()> {
             Err(wasmi::Error::host(Request::Exit(code)))
         },
     )?;
-    linker.func_wrap(
-        MODULE,
+    functions.func_wrap(
         "clock_time_get",
         |mut caller: Caller<'_, HostState>,
          clock: i32,
@@ -105,8 +82,7 @@ pub fn define(linker: &mut Linker<HostState>) -> Result<()> {
             Ok(errno::SUCCESS)
         },
     )?;
-    linker.func_wrap(
-        MODULE,
+    functions.func_wrap(
         "clock_res_get",
         |mut caller: Caller<'_, HostState>, clock: i32, resolution: i32| -> Result<i32> {
             if !(0..=3).contains(&clock) {
@@ -118,8 +94,7 @@ pub fn define(linker: &mut Linker<HostState>) -> Result<()> {
             Ok(errno::SUCCESS)
         },
     )?;
-    linker.func_wrap(
-        MODULE,
+    functions.func_wrap(
         "random_get",
         |mut caller: Caller<'_, HostState>, pointer: i32, length: i32| -> Result<i32> {
             let memory = memory_of(&caller)?;
@@ -130,24 +105,21 @@ pub fn define(linker: &mut Linker<HostState>) -> Result<()> {
             Ok(errno::SUCCESS)
         },
     )?;
-    linker.func_wrap(
-        MODULE,
+    functions.func_wrap(
         "args_sizes_get",
         |mut caller: Caller<'_, HostState>, count: i32, buffer_size: i32| -> Result<i32> {
             let strings = arguments(caller.data());
             sizes_get(&mut caller, "args_sizes_get", &strings, count, buffer_size)
         },
     )?;
-    linker.func_wrap(
-        MODULE,
+    functions.func_wrap(
         "args_get",
         |mut caller: Caller<'_, HostState>, pointers: i32, buffer: i32| -> Result<i32> {
             let strings = arguments(caller.data());
             strings_get(&mut caller, "args_get", &strings, pointers, buffer)
         },
     )?;
-    linker.func_wrap(
-        MODULE,
+    functions.func_wrap(
         "environ_sizes_get",
         |mut caller: Caller<'_, HostState>, count: i32, buffer_size: i32| -> Result<i32> {
             let strings = caller.data().environment.clone();
@@ -160,16 +132,14 @@ pub fn define(linker: &mut Linker<HostState>) -> Result<()> {
             )
         },
     )?;
-    linker.func_wrap(
-        MODULE,
+    functions.func_wrap(
         "environ_get",
         |mut caller: Caller<'_, HostState>, pointers: i32, buffer: i32| -> Result<i32> {
             let strings = caller.data().environment.clone();
             strings_get(&mut caller, "environ_get", &strings, pointers, buffer)
         },
     )?;
-    linker.func_wrap(
-        MODULE,
+    functions.func_wrap(
         "sched_yield",
         |mut caller: Caller<'_, HostState>| -> Result<i32> {
             let result = blocking_call(&mut caller, BlockingCall::SchedYield, None)?;
@@ -179,8 +149,7 @@ pub fn define(linker: &mut Linker<HostState>) -> Result<()> {
             })
         },
     )?;
-    linker.func_wrap(
-        MODULE,
+    functions.func_wrap(
         "poll_oneoff",
         |mut caller: Caller<'_, HostState>,
          subscriptions: i32,
@@ -211,8 +180,7 @@ pub fn define(linker: &mut Linker<HostState>) -> Result<()> {
             })
         },
     )?;
-    linker.func_wrap(
-        MODULE,
+    functions.func_wrap(
         "fd_fdstat_get",
         |mut caller: Caller<'_, HostState>, fd: i32, stat: i32| -> Result<i32> {
             if !(0..=2).contains(&fd) {
@@ -229,13 +197,11 @@ pub fn define(linker: &mut Linker<HostState>) -> Result<()> {
             Ok(errno::SUCCESS)
         },
     )?;
-    linker.func_wrap(
-        MODULE,
+    functions.func_wrap(
         "fd_prestat_get",
         |_caller: Caller<'_, HostState>, _fd: i32, _prestat: i32| -> i32 { errno::BADF },
     )?;
-    linker.func_wrap(
-        MODULE,
+    functions.func_wrap(
         "fd_seek",
         |_caller: Caller<'_, HostState>,
          fd: i32,
@@ -251,13 +217,11 @@ pub fn define(linker: &mut Linker<HostState>) -> Result<()> {
             }
         },
     )?;
-    linker.func_wrap(
-        MODULE,
+    functions.func_wrap(
         "fd_prestat_dir_name",
         |_caller: Caller<'_, HostState>, _fd: i32, _path: i32, _length: i32| -> i32 { errno::BADF },
     )?;
-    linker.func_wrap(
-        MODULE,
+    functions.func_wrap(
         "fd_close",
         |_caller: Caller<'_, HostState>, fd: i32| -> i32 {
             if (0..=2).contains(&fd) {
@@ -369,7 +333,7 @@ pub fn stub_unknown_imports(linker: &mut Linker<HostState>, module: &Module) -> 
             continue;
         }
         if let wasmi::ExternType::Func(func_type) = import.ty()
-            && !IMPLEMENTED.contains(&import.name())
+            && abi::find_import(MODULE, import.name()).is_none()
         {
             missing.push((String::from(import.name()), func_type.clone()));
         }

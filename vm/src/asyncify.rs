@@ -1,6 +1,6 @@
 //! Unwinding and rewinding a guest stack with binaryen's asyncify exports.
 //!
-//! Protocol (binaryen's Asyncify pass; checked in FACTS.md): at a blocking
+//! Protocol (binaryen's Asyncify pass, tried with binaryen 108): at a blocking
 //! import the host calls `asyncify_start_unwind(buffer)` and returns; every
 //! instrumented frame saves itself into the buffer and returns, so the entry
 //! export returns normally and the host calls `asyncify_stop_unwind`. To go on,

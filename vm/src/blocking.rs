@@ -17,8 +17,8 @@ use wasmi::{Caller, Val};
 use crate::error::TrapReason;
 use crate::guest_memory;
 use crate::host_state::HostState;
-use crate::status::{Status, errno};
 use crate::storage::{BlockingImport, Suspension};
+use abi::{StatusCode, errno};
 
 /// A blocking call with the guest arguments its completion needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,7 +166,7 @@ pub fn blocking_call(
     };
     let state = caller.data_mut();
     state.suspension = Some(Suspension {
-        module_hash: state.module_hash,
+        module_fingerprint: state.module_fingerprint,
         import: call.import(),
         save_buffer: buffer,
         deadline_ns: blocked.deadline_ns,
@@ -238,13 +238,13 @@ fn complete_recv(
     from: i32,
 ) -> Result<i32, TrapReason> {
     let Some(message) = state.mailbox.front() else {
-        return Ok(Status::Timeout.negated());
+        return Ok(StatusCode::Timeout.negated());
     };
     if message.bytes.len() > capacity as u32 as usize {
-        return Ok(Status::BufferTooSmall.negated());
+        return Ok(StatusCode::BufferTooSmall.negated());
     }
     guest_memory::write(memory, "recv", buffer, &message.bytes)?;
-    guest_memory::write(memory, "recv", from, &message.from)?;
+    guest_memory::write(memory, "recv", from, &message.from.to_le_bytes())?;
     let length = message.bytes.len() as i32;
     state.drop_oldest_message();
     Ok(length)

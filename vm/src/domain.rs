@@ -16,8 +16,10 @@ use crate::host_state::HostState;
 use crate::memory_backing::MemoryBacking;
 use crate::outbox::Outbox;
 use crate::snapshot;
-use crate::status::{MAX_MAILBOX_BYTES, MAX_MAILBOX_MESSAGES, Status};
-use crate::storage::{BlockingImport, DomainId, DomainRecord, DomainStatus, Message, Storage};
+use crate::storage::{
+    BlockingImport, DomainId, DomainRecord, DomainStatus, MailboxMessage, Storage,
+};
+use abi::{MAX_MAILBOX_BYTES, MAX_MAILBOX_MESSAGES, StatusCode};
 
 /// Messages a domain may have received through [`Domain::deliver`] since
 /// its last commit before a delivery asks it to commit (each such delivery
@@ -343,7 +345,7 @@ impl Domain {
                 };
                 self.execution = Execution::Paused {
                     call,
-                    wait: PausedWait::Reply(Some(Val::I32(Status::Ok.code()))),
+                    wait: PausedWait::Reply(Some(Val::I32(StatusCode::Ok.code()))),
                 };
                 outcome
             }
@@ -364,7 +366,7 @@ impl Domain {
     }
 
     /// Sets the status `send` returns once the domain resumes.
-    pub fn reply_to_send(&mut self, status: Status) {
+    pub fn reply_to_send(&mut self, status: StatusCode) {
         if let Execution::Paused {
             wait: PausedWait::Reply(value),
             ..
@@ -386,7 +388,7 @@ impl Domain {
     /// Domains' messages do not go through here: the scheduler delivers
     /// them in memory, numbered, with the sender keeping a copy until this
     /// domain commits (see `crate::outbox`).
-    pub fn deliver(&mut self, message: Message) -> Status {
+    pub fn deliver(&mut self, message: MailboxMessage) -> StatusCode {
         // The committed mailbox holds the live one plus what the domain
         // received since its last commit, so bounding it bounds both.
         let committed = &self.record.mailbox;
@@ -401,7 +403,7 @@ impl Domain {
             self.store.data_mut().is_checkpoint_wanted = true;
         }
         if is_full {
-            return Status::MailboxFull;
+            return StatusCode::MailboxFull;
         }
         // The last committed record plus this message (no copy of the
         // record: the module in it can be megabytes), undone on failure.
@@ -416,10 +418,10 @@ impl Domain {
             self.record.commits = self.record.commits.saturating_sub(1);
             let line = format!("a message could not be made durable: {error}");
             self.store.data().log_error(&line);
-            return Status::MailboxFull;
+            return StatusCode::MailboxFull;
         }
         self.store.data_mut().queue_message(message);
-        Status::Ok
+        StatusCode::Ok
     }
 
     /// Queues the `sequence`-th message (counting from 1) that `message.from`
@@ -437,29 +439,28 @@ impl Domain {
     /// cut, and senders' outboxes are bounded.
     pub(crate) fn accept_numbered(
         &mut self,
-        message: Message,
+        message: MailboxMessage,
         sequence: u64,
         is_redelivery: bool,
-    ) -> Status {
+    ) -> StatusCode {
         let from = message.from;
         let accepted = self.accepted_from(from);
         if accepted >= sequence {
             if !is_redelivery {
-                let sender = u128::from_le_bytes(from);
-                let line = format!("dropped a resend of message {sequence} from {sender:032x}");
+                let line = format!("dropped a resend of message {sequence} from {from}");
                 self.store.data().log_info(&line);
             }
-            return Status::Ok;
+            return StatusCode::Ok;
         }
         let state = self.store.data_mut();
         let is_full = state.mailbox.len() >= MAX_MAILBOX_MESSAGES
             || state.mailbox_bytes.saturating_add(message.bytes.len()) > MAX_MAILBOX_BYTES;
         if is_full && !is_redelivery {
-            return Status::MailboxFull;
+            return StatusCode::MailboxFull;
         }
         state.accepted.insert(from, sequence);
         state.queue_message(message);
-        Status::Ok
+        StatusCode::Ok
     }
 
     /// The highest number accepted from `sender`, committed or not.
@@ -587,7 +588,7 @@ impl Domain {
     fn checkpoint_at_safe_point(&mut self) {
         self.store.data_mut().is_checkpoint_wanted = false;
         let status = match self.commit() {
-            Ok(()) => Status::Ok,
+            Ok(()) => StatusCode::Ok,
             Err(error @ Error::DiskFull { .. }) => {
                 // The guest hears nothing yet: its call completes when a
                 // commit succeeds (resume_from_pause), as if it had waited.
@@ -597,7 +598,7 @@ impl Domain {
             Err(error) => {
                 let line = format!("checkpoint failed: {error}");
                 self.store.data().log_error(&line);
-                Status::CheckpointFailed
+                StatusCode::CheckpointFailed
             }
         };
         self.store.data_mut().checkpoint_status = status;
@@ -620,7 +621,7 @@ impl Domain {
         }
         self.commit()?;
         self.pause = None;
-        self.store.data_mut().checkpoint_status = Status::Ok;
+        self.store.data_mut().checkpoint_status = StatusCode::Ok;
         Ok(())
     }
 

@@ -11,13 +11,14 @@ use wasmi::{Engine, ExternType, Linker, Memory, MemoryType, Module, Store};
 use crate::asyncify::AsyncifyExports;
 use crate::domain::{Domain, Execution};
 use crate::error::Error;
+use crate::host_functions::HostFunctions;
 use crate::host_state::HostState;
-use crate::memory_backing::{MemoryBacking, WASM_PAGE_BYTES, module_hash};
+use crate::memory_backing::{MemoryBacking, WASM_PAGE_BYTES, module_fingerprint};
 use crate::outbox::Outbox;
 use crate::platform::{LineBuffer, Platform};
-use crate::status::Status;
 use crate::storage::{DomainId, DomainRecord, DomainStatus, Storage};
 use crate::{abi_amber, abi_wasi, snapshot};
+use abi::StatusCode;
 
 /// The export a domain runs (a WASI command's entry point).
 pub const ENTRY_EXPORT: &str = "_start";
@@ -50,6 +51,35 @@ pub fn new_engine() -> Engine {
     config.compilation_mode(wasmi::CompilationMode::Eager);
     config.enforced_limits(wasmi::EnforcedLimits::strict());
     Engine::new(&config)
+}
+
+/// Adds every host function a domain may import to `linker` (the `amber`
+/// module and the WASI subset) and says which, as `(module, name)`.
+fn define_host_functions(
+    linker: &mut Linker<HostState>,
+) -> Result<Vec<(&'static str, &'static str)>, wasmi::Error> {
+    let mut defined = Vec::new();
+    abi_amber::define(&mut HostFunctions::new(
+        linker,
+        abi::AMBER_MODULE,
+        &mut defined,
+    ))?;
+    abi_wasi::define(&mut HostFunctions::new(
+        linker,
+        abi::WASI_MODULE,
+        &mut defined,
+    ))?;
+    Ok(defined)
+}
+
+/// Every host function the vm defines for a domain, as `(module, name)`:
+/// the `amber` module and the WASI subset, without the stubs that stand in
+/// for other WASI functions a module imports. `vm/tests/host_abi.rs` holds
+/// this against `abi::IMPORTS`.
+pub fn defined_imports() -> Result<Vec<(&'static str, &'static str)>, Error> {
+    let engine = Engine::default();
+    let mut linker = Linker::<HostState>::new(&engine);
+    define_host_functions(&mut linker).map_err(|error| Error::Instantiation(error.to_string()))
 }
 
 /// A module compiled before its domain is opened, with the bytes it came
@@ -162,11 +192,11 @@ impl Domain {
             stdout: LineBuffer::default(),
             stderr: LineBuffer::default(),
             asyncify: None,
-            module_hash: module_hash(&record.module),
+            module_fingerprint: module_fingerprint(&record.module),
             save_buffer: None,
             suspension: None,
             is_rewinding: false,
-            checkpoint_status: Status::Ok,
+            checkpoint_status: StatusCode::Ok,
             is_checkpoint_wanted: false,
         };
         let mut store = Store::new(engine, state);
@@ -181,15 +211,14 @@ impl Domain {
         .map_err(instantiation)?;
         store.data_mut().memory = Some(memory);
         let mut linker = Linker::<HostState>::new(engine);
-        abi_amber::define(&mut linker).map_err(instantiation)?;
-        abi_wasi::define(&mut linker).map_err(instantiation)?;
+        define_host_functions(&mut linker).map_err(instantiation)?;
         abi_wasi::stub_unknown_imports(&mut linker, &module).map_err(instantiation)?;
         linker
             .define("env", "memory", memory)
             .map_err(instantiation)?;
         for import in module.imports() {
-            let is_known = matches!(import.module(), abi_amber::MODULE | abi_wasi::MODULE)
-                || (import.module() == "env" && import.name() == "memory");
+            let is_known = matches!(import.module(), abi::AMBER_MODULE | abi::WASI_MODULE)
+                || (import.module() == abi::MEMORY_MODULE && import.name() == abi::MEMORY_NAME);
             if !is_known {
                 return Err(Error::UnknownImport {
                     module: import.module().into(),

@@ -25,7 +25,7 @@ pub enum Error {
     /// wasmi refused to instantiate the module (its reason).
     Instantiation(String),
     /// The image's suspension record belongs to other module bytes.
-    ModuleHashMismatch,
+    ModuleFingerprintMismatch,
     /// The image holds memory larger than the module allows.
     MemoryTooLarge { pages: u32, maximum_pages: u32 },
     /// A saved global does not fit the module (name, reason).
@@ -69,7 +69,7 @@ impl fmt::Display for Error {
             }
             Self::MissingEntry => write!(formatter, "the module exports no _start function"),
             Self::Instantiation(reason) => write!(formatter, "instantiation failed: {reason}"),
-            Self::ModuleHashMismatch => write!(
+            Self::ModuleFingerprintMismatch => write!(
                 formatter,
                 "the saved stack belongs to a different module; refusing to rewind"
             ),

@@ -10,7 +10,7 @@ use wasmi::Memory;
 use crate::asyncify::AsyncifyExports;
 use crate::outbox::Outbox;
 use crate::platform::{LineBuffer, Platform, Stream};
-use crate::storage::{DomainId, Message, Suspension};
+use crate::storage::{DomainId, MailboxMessage, Suspension};
 
 /// The data of a domain's wasmi `Store`.
 pub struct HostState {
@@ -25,7 +25,7 @@ pub struct HostState {
     /// from its last commit instead of jumping to the machine's clock.
     pub(crate) clock_origin_ns: u64,
     pub(crate) platform_origin_ns: u64,
-    pub(crate) mailbox: VecDeque<Message>,
+    pub(crate) mailbox: VecDeque<MailboxMessage>,
     /// The bytes of the messages in `mailbox` (see `queue_message`).
     pub(crate) mailbox_bytes: usize,
     /// Per receiver: how many of this domain's messages it accepted (see
@@ -40,7 +40,7 @@ pub struct HostState {
     pub(crate) stderr: LineBuffer,
     /// Present when the module was built with asyncify.
     pub(crate) asyncify: Option<AsyncifyExports>,
-    pub(crate) module_hash: [u8; 16],
+    pub(crate) module_fingerprint: [u8; 16],
     /// The asyncify save area, grown on the first unwind.
     pub(crate) save_buffer: Option<u32>,
     /// Set while the guest stack is unwound into memory (or being rewound).
@@ -48,7 +48,7 @@ pub struct HostState {
     /// The scheduler started a rewind; the next blocking call stops it.
     pub(crate) is_rewinding: bool,
     /// What the last `checkpoint` commit reported.
-    pub(crate) checkpoint_status: crate::status::Status,
+    pub(crate) checkpoint_status: abi::StatusCode,
     /// A commit was asked for: the next blocking call stops at a safe point
     /// even when it could complete at once (a server whose `recv` always
     /// finds a message would otherwise never reach one).
@@ -68,7 +68,7 @@ impl core::fmt::Debug for HostState {
 
 impl HostState {
     /// Queues a message at the end of the mailbox.
-    pub(crate) fn queue_message(&mut self, message: Message) {
+    pub(crate) fn queue_message(&mut self, message: MailboxMessage) {
         self.mailbox_bytes = self.mailbox_bytes.saturating_add(message.bytes.len());
         self.mailbox.push_back(message);
     }

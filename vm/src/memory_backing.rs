@@ -185,9 +185,12 @@ fn finish(mut value: u64) -> u64 {
     value ^ (value >> 31)
 }
 
-/// A 128-bit hash of module bytes, kept with a suspension record so that a
-/// saved stack is never rewound into other code.
-pub fn module_hash(module: &[u8]) -> [u8; 16] {
+/// A 128-bit fingerprint of module bytes, kept with a suspension record so
+/// that a saved stack is never rewound into other code. It is a fast
+/// non-cryptographic hash (the page hash below), not the SHA-256 persist
+/// names a stored module by (`persist::module_sha256`): it guards against
+/// mistakes, not against an adversary who picks the module.
+pub fn module_fingerprint(module: &[u8]) -> [u8; 16] {
     let mut lanes = (0u64, 0u64);
     for chunk in module.chunks(PAGE_BYTES) {
         let (a, b) = hash_page(chunk);
@@ -238,8 +241,8 @@ mod tests {
     }
 
     #[test]
-    fn module_hashes_differ_for_different_bytes() {
-        assert_ne!(module_hash(b"abc"), module_hash(b"abd"));
-        assert_eq!(module_hash(b"abc"), module_hash(b"abc"));
+    fn module_fingerprints_differ_for_different_bytes() {
+        assert_ne!(module_fingerprint(b"abc"), module_fingerprint(b"abd"));
+        assert_eq!(module_fingerprint(b"abc"), module_fingerprint(b"abc"));
     }
 }

@@ -128,7 +128,7 @@ mod tests {
 
     fn message(to: u8, sequence: u64) -> OutboxMessage {
         OutboxMessage {
-            to: [to; 16],
+            to: DomainId::from_le_bytes([to; 16]),
             sequence,
             bytes: vec![to, sequence as u8],
         }
@@ -140,20 +140,29 @@ mod tests {
         let outbox = Outbox::from_record(&record);
         let expected = vec![message(1, 3), message(2, 4), message(2, 5)];
         assert_eq!(outbox.to_record(), expected);
-        assert_eq!(outbox.waiting_for([2; 16]), (2, 4));
+        assert_eq!(outbox.waiting_for(DomainId::from_le_bytes([2; 16])), (2, 4));
     }
 
     #[test]
     fn a_commit_acknowledges_up_to_its_count() {
         let mut outbox = Outbox::default();
         for sequence in 1..=4 {
-            outbox.push([9; 16], sequence, vec![0; 10]);
+            outbox.push(DomainId::from_le_bytes([9; 16]), sequence, vec![0; 10]);
         }
-        outbox.acknowledge([9; 16], 2);
-        assert_eq!(outbox.waiting_for([9; 16]), (2, 20));
-        assert_eq!(outbox.after([9; 16], 3), vec![(4, vec![0; 10])]);
-        assert_eq!((outbox.len(), outbox.receivers()), (2, vec![[9; 16]]));
-        outbox.acknowledge([9; 16], 7);
+        outbox.acknowledge(DomainId::from_le_bytes([9; 16]), 2);
+        assert_eq!(
+            outbox.waiting_for(DomainId::from_le_bytes([9; 16])),
+            (2, 20)
+        );
+        assert_eq!(
+            outbox.after(DomainId::from_le_bytes([9; 16]), 3),
+            vec![(4, vec![0; 10])]
+        );
+        assert_eq!(
+            (outbox.len(), outbox.receivers()),
+            (2, vec![DomainId::from_le_bytes([9; 16])])
+        );
+        outbox.acknowledge(DomainId::from_le_bytes([9; 16]), 7);
         assert!(outbox.is_empty());
     }
 }

@@ -10,7 +10,7 @@ use persist::{BlockDevice, Image, PageLocation};
 use crate::error::Error;
 use crate::memory_backing::PAGE_BYTES;
 use crate::storage::{
-    BlockingImport, Commit, DomainId, DomainRecord, DomainStatus, GlobalValue, Message,
+    BlockingImport, Commit, DomainId, DomainRecord, DomainStatus, GlobalValue, MailboxMessage,
     OutboxMessage, PagerStorage, SavedGlobal, Storage, Suspension,
 };
 
@@ -53,7 +53,7 @@ const SUSPENSION_VERSION: u8 = 1;
 fn encode_suspension(suspension: &Suspension) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(31);
     bytes.push(SUSPENSION_VERSION);
-    bytes.extend_from_slice(&suspension.module_hash);
+    bytes.extend_from_slice(&suspension.module_fingerprint);
     bytes.push(suspension.import as u8);
     bytes.extend_from_slice(&suspension.save_buffer.to_le_bytes());
     bytes.push(u8::from(suspension.deadline_ns.is_some()));
@@ -69,8 +69,8 @@ fn decode_suspension(bytes: &[u8]) -> Result<Option<Suspension>, Error> {
     if bytes.len() != 31 || bytes[0] != SUSPENSION_VERSION {
         return Err(bad("unknown version or length"));
     }
-    let mut module_hash = [0; 16];
-    module_hash.copy_from_slice(&bytes[1..17]);
+    let mut module_fingerprint = [0; 16];
+    module_fingerprint.copy_from_slice(&bytes[1..17]);
     let import = BlockingImport::from_byte(bytes[17]).ok_or_else(|| bad("unknown import"))?;
     let mut word = [0; 4];
     word.copy_from_slice(&bytes[18..22]);
@@ -79,54 +79,54 @@ fn decode_suspension(bytes: &[u8]) -> Result<Option<Suspension>, Error> {
     long.copy_from_slice(&bytes[23..31]);
     let deadline_ns = (bytes[22] != 0).then(|| u64::from_le_bytes(long));
     Ok(Some(Suspension {
-        module_hash,
+        module_fingerprint,
         import,
         save_buffer,
         deadline_ns,
     }))
 }
 
-fn to_persist_status(status: &DomainStatus) -> persist::Status {
+fn to_persist_status(status: &DomainStatus) -> persist::StoredStatus {
     match status {
-        DomainStatus::Running => persist::Status::Running,
-        DomainStatus::Stopped => persist::Status::Stopped,
+        DomainStatus::Running => persist::StoredStatus::Running,
+        DomainStatus::Stopped => persist::StoredStatus::Stopped,
         // Exit codes are i32 to guests and u32 on disk: keep the bits.
-        DomainStatus::Exited(code) => persist::Status::Exited(*code as u32),
-        DomainStatus::Trapped(reason) => persist::Status::Trapped(reason.clone()),
-        DomainStatus::MovedAway => persist::Status::MovedAway,
+        DomainStatus::Exited(code) => persist::StoredStatus::Exited(*code as u32),
+        DomainStatus::Trapped(reason) => persist::StoredStatus::Trapped(reason.clone()),
+        DomainStatus::MovedAway => persist::StoredStatus::MovedAway,
     }
 }
 
-fn from_persist_status(status: &persist::Status) -> DomainStatus {
+fn from_persist_status(status: &persist::StoredStatus) -> DomainStatus {
     match status {
-        persist::Status::Running => DomainStatus::Running,
-        persist::Status::Stopped => DomainStatus::Stopped,
-        persist::Status::Exited(code) => DomainStatus::Exited(*code as i32),
-        persist::Status::Trapped(reason) => DomainStatus::Trapped(reason.clone()),
-        persist::Status::MovedAway => DomainStatus::MovedAway,
+        persist::StoredStatus::Running => DomainStatus::Running,
+        persist::StoredStatus::Stopped => DomainStatus::Stopped,
+        persist::StoredStatus::Exited(code) => DomainStatus::Exited(*code as i32),
+        persist::StoredStatus::Trapped(reason) => DomainStatus::Trapped(reason.clone()),
+        persist::StoredStatus::MovedAway => DomainStatus::MovedAway,
     }
 }
 
-fn to_persist_global(global: &SavedGlobal) -> persist::GlobalValue {
+fn to_persist_global(global: &SavedGlobal) -> persist::StoredGlobal {
     let (value_type, bits) = match global.value {
-        GlobalValue::I32(value) => (persist::ValueType::I32, u64::from(value as u32)),
-        GlobalValue::I64(value) => (persist::ValueType::I64, value as u64),
-        GlobalValue::F32(bits) => (persist::ValueType::F32, u64::from(bits)),
-        GlobalValue::F64(bits) => (persist::ValueType::F64, bits),
+        GlobalValue::I32(value) => (abi::ValueType::I32, u64::from(value as u32)),
+        GlobalValue::I64(value) => (abi::ValueType::I64, value as u64),
+        GlobalValue::F32(bits) => (abi::ValueType::F32, u64::from(bits)),
+        GlobalValue::F64(bits) => (abi::ValueType::F64, bits),
     };
-    persist::GlobalValue {
+    persist::StoredGlobal {
         index: global.index,
         value_type,
         bits,
     }
 }
 
-fn from_persist_global(global: &persist::GlobalValue) -> SavedGlobal {
+fn from_persist_global(global: &persist::StoredGlobal) -> SavedGlobal {
     let value = match global.value_type {
-        persist::ValueType::I32 => GlobalValue::I32(global.bits as u32 as i32),
-        persist::ValueType::I64 => GlobalValue::I64(global.bits as i64),
-        persist::ValueType::F32 => GlobalValue::F32(global.bits as u32),
-        persist::ValueType::F64 => GlobalValue::F64(global.bits),
+        abi::ValueType::I32 => GlobalValue::I32(global.bits as u32 as i32),
+        abi::ValueType::I64 => GlobalValue::I64(global.bits as i64),
+        abi::ValueType::F32 => GlobalValue::F32(global.bits as u32),
+        abi::ValueType::F64 => GlobalValue::F64(global.bits),
     };
     SavedGlobal {
         index: global.index,
@@ -135,19 +135,13 @@ fn from_persist_global(global: &persist::GlobalValue) -> SavedGlobal {
 }
 
 /// Message counts per peer as the vm keeps them.
-fn from_persist_counts(counts: &[(persist::DomainId, u64)]) -> BTreeMap<DomainId, u64> {
-    counts
-        .iter()
-        .map(|&(peer, count)| (peer.to_le_bytes(), count))
-        .collect()
+fn from_persist_counts(counts: &[(DomainId, u64)]) -> BTreeMap<DomainId, u64> {
+    counts.iter().copied().collect()
 }
 
 /// Message counts per peer as an image keeps them.
-fn to_persist_counts(counts: &BTreeMap<DomainId, u64>) -> Vec<(persist::DomainId, u64)> {
-    counts
-        .iter()
-        .map(|(&peer, &count)| (u128::from_le_bytes(peer), count))
-        .collect()
+fn to_persist_counts(counts: &BTreeMap<DomainId, u64>) -> Vec<(DomainId, u64)> {
+    counts.iter().map(|(&peer, &count)| (peer, count)).collect()
 }
 
 impl<D: BlockDevice + Send + 'static> Storage for PersistStorage<D> {
@@ -160,7 +154,7 @@ impl<D: BlockDevice + Send + 'static> Storage for PersistStorage<D> {
         let module = self.image.module().map_err(storage_error)?;
         let metadata = self.image.metadata().clone();
         Ok(DomainRecord {
-            id: metadata.id.to_le_bytes(),
+            id: metadata.id,
             name: metadata.name,
             module,
             args: metadata.args,
@@ -179,8 +173,8 @@ impl<D: BlockDevice + Send + 'static> Storage for PersistStorage<D> {
             mailbox: metadata
                 .mailbox
                 .into_iter()
-                .map(|message| Message {
-                    from: message.sender.to_le_bytes(),
+                .map(|message| MailboxMessage {
+                    from: message.sender,
                     bytes: message.bytes,
                 })
                 .collect(),
@@ -190,7 +184,7 @@ impl<D: BlockDevice + Send + 'static> Storage for PersistStorage<D> {
                 .outbox
                 .into_iter()
                 .map(|message| OutboxMessage {
-                    to: message.receiver.to_le_bytes(),
+                    to: message.receiver,
                     sequence: message.sequence,
                     bytes: message.bytes,
                 })
@@ -237,8 +231,8 @@ impl<D: BlockDevice + Send + 'static> Storage for PersistStorage<D> {
         metadata.mailbox = record
             .mailbox
             .iter()
-            .map(|message| persist::Message {
-                sender: u128::from_le_bytes(message.from),
+            .map(|message| persist::StoredMessage {
+                sender: message.from,
                 bytes: message.bytes.clone(),
             })
             .collect();
@@ -249,8 +243,8 @@ impl<D: BlockDevice + Send + 'static> Storage for PersistStorage<D> {
         metadata.outbox = record
             .outbox
             .iter()
-            .map(|message| persist::OutboxMessage {
-                receiver: u128::from_le_bytes(message.to),
+            .map(|message| persist::StoredOutboxMessage {
+                receiver: message.to,
                 sequence: message.sequence,
                 bytes: message.bytes.clone(),
             })
@@ -306,7 +300,7 @@ mod tests {
     #[test]
     fn suspension_records_round_trip() {
         let suspension = Suspension {
-            module_hash: [5; 16],
+            module_fingerprint: [5; 16],
             import: BlockingImport::AmberRecv,
             save_buffer: 0x20000,
             deadline_ns: Some(77),

@@ -6,8 +6,8 @@ use alloc::vec::Vec;
 
 use crate::domain::{Domain, PauseReason, RunOutcome, Wake};
 use crate::error::Error;
-use crate::status::{MAX_MAILBOX_BYTES, Status};
-use crate::storage::{DomainId, DomainStatus, Message};
+use crate::storage::{DomainId, DomainStatus, MailboxMessage};
+use abi::{MAX_OUTBOX_BYTES, MAX_OUTBOX_MESSAGES, StatusCode};
 
 /// Something the embedder may want to print or act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,17 +28,8 @@ pub struct Scheduler {
     fuel_slice: u64,
 }
 
-/// How many messages to one receiver a sender may keep in its outbox,
-/// waiting for the receiver's commit. The receiver is asked to commit at
-/// half of this or of [`OUTBOX_BYTES`]: a commit every 2,048 small
-/// messages costs each of them little.
-pub const OUTBOX_MESSAGES: usize = 4096;
-
-/// How many bytes of messages to one receiver a sender may keep: as many
-/// as a mailbox holds.
-pub const OUTBOX_BYTES: usize = MAX_MAILBOX_BYTES;
-
-/// Fuel per slice: about 10 us of wasm here (see the vm issue's facts).
+/// Fuel per slice: about 10 us of wasm on the 2-core development machine
+/// (measured when the scheduler was written).
 pub const DEFAULT_FUEL_SLICE: u64 = 10_000;
 
 impl Scheduler {
@@ -119,12 +110,11 @@ impl Scheduler {
         };
         let count = lost.len();
         for (sequence, bytes) in lost {
-            let message = Message { from, bytes };
+            let message = MailboxMessage { from, bytes };
             self.domains[receiver].accept_numbered(message, sequence, true);
         }
-        let sender_id = u128::from_le_bytes(from);
         let line = format!(
-            "delivered again from its sender's outbox: {count} messages from {sender_id:032x} \
+            "delivered again from its sender's outbox: {count} messages from {from} \
              (numbers {first} on), lost since the last commit"
         );
         self.domains[receiver].log_info(&line);
@@ -251,9 +241,9 @@ impl Scheduler {
     /// The message goes into the receiver's mailbox in memory; the sender
     /// keeps a copy in its outbox until the receiver commits (see
     /// `crate::outbox`). A sender whose copies for one receiver fill
-    /// [`OUTBOX_MESSAGES`] or [`OUTBOX_BYTES`] hears `MailboxFull` until the
+    /// [`MAX_OUTBOX_MESSAGES`] or [`MAX_OUTBOX_BYTES`] hears `MailboxFull` until the
     /// receiver commits, which it is asked to do halfway there.
-    fn deliver(&mut self, sender: usize, target: &[u8], bytes: Vec<u8>) -> Status {
+    fn deliver(&mut self, sender: usize, target: &[u8], bytes: Vec<u8>) -> StatusCode {
         let by_name = self
             .domains
             .iter()
@@ -264,16 +254,19 @@ impl Scheduler {
         };
         let receiver = match by_name.or_else(by_id) {
             Some(receiver) if self.domains[receiver].wake() != Wake::Never => receiver,
-            _ => return Status::NoSuchDomain,
+            _ => return StatusCode::NoSuchDomain,
         };
         let from = self.domains[sender].id();
         let to = self.domains[receiver].id();
         let sequence = self.domains[sender].next_sequence_to(to);
         if sender == receiver {
             // One commit holds both the count and the mailbox: no copy.
-            let status =
-                self.domains[receiver].accept_numbered(Message { from, bytes }, sequence, false);
-            if status == Status::Ok {
+            let status = self.domains[receiver].accept_numbered(
+                MailboxMessage { from, bytes },
+                sequence,
+                false,
+            );
+            if status == StatusCode::Ok {
                 self.domains[sender].note_accepted(to, sequence);
             }
             return status;
@@ -285,26 +278,26 @@ impl Scheduler {
         self.acknowledge(sender, receiver);
         let (waiting, waiting_bytes) = self.domains[sender].outbox().waiting_for(to);
         let bytes_with_this = waiting_bytes.saturating_add(bytes.len());
-        if waiting >= OUTBOX_MESSAGES || bytes_with_this > OUTBOX_BYTES {
+        if waiting >= MAX_OUTBOX_MESSAGES || bytes_with_this > MAX_OUTBOX_BYTES {
             self.ask_to_commit(sender, receiver);
-            return Status::MailboxFull;
+            return StatusCode::MailboxFull;
         }
-        let message = Message {
+        let message = MailboxMessage {
             from,
             bytes: bytes.clone(),
         };
         let status = self.domains[receiver].accept_numbered(message, sequence, false);
-        if status != Status::Ok {
+        if status != StatusCode::Ok {
             return status;
         }
         self.domains[sender].note_accepted(to, sequence);
         if sequence > self.domains[receiver].committed_from(from) {
             self.domains[sender].outbox_mut().push(to, sequence, bytes);
-            if waiting + 1 >= OUTBOX_MESSAGES / 2 || bytes_with_this >= OUTBOX_BYTES / 2 {
+            if waiting + 1 >= MAX_OUTBOX_MESSAGES / 2 || bytes_with_this >= MAX_OUTBOX_BYTES / 2 {
                 self.ask_to_commit(sender, receiver);
             }
         }
-        Status::Ok
+        StatusCode::Ok
     }
 
     /// The earliest wake of any domain: `None` if all have ended or wait for
@@ -347,5 +340,5 @@ pub fn parse_id(text: &[u8]) -> Option<DomainId> {
     }
     let text = core::str::from_utf8(text).ok()?;
     let value = u128::from_str_radix(text, 16).ok()?;
-    Some(value.to_le_bytes())
+    Some(DomainId(value))
 }

@@ -8,7 +8,7 @@ use wasmi::Val;
 use crate::blocking::BlockingCall;
 use crate::domain::Domain;
 use crate::error::Error;
-use crate::memory_backing::{PAGE_BYTES, module_hash};
+use crate::memory_backing::{PAGE_BYTES, module_fingerprint};
 use crate::storage::{BlockingImport, Commit, DomainStatus, GlobalValue, SavedGlobal};
 
 /// Commits the domain as it is now, with `status`.
@@ -109,8 +109,8 @@ fn saved_globals(domain: &Domain) -> Vec<SavedGlobal> {
 pub fn restore(domain: &mut Domain) -> Result<(), Error> {
     let record = domain.record.clone();
     if let Some(suspension) = &record.suspension {
-        if suspension.module_hash != module_hash(&record.module) {
-            return Err(Error::ModuleHashMismatch);
+        if suspension.module_fingerprint != module_fingerprint(&record.module) {
+            return Err(Error::ModuleFingerprintMismatch);
         }
         if domain.store.data().asyncify.is_none() {
             return Err(Error::BadSavedGlobal(

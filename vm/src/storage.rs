@@ -10,10 +10,8 @@ use alloc::vec::Vec;
 
 use crate::error::Error;
 use crate::memory_backing::PAGE_BYTES;
+pub use abi::DomainId;
 pub use persist::PageLocation;
-
-/// A 128-bit domain ID (little-endian when written to guests).
-pub type DomainId = [u8; 16];
 
 /// How a domain stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,7 +49,7 @@ pub struct SavedGlobal {
 
 /// A message queued in a mailbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
+pub struct MailboxMessage {
     pub from: DomainId,
     pub bytes: Vec<u8>,
 }
@@ -67,7 +65,9 @@ pub struct OutboxMessage {
     pub bytes: Vec<u8>,
 }
 
-/// The blocking imports at which a domain can be suspended.
+/// The blocking imports at which a domain can be suspended, as a suspension
+/// record stores them (one byte each; `abi::blocking_imports` is the list
+/// itself, and [`Self::import`] ties each variant to its entry).
 #[repr(u8)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BlockingImport {
@@ -80,17 +80,17 @@ pub enum BlockingImport {
 }
 
 impl BlockingImport {
-    /// Every blocking import as (module, name): the list `wasm-opt --asyncify`
-    /// must be given (`asyncify-imports@amber.sleep,...`), and the only imports
-    /// at which the vm unwinds a guest stack.
-    pub const ALL: [(&'static str, &'static str); 6] = [
-        ("amber", "sleep"),
-        ("amber", "yield"),
-        ("amber", "recv"),
-        ("amber", "checkpoint"),
-        ("wasi_snapshot_preview1", "sched_yield"),
-        ("wasi_snapshot_preview1", "poll_oneoff"),
-    ];
+    /// The import as `(module, name)`: one of `abi::blocking_imports`.
+    pub const fn import(self) -> (&'static str, &'static str) {
+        match self {
+            Self::AmberSleep => (abi::AMBER_MODULE, "sleep"),
+            Self::AmberYield => (abi::AMBER_MODULE, "yield"),
+            Self::AmberRecv => (abi::AMBER_MODULE, "recv"),
+            Self::AmberCheckpoint => (abi::AMBER_MODULE, "checkpoint"),
+            Self::WasiSchedYield => (abi::WASI_MODULE, "sched_yield"),
+            Self::WasiPollOneoff => (abi::WASI_MODULE, "poll_oneoff"),
+        }
+    }
 
     /// The import for a stored byte.
     pub fn from_byte(byte: u8) -> Option<Self> {
@@ -109,8 +109,8 @@ impl BlockingImport {
 /// Where a domain's stack was unwound: enough to rewind it after a restart.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Suspension {
-    /// `module_hash` of the module whose stack this is.
-    pub module_hash: [u8; 16],
+    /// [`crate::module_fingerprint`] of the module whose stack this is.
+    pub module_fingerprint: [u8; 16],
     /// The import the guest was inside.
     pub import: BlockingImport,
     /// Where asyncify's `{current, end}` header and save area live in memory.
@@ -136,7 +136,7 @@ pub struct DomainRecord {
     pub globals: Vec<SavedGlobal>,
     pub suspension: Option<Suspension>,
     pub status: DomainStatus,
-    pub mailbox: Vec<Message>,
+    pub mailbox: Vec<MailboxMessage>,
     /// Per receiver: how many of this domain's messages it accepted. They are
     /// numbered from 1 per receiver, which makes delivery exactly once: see
     /// [`crate::Domain::deliver_numbered`].
@@ -283,5 +283,31 @@ impl Storage for MemoryStorage {
         }
         self.record = commit.record.clone();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use alloc::vec::Vec;
+
+    use super::BlockingImport;
+
+    #[test]
+    fn stored_blocking_imports_are_the_abi_blocking_imports() {
+        let stored: Vec<(&str, &str)> = (0..=u8::MAX)
+            .filter_map(BlockingImport::from_byte)
+            .map(BlockingImport::import)
+            .collect();
+        let listed: Vec<(&str, &str)> = abi::blocking_imports()
+            .map(|import| (import.module, import.name))
+            .collect();
+        assert_eq!(stored.len(), listed.len(), "{stored:?} against {listed:?}");
+        for import in &listed {
+            assert!(stored.contains(import), "{import:?} has no stored byte");
+        }
+        for byte in 1..=6u8 {
+            let import = BlockingImport::from_byte(byte).map(|import| import as u8);
+            assert_eq!(import, Some(byte));
+        }
     }
 }

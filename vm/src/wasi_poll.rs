@@ -8,7 +8,7 @@
 use crate::error::TrapReason;
 use crate::guest_memory;
 use crate::host_state::HostState;
-use crate::status::errno;
+use abi::errno;
 
 const SUBSCRIPTION_BYTES: i32 = 48;
 const EVENT_BYTES: i32 = 32;

@@ -42,7 +42,7 @@ fn small_image(blocks: u64) -> Image<MemoryDevice> {
     Image::create(
         MemoryDevice::new(blocks),
         NewDomain {
-            id: 7,
+            id: vm::DomainId(7),
             name: "diskfill",
             module: &module,
             memory_pages: 1,

@@ -3,7 +3,8 @@
 mod common;
 
 use common::*;
-use vm::{DomainStatus, RunOutcome, Scheduler, Status, new_engine};
+use vm::abi::StatusCode;
+use vm::{DomainStatus, RunOutcome, Scheduler, new_engine};
 
 /// A module that imports `imports`, runs `body` in `_start`, and has data at 0.
 fn module(imports: &str, body: &str) -> String {
@@ -51,7 +52,7 @@ fn a_huge_log_message_is_cut_and_printing_costs_fuel() {
     assert_eq!(lines.len(), 2, "{lines:?}");
     assert_eq!(
         lines[0].len(),
-        "[app] log: ".len() + vm::MAX_OUTPUT_BYTES_PER_CALL
+        "[app] log: ".len() + vm::abi::MAX_OUTPUT_BYTES_PER_CALL
     );
     assert_eq!(lines[1], "[app] log: (log message cut: 61440 more bytes)");
     // Logging without end: a slice ends after about a slice's worth of bytes.
@@ -226,15 +227,15 @@ fn send_and_recv_carry_a_message_and_its_sender() {
     let client = scheduler.domain("client").unwrap();
     assert_eq!(
         &client.memory_bytes()[64..68],
-        &Status::Ok.code().to_le_bytes()
+        &StatusCode::Ok.code().to_le_bytes()
     );
     assert_eq!(
         &client.memory_bytes()[68..72],
-        &Status::NoSuchDomain.code().to_le_bytes()
+        &StatusCode::NoSuchDomain.code().to_le_bytes()
     );
     assert_eq!(
         &client.memory_bytes()[72..76],
-        &Status::Ok.code().to_le_bytes()
+        &StatusCode::Ok.code().to_le_bytes()
     );
     let mailbox = &client.record().mailbox;
     assert_eq!(
@@ -259,8 +260,8 @@ fn recv_times_out_and_reports_small_buffers() {
     platform.advance_ns(3_000_000);
     assert_eq!(domain.run(10_000), RunOutcome::Waiting);
     assert_eq!(domain.wake(), vm::Wake::OnMessage);
-    domain.deliver(vm::Message {
-        from: [9; 16],
+    domain.deliver(vm::MailboxMessage {
+        from: vm::DomainId::from_le_bytes([9; 16]),
         bytes: b"long".to_vec(),
     });
     assert_eq!(
@@ -269,11 +270,11 @@ fn recv_times_out_and_reports_small_buffers() {
     );
     assert_eq!(
         &domain.memory_bytes()[32..36],
-        &Status::Timeout.negated().to_le_bytes()
+        &StatusCode::Timeout.negated().to_le_bytes()
     );
     assert_eq!(
         &domain.memory_bytes()[36..40],
-        &Status::BufferTooSmall.negated().to_le_bytes()
+        &StatusCode::BufferTooSmall.negated().to_le_bytes()
     );
 }
 
@@ -290,7 +291,7 @@ fn send_of_an_oversized_message_is_refused_and_bad_buffers_trap() {
     assert_eq!(run_to_end(&mut domain, &platform), DomainStatus::Exited(0));
     assert_eq!(
         &domain.memory_bytes()[32..36],
-        &Status::TooLarge.code().to_le_bytes()
+        &StatusCode::TooLarge.code().to_le_bytes()
     );
     for body in [
         "(drop (call $send (i32.const 65535) (i32.const 2) (i32.const 0) (i32.const 1)))",
@@ -310,27 +311,30 @@ fn a_flood_of_large_messages_is_refused_by_bytes_before_it_fills_the_heap() {
     let engine = new_engine();
     let platform = TestPlatform::new();
     let mut domain = open(&engine, &platform, "kv", 2, &module("", "")).unwrap();
-    let large = || vm::Message {
-        from: [9; 16],
-        bytes: vec![7; vm::MAX_MESSAGE_BYTES],
+    let large = || vm::MailboxMessage {
+        from: vm::DomainId::from_le_bytes([9; 16]),
+        bytes: vec![7; vm::abi::MAX_MESSAGE_BYTES],
     };
-    let accepted = (0..vm::MAX_MAILBOX_MESSAGES)
-        .take_while(|_| domain.deliver(large()) == Status::Ok)
+    let accepted = (0..vm::abi::MAX_MAILBOX_MESSAGES)
+        .take_while(|_| domain.deliver(large()) == StatusCode::Ok)
         .count();
-    assert_eq!(accepted, vm::MAX_MAILBOX_BYTES / vm::MAX_MESSAGE_BYTES);
-    assert_eq!(domain.deliver(large()), Status::MailboxFull);
+    assert_eq!(
+        accepted,
+        vm::abi::MAX_MAILBOX_BYTES / vm::abi::MAX_MESSAGE_BYTES
+    );
+    assert_eq!(domain.deliver(large()), StatusCode::MailboxFull);
     let queued: usize = domain.record().mailbox.iter().map(|m| m.bytes.len()).sum();
-    assert!(queued <= vm::MAX_MAILBOX_BYTES);
+    assert!(queued <= vm::abi::MAX_MAILBOX_BYTES);
     // Small messages still fit until the count limit.
     let mut small = open(&engine, &platform, "small", 3, &module("", "")).unwrap();
-    let message = || vm::Message {
-        from: [9; 16],
+    let message = || vm::MailboxMessage {
+        from: vm::DomainId::from_le_bytes([9; 16]),
         bytes: vec![1; 16],
     };
-    for _ in 0..vm::MAX_MAILBOX_MESSAGES {
-        assert_eq!(small.deliver(message()), Status::Ok);
+    for _ in 0..vm::abi::MAX_MAILBOX_MESSAGES {
+        assert_eq!(small.deliver(message()), StatusCode::Ok);
     }
-    assert_eq!(small.deliver(message()), Status::MailboxFull);
+    assert_eq!(small.deliver(message()), StatusCode::MailboxFull);
 }
 
 const WASI_IMPORTS: &str = r#"
@@ -365,7 +369,7 @@ fn fd_write_prints_lines_to_stdout_and_stderr() {
     assert_eq!(status, DomainStatus::Exited(3));
     assert_eq!(lines, ["[app] out: hello, amber", "[app] err: hello, "]);
     assert_eq!(&memory[96..100], &13u32.to_le_bytes());
-    assert_eq!(&memory[104..108], &vm::errno::BADF.to_le_bytes());
+    assert_eq!(&memory[104..108], &vm::abi::errno::BADF.to_le_bytes());
 }
 
 #[test]
@@ -379,7 +383,7 @@ fn fd_write_writes_at_most_the_per_call_limit_and_says_so() {
     let (status, _, memory) = run_alone(&wat);
     assert_eq!(status, DomainStatus::Exited(0));
     let written = u32::from_le_bytes(memory[96..100].try_into().unwrap());
-    assert_eq!(written as usize, vm::MAX_OUTPUT_BYTES_PER_CALL);
+    assert_eq!(written as usize, vm::abi::MAX_OUTPUT_BYTES_PER_CALL);
 }
 
 #[test]
@@ -426,7 +430,7 @@ fn clock_random_args_and_environ_answer() {
         &0u64.to_le_bytes(),
         "domain clock starts at 0"
     );
-    assert_eq!(&memory[40..44], &vm::errno::INVAL.to_le_bytes());
+    assert_eq!(&memory[40..44], &vm::abi::errno::INVAL.to_le_bytes());
     assert_eq!(&memory[44..46], &[7, 38]);
     assert_eq!(&memory[48..56], &[2, 0, 0, 0, 7, 0, 0, 0]);
     assert_eq!(&memory[56..64], &[128, 0, 0, 0, 132, 0, 0, 0]);
@@ -434,8 +438,8 @@ fn clock_random_args_and_environ_answer() {
     assert_eq!(&memory[64..72], &[1, 0, 0, 0, 4, 0, 0, 0]);
     assert_eq!(&memory[72..76], &160u32.to_le_bytes());
     assert_eq!(&memory[160..164], b"A=1\0");
-    assert_eq!(&memory[76..80], &vm::errno::NOSYS.to_le_bytes());
-    assert_eq!(&memory[80..84], &vm::errno::BADF.to_le_bytes());
+    assert_eq!(&memory[76..80], &vm::abi::errno::NOSYS.to_le_bytes());
+    assert_eq!(&memory[80..84], &vm::abi::errno::BADF.to_le_bytes());
 }
 
 #[test]
@@ -466,7 +470,7 @@ fn poll_oneoff_sleeps_on_a_clock_subscription_and_sched_yield_yields() {
     assert_eq!(&memory[32..40], &[0, 0, 0, 0, 0, 0, 0, 0]);
     assert_eq!(&memory[40..44], &1u32.to_le_bytes());
     assert_eq!(&memory[320..328], &0x55u64.to_le_bytes());
-    assert_eq!(&memory[44..48], &vm::errno::INVAL.to_le_bytes());
+    assert_eq!(&memory[44..48], &vm::abi::errno::INVAL.to_le_bytes());
 }
 
 #[test]
@@ -476,4 +480,69 @@ fn poll_oneoff_with_bad_subscriptions_traps() {
         "(drop (call $poll_oneoff (i32.const 65500) (i32.const 0) (i32.const 1) (i32.const 40)))",
     );
     assert!(trap_reason(&run_alone(&wat).0).contains("poll_oneoff"));
+}
+
+/// The import of `import` in the text format, with `params` and `results`.
+fn import_text(import: &vm::abi::Import, params: &[vm::abi::ValueType]) -> String {
+    let list = |types: &[vm::abi::ValueType]| {
+        types
+            .iter()
+            .map(|value_type| value_type.name())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    format!(
+        r#"(import "{}" "{}" (func (param {}) (result {})))"#,
+        import.module,
+        import.name,
+        list(params),
+        list(import.results)
+    )
+}
+
+#[test]
+fn the_vm_defines_exactly_the_abi_imports() {
+    let defined = vm::defined_imports().expect("the host functions link");
+    let mut unique = defined.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), defined.len(), "defined twice: {defined:?}");
+    for (module, name) in &defined {
+        assert!(
+            vm::abi::find_import(module, name).is_some(),
+            "the vm defines {module}.{name}, which abi::IMPORTS lacks"
+        );
+    }
+    for import in vm::abi::IMPORTS {
+        assert!(
+            defined.contains(&(import.module, import.name)),
+            "abi::IMPORTS lists {import}, which the vm does not define"
+        );
+    }
+}
+
+#[test]
+fn the_vm_defines_every_abi_import_with_its_signature() {
+    // The names are the same both ways (the test above), so a module that
+    // imports every function with abi's signature opening, and one with any
+    // signature changed being refused, makes the signatures the same too.
+    let engine = new_engine();
+    let platform = TestPlatform::new();
+    let every_import: String = vm::abi::IMPORTS
+        .iter()
+        .map(|import| import_text(import, import.params))
+        .collect();
+    if let Err(error) = open(&engine, &platform, "abi", 1, &module(&every_import, "")) {
+        panic!("a module importing every abi import does not open: {error}");
+    }
+    for import in vm::abi::IMPORTS {
+        let mut params = import.params.to_vec();
+        params.push(vm::abi::ValueType::I64);
+        let wrong = import_text(import, &params);
+        let opened = open(&engine, &platform, "abi", 1, &module(&wrong, ""));
+        assert!(
+            matches!(opened, Err(vm::Error::Instantiation(_))),
+            "{import} with an extra i64 parameter: {opened:?}"
+        );
+    }
 }

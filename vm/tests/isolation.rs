@@ -173,7 +173,7 @@ fn a_module_over_the_limit_is_refused_before_it_is_read() {
     let image = persist::Image::create(
         persist::MemoryDevice::new(4096),
         persist::NewDomain {
-            id: 1,
+            id: vm::DomainId(1),
             name: "oversized",
             module: &oversized,
             memory_pages: 1,

@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use common::*;
 use vm::persist::{Image, NewDomain};
 use vm::{
-    Commit, Domain, DomainRecord, MemoryStorage, OUTBOX_MESSAGES, PAGE_BYTES, PersistStorage,
-    Scheduler, Status, Storage, new_engine,
+    Commit, Domain, DomainRecord, MemoryStorage, PAGE_BYTES, PersistStorage, Scheduler, Storage,
+    new_engine,
 };
 
 /// How many numbers the sender sends: more than a mailbox holds, so the
@@ -69,7 +69,7 @@ fn open_domain(
     let image = if is_new {
         let module = wasm(wat);
         let domain = NewDomain {
-            id,
+            id: vm::DomainId(id),
             name,
             module: &module,
             memory_pages: 1,
@@ -202,9 +202,9 @@ const BUSY_RECEIVER: &str = r#"(module
                 (br_if $burn (i32.lt_u (local.get $i) (i32.const 500))))
             (br $again))))"#;
 
-fn message(n: u32) -> vm::Message {
-    vm::Message {
-        from: [7; 16],
+fn message(n: u32) -> vm::MailboxMessage {
+    vm::MailboxMessage {
+        from: vm::DomainId::from_le_bytes([7; 16]),
         bytes: n.to_le_bytes().to_vec(),
     }
 }
@@ -215,7 +215,7 @@ fn a_receiver_whose_recv_never_waits_still_reaches_a_wanted_commit() {
     let platform = TestPlatform::new();
     let mut domain = open(&engine, &platform, "busy", 3, BUSY_RECEIVER).unwrap();
     for n in 0..100 {
-        assert_eq!(domain.deliver(message(n)), vm::Status::Ok);
+        assert_eq!(domain.deliver(message(n)), vm::abi::StatusCode::Ok);
     }
     assert_eq!(domain.run(1_000), vm::RunOutcome::Preempted);
     assert_eq!(domain.request_checkpoint(), Ok(false));
@@ -238,7 +238,11 @@ fn a_stream_of_messages_keeps_the_stored_mailbox_small() {
     let mut domain = open(&engine, &platform, "busy", 3, BUSY_RECEIVER).unwrap();
     let mut largest = 0;
     for n in 0..1000 {
-        assert_eq!(domain.deliver(message(n)), vm::Status::Ok, "message {n}");
+        assert_eq!(
+            domain.deliver(message(n)),
+            vm::abi::StatusCode::Ok,
+            "message {n}"
+        );
         let _ = domain.run(5_000);
         largest = largest.max(domain.record().mailbox.len());
     }
@@ -274,7 +278,7 @@ fn a_message_the_receiver_lost_comes_again_from_the_senders_outbox() {
     assert_eq!(&sender.memory_bytes()[..4], &LIMIT.to_le_bytes());
     let kept = sender.outbox_len();
     assert!(kept > 0, "the sink committed everything: nothing to lose");
-    assert!(kept <= OUTBOX_MESSAGES, "{kept} copies kept");
+    assert!(kept <= vm::abi::MAX_OUTBOX_MESSAGES, "{kept} copies kept");
     // The sender has exited: its last commit holds its outbox.
     drop(scheduler);
     for disk in &disks {
@@ -356,16 +360,20 @@ fn a_receiver_that_cannot_commit_stops_its_senders_at_a_full_outbox() {
     failing.store(true, Ordering::Relaxed);
     // The sink takes every message but cannot commit: its sender keeps
     // the copies, up to the bound, and then hears MAILBOX_FULL.
-    run_rounds(&mut scheduler, &platform, OUTBOX_MESSAGES + 100);
+    run_rounds(
+        &mut scheduler,
+        &platform,
+        vm::abi::MAX_OUTBOX_MESSAGES + 100,
+    );
     let flooder = scheduler.domain("flooder").unwrap();
-    assert_eq!(flooder.outbox_len(), OUTBOX_MESSAGES);
+    assert_eq!(flooder.outbox_len(), vm::abi::MAX_OUTBOX_MESSAGES);
     let status = i32::from_le_bytes(flooder.memory_bytes()[..4].try_into().unwrap());
-    assert_eq!(status, Status::MailboxFull.code());
+    assert_eq!(status, vm::abi::StatusCode::MailboxFull.code());
     // Once the sink commits again, the copies go and sending goes on.
     failing.store(false, Ordering::Relaxed);
     run_rounds(&mut scheduler, &platform, 10);
     let flooder = scheduler.domain("flooder").unwrap();
-    assert!(flooder.outbox_len() < OUTBOX_MESSAGES / 2);
+    assert!(flooder.outbox_len() < vm::abi::MAX_OUTBOX_MESSAGES / 2);
     let status = i32::from_le_bytes(flooder.memory_bytes()[..4].try_into().unwrap());
-    assert_eq!(status, Status::Ok.code());
+    assert_eq!(status, vm::abi::StatusCode::Ok.code());
 }

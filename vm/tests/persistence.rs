@@ -222,7 +222,7 @@ fn a_suspended_stack_is_never_rewound_into_other_code() {
     let mut record = domain.record().clone();
     record.module = wasm(&COUNTER.replace("count ??", "COUNT ??"));
     let error = open_with(&engine, &platform, Box::new(MemoryStorage::new(record))).unwrap_err();
-    assert_eq!(error, Error::ModuleHashMismatch);
+    assert_eq!(error, Error::ModuleFingerprintMismatch);
 }
 
 #[test]
@@ -263,11 +263,11 @@ fn a_delivered_message_is_durable_even_while_the_receiver_computes() {
     let platform = TestPlatform::new();
     let mut domain = open(&engine, &platform, "busy", 1, busy).unwrap();
     assert_eq!(domain.run(10_000), RunOutcome::Preempted);
-    let message = vm::Message {
-        from: [2; 16],
+    let message = vm::MailboxMessage {
+        from: vm::DomainId::from_le_bytes([2; 16]),
         bytes: b"hi".to_vec(),
     };
-    assert_eq!(domain.deliver(message.clone()), vm::Status::Ok);
+    assert_eq!(domain.deliver(message.clone()), vm::abi::StatusCode::Ok);
     let storage = domain.into_storage();
     let domain = open_with(&engine, &platform, storage).unwrap();
     assert_eq!(domain.record().mailbox, [message]);
@@ -287,8 +287,8 @@ fn mailbox_and_clock_survive_a_restart() {
     let platform = TestPlatform::new();
     let mut domain = open(&engine, &platform, "kv", 1, wat).unwrap();
     platform.advance_ns(5_000);
-    domain.deliver(vm::Message {
-        from: [2; 16],
+    domain.deliver(vm::MailboxMessage {
+        from: vm::DomainId::from_le_bytes([2; 16]),
         bytes: b"put".to_vec(),
     });
     domain.request_checkpoint().unwrap();
@@ -310,7 +310,7 @@ fn persist_domain(
     let module = wasm(COUNTER);
     let image = if is_new {
         let domain = NewDomain {
-            id: 1,
+            id: vm::DomainId(1),
             name: "counter",
             module: &module,
             memory_pages: 1,

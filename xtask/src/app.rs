@@ -7,7 +7,8 @@
 //!    `("env", "memory")` (not `--import-memory`, whose start function would
 //!    zero `.bss` again at every restore);
 //! 3. `wasm-opt -O --asyncify` instruments the calls that can reach one of
-//!    [`BLOCKING_IMPORTS`], so the vm can unwind and rewind the stack there;
+//!    `abi::blocking_imports` (see [`asyncify_imports`]), so the vm can
+//!    unwind and rewind the stack there;
 //! 4. [`wasm_rewrite::export_mutable_globals`] exports every mutable global as
 //!    `amber.global.N`. It must run after wasm-opt, which renames globals and
 //!    adds `__asyncify_state` and `__asyncify_data`.
@@ -20,17 +21,15 @@ use clap::{Args, Subcommand};
 
 use crate::{paths, tools, wasm_rewrite};
 
-/// The imports inside which the vm may suspend a domain (the asyncify list).
-///
-/// The contract is guest-sdk/README.md, "Blocking imports": keep both in step.
-pub const BLOCKING_IMPORTS: &[&str] = &[
-    "amber.sleep",
-    "amber.yield",
-    "amber.recv",
-    "amber.checkpoint",
-    "wasi_snapshot_preview1.sched_yield",
-    "wasi_snapshot_preview1.poll_oneoff",
-];
+/// The imports inside which the vm may suspend a domain, as `wasm-opt
+/// --asyncify` takes them (`amber.sleep,amber.yield,...`): the blocking
+/// imports of the abi crate, the one list the vm also follows.
+pub fn asyncify_imports() -> String {
+    abi::blocking_imports()
+        .map(|import| import.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
 
 /// Which kind of wasm program an app is, and so which target it builds for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -366,7 +365,7 @@ fn asyncify(name: &str, module: &[u8], wasm_opt: &Path, work_dir: &Path) -> Resu
         .args(["-O", "--asyncify"])
         .arg(format!(
             "--pass-arg=asyncify-imports@{}",
-            BLOCKING_IMPORTS.join(",")
+            asyncify_imports()
         ))
         .arg("-o")
         .arg(&output)

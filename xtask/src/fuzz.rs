@@ -41,7 +41,7 @@ fn seed_corpus() -> Result<std::path::PathBuf> {
     let directory = paths::amber_dir().join("fuzz").join("persist-open");
     std::fs::create_dir_all(&directory)?;
     let domain = NewDomain {
-        id: 0x0123_4567_89ab_cdef,
+        id: persist::DomainId(0x0123_4567_89ab_cdef),
         name: "seed",
         module: b"\0asm\x01\0\0\0",
         memory_pages: 1,

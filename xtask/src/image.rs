@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use persist::{FileDevice, Image, NewDomain, Status, WASM_PAGE_SIZE};
+use persist::{FileDevice, Image, NewDomain, StoredStatus, WASM_PAGE_SIZE};
 use wasmparser::{Parser, Payload, TypeRef};
 
 use crate::{paths, wasm_rewrite};
@@ -139,12 +139,12 @@ pub fn memory_limits(module: &[u8]) -> Result<Option<MemoryLimits>> {
     Ok(limits)
 }
 
-fn random_id() -> Result<u128> {
+fn random_id() -> Result<abi::DomainId> {
     let mut bytes = [0u8; 16];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut random| random.read_exact(&mut bytes))
         .context("reading /dev/urandom for the domain ID")?;
-    Ok(u128::from_le_bytes(bytes))
+    Ok(abi::DomainId::from_le_bytes(bytes))
 }
 
 /// A module ready for an image: its memory imported, with the memory a
@@ -266,9 +266,9 @@ fn open(path: &Path) -> Result<Image<FileDevice>> {
 #[derive(Debug, Clone)]
 pub struct ImageInfo {
     pub path: PathBuf,
-    pub id: u128,
+    pub id: abi::DomainId,
     pub name: String,
-    pub status: Status,
+    pub status: StoredStatus,
     pub sequence: u64,
     pub commits: u64,
     pub memory_pages: u64,
@@ -277,7 +277,7 @@ pub struct ImageInfo {
     pub block_count: u64,
     pub blocks_used: u64,
     pub blocks_free: u64,
-    pub module_hash: String,
+    pub module_sha256: String,
     pub module_len_bytes: u64,
     pub mailbox_messages: usize,
     /// Messages sent that their receivers had not committed.
@@ -312,13 +312,13 @@ fn migration_text(migration: &Option<persist::migrate::Migration>) -> String {
     }
 }
 
-fn status_text(status: &Status) -> String {
+fn status_text(status: &StoredStatus) -> String {
     match status {
-        Status::Running => "running".into(),
-        Status::Stopped => "stopped".into(),
-        Status::Exited(code) => format!("exited with code {code}"),
-        Status::Trapped(reason) => format!("trapped: {reason}"),
-        Status::MovedAway => "moved away".into(),
+        StoredStatus::Running => "running".into(),
+        StoredStatus::Stopped => "stopped".into(),
+        StoredStatus::Exited(code) => format!("exited with code {code}"),
+        StoredStatus::Trapped(reason) => format!("trapped: {reason}"),
+        StoredStatus::MovedAway => "moved away".into(),
     }
 }
 
@@ -338,7 +338,7 @@ impl ImageInfo {
             "blocks": self.block_count,
             "blocks_used": self.blocks_used,
             "blocks_free": self.blocks_free,
-            "module_sha256": self.module_hash,
+            "module_sha256": self.module_sha256,
             "module_bytes": self.module_len_bytes,
             "mailbox_messages": self.mailbox_messages,
             "outbox_messages": self.outbox_messages,
@@ -380,7 +380,7 @@ impl ImageInfo {
             self.blocks_used,
             self.blocks_free,
             self.module_len_bytes,
-            self.module_hash,
+            self.module_sha256,
             self.mailbox_messages,
             self.outbox_messages,
             migration_text(&self.migration),
@@ -408,8 +408,8 @@ pub fn inspect(path: &Path) -> Result<ImageInfo> {
         block_count: stats.block_count,
         blocks_used: stats.blocks_used,
         blocks_free: stats.blocks_free,
-        module_hash: image
-            .module_hash()
+        module_sha256: image
+            .module_sha256()
             .iter()
             .map(|byte| format!("{byte:02x}"))
             .collect(),

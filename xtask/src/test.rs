@@ -58,9 +58,11 @@ pub fn test(args: &TestArgs) -> Result<()> {
             .arg(app::host_target()?),
     )?;
     step(
-        "no_std build of persist, vm and kernel-core",
+        "no_std build of abi, persist, vm and kernel-core",
         cargo().args([
             "build",
+            "--package",
+            "abi",
             "--package",
             "persist",
             "--package",

@@ -3,7 +3,10 @@
 //! Running them is the vm's business (vm tests and the host runner); this checks
 //! what `cargo xtask app build` produced: valid, memory imported, no start
 //! section, `_start` and the asyncify exports, every mutable global exported,
-//! and only imports from the ABI with the ABI's signatures.
+//! and only imports from the ABI with the ABI's signatures. That last check
+//! is what ties guest-sdk's `extern "C"` declarations, which must spell each
+//! import's name literally, to the one list in the abi crate the vm is
+//! tested against too.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -12,34 +15,6 @@ use std::sync::OnceLock;
 use wasmparser::{ExternalKind, Parser, Payload, TypeRef, ValType, Validator};
 use xtask::app::{APPS, AppKind, build_apps};
 use xtask::wasm_rewrite::global_export_name;
-
-/// The `amber` imports and their signatures (guest-sdk/README.md, "Imports").
-const AMBER_IMPORTS: &[(&str, &str)] = &[
-    ("log", "[i32 i32 i32] -> []"),
-    ("now", "[] -> [i64]"),
-    ("sleep", "[i64] -> []"),
-    ("yield", "[] -> []"),
-    ("random", "[i32 i32] -> []"),
-    ("self_id", "[i32] -> []"),
-    ("checkpoint", "[] -> [i32]"),
-    ("exit", "[i32] -> []"),
-    ("send", "[i32 i32 i32 i32] -> [i32]"),
-    ("recv", "[i32 i32 i32 i64] -> [i32]"),
-];
-
-/// The WASI subset the vm provides (DESIGN.md, "Host ABI and WASI").
-const WASI_IMPORTS: &[&str] = &[
-    "fd_write",
-    "proc_exit",
-    "clock_time_get",
-    "random_get",
-    "args_get",
-    "args_sizes_get",
-    "environ_get",
-    "environ_sizes_get",
-    "sched_yield",
-    "poll_oneoff",
-];
 
 const ASYNCIFY_EXPORTS: &[(&str, &str)] = &[
     ("asyncify_start_unwind", "[i32] -> []"),
@@ -203,7 +178,7 @@ fn every_app_imports_its_one_memory_and_has_no_start_section() {
         let (module, name, initial_pages, maximum_pages) = &app.memory_imports[0];
         assert_eq!(
             (module.as_str(), name.as_str()),
-            ("env", "memory"),
+            (abi::MEMORY_MODULE, abi::MEMORY_NAME),
             "{}",
             app.name
         );
@@ -270,26 +245,20 @@ fn every_mutable_global_is_exported_by_index() {
 fn apps_import_only_the_abi_with_its_signatures() {
     for app in built_apps() {
         for ((module, name), found) in &app.function_imports {
-            match module.as_str() {
-                "amber" => {
-                    let expected = AMBER_IMPORTS
-                        .iter()
-                        .find(|(import, _)| import == name)
-                        .map(|(_, signature)| *signature);
-                    assert_eq!(
-                        expected,
-                        Some(found.as_str()),
-                        "{} imports amber.{name}",
-                        app.name
-                    );
-                    assert_eq!(app.kind, AppKind::Amber, "{}", app.name);
-                }
-                "wasi_snapshot_preview1" => assert!(
-                    WASI_IMPORTS.contains(&name.as_str()),
-                    "{} imports WASI {name}, which the vm does not provide",
+            let Some(import) = abi::find_import(module, name) else {
+                panic!(
+                    "{} imports {module}.{name}, which abi::IMPORTS (what the vm provides) lacks",
                     app.name
-                ),
-                other => panic!("{} imports {other}.{name}", app.name),
+                );
+            };
+            assert_eq!(
+                found,
+                &import.signature().to_string(),
+                "{} imports {module}.{name}",
+                app.name
+            );
+            if import.module == abi::AMBER_MODULE {
+                assert_eq!(app.kind, AppKind::Amber, "{}", app.name);
             }
         }
     }

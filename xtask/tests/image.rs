@@ -44,7 +44,7 @@ fn new_inspect_verify_round_trip_rewrites_a_defined_memory() {
     assert_eq!(info.pages_stored, 0);
     assert_eq!(info.args, ["--greet"]);
     assert_eq!(info.env, ["LANG=C"]);
-    assert_eq!(info.module_hash.len(), 64);
+    assert_eq!(info.module_sha256.len(), 64);
     // 8 pages of 64 KiB = 128 blocks, three times over, plus slack.
     assert_eq!(info.block_count, 128 * 3 + 1 + 1024);
     assert_eq!(info.blocks_used + info.blocks_free, info.block_count);

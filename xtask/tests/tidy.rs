@@ -28,6 +28,7 @@ fn rust_files(directory: &Path) -> Vec<PathBuf> {
 fn source_directories() -> Vec<PathBuf> {
     let root = workspace_root();
     let mut directories: Vec<PathBuf> = [
+        "abi/src",
         "kernel/src",
         "kernel/core/src",
         "persist/src",
@@ -113,6 +114,7 @@ fn kernel_unsafe_stays_in_arch_memory_and_drivers() {
 fn host_crates_forbid_unsafe_code() {
     let root = workspace_root();
     for crate_root in [
+        "abi/src/lib.rs",
         "persist/src/lib.rs",
         "vm/src/lib.rs",
         "kernel/core/src/lib.rs",

@@ -7,7 +7,7 @@ use kernel_core::migration::{
     CopyFate, Event, FrameError, MAX_FRAME_BYTES, MigrationError, RefusalReason,
 };
 use persist::Image;
-use persist::migrate::{self, Message, Refusal, Source, SourceStep, Verdict};
+use persist::migrate::{self, Refusal, Source, SourceStep, Verdict, WireMessage};
 
 /// A machine with one spare disk, and the switch to reach it.
 fn target() -> (
@@ -32,7 +32,7 @@ fn poll_for_a_while(machine: &mut Machine) {
 fn replies(peer: &mut common::network::MemoryLink) -> Vec<String> {
     peer.frames()
         .iter()
-        .map(|frame| match Message::decode(frame) {
+        .map(|frame| match WireMessage::decode(frame) {
             Ok(message) => format!("{message:?}"),
             Err(error) => format!("undecodable: {error}"),
         })
@@ -69,7 +69,7 @@ fn garbage_as_the_first_message_is_refused_and_the_spare_comes_back_blank() {
         replies(&mut peer),
         [format!(
             "{:?}",
-            Message::Refused {
+            WireMessage::Refused {
                 reason: Refusal::Protocol
             }
         )]
@@ -97,7 +97,7 @@ fn a_message_out_of_order_is_refused() {
     let (switch, mut b, spare) = target();
     let mut peer = Switch::dial(&switch, B, "10.6.6.6");
     let mut message = Vec::new();
-    Message::HandOver { migration_id: 7 }
+    WireMessage::HandOver { migration_id: 7 }
         .encode(&mut message)
         .unwrap();
     peer.send_frame(&message);
@@ -106,7 +106,7 @@ fn a_message_out_of_order_is_refused() {
         replies(&mut peer),
         [format!(
             "{:?}",
-            Message::Refused {
+            WireMessage::Refused {
                 reason: Refusal::Protocol
             }
         )]
@@ -215,7 +215,7 @@ fn a_migration_with_no_spare_disk_is_refused() {
 fn ask(
     switch: &std::rc::Rc<std::cell::RefCell<Switch>>,
     machine: &mut Machine,
-    query: Message<'_>,
+    query: WireMessage<'_>,
 ) -> Vec<String> {
     let mut peer = Switch::dial(switch, &machine.address, "10.9.9.9");
     let mut message = Vec::new();
@@ -233,16 +233,16 @@ fn a_query_is_answered_from_the_images_here() {
     let unknown = ask(
         &switch,
         &mut a,
-        Message::Query {
+        WireMessage::Query {
             migration_id: 1,
-            domain_id: 99,
+            domain_id: persist::DomainId(99),
         },
     );
     assert_eq!(
         unknown,
         [format!(
             "{:?}",
-            Message::Answer {
+            WireMessage::Answer {
                 migration_id: 1,
                 verdict: Verdict::Unknown
             }
@@ -252,7 +252,7 @@ fn a_query_is_answered_from_the_images_here() {
     let aborted = ask(
         &switch,
         &mut a,
-        Message::Query {
+        WireMessage::Query {
             migration_id: 2,
             domain_id: DOMAIN_ID,
         },
@@ -261,7 +261,7 @@ fn a_query_is_answered_from_the_images_here() {
         aborted,
         [format!(
             "{:?}",
-            Message::Answer {
+            WireMessage::Answer {
                 migration_id: 2,
                 verdict: Verdict::Aborted
             }
@@ -293,7 +293,7 @@ fn a_query_about_a_migration_in_flight_aborts_it() {
     let answer = ask(
         &switch,
         &mut a,
-        Message::Query {
+        WireMessage::Query {
             migration_id,
             domain_id: DOMAIN_ID,
         },
@@ -302,7 +302,7 @@ fn a_query_about_a_migration_in_flight_aborts_it() {
         answer,
         [format!(
             "{:?}",
-            Message::Answer {
+            WireMessage::Answer {
                 migration_id,
                 verdict: Verdict::Aborted
             }

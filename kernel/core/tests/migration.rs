@@ -7,7 +7,7 @@ use common::{
 };
 use kernel_core::migration::{CopyFate, Event, MigrationError, StartError};
 use persist::migrate::{self, Ownership};
-use persist::{Image, Status};
+use persist::{Image, StoredStatus};
 
 #[test]
 fn a_migration_moves_the_pages_and_the_domain_runs_on_the_target() {
@@ -22,7 +22,7 @@ fn a_migration_moves_the_pages_and_the_domain_runs_on_the_target() {
     assert_eq!(b.host.adopted_compiled, [true]);
 
     let source = &mut a.host.domains[0].image;
-    assert_eq!(source.metadata().status, Status::MovedAway);
+    assert_eq!(source.metadata().status, StoredStatus::MovedAway);
     assert!(matches!(
         migrate::ownership(source.metadata()),
         Ownership::HandedOver { target: B, .. }
@@ -30,7 +30,7 @@ fn a_migration_moves_the_pages_and_the_domain_runs_on_the_target() {
     let expected = pages(source);
     let copy = &mut b.host.domains[0].image;
     assert_eq!(migrate::ownership(copy.metadata()), Ownership::Owner);
-    assert_eq!(copy.metadata().status, Status::Running);
+    assert_eq!(copy.metadata().status, StoredStatus::Running);
     assert_eq!(pages(copy), expected);
 
     // The lines the QEMU tests and the benchmark read.

@@ -691,7 +691,7 @@ impl Domains {
             .iter()
             .map(|entry| (&entry.domain, entry.disk_index));
         for (domain, disk_index) in scheduled.chain(stopped).chain(paused).chain(moved) {
-            let id = u128::from_le_bytes(domain.id());
+            let id = domain.id().0;
             let status = if self
                 .moved
                 .iter()
@@ -724,7 +724,7 @@ impl Domains {
             lines.push(format!(
                 "{:<12} {:08x} {:<5} {:<20}",
                 metadata.name,
-                (metadata.id >> 96) as u32,
+                (metadata.id.0 >> 96) as u32,
                 parked.disk_index,
                 "parked (incoming)"
             ));

@@ -141,7 +141,7 @@ impl Domains {
         let image = Image::create(
             disk,
             NewDomain {
-                id: u128::from_le_bytes(id),
+                id: persist::DomainId::from_le_bytes(id),
                 name,
                 module: &module,
                 memory_pages: entry.memory_pages,

@@ -43,7 +43,7 @@ fn image(path: &Path, memory_bytes: u64) -> Result<Image<FileDevice>> {
     let memory_pages = memory_bytes / PAGE_SIZE as u64;
     let device = FileDevice::create(path, memory_pages * 3 + 1024)?;
     let domain = NewDomain {
-        id: 1,
+        id: persist::DomainId(1),
         name: "bench",
         module: b"\0asm\x01\0\0\0",
         memory_pages: 1,

@@ -15,8 +15,8 @@ use crate::layout::{
     ChainPointer, FORMAT_VERSION, MAGIC, MAX_IMAGE_BLOCKS, Pointer, Superblock, crc32c,
 };
 use crate::metadata::{
-    Counters, DomainId, MAX_NAME_LEN, Metadata, MetadataRecord, ModuleHash, ModuleRecord,
-    PAGES_PER_WASM_PAGE, Status, module_hash,
+    Counters, DomainId, MAX_NAME_LEN, Metadata, MetadataRecord, ModuleRecord, ModuleSha256,
+    PAGES_PER_WASM_PAGE, StoredStatus, module_sha256,
 };
 use crate::page_map::{self, UpdateCounts, Updater};
 use crate::space::{self, SpaceMap};
@@ -120,7 +120,7 @@ impl<D: BlockDevice> Image<D> {
             memory_pages: domain.memory_pages,
             memory_max_pages: domain.memory_max_pages,
             globals: Vec::new(),
-            status: Status::Running,
+            status: StoredStatus::Running,
             suspension: Vec::new(),
             mailbox: Vec::new(),
             clock_ns: 0,
@@ -178,7 +178,7 @@ impl<D: BlockDevice> Image<D> {
             space,
             metadata,
             module: ModuleRecord {
-                hash: module_hash(module),
+                sha256: module_sha256(module),
                 first_block: module_pointer.first.block.get(),
                 first_crc: module_pointer.first.crc.get(),
                 len_bytes: module.len() as u64,
@@ -240,8 +240,8 @@ impl<D: BlockDevice> Image<D> {
     }
 
     /// SHA-256 of the module bytes.
-    pub fn module_hash(&self) -> ModuleHash {
-        self.module.hash
+    pub fn module_sha256(&self) -> ModuleSha256 {
+        self.module.sha256
     }
 
     /// Reads the module bytes, checking every block and the hash.
@@ -253,8 +253,8 @@ impl<D: BlockDevice> Image<D> {
             image_blocks,
             Structure::Module,
         )?;
-        if module_hash(&bytes) != self.module.hash {
-            return Err(Error::ModuleHashMismatch);
+        if module_sha256(&bytes) != self.module.sha256 {
+            return Err(Error::ModuleSha256Mismatch);
         }
         Ok(bytes)
     }

@@ -164,7 +164,7 @@ mod tests {
         Image::create(
             MemoryDevice::new(256),
             NewDomain {
-                id: 7,
+                id: abi::DomainId(7),
                 name: "paged",
                 module: b"\0asm\x01\0\0\0",
                 memory_pages: 1,

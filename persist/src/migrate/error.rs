@@ -93,7 +93,7 @@ pub enum Error {
         found_offset: u64,
     },
     /// The module received does not hash to the announced SHA-256.
-    ModuleHashMismatch,
+    ModuleSha256Mismatch,
     /// The metadata received does not decode, or names another domain.
     BadMetadata {
         /// What is wrong.
@@ -194,7 +194,7 @@ impl fmt::Display for Error {
                 formatter,
                 "{what} chunk at offset {found_offset}, expected {expected_offset}"
             ),
-            Self::ModuleHashMismatch => write!(
+            Self::ModuleSha256Mismatch => write!(
                 formatter,
                 "the module received does not match its announced hash"
             ),

@@ -41,7 +41,7 @@
 //!   *incomplete* copy (phase copying) is discarded without asking: the
 //!   source cannot have handed over. A *parked* copy (phase complete) runs
 //!   only after the source says it handed over: by `HandOver`, or after a
-//!   reboot or reconnect by answering its [`Message::Query`]
+//!   reboot or reconnect by answering its [`WireMessage::Query`]
 //!   ([`query_for`], [`answer_query`], [`apply_answer`]).
 //! - The source answers `HandedOver` only from the tombstone of exactly
 //!   that migration, `Aborted` when it has the domain without it (and
@@ -66,7 +66,7 @@
 //!
 //! The record is [`crate::Metadata::migration`], stored after the metadata
 //! record as a trailer (format version 1 unchanged; see `record.rs`).
-//! Images carrying one also have the status [`crate::Status::MovedAway`],
+//! Images carrying one also have the status [`crate::StoredStatus::MovedAway`],
 //! so code that predates migration never runs them.
 
 mod error;
@@ -84,4 +84,4 @@ pub use resolve::{Resolution, answer_query, apply_answer, discard, query_for};
 pub use snapshot::pages_digest;
 pub use source::{Source, SourceEvent, SourceStep};
 pub use target::{MAX_METADATA_LEN_BYTES, MAX_MODULE_LEN_BYTES, Target, TargetEvent, refusal};
-pub use wire::{Message, Refusal, RoundKind, Verdict};
+pub use wire::{Refusal, RoundKind, Verdict, WireMessage};

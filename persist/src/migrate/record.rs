@@ -5,7 +5,7 @@
 //! the image. Images without one are byte for byte what format version 1
 //! always wrote, so every existing image stays readable; and code that knows
 //! nothing of trailers (postcard ignores trailing bytes) still reads an image
-//! that has one, where it finds the status [`Status::MovedAway`] and so never
+//! that has one, where it finds the status [`StoredStatus::MovedAway`] and so never
 //! runs a parked or handed-over copy.
 
 use alloc::string::String;
@@ -14,7 +14,7 @@ use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::metadata::{Metadata, MetadataRecord, Status};
+use crate::metadata::{Metadata, MetadataRecord, StoredStatus};
 
 /// A migration's identity: chosen at random by the source, carried by every
 /// record and by the messages that decide ownership.
@@ -45,7 +45,7 @@ pub enum Migration {
         /// How far the copy got.
         phase: IncomingPhase,
         /// The status the domain had on the source, taken on at hand-over.
-        resume_status: Status,
+        resume_status: StoredStatus,
     },
     /// The domain was given to `target`: this copy is a tombstone that
     /// answers the target's questions and is never run again.
@@ -169,18 +169,20 @@ fn check_migration(migration: &Migration) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metadata::{Counters, MessageCounts, ModuleRecord, OutboxMessage, module_hash};
+    use crate::metadata::{
+        Counters, MessageCounts, ModuleRecord, StoredOutboxMessage, module_sha256,
+    };
     use alloc::vec;
 
     fn record(migration: Option<Migration>) -> MetadataRecord {
         MetadataRecord {
             metadata: Metadata {
-                id: 9,
+                id: abi::DomainId(9),
                 name: "counter".into(),
                 memory_pages: 1,
                 memory_max_pages: 2,
                 globals: vec![],
-                status: Status::MovedAway,
+                status: StoredStatus::MovedAway,
                 suspension: vec![],
                 mailbox: vec![],
                 clock_ns: 0,
@@ -192,7 +194,7 @@ mod tests {
                 outbox: vec![],
             },
             module: ModuleRecord {
-                hash: module_hash(b""),
+                sha256: module_sha256(b""),
                 first_block: 2,
                 first_crc: 0,
                 len_bytes: 0,
@@ -214,13 +216,13 @@ mod tests {
             migration_id: 77,
             source: "a".into(),
             phase: IncomingPhase::Complete,
-            resume_status: Status::Running,
+            resume_status: StoredStatus::Running,
         }));
         let bytes = encode_record(&migrating).unwrap();
         assert_eq!(decode_record(&bytes), Ok(migrating.clone()));
         // What a reader without trailers sees: the record, status MovedAway.
         let old: MetadataRecord = postcard::from_bytes(&bytes).unwrap();
-        assert_eq!(old.metadata.status, Status::MovedAway);
+        assert_eq!(old.metadata.status, StoredStatus::MovedAway);
         assert_eq!(old.metadata.migration, None);
         assert!(decode_record(&bytes[..bytes.len() - 1]).is_err());
     }
@@ -228,8 +230,8 @@ mod tests {
     #[test]
     fn message_counts_round_trip_with_and_without_a_migration() {
         let counts = MessageCounts {
-            sent: vec![(5, 3)],
-            accepted: vec![(6, 1), (7, u64::MAX)],
+            sent: vec![(abi::DomainId(5), 3)],
+            accepted: vec![(abi::DomainId(6), 1), (abi::DomainId(7), u64::MAX)],
         };
         for migration in [
             None,
@@ -254,15 +256,15 @@ mod tests {
     #[test]
     fn the_outbox_round_trips_and_count_only_readers_skip_it() {
         let mut sending = record(None);
-        sending.metadata.message_counts.sent = vec![(5, 3)];
+        sending.metadata.message_counts.sent = vec![(abi::DomainId(5), 3)];
         sending.metadata.outbox = vec![
-            OutboxMessage {
-                receiver: 5,
+            StoredOutboxMessage {
+                receiver: abi::DomainId(5),
                 sequence: 2,
                 bytes: vec![1, 2, 3],
             },
-            OutboxMessage {
-                receiver: 5,
+            StoredOutboxMessage {
+                receiver: abi::DomainId(5),
                 sequence: 3,
                 bytes: vec![],
             },

@@ -8,7 +8,7 @@ use crate::metadata::{DomainId, Metadata};
 use super::error::Error;
 use super::record::{MigrationId, Ownership, ownership};
 use super::target::take_ownership;
-use super::wire::{Message, Verdict};
+use super::wire::{Verdict, WireMessage};
 
 /// What a parked copy does with the source's answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,9 +23,9 @@ pub enum Resolution {
 
 /// The question a parked copy asks its source (`None` unless parked). The
 /// source's name for the transport is in [`ownership`]'s answer.
-pub fn query_for(metadata: &Metadata) -> Option<Message<'static>> {
+pub fn query_for(metadata: &Metadata) -> Option<WireMessage<'static>> {
     match ownership(metadata) {
-        Ownership::Parked { migration_id, .. } => Some(Message::Query {
+        Ownership::Parked { migration_id, .. } => Some(WireMessage::Query {
             migration_id,
             domain_id: metadata.id,
         }),
@@ -63,7 +63,7 @@ pub fn answer_query<'a>(
     verdict
 }
 
-/// Applies the source's answer (an [`Message::Answer`] frame) to a parked
+/// Applies the source's answer (an [`WireMessage::Answer`] frame) to a parked
 /// copy: on hand-over it becomes the owner, durably, before this returns.
 pub fn apply_answer<D: BlockDevice>(
     image: &mut Image<D>,
@@ -75,8 +75,8 @@ pub fn apply_answer<D: BlockDevice>(
             state: "the image is not parked",
         });
     };
-    let message = Message::decode(frame)?;
-    let Message::Answer {
+    let message = WireMessage::decode(frame)?;
+    let WireMessage::Answer {
         migration_id: answered,
         verdict,
     } = message

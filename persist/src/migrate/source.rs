@@ -6,12 +6,12 @@ use alloc::vec::Vec;
 
 use crate::device::BlockDevice;
 use crate::image::{Image, PageLocation};
-use crate::metadata::{DomainId, Status};
+use crate::metadata::{DomainId, StoredStatus};
 
 use super::error::Error;
 use super::record::{MAX_PEER_NAME_LEN, Migration, MigrationId};
 use super::snapshot::{committed_locations, pages_digest, read_location};
-use super::wire::{CHUNK_LEN_BYTES, Message, RoundKind, Verdict};
+use super::wire::{CHUNK_LEN_BYTES, RoundKind, Verdict, WireMessage};
 
 /// What the caller does after [`Source::poll`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -282,11 +282,11 @@ impl Source {
         loop {
             match self.state {
                 State::Begin => {
-                    Message::Begin {
+                    WireMessage::Begin {
                         migration_id: self.migration_id,
                         domain_id: self.domain_id,
                         module_len_bytes: self.bulk.len() as u64,
-                        module_hash: image.module_hash(),
+                        module_sha256: image.module_sha256(),
                     }
                     .encode(message)?;
                     self.state = State::Module;
@@ -295,7 +295,7 @@ impl Source {
                 State::Module => {
                     if let Some(bytes) = next_chunk(&self.bulk, &mut self.bulk_offset) {
                         let offset = (self.bulk_offset - bytes.len()) as u64;
-                        Message::ModuleChunk { offset, bytes }.encode(message)?;
+                        WireMessage::ModuleChunk { offset, bytes }.encode(message)?;
                         return Ok(SourceStep::Send);
                     }
                     self.bulk = core::mem::take(&mut self.metadata_bytes);
@@ -305,7 +305,7 @@ impl Source {
                 State::Metadata => {
                     if let Some(bytes) = next_chunk(&self.bulk, &mut self.bulk_offset) {
                         let offset = (self.bulk_offset - bytes.len()) as u64;
-                        Message::MetadataChunk {
+                        WireMessage::MetadataChunk {
                             total_len_bytes: self.bulk.len() as u64,
                             offset,
                             bytes,
@@ -323,7 +323,7 @@ impl Source {
                     self.state = State::EndRound;
                 }
                 State::EndRound => {
-                    Message::EndRound {
+                    WireMessage::EndRound {
                         round: self.round,
                         kind: self.kind,
                         changes: self.round_changes,
@@ -348,7 +348,7 @@ impl Source {
                     });
                 }
                 State::HandOver => {
-                    Message::HandOver {
+                    WireMessage::HandOver {
                         migration_id: self.migration_id,
                     }
                     .encode(message)?;
@@ -395,7 +395,7 @@ impl Source {
                 Some(location) => {
                     let page = read_location(image, location)?;
                     // `read_location` checked the page against this CRC.
-                    Message::Page {
+                    WireMessage::Page {
                         page_index,
                         bytes: &page,
                         crc: location.crc,
@@ -407,7 +407,7 @@ impl Source {
                     if self.sent.remove(&page_index).is_none() {
                         continue;
                     }
-                    Message::PageRemoved { page_index }.encode(message)?;
+                    WireMessage::PageRemoved { page_index }.encode(message)?;
                 }
             }
             self.round_changes += 1;
@@ -417,7 +417,7 @@ impl Source {
     }
 
     /// Handles a message from the target. On `Durable` this commits the
-    /// hand-over to `image` (status [`Status::MovedAway`] and an outgoing
+    /// hand-over to `image` (status [`StoredStatus::MovedAway`] and an outgoing
     /// record, committed twice so that both superblock slots hold it).
     ///
     /// If that commit fails the returned error says so and the source is
@@ -428,16 +428,16 @@ impl Source {
         image: &mut Image<D>,
         frame: &[u8],
     ) -> Result<SourceEvent, Error> {
-        let message = Message::decode(frame)?;
+        let message = WireMessage::decode(frame)?;
         let unexpected = Error::Unexpected {
             message: message.name(),
             state: self.state.name(),
         };
         match message {
-            Message::RoundReceived { round } if !self.state.is_handed_over() => {
+            WireMessage::RoundReceived { round } if !self.state.is_handed_over() => {
                 Ok(SourceEvent::RoundReceived { round })
             }
-            Message::Durable { migration_id } if self.state == State::AwaitingDurable => {
+            WireMessage::Durable { migration_id } if self.state == State::AwaitingDurable => {
                 self.check_migration(migration_id)?;
                 if image.sequence() != self.snapshot_sequence {
                     return Err(Error::CommittedDuringFinalRound);
@@ -446,12 +446,12 @@ impl Source {
                 self.state = State::HandOver;
                 Ok(SourceEvent::HandedOver)
             }
-            Message::Running { migration_id } if self.state == State::AwaitingRunning => {
+            WireMessage::Running { migration_id } if self.state == State::AwaitingRunning => {
                 self.check_migration(migration_id)?;
                 self.state = State::Finished;
                 Ok(SourceEvent::TargetRunning)
             }
-            Message::Refused { reason } if !self.state.is_handed_over() => {
+            WireMessage::Refused { reason } if !self.state.is_handed_over() => {
                 if self.state != State::Uncertain {
                     self.state = State::Aborted;
                 }
@@ -464,7 +464,7 @@ impl Source {
     fn commit_hand_over<D: BlockDevice>(&mut self, image: &mut Image<D>) -> Result<(), Error> {
         let before = image.metadata().clone();
         let metadata = image.metadata_mut();
-        metadata.status = Status::MovedAway;
+        metadata.status = StoredStatus::MovedAway;
         metadata.migration = Some(Migration::Outgoing {
             migration_id: self.migration_id,
             target: self.target.clone(),
@@ -509,7 +509,7 @@ impl Source {
             });
         }
         self.state = State::Aborted;
-        Message::Abort {
+        WireMessage::Abort {
             migration_id: self.migration_id,
         }
         .encode(message)

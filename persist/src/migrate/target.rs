@@ -6,13 +6,15 @@ use alloc::vec::Vec;
 
 use crate::device::BlockDevice;
 use crate::image::Image;
-use crate::metadata::{DomainId, MAX_NAME_LEN, Metadata, ModuleHash, Status, module_hash};
+use crate::metadata::{
+    DomainId, MAX_NAME_LEN, Metadata, ModuleSha256, StoredStatus, module_sha256,
+};
 use crate::{MIN_IMAGE_BLOCKS, PAGE_SIZE};
 
 use super::error::Error;
 use super::record::{IncomingPhase, MAX_PEER_NAME_LEN, Migration, MigrationId};
 use super::snapshot::{committed_locations, pages_digest};
-use super::wire::{Message, Refusal, RoundKind};
+use super::wire::{Refusal, RoundKind, WireMessage};
 
 /// The largest module a migration carries.
 pub const MAX_MODULE_LEN_BYTES: u64 = 64 << 20;
@@ -92,7 +94,7 @@ pub struct Target<D> {
     domain_id: DomainId,
     module: Vec<u8>,
     module_len_bytes: u64,
-    module_hash: ModuleHash,
+    module_sha256: ModuleSha256,
     metadata_bytes: Vec<u8>,
     metadata_len_bytes: u64,
     /// The final round's metadata, staged at its end.
@@ -123,10 +125,10 @@ impl<D: BlockDevice> Target<D> {
             disk: Disk::Spare(spare),
             state: State::AwaitingBegin,
             migration_id: 0,
-            domain_id: 0,
+            domain_id: DomainId(0),
             module: Vec::new(),
             module_len_bytes: 0,
-            module_hash: [0; 32],
+            module_sha256: [0; 32],
             metadata_bytes: Vec::new(),
             metadata_len_bytes: 0,
             final_metadata: None,
@@ -168,7 +170,7 @@ impl<D: BlockDevice> Target<D> {
     }
 
     fn handle(&mut self, frame: &[u8], reply: &mut Vec<u8>) -> Result<TargetEvent, Error> {
-        let message = Message::decode(frame)?;
+        let message = WireMessage::decode(frame)?;
         let unexpected = Error::Unexpected {
             message: message.name(),
             state: self.state.name(),
@@ -176,11 +178,11 @@ impl<D: BlockDevice> Target<D> {
         match (self.state, message) {
             (
                 State::AwaitingBegin,
-                Message::Begin {
+                WireMessage::Begin {
                     migration_id,
                     domain_id,
                     module_len_bytes,
-                    module_hash,
+                    module_sha256,
                 },
             ) => {
                 if module_len_bytes > MAX_MODULE_LEN_BYTES {
@@ -193,12 +195,12 @@ impl<D: BlockDevice> Target<D> {
                 self.migration_id = migration_id;
                 self.domain_id = domain_id;
                 self.module_len_bytes = module_len_bytes;
-                self.module_hash = module_hash;
+                self.module_sha256 = module_sha256;
                 self.state = State::Module;
                 self.finish_module()?;
                 Ok(TargetEvent::Nothing)
             }
-            (State::Module, Message::ModuleChunk { offset, bytes }) => {
+            (State::Module, WireMessage::ModuleChunk { offset, bytes }) => {
                 let expected = self.module.len() as u64;
                 if offset != expected {
                     return Err(Error::OutOfOrderChunk {
@@ -220,7 +222,7 @@ impl<D: BlockDevice> Target<D> {
             }
             (
                 State::Metadata | State::Pages,
-                Message::MetadataChunk {
+                WireMessage::MetadataChunk {
                     total_len_bytes,
                     offset,
                     bytes,
@@ -238,7 +240,7 @@ impl<D: BlockDevice> Target<D> {
             }
             (
                 State::Pages,
-                Message::Page {
+                WireMessage::Page {
                     page_index,
                     bytes,
                     crc,
@@ -250,14 +252,14 @@ impl<D: BlockDevice> Target<D> {
                 self.pages_received += 1;
                 Ok(TargetEvent::Nothing)
             }
-            (State::Pages, Message::PageRemoved { page_index }) => {
+            (State::Pages, WireMessage::PageRemoved { page_index }) => {
                 self.image()?.stage_page(page_index, &[0; PAGE_SIZE])?;
                 self.round_changes += 1;
                 Ok(TargetEvent::Nothing)
             }
             (
                 State::Pages,
-                Message::EndRound {
+                WireMessage::EndRound {
                     round,
                     kind,
                     changes,
@@ -285,7 +287,7 @@ impl<D: BlockDevice> Target<D> {
                     if image.stats().pages_staged > PRE_COPY_COMMIT_PAGES {
                         image.commit()?;
                     }
-                    Message::RoundReceived { round }.encode(reply)?;
+                    WireMessage::RoundReceived { round }.encode(reply)?;
                     return Ok(TargetEvent::Reply);
                 }
                 let metadata = self.final_metadata.take().ok_or(Error::Unexpected {
@@ -307,18 +309,18 @@ impl<D: BlockDevice> Target<D> {
                 check_pages(image, pages_stored, pages_digest)?;
                 image.commit()?;
                 self.state = State::Parked;
-                Message::Durable {
+                WireMessage::Durable {
                     migration_id: self.migration_id,
                 }
                 .encode(reply)?;
                 Ok(TargetEvent::Parked)
             }
-            (State::Parked, Message::HandOver { migration_id }) => {
+            (State::Parked, WireMessage::HandOver { migration_id }) => {
                 self.check_migration(migration_id)?;
                 let image = self.image()?;
                 take_ownership(image)?;
                 self.state = State::Running;
-                Message::Running { migration_id }.encode(reply)?;
+                WireMessage::Running { migration_id }.encode(reply)?;
                 Ok(TargetEvent::Running)
             }
             (
@@ -328,7 +330,7 @@ impl<D: BlockDevice> Target<D> {
                 | State::Pages
                 | State::Parked
                 | State::Failed,
-                Message::Abort { migration_id },
+                WireMessage::Abort { migration_id },
             ) => {
                 self.check_migration(migration_id)?;
                 self.state = State::Aborted;
@@ -341,8 +343,8 @@ impl<D: BlockDevice> Target<D> {
     /// Once the whole module is here: check its hash, go on to metadata.
     fn finish_module(&mut self) -> Result<(), Error> {
         if self.module.len() as u64 == self.module_len_bytes {
-            if module_hash(&self.module) != self.module_hash {
-                return Err(Error::ModuleHashMismatch);
+            if module_sha256(&self.module) != self.module_sha256 {
+                return Err(Error::ModuleSha256Mismatch);
             }
             self.state = State::Metadata;
         }
@@ -437,7 +439,7 @@ impl<D: BlockDevice> Target<D> {
 
     /// `metadata` as a parked incoming copy stores it.
     fn incoming(&self, mut metadata: Metadata, phase: IncomingPhase) -> Metadata {
-        let resume_status = core::mem::replace(&mut metadata.status, Status::MovedAway);
+        let resume_status = core::mem::replace(&mut metadata.status, StoredStatus::MovedAway);
         metadata.migration = Some(Migration::Incoming {
             migration_id: self.migration_id,
             source: self.source.clone(),
@@ -555,5 +557,5 @@ pub fn refusal(error: &Error, reply: &mut Vec<u8>) -> Result<(), Error> {
         Error::Image(_) => Refusal::Storage,
         _ => Refusal::Protocol,
     };
-    Message::Refused { reason }.encode(reply)
+    WireMessage::Refused { reason }.encode(reply)
 }

@@ -14,13 +14,13 @@
 //!
 //! A stream transport reads [`HEADER_LEN`] bytes, asks [`message_len`] how
 //! long the whole frame is (checked against the bound before any payload
-//! is read), reads the rest and hands the frame to [`Message::decode`].
+//! is read), reads the rest and hands the frame to [`WireMessage::decode`].
 //! Every field of hostile input is checked; nothing panics.
 
 use alloc::vec::Vec;
 
 use crate::PAGE_SIZE;
-use crate::metadata::{DomainId, ModuleHash};
+use crate::metadata::{DomainId, ModuleSha256};
 
 use super::error::Error;
 use super::record::MigrationId;
@@ -43,7 +43,7 @@ pub const MAX_PAYLOAD_LEN: usize = CHUNK_LEN_BYTES + 16;
 /// The longest message.
 pub const MAX_MESSAGE_LEN: usize = HEADER_LEN + MAX_PAYLOAD_LEN;
 
-/// Which round an [`Message::EndRound`] ends.
+/// Which round an [`WireMessage::EndRound`] ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RoundKind {
     /// A pre-copy round: the domain still runs on the source.
@@ -52,7 +52,7 @@ pub enum RoundKind {
     Final,
 }
 
-/// The source's answer to a parked target's [`Message::Query`].
+/// The source's answer to a parked target's [`WireMessage::Query`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     /// The source has durably given the domain up: the target runs it.
@@ -76,7 +76,7 @@ pub enum Refusal {
 
 /// One protocol message, borrowing its bulk bytes from the frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Message<'a> {
+pub enum WireMessage<'a> {
     /// Source: a migration starts; module and metadata chunks follow.
     Begin {
         /// The migration.
@@ -86,7 +86,7 @@ pub enum Message<'a> {
         /// The module's length.
         module_len_bytes: u64,
         /// The module's SHA-256.
-        module_hash: ModuleHash,
+        module_sha256: ModuleSha256,
     },
     /// Source: module bytes at `offset`.
     ModuleChunk {
@@ -197,7 +197,7 @@ const KIND_REFUSED: u8 = 12;
 const KIND_QUERY: u8 = 13;
 const KIND_ANSWER: u8 = 14;
 
-impl Message<'_> {
+impl WireMessage<'_> {
     /// The message's name, for errors and logs.
     pub fn name(&self) -> &'static str {
         match self {
@@ -251,12 +251,12 @@ impl Message<'_> {
                 migration_id,
                 domain_id,
                 module_len_bytes,
-                module_hash,
+                module_sha256,
             } => {
                 out.extend_from_slice(&migration_id.to_le_bytes());
                 out.extend_from_slice(&domain_id.to_le_bytes());
                 out.extend_from_slice(&module_len_bytes.to_le_bytes());
-                out.extend_from_slice(&module_hash);
+                out.extend_from_slice(&module_sha256);
             }
             Self::ModuleChunk { offset, bytes } => {
                 check_chunk(bytes)?;
@@ -342,7 +342,7 @@ impl Message<'_> {
 
     /// Decodes one whole frame, checking magic, version, length, checksum
     /// and every field.
-    pub fn decode(frame: &[u8]) -> Result<Message<'_>, Error> {
+    pub fn decode(frame: &[u8]) -> Result<WireMessage<'_>, Error> {
         let total_len = message_len(frame)?;
         if frame.len() != total_len {
             return Err(if frame.len() < total_len {
@@ -375,23 +375,23 @@ impl Message<'_> {
         let message = match kind {
             KIND_BEGIN => {
                 fields.expect_len(16 + 16 + 8 + 32, "begin")?;
-                Message::Begin {
+                WireMessage::Begin {
                     migration_id: fields.u128(),
-                    domain_id: fields.u128(),
+                    domain_id: DomainId(fields.u128()),
                     module_len_bytes: fields.u64(),
-                    module_hash: fields.array::<32>(),
+                    module_sha256: fields.array::<32>(),
                 }
             }
             KIND_MODULE_CHUNK => {
                 fields.expect_chunk(8, "module chunk")?;
-                Message::ModuleChunk {
+                WireMessage::ModuleChunk {
                     offset: fields.u64(),
                     bytes: fields.rest(),
                 }
             }
             KIND_METADATA_CHUNK => {
                 fields.expect_chunk(16, "metadata chunk")?;
-                Message::MetadataChunk {
+                WireMessage::MetadataChunk {
                     total_len_bytes: fields.u64(),
                     offset: fields.u64(),
                     bytes: fields.rest(),
@@ -404,7 +404,7 @@ impl Message<'_> {
                     message: "page",
                     len_bytes: payload.len(),
                 })?;
-                Message::Page {
+                WireMessage::Page {
                     page_index,
                     bytes,
                     crc: page_crc,
@@ -412,7 +412,7 @@ impl Message<'_> {
             }
             KIND_PAGE_REMOVED => {
                 fields.expect_len(8, "page removed")?;
-                Message::PageRemoved {
+                WireMessage::PageRemoved {
                     page_index: fields.u64(),
                 }
             }
@@ -428,7 +428,7 @@ impl Message<'_> {
                         });
                     }
                 };
-                Message::EndRound {
+                WireMessage::EndRound {
                     round,
                     kind,
                     changes: fields.u64(),
@@ -440,15 +440,15 @@ impl Message<'_> {
                 fields.expect_len(16, "migration message")?;
                 let migration_id = fields.u128();
                 match kind {
-                    KIND_HAND_OVER => Message::HandOver { migration_id },
-                    KIND_ABORT => Message::Abort { migration_id },
-                    KIND_DURABLE => Message::Durable { migration_id },
-                    _ => Message::Running { migration_id },
+                    KIND_HAND_OVER => WireMessage::HandOver { migration_id },
+                    KIND_ABORT => WireMessage::Abort { migration_id },
+                    KIND_DURABLE => WireMessage::Durable { migration_id },
+                    _ => WireMessage::Running { migration_id },
                 }
             }
             KIND_ROUND_RECEIVED => {
                 fields.expect_len(4, "round received")?;
-                Message::RoundReceived {
+                WireMessage::RoundReceived {
                     round: fields.u32(),
                 }
             }
@@ -459,13 +459,13 @@ impl Message<'_> {
                     1 => Refusal::Storage,
                     _ => return Err(Error::BadValue { field: "refusal" }),
                 };
-                Message::Refused { reason }
+                WireMessage::Refused { reason }
             }
             KIND_QUERY => {
                 fields.expect_len(32, "query")?;
-                Message::Query {
+                WireMessage::Query {
                     migration_id: fields.u128(),
-                    domain_id: fields.u128(),
+                    domain_id: DomainId(fields.u128()),
                 }
             }
             KIND_ANSWER => {
@@ -477,7 +477,7 @@ impl Message<'_> {
                     2 => Verdict::Unknown,
                     _ => return Err(Error::BadValue { field: "verdict" }),
                 };
-                Message::Answer {
+                WireMessage::Answer {
                     migration_id,
                     verdict,
                 }
@@ -663,21 +663,21 @@ mod tests {
     use super::*;
     use alloc::vec;
 
-    fn round_trip(message: Message<'_>) {
+    fn round_trip(message: WireMessage<'_>) {
         let mut frame = Vec::new();
         message.encode(&mut frame).unwrap();
         assert!(frame.len() <= MAX_MESSAGE_LEN);
         assert_eq!(message_len(&frame), Ok(frame.len()));
-        assert_eq!(Message::decode(&frame), Ok(message));
+        assert_eq!(WireMessage::decode(&frame), Ok(message));
         // Every truncation and every single flipped bit is refused.
         for len in 0..frame.len() {
-            assert!(Message::decode(&frame[..len]).is_err());
+            assert!(WireMessage::decode(&frame[..len]).is_err());
         }
         for bit in 0..frame.len() * 8 {
             let mut damaged = frame.clone();
             damaged[bit / 8] ^= 1 << (bit % 8);
             assert!(
-                Message::decode(&damaged).is_err(),
+                WireMessage::decode(&damaged).is_err(),
                 "bit {bit} of {message:?}"
             );
         }
@@ -711,14 +711,14 @@ mod tests {
     fn a_page_with_a_wrong_crc_never_decodes() {
         let page = [0x5a; PAGE_SIZE];
         let mut frame = Vec::new();
-        Message::Page {
+        WireMessage::Page {
             page_index: 1,
             bytes: &page,
             crc: crate::crc32c(&page) ^ 1,
         }
         .encode(&mut frame)
         .unwrap();
-        assert_eq!(Message::decode(&frame), Err(Error::ChecksumMismatch));
+        assert_eq!(WireMessage::decode(&frame), Err(Error::ChecksumMismatch));
     }
 
     #[test]
@@ -726,47 +726,47 @@ mod tests {
         let page = [0x5a; PAGE_SIZE];
         let chunk = vec![7u8; CHUNK_LEN_BYTES];
         for message in [
-            Message::Begin {
+            WireMessage::Begin {
                 migration_id: 1,
-                domain_id: u128::MAX,
+                domain_id: DomainId(u128::MAX),
                 module_len_bytes: 99,
-                module_hash: [3; 32],
+                module_sha256: [3; 32],
             },
-            Message::ModuleChunk {
+            WireMessage::ModuleChunk {
                 offset: 8192,
                 bytes: &chunk,
             },
-            Message::MetadataChunk {
+            WireMessage::MetadataChunk {
                 total_len_bytes: 10,
                 offset: 0,
                 bytes: &chunk[..10],
             },
-            Message::Page {
+            WireMessage::Page {
                 page_index: 12,
                 bytes: &page,
                 crc: crate::crc32c(&page),
             },
-            Message::PageRemoved { page_index: 3 },
-            Message::EndRound {
+            WireMessage::PageRemoved { page_index: 3 },
+            WireMessage::EndRound {
                 round: 2,
                 kind: RoundKind::Final,
                 changes: 5,
                 pages_stored: 9,
                 pages_digest: 0xdead_beef,
             },
-            Message::HandOver { migration_id: 5 },
-            Message::Abort { migration_id: 5 },
-            Message::RoundReceived { round: 4 },
-            Message::Durable { migration_id: 5 },
-            Message::Running { migration_id: 5 },
-            Message::Refused {
+            WireMessage::HandOver { migration_id: 5 },
+            WireMessage::Abort { migration_id: 5 },
+            WireMessage::RoundReceived { round: 4 },
+            WireMessage::Durable { migration_id: 5 },
+            WireMessage::Running { migration_id: 5 },
+            WireMessage::Refused {
                 reason: Refusal::Storage,
             },
-            Message::Query {
+            WireMessage::Query {
                 migration_id: 5,
-                domain_id: 6,
+                domain_id: DomainId(6),
             },
-            Message::Answer {
+            WireMessage::Answer {
                 migration_id: 5,
                 verdict: Verdict::Unknown,
             },
@@ -779,7 +779,7 @@ mod tests {
     fn an_oversized_chunk_is_refused_on_both_sides() {
         let chunk = vec![0u8; CHUNK_LEN_BYTES + 1];
         let mut frame = Vec::new();
-        let message = Message::ModuleChunk {
+        let message = WireMessage::ModuleChunk {
             offset: 0,
             bytes: &chunk,
         };

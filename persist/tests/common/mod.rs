@@ -10,7 +10,7 @@ pub const MODULE: &[u8] = b"\0asm\x01\0\0\0 a pretend module for persist tests";
 /// A new domain with `memory_max_pages` wasm pages of memory.
 pub fn domain(memory_max_pages: u64) -> NewDomain<'static> {
     NewDomain {
-        id: 0x1234_5678_9abc_def0_0fed_cba9_8765_4321,
+        id: persist::DomainId(0x1234_5678_9abc_def0_0fed_cba9_8765_4321),
         name: "test",
         module: MODULE,
         memory_pages: 1,

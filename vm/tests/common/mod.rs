@@ -68,7 +68,7 @@ pub fn wasm(wat: &str) -> Vec<u8> {
 
 /// A record for a new domain.
 pub fn record(name: &str, id: u8, module: Vec<u8>) -> DomainRecord {
-    DomainRecord::new([id; 16], name, module)
+    DomainRecord::new(vm::DomainId::from_le_bytes([id; 16]), name, module)
 }
 
 /// Opens a domain over `storage`.

@@ -5,7 +5,7 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use persist::DomainId;
-use persist::migrate::{Message, MigrationId};
+use persist::migrate::{MigrationId, WireMessage};
 
 use super::Progress;
 use super::error::{RefusalReason, StartError};
@@ -228,10 +228,10 @@ impl<N: Network, H: MigrationHost> Migrations<N, H> {
             let Some(frame) = frame else {
                 continue;
             };
-            if let Ok(Message::Query {
+            if let Ok(WireMessage::Query {
                 migration_id,
                 domain_id,
-            }) = Message::decode(&frame)
+            }) = WireMessage::decode(&frame)
             {
                 if let Some(answering) = self.answer(host, pending, migration_id, domain_id) {
                     self.pending.insert(index, answering);
@@ -266,7 +266,7 @@ impl<N: Network, H: MigrationHost> Migrations<N, H> {
             verdict,
         });
         let mut answer = Vec::new();
-        Message::Answer {
+        WireMessage::Answer {
             migration_id,
             verdict,
         }

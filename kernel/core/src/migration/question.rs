@@ -3,7 +3,7 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use persist::migrate::{self, Message, MigrationId, Ownership, Resolution};
+use persist::migrate::{self, MigrationId, Ownership, Resolution, WireMessage};
 
 use super::event::Event;
 use super::framing::{FrameError, Framed, Link};
@@ -148,7 +148,7 @@ fn parked_index<H: MigrationHost>(host: &mut H, migration_id: MigrationId) -> Op
     let mut index = 0;
     while let Some(image) = host.parked_mut(index) {
         let is_it = migrate::query_for(image.metadata()).is_some_and(|query| {
-            matches!(query, Message::Query { migration_id: asked, .. } if asked == migration_id)
+            matches!(query, WireMessage::Query { migration_id: asked, .. } if asked == migration_id)
         });
         if is_it {
             return Some(index);

@@ -4,7 +4,7 @@ use std::cell::Cell;
 
 use kernel_core::migration::{Counters, Event, HostError, MigrationHost};
 use persist::migrate::{self, MigrationId, Ownership, Verdict};
-use persist::{DomainId, Image, Status};
+use persist::{DomainId, Image, StoredStatus};
 
 use super::disk::Disk;
 use super::{PAGES, page};
@@ -92,7 +92,7 @@ impl FakeHost {
 
     fn adopt_image(&mut self, image: Image<Disk>) {
         let state = match image.metadata().status {
-            Status::Running => DomainState::Running,
+            StoredStatus::Running => DomainState::Running,
             _ => DomainState::Moved,
         };
         self.domains.push(FakeDomain {

@@ -24,7 +24,7 @@ pub const PAGES: u64 = 40;
 
 /// The domain that migrates.
 pub const NAME: &str = "counter";
-pub const DOMAIN_ID: DomainId = 0xc0ff_ee00_0000_0000_0000_0000_0000_0001;
+pub const DOMAIN_ID: DomainId = DomainId(0xc0ff_ee00_0000_0000_0000_0000_0000_0001);
 
 /// The machines' addresses.
 pub const A: &str = "10.0.0.1";

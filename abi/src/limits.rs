@@ -1,0 +1,39 @@
+//! The limits the host enforces and guests may rely on.
+
+/// The largest message `send` accepts, in bytes. A `recv` buffer this large
+/// always fits the next message.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// The longest domain name, in bytes (a name `send` is given, and a domain's
+/// own name).
+pub const MAX_NAME_BYTES: usize = 64;
+
+/// The most messages a mailbox queues before `send` reports `MailboxFull`.
+pub const MAX_MAILBOX_MESSAGES: usize = 256;
+
+/// The most message bytes a mailbox queues before `send` reports
+/// `MailboxFull`: four messages of the largest size. A mailbox lives on the
+/// kernel heap (twice: the committed record and the queue) and is rewritten
+/// with every message it accepts, so without this bound one flooding domain
+/// could pile 256 x 64 KiB on a receiver and exhaust the heap.
+pub const MAX_MAILBOX_BYTES: usize = 4 * MAX_MESSAGE_BYTES;
+
+/// How many messages to one receiver a sender may keep copies of until the
+/// receiver commits them; past it `send` reports `MailboxFull`. The vm asks
+/// the receiver to commit at half of this or of [`MAX_OUTBOX_BYTES`]: a
+/// commit every 2,048 small messages costs each of them little.
+pub const MAX_OUTBOX_MESSAGES: usize = 4096;
+
+/// How many bytes of messages to one receiver a sender may keep: as many as
+/// a mailbox holds.
+pub const MAX_OUTBOX_BYTES: usize = MAX_MAILBOX_BYTES;
+
+/// The most bytes one `log` or `fd_write` call prints. A longer log message
+/// is cut (with a line saying so); `fd_write` writes at most this much per
+/// call and says how much it wrote, a short write WASI allows. Printing also
+/// costs [`OUTPUT_FUEL_PER_BYTE`]: the serial console is shared by every
+/// domain, and without both bounds one call could hold it for many seconds.
+pub const MAX_OUTPUT_BYTES_PER_CALL: usize = 4096;
+
+/// Fuel one byte of console output costs, on top of the call itself.
+pub const OUTPUT_FUEL_PER_BYTE: u64 = 1;
