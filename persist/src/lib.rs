@@ -14,6 +14,7 @@ mod error;
 mod faulty;
 #[cfg(feature = "std")]
 mod file_device;
+pub mod gather;
 mod image;
 mod layout;
 mod metadata;
