@@ -126,3 +126,51 @@ impl<D: BlockDevice, const RUN_BLOCKS: usize> BlockTransport for DeviceTransport
         self.device.flush()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::MemoryDevice;
+
+    fn transport() -> DeviceTransport<MemoryDevice, 4> {
+        DeviceTransport::new(MemoryDevice::new(8))
+    }
+
+    #[test]
+    fn a_started_write_lands_at_finish_and_reads_back() {
+        let mut transport = transport();
+        for slot in 0..2 {
+            *transport.slot(Area::First, slot).unwrap() = [slot as u8 + 1; BLOCK_SIZE];
+        }
+        transport.start_write(Area::First, 5, 2).unwrap();
+        let mut block = [0; BLOCK_SIZE];
+        transport.device.read_block(5, &mut block).unwrap();
+        assert_eq!(block, [0; BLOCK_SIZE], "not before finish_write");
+        transport.finish_write().unwrap();
+        transport.read(Area::Second, 5, 2).unwrap();
+        assert_eq!(*transport.slot(Area::Second, 1).unwrap(), [2; BLOCK_SIZE]);
+    }
+
+    #[test]
+    fn requests_beside_a_write_in_flight_and_oversized_runs_are_refused() {
+        let mut transport = transport();
+        transport.start_write(Area::First, 0, 1).unwrap();
+        let refused = |operation| Err(DeviceError::BadRequest { operation });
+        assert_eq!(transport.read(Area::Second, 0, 1), refused("read"));
+        assert_eq!(transport.flush(), refused("flush"));
+        assert_eq!(
+            transport.start_write(Area::Second, 1, 1),
+            refused("start write")
+        );
+        assert!(transport.slot(Area::First, 0).is_err());
+        assert!(transport.slot(Area::Second, 0).is_ok());
+        transport.finish_write().unwrap();
+        assert_eq!(transport.finish_write(), refused("finish write"));
+        assert_eq!(transport.read(Area::First, 0, 5), refused("read"));
+        assert_eq!(
+            transport.start_write(Area::First, 0, 0),
+            refused("start write")
+        );
+        assert!(transport.slot(Area::First, 4).is_err());
+    }
+}

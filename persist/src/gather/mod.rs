@@ -161,9 +161,15 @@ impl<E: Into<DeviceError>> From<GatherError<E>> for DeviceError {
 enum Staged {
     Nothing,
     /// Blocks `first..first + count`, written by the caller, not yet sent.
-    Writes { first: u64, count: usize },
+    Writes {
+        first: u64,
+        count: usize,
+    },
     /// Blocks `first..first + count` as the disk had them, read ahead.
-    ReadAhead { first: u64, count: usize },
+    ReadAhead {
+        first: u64,
+        count: usize,
+    },
 }
 
 impl Staged {

@@ -112,7 +112,10 @@ impl BlockTransport for Recording {
     }
 
     fn finish_write(&mut self) -> Result<(), Fault> {
-        let (area, first, count) = self.in_flight.take().expect("finish with nothing in flight");
+        let (area, first, count) = self
+            .in_flight
+            .take()
+            .expect("finish with nothing in flight");
         self.events.push(Event::FinishWrite);
         if self.fail_finish == Some(self.count(|event| *event == Event::FinishWrite)) {
             return Err(Fault);
