@@ -18,8 +18,8 @@
 //! sends the run, waits for it, then VIRTIO_BLK_T_FLUSH.
 //!
 //! Each disk owns DMA frames taken at probe time: two bounce areas of
-//! [`RUN_BLOCKS`] blocks, the transport's areas, and one frame for each
-//! area's request header and status byte, so a request allocates nothing and
+//! [`RUN_BLOCKS`] blocks, the transport's areas, and one frame for the two
+//! areas' request headers and status bytes, so a request allocates nothing and
 //! works whatever memory the caller's buffer is in (a domain window's frames
 //! need not be physically contiguous). The layer copies each block once
 //! between the caller's buffer and an area (one 4 KiB memcpy, small next to
@@ -61,7 +61,8 @@ const REQUEST_TIMEOUT_NS: u64 = 10_000_000_000;
 /// under TCG a request costs about as much for 16 blocks as for 64).
 const RUN_BLOCKS: usize = 64;
 
-/// Bounce areas: one fills while the other's write is in flight.
+/// Bounce areas, persist's `Area::First` and `Area::Second`: one fills while
+/// the other's write is in flight.
 const AREAS: usize = 2;
 
 /// The DMA frames: the bounce areas from offset 0, then one frame with each
