@@ -13,7 +13,8 @@ pub const BLOCK_SIZE: usize = 4096;
 /// A write is durable only after a later [`BlockDevice::flush`] returns `Ok`;
 /// until then a power cut may drop it, keep it, or tear it. Implemented by
 /// [`MemoryDevice`], [`crate::FileDevice`] (with `std`), [`crate::FaultyDevice`],
-/// and in the kernel by virtio-blk.
+/// [`crate::gather::Gathering`], and in the kernel by virtio-blk (a
+/// gathering layer over the device).
 pub trait BlockDevice {
     /// Reads block `index` into `buffer`.
     fn read_block(&mut self, index: u64, buffer: &mut [u8; BLOCK_SIZE]) -> Result<(), DeviceError>;

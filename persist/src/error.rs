@@ -27,6 +27,17 @@ pub enum DeviceError {
     },
     /// A [`crate::FaultyDevice`] lost power: nothing more reaches the disk.
     PoweredOff,
+    /// A write that [`crate::gather::Gathering`] had already reported done failed
+    /// when it reached the disk, so the layer takes nothing more: no later
+    /// flush may claim durable what is not written.
+    OutOfService,
+    /// A [`crate::gather::BlockTransport`] was asked for a request its contract rules
+    /// out (one beside the write in flight, a run longer than an area): a
+    /// bug in the layer above, refused rather than carried out.
+    BadRequest {
+        /// What was asked ("read", "start write", "slot", ...).
+        operation: &'static str,
+    },
 }
 
 impl fmt::Display for DeviceError {
@@ -41,6 +52,14 @@ impl fmt::Display for DeviceError {
                 write!(formatter, "injected fault on write number {write_number}")
             }
             Self::PoweredOff => write!(formatter, "the device lost power"),
+            Self::OutOfService => write!(
+                formatter,
+                "an earlier write failed after it was reported done; the device is out of service"
+            ),
+            Self::BadRequest { operation } => write!(
+                formatter,
+                "a transport refused a {operation} its contract rules out"
+            ),
         }
     }
 }

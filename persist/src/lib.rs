@@ -15,6 +15,7 @@ mod error;
 mod faulty;
 #[cfg(feature = "std")]
 mod file_device;
+pub mod gather;
 mod image;
 mod layout;
 mod metadata;

@@ -1,28 +1,33 @@
-//! virtio-blk disks (PCI transport) as persist's `BlockDevice`.
+//! virtio-blk disks (PCI transport) under persist's gathering layer.
 //!
 //! At most one request in flight, completion by polling (no interrupts yet). Each
 //! disk lives behind its own lock for the kernel's whole life: the domain's
 //! image reaches it through a [`VirtioDisk`] handle, and the page-fault path
 //! through a [`PagerDisk`] one, which needs neither the heap nor formatting.
-//! Each disk owns DMA frames taken at probe time: a bounce area of
-//! [`RUN_BLOCKS`] blocks for data and one frame for the request header and
-//! status byte, so a request allocates nothing and works whatever memory the
-//! caller's buffer is in (a domain window's frames need not be physically
-//! contiguous). The copy costs one 4 KiB memcpy per block, small next to a
-//! virtio round trip. There are two bounce areas: a run of writes goes
-//! without waiting for it (write-behind) while the next run fills the other
-//! area, and anything else waits for it first, so requests never overlap.
-//! A write-behind that fails takes the disk out of service: what the caller
-//! believes written is not, and no later flush may say otherwise.
 //!
-//! A round trip costs the same for one block as for many, so the bounce area
-//! gathers runs. Writes to consecutive blocks wait there and go as one
-//! request when the run breaks, fills up, or anything else comes (a read, a
-//! flush): like a disk's volatile cache, which persist already assumes
-//! (nothing is durable before `flush`, which sends the run first). A read
-//! that follows the block read last reads ahead to the end of the area, and
-//! the next reads come from there (a migration's pre-copy and a domain
-//! touching its memory in order read that way).
+//! The work is split in two. This file holds the device: the virtqueue
+//! through virtio-drivers, the DMA frames and the request timeout, as
+//! persist's [`BlockTransport`] ([`Disk`]). Above it, persist's
+//! [`Gathering`] holds every decision about requests, tested on the host
+//! (`persist/src/gather/`, and `persist/tests/power_cut.rs` under power
+//! cuts): writes to consecutive blocks gather into runs of [`RUN_BLOCKS`]
+//! until a read or a flush, a run goes without waiting (write-behind) while
+//! the next fills the other area and anything else waits for it first, a
+//! failed write-behind takes the disk out of service, a read that follows
+//! the block read last reads ahead to the end of the area, and `flush`
+//! sends the run, waits for it, then VIRTIO_BLK_T_FLUSH.
+//!
+//! Each disk owns DMA frames taken at probe time: two bounce areas of
+//! [`RUN_BLOCKS`] blocks, the transport's areas, and one frame for the two
+//! areas' request headers and status bytes, so a request allocates nothing and
+//! works whatever memory the caller's buffer is in (a domain window's frames
+//! need not be physically contiguous). The layer copies each block once
+//! between the caller's buffer and an area (one 4 KiB memcpy, small next to
+//! a virtio round trip). This file checks the transport's contract itself
+//! before any DMA (one request at a time, runs that fit an area, no touching
+//! an area the device may still use), so no caller can make it unsound.
+//! A request that times out takes the disk out of service here: the device
+//! may still write the areas, so they are never touched again.
 
 use alloc::format;
 use alloc::vec::Vec;
@@ -30,6 +35,7 @@ use core::fmt;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use persist::gather::{Area, BlockTransport, GatherError, Gathering};
 use persist::{BLOCK_SIZE, BlockDevice, DeviceError};
 use spin::Mutex;
 use virtio_drivers::device::blk::{BlkReq, BlkResp, RespStatus, SECTOR_SIZE, VirtIOBlk};
@@ -55,7 +61,8 @@ const REQUEST_TIMEOUT_NS: u64 = 10_000_000_000;
 /// under TCG a request costs about as much for 16 blocks as for 64).
 const RUN_BLOCKS: usize = 64;
 
-/// Bounce areas: one fills while the other's write is in flight.
+/// Bounce areas, persist's `Area::First` and `Area::Second`: one fills while
+/// the other's write is in flight.
 const AREAS: usize = 2;
 
 /// The DMA frames: the bounce areas from offset 0, then one frame with each
@@ -164,69 +171,28 @@ impl Drop for DmaFrames {
     }
 }
 
-/// Whether a disk still accepts requests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum DiskState {
-    Working,
-    /// A request timed out and may still be in flight: the device could
-    /// write the buffers at any time, so they are never touched again.
-    TimedOut,
-    /// A write sent without waiting failed: its blocks do not hold what the
-    /// caller believes, so nothing more is accepted (a flush included).
-    WriteBehindFailed,
-}
-
-/// A request sent and not waited for yet: a run of writes (`send_writes`).
+/// A write sent and not waited for yet (`start_write`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct InFlight {
     token: u16,
-    direction: Direction,
-    area: usize,
+    area: Area,
     index: u64,
     count: usize,
 }
 
-/// What the bounce area holds between requests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Staged {
-    Nothing,
-    /// Blocks `first..first + count`, written by the caller, not yet sent.
-    Writes {
-        first: u64,
-        count: usize,
-    },
-    /// Blocks `first..first + count` as the disk had them, read ahead.
-    ReadAhead {
-        first: u64,
-        count: usize,
-    },
-}
-
-impl Staged {
-    /// The slot of block `index` in the area, if it holds it.
-    fn slot_of(self, index: u64) -> Option<usize> {
-        let (Staged::Writes { first, count } | Staged::ReadAhead { first, count }) = self else {
-            return None;
-        };
-        let slot = index.checked_sub(first)?;
-        (slot < count as u64).then_some(slot as usize)
-    }
-}
-
-/// One virtio-blk disk, behind its lock. Disks are never dropped (a
-/// `'static` lock each), so the device keeps its DMA frames for good.
+/// One virtio-blk device: persist's [`BlockTransport`] whose areas are its
+/// bounce areas. Disks are never dropped (a `'static` lock each, around the
+/// gathering layer), so the device keeps its DMA frames for good.
 pub struct Disk {
     device: VirtIOBlk<KernelHal, PciTransport>,
     buffers: DmaFrames,
     info: DiskInfo,
-    state: DiskState,
-    /// What the current bounce area (`area`) holds.
-    staged: Staged,
-    area: usize,
-    /// The other area's write, while it is in flight.
+    /// A request timed out and may still be in flight: the device could
+    /// write the buffers at any time, so they are never touched again and
+    /// the disk takes no more requests.
+    is_timed_out: bool,
+    /// The write `start_write` sent, until `finish_write`.
     in_flight: Option<InFlight>,
-    /// The block the last read asked for: the next one reads ahead.
-    last_read: Option<u64>,
 }
 
 impl fmt::Debug for Disk {
@@ -234,8 +200,7 @@ impl fmt::Debug for Disk {
         formatter
             .debug_struct("Disk")
             .field("info", &self.info)
-            .field("state", &self.state)
-            .field("staged", &self.staged)
+            .field("is_timed_out", &self.is_timed_out)
             .field("in_flight", &self.in_flight)
             .finish()
     }
@@ -245,6 +210,9 @@ impl fmt::Debug for Disk {
 // outright; nothing in it is tied to one CPU, so moving it (behind a lock,
 // since every method takes &mut self or only reads) is sound.
 unsafe impl Send for Disk {}
+
+/// A disk and its gathering layer, behind the disk's lock.
+type LockedDisk = Mutex<Gathering<Disk>>;
 
 /// Why a request failed, without the heap (the page-fault path reads and
 /// writes pages too).
@@ -270,6 +238,23 @@ pub enum TransferError {
     /// The disk's lock was held where the page-fault path needed it: a
     /// broken invariant (see memory::windows), reported rather than deadlocked.
     Busy,
+    /// The gathering layer asked for a request the transport's contract
+    /// rules out: a broken invariant, refused before any DMA.
+    BadRequest {
+        operation: &'static str,
+    },
+}
+
+impl From<GatherError<TransferError>> for TransferError {
+    fn from(error: GatherError<TransferError>) -> TransferError {
+        match error {
+            GatherError::OutOfService => TransferError::OutOfService,
+            GatherError::OutOfRange { index, block_count } => {
+                TransferError::OutOfRange { index, block_count }
+            }
+            GatherError::Transport(error) => error,
+        }
+    }
 }
 
 impl fmt::Display for TransferError {
@@ -292,13 +277,19 @@ impl fmt::Display for TransferError {
             TransferError::Unsupported => write!(formatter, "operation not supported"),
             TransferError::Driver(error) => write!(formatter, "{error}"),
             TransferError::Busy => write!(formatter, "disk lock held by the faulting code"),
+            TransferError::BadRequest { operation } => {
+                write!(
+                    formatter,
+                    "{operation} refused: it breaks the driver's contract"
+                )
+            }
         }
     }
 }
 
 /// A domain image's handle on its disk: persist's `BlockDevice`.
 pub struct VirtioDisk {
-    disk: &'static Mutex<Disk>,
+    disk: &'static LockedDisk,
     info: DiskInfo,
 }
 
@@ -315,7 +306,7 @@ impl fmt::Debug for VirtioDisk {
 /// caller's buffer, with no heap and no waiting for the lock.
 #[derive(Clone, Copy)]
 pub struct PagerDisk {
-    disk: &'static Mutex<Disk>,
+    disk: &'static LockedDisk,
 }
 
 impl fmt::Debug for PagerDisk {
@@ -328,7 +319,7 @@ impl PagerDisk {
     /// Reads block `index` into `buffer`.
     pub fn read(&self, index: u64, buffer: &mut [u8; BLOCK_SIZE]) -> Result<(), TransferError> {
         let mut disk = self.disk.try_lock().ok_or(TransferError::Busy)?;
-        disk.read(index, buffer)
+        disk.read(index, buffer).map_err(TransferError::from)
     }
 
     /// Reads block `index` from the device in a request of its own: no read
@@ -339,19 +330,14 @@ impl PagerDisk {
         buffer: &mut [u8; BLOCK_SIZE],
     ) -> Result<(), TransferError> {
         let mut disk = self.disk.try_lock().ok_or(TransferError::Busy)?;
-        disk.check_usable()?;
-        disk.check_range(index)?;
-        disk.send_writes()?;
-        disk.staged = Staged::Nothing;
-        disk.transfer(Direction::Read, index, 1)?;
-        buffer.copy_from_slice(disk.bounce(0));
-        Ok(())
+        disk.read_uncached(index, buffer)
+            .map_err(TransferError::from)
     }
 
     /// Writes `buffer` to block `index` (durable at the next flush).
     pub fn write(&self, index: u64, buffer: &[u8; BLOCK_SIZE]) -> Result<(), TransferError> {
         let mut disk = self.disk.try_lock().ok_or(TransferError::Busy)?;
-        disk.write(index, buffer)
+        disk.write(index, buffer).map_err(TransferError::from)
     }
 }
 
@@ -389,10 +375,10 @@ impl VirtioDisk {
 
 impl Disk {
     fn check_usable(&self) -> Result<(), TransferError> {
-        match self.state {
-            DiskState::Working => Ok(()),
-            DiskState::TimedOut | DiskState::WriteBehindFailed => Err(TransferError::OutOfService),
+        if self.is_timed_out {
+            return Err(TransferError::OutOfService);
         }
+        Ok(())
     }
 
     /// Waits for the request `token` to complete, polling the used ring.
@@ -401,7 +387,7 @@ impl Disk {
         let deadline = started + REQUEST_TIMEOUT_NS;
         while self.device.peek_used() != Some(token) {
             if timer::uptime_ns() > deadline {
-                self.state = DiskState::TimedOut;
+                self.is_timed_out = true;
                 return Err(TransferError::TimedOut);
             }
             core::hint::spin_loop();
@@ -412,170 +398,45 @@ impl Disk {
         Ok(())
     }
 
-    fn check_range(&self, index: u64) -> Result<(), TransferError> {
-        if index >= self.info.block_count {
-            return Err(TransferError::OutOfRange {
-                index,
-                block_count: self.info.block_count,
-            });
-        }
-        Ok(())
-    }
-
-    /// Reads block `index`: from the bounce area when it holds the block,
-    /// else from the disk, reading ahead when the last read was the block
-    /// before.
-    fn read(&mut self, index: u64, buffer: &mut [u8; BLOCK_SIZE]) -> Result<(), TransferError> {
-        self.check_usable()?;
-        self.check_range(index)?;
-        let is_sequential = self.last_read == index.checked_sub(1);
-        self.last_read = Some(index);
-        if let Some(slot) = self.staged.slot_of(index) {
-            buffer.copy_from_slice(self.bounce(slot));
-            return Ok(());
-        }
-        self.send_writes()?;
-        let count = if is_sequential {
-            (self.info.block_count - index).min(RUN_BLOCKS as u64) as usize
-        } else {
-            1
-        };
-        self.staged = Staged::Nothing;
-        self.transfer(Direction::Read, index, count)?;
-        self.staged = Staged::ReadAhead {
-            first: index,
-            count,
-        };
-        buffer.copy_from_slice(self.bounce(0));
-        Ok(())
-    }
-
-    /// Stages a write of block `index`: it joins the run of writes waiting
-    /// in the bounce area when it extends (or rewrites) it.
-    fn write(&mut self, index: u64, buffer: &[u8; BLOCK_SIZE]) -> Result<(), TransferError> {
-        self.check_usable()?;
-        self.check_range(index)?;
-        let slot = match self.staged {
-            Staged::Writes { first, count } => match self.staged.slot_of(index) {
-                Some(slot) => slot,
-                None if index == first + count as u64 && count < RUN_BLOCKS => {
-                    self.staged = Staged::Writes {
-                        first,
-                        count: count + 1,
-                    };
-                    count
-                }
-                None => {
-                    self.send_writes()?;
-                    self.staged = Staged::Writes {
-                        first: index,
-                        count: 1,
-                    };
-                    0
-                }
-            },
-            Staged::Nothing | Staged::ReadAhead { .. } => {
-                self.staged = Staged::Writes {
-                    first: index,
-                    count: 1,
-                };
-                0
-            }
-        };
-        self.bounce(slot).copy_from_slice(buffer);
-        Ok(())
-    }
-
-    /// Sends the run of writes waiting in the bounce area, if any, without
-    /// waiting for it: the next run fills the other area meanwhile.
-    fn send_writes(&mut self) -> Result<(), TransferError> {
-        let Staged::Writes { first, count } = self.staged else {
-            return Ok(());
-        };
-        self.staged = Staged::Nothing;
-        self.finish_in_flight()?;
-        let area = self.area;
-        let token = self
-            .submit(Direction::Write, area, first, count)
-            .inspect_err(|_| self.lose_writes())?;
-        self.in_flight = Some(InFlight {
-            token,
-            direction: Direction::Write,
-            area,
-            index: first,
-            count,
-        });
-        self.area = (area + 1) % AREAS;
-        Ok(())
-    }
-
-    /// Waits for the write in flight, if any. If it failed, the disk goes
-    /// out of service: its caller was told the blocks were written.
-    fn finish_in_flight(&mut self) -> Result<(), TransferError> {
-        let Some(in_flight) = self.in_flight.take() else {
-            return Ok(());
-        };
-        self.finish(in_flight).inspect_err(|_| self.lose_writes())
-    }
-
-    fn lose_writes(&mut self) {
-        if self.state == DiskState::Working {
-            self.state = DiskState::WriteBehindFailed;
-        }
-    }
-
-    /// Sends waiting writes, waits for them, then VIRTIO_BLK_T_FLUSH.
-    fn flush(&mut self) -> Result<(), TransferError> {
-        self.check_usable()?;
-        self.send_writes()?;
-        self.finish_in_flight()?;
-        self.device.flush().map_err(TransferError::Driver)
-    }
-
-    /// Reads or writes `count` blocks from `index` through the current
-    /// bounce area, once the request in flight (if any) is done.
-    fn transfer(
-        &mut self,
-        direction: Direction,
-        index: u64,
-        count: usize,
-    ) -> Result<(), TransferError> {
-        self.finish_in_flight()?;
-        let area = self.area;
-        let token = self.submit(direction, area, index, count)?;
-        self.finish(InFlight {
-            token,
-            direction,
-            area,
-            index,
-            count,
-        })
-    }
-
     /// Sends a request for `count` blocks from `index` through bounce area
     /// `area`; returns its token. The caller waits for it (`finish`) before
-    /// touching that area or sending another request.
+    /// touching that area or sending another request, which `slot` and
+    /// this function check.
     fn submit(
         &mut self,
         direction: Direction,
-        area: usize,
+        area: Area,
         index: u64,
         count: usize,
     ) -> Result<u16, TransferError> {
         self.check_usable()?;
-        self.check_range(index + count as u64 - 1)?;
+        let operation = match direction {
+            Direction::Read => "read",
+            Direction::Write => "start write",
+        };
+        if self.in_flight.is_some() || count == 0 || count > RUN_BLOCKS {
+            return Err(TransferError::BadRequest { operation });
+        }
+        let last = index.saturating_add(count as u64 - 1);
+        if last >= self.info.block_count {
+            return Err(TransferError::OutOfRange {
+                index: last,
+                block_count: self.info.block_count,
+            });
+        }
         let sector = (index * SECTORS_PER_BLOCK) as usize;
         // SAFETY: the DMA frames are this disk's alone and no request is in
-        // flight (callers finish the last one first, and a timed-out disk
-        // refuses new ones), so these are the only references; area <
-        // AREAS and count <= RUN_BLOCKS (callers' invariant).
+        // flight (checked above; a timed-out disk refuses new ones, also
+        // checked), so these are the only references; area.index() < AREAS
+        // and count <= RUN_BLOCKS (checked above).
         let (request, data, response) =
-            unsafe { request_parts(self.buffers.pointer.as_ptr(), area, count) };
+            unsafe { request_parts(self.buffers.pointer.as_ptr(), area.index(), count) };
         *request = BlkReq::default();
         *response = BlkResp::default();
         // SAFETY: the request, data and response live in this disk's DMA
         // frames and nothing touches them until the request completes
-        // (`finish`); on a timeout the disk never touches them again.
+        // (`finish`): `slot` refuses the area while it is in flight, and on
+        // a timeout the disk never touches them again.
         let submitted = unsafe {
             match direction {
                 Direction::Read => self.device.read_blocks_nb(sector, request, data, response),
@@ -586,10 +447,9 @@ impl Disk {
     }
 
     /// Waits for the request `submit` sent and completes it.
-    fn finish(&mut self, in_flight: InFlight) -> Result<(), TransferError> {
+    fn finish(&mut self, direction: Direction, in_flight: InFlight) -> Result<(), TransferError> {
         let InFlight {
             token,
-            direction,
             area,
             index,
             count,
@@ -599,7 +459,7 @@ impl Disk {
         // buffers), the device is done with them, and nothing else refers
         // to them.
         let (request, data, response) =
-            unsafe { request_parts(self.buffers.pointer.as_ptr(), area, count) };
+            unsafe { request_parts(self.buffers.pointer.as_ptr(), area.index(), count) };
         // SAFETY: the buffers `submit` passed with this token.
         let completed = unsafe {
             match direction {
@@ -617,23 +477,81 @@ impl Disk {
             _ => TransferError::Driver(error),
         })
     }
+}
 
-    /// Slot `slot` (below [`RUN_BLOCKS`]) of the current bounce area, as a
-    /// block.
-    fn bounce(&mut self, slot: usize) -> &mut [u8; BLOCK_SIZE] {
-        assert!(slot < RUN_BLOCKS, "bounce slot {slot} out of range");
-        // SAFETY: the bounce area is this disk's and no request uses the
-        // current one when this is called (the one in flight, if any, uses
-        // the other); the slot is inside the area (checked above); &mut self
-        // makes the reference unique.
-        unsafe {
+/// The device under persist's gathering layer. Each method checks the
+/// contract before it touches DMA memory, so the layer's logic, tested on
+/// the host, is not what keeps the `unsafe` here sound.
+impl BlockTransport for Disk {
+    type Error = TransferError;
+
+    const RUN_BLOCKS: usize = RUN_BLOCKS;
+
+    fn block_count(&self) -> u64 {
+        self.info.block_count
+    }
+
+    fn slot(&mut self, area: Area, slot: usize) -> Result<&mut [u8; BLOCK_SIZE], TransferError> {
+        self.check_usable()?;
+        let is_in_flight = self.in_flight.is_some_and(|write| write.area == area);
+        if is_in_flight || slot >= RUN_BLOCKS {
+            return Err(TransferError::BadRequest { operation: "slot" });
+        }
+        // SAFETY: the bounce area is this disk's and no request uses it
+        // (the one in flight, if any, uses the other: checked above, as is
+        // a timeout, after which the device might); the slot is inside the
+        // area (checked above); &mut self makes the reference unique.
+        Ok(unsafe {
             &mut *self
                 .buffers
                 .pointer
                 .as_ptr()
-                .add((self.area * RUN_BLOCKS + slot) * BLOCK_SIZE)
+                .add((area.index() * RUN_BLOCKS + slot) * BLOCK_SIZE)
                 .cast::<[u8; BLOCK_SIZE]>()
+        })
+    }
+
+    fn read(&mut self, area: Area, first: u64, count: usize) -> Result<(), TransferError> {
+        let token = self.submit(Direction::Read, area, first, count)?;
+        let request = InFlight {
+            token,
+            area,
+            index: first,
+            count,
+        };
+        self.finish(Direction::Read, request)
+    }
+
+    fn start_write(&mut self, area: Area, first: u64, count: usize) -> Result<(), TransferError> {
+        let token = self.submit(Direction::Write, area, first, count)?;
+        self.in_flight = Some(InFlight {
+            token,
+            area,
+            index: first,
+            count,
+        });
+        Ok(())
+    }
+
+    fn finish_write(&mut self) -> Result<(), TransferError> {
+        let Some(write) = self.in_flight.take() else {
+            return Err(TransferError::BadRequest {
+                operation: "finish write",
+            });
+        };
+        self.finish(Direction::Write, write)
+    }
+
+    /// Sends VIRTIO_BLK_T_FLUSH, so every completed write is on stable
+    /// storage when this returns (virtio 1.2, 5.2.6). A device that does not
+    /// offer VIRTIO_BLK_F_FLUSH has no volatile cache: its completed writes
+    /// are already durable, and virtio-drivers' flush is then a no-op.
+    fn flush(&mut self) -> Result<(), TransferError> {
+        self.check_usable()?;
+        if self.in_flight.is_some() {
+            return Err(TransferError::BadRequest { operation: "flush" });
         }
+        self.device.flush().map_err(TransferError::Driver)
     }
 }
 
@@ -680,12 +598,10 @@ impl BlockDevice for VirtioDisk {
         written.map_err(|error| self.error("write", error))
     }
 
-    /// Sends VIRTIO_BLK_T_FLUSH, so every completed write is on stable
-    /// storage when this returns (virtio 1.2, 5.2.6). A device that does not
-    /// offer VIRTIO_BLK_F_FLUSH has no volatile cache: its completed writes
-    /// are already durable, and virtio-drivers' flush is then a no-op.
+    /// Sends the run waiting in the bounce area, waits for every write, then
+    /// VIRTIO_BLK_T_FLUSH (see [`Disk`]'s `flush`).
     fn flush(&mut self) -> Result<(), DeviceError> {
-        let flushed = self.disk.lock().flush();
+        let flushed = self.disk.lock().flush().map_err(TransferError::from);
         flushed.map_err(|error| self.error("flush", error))
     }
 
@@ -778,15 +694,12 @@ fn bring_up(
         has_flush,
     };
     // Disks live as long as the kernel: the page-fault path may use any.
-    let disk = alloc::boxed::Box::leak(alloc::boxed::Box::new(Mutex::new(Disk {
+    let disk = alloc::boxed::Box::leak(alloc::boxed::Box::new(Mutex::new(Gathering::new(Disk {
         device,
         buffers,
         info,
-        state: DiskState::Working,
-        staged: Staged::Nothing,
-        area: 0,
+        is_timed_out: false,
         in_flight: None,
-        last_read: None,
-    })));
+    }))));
     Ok(VirtioDisk { disk, info })
 }
