@@ -491,7 +491,7 @@ impl Domains {
     /// state, and takes it out of the rotation. A domain in the middle of a
     /// computation runs on (with the others) until its next safe point.
     pub fn stop(&mut self, name: &str) -> Result<String, String> {
-        self.hold(name, Domain::stop_keeping_state)?;
+        self.hold(name, Domain::stop)?;
         Ok(format!("{name}: stopped (state committed)"))
     }
 
@@ -503,7 +503,7 @@ impl Domains {
     /// messages it sent to commit them: the copies in its outbox go with
     /// it, and could no longer be delivered again here after a power cut.
     pub fn pause_for_migration(&mut self, name: &str) -> Result<(), String> {
-        self.hold(name, Domain::pause_for_migration)?;
+        self.hold(name, Domain::hold_for_migration)?;
         let Some(mut entry) = self.stopped.pop() else {
             return Err(self.unknown(name));
         };
@@ -632,7 +632,7 @@ impl Domains {
     fn run_scheduler_round(&mut self) {
         for event in self.scheduler.run_round() {
             match event {
-                SchedulerEvent::Ended { name, status } => {
+                SchedulerEvent::Halted { name, status } => {
                     // The vm has already printed a trap with its reason on
                     // the domain's output (`[NAME] error: trapped: ...`): a
                     // second line would report one end twice.
