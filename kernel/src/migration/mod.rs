@@ -12,7 +12,7 @@
 //! sends or receives a bounded amount, so domains and the console go on.
 
 use alloc::format;
-use alloc::string::String;
+use alloc::string::{String, ToString};
 use alloc::vec;
 use alloc::vec::Vec;
 use core::ops::Range;
@@ -329,7 +329,7 @@ impl<L: Link> Outgoing<L> {
             ));
         }
         let migration_id = domains.new_migration_id();
-        let image = domains.image_of(name)?;
+        let image = domains.image_of(name).map_err(|error| error.to_string())?;
         let source = Source::new(image, migration_id, peer)
             .map_err(|error| format!("{name}: cannot start the migration: {error}"))?;
         println!(
@@ -378,7 +378,9 @@ impl<L: Link> Outgoing<L> {
             .watch
             .time(Slot::Receive, || self.framed.next_frame())?
         {
-            let image = domains.image_of(&self.name)?;
+            let image = domains
+                .image_of(&self.name)
+                .map_err(|error| error.to_string())?;
             let source = &mut self.source;
             match self
                 .watch
@@ -408,7 +410,9 @@ impl<L: Link> Outgoing<L> {
             if self.framed.backlog() > SEND_BACKLOG_BYTES {
                 break;
             }
-            let image = domains.image_of(&self.name)?;
+            let image = domains
+                .image_of(&self.name)
+                .map_err(|error| error.to_string())?;
             let (source, message) = (&mut self.source, &mut self.message);
             let step = self
                 .watch
@@ -446,12 +450,17 @@ impl<L: Link> Outgoing<L> {
             // A round is sent and a commit asked for: the next round sends
             // what that commit changed, once it is made (or after a while,
             // when the domain computes without reaching a safe point).
-            let sequence = domains.image_of(&self.name)?.sequence();
+            let sequence = domains
+                .image_of(&self.name)
+                .map_err(|error| error.to_string())?
+                .sequence();
             if sequence == wait.sequence && now < wait.deadline_ns {
                 return Ok(true);
             }
             self.commit_wait = None;
-            let image = domains.image_of(&self.name)?;
+            let image = domains
+                .image_of(&self.name)
+                .map_err(|error| error.to_string())?;
             self.source
                 .begin_delta_round(image)
                 .map_err(|error| format!("{error}"))?;
@@ -473,8 +482,13 @@ impl<L: Link> Outgoing<L> {
         // Round 0 carries the last commit, which may predate most of what
         // the domain wrote: always go on with a fresh commit's changes.
         if (round == 0 || changes > FINAL_ROUND_PAGES) && round < MAX_PRE_COPY_ROUNDS {
-            let sequence = domains.image_of(&self.name)?.sequence();
-            domains.checkpoint(Some(&self.name))?;
+            let sequence = domains
+                .image_of(&self.name)
+                .map_err(|error| error.to_string())?
+                .sequence();
+            domains
+                .checkpoint(&self.name)
+                .map_err(|error| error.to_string())?;
             self.commit_wait = Some(CommitWait {
                 sequence,
                 deadline_ns: now + COMMIT_WAIT_NS,
@@ -501,9 +515,13 @@ impl<L: Link> Outgoing<L> {
     /// round.
     fn pause(&mut self, domains: &mut Domains) -> Result<(), String> {
         self.paused_ns = Some(timer::uptime_ns());
-        domains.pause_for_migration(&self.name)?;
+        domains
+            .hold_for_migration(&self.name)
+            .map_err(|error| error.to_string())?;
         self.phase = OutgoingPhase::Final;
-        let image = domains.image_of(&self.name)?;
+        let image = domains
+            .image_of(&self.name)
+            .map_err(|error| error.to_string())?;
         let last = self
             .source
             .begin_final_round(image)
@@ -1076,19 +1094,20 @@ impl Migrations {
         let Some(question) = self.question.take() else {
             return;
         };
-        let parked = domains.parked_mut();
-        let Some(position) = parked.iter().position(|copy| {
-            migrate::query_for(copy.image.metadata()).is_some_and(|query| {
+        let Some((key, image)) = domains.parked_mut().find(|(_, image)| {
+            migrate::query_for(image.metadata()).is_some_and(|query| {
                 matches!(query, Message::Query { migration_id, .. } if migration_id == question.migration_id)
             })
         }) else {
             return;
         };
-        let resolution = migrate::apply_answer(&mut parked[position].image, &answer);
+        let resolution = migrate::apply_answer(image, &answer);
         match resolution {
             Ok(Resolution::Run) => {
-                let copy = parked.remove(position);
-                match domains.adopt(copy.image, None) {
+                let Some(image) = domains.unpark(key) else {
+                    return;
+                };
+                match domains.adopt(image, None) {
                     Ok(name) => println!(
                         "[migrate] {} handed {name} over: it runs here",
                         question.source
@@ -1097,9 +1116,11 @@ impl Migrations {
                 }
             }
             Ok(Resolution::Discard) => {
-                let copy = parked.remove(position);
-                let name = copy.image.metadata().name.clone();
-                match migrate::discard(copy.image) {
+                let Some(image) = domains.unpark(key) else {
+                    return;
+                };
+                let name = image.metadata().name.clone();
+                match migrate::discard(image) {
                     Ok(disk) => {
                         println!(
                             "[migrate] {} kept {name}: the copy here is discarded",
@@ -1121,15 +1142,15 @@ impl Migrations {
 
 /// Connects to the source of the first parked copy and sends its question.
 fn new_question(domains: &mut Domains) -> Option<Question> {
-    let copy = domains.parked_mut().first()?;
+    let (_, image) = domains.parked_mut().next()?;
     let Ownership::Parked {
         migration_id,
         source,
-    } = migrate::ownership(copy.image.metadata())
+    } = migrate::ownership(image.metadata())
     else {
         return None;
     };
-    let query = migrate::query_for(copy.image.metadata())?;
+    let query = migrate::query_for(image.metadata())?;
     let address: Ipv4Address = match source.parse() {
         Ok(address) => address,
         Err(_) => {
