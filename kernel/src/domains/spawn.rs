@@ -11,7 +11,7 @@ use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use persist::archive::Archive;
+use persist::archive::{Archive, Entry as ArchiveEntry};
 use persist::{BLOCK_SIZE, BlockDevice, Image, MAX_NAME_LEN, NewDomain};
 use vm::Platform;
 
@@ -30,6 +30,13 @@ pub struct Spawned {
     /// Set when the disk is smaller than a commit of all the domain's
     /// memory may need: it pauses if the disk fills.
     pub small_disk: Option<SmallDisk>,
+}
+
+/// What `spawn` found in its checks.
+struct SpawnPlan {
+    entry: ArchiveEntry,
+    disk_index: usize,
+    disk_blocks: u64,
 }
 
 /// A spare smaller than the default image size for an app.
@@ -79,12 +86,10 @@ impl Domains {
         })
     }
 
-    /// `spawn APP [NAME]`: formats the first spare disk as a new image of
-    /// app `app` from the archive, named `name` (default: the app's name),
-    /// and runs it. Every check that can fail comes before the spare is
-    /// taken, so a refused spawn leaves the spare a spare.
-    pub fn spawn(&mut self, app: &str, name: Option<&str>) -> Result<Spawned, DomainError> {
-        let name = name.unwrap_or(app);
+    /// Every check `spawn` makes before it takes the spare: the app is in
+    /// the archive and fits a domain and the heap, the name is free, and
+    /// the first spare can hold an image.
+    fn check_spawn(&self, app: &str, name: &str) -> Result<SpawnPlan, DomainError> {
         let Some(archive) = &self.archive else {
             return Err(DomainError::NoArchive);
         };
@@ -128,6 +133,24 @@ impl Domains {
                 max_blocks: persist::MAX_IMAGE_BLOCKS,
             });
         }
+        Ok(SpawnPlan {
+            entry,
+            disk_index,
+            disk_blocks,
+        })
+    }
+
+    /// `spawn APP [NAME]`: formats the first spare disk as a new image of
+    /// app `app` from the archive, named `name` (default: the app's name),
+    /// and runs it. Every check that can fail comes before the spare is
+    /// taken, so a refused spawn leaves the spare a spare.
+    pub fn spawn(&mut self, app: &str, name: Option<&str>) -> Result<Spawned, DomainError> {
+        let name = name.unwrap_or(app);
+        let SpawnPlan {
+            entry,
+            disk_index,
+            disk_blocks,
+        } = self.check_spawn(app, name)?;
         let module = match self
             .archive
             .as_mut()
