@@ -94,18 +94,32 @@ fn kernel_unsafe_stays_in_arch_memory_and_drivers() {
         "{}: the kernel crate root must deny unsafe_code",
         root.display()
     );
+    // Attributes may span lines (rustfmt wraps long ones): gather each
+    // `#[allow(...)]` whole, then note the item it applies to.
     let lines: Vec<&str> = text.lines().map(str::trim).collect();
     let mut allowed = Vec::new();
-    for (index, line) in lines.iter().enumerate() {
-        if line.starts_with("#[allow(unsafe_code") || line.starts_with("#[expect(unsafe_code") {
+    let mut index = 0;
+    while index < lines.len() {
+        let line = lines[index];
+        if !(line.starts_with("#[allow(") || line.starts_with("#[expect(")) {
+            index += 1;
+            continue;
+        }
+        let start = index;
+        let mut attribute = String::from(line);
+        while !lines[index].ends_with(")]") && index + 1 < lines.len() {
+            index += 1;
+            attribute.push_str(lines[index]);
+        }
+        index += 1;
+        if attribute.contains("unsafe_code") {
             assert!(
-                line.contains("reason = "),
+                attribute.contains("reason = "),
                 "{}:{}: an allow of unsafe_code says why",
                 root.display(),
-                index + 1
+                start + 1
             );
-            let item = lines.get(index + 1).copied().unwrap_or("");
-            allowed.push(item.to_string());
+            allowed.push(lines.get(index).copied().unwrap_or("").to_string());
         }
     }
     assert_eq!(
