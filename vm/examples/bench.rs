@@ -192,13 +192,16 @@ fn through_vm(engine: &Engine, wat: &str) -> Result<Duration> {
         Box::new(HashedHeapBacking::new()),
     )?;
     let mut scheduler = Scheduler::new(DEFAULT_FUEL_SLICE);
-    scheduler.add(domain)?;
+    scheduler.add(domain, ())?;
     let began = Instant::now();
     while !scheduler.is_finished() {
         scheduler.run_round();
     }
     let elapsed = began.elapsed();
-    let status = scheduler.domains()[0].status();
+    let status = scheduler
+        .domains()
+        .next()
+        .map_or(DomainStatus::Running, |domain| domain.status());
     if status != DomainStatus::Exited(0) {
         return Err(format!("the benchmark domain ended with {status:?}").into());
     }
@@ -237,7 +240,7 @@ fn checkpoints<D: BlockDevice + Send + 'static>(
     }
     let began = Instant::now();
     loop {
-        if let RunOutcome::Ended(status) = domain.run(u64::MAX / 4) {
+        if let RunOutcome::Halted(status) = domain.run(u64::MAX / 4) {
             if status != DomainStatus::Exited(0) {
                 return Err(format!("the checkpoint domain ended with {status:?}").into());
             }

@@ -39,8 +39,9 @@ pub(crate) enum Execution {
         call: ResumableCallHostTrap,
         wait: PausedWait,
     },
-    /// It exited or trapped.
-    Ended(DomainStatus),
+    /// It does not run: stopped (resumable, status `Stopped`), or ended for
+    /// good (exited, trapped, moved away).
+    Halted(DomainStatus),
 }
 
 pub(crate) enum PausedWait {
@@ -58,8 +59,9 @@ pub enum RunOutcome {
     /// It sends `message` to `target` (a name, or 16 ID bytes): the scheduler
     /// delivers it and calls `Domain::reply_to_send`.
     Send { target: Vec<u8>, message: Vec<u8> },
-    /// It is done.
-    Ended(DomainStatus),
+    /// It does not run (any more): its status says whether it ended for
+    /// good or is stopped and can be resumed.
+    Halted(DomainStatus),
 }
 
 /// When a waiting domain wants to run again.
@@ -93,14 +95,18 @@ impl core::fmt::Display for PauseReason {
 }
 
 /// A domain and everything it needs to run and persist.
-pub struct Domain {
+///
+/// `S` is its storage. The default, a boxed `dyn Storage`, suits code that
+/// mixes kinds of storage; an embedder that needs its own back names its
+/// type and reaches it through [`Domain::storage_mut`].
+pub struct Domain<S: Storage = Box<dyn Storage>> {
     pub(crate) store: Store<HostState>,
     pub(crate) instance: Instance,
     pub(crate) memory: Memory,
     pub(crate) entry: Func,
     pub(crate) execution: Execution,
     pub(crate) record: DomainRecord,
-    pub(crate) storage: Box<dyn Storage>,
+    pub(crate) storage: S,
     pub(crate) backing: Box<dyn MemoryBacking>,
     /// Set when the domain must not run until resumed (see [`PauseReason`]).
     pub(crate) pause: Option<PauseReason>,
@@ -112,7 +118,7 @@ pub struct Domain {
     pub(crate) is_commit_unannounced: bool,
 }
 
-impl core::fmt::Debug for Domain {
+impl<S: Storage> core::fmt::Debug for Domain<S> {
     fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         formatter
             .debug_struct("Domain")
@@ -122,7 +128,7 @@ impl core::fmt::Debug for Domain {
     }
 }
 
-impl Domain {
+impl<S: Storage> Domain<S> {
     /// The domain's name.
     pub fn name(&self) -> &str {
         &self.record.name
@@ -151,7 +157,7 @@ impl Domain {
     /// The status as of now.
     pub fn status(&self) -> DomainStatus {
         match &self.execution {
-            Execution::Ended(status) => status.clone(),
+            Execution::Halted(status) => status.clone(),
             _ => DomainStatus::Running,
         }
     }
@@ -176,14 +182,19 @@ impl Domain {
         &self.record
     }
 
-    /// The persist image behind the domain, if its storage has one (see
-    /// [`Storage::image_mut`]).
-    pub fn image_mut(&mut self) -> Option<&mut dyn core::any::Any> {
-        self.storage.image_mut()
+    /// The storage behind the domain.
+    pub fn storage(&self) -> &S {
+        &self.storage
+    }
+
+    /// The storage behind the domain, mutably: for an embedder that works on
+    /// it between commits (the kernel's migration reads its image).
+    pub fn storage_mut(&mut self) -> &mut S {
+        &mut self.storage
     }
 
     /// The storage behind the domain, e.g. to reopen it after dropping this.
-    pub fn into_storage(self) -> Box<dyn Storage> {
+    pub fn into_storage(self) -> S {
         self.storage
     }
 
@@ -192,16 +203,16 @@ impl Domain {
         if self.pause.is_some() {
             return RunOutcome::Waiting;
         }
-        if !matches!(self.execution, Execution::Ended(_))
+        if !matches!(self.execution, Execution::Halted(_))
             && let Err(error) = self
                 .backing
-                .before_slice(self.memory.data(&self.store), &mut *self.storage)
+                .before_slice(self.memory.data(&self.store), &mut self.storage)
         {
             let reason = format!("memory cannot be paged: {error}");
             return self.end(DomainStatus::Trapped(reason));
         }
         let outcome = self.run_slice(fuel);
-        if matches!(self.execution, Execution::Ended(_)) {
+        if matches!(self.execution, Execution::Halted(_)) {
             return outcome;
         }
         match self.backing.failure() {
@@ -265,9 +276,9 @@ impl Domain {
                     Err(reason) => return self.end(DomainStatus::Trapped(reason.to_string())),
                 }
             }
-            Execution::Ended(status) => {
-                self.execution = Execution::Ended(status.clone());
-                return RunOutcome::Ended(status);
+            Execution::Halted(status) => {
+                self.execution = Execution::Halted(status.clone());
+                return RunOutcome::Halted(status);
             }
         };
         let fuel_left = self.store.get_fuel().unwrap_or(0);
@@ -514,13 +525,13 @@ impl Domain {
     /// When the domain wants to run again. A paused domain waits as if for
     /// a message: only [`Domain::resume_from_pause`] lets it run.
     pub fn wake(&self) -> Wake {
-        if self.pause.is_some() && !matches!(self.execution, Execution::Ended(_)) {
+        if self.pause.is_some() && !matches!(self.execution, Execution::Halted(_)) {
             return Wake::OnMessage;
         }
         let state = self.store.data();
         let blocked = match &self.execution {
             Execution::Start | Execution::OutOfFuel(_) => return Wake::Now,
-            Execution::Ended(_) => return Wake::Never,
+            Execution::Halted(_) => return Wake::Never,
             Execution::Paused {
                 wait: PausedWait::Reply(_),
                 ..
@@ -570,7 +581,7 @@ impl Domain {
 
     fn is_at_safe_point(&self) -> bool {
         match &self.execution {
-            Execution::Unwound | Execution::Ended(_) => true,
+            Execution::Unwound | Execution::Halted(_) => true,
             // Not started since the last commit or restore: nothing new.
             Execution::Start => true,
             Execution::Paused {
@@ -606,7 +617,8 @@ impl Domain {
 
     /// Pauses a domain that has not ended when `error` says its disk is full.
     fn pause_if_disk_full(&mut self, error: &Error) {
-        if matches!(error, Error::DiskFull { .. }) && !matches!(self.execution, Execution::Ended(_))
+        if matches!(error, Error::DiskFull { .. })
+            && !matches!(self.execution, Execution::Halted(_))
         {
             self.pause = Some(PauseReason::DiskFull);
         }
@@ -630,19 +642,22 @@ impl Domain {
         snapshot::commit(self, self.status())
     }
 
-    fn end(&mut self, status: DomainStatus) -> RunOutcome {
+    /// Ends the domain for good with `status` (exited, trapped, or killed
+    /// by an operator): it flushes its output, drops any suspension, and
+    /// commits the end so that it stays ended after a reboot.
+    pub fn end(&mut self, status: DomainStatus) -> RunOutcome {
         self.store.data_mut().flush_output();
         if let DomainStatus::Trapped(reason) = &status {
             let line = format!("trapped: {reason}");
             self.store.data().log_error(&line);
         }
         self.store.data_mut().suspension = None;
-        self.execution = Execution::Ended(status.clone());
+        self.execution = Execution::Halted(status.clone());
         if let Err(error) = self.commit() {
             let line = format!("final commit failed: {error}");
             self.store.data().log_error(&line);
         }
-        RunOutcome::Ended(status)
+        RunOutcome::Halted(status)
     }
 
     /// Stops the domain so that it can be resumed later, here or after a
@@ -652,16 +667,16 @@ impl Domain {
     /// domain in the middle of a computation reaches one at its next blocking
     /// call). A module without asyncify that is paused in a blocking call
     /// loses that call: it restarts at its entry with its memory.
-    pub fn stop_keeping_state(&mut self) -> Result<bool, Error> {
+    pub fn stop(&mut self) -> Result<bool, Error> {
         self.hold_at_safe_point(DomainStatus::Stopped)
     }
 
     /// Holds the domain for a migration's final round: like
-    /// [`Domain::stop_keeping_state`], but the commit keeps the status
+    /// [`Domain::stop`], but the commit keeps the status
     /// `Running`, so that if the migration never completes (a power cut, a
     /// lost link) the domain simply runs on here after a reboot. It does not
     /// run until [`Domain::resume`].
-    pub fn pause_for_migration(&mut self) -> Result<bool, Error> {
+    pub fn hold_for_migration(&mut self) -> Result<bool, Error> {
         self.hold_at_safe_point(DomainStatus::Running)
     }
 
@@ -670,7 +685,7 @@ impl Domain {
             self.store.data_mut().is_checkpoint_wanted = true;
             return Ok(false);
         }
-        if let Execution::Ended(status) = &self.execution
+        if let Execution::Halted(status) = &self.execution
             && *status != DomainStatus::Stopped
         {
             return Err(Error::NotStoppable(status.clone()));
@@ -681,15 +696,15 @@ impl Domain {
         }
         snapshot::commit(self, committed_status)?;
         self.store.data_mut().is_checkpoint_wanted = false;
-        self.execution = Execution::Ended(DomainStatus::Stopped);
+        self.execution = Execution::Halted(DomainStatus::Stopped);
         Ok(true)
     }
 
-    /// Resumes a domain stopped with `stop_keeping_state` (or opened with
+    /// Resumes a domain stopped with [`Domain::stop`] (or opened with
     /// status `Stopped`): it goes on from its suspended call, or from its
     /// entry if it had none, and the status `Running` is committed.
     pub fn resume(&mut self) -> Result<(), Error> {
-        if !matches!(self.execution, Execution::Ended(DomainStatus::Stopped)) {
+        if !matches!(self.execution, Execution::Halted(DomainStatus::Stopped)) {
             return Err(Error::NotStopped);
         }
         self.execution = if self.store.data().suspension.is_some() {
@@ -698,11 +713,6 @@ impl Domain {
             Execution::Start
         };
         self.commit()
-    }
-
-    /// Stops the domain for good with `status` (e.g. when an operator kills it).
-    pub fn stop(&mut self, status: DomainStatus) -> RunOutcome {
-        self.end(status)
     }
 
     /// The instance's exported functions by name (for benchmarks and tests).

@@ -124,14 +124,17 @@ impl Domain {
     ) -> Result<Self, Error> {
         Self::open_compiled(engine, platform, storage, backing, None)
     }
+}
 
-    /// [`Domain::open`] with the module compiled already: `compiled` is
-    /// used when its bytes are exactly the stored module's, and the stored
-    /// module is compiled otherwise.
+impl<S: Storage> Domain<S> {
+    /// [`Domain::open`] over storage of any type `S` (the embedder's own,
+    /// which it gets back through [`Domain::storage_mut`]), with the module
+    /// compiled already: `compiled` is used when its bytes are exactly the
+    /// stored module's, and the stored module is compiled otherwise.
     pub fn open_compiled(
         engine: &Engine,
         platform: Arc<dyn Platform>,
-        mut storage: Box<dyn Storage>,
+        mut storage: S,
         mut backing: Box<dyn MemoryBacking>,
         compiled: Option<CompiledModule>,
     ) -> Result<Self, Error> {
@@ -258,7 +261,7 @@ impl Domain {
                     Execution::Unwound
                 }
                 DomainStatus::Running => Execution::Start,
-                other => Execution::Ended(other.clone()),
+                other => Execution::Halted(other.clone()),
             };
         } else {
             // The first commit holds memory as instantiation left it, so that a

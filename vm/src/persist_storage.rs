@@ -35,6 +35,17 @@ impl<D: BlockDevice> PersistStorage<D> {
     pub fn into_image(self) -> Image<D> {
         self.image
     }
+
+    /// The image, to read its metadata and statistics.
+    pub fn image(&self) -> &Image<D> {
+        &self.image
+    }
+
+    /// The image, for an embedder that works on it between commits (the
+    /// kernel's migration reads pages and records hand-overs through it).
+    pub fn image_mut(&mut self) -> &mut Image<D> {
+        &mut self.image
+    }
 }
 
 fn storage_error(error: persist::Error) -> Error {
@@ -262,10 +273,6 @@ impl<D: BlockDevice + Send + 'static> Storage for PersistStorage<D> {
 
     fn pager(&mut self) -> Option<&mut dyn PagerStorage> {
         Some(self)
-    }
-
-    fn image_mut(&mut self) -> Option<&mut dyn core::any::Any> {
-        Some(&mut self.image)
     }
 }
 

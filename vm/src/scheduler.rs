@@ -1,57 +1,80 @@
 //! Round-robin scheduling of many domains with a fuel slice each.
 
+use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
 use crate::domain::{Domain, PauseReason, RunOutcome, Wake};
 use crate::error::Error;
-use crate::storage::{DomainId, DomainStatus, MailboxMessage};
+use crate::storage::{DomainId, DomainStatus, MailboxMessage, Storage};
 use abi::{MAX_OUTBOX_BYTES, MAX_OUTBOX_MESSAGES, StatusCode};
 
-/// Something the embedder may want to print or act on.
+/// Something the embedder may want to print or act on, with the handle it
+/// added the domain with.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SchedulerEvent {
-    /// A domain exited or trapped.
-    Ended { name: String, status: DomainStatus },
+pub enum SchedulerEvent<H = ()> {
+    /// A domain stopped running in its slice: it exited or trapped (or, if
+    /// it was run while stopped, it is still stopped).
+    Halted {
+        handle: H,
+        name: String,
+        status: DomainStatus,
+    },
     /// A domain paused itself in its slice (a commit found its disk full);
     /// it stays in the rotation but does not run until resumed.
-    Paused { name: String, reason: PauseReason },
+    Paused {
+        handle: H,
+        name: String,
+        reason: PauseReason,
+    },
 }
 
 /// Runs domains in turn, one fuel slice each per round, and carries their
 /// messages. It owns no clock: `Domain::wake` says when a waiting domain wants
 /// to run, and the embedder idles until the earliest (`next_wake`).
+///
+/// Each domain comes with the embedder's handle `H` (the kernel's key into
+/// its domain table), kept with it and handed back with it in lookups and
+/// events, so the embedder never keeps a list aligned with this one. `S` is
+/// the domains' storage (see [`Domain`]).
 #[derive(Debug)]
-pub struct Scheduler {
-    domains: Vec<Domain>,
+pub struct Scheduler<H = (), S: Storage = Box<dyn Storage>> {
+    slots: Vec<Slot<H, S>>,
     fuel_slice: u64,
+}
+
+/// A domain in the rotation and the embedder's handle for it.
+#[derive(Debug)]
+struct Slot<H, S: Storage> {
+    domain: Domain<S>,
+    handle: H,
 }
 
 /// Fuel per slice: about 10 us of wasm on the 2-core development machine
 /// (measured when the scheduler was written).
 pub const DEFAULT_FUEL_SLICE: u64 = 10_000;
 
-impl Scheduler {
+impl<H, S: Storage> Scheduler<H, S> {
     /// A scheduler giving each runnable domain `fuel_slice` per round.
     pub fn new(fuel_slice: u64) -> Self {
         Self {
-            domains: Vec::new(),
+            slots: Vec::new(),
             fuel_slice,
         }
     }
 
-    /// Adds a domain; names and IDs must be unique.
-    pub fn add(&mut self, domain: Domain) -> Result<(), Error> {
+    /// Adds a domain with the embedder's `handle` for it; names and IDs must
+    /// be unique.
+    pub fn add(&mut self, domain: Domain<S>, handle: H) -> Result<(), Error> {
         let is_duplicate = self
-            .domains
-            .iter()
+            .domains()
             .any(|other| other.name() == domain.name() || other.id() == domain.id());
         if is_duplicate {
             return Err(Error::DuplicateDomain(domain.name().into()));
         }
-        self.domains.push(domain);
-        let added = self.domains.len() - 1;
+        self.slots.push(Slot { domain, handle });
+        let added = self.slots.len() - 1;
         for other in 0..added {
             self.redeliver_between(other, added);
             self.redeliver_between(added, other);
@@ -65,28 +88,24 @@ impl Scheduler {
     /// once it runs elsewhere, it can no longer deliver again what a power
     /// cut takes from receivers here.
     pub fn settle_outbox(&mut self, name: &str) -> Result<bool, Error> {
-        let index = self
-            .domains
-            .iter()
-            .position(|domain| domain.name() == name)
-            .ok_or(Error::NoSuchDomain)?;
-        let mut sender = self.domains.remove(index);
-        let result = self.settle_outbox_of(&mut sender);
-        self.domains.insert(index, sender);
+        let index = self.position(name).ok_or(Error::NoSuchDomain)?;
+        let mut sender = self.slots.remove(index);
+        let result = self.settle_outbox_of(&mut sender.domain);
+        self.slots.insert(index, sender);
         result
     }
 
     /// [`Scheduler::settle_outbox`] for a domain held out of the scheduler
     /// (stopped or paused for a migration); receivers are the scheduler's.
-    pub fn settle_outbox_of(&mut self, sender: &mut Domain) -> Result<bool, Error> {
+    pub fn settle_outbox_of(&mut self, sender: &mut Domain<S>) -> Result<bool, Error> {
         self.announce_commits();
         let from = sender.id();
         for to in sender.outbox().receivers() {
-            let Some(receiver) = self.domains.iter().position(|domain| domain.id() == to) else {
+            let Some(receiver) = self.position_of_id(to) else {
                 continue;
             };
-            self.domains[receiver].request_checkpoint()?;
-            let committed = self.domains[receiver].committed_from(from);
+            self.slots[receiver].domain.request_checkpoint()?;
+            let committed = self.slots[receiver].domain.committed_from(from);
             sender.outbox_mut().acknowledge(to, committed);
         }
         Ok(sender.outbox().is_empty())
@@ -97,27 +116,29 @@ impl Scheduler {
     /// concerned), in order. A receiver that cannot run keeps nothing: the
     /// messages stay in the outbox.
     fn redeliver_between(&mut self, sender: usize, receiver: usize) {
-        if self.domains[receiver].wake() == Wake::Never {
+        if self.slots[receiver].domain.wake() == Wake::Never {
             return;
         }
         self.acknowledge(sender, receiver);
-        let from = self.domains[sender].id();
-        let to = self.domains[receiver].id();
-        let accepted = self.domains[receiver].accepted_from(from);
-        let lost = self.domains[sender].outbox().after(to, accepted);
+        let from = self.slots[sender].domain.id();
+        let to = self.slots[receiver].domain.id();
+        let accepted = self.slots[receiver].domain.accepted_from(from);
+        let lost = self.slots[sender].domain.outbox().after(to, accepted);
         let Some(&(first, _)) = lost.first() else {
             return;
         };
         let count = lost.len();
         for (sequence, bytes) in lost {
             let message = MailboxMessage { from, bytes };
-            self.domains[receiver].accept_numbered(message, sequence, true);
+            self.slots[receiver]
+                .domain
+                .accept_numbered(message, sequence, true);
         }
         let line = format!(
             "delivered again from its sender's outbox: {count} messages from {from} \
              (numbers {first} on), lost since the last commit"
         );
-        self.domains[receiver].log_info(&line);
+        self.slots[receiver].domain.log_info(&line);
     }
 
     /// Asks `receiver` to commit, for the copies `sender` keeps: now if it
@@ -125,97 +146,138 @@ impl Scheduler {
     /// next blocking call. A failed commit is left to the next checkpoint
     /// to report (the embedder's `checkpoint_all`); a full disk pauses it.
     fn ask_to_commit(&mut self, sender: usize, receiver: usize) {
-        if let Ok(true) = self.domains[receiver].request_checkpoint() {
+        if let Ok(true) = self.slots[receiver].domain.request_checkpoint() {
             self.acknowledge(sender, receiver);
         }
     }
 
     /// Drops from `sender`'s outbox what `receiver`'s last commit holds.
     fn acknowledge(&mut self, sender: usize, receiver: usize) {
-        let from = self.domains[sender].id();
-        let to = self.domains[receiver].id();
-        let committed = self.domains[receiver].committed_from(from);
-        self.domains[sender].outbox_mut().acknowledge(to, committed);
+        let from = self.slots[sender].domain.id();
+        let to = self.slots[receiver].domain.id();
+        let committed = self.slots[receiver].domain.committed_from(from);
+        self.slots[sender]
+            .domain
+            .outbox_mut()
+            .acknowledge(to, committed);
     }
 
     /// Tells the senders of every domain that committed since the last call
     /// what the commit holds.
     fn announce_commits(&mut self) {
-        for receiver in 0..self.domains.len() {
-            if self.domains[receiver].take_commit_notice() {
+        for receiver in 0..self.slots.len() {
+            if self.slots[receiver].domain.take_commit_notice() {
                 self.announce_commit_of(receiver);
             }
         }
     }
 
     fn announce_commit_of(&mut self, receiver: usize) {
-        let to = self.domains[receiver].id();
-        let senders: Vec<DomainId> = self.domains[receiver]
+        let to = self.slots[receiver].domain.id();
+        let senders: Vec<DomainId> = self.slots[receiver]
+            .domain
             .record()
             .accepted
             .keys()
             .copied()
             .collect();
         for from in senders {
-            if let Some(sender) = self.domains.iter().position(|domain| domain.id() == from)
+            if let Some(sender) = self.position_of_id(from)
                 && sender != receiver
-                && self.domains[sender].outbox().waiting_for(to).0 > 0
+                && self.slots[sender].domain.outbox().waiting_for(to).0 > 0
             {
                 self.acknowledge(sender, receiver);
             }
         }
     }
 
-    /// The domains, in the order they were added.
-    pub fn domains(&self) -> &[Domain] {
-        &self.domains
+    fn position(&self, name: &str) -> Option<usize> {
+        self.domains().position(|domain| domain.name() == name)
     }
 
-    /// The domains, mutably (for operator commands).
-    pub fn domains_mut(&mut self) -> &mut [Domain] {
-        &mut self.domains
+    fn position_of_id(&self, id: DomainId) -> Option<usize> {
+        self.domains().position(|domain| domain.id() == id)
+    }
+
+    /// How many domains are in the rotation (ended ones included).
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether no domain is in the rotation.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// The domains, in the order they were added.
+    pub fn domains(&self) -> impl Iterator<Item = &Domain<S>> {
+        self.slots.iter().map(|slot| &slot.domain)
+    }
+
+    /// The domains with their handles, in the order they were added.
+    pub fn iter(&self) -> impl Iterator<Item = (&H, &Domain<S>)> {
+        self.slots.iter().map(|slot| (&slot.handle, &slot.domain))
+    }
+
+    /// The domains with their handles, mutably (for operator commands).
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&H, &mut Domain<S>)> {
+        self.slots
+            .iter_mut()
+            .map(|slot| (&slot.handle, &mut slot.domain))
     }
 
     /// The domain named `name`.
-    pub fn domain(&self, name: &str) -> Option<&Domain> {
-        self.domains.iter().find(|domain| domain.name() == name)
+    pub fn domain(&self, name: &str) -> Option<&Domain<S>> {
+        self.domains().find(|domain| domain.name() == name)
     }
 
     /// The domain named `name`, mutably (for operator commands).
-    pub fn domain_mut(&mut self, name: &str) -> Option<&mut Domain> {
-        self.domains.iter_mut().find(|domain| domain.name() == name)
+    pub fn domain_mut(&mut self, name: &str) -> Option<&mut Domain<S>> {
+        let index = self.position(name)?;
+        Some(&mut self.slots[index].domain)
     }
 
-    /// Takes the domain named `name` out of the rotation.
-    pub fn remove(&mut self, name: &str) -> Option<Domain> {
-        let index = self
-            .domains
-            .iter()
-            .position(|domain| domain.name() == name)?;
-        Some(self.domains.remove(index))
+    /// The domain named `name` and its handle.
+    pub fn find(&self, name: &str) -> Option<(&H, &Domain<S>)> {
+        self.iter().find(|(_, domain)| domain.name() == name)
     }
 
-    /// Takes the domains out (to reopen their storage, for instance).
-    pub fn into_domains(self) -> Vec<Domain> {
-        self.domains
+    /// Takes the domain named `name` out of the rotation, with its handle.
+    pub fn remove(&mut self, name: &str) -> Option<(H, Domain<S>)> {
+        let index = self.position(name)?;
+        let slot = self.slots.remove(index);
+        Some((slot.handle, slot.domain))
     }
 
-    /// Gives every runnable domain one slice. Returns what ended.
-    pub fn run_round(&mut self) -> Vec<SchedulerEvent> {
+    /// Takes the domains out with their handles (to reopen their storage,
+    /// for instance).
+    pub fn into_domains(self) -> Vec<(H, Domain<S>)> {
+        self.slots
+            .into_iter()
+            .map(|slot| (slot.handle, slot.domain))
+            .collect()
+    }
+
+    /// Gives every runnable domain one slice. Returns what halted or paused.
+    pub fn run_round(&mut self) -> Vec<SchedulerEvent<H>>
+    where
+        H: Clone,
+    {
         let mut events = Vec::new();
         // Commits made outside a slice (checkpoints, operator commands).
         self.announce_commits();
-        for index in 0..self.domains.len() {
-            if self.domains[index].wake() != Wake::Now {
+        for index in 0..self.slots.len() {
+            if self.slots[index].domain.wake() != Wake::Now {
                 continue;
             }
-            let outcome = self.domains[index].run(self.fuel_slice);
-            if self.domains[index].take_commit_notice() {
+            let outcome = self.slots[index].domain.run(self.fuel_slice);
+            if self.slots[index].domain.take_commit_notice() {
                 self.announce_commit_of(index);
             }
-            if let Some(reason) = self.domains[index].pause_reason() {
+            if let Some(reason) = self.slots[index].domain.pause_reason() {
                 events.push(SchedulerEvent::Paused {
-                    name: self.domains[index].name().into(),
+                    handle: self.slots[index].handle.clone(),
+                    name: self.slots[index].domain.name().into(),
                     reason,
                 });
             }
@@ -223,10 +285,11 @@ impl Scheduler {
                 RunOutcome::Preempted | RunOutcome::Waiting => {}
                 RunOutcome::Send { target, message } => {
                     let status = self.deliver(index, &target, message);
-                    self.domains[index].reply_to_send(status);
+                    self.slots[index].domain.reply_to_send(status);
                 }
-                RunOutcome::Ended(status) => events.push(SchedulerEvent::Ended {
-                    name: self.domains[index].name().into(),
+                RunOutcome::Halted(status) => events.push(SchedulerEvent::Halted {
+                    handle: self.slots[index].handle.clone(),
+                    name: self.slots[index].domain.name().into(),
                     status,
                 }),
             }
@@ -245,38 +308,34 @@ impl Scheduler {
     /// receiver commits, which it is asked to do halfway there.
     fn deliver(&mut self, sender: usize, target: &[u8], bytes: Vec<u8>) -> StatusCode {
         let by_name = self
-            .domains
-            .iter()
+            .domains()
             .position(|domain| domain.name().as_bytes() == target);
-        let by_id = || {
-            let id = parse_id(target)?;
-            self.domains.iter().position(|domain| domain.id() == id)
-        };
+        let by_id = || self.position_of_id(parse_id(target)?);
         let receiver = match by_name.or_else(by_id) {
-            Some(receiver) if self.domains[receiver].wake() != Wake::Never => receiver,
+            Some(receiver) if self.slots[receiver].domain.wake() != Wake::Never => receiver,
             _ => return StatusCode::NoSuchDomain,
         };
-        let from = self.domains[sender].id();
-        let to = self.domains[receiver].id();
-        let sequence = self.domains[sender].next_sequence_to(to);
+        let from = self.slots[sender].domain.id();
+        let to = self.slots[receiver].domain.id();
+        let sequence = self.slots[sender].domain.next_sequence_to(to);
         if sender == receiver {
             // One commit holds both the count and the mailbox: no copy.
-            let status = self.domains[receiver].accept_numbered(
+            let status = self.slots[receiver].domain.accept_numbered(
                 MailboxMessage { from, bytes },
                 sequence,
                 false,
             );
             if status == StatusCode::Ok {
-                self.domains[sender].note_accepted(to, sequence);
+                self.slots[sender].domain.note_accepted(to, sequence);
             }
             return status;
         }
         // Messages a power cut took from the receiver go first, in order.
-        if self.domains[receiver].accepted_from(from) < sequence - 1 {
+        if self.slots[receiver].domain.accepted_from(from) < sequence - 1 {
             self.redeliver_between(sender, receiver);
         }
         self.acknowledge(sender, receiver);
-        let (waiting, waiting_bytes) = self.domains[sender].outbox().waiting_for(to);
+        let (waiting, waiting_bytes) = self.slots[sender].domain.outbox().waiting_for(to);
         let bytes_with_this = waiting_bytes.saturating_add(bytes.len());
         if waiting >= MAX_OUTBOX_MESSAGES || bytes_with_this > MAX_OUTBOX_BYTES {
             self.ask_to_commit(sender, receiver);
@@ -286,13 +345,18 @@ impl Scheduler {
             from,
             bytes: bytes.clone(),
         };
-        let status = self.domains[receiver].accept_numbered(message, sequence, false);
+        let status = self.slots[receiver]
+            .domain
+            .accept_numbered(message, sequence, false);
         if status != StatusCode::Ok {
             return status;
         }
-        self.domains[sender].note_accepted(to, sequence);
-        if sequence > self.domains[receiver].committed_from(from) {
-            self.domains[sender].outbox_mut().push(to, sequence, bytes);
+        self.slots[sender].domain.note_accepted(to, sequence);
+        if sequence > self.slots[receiver].domain.committed_from(from) {
+            self.slots[sender]
+                .domain
+                .outbox_mut()
+                .push(to, sequence, bytes);
             if waiting + 1 >= MAX_OUTBOX_MESSAGES / 2 || bytes_with_this >= MAX_OUTBOX_BYTES / 2 {
                 self.ask_to_commit(sender, receiver);
             }
@@ -304,7 +368,7 @@ impl Scheduler {
     /// messages nobody can send.
     pub fn next_wake(&self) -> Option<Wake> {
         let mut earliest: Option<u64> = None;
-        for domain in &self.domains {
+        for domain in self.domains() {
             match domain.wake() {
                 Wake::Now => return Some(Wake::Now),
                 Wake::At(time) => earliest = Some(earliest.map_or(time, |other| other.min(time))),
@@ -316,17 +380,16 @@ impl Scheduler {
 
     /// Whether every domain has ended.
     pub fn is_finished(&self) -> bool {
-        self.domains
-            .iter()
-            .all(|domain| domain.wake() == Wake::Never)
+        self.domains().all(|domain| domain.wake() == Wake::Never)
     }
 
     /// Asks every domain for a checkpoint. Domains at a safe point commit now
     /// (`Ok(true)`); domains mid-computation commit at their next blocking call.
     /// Paused domains are left out: their commit waits for a resume.
     pub fn checkpoint_all(&mut self) -> Vec<(String, Result<bool, Error>)> {
-        self.domains
+        self.slots
             .iter_mut()
+            .map(|slot| &mut slot.domain)
             .filter(|domain| domain.pause_reason().is_none())
             .map(|domain| (String::from(domain.name()), domain.request_checkpoint()))
             .collect()

@@ -9,10 +9,10 @@ use crate::blocking::BlockingCall;
 use crate::domain::Domain;
 use crate::error::Error;
 use crate::memory_backing::{PAGE_BYTES, module_fingerprint};
-use crate::storage::{BlockingImport, Commit, DomainStatus, GlobalValue, SavedGlobal};
+use crate::storage::{BlockingImport, Commit, DomainStatus, GlobalValue, SavedGlobal, Storage};
 
 /// Commits the domain as it is now, with `status`.
-pub fn commit(domain: &mut Domain, status: DomainStatus) -> Result<(), Error> {
+pub fn commit<S: Storage>(domain: &mut Domain<S>, status: DomainStatus) -> Result<(), Error> {
     let state = domain.store.data();
     let suspension = state.suspension.clone();
     // Globals matter only to a suspended stack: without one the module
@@ -40,7 +40,7 @@ pub fn commit(domain: &mut Domain, status: DomainStatus) -> Result<(), Error> {
     // (status, mailbox) still is, over the last good memory.
     let is_memory_trusted = domain.backing.failure().is_none();
     if is_memory_trusted {
-        domain.backing.before_commit(&mut *domain.storage)?;
+        domain.backing.before_commit(&mut domain.storage)?;
     }
     let memory = domain.memory.data(&domain.store);
     let dirty = if is_memory_trusted {
@@ -65,7 +65,7 @@ pub fn commit(domain: &mut Domain, status: DomainStatus) -> Result<(), Error> {
     // Blocks a pager keeps for page-outs are free space too: a disk is full
     // only when the commit fails without them.
     if matches!(result, Err(Error::DiskFull { .. }))
-        && domain.backing.release_reserve(&mut *domain.storage) > 0
+        && domain.backing.release_reserve(&mut domain.storage) > 0
     {
         result = domain.storage.commit(&commit);
     }
@@ -74,12 +74,12 @@ pub fn commit(domain: &mut Domain, status: DomainStatus) -> Result<(), Error> {
     domain.record = record;
     domain.is_commit_unannounced = true;
     if is_memory_trusted {
-        domain.backing.after_commit(&mut *domain.storage)?;
+        domain.backing.after_commit(&mut domain.storage)?;
     }
     Ok(())
 }
 
-fn saved_globals(domain: &Domain) -> Vec<SavedGlobal> {
+fn saved_globals<S: Storage>(domain: &Domain<S>) -> Vec<SavedGlobal> {
     let mut globals = Vec::new();
     for (index, name) in &domain.global_exports {
         let Some(global) = domain.instance.get_global(&domain.store, name) else {
@@ -106,7 +106,7 @@ fn saved_globals(domain: &Domain) -> Vec<SavedGlobal> {
 }
 
 /// Lays the committed memory, globals and suspension over a fresh instance.
-pub fn restore(domain: &mut Domain) -> Result<(), Error> {
+pub fn restore<S: Storage>(domain: &mut Domain<S>) -> Result<(), Error> {
     let record = domain.record.clone();
     if let Some(suspension) = &record.suspension {
         if suspension.module_fingerprint != module_fingerprint(&record.module) {
@@ -132,7 +132,7 @@ pub fn restore(domain: &mut Domain) -> Result<(), Error> {
     // everything, then copy the stored pages.
     let is_lazy = domain
         .backing
-        .restore_lazily(domain.memory.data(&domain.store), &mut *domain.storage)?;
+        .restore_lazily(domain.memory.data(&domain.store), &mut domain.storage)?;
     if is_lazy {
         return finish_restore(domain, &record);
     }
@@ -172,7 +172,10 @@ pub fn restore(domain: &mut Domain) -> Result<(), Error> {
 }
 
 /// Globals and the suspension, once memory reads as the image.
-fn finish_restore(domain: &mut Domain, record: &crate::storage::DomainRecord) -> Result<(), Error> {
+fn finish_restore<S: Storage>(
+    domain: &mut Domain<S>,
+    record: &crate::storage::DomainRecord,
+) -> Result<(), Error> {
     if record.suspension.is_some() {
         restore_globals(domain, &record.globals)?;
     }
@@ -185,7 +188,10 @@ fn finish_restore(domain: &mut Domain, record: &crate::storage::DomainRecord) ->
     Ok(())
 }
 
-fn restore_globals(domain: &mut Domain, globals: &[SavedGlobal]) -> Result<(), Error> {
+fn restore_globals<S: Storage>(
+    domain: &mut Domain<S>,
+    globals: &[SavedGlobal],
+) -> Result<(), Error> {
     for saved in globals {
         let export = domain
             .global_exports

@@ -223,10 +223,31 @@ pub trait Storage: Send {
     fn pager(&mut self) -> Option<&mut dyn PagerStorage> {
         None
     }
-    /// The persist image underneath, for code that knows its device type
-    /// (the kernel's migration downcasts it to `Image<VirtioDisk>`).
-    fn image_mut(&mut self) -> Option<&mut dyn core::any::Any> {
-        None
+}
+
+/// A boxed storage is a storage, so that [`crate::Domain`]'s default,
+/// `Domain<Box<dyn Storage>>`, holds any kind behind one type (tests, the
+/// host runner); an embedder that needs its own storage back names it
+/// (`Domain<PersistStorage<Disk>>`) and reaches it through
+/// [`crate::Domain::storage_mut`].
+impl<S: Storage + ?Sized> Storage for Box<S> {
+    fn load(&mut self) -> Result<DomainRecord, Error> {
+        (**self).load()
+    }
+    fn read_page(&mut self, page_index: u64, page: &mut [u8; PAGE_BYTES]) -> Result<(), Error> {
+        (**self).read_page(page_index, page)
+    }
+    fn stored_pages(&mut self) -> Result<Vec<u64>, Error> {
+        (**self).stored_pages()
+    }
+    fn commit(&mut self, commit: &Commit<'_>) -> Result<(), Error> {
+        (**self).commit(commit)
+    }
+    fn stored_page_count(&self) -> Option<u64> {
+        (**self).stored_page_count()
+    }
+    fn pager(&mut self) -> Option<&mut dyn PagerStorage> {
+        (**self).pager()
     }
 }
 

@@ -8,8 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use common::*;
 use vm::persist::{Image, MemoryDevice, NewDomain};
 use vm::{
-    Commit, DomainRecord, DomainStatus, Error, HashedHeapBacking, MemoryBacking, MemoryStorage,
-    PAGE_BYTES, PauseReason, PersistStorage, Scheduler, SchedulerEvent, Storage, Wake, new_engine,
+    Commit, Domain, DomainRecord, DomainStatus, Error, HashedHeapBacking, MemoryBacking,
+    MemoryStorage, PAGE_BYTES, PauseReason, PersistStorage, Scheduler, SchedulerEvent, Storage,
+    Wake, new_engine,
 };
 
 /// Forever: grows its memory by one wasm page, writes every 4 KiB page of it
@@ -38,18 +39,40 @@ const BUSY: &str = r#"(module
 
 /// A 1 MiB image (256 blocks) holding DISKFILL.
 fn small_image(blocks: u64) -> Image<MemoryDevice> {
-    let module = wasm(DISKFILL);
+    image_of(blocks, 7, "diskfill", DISKFILL, 64)
+}
+
+/// An image of `blocks` blocks holding domain `name` running `wat`.
+fn image_of(blocks: u64, id: u128, name: &str, wat: &str, max_pages: u64) -> Image<MemoryDevice> {
+    let module = wasm(wat);
     Image::create(
         MemoryDevice::new(blocks),
         NewDomain {
-            id: vm::DomainId(7),
-            name: "diskfill",
+            id: vm::DomainId(id),
+            name,
             module: &module,
             memory_pages: 1,
-            memory_max_pages: 64,
+            memory_max_pages: max_pages,
             args: Vec::new(),
             env: Vec::new(),
         },
+    )
+    .unwrap()
+}
+
+/// A domain whose storage is the image itself, as the kernel holds its own:
+/// the test reaches the image through the typed storage, with no downcast.
+fn open_image(
+    engine: &vm::wasmi::Engine,
+    platform: &Arc<TestPlatform>,
+    image: Image<MemoryDevice>,
+) -> Domain<PersistStorage<MemoryDevice>> {
+    Domain::open_compiled(
+        engine,
+        platform.clone(),
+        PersistStorage::new(image),
+        Box::new(HashedHeapBacking::new()),
+        None,
     )
     .unwrap()
 }
@@ -58,13 +81,11 @@ fn small_image(blocks: u64) -> Image<MemoryDevice> {
 fn a_full_disk_pauses_the_domain_keeps_its_last_commit_and_spares_the_others() {
     let engine = new_engine();
     let platform = TestPlatform::new();
-    let storage = PersistStorage::new(small_image(256));
-    let diskfill = open_with(&engine, &platform, Box::new(storage)).unwrap();
+    let diskfill = open_image(&engine, &platform, small_image(256));
+    let busy = open_image(&engine, &platform, image_of(1024, 1, "busy", BUSY, 1));
     let mut scheduler = Scheduler::new(10_000);
-    scheduler.add(diskfill).unwrap();
-    scheduler
-        .add(open(&engine, &platform, "busy", 1, BUSY).unwrap())
-        .unwrap();
+    scheduler.add(diskfill, "diskfill handle").unwrap();
+    scheduler.add(busy, "busy handle").unwrap();
     let mut events = Vec::new();
     for _ in 0..2_000 {
         events.extend(scheduler.run_round());
@@ -74,6 +95,7 @@ fn a_full_disk_pauses_the_domain_keeps_its_last_commit_and_spares_the_others() {
     assert_eq!(
         events,
         [SchedulerEvent::Paused {
+            handle: "diskfill handle",
             name: "diskfill".into(),
             reason: PauseReason::DiskFull
         }]
@@ -114,19 +136,10 @@ fn a_full_disk_pauses_the_domain_keeps_its_last_commit_and_spares_the_others() {
 
     // The image holds the last commit, whole: it verifies, and a reopened
     // domain has every page the committed rounds wrote.
-    let image = diskfill
-        .image_mut()
-        .and_then(|image| image.downcast_mut::<Image<MemoryDevice>>())
-        .unwrap();
-    image.verify().unwrap();
-    let device = scheduler
-        .remove("diskfill")
-        .unwrap()
-        .into_storage()
-        .image_mut()
-        .and_then(|image| image.downcast_mut::<Image<MemoryDevice>>())
-        .map(|image| image.device().clone())
-        .unwrap();
+    diskfill.storage_mut().image_mut().verify().unwrap();
+    let (handle, diskfill) = scheduler.remove("diskfill").unwrap();
+    assert_eq!(handle, "diskfill handle");
+    let device = diskfill.into_storage().into_image().device().clone();
     let reopened = Image::open(device).unwrap();
     let domain = open_with(&engine, &platform, Box::new(PersistStorage::new(reopened))).unwrap();
     assert_eq!(domain.record().memory_pages, committed_pages);

@@ -146,7 +146,7 @@ fn sleep_waits_for_the_clock() {
     platform.advance_ns(1_000_000);
     assert_eq!(
         domain.run(10_000),
-        RunOutcome::Ended(DomainStatus::Exited(0))
+        RunOutcome::Halted(DomainStatus::Exited(0))
     );
     assert_eq!(&domain.memory_bytes()[32..40], &50_000_000u64.to_le_bytes());
 }
@@ -164,7 +164,7 @@ fn yield_gives_way_once() {
     assert_eq!(domain.wake(), vm::Wake::Now);
     assert_eq!(
         domain.run(10_000),
-        RunOutcome::Ended(DomainStatus::Exited(0))
+        RunOutcome::Halted(DomainStatus::Exited(0))
     );
 }
 
@@ -183,7 +183,7 @@ fn checkpoint_commits_and_returns_ok() {
     assert_eq!(domain.record().commits, 2);
     assert_eq!(
         domain.run(10_000),
-        RunOutcome::Ended(DomainStatus::Exited(0))
+        RunOutcome::Halted(DomainStatus::Exited(0))
     );
     assert_eq!(&domain.memory_bytes()[36..40], &0i32.to_le_bytes());
 }
@@ -213,10 +213,10 @@ fn send_and_recv_carry_a_message_and_its_sender() {
     );
     let mut scheduler = Scheduler::new(10_000);
     scheduler
-        .add(open(&engine, &platform, "kv", 2, &receiver).unwrap())
+        .add(open(&engine, &platform, "kv", 2, &receiver).unwrap(), ())
         .unwrap();
     scheduler
-        .add(open(&engine, &platform, "client", 3, &sender).unwrap())
+        .add(open(&engine, &platform, "client", 3, &sender).unwrap(), ())
         .unwrap();
     run_rounds(&mut scheduler, &platform, 10);
     assert!(scheduler.is_finished());
@@ -266,7 +266,7 @@ fn recv_times_out_and_reports_small_buffers() {
     });
     assert_eq!(
         domain.run(10_000),
-        RunOutcome::Ended(DomainStatus::Exited(0))
+        RunOutcome::Halted(DomainStatus::Exited(0))
     );
     assert_eq!(
         &domain.memory_bytes()[32..36],
@@ -464,7 +464,7 @@ fn poll_oneoff_sleeps_on_a_clock_subscription_and_sched_yield_yields() {
     platform.advance_ns(20_000_000);
     assert_eq!(
         domain.run(10_000),
-        RunOutcome::Ended(DomainStatus::Exited(0))
+        RunOutcome::Halted(DomainStatus::Exited(0))
     );
     let memory = domain.memory_bytes();
     assert_eq!(&memory[32..40], &[0, 0, 0, 0, 0, 0, 0, 0]);

@@ -55,11 +55,11 @@ fn each_trap_ends_its_domain_only_and_names_the_cause() {
     ];
     let mut scheduler = Scheduler::new(10_000);
     scheduler
-        .add(open(&engine, &platform, "busy", 100, BUSY).unwrap())
+        .add(open(&engine, &platform, "busy", 100, BUSY).unwrap(), ())
         .unwrap();
     for (index, (name, body, _)) in cases.iter().enumerate() {
         let domain = open(&engine, &platform, name, index as u8 + 1, &trapping(body)).unwrap();
-        scheduler.add(domain).unwrap();
+        scheduler.add(domain, ()).unwrap();
     }
     run_rounds(&mut scheduler, &platform, 200);
     for (name, _, expected) in cases {
@@ -125,10 +125,10 @@ fn two_busy_domains_get_fuel_within_ten_percent() {
     let platform = TestPlatform::new();
     let mut scheduler = Scheduler::new(10_000);
     scheduler
-        .add(open(&engine, &platform, "a", 1, BUSY).unwrap())
+        .add(open(&engine, &platform, "a", 1, BUSY).unwrap(), ())
         .unwrap();
     scheduler
-        .add(open(&engine, &platform, "b", 2, BUSY).unwrap())
+        .add(open(&engine, &platform, "b", 2, BUSY).unwrap(), ())
         .unwrap();
     run_rounds(&mut scheduler, &platform, 50);
     let a = scheduler.domain("a").unwrap().fuel_used() as f64;
@@ -151,7 +151,7 @@ fn a_bulk_instruction_costing_more_than_a_slice_still_completes() {
     let mut domain = open(&engine, &platform, "filler", 1, wat).expect("domain opens");
     let mut status = None;
     for _ in 0..1_000 {
-        if let vm::RunOutcome::Ended(ended) = domain.run(1_000) {
+        if let vm::RunOutcome::Halted(ended) = domain.run(1_000) {
             status = Some(ended);
             break;
         }

@@ -136,8 +136,8 @@ fn every_message_arrives_exactly_once_across_power_cuts() {
             if accepted > sent {
                 resends_seen += 1;
             }
-            scheduler.add(sender).unwrap();
-            scheduler.add(sink).unwrap();
+            scheduler.add(sender, ()).unwrap();
+            scheduler.add(sink, ()).unwrap();
             if cuts == 40 {
                 // Enough: run to the end and shut down cleanly.
                 run_rounds(&mut scheduler, &platform, 2_000);
@@ -260,16 +260,16 @@ fn a_message_the_receiver_lost_comes_again_from_the_senders_outbox() {
     let sink_spec = (2, "sink", SINK);
     let mut scheduler = Scheduler::new(1_000_000);
     scheduler
-        .add(open_domain(
-            &engine,
-            &platform,
-            &disks[0],
-            sender_spec,
-            true,
-        ))
+        .add(
+            open_domain(&engine, &platform, &disks[0], sender_spec, true),
+            (),
+        )
         .unwrap();
     scheduler
-        .add(open_domain(&engine, &platform, &disks[1], sink_spec, true))
+        .add(
+            open_domain(&engine, &platform, &disks[1], sink_spec, true),
+            (),
+        )
         .unwrap();
     // Sends and commits all 300 (one a round, a commit every seventh),
     // while the sink commits only when its senders' copies pile up.
@@ -291,8 +291,8 @@ fn a_message_the_receiver_lost_comes_again_from_the_senders_outbox() {
     let lost = arrivals(&sink).iter().filter(|&&count| count == 0).count();
     assert!(lost > 0, "the sink lost nothing");
     let mut scheduler = Scheduler::new(1_000_000);
-    scheduler.add(sender).unwrap();
-    scheduler.add(sink).unwrap();
+    scheduler.add(sender, ()).unwrap();
+    scheduler.add(sink, ()).unwrap();
     run_rounds(&mut scheduler, &platform, 50);
     assert_eq!(scheduler.settle_outbox("sender"), Ok(true));
     let sink = scheduler.domain("sink").unwrap();
@@ -354,8 +354,8 @@ fn a_receiver_that_cannot_commit_stops_its_senders_at_a_full_outbox() {
     let sink = open_with(&engine, &platform, Box::new(storage)).unwrap();
     let flooder = open(&engine, &platform, "flooder", 1, FLOODER).unwrap();
     let mut scheduler = Scheduler::new(100_000);
-    scheduler.add(flooder).unwrap();
-    scheduler.add(sink).unwrap();
+    scheduler.add(flooder, ()).unwrap();
+    scheduler.add(sink, ()).unwrap();
     run_rounds(&mut scheduler, &platform, 100);
     failing.store(true, Ordering::Relaxed);
     // The sink takes every message but cannot commit: its sender keeps

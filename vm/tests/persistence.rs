@@ -120,7 +120,7 @@ fn a_domain_paused_for_migration_commits_running_and_resumes_mid_loop() {
     let mut domain = open(&engine, &platform, "counter", 1, COUNTER).unwrap();
     run_sleeps(&mut domain, &platform, 3);
     assert_eq!(
-        domain.pause_for_migration(),
+        domain.hold_for_migration(),
         Ok(true),
         "asleep: a safe point"
     );
@@ -391,7 +391,7 @@ fn checkpoint_unwinds_commits_and_returns_ok_also_after_a_restart() {
     let committed = shared.0.lock().unwrap().clone();
     assert_eq!(
         domain.run(100_000),
-        RunOutcome::Ended(DomainStatus::Exited(0))
+        RunOutcome::Halted(DomainStatus::Exited(0))
     );
     assert_eq!(&domain.memory_bytes()[32..36], &0i32.to_le_bytes());
     // After a crash right after the commit, the call returns OK as well.
@@ -399,7 +399,7 @@ fn checkpoint_unwinds_commits_and_returns_ok_also_after_a_restart() {
     assert_eq!(&domain.memory_bytes()[32..36], &77i32.to_le_bytes());
     assert_eq!(
         domain.run(100_000),
-        RunOutcome::Ended(DomainStatus::Exited(0))
+        RunOutcome::Halted(DomainStatus::Exited(0))
     );
     assert_eq!(&domain.memory_bytes()[32..36], &0i32.to_le_bytes());
 }

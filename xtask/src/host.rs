@@ -93,11 +93,11 @@ pub fn run_images(args: &RunArgs) -> Result<()> {
             let status = describe(&domain.status());
             eprintln!("[host] {} is not running: {status}", domain.name());
         }
-        if let Err(error) = scheduler.add(domain) {
+        if let Err(error) = scheduler.add(domain, ()) {
             eprintln!("[host] {}: {error}", path.display());
         }
     }
-    if scheduler.domains().is_empty() {
+    if scheduler.is_empty() {
         bail!("no domain could be started");
     }
     let checkpoint_every = Duration::from_millis(args.checkpoint_ms);
@@ -110,10 +110,10 @@ pub fn run_images(args: &RunArgs) -> Result<()> {
         }
         for event in scheduler.run_round() {
             match event {
-                SchedulerEvent::Ended { name, status } => {
+                SchedulerEvent::Halted { name, status, .. } => {
                     eprintln!("[host] {name} {}", describe(&status));
                 }
-                SchedulerEvent::Paused { name, reason } => report_pause(&name, &reason),
+                SchedulerEvent::Paused { name, reason, .. } => report_pause(&name, &reason),
             }
         }
         if scheduler.is_finished() {
@@ -157,7 +157,6 @@ fn shut_down(scheduler: &mut Scheduler) {
     while Instant::now() < deadline {
         let pending: Vec<String> = scheduler
             .domains()
-            .iter()
             .filter(|domain| domain.is_checkpoint_pending())
             .map(|domain| domain.name().to_string())
             .collect();

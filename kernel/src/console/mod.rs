@@ -3,6 +3,7 @@
 //! The console never blocks: `Console::poll` takes whatever input is waiting,
 //! so the main loop can run domains between keystrokes.
 
+use alloc::format;
 use alloc::string::String;
 use core::sync::atomic::Ordering;
 
@@ -10,7 +11,7 @@ use crate::arch::{acpi, timer};
 use crate::boot_info::BootInfo;
 use crate::diagnostics::disk_bench;
 use crate::diagnostics::nettest;
-use crate::domains::Domains;
+use crate::domains::{CommitTiming, Domains, Row, Started, Summary};
 use crate::drivers::virtio_net::MacAddress;
 use crate::drivers::{serial, virtio_blk};
 use crate::memory::{frames, heap};
@@ -216,21 +217,67 @@ fn report(result: Result<String, String>) {
     }
 }
 
+/// An operation's answer: its success line, or `error: ` and why.
+fn answer<T, E: core::fmt::Display>(result: Result<T, E>, say: impl FnOnce(T) -> String) {
+    match result {
+        Ok(value) => println!("{}", say(value)),
+        Err(error) => println!("error: {error}"),
+    }
+}
+
 fn ps(context: &mut Context<'_>, _arguments: &str) {
-    for line in context.domains.table() {
-        println!("{line}");
+    println!(
+        "{:<12} {:<8} {:<5} {:<20} {:>9} {:>7} {:>8} {:>14}",
+        "NAME", "ID", "DISK", "STATUS", "RESIDENT", "STORED", "COMMITS", "FUEL"
+    );
+    for row in context.domains.rows() {
+        println!("{}", ps_line(&row));
+    }
+}
+
+/// One `ps` line: a domain with its figures, or a parked copy or refused
+/// disk with what is known of it.
+fn ps_line(row: &Row) -> String {
+    let name = if row.name.is_empty() { "-" } else { &row.name };
+    let id = row
+        .id_prefix
+        .map_or_else(|| String::from("-"), |id| format!("{id:08x}"));
+    let status = format!("{}", row.state);
+    match &row.usage {
+        Some(usage) => format!(
+            "{:<12} {:<8} {:<5} {:<20} {:>9} {:>7} {:>8} {:>14}",
+            name,
+            id,
+            row.disk_index,
+            status,
+            usage.resident_pages,
+            usage
+                .stored_pages
+                .map_or_else(|| String::from("-"), |pages| format!("{pages}")),
+            usage.commits,
+            usage.fuel_used
+        ),
+        None => format!(
+            "{:<12} {:<8} {:<5} {:<20}",
+            name, id, row.disk_index, status
+        ),
     }
 }
 
 fn stop(context: &mut Context<'_>, arguments: &str) {
     if let Some(name) = one_name("stop", arguments) {
-        report(context.domains.stop(name));
+        answer(context.domains.stop(name), |()| {
+            format!("{name}: stopped (state committed)")
+        });
     }
 }
 
 fn start(context: &mut Context<'_>, arguments: &str) {
     if let Some(name) = one_name("start", arguments) {
-        report(context.domains.start(name));
+        answer(context.domains.start(name), |started| match started {
+            Started::Resumed => format!("{name}: started"),
+            Started::Unpaused => format!("{name}: committed and running again"),
+        });
     }
 }
 
@@ -245,17 +292,43 @@ fn spawn(context: &mut Context<'_>, arguments: &str) {
         }
         return;
     };
-    report(context.domains.spawn(app, name));
+    answer(context.domains.spawn(app, name), |spawned| {
+        let mut text = format!(
+            "{}: spawned from {} on disk {}",
+            spawned.name, spawned.app, spawned.disk_index
+        );
+        if let Some(small) = spawned.small_disk {
+            text.push_str(&format!(
+                "\nnote: disk {} has {} MiB, less than the {} MiB a commit of all of \
+                 {}'s memory may need; {} pauses if the disk fills",
+                spawned.disk_index, small.disk_mib, small.wanted_mib, spawned.name, spawned.name
+            ));
+        }
+        text
+    });
 }
 
 fn checkpoint(context: &mut Context<'_>, arguments: &str) {
-    let name = arguments.split_whitespace().next();
-    report(context.domains.checkpoint(name));
+    let Some(name) = arguments.split_whitespace().next() else {
+        let report = context.domains.checkpoint_every_domain();
+        println!(
+            "{} of {} domains committed now, the others at their next safe point",
+            report.committed, report.asked
+        );
+        for (name, error) in &report.failures {
+            println!("{name}: checkpoint failed: {error}");
+        }
+        return;
+    };
+    answer(context.domains.checkpoint(name), |timing| match timing {
+        CommitTiming::Now => format!("{name}: committed"),
+        CommitTiming::AtNextSafePoint => format!("{name}: will commit at its next safe point"),
+    });
 }
 
 fn kill(context: &mut Context<'_>, arguments: &str) {
     if let Some(name) = one_name("kill", arguments) {
-        report(context.domains.kill(name));
+        answer(context.domains.kill(name), |()| format!("{name}: killed"));
     }
 }
 
@@ -269,9 +342,23 @@ fn migrate(context: &mut Context<'_>, arguments: &str) {
 }
 
 fn stats(context: &mut Context<'_>, arguments: &str) {
-    println!("{}", context.domains.summary());
+    println!("{}", summary_line(&context.domains.summary()));
     uptime(context, arguments);
     mem(context, arguments);
+}
+
+fn summary_line(summary: &Summary) -> String {
+    format!(
+        "domains: {} running, {} ended, {} stopped, {} paused; spare disks: {}; fuel used: {}; \
+         checkpoint every {} ms",
+        summary.running,
+        summary.ended,
+        summary.stopped,
+        summary.paused,
+        summary.spares,
+        summary.fuel_used,
+        summary.checkpoint_interval_ms
+    )
 }
 
 const KIB: u64 = 1024;

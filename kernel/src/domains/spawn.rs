@@ -7,19 +7,44 @@
 //! the domain; from then on the disk is a domain image like any other, so
 //! the domain resumes from it after a reboot.
 
-use alloc::format;
+use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use persist::archive::Archive;
+use persist::archive::{Archive, Entry as ArchiveEntry};
 use persist::{BLOCK_SIZE, BlockDevice, Image, MAX_NAME_LEN, NewDomain};
 use vm::Platform;
 
-use super::{Domains, check_heap_room};
+use super::{DomainError, Domains, check_heap_room};
 use crate::drivers::virtio_blk::VirtioDisk;
 use crate::println;
 
 const MIB: u64 = 1024 * 1024;
+
+/// What `spawn` made.
+#[derive(Debug, Clone)]
+pub struct Spawned {
+    pub name: String,
+    pub app: String,
+    pub disk_index: usize,
+    /// Set when the disk is smaller than a commit of all the domain's
+    /// memory may need: it pauses if the disk fills.
+    pub small_disk: Option<SmallDisk>,
+}
+
+/// What `spawn` found in its checks.
+struct SpawnPlan {
+    entry: ArchiveEntry,
+    disk_index: usize,
+    disk_blocks: u64,
+}
+
+/// A spare smaller than the default image size for an app.
+#[derive(Debug, Clone, Copy)]
+pub struct SmallDisk {
+    pub disk_mib: u64,
+    pub wanted_mib: u64,
+}
 
 impl Domains {
     /// Keeps the apps archive found on disk `disk_index` for `spawn`, or
@@ -61,78 +86,79 @@ impl Domains {
         })
     }
 
-    /// Whether any domain here is called `name`: running, stopped, paused,
-    /// moved away or a parked incoming copy.
-    fn has_name(&self, name: &str) -> bool {
-        self.scheduler.domain(name).is_some()
-            || self
-                .stopped
-                .iter()
-                .chain(&self.paused)
-                .chain(&self.moved)
-                .any(|entry| entry.domain.name() == name)
-            || self
-                .parked
-                .iter()
-                .any(|parked| parked.image.metadata().name == name)
+    /// Every check `spawn` makes before it takes the spare: the app is in
+    /// the archive and fits a domain and the heap, the name is free, and
+    /// the first spare can hold an image.
+    fn check_spawn(&self, app: &str, name: &str) -> Result<SpawnPlan, DomainError> {
+        let Some(archive) = &self.archive else {
+            return Err(DomainError::NoArchive);
+        };
+        let Some(entry) = archive.find(app).cloned() else {
+            return Err(DomainError::NoSuchApp {
+                app: app.into(),
+                apps: self.app_names().join(", "),
+            });
+        };
+        if name.len() > MAX_NAME_LEN {
+            return Err(DomainError::NameTooLong {
+                max_bytes: MAX_NAME_LEN,
+            });
+        }
+        if self.table.find(name).is_some() {
+            return Err(DomainError::NameTaken {
+                name: name.into(),
+                app: app.into(),
+            });
+        }
+        if entry.len_bytes > vm::MAX_MODULE_BYTES as u64 {
+            return Err(DomainError::ModuleTooLarge {
+                app: app.into(),
+                len_bytes: entry.len_bytes,
+            });
+        }
+        check_heap_room(entry.len_bytes).map_err(|reason| DomainError::AppTooLarge {
+            app: app.into(),
+            reason: Box::new(reason),
+        })?;
+        let Some(spare) = self.spares.first() else {
+            return Err(DomainError::NoSpare);
+        };
+        let disk_index = spare.info().index;
+        let disk_blocks = spare.block_count();
+        if !(persist::MIN_IMAGE_BLOCKS..=persist::MAX_IMAGE_BLOCKS).contains(&disk_blocks) {
+            return Err(DomainError::SpareSize {
+                disk_index,
+                blocks: disk_blocks,
+                min_blocks: persist::MIN_IMAGE_BLOCKS,
+                max_blocks: persist::MAX_IMAGE_BLOCKS,
+            });
+        }
+        Ok(SpawnPlan {
+            entry,
+            disk_index,
+            disk_blocks,
+        })
     }
 
     /// `spawn APP [NAME]`: formats the first spare disk as a new image of
     /// app `app` from the archive, named `name` (default: the app's name),
     /// and runs it. Every check that can fail comes before the spare is
     /// taken, so a refused spawn leaves the spare a spare.
-    pub fn spawn(&mut self, app: &str, name: Option<&str>) -> Result<String, String> {
+    pub fn spawn(&mut self, app: &str, name: Option<&str>) -> Result<Spawned, DomainError> {
         let name = name.unwrap_or(app);
-        let Some(archive) = &self.archive else {
-            return Err(String::from(
-                "no apps archive disk (`cargo xtask run` attaches one; \
-                 `cargo xtask app archive` builds it)",
-            ));
-        };
-        let Some(entry) = archive.find(app).cloned() else {
-            return Err(format!(
-                "no app '{app}' in the apps archive; it holds: {}",
-                self.app_names().join(", ")
-            ));
-        };
-        if name.len() > MAX_NAME_LEN {
-            return Err(format!("a name is at most {MAX_NAME_LEN} bytes"));
-        }
-        if self.has_name(name) {
-            return Err(format!(
-                "a domain named '{name}' exists already (see ps): `spawn {app} OTHER-NAME`"
-            ));
-        }
-        if entry.len_bytes > vm::MAX_MODULE_BYTES as u64 {
-            return Err(format!(
-                "{app}'s module is {} bytes, more than the {} a domain's module may have",
-                entry.len_bytes,
-                vm::MAX_MODULE_BYTES
-            ));
-        }
-        check_heap_room(entry.len_bytes).map_err(|reason| format!("{app}: {reason}"))?;
-        let Some(spare) = self.spares.first() else {
-            return Err(String::from(
-                "no spare disk left: every disk holds a domain (attach a blank disk and reboot)",
-            ));
-        };
-        let disk_index = spare.info().index;
-        let disk_blocks = spare.block_count();
-        if !(persist::MIN_IMAGE_BLOCKS..=persist::MAX_IMAGE_BLOCKS).contains(&disk_blocks) {
-            return Err(format!(
-                "spare disk {disk_index} has {disk_blocks} blocks; an image needs {} to {}",
-                persist::MIN_IMAGE_BLOCKS,
-                persist::MAX_IMAGE_BLOCKS
-            ));
-        }
+        let SpawnPlan {
+            entry,
+            disk_index,
+            disk_blocks,
+        } = self.check_spawn(app, name)?;
         let module = match self
             .archive
             .as_mut()
             .and_then(|archive| archive.read_module(app))
         {
             Some(Ok(module)) => module,
-            Some(Err(error)) => return Err(format!("apps archive: {error}")),
-            None => return Err(format!("no app '{app}' in the apps archive")),
+            Some(Err(error)) => return Err(DomainError::Archive(error)),
+            None => return Err(DomainError::NoAppModule { app: app.into() }),
         };
 
         let disk = self.spares.remove(0);
@@ -150,26 +176,27 @@ impl Domains {
                 env: Vec::new(),
             },
         )
-        .map_err(|error| {
-            format!(
-                "formatting spare disk {disk_index} for {name} failed: {error} \
-                 (the disk is out of use until a reboot)"
-            )
+        .map_err(|error| DomainError::Format {
+            disk_index,
+            name: name.into(),
+            error,
         })?;
         drop(module);
-        self.adopt(image, None).map_err(|reason| {
-            format!("{name}: its image is on disk {disk_index}, but it cannot run: {reason}")
-        })?;
-        let mut answer = format!("{name}: spawned from {app} on disk {disk_index}");
+        self.adopt(image, None)
+            .map_err(|reason| DomainError::CannotRun {
+                name: name.into(),
+                disk_index,
+                reason: Box::new(reason),
+            })?;
         let wanted_blocks = persist::default_block_count(entry.memory_max_pages, entry.len_bytes);
-        if disk_blocks < wanted_blocks {
-            answer.push_str(&format!(
-                "\nnote: disk {disk_index} has {} MiB, less than the {} MiB a commit of all of \
-                 {name}'s memory may need; {name} pauses if the disk fills",
-                disk_blocks * BLOCK_SIZE as u64 / MIB,
-                wanted_blocks * BLOCK_SIZE as u64 / MIB
-            ));
-        }
-        Ok(answer)
+        Ok(Spawned {
+            name: name.into(),
+            app: app.into(),
+            disk_index,
+            small_disk: (disk_blocks < wanted_blocks).then(|| SmallDisk {
+                disk_mib: disk_blocks * BLOCK_SIZE as u64 / MIB,
+                wanted_mib: wanted_blocks * BLOCK_SIZE as u64 / MIB,
+            }),
+        })
     }
 }

@@ -1,5 +1,6 @@
-//! The domain table as migration's host: today's `Domains` methods, thinly.
+//! The domain table as migration's host: `Domains` methods, thinly.
 
+use alloc::format;
 use alloc::string::String;
 use core::sync::atomic::Ordering;
 
@@ -10,7 +11,7 @@ use vm::CompiledModule;
 
 use super::network::NETWORK_POLL_NS;
 use crate::arch::timer;
-use crate::domains::Domains;
+use crate::domains::{DomainError, Domains};
 use crate::drivers::virtio_blk::{DISK_REQUESTS, DISK_WAIT_NS, VirtioDisk};
 use crate::println;
 
@@ -40,17 +41,17 @@ impl MigrationHost for Domains {
     }
 
     fn image_of(&mut self, name: &str) -> Result<&mut Image<VirtioDisk>, HostError> {
-        Domains::image_of(self, name).map_err(HostError)
+        Domains::image_of(self, name).map_err(host_error)
     }
 
     fn checkpoint(&mut self, name: &str) -> Result<(), HostError> {
-        Domains::checkpoint(self, Some(name))
+        Domains::checkpoint(self, name)
             .map(drop)
-            .map_err(HostError)
+            .map_err(host_error)
     }
 
     fn pause_for_migration(&mut self, name: &str) -> Result<(), HostError> {
-        Domains::pause_for_migration(self, name).map_err(HostError)
+        Domains::hold_for_migration(self, name).map_err(host_error)
     }
 
     fn mark_moved(&mut self, name: &str) {
@@ -58,7 +59,7 @@ impl MigrationHost for Domains {
     }
 
     fn start(&mut self, name: &str) -> Result<(), HostError> {
-        Domains::start(self, name).map(drop).map_err(HostError)
+        Domains::start(self, name).map(drop).map_err(host_error)
     }
 
     fn take_spare(&mut self) -> Option<VirtioDisk> {
@@ -70,7 +71,7 @@ impl MigrationHost for Domains {
     }
 
     fn compile(&self, module: &[u8]) -> Result<CompiledModule, HostError> {
-        Domains::compile(self, module).map_err(HostError)
+        Domains::compile(self, module).map_err(host_error)
     }
 
     fn adopt(
@@ -78,7 +79,7 @@ impl MigrationHost for Domains {
         image: Image<VirtioDisk>,
         compiled: Option<CompiledModule>,
     ) -> Result<String, HostError> {
-        Domains::adopt(self, image, compiled).map_err(HostError)
+        Domains::adopt(self, image, compiled).map_err(host_error)
     }
 
     fn park(&mut self, image: Image<VirtioDisk>) {
@@ -87,14 +88,12 @@ impl MigrationHost for Domains {
     }
 
     fn parked_mut(&mut self, index: usize) -> Option<&mut Image<VirtioDisk>> {
-        Domains::parked_mut(self)
-            .get_mut(index)
-            .map(|copy| &mut copy.image)
+        Domains::parked_mut(self).nth(index).map(|(_, image)| image)
     }
 
     fn unpark(&mut self, index: usize) -> Option<Image<VirtioDisk>> {
-        let parked = Domains::parked_mut(self);
-        (index < parked.len()).then(|| parked.remove(index).image)
+        let (key, _) = Domains::parked_mut(self).nth(index)?;
+        Domains::unpark(self, key)
     }
 
     fn answer_query(&mut self, migration_id: MigrationId, domain_id: DomainId) -> Verdict {
@@ -108,4 +107,9 @@ impl MigrationHost for Domains {
             Level::Warning => log::warn!("{event}"),
         }
     }
+}
+
+/// The domain table's error, in the words the console shows.
+fn host_error(error: DomainError) -> HostError {
+    HostError(format!("{error}"))
 }

@@ -99,7 +99,11 @@ pub fn open(
 
 /// Runs rounds until every domain has ended or `rounds` pass, advancing the
 /// clock 1 ms per round.
-pub fn run_rounds(scheduler: &mut Scheduler, platform: &TestPlatform, rounds: usize) {
+pub fn run_rounds<H: Clone, S: Storage>(
+    scheduler: &mut Scheduler<H, S>,
+    platform: &TestPlatform,
+    rounds: usize,
+) {
     for _ in 0..rounds {
         if scheduler.is_finished() {
             return;
@@ -112,7 +116,7 @@ pub fn run_rounds(scheduler: &mut Scheduler, platform: &TestPlatform, rounds: us
 /// Runs one domain alone until it ends (or panics after many rounds).
 pub fn run_to_end(domain: &mut Domain, platform: &TestPlatform) -> DomainStatus {
     for _ in 0..100_000 {
-        if let vm::RunOutcome::Ended(status) = domain.run(100_000) {
+        if let vm::RunOutcome::Halted(status) = domain.run(100_000) {
             return status;
         }
         platform.advance_ns(1_000_000);

@@ -90,10 +90,6 @@ impl Storage for TimedStorage {
     fn pager(&mut self) -> Option<&mut dyn PagerStorage> {
         self.inner.pager()
     }
-
-    fn image_mut(&mut self) -> Option<&mut dyn core::any::Any> {
-        self.inner.image_mut()
-    }
 }
 
 /// The host platform, keeping ping's `bench-result` lines for the
@@ -171,7 +167,7 @@ impl Pair {
             )
             .with_context(|| format!("opening {name}"))?;
             scheduler
-                .add(domain)
+                .add(domain, ())
                 .with_context(|| format!("adding {name}"))?;
         }
         Ok(Pair {
@@ -219,8 +215,12 @@ impl Pair {
             }
             match self.scheduler.run_round().into_iter().next() {
                 None => {}
-                Some(SchedulerEvent::Ended { name, status }) => bail!("{name} ended: {status:?}"),
-                Some(SchedulerEvent::Paused { name, reason }) => bail!("{name} paused: {reason}"),
+                Some(SchedulerEvent::Halted { name, status, .. }) => {
+                    bail!("{name} ended: {status:?}")
+                }
+                Some(SchedulerEvent::Paused { name, reason, .. }) => {
+                    bail!("{name} paused: {reason}")
+                }
             }
             match self.scheduler.next_wake() {
                 Some(Wake::Now) => {}
