@@ -166,3 +166,40 @@ fn host_crates_forbid_unsafe_code() {
         );
     }
 }
+
+/// The repo stands on its own: no tracked file points at documents beside
+/// it (a reader of the repo alone could not follow such a reference), so
+/// facts the code relies on live in the repo's own docs.
+#[test]
+fn nothing_refers_to_files_outside_the_repo() {
+    let root = workspace_root();
+    let output = std::process::Command::new("git")
+        .arg("-C")
+        .arg(&root)
+        .args(["ls-files", "-z"])
+        .output()
+        .expect("git ls-files runs in the workspace");
+    assert!(output.status.success(), "git ls-files failed");
+    // Spelled in two halves so that this file does not match itself.
+    let outside = ["../", "shared"].concat();
+    let mut offenders = Vec::new();
+    for name in output.stdout.split(|&byte| byte == 0) {
+        let name = String::from_utf8_lossy(name);
+        if name.is_empty() || name.starts_with("third_party/") {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(root.join(name.as_ref())) else {
+            continue;
+        };
+        for (number, line) in text.lines().enumerate() {
+            if line.contains(&outside) {
+                offenders.push(format!("{name}:{}: {}", number + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "these lines refer to files outside the repo:\n{}",
+        offenders.join("\n")
+    );
+}

@@ -28,7 +28,8 @@ pub fn wait_for_interrupt() {
 pub const MXCSR_DEFAULT: u32 = 0x1f80;
 
 /// Checks what the boot trampolines set up before any Rust code ran (the
-/// kernel's target uses SSE registers in ordinary code, ../shared/FACTS.md):
+/// kernel's target uses SSE registers in ordinary code, ARCHITECTURE.md,
+/// "The kernel's target"):
 /// CR0.EM and CR0.TS clear, CR0.MP set, CR4.OSFXSR and CR4.OSXMMEXCPT set.
 /// Returns a description of what is wrong, if anything.
 pub fn check_sse_setup() -> Result<(), &'static str> {
