@@ -210,13 +210,6 @@ fn one_name<'a>(command: &str, arguments: &'a str) -> Option<&'a str> {
     }
 }
 
-fn report(result: Result<String, String>) {
-    match result {
-        Ok(text) => println!("{text}"),
-        Err(text) => println!("error: {text}"),
-    }
-}
-
 /// An operation's answer: its success line, or `error: ` and why.
 fn answer<T, E: core::fmt::Display>(result: Result<T, E>, say: impl FnOnce(T) -> String) {
     match result {
@@ -338,7 +331,10 @@ fn migrate(context: &mut Context<'_>, arguments: &str) {
         println!("usage: migrate NAME ADDRESS");
         return;
     };
-    report(context.migrations.start(context.domains, name, address));
+    answer(
+        context.migrations.start(context.domains, name, address),
+        |()| format!("{name}: migrating to {address}"),
+    );
 }
 
 fn stats(context: &mut Context<'_>, arguments: &str) {

@@ -6,10 +6,7 @@
 //! and the domain table with its disks (`host.rs`), and prints what they
 //! report.
 
-use alloc::format;
-use alloc::string::String;
-
-use kernel_core::migration;
+use kernel_core::migration::{self, StartError};
 
 use crate::domains::Domains;
 use network::KernelNetwork;
@@ -43,11 +40,8 @@ impl Migrations {
         domains: &mut Domains,
         name: &str,
         address: &str,
-    ) -> Result<String, String> {
-        self.inner
-            .start(domains, name, address)
-            .map(|()| format!("{name}: migrating to {address}"))
-            .map_err(|error| format!("{error}"))
+    ) -> Result<(), StartError> {
+        self.inner.start(domains, name, address)
     }
 
     /// Moves every migration on; true when any has work left.
