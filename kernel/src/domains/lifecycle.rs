@@ -107,7 +107,9 @@ impl Domains {
     pub fn hold_for_migration(&mut self, name: &str) -> Result<(), DomainError> {
         self.hold(name, KernelDomain::hold_for_migration, State::Migrating)?;
         let unknown = || DomainError::NoSuchDomain { name: name.into() };
-        let entry = self.held_mut(name).ok_or_else(unknown)?;
+        let key = self.table.key_of(name).ok_or_else(unknown)?;
+        let entry = self.table.get_mut(key).ok_or_else(unknown)?;
+        // Out of its entry while the others run, and back in below.
         let Body::Held(mut domain) = core::mem::replace(&mut entry.body, Body::Empty) else {
             return Err(unknown());
         };
@@ -132,7 +134,7 @@ impl Domains {
                 }
             }
         }
-        if let Some(entry) = self.held_mut(name) {
+        if let Some(entry) = self.table.get_mut(key) {
             entry.body = Body::Held(domain);
         }
         Ok(())
