@@ -50,7 +50,7 @@ impl MigrationHost for Domains {
             .map_err(host_error)
     }
 
-    fn pause_for_migration(&mut self, name: &str) -> Result<(), HostError> {
+    fn hold_for_migration(&mut self, name: &str) -> Result<(), HostError> {
         Domains::hold_for_migration(self, name).map_err(host_error)
     }
 

@@ -39,8 +39,9 @@ pub trait MigrationHost {
     /// pre-copy round sends what that commit changed).
     fn checkpoint(&mut self, name: &str) -> Result<(), HostError>;
 
-    /// Stops domain `name` at a safe point, committed, for the final round.
-    fn pause_for_migration(&mut self, name: &str) -> Result<(), HostError>;
+    /// Holds domain `name` at a safe point, committed as running, for the
+    /// final round.
+    fn hold_for_migration(&mut self, name: &str) -> Result<(), HostError>;
 
     /// Domain `name` is the target's now: it must never run here again.
     fn mark_moved(&mut self, name: &str);

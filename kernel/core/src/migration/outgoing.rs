@@ -315,7 +315,7 @@ impl<L: Link> Outgoing<L> {
     /// round.
     fn pause<H: MigrationHost>(&mut self, host: &mut H) -> Result<(), MigrationError> {
         self.paused_ns = Some(host.now_ns());
-        host.pause_for_migration(&self.name)?;
+        host.hold_for_migration(&self.name)?;
         self.phase = Phase::Final;
         let image = host.image_of(&self.name)?;
         let final_pages = self.source.begin_final_round(image)?;

@@ -169,7 +169,7 @@ impl MigrationHost for FakeHost {
         self.domain_mut(name)?.step()
     }
 
-    fn pause_for_migration(&mut self, name: &str) -> Result<(), HostError> {
+    fn hold_for_migration(&mut self, name: &str) -> Result<(), HostError> {
         let domain = self.domain_mut(name)?;
         domain.step()?;
         domain.state = DomainState::Paused;
