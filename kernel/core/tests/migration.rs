@@ -132,24 +132,45 @@ fn a_link_that_closes_before_the_hand_over_leaves_the_domain_on_the_source() {
     }
 }
 
-/// Polls until `a` or `b` (as `is_source` says) reports an event `is_it`
-/// matches, then resets the migration's link before the other side polls.
+/// Which side of a migration an event is awaited on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Source,
+    Target,
+}
+
+/// Starts migrating from `a` to `b` and cuts the link once `a` has handed
+/// the domain over, before `b` hears of it.
+fn migrate_and_cut_after_the_hand_over(
+    switch: &std::rc::Rc<std::cell::RefCell<Switch>>,
+    a: &mut Machine,
+    b: &mut Machine,
+) {
+    a.migrations.start(&mut a.host, NAME, B).unwrap();
+    cut_after(switch, a, b, Side::Source, |event| {
+        matches!(event, Event::HandedOver { .. })
+    });
+}
+
+/// Polls until `a` (the source) or `b` (the target), as `side` says,
+/// reports an event `is_it` matches, then resets the migration's link
+/// before the other side polls.
 fn cut_after(
     switch: &std::rc::Rc<std::cell::RefCell<Switch>>,
     a: &mut Machine,
     b: &mut Machine,
-    is_source: bool,
+    side: Side,
     is_it: impl Fn(&Event) -> bool,
 ) {
     for _ in 0..20_000 {
         a.idle(1_000_000);
         a.poll();
-        if is_source && a.host.events.iter().any(&is_it) {
+        if side == Side::Source && a.host.events.iter().any(&is_it) {
             break;
         }
         b.idle(1_000_000);
         b.poll();
-        if !is_source && b.host.events.iter().any(&is_it) {
+        if side == Side::Target && b.host.events.iter().any(&is_it) {
             break;
         }
     }
@@ -165,10 +186,7 @@ fn cut_after(
 #[test]
 fn a_link_that_closes_after_the_hand_over_parks_the_copy_until_the_source_answers_run() {
     let (switch, mut a, mut b, _spare) = two_machines();
-    a.migrations.start(&mut a.host, NAME, B).unwrap();
-    cut_after(&switch, &mut a, &mut b, true, |event| {
-        matches!(event, Event::HandedOver { .. })
-    });
+    migrate_and_cut_after_the_hand_over(&switch, &mut a, &mut b);
     // Both sides notice; nobody runs the domain while the copy is parked.
     run_until(&mut a, &mut b, 20_000, |a, b| {
         !a.migrations.is_busy() && !b.host.parked.is_empty()
@@ -212,7 +230,7 @@ fn a_copy_parked_before_the_hand_over_is_discarded_when_the_source_answers() {
     let (switch, mut a, mut b, spare) = two_machines();
     a.migrations.start(&mut a.host, NAME, B).unwrap();
     // B's copy is durable, but A never hears so: A keeps the domain.
-    cut_after(&switch, &mut a, &mut b, false, |event| {
+    cut_after(&switch, &mut a, &mut b, Side::Target, |event| {
         matches!(event, Event::CopyDurable { .. })
     });
     run_until(&mut a, &mut b, 20_000, |a, b| {
@@ -241,10 +259,7 @@ fn a_copy_parked_before_the_hand_over_is_discarded_when_the_source_answers() {
 #[test]
 fn a_copy_whose_source_does_not_know_it_stays_parked() {
     let (switch, mut a, mut b, _spare) = two_machines();
-    a.migrations.start(&mut a.host, NAME, B).unwrap();
-    cut_after(&switch, &mut a, &mut b, true, |event| {
-        matches!(event, Event::HandedOver { .. })
-    });
+    migrate_and_cut_after_the_hand_over(&switch, &mut a, &mut b);
     run_until(&mut a, &mut b, 20_000, |a, b| {
         !a.migrations.is_busy() && !b.host.parked.is_empty()
     });
@@ -279,10 +294,7 @@ fn a_copy_whose_source_does_not_know_it_stays_parked() {
 #[test]
 fn a_parked_copy_whose_source_is_down_waits() {
     let (switch, mut a, mut b, _spare) = two_machines();
-    a.migrations.start(&mut a.host, NAME, B).unwrap();
-    cut_after(&switch, &mut a, &mut b, true, |event| {
-        matches!(event, Event::HandedOver { .. })
-    });
+    migrate_and_cut_after_the_hand_over(&switch, &mut a, &mut b);
     switch.borrow_mut().take_down(A);
     for _ in 0..8_000 {
         b.idle(1_000_000);
