@@ -98,6 +98,15 @@ impl Outbox {
         })
     }
 
+    /// Whether a message to `to` numbered above `accepted` waits: one the
+    /// receiver lost, or one a full mailbox has not taken yet.
+    pub(crate) fn has_after(&self, to: DomainId, accepted: u64) -> bool {
+        self.queues
+            .get(&to)
+            .and_then(|queue| queue.messages.back())
+            .is_some_and(|(sequence, _)| *sequence > accepted)
+    }
+
     /// How many messages and bytes wait for `to`'s commit.
     pub(crate) fn waiting_for(&self, to: DomainId) -> (usize, usize) {
         self.queues
