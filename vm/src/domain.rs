@@ -494,8 +494,9 @@ impl<S: Storage> Domain<S> {
         StatusCode::Ok
     }
 
-    /// The highest number accepted from `sender`, committed or not.
-    pub(crate) fn accepted_from(&self, sender: DomainId) -> u64 {
+    /// The highest number accepted from `sender`, committed or not (0 when
+    /// nothing was).
+    pub fn accepted_from(&self, sender: DomainId) -> u64 {
         let accepted = self.store.data().accepted.get(&sender).copied();
         accepted.unwrap_or(0)
     }
