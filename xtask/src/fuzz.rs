@@ -1,10 +1,11 @@
 //! `cargo xtask fuzz`: cargo-fuzz targets, where cargo-fuzz is installed.
 //!
-//! The targets live in persist/fuzz (its own workspace: cargo-fuzz builds
-//! it with nightly and sanitizer flags). Their bodies are plain functions
-//! in persist/fuzz/bodies, which `cargo test -p persist` also runs over
-//! random and mutated inputs (persist/tests/fuzz_bodies.rs), so CI
-//! exercises every target without cargo-fuzz.
+//! The targets live in persist/fuzz and kernel/core/fuzz (workspaces of
+//! their own: cargo-fuzz builds them with nightly and sanitizer flags).
+//! Their bodies are plain functions in each fuzz/bodies directory, which
+//! `cargo test -p persist` and `-p kernel-core` also run over random and
+//! mutated inputs (tests/fuzz_bodies.rs in each), so CI exercises every
+//! target without cargo-fuzz.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -29,6 +30,8 @@ pub enum FuzzTarget {
     Target,
     /// Replies fed to a migration source of a small valid image.
     Source,
+    /// Bytes from a peer to a machine's migration listener (kernel/core/fuzz).
+    Incoming,
 }
 
 impl FuzzTarget {
@@ -39,6 +42,15 @@ impl FuzzTarget {
             Self::Wire => "wire",
             Self::Target => "target",
             Self::Source => "source",
+            Self::Incoming => "incoming",
+        }
+    }
+
+    /// The crate whose fuzz/ directory holds the target.
+    fn crate_dir(self) -> &'static str {
+        match self {
+            Self::Incoming => "kernel/core",
+            _ => "persist",
         }
     }
 
@@ -48,7 +60,7 @@ impl FuzzTarget {
             Self::Persist => SEED_BLOCKS as usize * persist::BLOCK_SIZE,
             Self::Wire => persist::migrate::wire::MAX_MESSAGE_LEN,
             // The seed migration and room to grow.
-            Self::Target | Self::Source => 256 * 1024,
+            Self::Target | Self::Source | Self::Incoming => 256 * 1024,
         }
     }
 }
@@ -67,8 +79,8 @@ pub fn run(args: &FuzzArgs) -> Result<()> {
         bail!(
             "cargo-fuzz is not installed: run `cargo install cargo-fuzz` (it runs on the \
              kernel's pinned nightly, which xtask installs). Without it, the same target \
-             bodies run over random and mutated inputs in `cargo test -p persist` \
-             (persist/tests/fuzz_bodies.rs)."
+             bodies run over random and mutated inputs in `cargo test -p persist` and \
+             `cargo test -p kernel-core` (tests/fuzz_bodies.rs in each)."
         );
     }
     tools::ensure_kernel_toolchain()?;
@@ -90,12 +102,13 @@ pub fn run(args: &FuzzArgs) -> Result<()> {
         // A target may hold a 64 MiB module and 16 MiB of metadata at
         // most; more than this is a bound that does not hold.
         .arg("-rss_limit_mb=1024")
-        .current_dir(paths::workspace_root().join("persist"))
+        .current_dir(paths::workspace_root().join(args.target.crate_dir()))
         .status()
         .context("running `cargo fuzz` through rustup (is rustup installed?)")?;
     if !status.success() {
         bail!(
-            "the {binary} fuzz target failed (crash inputs are in persist/fuzz/artifacts/{binary})"
+            "the {binary} fuzz target failed (crash inputs are in {}/fuzz/artifacts/{binary})",
+            args.target.crate_dir()
         );
     }
     Ok(())
@@ -108,9 +121,11 @@ const SEED_BLOCKS: u64 = 24;
 /// for `target`: random bytes almost never pass a checksum, so the fuzzer
 /// starts from real inputs and mutates them.
 fn seed_corpus(target: FuzzTarget) -> Result<PathBuf> {
-    let directory = paths::amber_dir()
-        .join("fuzz")
-        .join(format!("persist-{}", target.binary()));
+    let directory = paths::amber_dir().join("fuzz").join(format!(
+        "{}-{}",
+        target.crate_dir().replace('/', "-"),
+        target.binary()
+    ));
     std::fs::create_dir_all(&directory)?;
     let (to_target, to_source) = bodies::seeds::migration_inputs();
     match target {
@@ -130,6 +145,10 @@ fn seed_corpus(target: FuzzTarget) -> Result<PathBuf> {
         }
         FuzzTarget::Target => std::fs::write(directory.join("seed-migration"), to_target)?,
         FuzzTarget::Source => std::fs::write(directory.join("seed-replies"), to_source)?,
+        FuzzTarget::Incoming => std::fs::write(
+            directory.join("seed-migration"),
+            bodies::frames::prefixed(1, &to_target),
+        )?,
     }
     Ok(directory)
 }
@@ -170,7 +189,11 @@ mod tests {
                 .unwrap();
         for target in FuzzTarget::value_variants() {
             let line = format!("name = \"{}\"", target.binary());
-            assert!(manifest.contains(&line), "no {line} in persist/fuzz");
+            assert!(
+                manifest.contains(&line),
+                "no {line} in {}/fuzz",
+                target.crate_dir()
+            );
         }
     }
 }

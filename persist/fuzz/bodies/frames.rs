@@ -65,3 +65,17 @@ pub fn record_of(prefix: &[u8], frame: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(&(record.len() as u16).to_le_bytes());
     out.extend_from_slice(&record);
 }
+
+/// `input`'s records, each with `prefix` put before it (kernel-core's
+/// `incoming` body reads a first byte of 1 as "a frame").
+pub fn prefixed(prefix: u8, input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for record in records(input) {
+        let mut with_prefix = vec![prefix];
+        with_prefix.extend_from_slice(record);
+        with_prefix.truncate(usize::from(u16::MAX));
+        out.extend_from_slice(&(with_prefix.len() as u16).to_le_bytes());
+        out.extend_from_slice(&with_prefix);
+    }
+    out
+}
