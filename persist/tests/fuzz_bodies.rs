@@ -136,6 +136,11 @@ fn the_seeds_replay_a_whole_migration_through_the_bodies() {
     assert!(bodies::frames::records(&to_target).count() > 5);
     assert!(bodies::frames::records(&to_source).count() >= 3);
     assert_eq!(bodies::target::target(&to_target), Ending::Completed);
+    // kernel-core's incoming body takes the same frames, prefixed.
+    let prefixed = bodies::frames::prefixed(1, &to_target);
+    let records: Vec<&[u8]> = bodies::frames::records(&prefixed).collect();
+    assert!(records.iter().all(|record| record[0] == 1));
+    assert_eq!(records.len(), bodies::frames::records(&to_target).count());
     assert_eq!(bodies::source::source(&to_source), Ending::Completed);
 }
 
