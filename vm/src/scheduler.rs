@@ -137,20 +137,27 @@ impl<H, S: Storage> Scheduler<H, S> {
         self.acknowledge(sender, receiver);
         let from = self.slots[sender].domain.id();
         let to = self.slots[receiver].domain.id();
-        let accepted = self.slots[receiver].domain.accepted_from(from);
-        let lost = self.slots[sender].domain.outbox().after(to, accepted);
-        let Some(&(first, _)) = lost.first() else {
-            return true;
-        };
         let sent = self.slots[sender].domain.next_sequence_to(to) - 1;
+        let mut first = None;
         let mut count = 0;
         let mut is_complete = true;
-        for (sequence, bytes) in lost {
+        // One message at a time (each accepted one raises the count past
+        // it), so a mailbox that is full costs a look, not a copy of the
+        // outbox, every round it stays full.
+        loop {
+            let accepted = self.slots[receiver].domain.accepted_from(from);
+            let outbox = self.slots[sender].domain.outbox();
+            let Some((sequence, bytes)) = outbox.first_after(to, accepted) else {
+                break;
+            };
             if sequence > sent {
                 is_complete = false;
                 break;
             }
-            let message = MailboxMessage { from, bytes };
+            let message = MailboxMessage {
+                from,
+                bytes: bytes.to_vec(),
+            };
             let status = self.slots[receiver].domain.accept_numbered(
                 message,
                 sequence,
@@ -161,9 +168,10 @@ impl<H, S: Storage> Scheduler<H, S> {
                 self.has_waiting_redelivery = true;
                 break;
             }
+            first.get_or_insert(sequence);
             count += 1;
         }
-        if count > 0 {
+        if let Some(first) = first {
             let line = format!(
                 "delivered again from its sender's outbox: {count} messages from {from} \
                  (numbers {first} on), lost since the last commit"
