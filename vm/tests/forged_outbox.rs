@@ -123,6 +123,15 @@ fn an_adopted_outbox_fills_a_victims_mailbox_only_to_its_limits() {
     let forger = open_with(&engine, &platform, Box::new(forged_record(1000))).unwrap();
     scheduler.add(forger, ()).unwrap();
     run_rounds(&mut scheduler, &platform, 20);
+    // A message from outside any domain finds the live mailbox full too,
+    // although the victim's last commit holds an empty one.
+    let outside = MailboxMessage {
+        from: id(9),
+        bytes: b"outside".to_vec(),
+    };
+    let victim = scheduler.domain_mut("victim").unwrap();
+    assert!(victim.record().mailbox.is_empty());
+    assert_eq!(victim.deliver(outside), vm::abi::StatusCode::MailboxFull);
 
     let (messages, bytes, senders) = committed_mailbox(&mut scheduler);
     assert!(messages <= MAX_MAILBOX_MESSAGES, "{messages} messages");
@@ -180,4 +189,33 @@ fn a_draining_victim_gets_every_message_once_as_from_the_owner_then_hears_the_re
         1
     );
     assert_eq!(victim.accepted_from(forged()), 1);
+}
+
+#[test]
+fn a_new_send_never_overtakes_a_message_a_full_mailbox_holds_back() {
+    let engine = new_engine();
+    let platform = TestPlatform::new();
+    let mut scheduler = Scheduler::new(100_000);
+    scheduler
+        .add(open(&engine, &platform, "victim", 2, SLEEPER).unwrap(), ())
+        .unwrap();
+    // Five messages of 60,000 bytes: four fit the victim's 256 KiB, the
+    // fifth waits. The owner then sends a small one, which would fit.
+    let mut record = record("forger", 5, wasm(REAL_SENDER));
+    record.outbox = (1..=5)
+        .map(|sequence| OutboxMessage {
+            to: victim(),
+            sequence,
+            bytes: vec![sequence as u8; 60_000],
+        })
+        .collect();
+    record.sent.insert(victim(), 5);
+    let forger = open_with(&engine, &platform, Box::new(MemoryStorage::new(record))).unwrap();
+    scheduler.add(forger, ()).unwrap();
+    run_rounds(&mut scheduler, &platform, 20);
+    // Had message 6 gone in, the victim's count would pass 5, and message
+    // 5 would be dropped as a resend: lost.
+    let victim = scheduler.domain("victim").unwrap();
+    assert_eq!(victim.accepted_from(owner()), 4);
+    assert_eq!(scheduler.domain("forger").unwrap().outbox_len(), 5);
 }
