@@ -2,7 +2,7 @@
 
 use std::cell::Cell;
 
-use kernel_core::migration::{Counters, Event, HostError, MigrationHost};
+use kernel_core::migration::{Clash, ClashKind, Counters, Event, HostError, MigrationHost};
 use persist::migrate::{self, MigrationId, Ownership, Verdict};
 use persist::{DomainId, Image, StoredStatus};
 
@@ -62,6 +62,9 @@ pub struct FakeHost {
     /// Whether each adopted domain came with its module compiled.
     pub adopted_compiled: Vec<bool>,
     pub is_compile_failing: bool,
+    /// Heap bytes free, as `heap_room_bytes` says (plenty unless a test
+    /// makes the machine small).
+    pub heap_room_bytes: u64,
     next_migration_id: Cell<MigrationId>,
 }
 
@@ -70,7 +73,10 @@ impl FakeHost {
     /// run, parked copies wait, incomplete copies are blanked, tombstones
     /// stay (they answer questions), blank disks are spares.
     pub fn boot(disks: Vec<Disk>) -> FakeHost {
-        let mut host = FakeHost::default();
+        let mut host = FakeHost {
+            heap_room_bytes: 64 << 20,
+            ..FakeHost::default()
+        };
         host.next_migration_id
             .set(0x5eed_0000_0000_0000_0000_0000_0000_0001);
         for disk in disks {
@@ -231,6 +237,39 @@ impl MigrationHost for FakeHost {
             migration_id,
             domain_id,
         )
+    }
+
+    fn heap_room_bytes(&self) -> u64 {
+        self.heap_room_bytes
+    }
+
+    fn clash(&self, name: &str, id: DomainId) -> Option<Clash> {
+        let domains = self.domains.iter().map(|domain| {
+            let state = match domain.state {
+                DomainState::Running => "running",
+                DomainState::Paused => "migrating",
+                DomainState::Moved => "moved away",
+            };
+            (domain.image.metadata(), state)
+        });
+        let parked = self
+            .parked
+            .iter()
+            .map(|image| (image.metadata(), "parked (incoming)"));
+        domains.chain(parked).find_map(|(metadata, state)| {
+            let kind = if metadata.name == name {
+                ClashKind::Name
+            } else if metadata.id == id {
+                ClashKind::Id
+            } else {
+                return None;
+            };
+            Some(Clash {
+                kind,
+                name: metadata.name.clone(),
+                state: state.into(),
+            })
+        })
     }
 
     fn report(&mut self, event: Event) {
