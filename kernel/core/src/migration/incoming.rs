@@ -249,7 +249,10 @@ impl<L: Link, H: MigrationHost> Incoming<L, H> {
                 });
             }
             TargetEvent::Running => {
-                self.flush()?;
+                // The domain is this machine's now, whether or not the
+                // source hears so (it may have given up waiting): it must
+                // run here, never be given up with the link.
+                let _ = self.flush();
                 return Ok(Some(self.run(host)));
             }
             TargetEvent::Aborted => {

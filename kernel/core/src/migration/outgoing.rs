@@ -149,7 +149,19 @@ impl<L: Link> Outgoing<L> {
     }
 
     fn step<H: MigrationHost>(&mut self, host: &mut H) -> Result<Progress, MigrationError> {
-        if !self.flush(host)? {
+        let flushed = match self.flush(host) {
+            Ok(flushed) => flushed,
+            Err(error) => {
+                // A target that refuses says why and closes the link: its
+                // reason is among what arrived.
+                if let Some(progress) = self.take_replies(host)? {
+                    return Ok(progress);
+                }
+                return Err(error);
+            }
+        };
+        if !flushed {
+            self.check_silence(host)?;
             return Ok(Progress::Working);
         }
         if let Some(progress) = self.take_replies(host)? {

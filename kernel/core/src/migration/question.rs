@@ -180,13 +180,25 @@ where
     })
 }
 
-/// The index of the parked copy of `migration_id`.
-fn parked_index<H: MigrationHost>(host: &mut H, migration_id: MigrationId) -> Option<usize> {
+/// The index of the parked copy of `migration_id` from `source`: the
+/// answer of one source never decides another's copy, whatever IDs they
+/// chose.
+fn parked_index<H: MigrationHost>(
+    host: &mut H,
+    source: &str,
+    migration_id: MigrationId,
+) -> Option<usize> {
     let mut index = 0;
     while let Some(image) = host.parked_mut(index) {
-        let is_it = migrate::query_for(image.metadata()).is_some_and(|query| {
-            matches!(query, WireMessage::Query { migration_id: asked, .. } if asked == migration_id)
-        });
+        let metadata = image.metadata();
+        let is_from_source = matches!(
+            migrate::ownership(metadata),
+            Ownership::Parked { source: from, .. } if from == source
+        );
+        let is_it = is_from_source
+            && migrate::query_for(metadata).is_some_and(|query| {
+                matches!(query, WireMessage::Query { migration_id: asked, .. } if asked == migration_id)
+            });
         if is_it {
             return Some(index);
         }
@@ -198,7 +210,7 @@ fn parked_index<H: MigrationHost>(host: &mut H, migration_id: MigrationId) -> Op
 /// Applies `source`'s answer about `migration_id` to its parked copy: runs
 /// it, discards it, or leaves it parked.
 fn resolve<H: MigrationHost>(host: &mut H, source: &str, migration_id: MigrationId, answer: &[u8]) {
-    let Some(index) = parked_index(host, migration_id) else {
+    let Some(index) = parked_index(host, source, migration_id) else {
         return;
     };
     let Some(image) = host.parked_mut(index) else {

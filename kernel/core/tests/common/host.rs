@@ -16,6 +16,8 @@ const TICK_NS: u64 = 20_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DomainState {
     Running,
+    /// Stopped by an operator (committed so).
+    Stopped,
     /// Stopped for a migration's final round.
     Paused,
     /// Handed over: never runs here again.
@@ -99,6 +101,7 @@ impl FakeHost {
     fn adopt_image(&mut self, image: Image<Disk>) {
         let state = match image.metadata().status {
             StoredStatus::Running => DomainState::Running,
+            StoredStatus::Stopped => DomainState::Stopped,
             _ => DomainState::Moved,
         };
         self.domains.push(FakeDomain {
@@ -247,6 +250,7 @@ impl MigrationHost for FakeHost {
         let domains = self.domains.iter().map(|domain| {
             let state = match domain.state {
                 DomainState::Running => "running",
+                DomainState::Stopped => "stopped",
                 DomainState::Paused => "migrating",
                 DomainState::Moved => "moved away",
             };
