@@ -39,7 +39,7 @@ const RECORD_BYTES: u64 = 64 * 1024;
 
 /// The largest encoded metadata record a migration carries: what a
 /// legitimate domain's record can be, from the ABI's mailbox and outbox
-/// limits. About 6.4 MiB; each record is held twice while it is decoded.
+/// limits. About 6.9 MiB; each record is held twice while it is decoded.
 pub const MAX_METADATA_LEN_BYTES: u64 = RECORD_BYTES
     + abi::MAX_MAILBOX_BYTES as u64
     + abi::MAX_MAILBOX_MESSAGES as u64 * MESSAGE_OVERHEAD_BYTES

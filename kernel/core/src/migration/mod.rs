@@ -12,7 +12,8 @@
 //!
 //! Everything is polled from the kernel's main loop and never blocks: each
 //! poll sends or receives a bounded amount, so domains and the console go
-//! on. What happens is reported as [`Event`]s.
+//! on. What happens is reported as [`Event`]s. [`Limits`] bounds what a
+//! peer can make the machine hold: connections, silence, heap.
 
 pub mod error;
 pub mod event;
