@@ -584,3 +584,42 @@ fn a_parked_copy_whose_source_never_answers_does_not_block_the_next() {
             .has_said("[migrate] 10.0.0.1 handed counter over: it runs here")
     );
 }
+
+#[test]
+fn a_final_metadata_that_renames_the_domain_is_refused() {
+    let switch = Switch::new();
+    let spare = common::Disk::blank();
+    let mut b = Machine::boot(&switch, B, vec![spare.clone()]);
+    let mut peer = Switch::dial(&switch, B, A);
+    let mut image = Image::open(domain_disk()).unwrap();
+    let mut source = Source::new(&mut image, 0x77, B).unwrap();
+    let mut message = Vec::new();
+    let mut is_final = false;
+    loop {
+        match source.poll(&mut image, &mut message).unwrap() {
+            SourceStep::Send => peer.send_frame(&message),
+            SourceStep::RoundSent { .. } if !is_final => {
+                // The source lies: the final round names another domain.
+                image.metadata_mut().name = "impostor".into();
+                image.commit().unwrap();
+                source.begin_final_round(&mut image).unwrap();
+                is_final = true;
+            }
+            SourceStep::RoundSent { .. } | SourceStep::AwaitingReply => break,
+            step => panic!("unexpected {step:?}"),
+        }
+    }
+    poll_for(&mut b, 50);
+    let replies = replies(&mut peer);
+    assert_eq!(
+        replies.last(),
+        Some(&refused(Refusal::Protocol)),
+        "{replies:?}"
+    );
+    assert!(b.host.has_said(
+        "[migrate] incoming from 10.0.0.1: bad metadata received: the final metadata names \
+         the domain otherwise; the spare disk is blank again"
+    ));
+    assert!(b.host.domains.is_empty() && b.host.parked.is_empty());
+    assert!(spare.is_blank());
+}
