@@ -23,7 +23,8 @@ use super::question::Questions;
 const TRANSFER_SLICE_NS: u64 = 5_000_000;
 
 /// The least time between two console lines saying the connection cap is
-/// reached: a peer that keeps the machine at the cap gets one a minute.
+/// reached (or the heap is short): a peer that keeps the machine there gets
+/// one a minute.
 const CAP_REPORT_INTERVAL_NS: u64 = 60_000_000_000;
 
 /// Whether the machine listens for the next connection, and if not, why.
@@ -93,8 +94,9 @@ pub struct Migrations<N: Network, H: MigrationHost> {
     pending: Vec<Pending<N::Connection>>,
     questions: Questions<N::Connection>,
     limits: Limits,
-    /// When the cap was last said on the console.
+    /// When the cap was last said on the console, and a short heap.
     cap_reported_ns: Option<u64>,
+    no_room_reported_ns: Option<u64>,
     /// Said at the first poll (there is no one to tell before).
     unreported: Option<Event>,
 }
@@ -129,6 +131,7 @@ impl<N: Network, H: MigrationHost> Migrations<N, H> {
             questions: Questions::default(),
             limits,
             cap_reported_ns: None,
+            no_room_reported_ns: None,
             unreported: None,
         };
         migrations.unreported = migrations.listen();
@@ -220,7 +223,11 @@ impl<N: Network, H: MigrationHost> Migrations<N, H> {
             }
             HoldBack::Room { room_bytes } => {
                 self.listening = Listening::NoRoom;
-                host.report(Event::NoRoomToListen { room_bytes });
+                let now = host.now_ns();
+                if is_due(self.no_room_reported_ns, now) {
+                    self.no_room_reported_ns = Some(now);
+                    host.report(Event::NoRoomToListen { room_bytes });
+                }
             }
         }
     }
@@ -229,10 +236,7 @@ impl<N: Network, H: MigrationHost> Migrations<N, H> {
     /// the most connections.
     fn report_cap(&mut self, host: &mut H, held: usize) {
         let now = host.now_ns();
-        if self
-            .cap_reported_ns
-            .is_some_and(|reported| now.saturating_sub(reported) < CAP_REPORT_INTERVAL_NS)
-        {
+        if !is_due(self.cap_reported_ns, now) {
             return;
         }
         self.cap_reported_ns = Some(now);
@@ -449,6 +453,11 @@ impl<N: Network, H: MigrationHost> Migrations<N, H> {
             Err(reason) => host.report(Event::Refused { peer, reason }),
         }
     }
+}
+
+/// Whether a line last said at `reported_ns` may be said again `now_ns`.
+fn is_due(reported_ns: Option<u64>, now_ns: u64) -> bool {
+    reported_ns.is_none_or(|reported| now_ns.saturating_sub(reported) >= CAP_REPORT_INTERVAL_NS)
 }
 
 /// Tells the source why its migration is refused, as far as the link takes
