@@ -8,6 +8,13 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// own name).
 pub const MAX_NAME_BYTES: usize = 64;
 
+/// The largest module a domain may have, in bytes (today's apps are under
+/// 100 KiB). The module is read, compiled and kept on the embedder's heap,
+/// several times its size in all: without a bound, one disk holding a huge
+/// module took the kernel's heap, and the kernel, down at boot. The vm
+/// refuses larger modules, and a migration refuses to receive one.
+pub const MAX_MODULE_BYTES: usize = 8 * 1024 * 1024;
+
 /// The most messages a mailbox queues before `send` reports `MailboxFull`.
 pub const MAX_MAILBOX_MESSAGES: usize = 256;
 

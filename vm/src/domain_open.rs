@@ -23,11 +23,9 @@ use abi::StatusCode;
 /// The export a domain runs (a WASI command's entry point).
 pub const ENTRY_EXPORT: &str = "_start";
 
-/// The largest module a domain may have, in bytes (today's apps are under
-/// 100 KiB). The module is read, compiled and kept on the embedder's heap,
-/// several times its size in all: without a bound, one disk holding a huge
-/// module took the kernel's heap, and the kernel, down at boot.
-pub const MAX_MODULE_BYTES: usize = 8 * 1024 * 1024;
+/// The largest module a domain may have: the ABI's bound, which a
+/// migration's target also enforces before it buffers a module.
+pub use abi::MAX_MODULE_BYTES;
 
 /// An engine configured for domains: fuel metering on, eager compilation,
 /// wasmi's strict limits on module shape.

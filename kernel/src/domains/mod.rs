@@ -18,8 +18,8 @@ use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
-use persist::Image;
 use persist::archive::Archive;
+use persist::{DomainId, Image};
 use vm::wasmi::Engine;
 use vm::{CompiledModule, Domain, PersistStorage, Platform, Scheduler};
 
@@ -114,6 +114,18 @@ pub struct Row {
     pub usage: Option<Usage>,
 }
 
+/// What an incoming domain's name or ID is taken by ([`Domains::clash`]).
+#[derive(Debug, Clone)]
+pub enum Taken {
+    /// A domain of that name, in this state.
+    Name { state: State },
+    /// A domain of that ID, under this name, in this state.
+    Id {
+        name: alloc::string::String,
+        state: State,
+    },
+}
+
 /// A domain's figures in `ps`.
 #[derive(Debug, Clone, Copy)]
 pub struct Usage {
@@ -165,19 +177,47 @@ impl Domains {
         CompiledModule::new(&self.engine, module).map_err(DomainError::Open)
     }
 
+    /// The opened domain of `entry`, if it has one (not a parked copy or
+    /// a refused disk).
+    fn domain_of<'a>(&'a self, entry: &'a table::Entry) -> Option<&'a KernelDomain> {
+        match &entry.body {
+            table::Body::Scheduled => self.scheduler.domain(&entry.name),
+            table::Body::Held(domain) => Some(&**domain),
+            table::Body::Parked(_) | table::Body::Empty => None,
+        }
+    }
+
+    /// The ID of `entry`'s domain or parked copy (none for a refused disk).
+    fn id_of(&self, entry: &table::Entry) -> Option<DomainId> {
+        match &entry.body {
+            table::Body::Parked(image) => Some(image.metadata().id),
+            _ => self.domain_of(entry).map(|domain| domain.id()),
+        }
+    }
+
+    /// The domain an incoming one called `name` with ID `id` would clash
+    /// with: any the table knows (running, stopped, paused, migrating,
+    /// moved away, parked, ended); a refused disk has neither name nor ID.
+    pub fn clash(&self, name: &str, id: DomainId) -> Option<Taken> {
+        self.table.iter().find_map(|(_, entry)| {
+            if entry.is_named(name) {
+                return Some(Taken::Name {
+                    state: entry.state.clone(),
+                });
+            }
+            (self.id_of(entry) == Some(id)).then(|| Taken::Id {
+                name: entry.name.clone(),
+                state: entry.state.clone(),
+            })
+        })
+    }
+
     /// One row per domain for `ps`, in the order the table learned of them.
     pub fn rows(&self) -> Vec<Row> {
         let mut rows = Vec::new();
         for (_, entry) in self.table.iter() {
-            let domain = match &entry.body {
-                table::Body::Scheduled => self.scheduler.domain(&entry.name),
-                table::Body::Held(domain) => Some(&**domain),
-                table::Body::Parked(_) | table::Body::Empty => None,
-            };
-            let id = match &entry.body {
-                table::Body::Parked(image) => Some(image.metadata().id),
-                _ => domain.map(|domain| domain.id()),
-            };
+            let domain = self.domain_of(entry);
+            let id = self.id_of(entry);
             rows.push(Row {
                 name: entry.name.clone(),
                 id_prefix: id.map(|id| (id.0 >> 96) as u32),

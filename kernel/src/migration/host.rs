@@ -4,15 +4,16 @@ use alloc::format;
 use alloc::string::String;
 use core::sync::atomic::Ordering;
 
-use kernel_core::migration::{Counters, Event, HostError, Level, MigrationHost};
+use kernel_core::migration::{Clash, ClashKind, Counters, Event, HostError, Level, MigrationHost};
 use persist::migrate::{MigrationId, Verdict};
 use persist::{DomainId, Image};
 use vm::CompiledModule;
 
 use super::network::{CIPHER_NS, NETWORK_POLL_NS};
 use crate::arch::timer;
-use crate::domains::{DomainError, Domains};
+use crate::domains::{DomainError, Domains, Taken};
 use crate::drivers::virtio_blk::{DISK_REQUESTS, DISK_WAIT_NS, VirtioDisk};
+use crate::memory::heap;
 use crate::println;
 
 impl MigrationHost for Domains {
@@ -99,6 +100,26 @@ impl MigrationHost for Domains {
 
     fn answer_query(&mut self, migration_id: MigrationId, domain_id: DomainId) -> Verdict {
         Domains::answer_query(self, migration_id, domain_id)
+    }
+
+    fn heap_room_bytes(&self) -> u64 {
+        let stats = heap::stats();
+        stats.size_bytes.saturating_sub(stats.allocated_bytes)
+    }
+
+    fn clash(&self, name: &str, id: DomainId) -> Option<Clash> {
+        Some(match Domains::clash(self, name, id)? {
+            Taken::Name { state } => Clash {
+                kind: ClashKind::Name,
+                name: name.into(),
+                state: format!("{state}"),
+            },
+            Taken::Id { name, state } => Clash {
+                kind: ClashKind::Id,
+                name,
+                state: format!("{state}"),
+            },
+        })
     }
 
     fn report(&mut self, event: Event) {

@@ -40,6 +40,12 @@ const LINK_LOCAL_PREFIX_LEN: u8 = 16;
 /// socket is aborted and freed.
 const CLOSE_DEADLINE_NS: u64 = 5_000_000_000;
 
+/// Dropped connections left to finish closing at most: each keeps its
+/// buffers (2 x [`TCP_BUFFER_BYTES`]) until it does, so a peer that opens
+/// and abandons connections faster than they close could otherwise fill
+/// the heap. Past it the oldest is aborted at once.
+const MAX_CLOSING_SOCKETS: usize = 16;
+
 /// First local port for outgoing connections (the IANA dynamic range).
 const FIRST_EPHEMERAL_PORT: u16 = 49152;
 
@@ -301,6 +307,11 @@ impl Drop for TcpConnection {
     fn drop(&mut self) {
         let _ = with_net(|net| {
             net.sockets.get_mut::<tcp::Socket>(self.handle).close();
+            if net.closing.len() >= MAX_CLOSING_SOCKETS {
+                let (oldest, _) = net.closing.remove(0);
+                net.sockets.get_mut::<tcp::Socket>(oldest).abort();
+                net.sockets.remove(oldest);
+            }
             let deadline_ns = timer::uptime_ns() + CLOSE_DEADLINE_NS;
             net.closing.push((self.handle, deadline_ns));
             Ok(())

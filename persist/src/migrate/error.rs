@@ -83,6 +83,22 @@ pub enum Error {
         /// The bound.
         max_bytes: u64,
     },
+    /// The machine's heap has no room for a module or metadata buffer of
+    /// this size now (the caller's [`super::Admission::room_bytes`]).
+    NoRoom {
+        /// What.
+        what: &'static str,
+        /// Its length.
+        len_bytes: u64,
+        /// The room there is.
+        room_bytes: u64,
+    },
+    /// The machine does not take the incoming domain
+    /// ([`super::Admission::admit`]): a name or ID it has already.
+    NotAdmitted {
+        /// Why, as the source is told.
+        reason: Refusal,
+    },
     /// A chunk that does not continue where the last one ended.
     OutOfOrderChunk {
         /// What.
@@ -189,6 +205,16 @@ impl fmt::Display for Error {
                 formatter,
                 "{what} of {len_bytes} bytes is over the {max_bytes}-byte bound"
             ),
+            Self::NoRoom {
+                what,
+                len_bytes,
+                room_bytes,
+            } => write!(
+                formatter,
+                "no heap room for {what} of {len_bytes} bytes ({room_bytes} bytes free \
+                 past the margin)"
+            ),
+            Self::NotAdmitted { reason } => write!(formatter, "not admitted: {reason}"),
             Self::OutOfOrderChunk {
                 what,
                 expected_offset,
@@ -219,7 +245,7 @@ impl fmt::Display for Error {
                 formatter,
                 "the domain is already handed over: the migration cannot be aborted"
             ),
-            Self::Refused { reason } => write!(formatter, "the target refused: {reason:?}"),
+            Self::Refused { reason } => write!(formatter, "the target refused: {reason}"),
             Self::NotDiscardable => write!(
                 formatter,
                 "the image owns a runnable domain and may not be discarded"

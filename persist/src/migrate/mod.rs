@@ -83,5 +83,8 @@ pub(crate) use record::{decode_record, encode_record};
 pub use resolve::{Resolution, answer_query, apply_answer, discard, query_for};
 pub use snapshot::pages_digest;
 pub use source::{Source, SourceEvent, SourceStep};
-pub use target::{MAX_METADATA_LEN_BYTES, MAX_MODULE_LEN_BYTES, Target, TargetEvent, refusal};
+pub use target::{
+    Admission, AdmitAll, MAX_METADATA_LEN_BYTES, MAX_MODULE_LEN_BYTES, MAX_OUTBOX_RECEIVERS,
+    Target, TargetEvent, refusal,
+};
 pub use wire::{Refusal, RoundKind, Verdict, WireMessage};

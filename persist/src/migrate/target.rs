@@ -16,11 +16,67 @@ use super::record::{IncomingPhase, MAX_PEER_NAME_LEN, Migration, MigrationId};
 use super::snapshot::{committed_locations, pages_digest};
 use super::wire::{Refusal, RoundKind, WireMessage};
 
-/// The largest module a migration carries.
-pub const MAX_MODULE_LEN_BYTES: u64 = 64 << 20;
+/// The largest module a migration carries: the vm's bound, so that a module
+/// no domain could run is refused at `Begin`, before a byte is buffered.
+pub const MAX_MODULE_LEN_BYTES: u64 = abi::MAX_MODULE_BYTES as u64;
 
-/// The largest encoded metadata record a migration carries.
-pub const MAX_METADATA_LEN_BYTES: u64 = 16 << 20;
+/// Bytes a stored message takes besides its payload (its peer's 16-byte ID,
+/// a sequence number and the payload's length, postcard-encoded), rounded up.
+const MESSAGE_OVERHEAD_BYTES: u64 = 40;
+
+/// The most receivers a migrating domain's outbox is bounded for: each may
+/// hold [`abi::MAX_OUTBOX_BYTES`] of it. A domain with full outboxes to more
+/// receivers than this is refused, with [`Refusal::TooLarge`].
+pub const MAX_OUTBOX_RECEIVERS: u64 = 16;
+
+/// The most peers a record counts messages with, each way.
+const MAX_COUNTED_PEERS: u64 = 1024;
+
+/// The record besides its messages: the name, at most 1,000 globals (wasmi's
+/// strict limits) of at most 16 bytes, the suspension, the arguments and
+/// environment, the counters.
+const RECORD_BYTES: u64 = 64 * 1024;
+
+/// The largest encoded metadata record a migration carries: what a
+/// legitimate domain's record can be, from the ABI's mailbox and outbox
+/// limits. About 6.9 MiB; each record is held twice while it is decoded.
+pub const MAX_METADATA_LEN_BYTES: u64 = RECORD_BYTES
+    + abi::MAX_MAILBOX_BYTES as u64
+    + abi::MAX_MAILBOX_MESSAGES as u64 * MESSAGE_OVERHEAD_BYTES
+    + MAX_OUTBOX_RECEIVERS
+        * (abi::MAX_OUTBOX_BYTES as u64 + abi::MAX_OUTBOX_MESSAGES as u64 * MESSAGE_OVERHEAD_BYTES)
+    + 2 * MAX_COUNTED_PEERS * MESSAGE_OVERHEAD_BYTES;
+
+/// What the machine says about an incoming migration while it arrives: how
+/// much heap the target may take for its buffers, and whether it takes the
+/// domain at all. The target asks before each large allocation and before
+/// it acknowledges `Durable`, so every refusal leaves the domain with the
+/// source.
+pub trait Admission {
+    /// Heap bytes the target may allocate now for the module or for a
+    /// metadata record (the machine keeps its own margin out of it).
+    fn room_bytes(&self) -> u64;
+
+    /// Whether the machine takes the domain `metadata` describes (its name
+    /// and ID are free here): asked when the first metadata arrives and
+    /// again at the end of the final round, before `Durable`.
+    fn admit(&self, metadata: &Metadata) -> Result<(), Refusal>;
+}
+
+/// Admits every domain, with as much room as the bounds allow: for tools
+/// and tests that have no machine to ask.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AdmitAll;
+
+impl Admission for AdmitAll {
+    fn room_bytes(&self) -> u64 {
+        u64::MAX
+    }
+
+    fn admit(&self, _metadata: &Metadata) -> Result<(), Refusal> {
+        Ok(())
+    }
+}
 
 /// Staged pages past which a pre-copy round is committed (32 MiB): fewer
 /// cost the final commit, in the pause, less than the two flushes of a
@@ -161,15 +217,32 @@ impl<D: BlockDevice> Target<D> {
     /// (cleared first). After an error the target is failed: send
     /// [`refusal`] of the error and discard the copy.
     pub fn receive(&mut self, frame: &[u8], reply: &mut Vec<u8>) -> Result<TargetEvent, Error> {
+        self.receive_admitted(frame, reply, &AdmitAll)
+    }
+
+    /// [`Target::receive`], asking `admission` for heap room before the
+    /// module and metadata buffers are allocated, and whether the domain is
+    /// taken before the copy is created and before `Durable`.
+    pub fn receive_admitted(
+        &mut self,
+        frame: &[u8],
+        reply: &mut Vec<u8>,
+        admission: &impl Admission,
+    ) -> Result<TargetEvent, Error> {
         reply.clear();
-        let result = self.handle(frame, reply);
+        let result = self.handle(frame, reply, admission);
         if result.is_err() && self.state != State::Parked {
             self.state = State::Failed;
         }
         result
     }
 
-    fn handle(&mut self, frame: &[u8], reply: &mut Vec<u8>) -> Result<TargetEvent, Error> {
+    fn handle(
+        &mut self,
+        frame: &[u8],
+        reply: &mut Vec<u8>,
+        admission: &impl Admission,
+    ) -> Result<TargetEvent, Error> {
         let message = WireMessage::decode(frame)?;
         let unexpected = Error::Unexpected {
             message: message.name(),
@@ -192,6 +265,7 @@ impl<D: BlockDevice> Target<D> {
                         max_bytes: MAX_MODULE_LEN_BYTES,
                     });
                 }
+                reserve(&mut self.module, "module", module_len_bytes, admission)?;
                 self.migration_id = migration_id;
                 self.domain_id = domain_id;
                 self.module_len_bytes = module_len_bytes;
@@ -228,11 +302,18 @@ impl<D: BlockDevice> Target<D> {
                     bytes,
                 },
             ) => {
-                if let Some(metadata) = self.metadata_chunk(total_len_bytes, offset, bytes)? {
+                let chunk = self.metadata_chunk(total_len_bytes, offset, bytes, admission)?;
+                if let Some(metadata) = chunk {
                     if self.state == State::Metadata {
+                        admit(admission, &metadata)?;
                         self.create_copy(metadata)?;
                         self.state = State::Pages;
                     } else {
+                        if metadata.name != self.image()?.metadata().name {
+                            return Err(Error::BadMetadata {
+                                reason: "the final metadata names the domain otherwise",
+                            });
+                        }
                         self.final_metadata = Some(metadata);
                     }
                 }
@@ -294,6 +375,11 @@ impl<D: BlockDevice> Target<D> {
                     message: "end of the final round",
                     state: "no final metadata was received",
                 })?;
+                // Asked again here, before `Durable`: since the first
+                // metadata the machine may have come to know another domain
+                // of that name, and a refusal now still leaves the domain
+                // with the source (this incomplete copy is blanked).
+                admit(admission, &metadata)?;
                 // Complete at once: a copy marked complete runs only once
                 // the source hands it over, which it does only after
                 // `Durable`, sent below once every page is checked. If the
@@ -357,6 +443,7 @@ impl<D: BlockDevice> Target<D> {
         total_len_bytes: u64,
         offset: u64,
         bytes: &[u8],
+        admission: &impl Admission,
     ) -> Result<Option<Metadata>, Error> {
         if offset == 0 {
             if total_len_bytes > MAX_METADATA_LEN_BYTES {
@@ -366,7 +453,23 @@ impl<D: BlockDevice> Target<D> {
                     max_bytes: MAX_METADATA_LEN_BYTES,
                 });
             }
-            self.metadata_bytes.clear();
+            self.metadata_bytes = Vec::new();
+            // Decoding holds the record a second time.
+            let room_needed = total_len_bytes.saturating_mul(2);
+            let room_bytes = admission.room_bytes();
+            if room_needed > room_bytes {
+                return Err(Error::NoRoom {
+                    what: "metadata",
+                    len_bytes: room_needed,
+                    room_bytes,
+                });
+            }
+            reserve(
+                &mut self.metadata_bytes,
+                "metadata",
+                total_len_bytes,
+                admission,
+            )?;
             self.metadata_len_bytes = total_len_bytes;
         }
         let expected = self.metadata_bytes.len() as u64;
@@ -554,10 +657,41 @@ fn check_pages<D: BlockDevice>(
     Ok(())
 }
 
+/// Reserves exactly `len_bytes` in the empty `buffer`, once the machine
+/// says it has the room: a refusal, never a failed allocation.
+fn reserve(
+    buffer: &mut Vec<u8>,
+    what: &'static str,
+    len_bytes: u64,
+    admission: &impl Admission,
+) -> Result<(), Error> {
+    let room_bytes = admission.room_bytes();
+    let no_room = Error::NoRoom {
+        what,
+        len_bytes,
+        room_bytes,
+    };
+    if len_bytes > room_bytes {
+        return Err(no_room);
+    }
+    let len = usize::try_from(len_bytes).map_err(|_| no_room.clone())?;
+    buffer.try_reserve_exact(len).map_err(|_| no_room)
+}
+
+/// Asks `admission` whether the domain of `metadata` is taken here.
+fn admit(admission: &impl Admission, metadata: &Metadata) -> Result<(), Error> {
+    admission
+        .admit(metadata)
+        .map_err(|reason| Error::NotAdmitted { reason })
+}
+
 /// The refusal to send the source after `error` on the target.
 pub fn refusal(error: &Error, reply: &mut Vec<u8>) -> Result<(), Error> {
     let reason = match error {
         Error::Image(_) => Refusal::Storage,
+        Error::TooLarge { .. } => Refusal::TooLarge,
+        Error::NoRoom { .. } => Refusal::NoRoom,
+        Error::NotAdmitted { reason } => *reason,
         _ => Refusal::Protocol,
     };
     WireMessage::Refused { reason }.encode(reply)

@@ -18,6 +18,7 @@
 //! Every field of hostile input is checked; nothing panics.
 
 use alloc::vec::Vec;
+use core::fmt;
 
 use crate::PAGE_SIZE;
 use crate::metadata::{DomainId, ModuleSha256};
@@ -65,13 +66,73 @@ pub enum Verdict {
     Unknown,
 }
 
-/// Why a target refused a migration.
+/// Why a target refused a migration. Every refusal comes before the
+/// target acknowledges `Durable`, so the source keeps the domain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
     /// The stream broke the protocol (bad order, counts, hashes).
     Protocol,
     /// The spare disk failed or is too small.
     Storage,
+    /// The module or the metadata is over the bound a legitimate domain
+    /// keeps to.
+    TooLarge,
+    /// The target's heap has no room for the module or metadata now.
+    NoRoom,
+    /// The target knows a domain of that name already.
+    NameTaken,
+    /// The target knows a domain with that ID already.
+    IdTaken,
+    /// Another migration is coming in to the target.
+    Busy,
+    /// The target has no spare disk to receive the domain on.
+    NoSpare,
+}
+
+impl Refusal {
+    /// The byte a refusal travels as.
+    fn code(self) -> u8 {
+        match self {
+            Refusal::Protocol => 0,
+            Refusal::Storage => 1,
+            Refusal::TooLarge => 2,
+            Refusal::NoRoom => 3,
+            Refusal::NameTaken => 4,
+            Refusal::IdTaken => 5,
+            Refusal::Busy => 6,
+            Refusal::NoSpare => 7,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<Refusal> {
+        Some(match code {
+            0 => Refusal::Protocol,
+            1 => Refusal::Storage,
+            2 => Refusal::TooLarge,
+            3 => Refusal::NoRoom,
+            4 => Refusal::NameTaken,
+            5 => Refusal::IdTaken,
+            6 => Refusal::Busy,
+            7 => Refusal::NoSpare,
+            _ => return None,
+        })
+    }
+}
+
+/// The refusal as the source's console says it, after "refused by PEER: ".
+impl fmt::Display for Refusal {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(match self {
+            Refusal::Protocol => "the stream broke the protocol",
+            Refusal::Storage => "its spare disk failed",
+            Refusal::TooLarge => "the module or metadata is over its bounds",
+            Refusal::NoRoom => "its heap has no room for the domain now",
+            Refusal::NameTaken => "it has a domain of that name already",
+            Refusal::IdTaken => "it has a domain with that ID already",
+            Refusal::Busy => "another migration is coming in there",
+            Refusal::NoSpare => "it has no spare disk",
+        })
+    }
 }
 
 /// One protocol message, borrowing its bulk bytes from the frame.
@@ -310,10 +371,7 @@ impl WireMessage<'_> {
                 out.extend_from_slice(&migration_id.to_le_bytes());
             }
             Self::RoundReceived { round } => out.extend_from_slice(&round.to_le_bytes()),
-            Self::Refused { reason } => out.push(match reason {
-                Refusal::Protocol => 0,
-                Refusal::Storage => 1,
-            }),
+            Self::Refused { reason } => out.push(reason.code()),
             Self::Query {
                 migration_id,
                 domain_id,
@@ -454,11 +512,8 @@ impl WireMessage<'_> {
             }
             KIND_REFUSED => {
                 fields.expect_len(1, "refused")?;
-                let reason = match fields.u8() {
-                    0 => Refusal::Protocol,
-                    1 => Refusal::Storage,
-                    _ => return Err(Error::BadValue { field: "refusal" }),
-                };
+                let reason =
+                    Refusal::from_code(fields.u8()).ok_or(Error::BadValue { field: "refusal" })?;
                 WireMessage::Refused { reason }
             }
             KIND_QUERY => {
@@ -761,6 +816,12 @@ mod tests {
             WireMessage::Running { migration_id: 5 },
             WireMessage::Refused {
                 reason: Refusal::Storage,
+            },
+            WireMessage::Refused {
+                reason: Refusal::NameTaken,
+            },
+            WireMessage::Refused {
+                reason: Refusal::NoSpare,
             },
             WireMessage::Query {
                 migration_id: 5,

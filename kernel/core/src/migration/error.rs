@@ -6,6 +6,7 @@ use core::fmt;
 use persist::migrate;
 
 use super::framing::{FrameError, LinkError};
+use super::host::Clash;
 
 /// What the machine said went wrong (a domain table operation, compiling a
 /// module), in its own words: the kernel's errors are its own business.
@@ -49,6 +50,21 @@ pub enum MigrationError {
     },
     /// A message arrived after the incoming migration ended.
     MessageAfterEnd,
+    /// The peer said nothing (sent nothing, took nothing) for too long.
+    Silent {
+        /// The peer.
+        peer: String,
+        /// How long, in whole seconds.
+        silent_s: u64,
+    },
+    /// The incoming domain's name or ID is taken here: refused before
+    /// `Durable`, so the source keeps it.
+    Clash {
+        /// The incoming domain.
+        name: String,
+        /// What it clashes with.
+        clash: Clash,
+    },
 }
 
 impl fmt::Display for MigrationError {
@@ -65,6 +81,10 @@ impl fmt::Display for MigrationError {
             MigrationError::MessageAfterEnd => {
                 formatter.write_str("a message after the migration ended")
             }
+            MigrationError::Silent { peer, silent_s } => {
+                write!(formatter, "{peer} said nothing for {silent_s} s")
+            }
+            MigrationError::Clash { name, clash } => write!(formatter, "refused {name}: {clash}"),
         }
     }
 }

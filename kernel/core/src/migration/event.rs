@@ -3,7 +3,7 @@
 use alloc::string::String;
 use core::fmt;
 
-use persist::migrate::{self, MigrationId, Verdict};
+use persist::migrate::{self, MigrationId, Refusal, Verdict};
 
 use super::error::{HostError, MigrationError, RefusalReason};
 use super::framing::{FrameError, LinkError};
@@ -87,6 +87,11 @@ pub enum Event {
         name: String,
         reason: MigrationError,
     },
+    OutgoingRefused {
+        name: String,
+        peer: String,
+        reason: Refusal,
+    },
     // The target side.
     IncomingStarted {
         peer: String,
@@ -135,6 +140,21 @@ pub enum Event {
         port: u16,
         error: String,
     },
+    /// Peers hold as many connections as the machine takes: it stops
+    /// listening until one closes.
+    ConnectionCap {
+        held: usize,
+        /// The peer holding the most of them, and how many.
+        busiest: String,
+        busiest_held: usize,
+    },
+    /// The heap has too little room for another connection: the machine
+    /// stops listening until it has more.
+    NoRoomToListen {
+        room_bytes: u64,
+    },
+    /// The machine listens again after a cap or a short heap.
+    ListeningAgain,
     BadConnection {
         peer: String,
         error: FrameError,
@@ -194,7 +214,8 @@ impl Event {
             | Event::BadConnection { .. }
             | Event::NoAnswer { .. }
             | Event::AskFailed { .. }
-            | Event::StaysParked { .. } => Level::Info,
+            | Event::StaysParked { .. }
+            | Event::ListeningAgain => Level::Info,
             Event::CannotListen { .. } | Event::CannotAsk { .. } | Event::BadAnswer { .. } => {
                 Level::Warning
             }
@@ -284,6 +305,15 @@ impl fmt::Display for Event {
                     "[migrate] {name}: failed: {reason}; the domain stays here"
                 )
             }
+            Event::OutgoingRefused { name, peer, reason } => {
+                write!(f, "[migrate] migration of {name} refused by {peer}: ")?;
+                match reason {
+                    Refusal::NameTaken => write!(f, "it has a domain named {name} already")?,
+                    Refusal::IdTaken => write!(f, "it has a domain with {name}'s ID already")?,
+                    reason => write!(f, "{reason}")?,
+                }
+                f.write_str("; the domain stays here")
+            }
             Event::IncomingStarted { peer } => {
                 write!(f, "[migrate] incoming migration from {peer}")
             }
@@ -350,6 +380,22 @@ impl fmt::Display for Event {
             Event::BadConnection { peer, error } if self.is_refused_stranger() => {
                 write!(f, "migration: refused a connection from {peer}: {error}")
             }
+            Event::ConnectionCap {
+                held,
+                busiest,
+                busiest_held,
+            } => write!(
+                f,
+                "[migrate] peers hold {held} connections, the most this machine takes \
+                 ({busiest} holds {busiest_held}): not listening until one closes"
+            ),
+            Event::NoRoomToListen { room_bytes } => write!(
+                f,
+                "[migrate] only {} KiB of heap free: not listening for migrations until \
+                 there is more",
+                room_bytes / 1024
+            ),
+            Event::ListeningAgain => f.write_str("migration: listening again"),
             Event::BadConnection { peer, error } => {
                 write!(f, "migration: a connection from {peer}: {error}")
             }

@@ -1,6 +1,7 @@
 //! What the machine does for a migration: its domains, spare disks, clock.
 
 use alloc::string::String;
+use core::fmt;
 
 use persist::migrate::{MigrationId, Verdict};
 use persist::{BlockDevice, DomainId, Image};
@@ -80,6 +81,53 @@ pub trait MigrationHost {
     /// flight knows it).
     fn answer_query(&mut self, migration_id: MigrationId, domain_id: DomainId) -> Verdict;
 
+    /// Heap bytes free now: the target checks them (less a margin) before
+    /// each large allocation an incoming migration asks of it.
+    fn heap_room_bytes(&self) -> u64;
+
+    /// The domain this machine knows that an incoming domain called `name`
+    /// with ID `id` would clash with, if any: running, stopped, paused,
+    /// migrating, moved away, ended, or a parked copy.
+    fn clash(&self, name: &str, id: DomainId) -> Option<Clash>;
+
     /// Something happened that the console or the log should say.
     fn report(&mut self, event: Event);
+}
+
+/// What an incoming domain's name or ID clashes with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClashKind {
+    /// A domain has that name.
+    Name,
+    /// A domain has that ID (under another name).
+    Id,
+}
+
+/// A domain this machine knows that an incoming one clashes with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Clash {
+    /// Whether the name or the ID is taken.
+    pub kind: ClashKind,
+    /// The name of the domain here.
+    pub name: String,
+    /// Its state, as `ps` says it ("running", "stopped", "moved away").
+    pub state: String,
+}
+
+/// The clash as the target's console says it.
+impl fmt::Display for Clash {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            ClashKind::Name => write!(
+                formatter,
+                "a domain named {} is here already ({})",
+                self.name, self.state
+            ),
+            ClashKind::Id => write!(
+                formatter,
+                "a domain with that ID is here already ({}, {})",
+                self.name, self.state
+            ),
+        }
+    }
 }

@@ -2,15 +2,18 @@
 
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::cell::RefCell;
 use core::fmt;
 
-use persist::migrate::{self, Target, TargetEvent};
+use persist::Metadata;
+use persist::migrate::{self, Admission, Refusal, Target, TargetEvent};
 
 use super::Progress;
 use super::error::{MigrationError, RefusalReason};
 use super::event::{CopyFate, Event};
 use super::framing::{Framed, Link};
-use super::host::MigrationHost;
+use super::host::{Clash, ClashKind, MigrationHost};
+use super::limits::Limits;
 use super::timing::{Slot, Stopwatch};
 
 /// Messages handled per poll at most, so one poll stays short.
@@ -36,6 +39,39 @@ pub struct Incoming<L, H: MigrationHost> {
     reply: Vec<u8>,
     watch: Stopwatch,
     module: Compilation<H::Compiled>,
+    /// When the last message arrived.
+    heard_ns: u64,
+    silence_ns: u64,
+    heap_margin_bytes: u64,
+}
+
+/// The machine as the target's [`Admission`]: its heap room past the
+/// margin, and its domains' names and IDs. A clash is kept to be reported
+/// in the machine's words (the source hears only the refusal's kind).
+struct HostAdmission<'a, H> {
+    host: &'a H,
+    heap_margin_bytes: u64,
+    clash: RefCell<Option<(String, Clash)>>,
+}
+
+impl<H: MigrationHost> Admission for HostAdmission<'_, H> {
+    fn room_bytes(&self) -> u64 {
+        self.host
+            .heap_room_bytes()
+            .saturating_sub(self.heap_margin_bytes)
+    }
+
+    fn admit(&self, metadata: &Metadata) -> Result<(), Refusal> {
+        let Some(clash) = self.host.clash(&metadata.name, metadata.id) else {
+            return Ok(());
+        };
+        let reason = match clash.kind {
+            ClashKind::Name => Refusal::NameTaken,
+            ClashKind::Id => Refusal::IdTaken,
+        };
+        *self.clash.borrow_mut() = Some((metadata.name.clone(), clash));
+        Err(reason)
+    }
 }
 
 impl<L, H: MigrationHost> fmt::Debug for Incoming<L, H> {
@@ -50,14 +86,15 @@ impl<L, H: MigrationHost> fmt::Debug for Incoming<L, H> {
 
 impl<L: Link, H: MigrationHost> Incoming<L, H> {
     /// Receives a migration from `peer` over `framed`, whose first message
-    /// was `first`, onto one of the spare disks.
+    /// was `first`, onto `spare` (one of the spare disks).
     pub fn accept(
         host: &mut H,
         peer: &str,
         framed: Framed<L>,
         first: Vec<u8>,
+        spare: H::Disk,
+        limits: &Limits,
     ) -> Result<Incoming<L, H>, RefusalReason> {
-        let spare = host.take_spare().ok_or(RefusalReason::NoSpare)?;
         // A spare too small stays out of the spares, as it always has: it
         // cannot take any domain.
         let target = Target::new(spare, peer).map_err(RefusalReason::SpareUnusable)?;
@@ -69,7 +106,15 @@ impl<L: Link, H: MigrationHost> Incoming<L, H> {
             reply: Vec::new(),
             watch: Stopwatch::new(host.counters()),
             module: Compilation::Waiting,
+            heard_ns: host.now_ns(),
+            silence_ns: limits.incoming_silence_ns,
+            heap_margin_bytes: limits.heap_margin_bytes,
         })
+    }
+
+    /// The peer the domain comes from.
+    pub fn peer(&self) -> &str {
+        &self.peer
     }
 
     /// Does the next bit of the migration.
@@ -85,16 +130,37 @@ impl<L: Link, H: MigrationHost> Incoming<L, H> {
         let flushed = self.flush();
         self.watch.add(Slot::Send, started, host.now_ns());
         flushed?;
+        let mut is_heard = false;
         for _ in 0..MESSAGES_PER_POLL {
             let Some(event) = self.receive_one(host)? else {
                 break;
             };
+            is_heard = true;
             if let Some(progress) = self.handle(host, event)? {
                 return Ok(progress);
             }
         }
         self.flush()?;
+        self.check_silence(host, is_heard)?;
         Ok(Progress::Working)
+    }
+
+    /// Gives up on a source that has sent nothing for too long, in any
+    /// phase: the copy's fate is then the protocol's, as on a closed link.
+    fn check_silence(&mut self, host: &H, is_heard: bool) -> Result<(), MigrationError> {
+        let now = host.now_ns();
+        if is_heard {
+            self.heard_ns = now;
+            return Ok(());
+        }
+        let silent_ns = now.saturating_sub(self.heard_ns);
+        if silent_ns >= self.silence_ns {
+            return Err(MigrationError::Silent {
+                peer: self.peer.clone(),
+                silent_s: silent_ns / 1_000_000_000,
+            });
+        }
+        Ok(())
     }
 
     fn flush(&mut self) -> Result<(), MigrationError> {
@@ -129,8 +195,13 @@ impl<L: Link, H: MigrationHost> Incoming<L, H> {
             return Err(MigrationError::MessageAfterEnd);
         };
         self.reply.clear();
+        let admission = HostAdmission {
+            host,
+            heap_margin_bytes: self.heap_margin_bytes,
+            clash: RefCell::new(None),
+        };
         let started = host.now_ns();
-        let event = target.receive(frame, &mut self.reply);
+        let event = target.receive_admitted(frame, &mut self.reply, &admission);
         self.watch.add(Slot::Pages, started, host.now_ns());
         match event {
             Ok(event) => {
@@ -145,7 +216,10 @@ impl<L: Link, H: MigrationHost> Incoming<L, H> {
                     self.framed.queue(&self.reply);
                     let _ = self.framed.flush();
                 }
-                Err(error.into())
+                Err(match admission.clash.into_inner() {
+                    Some((name, clash)) => MigrationError::Clash { name, clash },
+                    None => error.into(),
+                })
             }
         }
     }
@@ -175,7 +249,10 @@ impl<L: Link, H: MigrationHost> Incoming<L, H> {
                 });
             }
             TargetEvent::Running => {
-                self.flush()?;
+                // The domain is this machine's now, whether or not the
+                // source hears so (it may have given up waiting): it must
+                // run here, never be given up with the link.
+                let _ = self.flush();
                 return Ok(Some(self.run(host)));
             }
             TargetEvent::Aborted => {

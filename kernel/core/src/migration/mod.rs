@@ -12,13 +12,15 @@
 //!
 //! Everything is polled from the kernel's main loop and never blocks: each
 //! poll sends or receives a bounded amount, so domains and the console go
-//! on. What happens is reported as [`Event`]s.
+//! on. What happens is reported as [`Event`]s. [`Limits`] bounds what a
+//! peer can make the machine hold: connections, silence, heap.
 
 pub mod error;
 pub mod event;
 pub mod framing;
 pub mod host;
 pub mod incoming;
+pub mod limits;
 pub mod listener;
 pub mod network;
 pub mod outgoing;
@@ -29,8 +31,9 @@ pub mod timing;
 pub use error::{HostError, MigrationError, RefusalReason, StartError};
 pub use event::{CopyFate, Event, Level};
 pub use framing::{FrameError, Framed, Link, LinkError, MAX_FRAME_BYTES};
-pub use host::MigrationHost;
+pub use host::{Clash, ClashKind, MigrationHost};
 pub use incoming::Incoming;
+pub use limits::Limits;
 pub use listener::Migrations;
 pub use network::{ConnectError, MIGRATION_PORT, Network};
 pub use outgoing::Outgoing;

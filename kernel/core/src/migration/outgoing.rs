@@ -3,13 +3,14 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use persist::migrate::{MigrationId, Source, SourceEvent, SourceStep, Verdict};
+use persist::migrate::{self, MigrationId, Source, SourceEvent, SourceStep, Verdict};
 
 use super::Progress;
 use super::error::{MigrationError, StartError};
 use super::event::Event;
 use super::framing::{Framed, Link};
 use super::host::MigrationHost;
+use super::limits::Limits;
 use super::timing::{Slot, Stopwatch};
 
 /// Messages produced per poll at most, so one poll stays short.
@@ -72,6 +73,11 @@ pub struct Outgoing<L> {
     /// Set while the last pre-copy round waits for the target to catch up.
     catch_up_deadline_ns: Option<u64>,
     watch: Stopwatch,
+    /// When the target last took bytes or said something, and how much it
+    /// had taken then.
+    heard_ns: u64,
+    heard_bytes: u64,
+    silence_ns: u64,
 }
 
 impl<L: Link> Outgoing<L> {
@@ -81,6 +87,7 @@ impl<L: Link> Outgoing<L> {
         name: &str,
         peer: &str,
         link: L,
+        limits: &Limits,
     ) -> Result<Outgoing<L>, StartError> {
         if !host.is_running(name) {
             return Err(StartError::NotRunning { name: name.into() });
@@ -111,6 +118,9 @@ impl<L: Link> Outgoing<L> {
             received_round: None,
             catch_up_deadline_ns: None,
             watch: Stopwatch::new(host.counters()),
+            heard_ns: host.now_ns(),
+            heard_bytes: 0,
+            silence_ns: limits.outgoing_silence_ns,
         })
     }
 
@@ -139,7 +149,19 @@ impl<L: Link> Outgoing<L> {
     }
 
     fn step<H: MigrationHost>(&mut self, host: &mut H) -> Result<Progress, MigrationError> {
-        if !self.flush(host)? {
+        let flushed = match self.flush(host) {
+            Ok(flushed) => flushed,
+            Err(error) => {
+                // A target that refuses says why and closes the link: its
+                // reason is among what arrived.
+                if let Some(progress) = self.take_replies(host)? {
+                    return Ok(progress);
+                }
+                return Err(error);
+            }
+        };
+        if !flushed {
+            self.check_silence(host)?;
             return Ok(Progress::Working);
         }
         if let Some(progress) = self.take_replies(host)? {
@@ -149,7 +171,28 @@ impl<L: Link> Outgoing<L> {
             return Ok(progress);
         }
         self.flush(host)?;
+        self.check_silence(host)?;
         Ok(Progress::Working)
+    }
+
+    /// Gives up on a target that has taken no bytes and said nothing for
+    /// too long, in any phase: before the hand-over the domain then stays
+    /// (and runs) here; after it, it is the target's and this side ends.
+    fn check_silence<H: MigrationHost>(&mut self, host: &H) -> Result<(), MigrationError> {
+        let now = host.now_ns();
+        if self.framed.bytes_sent() != self.heard_bytes {
+            self.heard_bytes = self.framed.bytes_sent();
+            self.heard_ns = now;
+            return Ok(());
+        }
+        let silent_ns = now.saturating_sub(self.heard_ns);
+        if silent_ns >= self.silence_ns {
+            return Err(MigrationError::Silent {
+                peer: self.peer.clone(),
+                silent_s: silent_ns / 1_000_000_000,
+            });
+        }
+        Ok(())
     }
 
     /// Sends what the link takes; true when nothing is left.
@@ -175,6 +218,7 @@ impl<L: Link> Outgoing<L> {
             let Some(frame) = frame? else {
                 return Ok(None);
             };
+            self.heard_ns = host.now_ns();
             let started = host.now_ns();
             let image = host.image_of(&self.name)?;
             let event = self.source.receive(image, &frame);
@@ -371,9 +415,18 @@ impl<L: Link> Outgoing<L> {
                 error,
             });
         }
-        host.report(Event::OutgoingFailed {
-            name: self.name.clone(),
-            reason,
+        host.report(match reason {
+            MigrationError::Protocol(migrate::Error::Refused { reason }) => {
+                Event::OutgoingRefused {
+                    name: self.name.clone(),
+                    peer: self.peer.clone(),
+                    reason,
+                }
+            }
+            reason => Event::OutgoingFailed {
+                name: self.name.clone(),
+                reason,
+            },
         });
         Progress::Done
     }

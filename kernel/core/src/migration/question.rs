@@ -8,7 +8,7 @@ use persist::migrate::{self, MigrationId, Ownership, Resolution, WireMessage};
 use super::event::Event;
 use super::framing::{FrameError, Framed, Link};
 use super::host::MigrationHost;
-use super::listener::ANSWER_DEADLINE_NS;
+use super::limits::Limits;
 use super::network::{ConnectError, Network};
 
 /// Time between questions of a parked copy whose source did not answer.
@@ -47,11 +47,15 @@ impl<C: Link> Question<C> {
     }
 }
 
-/// The question in flight, one at a time, about the first parked copy.
+/// The question in flight, one at a time, about each parked copy in turn:
+/// a source that never answers delays the others' questions, never stops
+/// them.
 #[derive(Debug)]
 pub(super) struct Questions<C> {
     question: Option<Question<C>>,
     next_question_ns: u64,
+    /// The parked copy asked about next (modulo how many are parked).
+    next_index: usize,
 }
 
 impl<C> Default for Questions<C> {
@@ -59,6 +63,7 @@ impl<C> Default for Questions<C> {
         Questions {
             question: None,
             next_question_ns: 0,
+            next_index: 0,
         }
     }
 }
@@ -69,19 +74,37 @@ impl<C: Link> Questions<C> {
         self.question.is_some()
     }
 
-    /// Asks the source of the first parked copy whether it handed the
-    /// domain over (every few seconds while none answers), and acts on the
-    /// answer.
-    pub(super) fn poll<H, N>(&mut self, host: &mut H, network: &mut N)
-    where
+    /// The source being asked, if any.
+    pub(super) fn source(&self) -> Option<&str> {
+        self.question
+            .as_ref()
+            .map(|question| question.source.as_str())
+    }
+
+    /// Asks the source of each parked copy in turn whether it handed the
+    /// domain over (a question every few seconds while any is parked), and
+    /// acts on the answer. A new question is asked only when `may_ask`
+    /// (the machine holds fewer connections than it takes).
+    pub(super) fn poll<H, N>(
+        &mut self,
+        host: &mut H,
+        network: &mut N,
+        limits: &Limits,
+        may_ask: bool,
+    ) where
         H: MigrationHost,
         N: Network<Connection = C>,
     {
         let now = host.now_ns();
         let Some(question) = self.question.as_mut() else {
-            if now >= self.next_question_ns {
+            if may_ask && now >= self.next_question_ns {
                 self.next_question_ns = now + ASK_AGAIN_NS;
-                self.question = ask_first_parked(host, network);
+                let parked = parked_count(host);
+                if parked > 0 {
+                    let index = self.next_index % parked;
+                    self.next_index = index + 1;
+                    self.question = ask_parked(host, network, index, limits);
+                }
             }
             return;
         };
@@ -107,13 +130,27 @@ impl<C: Link> Questions<C> {
     }
 }
 
-/// Connects to the source of the first parked copy and sends its question.
-fn ask_first_parked<H, N>(host: &mut H, network: &mut N) -> Option<Question<N::Connection>>
+/// How many copies are parked.
+fn parked_count<H: MigrationHost>(host: &mut H) -> usize {
+    let mut count = 0;
+    while host.parked_mut(count).is_some() {
+        count += 1;
+    }
+    count
+}
+
+/// Connects to the source of parked copy `index` and sends its question.
+fn ask_parked<H, N>(
+    host: &mut H,
+    network: &mut N,
+    index: usize,
+    limits: &Limits,
+) -> Option<Question<N::Connection>>
 where
     H: MigrationHost,
     N: Network,
 {
-    let metadata = host.parked_mut(0)?.metadata();
+    let metadata = host.parked_mut(index)?.metadata();
     let Ownership::Parked {
         migration_id,
         source,
@@ -139,17 +176,29 @@ where
         migration_id,
         source,
         framed,
-        deadline_ns: host.now_ns() + ANSWER_DEADLINE_NS,
+        deadline_ns: host.now_ns() + limits.answer_deadline_ns,
     })
 }
 
-/// The index of the parked copy of `migration_id`.
-fn parked_index<H: MigrationHost>(host: &mut H, migration_id: MigrationId) -> Option<usize> {
+/// The index of the parked copy of `migration_id` from `source`: the
+/// answer of one source never decides another's copy, whatever IDs they
+/// chose.
+fn parked_index<H: MigrationHost>(
+    host: &mut H,
+    source: &str,
+    migration_id: MigrationId,
+) -> Option<usize> {
     let mut index = 0;
     while let Some(image) = host.parked_mut(index) {
-        let is_it = migrate::query_for(image.metadata()).is_some_and(|query| {
-            matches!(query, WireMessage::Query { migration_id: asked, .. } if asked == migration_id)
-        });
+        let metadata = image.metadata();
+        let is_from_source = matches!(
+            migrate::ownership(metadata),
+            Ownership::Parked { source: from, .. } if from == source
+        );
+        let is_it = is_from_source
+            && migrate::query_for(metadata).is_some_and(|query| {
+                matches!(query, WireMessage::Query { migration_id: asked, .. } if asked == migration_id)
+            });
         if is_it {
             return Some(index);
         }
@@ -161,7 +210,7 @@ fn parked_index<H: MigrationHost>(host: &mut H, migration_id: MigrationId) -> Op
 /// Applies `source`'s answer about `migration_id` to its parked copy: runs
 /// it, discards it, or leaves it parked.
 fn resolve<H: MigrationHost>(host: &mut H, source: &str, migration_id: MigrationId, answer: &[u8]) {
-    let Some(index) = parked_index(host, migration_id) else {
+    let Some(index) = parked_index(host, source, migration_id) else {
         return;
     };
     let Some(image) = host.parked_mut(index) else {

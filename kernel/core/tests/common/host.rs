@@ -2,7 +2,7 @@
 
 use std::cell::Cell;
 
-use kernel_core::migration::{Counters, Event, HostError, MigrationHost};
+use kernel_core::migration::{Clash, ClashKind, Counters, Event, HostError, MigrationHost};
 use persist::migrate::{self, MigrationId, Ownership, Verdict};
 use persist::{DomainId, Image, StoredStatus};
 
@@ -16,6 +16,8 @@ const TICK_NS: u64 = 20_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DomainState {
     Running,
+    /// Stopped by an operator (committed so).
+    Stopped,
     /// Stopped for a migration's final round.
     Paused,
     /// Handed over: never runs here again.
@@ -62,6 +64,9 @@ pub struct FakeHost {
     /// Whether each adopted domain came with its module compiled.
     pub adopted_compiled: Vec<bool>,
     pub is_compile_failing: bool,
+    /// Heap bytes free, as `heap_room_bytes` says (plenty unless a test
+    /// makes the machine small).
+    pub heap_room_bytes: u64,
     next_migration_id: Cell<MigrationId>,
 }
 
@@ -70,7 +75,10 @@ impl FakeHost {
     /// run, parked copies wait, incomplete copies are blanked, tombstones
     /// stay (they answer questions), blank disks are spares.
     pub fn boot(disks: Vec<Disk>) -> FakeHost {
-        let mut host = FakeHost::default();
+        let mut host = FakeHost {
+            heap_room_bytes: 64 << 20,
+            ..FakeHost::default()
+        };
         host.next_migration_id
             .set(0x5eed_0000_0000_0000_0000_0000_0000_0001);
         for disk in disks {
@@ -93,6 +101,7 @@ impl FakeHost {
     fn adopt_image(&mut self, image: Image<Disk>) {
         let state = match image.metadata().status {
             StoredStatus::Running => DomainState::Running,
+            StoredStatus::Stopped => DomainState::Stopped,
             _ => DomainState::Moved,
         };
         self.domains.push(FakeDomain {
@@ -231,6 +240,40 @@ impl MigrationHost for FakeHost {
             migration_id,
             domain_id,
         )
+    }
+
+    fn heap_room_bytes(&self) -> u64 {
+        self.heap_room_bytes
+    }
+
+    fn clash(&self, name: &str, id: DomainId) -> Option<Clash> {
+        let domains = self.domains.iter().map(|domain| {
+            let state = match domain.state {
+                DomainState::Running => "running",
+                DomainState::Stopped => "stopped",
+                DomainState::Paused => "migrating",
+                DomainState::Moved => "moved away",
+            };
+            (domain.image.metadata(), state)
+        });
+        let parked = self
+            .parked
+            .iter()
+            .map(|image| (image.metadata(), "parked (incoming)"));
+        domains.chain(parked).find_map(|(metadata, state)| {
+            let kind = if metadata.name == name {
+                ClashKind::Name
+            } else if metadata.id == id {
+                ClashKind::Id
+            } else {
+                return None;
+            };
+            Some(Clash {
+                kind,
+                name: metadata.name.clone(),
+                state: state.into(),
+            })
+        })
     }
 
     fn report(&mut self, event: Event) {

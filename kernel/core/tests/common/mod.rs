@@ -9,8 +9,8 @@ pub mod network;
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use kernel_core::migration::Migrations;
-use persist::{BlockDevice, DomainId, Image, NewDomain, PAGE_SIZE};
+use kernel_core::migration::{Limits, Migrations};
+use persist::{BlockDevice, DomainId, Image, NewDomain, PAGE_SIZE, StoredStatus};
 
 pub use disk::Disk;
 pub use host::{DomainState, FakeHost};
@@ -41,6 +41,13 @@ pub fn page(seed: u64) -> [u8; PAGE_SIZE] {
 
 /// A disk holding the domain that migrates, committed once.
 pub fn domain_disk() -> Disk {
+    domain_disk_as(NAME, DOMAIN_ID, StoredStatus::Running, Vec::new())
+}
+
+/// A disk holding a domain called `name` with ID `id`, committed once with
+/// `status`, and `args` after its name (long ones make its metadata span
+/// several chunks).
+pub fn domain_disk_as(name: &str, id: DomainId, status: StoredStatus, args: Vec<String>) -> Disk {
     let disk = Disk::blank();
     let module: Vec<u8> = b"\0asm\x01\0\0\0"
         .iter()
@@ -50,12 +57,12 @@ pub fn domain_disk() -> Disk {
     let mut image = Image::create(
         disk.clone(),
         NewDomain {
-            id: DOMAIN_ID,
-            name: NAME,
+            id,
+            name,
             module: &module,
             memory_pages: 2,
             memory_max_pages: 4,
-            args: vec![NAME.into()],
+            args: std::iter::once(name.into()).chain(args).collect(),
             env: Vec::new(),
         },
     )
@@ -65,6 +72,7 @@ pub fn domain_disk() -> Disk {
             .stage_page(page_index, &page(page_index))
             .expect("a page fits");
     }
+    image.metadata_mut().status = status;
     image.commit().expect("a memory disk commits");
     disk
 }
@@ -79,9 +87,19 @@ pub struct Machine {
 
 impl Machine {
     pub fn boot(switch: &Rc<RefCell<Switch>>, address: &str, disks: Vec<Disk>) -> Machine {
+        Machine::boot_with(switch, address, disks, Limits::default())
+    }
+
+    /// A machine with caps and deadlines of the test's choosing.
+    pub fn boot_with(
+        switch: &Rc<RefCell<Switch>>,
+        address: &str,
+        disks: Vec<Disk>,
+        limits: Limits,
+    ) -> Machine {
         Machine {
             address: address.into(),
-            migrations: Migrations::new(FakeNetwork::new(switch, address)),
+            migrations: Migrations::with_limits(FakeNetwork::new(switch, address), limits),
             host: FakeHost::boot(disks),
         }
     }
