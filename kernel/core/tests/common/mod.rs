@@ -5,16 +5,18 @@
 pub mod disk;
 pub mod host;
 pub mod network;
+pub mod secure;
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use kernel_core::migration::{Limits, Migrations};
+use kernel_core::migration::{ClusterSecret, Limits, Migrations, SecureNetwork};
 use persist::{BlockDevice, DomainId, Image, NewDomain, PAGE_SIZE, StoredStatus};
 
 pub use disk::Disk;
 pub use host::{DomainState, FakeHost};
 pub use network::{FakeNetwork, Switch};
+pub use secure::{TestEntropy, TestNetwork};
 
 /// Blocks of every disk in the tests.
 pub const DISK_BLOCKS: u64 = 512;
@@ -81,11 +83,14 @@ pub fn domain_disk_as(name: &str, id: DomainId, status: StoredStatus, args: Vec<
 #[derive(Debug)]
 pub struct Machine {
     pub address: String,
-    pub migrations: Migrations<FakeNetwork, FakeHost>,
+    pub migrations: Migrations<TestNetwork, FakeHost>,
     pub host: FakeHost,
 }
 
 impl Machine {
+    /// A machine on `switch`, speaking plaintext frames, or through the
+    /// secure link with the cluster's secret if the switch is a secure
+    /// cluster's ([`Switch::secure`]).
     pub fn boot(switch: &Rc<RefCell<Switch>>, address: &str, disks: Vec<Disk>) -> Machine {
         Machine::boot_with(switch, address, disks, Limits::default())
     }
@@ -97,9 +102,33 @@ impl Machine {
         disks: Vec<Disk>,
         limits: Limits,
     ) -> Machine {
+        let network = FakeNetwork::new(switch, address);
+        let cluster_secret = switch.borrow().cluster_secret.clone();
+        let network = match cluster_secret {
+            None => TestNetwork::Plain(network),
+            Some(secret) => {
+                TestNetwork::Secure(SecureNetwork::new(network, Some(secret), TestEntropy))
+            }
+        };
+        Machine::boot_on(network, address, disks, limits)
+    }
+
+    /// A machine through the secure link with `secret`, or none.
+    pub fn boot_with_secret(
+        switch: &Rc<RefCell<Switch>>,
+        address: &str,
+        disks: Vec<Disk>,
+        secret: Option<ClusterSecret>,
+    ) -> Machine {
+        let network = FakeNetwork::new(switch, address);
+        let network = TestNetwork::Secure(SecureNetwork::new(network, secret, TestEntropy));
+        Machine::boot_on(network, address, disks, Limits::default())
+    }
+
+    fn boot_on(network: TestNetwork, address: &str, disks: Vec<Disk>, limits: Limits) -> Machine {
         Machine {
             address: address.into(),
-            migrations: Migrations::with_limits(FakeNetwork::new(switch, address), limits),
+            migrations: Migrations::with_limits(network, limits),
             host: FakeHost::boot(disks),
         }
     }
@@ -116,7 +145,13 @@ impl Machine {
 
 /// Machine A with the domain, machine B with a spare, on one switch.
 pub fn two_machines() -> (Rc<RefCell<Switch>>, Machine, Machine, Disk) {
-    let switch = Switch::new();
+    two_machines_on(Switch::new())
+}
+
+/// The same, on `switch` (plain or a secure cluster's).
+pub fn two_machines_on(
+    switch: Rc<RefCell<Switch>>,
+) -> (Rc<RefCell<Switch>>, Machine, Machine, Disk) {
     let a = Machine::boot(&switch, A, vec![domain_disk()]);
     let spare = Disk::blank();
     let b = Machine::boot(&switch, B, vec![spare.clone()]);

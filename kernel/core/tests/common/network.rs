@@ -4,7 +4,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 
-use kernel_core::migration::{ConnectError, Link, LinkError, Network};
+use kernel_core::migration::{ClusterSecret, ConnectError, Link, LinkError, Network};
 
 /// Bytes a link holds in each direction before `send` takes no more.
 const WINDOW_BYTES: usize = 64 * 1024;
@@ -18,6 +18,8 @@ pub struct Pipe {
     /// Bytes that may still pass (both directions together) before the
     /// connection breaks; what is past the break is lost.
     pub budget_bytes: Option<usize>,
+    /// Every byte sent each way (to side 0, to side 1), when recording.
+    pub recorded: Option<[Vec<u8>; 2]>,
 }
 
 impl Pipe {
@@ -107,6 +109,9 @@ impl Link for MemoryLink {
             }
         }
         pipe.queues[1 - self.side].extend(&bytes[..count]);
+        if let Some(recorded) = pipe.recorded.as_mut() {
+            recorded[1 - self.side].extend_from_slice(&bytes[..count]);
+        }
         Ok(count)
     }
 
@@ -136,11 +141,31 @@ pub struct Switch {
     pub pipes: Vec<Rc<RefCell<Pipe>>>,
     /// Applied to the next connection made.
     pub next_budget_bytes: Option<usize>,
+    /// Whether the next connection made records what passes.
+    pub is_next_recorded: bool,
+    /// The machines booted on this switch hold this secret (none: they
+    /// speak plaintext frames).
+    pub cluster_secret: Option<ClusterSecret>,
 }
 
 impl Switch {
     pub fn new() -> Rc<RefCell<Switch>> {
         Rc::new(RefCell::new(Switch::default()))
+    }
+
+    /// The switch of a cluster whose machines hold `secret`.
+    pub fn secure(secret: ClusterSecret) -> Rc<RefCell<Switch>> {
+        Rc::new(RefCell::new(Switch {
+            cluster_secret: Some(secret),
+            ..Switch::default()
+        }))
+    }
+
+    /// A test's peer takes the next connection made to `address` before
+    /// the machine there does (it impersonates that machine).
+    pub fn intercept(switch: &Rc<RefCell<Switch>>, address: &str) -> Option<(MemoryLink, String)> {
+        let mut switch = switch.borrow_mut();
+        switch.waiting.get_mut(address)?.pop_front()
     }
 
     /// A peer of the test's own making connects to `address`: the test
@@ -201,6 +226,9 @@ impl Network for FakeNetwork {
         let (ours, theirs, pipe) = MemoryLink::pair();
         let mut switch = self.switch.borrow_mut();
         pipe.borrow_mut().budget_bytes = switch.next_budget_bytes.take();
+        if std::mem::take(&mut switch.is_next_recorded) {
+            pipe.borrow_mut().recorded = Some(Default::default());
+        }
         switch.pipes.push(pipe);
         if switch.up.iter().any(|up| up == address) {
             switch

@@ -23,14 +23,18 @@ pub const NOISE_PARAMS: &str = "Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s";
 /// misreading what follows.
 pub const PROLOGUE: &[u8] = b"amber-migration-1";
 
-/// The longest Noise message (Noise spec section 3), so the longest record.
-pub const MAX_RECORD_BYTES: usize = 65_535;
-
 /// Bytes of ChaChaPoly's authentication tag on every transport message.
 const TAG_BYTES: usize = 16;
 
-/// The most plaintext one record carries.
-pub const MAX_PLAINTEXT_BYTES: usize = MAX_RECORD_BYTES - TAG_BYTES;
+/// The most plaintext one record carries: 16 KiB, as TLS's records
+/// (RFC 8446 section 5.1), well under Noise's 65,535-byte messages. Small
+/// records bound what a connection buffers and let a stream cut short
+/// still deliver what came before the cut.
+pub const MAX_PLAINTEXT_BYTES: usize = 16 * 1024;
+
+/// The longest record accepted: a longer length is refused before its
+/// body is read.
+pub const MAX_RECORD_BYTES: usize = MAX_PLAINTEXT_BYTES + TAG_BYTES;
 
 /// Bytes of the big-endian length before each record.
 const LENGTH_BYTES: usize = 2;
@@ -42,7 +46,7 @@ const MAX_HANDSHAKE_RECORD_BYTES: usize = 128;
 
 /// Plaintext is taken in `send` only while less than this much ciphertext
 /// waits for the inner link: with one more record, the backlog stays under
-/// 128 KiB.
+/// 80 KiB.
 const BACKLOG_LIMIT_BYTES: usize = 64 * 1024;
 
 /// Which side of the handshake a link is.
@@ -75,8 +79,8 @@ enum Phase {
 /// and `receive` gives nothing, as a TCP connection still connecting, so
 /// whatever runs over a plain link runs over this one unchanged.
 ///
-/// Every buffer is bounded: one record arriving (at most 64 KiB, sized to
-/// its announced length), its plaintext, and under 128 KiB of ciphertext
+/// Every buffer is bounded: one record arriving (at most 16 KiB, sized to
+/// its announced length), its plaintext, and under 80 KiB of ciphertext
 /// waiting for the inner link.
 pub struct SecureLink<L> {
     inner: L,
@@ -289,7 +293,9 @@ impl<L: Link> SecureLink<L> {
             Phase::Handshake(_) if length == 0 || length > MAX_HANDSHAKE_RECORD_BYTES => {
                 Err(LinkError::NotInCluster)
             }
-            Phase::Transport { .. } if length < TAG_BYTES => Err(self.decrypt_error()),
+            Phase::Transport { .. } if !(TAG_BYTES..=MAX_RECORD_BYTES).contains(&length) => {
+                Err(self.decrypt_error())
+            }
             _ => Ok(()),
         }
     }

@@ -267,6 +267,21 @@ fn a_record_too_short_for_its_tag_is_refused_at_once() {
 }
 
 #[test]
+fn a_record_longer_than_the_maximum_is_refused_before_it_is_read() {
+    let (mut a, mut b, wire) = pair(&secret(7), &secret(7));
+    carry(&mut a, &mut b, b"hello").unwrap();
+    let length = (MAX_RECORD_BYTES as u16 + 1).to_be_bytes();
+    wire.borrow_mut().queues[1].extend(length);
+    wire.borrow_mut().queues[1].extend(vec![0; 20_000]);
+    assert_eq!(b.receive(&mut [0; 64]), Err(LinkError::Tampered));
+    assert_eq!(
+        wire.borrow().queues[1].len(),
+        20_000,
+        "the body was not read"
+    );
+}
+
+#[test]
 fn a_truncated_record_delivers_nothing() {
     let (mut a, mut b, wire) = pair(&secret(7), &secret(7));
     carry(&mut a, &mut b, b"hello").unwrap();
@@ -291,6 +306,7 @@ fn send_takes_plaintext_only_while_the_backlog_is_short() {
     }
     assert!(taken >= MAX_PLAINTEXT_BYTES, "{taken}");
     assert!(taken < 64 * 1024 + MAX_PLAINTEXT_BYTES, "{taken}");
+    assert!(taken >= 64 * 1024, "{taken}");
     // Once the wire has room, all of it arrives, in order.
     wire.borrow_mut().capacity_bytes = None;
     let mut received = Vec::new();
