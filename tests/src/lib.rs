@@ -9,6 +9,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod peer;
+
 use std::sync::OnceLock;
 
 use anyhow::{Context, Result, anyhow, bail};
