@@ -154,6 +154,28 @@ impl Rig {
         Ok(line)
     }
 
+    /// `ps` answers, its first row is counter running, and counter still
+    /// counts: while a migration is in flight (its copy may hold the spare).
+    fn check_answers(&mut self, case: &str) -> Result<()> {
+        self.peer.poll()?;
+        let before = last_count("counter", &self.machine.transcript()).unwrap_or(0);
+        let table = self.machine.run_command("ps")?;
+        if !table
+            .iter()
+            .any(|line| line.starts_with("counter ") && line.contains("running"))
+        {
+            bail!(
+                self.machine
+                    .failure(&format!("{case}: counter is not running: {table:?}"))
+            );
+        }
+        let from = self.mark();
+        self.wait_for_line(from, ANSWER_TIMEOUT, "with a later count", |line| {
+            tests::count_of("counter", line).is_some_and(|count| count > before)
+        })?;
+        Ok(())
+    }
+
     /// `ps` answers with counter running and no other row (no domain, no
     /// parked copy), `stats` counts one spare, and counter still counts.
     fn check_unharmed(&mut self, case: &str) -> Result<()> {
