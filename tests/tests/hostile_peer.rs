@@ -313,6 +313,7 @@ fn a_hostile_peer_on_the_link_is_refused_and_changes_nothing() -> Result<()> {
         .peer
         .connect(MACHINE, MIGRATION_PORT, ANSWER_TIMEOUT)
         .map_err(|error| rig.machine.failure(&format!("{error:#}")))?;
+    let from = rig.mark();
     let mut silent_after_begin = rig.link(rig.member())?;
     push_begin(
         &mut silent_after_begin,
@@ -321,14 +322,13 @@ fn a_hostile_peer_on_the_link_is_refused_and_changes_nothing() -> Result<()> {
         &module,
         0,
     )?;
-    let from = rig.mark();
     rig.wait_for_line(
         from,
         ANSWER_TIMEOUT,
         "starting the silent migration",
         |line| line.contains("incoming migration from") && line.contains(PEER),
     )?;
-    rig.check_unharmed("(f) silent peers")?;
+    rig.check_answers("(f) silent peers")?;
     served_later(&mut rig, 0xf2, &module, "(f) after silent peers")?;
     drop(silent_handshake);
     drop(silent_after_begin);
