@@ -9,7 +9,7 @@ use persist::migrate::{MigrationId, Verdict};
 use persist::{DomainId, Image};
 use vm::CompiledModule;
 
-use super::network::NETWORK_POLL_NS;
+use super::network::{CIPHER_NS, NETWORK_POLL_NS};
 use crate::arch::timer;
 use crate::domains::{DomainError, Domains};
 use crate::drivers::virtio_blk::{DISK_REQUESTS, DISK_WAIT_NS, VirtioDisk};
@@ -29,6 +29,7 @@ impl MigrationHost for Domains {
             network_poll_ns: NETWORK_POLL_NS.load(Ordering::Relaxed),
             disk_wait_ns: DISK_WAIT_NS.load(Ordering::Relaxed),
             disk_requests: DISK_REQUESTS.load(Ordering::Relaxed),
+            cipher_ns: CIPHER_NS.load(Ordering::Relaxed),
         }
     }
 

@@ -14,6 +14,9 @@ use crate::net::{self, NetError, TcpConnection, TcpState};
 /// reports the difference between its end and its start.
 pub static NETWORK_POLL_NS: AtomicU64 = AtomicU64::new(0);
 
+/// Time the secure links spent encrypting and decrypting, since boot.
+pub static CIPHER_NS: AtomicU64 = AtomicU64::new(0);
+
 impl Link for TcpConnection {
     fn send(&mut self, bytes: &[u8]) -> Result<usize, LinkError> {
         match self.state() {

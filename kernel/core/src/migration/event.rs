@@ -6,7 +6,7 @@ use core::fmt;
 use persist::migrate::{self, MigrationId, Verdict};
 
 use super::error::{HostError, MigrationError, RefusalReason};
-use super::framing::FrameError;
+use super::framing::{FrameError, LinkError};
 use super::timing::TimeReport;
 
 /// Where an event is said: on the console, or in the log at a level.
@@ -181,6 +181,9 @@ pub enum Event {
 impl Event {
     /// Where the event is said.
     pub fn level(&self) -> Level {
+        if self.is_refused_stranger() {
+            return Level::Console;
+        }
         match self {
             Event::RoundReceived { .. }
             | Event::OutgoingTime { .. }
@@ -197,6 +200,23 @@ impl Event {
             }
             _ => Level::Console,
         }
+    }
+}
+
+impl Event {
+    /// Whether this is a connection the secure link refused: a peer
+    /// without the cluster secret, a replay, or tampering. The operator
+    /// hears of each, with the peer's address.
+    fn is_refused_stranger(&self) -> bool {
+        matches!(
+            self,
+            Event::BadConnection {
+                error: FrameError::Link(
+                    LinkError::NotInCluster | LinkError::HandshakeClosed | LinkError::Tampered
+                ),
+                ..
+            }
+        )
     }
 }
 
@@ -326,6 +346,9 @@ impl fmt::Display for Event {
             }
             Event::CannotListen { port, error } => {
                 write!(f, "migration: cannot listen on {port}: {error}")
+            }
+            Event::BadConnection { peer, error } if self.is_refused_stranger() => {
+                write!(f, "migration: refused a connection from {peer}: {error}")
             }
             Event::BadConnection { peer, error } => {
                 write!(f, "migration: a connection from {peer}: {error}")

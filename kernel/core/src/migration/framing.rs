@@ -37,6 +37,16 @@ pub trait Link {
 pub enum LinkError {
     /// The peer closed the connection or it was reset.
     Closed,
+    /// The secure link's handshake failed: the peer does not hold this
+    /// cluster's secret, or it replays a captured exchange (its keys are
+    /// another session's).
+    NotInCluster,
+    /// The peer closed the connection during the handshake, after our
+    /// first message: it refused it (it holds another secret, or none).
+    HandshakeClosed,
+    /// A record failed to authenticate after the handshake: bytes were
+    /// changed, dropped, reordered or replayed on the way.
+    Tampered,
     /// Anything else, said in words.
     Failed(String),
 }
@@ -45,6 +55,17 @@ impl fmt::Display for LinkError {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LinkError::Closed => formatter.write_str("the connection closed"),
+            LinkError::NotInCluster => formatter.write_str(
+                "the peer does not hold this cluster's secret, or replayed an old exchange",
+            ),
+            LinkError::HandshakeClosed => formatter.write_str(
+                "the peer closed the connection during the handshake: it does not hold \
+                 this cluster's secret",
+            ),
+            LinkError::Tampered => formatter.write_str(
+                "a record failed to authenticate: the connection was tampered with \
+                 (bytes changed, dropped or replayed)",
+            ),
             LinkError::Failed(reason) => formatter.write_str(reason),
         }
     }

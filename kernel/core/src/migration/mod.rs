@@ -23,6 +23,7 @@ pub mod listener;
 pub mod network;
 pub mod outgoing;
 mod question;
+pub mod secure;
 pub mod timing;
 
 pub use error::{HostError, MigrationError, RefusalReason, StartError};
@@ -33,6 +34,7 @@ pub use incoming::Incoming;
 pub use listener::Migrations;
 pub use network::{ConnectError, MIGRATION_PORT, Network};
 pub use outgoing::Outgoing;
+pub use secure::{ClusterSecret, Entropy, SecretError, SecureLink, SecureNetwork};
 pub use timing::{Counters, Slot, Stopwatch, TimeReport};
 
 /// Where a migration stands after a poll.

@@ -14,6 +14,8 @@ pub struct Counters {
     pub disk_wait_ns: u64,
     /// Disk requests made, since boot.
     pub disk_requests: u64,
+    /// Time the secure links spent encrypting and decrypting, since boot.
+    pub cipher_ns: u64,
 }
 
 /// The counters of a [`Stopwatch`].
@@ -74,6 +76,7 @@ impl Stopwatch {
                 .network_poll_ns
                 .saturating_sub(self.start.network_poll_ns)),
             total_ms: ms(now.now_ns.saturating_sub(self.start.now_ns)),
+            cipher_ms: ms(now.cipher_ns.saturating_sub(self.start.cipher_ns)),
         }
     }
 }
@@ -95,6 +98,9 @@ pub struct TimeReport {
     pub network_poll_ms: u64,
     /// The whole transfer.
     pub total_ms: u64,
+    /// Of all the above, encrypting and decrypting (within the time given
+    /// to the link and to taking frames from it).
+    pub cipher_ms: u64,
 }
 
 impl fmt::Display for TimeReport {
@@ -102,14 +108,15 @@ impl fmt::Display for TimeReport {
         write!(
             formatter,
             "pages {} ms (disk waits {} ms in {} requests), to TCP {} ms, \
-             from TCP {} ms, network polls {} ms, of {} ms",
+             from TCP {} ms, network polls {} ms, of {} ms, cipher {} ms",
             self.pages_ms,
             self.disk_wait_ms,
             self.disk_requests,
             self.send_ms,
             self.receive_ms,
             self.network_poll_ms,
-            self.total_ms
+            self.total_ms,
+            self.cipher_ms
         )
     }
 }
@@ -126,6 +133,7 @@ mod tests {
             network_poll_ns: 5_000_000,
             disk_wait_ns: 7_000_000,
             disk_requests: 10,
+            cipher_ns: 1_000_000,
         };
         let mut watch = Stopwatch::new(start);
         watch.add(Slot::Pages, 0, 3_000_000);
@@ -136,11 +144,12 @@ mod tests {
             network_poll_ns: 9_000_000,
             disk_wait_ns: 8_000_000,
             disk_requests: 13,
+            cipher_ns: 3_500_000,
         };
         assert_eq!(
             format!("{}", watch.report(now)),
             "pages 3 ms (disk waits 1 ms in 3 requests), to TCP 2 ms, from TCP 0 ms, \
-             network polls 4 ms, of 250 ms"
+             network polls 4 ms, of 250 ms, cipher 2 ms"
         );
     }
 }
