@@ -21,7 +21,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use kernel_core::migration::{Framed, Link, LinkError};
+use kernel_core::migration::{ClusterSecret, Entropy, Framed, Link, LinkError, SecureLink};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::socket::tcp;
@@ -194,9 +194,14 @@ impl Peer {
         let connection = self.connect(address, port, timeout)?;
         let link = match speech {
             Speech::Plaintext => PeerLink::Plain(connection),
-            Speech::Secret(_) => {
-                drop(connection);
-                bail!("speaking with a cluster secret needs kernel-core's SecureLink");
+            Speech::Secret(bytes) => {
+                let secret = ClusterSecret::from_bytes(bytes)
+                    .map_err(|error| anyhow!("the peer's secret: {error}"))?;
+                PeerLink::Secure(Box::new(SecureLink::initiator(
+                    connection,
+                    &secret,
+                    &mut HostEntropy,
+                )))
             }
         };
         Ok(Framed::new(link))
@@ -381,24 +386,45 @@ impl std::fmt::Debug for Speech {
 pub enum PeerLink {
     /// Bytes in clear.
     Plain(Connection),
+    /// Kernel-core's secure link, as the peer's initiator.
+    Secure(Box<SecureLink<Connection>>),
 }
 
 impl Link for PeerLink {
     fn send(&mut self, bytes: &[u8]) -> Result<usize, LinkError> {
         match self {
             PeerLink::Plain(connection) => connection.send(bytes),
+            PeerLink::Secure(link) => link.send(bytes),
         }
     }
 
     fn receive(&mut self, buffer: &mut [u8]) -> Result<usize, LinkError> {
         match self {
             PeerLink::Plain(connection) => connection.receive(buffer),
+            PeerLink::Secure(link) => link.receive(buffer),
         }
     }
 
     fn push(&mut self) {
         match self {
             PeerLink::Plain(connection) => connection.push(),
+            PeerLink::Secure(link) => link.push(),
+        }
+    }
+}
+
+/// The handshake's randomness from the host's random source.
+#[derive(Debug)]
+struct HostEntropy;
+
+impl Entropy for HostEntropy {
+    fn fill(&mut self, bytes: &mut [u8]) {
+        // Without randomness the handshake must not go on with guessable
+        // keys: a test that cannot read /dev/urandom fails loudly.
+        let read =
+            std::fs::File::open("/dev/urandom").and_then(|mut random| random.read_exact(bytes));
+        if let Err(error) = read {
+            panic!("reading /dev/urandom for the peer's handshake: {error}");
         }
     }
 }
@@ -579,6 +605,17 @@ fn write_whole(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_secret_file_xtask_writes_is_one_the_kernel_parses() -> Result<()> {
+        let file = xtask::private::ClusterSecretFile::generate()?;
+        let text = std::fs::read(file.path())?;
+        let parsed = ClusterSecret::parse(&text).map_err(|error| anyhow!("{error}"))?;
+        let expected =
+            ClusterSecret::from_bytes(file.bytes()).map_err(|error| anyhow!("{error}"))?;
+        assert!(parsed == expected);
+        Ok(())
+    }
 
     #[test]
     fn the_default_address_follows_the_kernels_rule() {
