@@ -93,6 +93,20 @@ impl PeerListener {
                 Err(error) => return Err(error).context("accepting QEMU's link"),
             }
         };
+        Peer::over_stream(stream, host, mac_last_byte)
+    }
+}
+
+/// A host on the machine's link.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    stack: Rc<RefCell<Stack>>,
+}
+
+impl Peer {
+    /// A host at 169.254.0.`host` with MAC 52:54:00:12:34:`mac_last_byte`
+    /// on the link `stream` carries (QEMU's socket netdev framing).
+    fn over_stream(stream: TcpStream, host: u8, mac_last_byte: u8) -> Result<Peer> {
         stream
             .set_nonblocking(true)
             .context("making the link non-blocking")?;
@@ -124,15 +138,32 @@ impl PeerListener {
             })),
         })
     }
-}
 
-/// A host on the machine's link.
-#[derive(Debug, Clone)]
-pub struct Peer {
-    stack: Rc<RefCell<Stack>>,
-}
+    /// Another host on the link of a [`PeerListener`] at 127.0.0.1:`port`,
+    /// in QEMU's place (the peer's own tests, with no machine).
+    pub fn connect_to_link(port: u16, host: u8, mac_last_byte: u8) -> Result<Peer> {
+        let stream = TcpStream::connect(("127.0.0.1", port)).context("connecting to a link")?;
+        Peer::over_stream(stream, host, mac_last_byte)
+    }
 
-impl Peer {
+    /// A socket listening on TCP `port`: it becomes the connection of the
+    /// first peer that connects (the peer's own tests play a machine so).
+    pub fn listen_on(&self, port: u16) -> Result<Connection> {
+        let mut stack = self.stack.borrow_mut();
+        let mut socket = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; SOCKET_BUFFER_BYTES]),
+            tcp::SocketBuffer::new(vec![0; SOCKET_BUFFER_BYTES]),
+        );
+        socket
+            .listen(port)
+            .map_err(|error| anyhow!("listening on {port}: {error}"))?;
+        let handle = stack.sockets.add(socket);
+        Ok(Connection {
+            stack: Rc::clone(&self.stack),
+            handle,
+        })
+    }
+
     /// Starts a TCP connection to `address:port` without waiting for it.
     pub fn open(&self, address: Ipv4Address, port: u16) -> Result<Connection> {
         let mut stack = self.stack.borrow_mut();
@@ -605,6 +636,7 @@ fn write_whole(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kernel_core::migration::FrameError;
 
     #[test]
     fn the_secret_file_xtask_writes_is_one_the_kernel_parses() -> Result<()> {
@@ -614,6 +646,110 @@ mod tests {
         let expected =
             ClusterSecret::from_bytes(file.bytes()).map_err(|error| anyhow!("{error}"))?;
         assert!(parsed == expected);
+        Ok(())
+    }
+
+    /// Two peers on one link, one playing the machine: the secure link
+    /// carries a frame both ways with the same secret, and fails with
+    /// another.
+    #[test]
+    fn two_peers_speak_the_secure_link_over_their_own_tcp() -> Result<()> {
+        let secret = [7u8; SECRET_BYTES];
+        let listener = PeerListener::bind()?;
+        let client = Peer::connect_to_link(listener.port(), 2, 2)?;
+        let server = listener.accept(1, 1, Duration::from_secs(5))?;
+        let timeout = Duration::from_secs(10);
+        let accepted = server.listen_on(7070)?;
+        let opened = client.open(Ipv4Address::new(169, 254, 0, 1), 7070)?;
+        let deadline = Instant::now() + timeout;
+        while opened.state() != tcp::State::Established
+            || accepted.state() != tcp::State::Established
+        {
+            assert!(
+                Instant::now() < deadline,
+                "no TCP connection between the peers"
+            );
+            client.wait_a_moment()?;
+            server.poll()?;
+        }
+        let key = ClusterSecret::from_bytes(secret).map_err(|error| anyhow!("{error}"))?;
+        let mut initiator = Framed::new(PeerLink::Secure(Box::new(SecureLink::initiator(
+            opened,
+            &key,
+            &mut HostEntropy,
+        ))));
+        let mut responder = Framed::new(PeerLink::Secure(Box::new(SecureLink::responder(
+            accepted,
+            &key,
+            &mut HostEntropy,
+        ))));
+        initiator.queue(b"begin");
+        let deadline = Instant::now() + timeout;
+        let frame = loop {
+            let _ = initiator.flush();
+            if let Ok(Some(frame)) = responder.next_frame() {
+                break frame;
+            }
+            let _ = responder.flush();
+            assert!(
+                Instant::now() < deadline,
+                "no frame through the secure link"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        assert_eq!(frame, b"begin");
+        responder.queue(b"refused");
+        assert_eq!(
+            loop {
+                let _ = responder.flush();
+                if let Reply::Frame(frame) = next_reply(&mut initiator, Duration::from_millis(5)) {
+                    break frame;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "no answer through the secure link"
+                );
+            },
+            b"refused"
+        );
+
+        // Another secret: the responder refuses the first handshake message.
+        let accepted = server.listen_on(7071)?;
+        let opened = client.open(Ipv4Address::new(169, 254, 0, 1), 7071)?;
+        while opened.state() != tcp::State::Established
+            || accepted.state() != tcp::State::Established
+        {
+            assert!(Instant::now() < deadline, "no second TCP connection");
+            client.wait_a_moment()?;
+            server.poll()?;
+        }
+        let stranger =
+            ClusterSecret::from_bytes([9u8; SECRET_BYTES]).map_err(|error| anyhow!("{error}"))?;
+        let mut initiator = Framed::new(PeerLink::Secure(Box::new(SecureLink::initiator(
+            opened,
+            &stranger,
+            &mut HostEntropy,
+        ))));
+        let mut responder = Framed::new(PeerLink::Secure(Box::new(SecureLink::responder(
+            accepted,
+            &key,
+            &mut HostEntropy,
+        ))));
+        initiator.queue(b"begin");
+        let error = loop {
+            let _ = initiator.flush();
+            match responder.next_frame() {
+                Err(error) => break error,
+                Ok(Some(_)) => panic!("a frame passed with another secret"),
+                Ok(None) => {}
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the wrong secret was not refused"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        assert_eq!(error, FrameError::Link(LinkError::NotInCluster));
         Ok(())
     }
 
