@@ -13,23 +13,26 @@
 //! Everything is single-threaded and polled: each call that waits polls
 //! the stack until its deadline, so no thread or socket outlives a test.
 
+mod device;
+mod speech;
+#[cfg(test)]
+mod tests;
+
 use std::cell::RefCell;
-use std::collections::VecDeque;
-use std::io::{ErrorKind, Read, Write};
+use std::io::ErrorKind;
 use std::net::{TcpListener, TcpStream};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use kernel_core::migration::{ClusterSecret, Entropy, Framed, Link, LinkError, SecureLink};
+use kernel_core::migration::{ClusterSecret, Framed, Link, LinkError, SecureLink};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
-use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Address};
-use xtask::private::SECRET_BYTES;
 
-/// Ethernet header plus the 1500-byte MTU the kernel uses.
-const FRAME_MAX_BYTES: usize = 1514;
+use device::StreamDevice;
+use speech::HostEntropy;
+pub use speech::{PeerLink, Reply, Speech, next_reply, send_frame};
 
 /// Each connection's send and receive buffers: enough for a few migration
 /// frames in flight, small enough for hundreds of idle connections.
@@ -111,12 +114,7 @@ impl Peer {
             .set_nonblocking(true)
             .context("making the link non-blocking")?;
         let _ = stream.set_nodelay(true);
-        let mut device = StreamDevice {
-            stream,
-            incoming: Vec::new(),
-            frames: VecDeque::new(),
-            broken: None,
-        };
+        let mut device = StreamDevice::new(stream);
         let started = Instant::now();
         let mac = EthernetAddress([0x52, 0x54, 0x00, 0x12, 0x34, mac_last_byte]);
         let mut config = Config::new(HardwareAddress::Ethernet(mac));
@@ -285,7 +283,7 @@ impl Stack {
         let now = timestamp(self.started);
         self.interface
             .poll(now, &mut self.device, &mut self.sockets);
-        match self.device.broken.take() {
+        match self.device.take_failure() {
             Some(reason) => Err(anyhow!("the peer's link to QEMU broke: {reason}")),
             None => Ok(()),
         }
@@ -389,374 +387,5 @@ impl Drop for Connection {
         // The reset leaves on this poll; then the socket can go.
         let _ = stack.poll();
         stack.sockets.remove(self.handle);
-    }
-}
-
-/// How the peer speaks on a migration connection.
-#[derive(Clone, Copy)]
-pub enum Speech {
-    /// Frames in clear, as before the links were encrypted.
-    Plaintext,
-    /// Kernel-core's secure link (the Noise handshake, then ciphertext)
-    /// with this secret: the cluster's, or another one on purpose.
-    Secret([u8; SECRET_BYTES]),
-}
-
-impl std::fmt::Debug for Speech {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never the secret's bytes.
-        match self {
-            Speech::Plaintext => formatter.write_str("Plaintext"),
-            Speech::Secret(_) => formatter.write_str("Secret(..)"),
-        }
-    }
-}
-
-/// A migration connection's link, in one of the peer's [`Speech`]es.
-#[derive(Debug)]
-pub enum PeerLink {
-    /// Bytes in clear.
-    Plain(Connection),
-    /// Kernel-core's secure link, as the peer's initiator.
-    Secure(Box<SecureLink<Connection>>),
-}
-
-impl Link for PeerLink {
-    fn send(&mut self, bytes: &[u8]) -> Result<usize, LinkError> {
-        match self {
-            PeerLink::Plain(connection) => connection.send(bytes),
-            PeerLink::Secure(link) => link.send(bytes),
-        }
-    }
-
-    fn receive(&mut self, buffer: &mut [u8]) -> Result<usize, LinkError> {
-        match self {
-            PeerLink::Plain(connection) => connection.receive(buffer),
-            PeerLink::Secure(link) => link.receive(buffer),
-        }
-    }
-
-    fn push(&mut self) {
-        match self {
-            PeerLink::Plain(connection) => connection.push(),
-            PeerLink::Secure(link) => link.push(),
-        }
-    }
-}
-
-/// The handshake's randomness from the host's random source.
-#[derive(Debug)]
-struct HostEntropy;
-
-impl Entropy for HostEntropy {
-    fn fill(&mut self, bytes: &mut [u8]) {
-        // Without randomness the handshake must not go on with guessable
-        // keys: a test that cannot read /dev/urandom fails loudly.
-        let read =
-            std::fs::File::open("/dev/urandom").and_then(|mut random| random.read_exact(bytes));
-        if let Err(error) = read {
-            panic!("reading /dev/urandom for the peer's handshake: {error}");
-        }
-    }
-}
-
-/// What a [`Framed`] connection gave within a deadline.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reply {
-    /// A whole frame.
-    Frame(Vec<u8>),
-    /// The machine closed or reset the connection.
-    Closed,
-    /// Nothing within the deadline.
-    Silence,
-}
-
-/// Frames `message` and sends it whole within `timeout`.
-pub fn send_frame<L: Link>(
-    framed: &mut Framed<L>,
-    message: &[u8],
-    timeout: Duration,
-) -> Result<()> {
-    framed.queue(message);
-    let deadline = Instant::now() + timeout;
-    loop {
-        match framed.flush() {
-            Ok(true) => return Ok(()),
-            Ok(false) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
-            Ok(false) => bail!("a frame did not leave within {timeout:?}"),
-            Err(error) => bail!("sending a frame: {error}"),
-        }
-    }
-}
-
-/// The next frame from the machine, its closing, or silence for `timeout`.
-pub fn next_reply<L: Link>(framed: &mut Framed<L>, timeout: Duration) -> Reply {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match framed.next_frame() {
-            Ok(Some(frame)) => return Reply::Frame(frame),
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
-            Ok(None) => return Reply::Silence,
-            Err(_) => return Reply::Closed,
-        }
-    }
-}
-
-/// smoltcp's device over QEMU's stream: frames after a 4-byte big-endian
-/// length, both ways.
-struct StreamDevice {
-    stream: TcpStream,
-    /// Bytes read and not yet a whole frame.
-    incoming: Vec<u8>,
-    /// Whole frames waiting for the stack.
-    frames: VecDeque<Vec<u8>>,
-    /// Why the stream failed, if it did; reported by the next poll.
-    broken: Option<String>,
-}
-
-impl StreamDevice {
-    /// Reads what QEMU has sent and splits it into frames.
-    fn fill(&mut self) {
-        let mut buffer = [0u8; 16 * 1024];
-        loop {
-            match self.stream.read(&mut buffer) {
-                Ok(0) => {
-                    self.broken = Some("QEMU closed the link".into());
-                    break;
-                }
-                Ok(count) => self.incoming.extend_from_slice(&buffer[..count]),
-                Err(error) if error.kind() == ErrorKind::WouldBlock => break,
-                Err(error) if error.kind() == ErrorKind::Interrupted => {}
-                Err(error) => {
-                    self.broken = Some(error.to_string());
-                    break;
-                }
-            }
-        }
-        let mut taken = 0;
-        while let Some(header) = self.incoming[taken..].first_chunk::<4>() {
-            let length = u32::from_be_bytes(*header) as usize;
-            if self.incoming.len() - taken < 4 + length {
-                break;
-            }
-            self.frames
-                .push_back(self.incoming[taken + 4..taken + 4 + length].to_vec());
-            taken += 4 + length;
-        }
-        self.incoming.drain(..taken);
-    }
-}
-
-impl phy::Device for StreamDevice {
-    type RxToken<'a> = RxToken;
-    type TxToken<'a> = TxToken<'a>;
-
-    fn receive(
-        &mut self,
-        _timestamp: smoltcp::time::Instant,
-    ) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
-        let frame = self.frames.pop_front()?;
-        Some((
-            RxToken(frame),
-            TxToken {
-                stream: &mut self.stream,
-                broken: &mut self.broken,
-            },
-        ))
-    }
-
-    fn transmit(&mut self, _timestamp: smoltcp::time::Instant) -> Option<Self::TxToken<'_>> {
-        Some(TxToken {
-            stream: &mut self.stream,
-            broken: &mut self.broken,
-        })
-    }
-
-    fn capabilities(&self) -> DeviceCapabilities {
-        let mut capabilities = DeviceCapabilities::default();
-        capabilities.medium = Medium::Ethernet;
-        capabilities.max_transmission_unit = FRAME_MAX_BYTES;
-        capabilities
-    }
-}
-
-struct RxToken(Vec<u8>);
-
-impl phy::RxToken for RxToken {
-    fn consume<R, F>(self, f: F) -> R
-    where
-        F: FnOnce(&[u8]) -> R,
-    {
-        f(&self.0)
-    }
-}
-
-struct TxToken<'a> {
-    stream: &'a mut TcpStream,
-    broken: &'a mut Option<String>,
-}
-
-impl phy::TxToken for TxToken<'_> {
-    fn consume<R, F>(self, length: usize, f: F) -> R
-    where
-        F: FnOnce(&mut [u8]) -> R,
-    {
-        let mut frame = vec![0u8; 4 + length];
-        frame[..4].copy_from_slice(&(length as u32).to_be_bytes());
-        let result = f(&mut frame[4..]);
-        if let Err(error) = write_whole(self.stream, &frame) {
-            *self.broken = Some(error.to_string());
-        }
-        result
-    }
-}
-
-/// Writes all of `bytes` to a non-blocking stream, waiting out a full
-/// socket buffer (QEMU drains it as fast as the guest's card takes frames).
-fn write_whole(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut written = 0;
-    while written < bytes.len() {
-        match stream.write(&bytes[written..]) {
-            Ok(0) => return Err(ErrorKind::WriteZero.into()),
-            Ok(count) => written += count,
-            Err(error) if error.kind() == ErrorKind::WouldBlock => {
-                if Instant::now() >= deadline {
-                    return Err(ErrorKind::TimedOut.into());
-                }
-                std::thread::sleep(Duration::from_micros(200));
-            }
-            Err(error) if error.kind() == ErrorKind::Interrupted => {}
-            Err(error) => return Err(error),
-        }
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use kernel_core::migration::FrameError;
-
-    #[test]
-    fn the_secret_file_xtask_writes_is_one_the_kernel_parses() -> Result<()> {
-        let file = xtask::private::ClusterSecretFile::generate()?;
-        let text = std::fs::read(file.path())?;
-        let parsed = ClusterSecret::parse(&text).map_err(|error| anyhow!("{error}"))?;
-        let expected =
-            ClusterSecret::from_bytes(file.bytes()).map_err(|error| anyhow!("{error}"))?;
-        assert!(parsed == expected);
-        Ok(())
-    }
-
-    /// Two peers on one link, one playing the machine: the secure link
-    /// carries a frame both ways with the same secret, and fails with
-    /// another.
-    #[test]
-    fn two_peers_speak_the_secure_link_over_their_own_tcp() -> Result<()> {
-        let secret = [7u8; SECRET_BYTES];
-        let listener = PeerListener::bind()?;
-        let client = Peer::connect_to_link(listener.port(), 2, 2)?;
-        let server = listener.accept(1, 1, Duration::from_secs(5))?;
-        let timeout = Duration::from_secs(10);
-        let accepted = server.listen_on(7070)?;
-        let opened = client.open(Ipv4Address::new(169, 254, 0, 1), 7070)?;
-        let deadline = Instant::now() + timeout;
-        while opened.state() != tcp::State::Established
-            || accepted.state() != tcp::State::Established
-        {
-            assert!(
-                Instant::now() < deadline,
-                "no TCP connection between the peers"
-            );
-            client.wait_a_moment()?;
-            server.poll()?;
-        }
-        let key = ClusterSecret::from_bytes(secret).map_err(|error| anyhow!("{error}"))?;
-        let mut initiator = Framed::new(PeerLink::Secure(Box::new(SecureLink::initiator(
-            opened,
-            &key,
-            &mut HostEntropy,
-        ))));
-        let mut responder = Framed::new(PeerLink::Secure(Box::new(SecureLink::responder(
-            accepted,
-            &key,
-            &mut HostEntropy,
-        ))));
-        initiator.queue(b"begin");
-        let deadline = Instant::now() + timeout;
-        let frame = loop {
-            let _ = initiator.flush();
-            if let Ok(Some(frame)) = responder.next_frame() {
-                break frame;
-            }
-            let _ = responder.flush();
-            assert!(
-                Instant::now() < deadline,
-                "no frame through the secure link"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        };
-        assert_eq!(frame, b"begin");
-        responder.queue(b"refused");
-        assert_eq!(
-            loop {
-                let _ = responder.flush();
-                if let Reply::Frame(frame) = next_reply(&mut initiator, Duration::from_millis(5)) {
-                    break frame;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "no answer through the secure link"
-                );
-            },
-            b"refused"
-        );
-
-        // Another secret: the responder refuses the first handshake message.
-        let accepted = server.listen_on(7071)?;
-        let opened = client.open(Ipv4Address::new(169, 254, 0, 1), 7071)?;
-        while opened.state() != tcp::State::Established
-            || accepted.state() != tcp::State::Established
-        {
-            assert!(Instant::now() < deadline, "no second TCP connection");
-            client.wait_a_moment()?;
-            server.poll()?;
-        }
-        let stranger =
-            ClusterSecret::from_bytes([9u8; SECRET_BYTES]).map_err(|error| anyhow!("{error}"))?;
-        let mut initiator = Framed::new(PeerLink::Secure(Box::new(SecureLink::initiator(
-            opened,
-            &stranger,
-            &mut HostEntropy,
-        ))));
-        let mut responder = Framed::new(PeerLink::Secure(Box::new(SecureLink::responder(
-            accepted,
-            &key,
-            &mut HostEntropy,
-        ))));
-        initiator.queue(b"begin");
-        let error = loop {
-            let _ = initiator.flush();
-            match responder.next_frame() {
-                Err(error) => break error,
-                Ok(Some(_)) => panic!("a frame passed with another secret"),
-                Ok(None) => {}
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the wrong secret was not refused"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        };
-        assert_eq!(error, FrameError::Link(LinkError::NotInCluster));
-        Ok(())
-    }
-
-    #[test]
-    fn the_default_address_follows_the_kernels_rule() {
-        assert_eq!(default_address(0), Ipv4Address::new(169, 254, 0, 1));
-        assert_eq!(default_address(0x11), Ipv4Address::new(169, 254, 0, 0x11));
-        assert_eq!(default_address(255), Ipv4Address::new(169, 254, 0, 254));
     }
 }
