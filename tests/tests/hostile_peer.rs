@@ -455,37 +455,16 @@ fn a_domain_whose_name_the_target_runs_stays_on_the_source() -> Result<()> {
     a.expect("[counter] count 5", BOOT_TIMEOUT)?;
     b.expect("[counter] count 5", BOOT_TIMEOUT)?;
 
-    a.send_line("migrate counter 169.254.0.2")?;
-    let failed = a.expect(
-        "[migrate] migration of counter refused by 169.254.0.2",
-        REFUSAL_TIMEOUT,
-    )?;
-    eprintln!("(g) A: {failed}");
-    if !failed.contains("stays here") {
-        bail!(a.failure(&format!("A does not keep counter: {failed}")));
-    }
-    let deadline = Instant::now() + REFUSAL_TIMEOUT;
-    loop {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let line = b.expect("169.254.0.1", remaining)?;
-        let lower = line.to_lowercase();
-        if REFUSAL_WORDS.iter().any(|word| lower.contains(word)) {
-            eprintln!("(g) B: {line}");
-            break;
-        }
-    }
+    refused_as_taken(&mut a, &mut b, "(g) running")?;
     for (machine, name) in [(&mut a, "A"), (&mut b, "B")] {
-        let before = last_count("counter", &machine.transcript()).unwrap_or(0);
-        machine.expect(&format!("[counter] count {}", before + 5), ANSWER_TIMEOUT)?;
-        let table = machine.run_command("ps")?;
-        let counters = table
-            .iter()
-            .filter(|line| line.starts_with("counter ") && line.contains("running"))
-            .count();
-        if counters != 1 {
-            bail!(machine.failure(&format!("{name}: not one counter running: {table:?}")));
-        }
+        expect_counter(machine, name, "running")?;
     }
+    // B's counter stopped: its name is still taken.
+    b.send_line("stop counter")?;
+    b.expect("counter: stopped", ANSWER_TIMEOUT)?;
+    refused_as_taken(&mut a, &mut b, "(g) stopped")?;
+    expect_counter(&mut a, "A", "running")?;
+    expect_counter(&mut b, "B", "stopped")?;
     b.send_line("shutdown")?;
     b.expect_exit(0, ANSWER_TIMEOUT)?;
     if !is_blank(&b_spare)? {
@@ -493,5 +472,47 @@ fn a_domain_whose_name_the_target_runs_stays_on_the_source() -> Result<()> {
     }
     a.send_line("shutdown")?;
     a.expect_exit(0, ANSWER_TIMEOUT)?;
+    Ok(())
+}
+
+/// A's `migrate counter` to B: A says B refused it and keeps counter, and
+/// B names A in a refusal.
+fn refused_as_taken(a: &mut Machine, b: &mut Machine, case: &str) -> Result<()> {
+    a.send_line("migrate counter 169.254.0.2")?;
+    let failed = a.expect(
+        "[migrate] migration of counter refused by 169.254.0.2",
+        REFUSAL_TIMEOUT,
+    )?;
+    eprintln!("{case} A: {failed}");
+    if !failed.contains("stays here") {
+        bail!(a.failure(&format!("{case}: A does not keep counter: {failed}")));
+    }
+    let deadline = Instant::now() + REFUSAL_TIMEOUT;
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let line = b.expect("169.254.0.1", remaining)?;
+        let lower = line.to_lowercase();
+        if REFUSAL_WORDS.iter().any(|word| lower.contains(word)) {
+            eprintln!("{case} B: {line}");
+            return Ok(());
+        }
+    }
+}
+
+/// `ps` on `machine` has exactly one counter row, in `status`; when it
+/// runs, it is still counting.
+fn expect_counter(machine: &mut Machine, name: &str, status: &str) -> Result<()> {
+    if status == "running" {
+        let before = last_count("counter", &machine.transcript()).unwrap_or(0);
+        machine.expect(&format!("[counter] count {}", before + 5), ANSWER_TIMEOUT)?;
+    }
+    let table = machine.run_command("ps")?;
+    let rows: Vec<&String> = table
+        .iter()
+        .filter(|line| !line.starts_with("NAME") && !line.trim().is_empty())
+        .collect();
+    if rows.len() != 1 || !rows[0].starts_with("counter ") || !rows[0].contains(status) {
+        bail!(machine.failure(&format!("{name}: not one counter, {status}: {table:?}")));
+    }
     Ok(())
 }
