@@ -181,6 +181,9 @@ pub enum Error {
         /// What is wrong.
         reason: &'static str,
     },
+    /// A metadata record that decodes but holds what no domain under the
+    /// ABI's limits could have committed (see [`crate::validate`]).
+    MetadataRefused(crate::MetadataError),
     /// An earlier commit failed while writing its superblock: the image on
     /// disk is the last or the failed commit; reopen it to go on.
     Poisoned,
@@ -273,6 +276,7 @@ impl fmt::Display for Error {
                 "page {page_index} is out of range (pages below {limit} exist)"
             ),
             Self::InvalidMetadata { reason } => write!(formatter, "invalid metadata: {reason}"),
+            Self::MetadataRefused(error) => write!(formatter, "metadata refused: {error}"),
             Self::Poisoned => write!(
                 formatter,
                 "an earlier commit failed while writing its superblock: reopen the image"
@@ -285,6 +289,7 @@ impl core::error::Error for Error {
     fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
         match self {
             Self::Device(error) => Some(error),
+            Self::MetadataRefused(error) => Some(error),
             _ => None,
         }
     }

@@ -25,6 +25,7 @@ mod page_map;
 pub mod soak;
 mod space;
 mod superblock;
+pub mod validate;
 mod verify;
 
 pub use device::{BLOCK_SIZE, BlockDevice, MemoryDevice};
@@ -41,6 +42,7 @@ pub use metadata::{
 };
 pub use page_map::{MAX_PAGES, PAGE_MAP_HEIGHT};
 pub use superblock::MIN_IMAGE_BLOCKS;
+pub use validate::{MetadataError, validate};
 pub use verify::{VerifyReport, reachable_blocks};
 
 /// Size of one page of linear memory as persist stores it (one block).

@@ -65,6 +65,9 @@ fn source_device() -> MemoryDevice {
         sent: vec![(persist::DomainId(9), 4)],
         accepted: vec![(persist::DomainId(9), 2), (persist::DomainId(11), 1)],
     };
+    // Four messages sent took at least four units of fuel (persist's
+    // validation holds a record to that).
+    metadata.counters.fuel_used = 1_000;
     image.commit().unwrap();
     image.into_device()
 }

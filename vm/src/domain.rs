@@ -77,6 +77,16 @@ pub enum Wake {
     Never,
 }
 
+/// How a numbered message reaches a receiver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Arrival {
+    /// Sent just now by a running domain.
+    Fresh,
+    /// Delivered again from its sender's outbox (after a restore, an
+    /// adoption, or a full mailbox).
+    Redelivered,
+}
+
 /// Why a domain is held out of the rotation although it has not ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PauseReason {
@@ -402,10 +412,17 @@ impl<S: Storage> Domain<S> {
     pub fn deliver(&mut self, message: MailboxMessage) -> StatusCode {
         // The committed mailbox holds the live one plus what the domain
         // received since its last commit, so bounding it bounds both.
+        // The live one can hold more than the committed one, though (the
+        // scheduler's numbered deliveries since the last commit), so both
+        // are bounded: a commit writes the live mailbox, and a record with
+        // more than the limits allow is refused when it is opened.
         let committed = &self.record.mailbox;
         let committed_bytes: usize = committed.iter().map(|queued| queued.bytes.len()).sum();
+        let live = self.store.data();
         let is_full = committed.len() >= MAX_MAILBOX_MESSAGES
-            || committed_bytes.saturating_add(message.bytes.len()) > MAX_MAILBOX_BYTES;
+            || committed_bytes.saturating_add(message.bytes.len()) > MAX_MAILBOX_BYTES
+            || live.mailbox.len() >= MAX_MAILBOX_MESSAGES
+            || live.mailbox_bytes.saturating_add(message.bytes.len()) > MAX_MAILBOX_BYTES;
         // Every such delivery rewrites the committed mailbox: once it holds
         // more than a few received messages, the domain's next commit (at
         // its next blocking call) drops them.
@@ -445,19 +462,22 @@ impl<S: Storage> Domain<S> {
     /// (it read the clock, say) gets its resend under a number the receiver
     /// already holds: the receiver keeps the copy it accepted first.
     ///
-    /// `is_redelivery` lets a message from a sender's outbox in although the
-    /// mailbox is full: the receiver held it once and lost it in a power
-    /// cut, and senders' outboxes are bounded.
+    /// A message from a sender's outbox (`Arrival::Redelivered`) goes
+    /// through the same mailbox limits as a fresh one: a full mailbox
+    /// refuses it with `MailboxFull`, and the sender keeps it in its outbox
+    /// to deliver later (a record cannot pile more on a receiver than a
+    /// sender's `send` could). Only the line about a dropped resend is left
+    /// out, since redelivering what the receiver still holds is routine.
     pub(crate) fn accept_numbered(
         &mut self,
         message: MailboxMessage,
         sequence: u64,
-        is_redelivery: bool,
+        arrival: Arrival,
     ) -> StatusCode {
         let from = message.from;
         let accepted = self.accepted_from(from);
         if accepted >= sequence {
-            if !is_redelivery {
+            if arrival == Arrival::Fresh {
                 let line = format!("dropped a resend of message {sequence} from {from}");
                 self.store.data().log_info(&line);
             }
@@ -466,7 +486,7 @@ impl<S: Storage> Domain<S> {
         let state = self.store.data_mut();
         let is_full = state.mailbox.len() >= MAX_MAILBOX_MESSAGES
             || state.mailbox_bytes.saturating_add(message.bytes.len()) > MAX_MAILBOX_BYTES;
-        if is_full && !is_redelivery {
+        if is_full {
             return StatusCode::MailboxFull;
         }
         state.accepted.insert(from, sequence);
@@ -474,8 +494,9 @@ impl<S: Storage> Domain<S> {
         StatusCode::Ok
     }
 
-    /// The highest number accepted from `sender`, committed or not.
-    pub(crate) fn accepted_from(&self, sender: DomainId) -> u64 {
+    /// The highest number accepted from `sender`, committed or not (0 when
+    /// nothing was).
+    pub fn accepted_from(&self, sender: DomainId) -> u64 {
         let accepted = self.store.data().accepted.get(&sender).copied();
         accepted.unwrap_or(0)
     }

@@ -85,17 +85,24 @@ impl Outbox {
         }
     }
 
-    /// The messages to `to` numbered above `accepted`, oldest first: those
-    /// the receiver lost, to deliver again.
-    pub(crate) fn after(&self, to: DomainId, accepted: u64) -> Vec<(u64, Vec<u8>)> {
-        self.queues.get(&to).map_or_else(Vec::new, |queue| {
-            queue
-                .messages
-                .iter()
-                .filter(|(sequence, _)| *sequence > accepted)
-                .cloned()
-                .collect()
-        })
+    /// The oldest message to `to` numbered above `accepted`: the next one
+    /// to deliver again. Numbers ascend, so it is found by bisection.
+    pub(crate) fn first_after(&self, to: DomainId, accepted: u64) -> Option<(u64, &[u8])> {
+        let queue = self.queues.get(&to)?;
+        let index = queue
+            .messages
+            .partition_point(|(sequence, _)| *sequence <= accepted);
+        let (sequence, bytes) = queue.messages.get(index)?;
+        Some((*sequence, bytes.as_slice()))
+    }
+
+    /// Whether a message to `to` numbered above `accepted` waits: one the
+    /// receiver lost, or one a full mailbox has not taken yet.
+    pub(crate) fn has_after(&self, to: DomainId, accepted: u64) -> bool {
+        self.queues
+            .get(&to)
+            .and_then(|queue| queue.messages.back())
+            .is_some_and(|(sequence, _)| *sequence > accepted)
     }
 
     /// How many messages and bytes wait for `to`'s commit.
@@ -155,8 +162,12 @@ mod tests {
             (2, 20)
         );
         assert_eq!(
-            outbox.after(DomainId::from_le_bytes([9; 16]), 3),
-            vec![(4, vec![0; 10])]
+            outbox.first_after(DomainId::from_le_bytes([9; 16]), 3),
+            Some((4, &[0; 10][..]))
+        );
+        assert_eq!(
+            outbox.first_after(DomainId::from_le_bytes([9; 16]), 4),
+            None
         );
         assert_eq!(
             (outbox.len(), outbox.receivers()),

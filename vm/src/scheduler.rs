@@ -5,7 +5,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use crate::domain::{Domain, PauseReason, RunOutcome, Wake};
+use crate::domain::{Arrival, Domain, PauseReason, RunOutcome, Wake};
 use crate::error::Error;
 use crate::storage::{DomainId, DomainStatus, MailboxMessage, Storage};
 use abi::{MAX_OUTBOX_BYTES, MAX_OUTBOX_MESSAGES, StatusCode};
@@ -42,6 +42,9 @@ pub enum SchedulerEvent<H = ()> {
 pub struct Scheduler<H = (), S: Storage = Box<dyn Storage>> {
     slots: Vec<Slot<H, S>>,
     fuel_slice: u64,
+    /// Whether a redelivery stopped at a full mailbox: the next round tries
+    /// every outbox again.
+    has_waiting_redelivery: bool,
 }
 
 /// A domain in the rotation and the embedder's handle for it.
@@ -61,6 +64,7 @@ impl<H, S: Storage> Scheduler<H, S> {
         Self {
             slots: Vec::new(),
             fuel_slice,
+            has_waiting_redelivery: false,
         }
     }
 
@@ -115,30 +119,86 @@ impl<H, S: Storage> Scheduler<H, S> {
     /// accepted (since its last commit, as far as a power cut is
     /// concerned), in order. A receiver that cannot run keeps nothing: the
     /// messages stay in the outbox.
-    fn redeliver_between(&mut self, sender: usize, receiver: usize) {
+    ///
+    /// Each goes out as `sender`, the domain that owns the outbox (an
+    /// outbox speaks for no one else, whatever its record says), through
+    /// the receiver's mailbox limits like a fresh `send`, and numbered no
+    /// higher than `sender`'s own send count to the receiver (what a
+    /// `send` of it could have numbered; opening a domain raises the count
+    /// to its outbox's numbers, so this never stops a real one). The first
+    /// message refused stops it, so that no later one overtakes it: the
+    /// rest stay in the outbox and every round tries again until they are
+    /// in, as a sender that hears `MailboxFull` sends again. Returns whether
+    /// nothing is left to deliver.
+    fn redeliver_between(&mut self, sender: usize, receiver: usize) -> bool {
         if self.slots[receiver].domain.wake() == Wake::Never {
-            return;
+            return true;
         }
         self.acknowledge(sender, receiver);
         let from = self.slots[sender].domain.id();
         let to = self.slots[receiver].domain.id();
-        let accepted = self.slots[receiver].domain.accepted_from(from);
-        let lost = self.slots[sender].domain.outbox().after(to, accepted);
-        let Some(&(first, _)) = lost.first() else {
-            return;
-        };
-        let count = lost.len();
-        for (sequence, bytes) in lost {
-            let message = MailboxMessage { from, bytes };
-            self.slots[receiver]
-                .domain
-                .accept_numbered(message, sequence, true);
+        let sent = self.slots[sender].domain.next_sequence_to(to) - 1;
+        let mut first = None;
+        let mut count = 0;
+        let mut is_complete = true;
+        // One message at a time (each accepted one raises the count past
+        // it), so a mailbox that is full costs a look, not a copy of the
+        // outbox, every round it stays full.
+        loop {
+            let accepted = self.slots[receiver].domain.accepted_from(from);
+            let outbox = self.slots[sender].domain.outbox();
+            let Some((sequence, bytes)) = outbox.first_after(to, accepted) else {
+                break;
+            };
+            if sequence > sent {
+                is_complete = false;
+                break;
+            }
+            let message = MailboxMessage {
+                from,
+                bytes: bytes.to_vec(),
+            };
+            let status = self.slots[receiver].domain.accept_numbered(
+                message,
+                sequence,
+                Arrival::Redelivered,
+            );
+            if status != StatusCode::Ok {
+                is_complete = false;
+                self.has_waiting_redelivery = true;
+                break;
+            }
+            first.get_or_insert(sequence);
+            count += 1;
         }
-        let line = format!(
-            "delivered again from its sender's outbox: {count} messages from {from} \
-             (numbers {first} on), lost since the last commit"
-        );
-        self.slots[receiver].domain.log_info(&line);
+        if let Some(first) = first {
+            let line = format!(
+                "delivered again from its sender's outbox: {count} messages from {from} \
+                 (numbers {first} on), lost since the last commit"
+            );
+            self.slots[receiver].domain.log_info(&line);
+        }
+        is_complete
+    }
+
+    /// Tries again the redeliveries a full mailbox stopped.
+    fn redeliver_waiting(&mut self) {
+        if !core::mem::take(&mut self.has_waiting_redelivery) {
+            return;
+        }
+        for sender in 0..self.slots.len() {
+            let from = self.slots[sender].domain.id();
+            for to in self.slots[sender].domain.outbox().receivers() {
+                let Some(receiver) = self.position_of_id(to) else {
+                    continue;
+                };
+                let accepted = self.slots[receiver].domain.accepted_from(from);
+                if receiver != sender && self.slots[sender].domain.outbox().has_after(to, accepted)
+                {
+                    self.redeliver_between(sender, receiver);
+                }
+            }
+        }
     }
 
     /// Asks `receiver` to commit, for the copies `sender` keeps: now if it
@@ -266,6 +326,7 @@ impl<H, S: Storage> Scheduler<H, S> {
         let mut events = Vec::new();
         // Commits made outside a slice (checkpoints, operator commands).
         self.announce_commits();
+        self.redeliver_waiting();
         for index in 0..self.slots.len() {
             if self.slots[index].domain.wake() != Wake::Now {
                 continue;
@@ -323,16 +384,20 @@ impl<H, S: Storage> Scheduler<H, S> {
             let status = self.slots[receiver].domain.accept_numbered(
                 MailboxMessage { from, bytes },
                 sequence,
-                false,
+                Arrival::Fresh,
             );
             if status == StatusCode::Ok {
                 self.slots[sender].domain.note_accepted(to, sequence);
             }
             return status;
         }
-        // Messages a power cut took from the receiver go first, in order.
-        if self.slots[receiver].domain.accepted_from(from) < sequence - 1 {
-            self.redeliver_between(sender, receiver);
+        // Messages a power cut took from the receiver go first, in order,
+        // and a new one never overtakes them: its number would make the
+        // receiver drop them as resends.
+        if self.slots[receiver].domain.accepted_from(from) < sequence - 1
+            && !self.redeliver_between(sender, receiver)
+        {
+            return StatusCode::MailboxFull;
         }
         self.acknowledge(sender, receiver);
         let (waiting, waiting_bytes) = self.slots[sender].domain.outbox().waiting_for(to);
@@ -347,7 +412,7 @@ impl<H, S: Storage> Scheduler<H, S> {
         };
         let status = self.slots[receiver]
             .domain
-            .accept_numbered(message, sequence, false);
+            .accept_numbered(message, sequence, Arrival::Fresh);
         if status != StatusCode::Ok {
             return status;
         }

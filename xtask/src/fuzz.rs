@@ -1,5 +1,13 @@
 //! `cargo xtask fuzz`: cargo-fuzz targets, where cargo-fuzz is installed.
+//!
+//! The targets live in persist/fuzz and kernel/core/fuzz (workspaces of
+//! their own: cargo-fuzz builds them with nightly and sanitizer flags).
+//! Their bodies are plain functions in each fuzz/bodies directory, which
+//! `cargo test -p persist` and `-p kernel-core` also run over random and
+//! mutated inputs (tests/fuzz_bodies.rs in each), so CI exercises every
+//! target without cargo-fuzz.
 
+use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
@@ -7,11 +15,54 @@ use clap::{Args, ValueEnum};
 
 use crate::{paths, tools};
 
+#[path = "../../persist/fuzz/bodies/mod.rs"]
+#[allow(dead_code, reason = "xtask uses only the seeds, not the bodies")]
+mod bodies;
+
 /// Which fuzz target to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum FuzzTarget {
-    /// Image open and page reads on arbitrary bytes (persist/fuzz).
+    /// Image open and page reads on arbitrary bytes (persist/fuzz `open`).
     Persist,
+    /// The migration wire decoder and encode-decode round trips.
+    Wire,
+    /// Frames fed to a migration target over a memory spare disk.
+    Target,
+    /// Replies fed to a migration source of a small valid image.
+    Source,
+    /// Bytes from a peer to a machine's migration listener (kernel/core/fuzz).
+    Incoming,
+}
+
+impl FuzzTarget {
+    /// The cargo-fuzz target's name in persist/fuzz/Cargo.toml.
+    fn binary(self) -> &'static str {
+        match self {
+            Self::Persist => "open",
+            Self::Wire => "wire",
+            Self::Target => "target",
+            Self::Source => "source",
+            Self::Incoming => "incoming",
+        }
+    }
+
+    /// The crate whose fuzz/ directory holds the target.
+    fn crate_dir(self) -> &'static str {
+        match self {
+            Self::Incoming => "kernel/core",
+            _ => "persist",
+        }
+    }
+
+    /// The longest input worth trying: a mutation of a seed must fit.
+    fn max_len_bytes(self) -> usize {
+        match self {
+            Self::Persist => SEED_BLOCKS as usize * persist::BLOCK_SIZE,
+            Self::Wire => persist::migrate::wire::MAX_MESSAGE_LEN,
+            // The seed migration and room to grow.
+            Self::Target | Self::Source | Self::Incoming => 256 * 1024,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -24,22 +75,87 @@ pub struct FuzzArgs {
 }
 
 pub fn run(args: &FuzzArgs) -> Result<()> {
-    match args.target {
-        FuzzTarget::Persist => fuzz_persist(args.seconds),
+    if tools::find_program("cargo-fuzz").is_none() {
+        bail!(
+            "cargo-fuzz is not installed: run `cargo install cargo-fuzz` (it runs on the \
+             kernel's pinned nightly, which xtask installs). Without it, the same target \
+             bodies run over random and mutated inputs in `cargo test -p persist` and \
+             `cargo test -p kernel-core` (tests/fuzz_bodies.rs in each)."
+        );
     }
+    tools::ensure_kernel_toolchain()?;
+    let corpus = seed_corpus(args.target)?;
+    let binary = args.target.binary();
+    let status = Command::new("rustup")
+        .args([
+            "run",
+            tools::KERNEL_TOOLCHAIN,
+            "cargo",
+            "fuzz",
+            "run",
+            binary,
+        ])
+        .arg(&corpus)
+        .arg("--")
+        .arg(format!("-max_total_time={}", args.seconds))
+        .arg(format!("-max_len={}", args.target.max_len_bytes()))
+        // A target may hold a 64 MiB module and 16 MiB of metadata at
+        // most; more than this is a bound that does not hold.
+        .arg("-rss_limit_mb=1024")
+        .current_dir(paths::workspace_root().join(args.target.crate_dir()))
+        .status()
+        .context("running `cargo fuzz` through rustup (is rustup installed?)")?;
+    if !status.success() {
+        bail!(
+            "the {binary} fuzz target failed (crash inputs are in {}/fuzz/artifacts/{binary})",
+            args.target.crate_dir()
+        );
+    }
+    Ok(())
 }
 
-/// Blocks of the seed image.
+/// Blocks of the `open` target's seed image.
 const SEED_BLOCKS: u64 = 24;
 
-/// A corpus directory (under target/, so it is never committed) holding a
-/// small valid image with a module, pages and two commits: random bytes almost
-/// never pass the superblock checksum, so the fuzzer starts from real images
-/// and mutates them.
-fn seed_corpus() -> Result<std::path::PathBuf> {
-    use persist::{Image, MemoryDevice, NewDomain, PAGE_SIZE};
-    let directory = paths::amber_dir().join("fuzz").join("persist-open");
+/// A corpus directory (under target/, so it is never committed) with seeds
+/// for `target`: random bytes almost never pass a checksum, so the fuzzer
+/// starts from real inputs and mutates them.
+fn seed_corpus(target: FuzzTarget) -> Result<PathBuf> {
+    let directory = paths::amber_dir().join("fuzz").join(format!(
+        "{}-{}",
+        target.crate_dir().replace('/', "-"),
+        target.binary()
+    ));
     std::fs::create_dir_all(&directory)?;
+    let (to_target, to_source) = bodies::seeds::migration_inputs();
+    match target {
+        FuzzTarget::Persist => {
+            std::fs::write(directory.join("seed-image"), seed_image()?)?;
+        }
+        FuzzTarget::Wire => {
+            // Every frame of a real migration, both ways.
+            let replies = bodies::frames::records(&to_source).map(|record| &record[1..]);
+            for (index, record) in bodies::frames::records(&to_target)
+                .chain(replies)
+                .enumerate()
+            {
+                let frame = bodies::frames::repaired(record);
+                std::fs::write(directory.join(format!("seed-frame-{index}")), frame)?;
+            }
+        }
+        FuzzTarget::Target => std::fs::write(directory.join("seed-migration"), to_target)?,
+        FuzzTarget::Source => std::fs::write(directory.join("seed-replies"), to_source)?,
+        FuzzTarget::Incoming => std::fs::write(
+            directory.join("seed-migration"),
+            bodies::frames::prefixed(1, &to_target),
+        )?,
+    }
+    Ok(directory)
+}
+
+/// A small valid image with a module, pages and two commits.
+fn seed_image() -> Result<Vec<u8>> {
+    use persist::{Image, MemoryDevice, NewDomain, PAGE_SIZE};
     let domain = NewDomain {
         id: persist::DomainId(0x0123_4567_89ab_cdef),
         name: "seed",
@@ -59,47 +175,25 @@ fn seed_corpus() -> Result<std::path::PathBuf> {
             .commit()
             .map_err(|error| anyhow::anyhow!("seed image: {error}"))?;
     }
-    std::fs::write(
-        directory.join("seed-image"),
-        image.into_device().into_bytes(),
-    )?;
-    Ok(directory)
+    Ok(image.into_device().into_bytes())
 }
 
-/// Runs persist/fuzz's `open` target with cargo-fuzz on the pinned nightly
-/// (libFuzzer's instrumentation needs `-Z` flags).
-fn fuzz_persist(seconds: u64) -> Result<()> {
-    if tools::find_program("cargo-fuzz").is_none() {
-        bail!(
-            "cargo-fuzz is not installed: run `cargo install cargo-fuzz` (it runs on the \
-             kernel's pinned nightly, which xtask installs). Without it, the same \
-             arbitrary-bytes checks run as proptests in `cargo test -p persist`."
-        );
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_target_is_in_the_fuzz_crate() {
+        let manifest =
+            std::fs::read_to_string(paths::workspace_root().join("persist/fuzz/Cargo.toml"))
+                .unwrap();
+        for target in FuzzTarget::value_variants() {
+            let line = format!("name = \"{}\"", target.binary());
+            assert!(
+                manifest.contains(&line),
+                "no {line} in {}/fuzz",
+                target.crate_dir()
+            );
+        }
     }
-    tools::ensure_kernel_toolchain()?;
-    let corpus = seed_corpus()?;
-    let status = Command::new("rustup")
-        .args([
-            "run",
-            tools::KERNEL_TOOLCHAIN,
-            "cargo",
-            "fuzz",
-            "run",
-            "open",
-        ])
-        .arg(&corpus)
-        .arg("--")
-        .arg(format!("-max_total_time={seconds}"))
-        // Seed images are SEED_BLOCKS blocks; mutations of them must fit.
-        .arg(format!(
-            "-max_len={}",
-            SEED_BLOCKS * persist::BLOCK_SIZE as u64
-        ))
-        .current_dir(paths::workspace_root().join("persist"))
-        .status()
-        .context("running `cargo fuzz` through rustup (is rustup installed?)")?;
-    if !status.success() {
-        bail!("the persist fuzz target failed (crash inputs are in persist/fuzz/artifacts/open)");
-    }
-    Ok(())
 }

@@ -544,5 +544,8 @@ pub(crate) fn read_record<D: BlockDevice>(
             "name longer than 255 bytes",
         ));
     }
+    // A record that decodes may still hold what no domain could have
+    // committed: an image from elsewhere is checked like a migration's.
+    crate::validate(&record.metadata).map_err(Error::MetadataRefused)?;
     Ok((record, blocks))
 }

@@ -99,6 +99,9 @@ pub enum Error {
         /// What is wrong.
         reason: &'static str,
     },
+    /// The metadata received decodes but breaks a rule of
+    /// [`crate::validate`]: the copy is refused like a local image would be.
+    MetadataRefused(crate::MetadataError),
     /// A round's counts or page digest differ between source and target:
     /// something was lost or changed on the way.
     RoundMismatch {
@@ -199,6 +202,7 @@ impl fmt::Display for Error {
                 "the module received does not match its announced hash"
             ),
             Self::BadMetadata { reason } => write!(formatter, "bad metadata received: {reason}"),
+            Self::MetadataRefused(error) => write!(formatter, "metadata refused: {error}"),
             Self::RoundMismatch {
                 what,
                 expected,

@@ -406,6 +406,9 @@ impl<D: BlockDevice> Target<D> {
                 reason: "the name must be 1 to 255 bytes",
             });
         }
+        // Held to the rules a local image is (mailbox and outbox limits,
+        // counts that make sense), before anything reaches the spare disk.
+        crate::validate(&metadata).map_err(Error::MetadataRefused)?;
         Ok(Some(metadata))
     }
 
