@@ -436,6 +436,60 @@ fn is_blank(path: &std::path::Path) -> Result<bool> {
     Ok(start.iter().all(|&byte| byte == 0))
 }
 
+/// Two machines of different clusters (each its own secret): A's `migrate`
+/// fails and A keeps counter, B names A in a refusal and stays as it was.
+#[test]
+fn a_machine_of_another_cluster_gets_nothing() -> Result<()> {
+    let directory = work_dir("hostile-peer-other-cluster")?;
+    let counter = domain_image(&directory, "counter", "counter")?;
+    let b_spare = blank_disk(&directory.join("b-spare.img"), 64)?;
+    let port = tests::free_port()?;
+    let (secret_a, secret_b) = (
+        ClusterSecretFile::generate()?,
+        ClusterSecretFile::generate()?,
+    );
+    let mut a = tests::linked_machine(LinkEnd::Listen, port, 1, vec![counter], Some(&secret_a))?;
+    let mut b = tests::linked_machine(
+        LinkEnd::Connect,
+        port,
+        2,
+        vec![b_spare.clone()],
+        Some(&secret_b),
+    )?;
+    a.expect("[counter] count 5", BOOT_TIMEOUT)?;
+    a.send_line("migrate counter 169.254.0.2")?;
+    let failed = a.expect("[migrate] counter: failed: ", REFUSAL_TIMEOUT)?;
+    eprintln!("other cluster A: {failed}");
+    if !failed.contains("stays here") {
+        bail!(a.failure(&format!("A does not keep counter: {failed}")));
+    }
+    let deadline = Instant::now() + REFUSAL_TIMEOUT;
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let line = b.expect("169.254.0.1", remaining)?;
+        if is_refusal(&line.replace("169.254.0.1", PEER)) {
+            eprintln!("other cluster B: {line}");
+            break;
+        }
+    }
+    expect_counter(&mut a, "A", "running")?;
+    let table = b.run_command("ps")?;
+    if table
+        .iter()
+        .any(|line| !line.starts_with("NAME") && !line.trim().is_empty())
+    {
+        bail!(b.failure(&format!("B shows a domain: {table:?}")));
+    }
+    b.send_line("shutdown")?;
+    b.expect_exit(0, ANSWER_TIMEOUT)?;
+    if !is_blank(&b_spare)? {
+        bail!(b.failure("B's spare disk was written to"));
+    }
+    a.send_line("shutdown")?;
+    a.expect_exit(0, ANSWER_TIMEOUT)?;
+    Ok(())
+}
+
 /// (g) Two machines of one cluster, each running a domain named counter:
 /// A's `migrate counter` to B is refused before the hand-over, A's counter
 /// runs on, and B keeps its own counter and its spare.
