@@ -9,9 +9,10 @@
 //! goes silent during the handshake and after Begin, and (d) 300
 //! connections at once. After each the console has said why, `ps` answers
 //! with counter running and nothing else, and the spare is still a spare.
-//! Case (g) needs two real machines of one cluster: a domain whose name the
-//! target already runs is refused before the hand-over, and the source's
-//! copy runs on.
+//! Two real machines of different clusters: the source's `migrate` fails
+//! and nothing reaches the target. Case (g) needs two machines of one
+//! cluster: a domain whose name the target already has (running, then
+//! stopped) is refused before the hand-over, and the source's copy runs on.
 //!
 //! Every wait has a deadline; QEMU is killed on every path (`Machine`'s
 //! drop). The console lines matched are in `REFUSAL_WORDS` and the
