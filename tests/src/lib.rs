@@ -9,10 +9,13 @@
 
 #![forbid(unsafe_code)]
 
+pub mod peer;
+
 use std::sync::OnceLock;
 
 use anyhow::{Context, Result, anyhow, bail};
 pub use xtask::machine::{ANSWER_TIMEOUT, BOOT_TIMEOUT, Machine, PROMPT};
+pub use xtask::private::ClusterSecretFile;
 pub use xtask::qemu::{
     Accel, Console, FAILURE_EXIT_STATUS, LinkEnd, NetLink, QemuConfig, free_port,
 };
@@ -52,13 +55,15 @@ pub fn last_count(name: &str, transcript: &str) -> Option<u64> {
 
 /// A machine on a two-machine link with address 169.254.0.`host` (set by
 /// `ip=`; its MAC ends in 0x10 + `host`, so the MAC-derived default would
-/// differ) and `disks`, booted to its prompt. The `LinkEnd::Listen` end
+/// differ), `disks` and the cluster secret `secret` (none: it accepts and
+/// starts no migration), booted to its prompt. The `LinkEnd::Listen` end
 /// must boot first.
 pub fn linked_machine(
     end: LinkEnd,
     port: u16,
     host: u8,
     disks: Vec<std::path::PathBuf>,
+    secret: Option<&ClusterSecretFile>,
 ) -> Result<Machine> {
     let mut config = test_config()?;
     config.append = format!("ip=169.254.0.{host}");
@@ -66,11 +71,57 @@ pub fn linked_machine(
     config.net = Some(NetLink {
         end,
         port,
-        mac_last_byte: 0x10 + host,
+        mac_last_byte: mac_last_byte(host),
     });
+    config.cluster_secret = secret.cloned();
     let mut machine = Machine::boot(&config)?;
     machine.expect_prompt(BOOT_TIMEOUT)?;
     Ok(machine)
+}
+
+/// The MAC's last byte [`linked_machine`] gives the machine at 169.254.0.`host`.
+pub fn mac_last_byte(host: u8) -> u8 {
+    0x10 + host
+}
+
+/// What the machines of one test's cluster share: the port of their link
+/// and a cluster secret new for this test.
+#[derive(Debug)]
+pub struct Cluster {
+    /// The TCP port on 127.0.0.1 that carries the link.
+    pub port: u16,
+    /// The secret every machine of the cluster gets.
+    pub secret: ClusterSecretFile,
+}
+
+impl Cluster {
+    /// A free port and a fresh random secret.
+    pub fn new() -> Result<Cluster> {
+        Ok(Cluster {
+            port: free_port()?,
+            secret: ClusterSecretFile::generate()?,
+        })
+    }
+
+    /// The same cluster on a new link (a new port, the same secret): for
+    /// machines booted again after a power cut, as a real cluster keeps
+    /// its secret over reboots.
+    pub fn relinked(&self) -> Result<Cluster> {
+        Ok(Cluster {
+            port: free_port()?,
+            secret: self.secret.clone(),
+        })
+    }
+
+    /// A machine of this cluster: [`linked_machine`] with its port and secret.
+    pub fn machine(
+        &self,
+        end: LinkEnd,
+        host: u8,
+        disks: Vec<std::path::PathBuf>,
+    ) -> Result<Machine> {
+        linked_machine(end, self.port, host, disks, Some(&self.secret))
+    }
 }
 
 /// A xorshift64 generator: enough to pick random moments, and replayable.

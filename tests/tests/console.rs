@@ -80,3 +80,71 @@ fn kill_ends_a_domain_for_good_and_says_so_for_unknown_names() -> Result<()> {
     );
     Ok(())
 }
+
+/// `run --pair` puts machine B's console on a Unix socket in the user's
+/// private directory: the directory is mode 0700, and a client connecting
+/// to the socket (as `cargo xtask console` does) gets the prompt and
+/// answers.
+#[test]
+fn a_unix_socket_console_is_private_and_answers() -> Result<()> {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::net::UnixStream;
+    use std::time::{Duration, Instant};
+
+    let directory = xtask::private::private_dir()?;
+    let mode = std::fs::metadata(&directory)?.permissions().mode();
+    anyhow::ensure!(
+        mode & 0o777 == 0o700,
+        "{} has mode {mode:o}",
+        directory.display()
+    );
+    let socket = directory.join(xtask::private::unique_name("console-test", "sock"));
+    let mut config = test_config()?;
+    config.console = tests::Console::UnixSocket(socket.clone());
+    let machine = Machine::boot(&config)?;
+    // QEMU creates the socket while it starts.
+    let deadline = Instant::now() + BOOT_TIMEOUT;
+    let mut stream = loop {
+        match UnixStream::connect(&socket) {
+            Ok(stream) => break stream,
+            Err(error) if Instant::now() >= deadline => {
+                return Err(
+                    machine.failure(&format!("connecting to {}: {error}", socket.display()))
+                );
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
+    stream.set_read_timeout(Some(Duration::from_millis(200)))?;
+    let mut seen = String::new();
+    let mut buffer = [0u8; 4096];
+    let deadline = Instant::now() + BOOT_TIMEOUT;
+    let mut asked = false;
+    while !seen.contains("NAME") {
+        if Instant::now() >= deadline {
+            return Err(machine.failure(&format!("no `ps` header on the socket: {seen:?}")));
+        }
+        // The prompt may have gone out before the client connected: Enter
+        // brings a new one, then `ps` asks.
+        if !asked {
+            stream.write_all(b"\r")?;
+        }
+        if !asked && seen.contains("amber> ") {
+            stream.write_all(b"ps\r")?;
+            asked = true;
+        }
+        match stream.read(&mut buffer) {
+            Ok(count) => seen.push_str(&String::from_utf8_lossy(&buffer[..count])),
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    drop(machine);
+    let _ = std::fs::remove_file(&socket);
+    Ok(())
+}

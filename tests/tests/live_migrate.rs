@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use tests::{
-    ANSWER_TIMEOUT, BOOT_TIMEOUT, LinkEnd, Machine, counts, domain_image, free_port,
-    linked_machine, test_config, work_dir,
+    ANSWER_TIMEOUT, BOOT_TIMEOUT, Cluster, LinkEnd, Machine, counts, domain_image, test_config,
+    work_dir,
 };
 
 /// A whole migration between two TCG machines on a loaded host.
@@ -34,14 +34,9 @@ fn spare(directory: &Path, name: &str) -> Result<std::path::PathBuf> {
 fn counter_moves_live_and_goes_on_from_the_next_value() -> Result<()> {
     let directory = work_dir("live-migrate-counter")?;
     let counter = domain_image(&directory, "counter", "counter")?;
-    let port = free_port()?;
-    let mut a = linked_machine(LinkEnd::Listen, port, 1, vec![counter.clone()])?;
-    let mut b = linked_machine(
-        LinkEnd::Connect,
-        port,
-        2,
-        vec![spare(&directory, "b-spare.img")?],
-    )?;
+    let cluster = Cluster::new()?;
+    let mut a = cluster.machine(LinkEnd::Listen, 1, vec![counter.clone()])?;
+    let mut b = cluster.machine(LinkEnd::Connect, 2, vec![spare(&directory, "b-spare.img")?])?;
     a.expect("[counter] count 10", BOOT_TIMEOUT)?;
 
     a.send_line("migrate counter 169.254.0.2")?;
@@ -115,9 +110,9 @@ fn kv_moves_live_with_all_its_keys() -> Result<()> {
     let kv = domain_image(&directory, "kv", "kv")?;
     let kvclient = domain_image(&directory, "kvclient", "kvclient")?;
     let b_disk = spare(&directory, "b-spare.img")?;
-    let port = free_port()?;
-    let mut a = linked_machine(LinkEnd::Listen, port, 1, vec![kv, kvclient])?;
-    let mut b = linked_machine(LinkEnd::Connect, port, 2, vec![b_disk.clone()])?;
+    let cluster = Cluster::new()?;
+    let mut a = cluster.machine(LinkEnd::Listen, 1, vec![kv, kvclient])?;
+    let mut b = cluster.machine(LinkEnd::Connect, 2, vec![b_disk.clone()])?;
     a.expect("runs before this one: 0", BOOT_TIMEOUT)?;
     a.expect("kvclient done", ANSWER_TIMEOUT)?;
 
@@ -158,9 +153,9 @@ fn a_256_mib_domain_moves_live_with_its_memory_intact() -> Result<()> {
     std::fs::File::create(&b_disk)
         .and_then(|file| file.set_len(768 << 20))
         .context("creating B's spare disk")?;
-    let port = free_port()?;
-    let mut a = linked_machine(LinkEnd::Listen, port, 1, vec![image])?;
-    let mut b = linked_machine(LinkEnd::Connect, port, 2, vec![b_disk])?;
+    let cluster = Cluster::new()?;
+    let mut a = cluster.machine(LinkEnd::Listen, 1, vec![image])?;
+    let mut b = cluster.machine(LinkEnd::Connect, 2, vec![b_disk])?;
     a.expect("[bigmem] verified 256 MiB", MIGRATION_TIMEOUT)?;
 
     a.send_line("migrate bigmem 169.254.0.2")?;

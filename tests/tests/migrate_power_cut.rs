@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use tests::{
-    ANSWER_TIMEOUT, BOOT_TIMEOUT, LinkEnd, Machine, Xorshift, counts, domain_image,
-    environment_number, free_port, linked_machine, seed_from_environment, work_dir,
+    ANSWER_TIMEOUT, BOOT_TIMEOUT, Cluster, LinkEnd, Machine, Xorshift, counts, domain_image,
+    environment_number, seed_from_environment, work_dir,
 };
 
 const DEFAULT_ROUNDS: u64 = 4;
@@ -50,9 +50,9 @@ fn round(directory: &Path, random: &mut Xorshift, round: u64) -> Result<String> 
         .context("creating B's spare disk")?;
     let disks = [vec![a_disk.clone()], vec![b_disk.clone()]];
 
-    let port = free_port()?;
-    let mut a = linked_machine(LinkEnd::Listen, port, 1, disks[0].clone())?;
-    let mut b = linked_machine(LinkEnd::Connect, port, 2, disks[1].clone())?;
+    let cluster = Cluster::new()?;
+    let mut a = cluster.machine(LinkEnd::Listen, 1, disks[0].clone())?;
+    let mut b = cluster.machine(LinkEnd::Connect, 2, disks[1].clone())?;
     a.expect("[counter] count 5", BOOT_TIMEOUT)?;
     // Commit first: a cut before the migration's own commits must then still
     // resume counter past 1 (before any commit, starting over is right).
@@ -102,9 +102,10 @@ fn round(directory: &Path, random: &mut Xorshift, round: u64) -> Result<String> 
         }
     }
 
-    let port = free_port()?;
-    let mut a = linked_machine(LinkEnd::Listen, port, 1, disks[0].clone())?;
-    let mut b = linked_machine(LinkEnd::Connect, port, 2, disks[1].clone())?;
+    // The rebooted machines keep their cluster's secret, on a new link.
+    let cluster = cluster.relinked()?;
+    let mut a = cluster.machine(LinkEnd::Listen, 1, disks[0].clone())?;
+    let mut b = cluster.machine(LinkEnd::Connect, 2, disks[1].clone())?;
     // A parked copy on B asks A within seconds; wait until one side runs
     // counter, then watch both for a while.
     let deadline = Instant::now() + RESOLUTION_TIMEOUT;

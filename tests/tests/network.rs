@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use tests::{ANSWER_TIMEOUT, LinkEnd, free_port, linked_machine};
+use tests::{ANSWER_TIMEOUT, Cluster, LinkEnd};
 
 /// How long a few MiB may take between two TCG machines on a loaded host.
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(180);
@@ -22,10 +22,10 @@ const GUEST_PORT: u16 = 7000;
 
 #[test]
 fn two_machines_move_a_stream_over_tcp_and_report_throughput() -> Result<()> {
-    let port = free_port()?;
+    let cluster = Cluster::new()?;
     // A's QEMU listens from its start, so it must be up before B connects.
-    let mut a = linked_machine(LinkEnd::Listen, port, 1, Vec::new())?;
-    let mut b = linked_machine(LinkEnd::Connect, port, 2, Vec::new())?;
+    let mut a = cluster.machine(LinkEnd::Listen, 1, Vec::new())?;
+    let mut b = cluster.machine(LinkEnd::Connect, 2, Vec::new())?;
 
     let status = a.run_command("net")?;
     assert!(

@@ -5,6 +5,7 @@
 pub mod app;
 pub mod archive;
 pub mod bench;
+pub mod console;
 pub mod fuzz;
 pub mod host;
 pub mod image;
@@ -12,6 +13,7 @@ pub mod kernel;
 pub mod machine;
 pub mod migrate;
 pub mod paths;
+pub mod private;
 pub mod qemu;
 pub mod run;
 pub mod soak;

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 
+use crate::private::ClusterSecretFile;
 use crate::qemu::QemuConfig;
 
 /// How long a boot may take to reach the prompt. Boots take well under a
@@ -54,6 +55,9 @@ pub struct Machine {
     /// Byte offset in the output up to which `expect` has consumed.
     cursor: usize,
     exit_status: Option<ExitStatus>,
+    /// The machine's cluster secret file, kept until the machine is
+    /// dropped: QEMU reads it while it starts, after `boot` has returned.
+    _cluster_secret: Option<ClusterSecretFile>,
 }
 
 impl std::fmt::Debug for Machine {
@@ -97,6 +101,7 @@ impl Machine {
             output,
             cursor: 0,
             exit_status: None,
+            _cluster_secret: config.cluster_secret.clone(),
         })
     }
 

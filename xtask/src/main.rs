@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use xtask::{app, bench, fuzz, host, image, kernel, migrate, run, soak, test};
+use xtask::{app, bench, console, fuzz, host, image, kernel, migrate, run, soak, test};
 
 /// Amber's build, run and test tool.
 #[derive(Debug, Parser)]
@@ -43,6 +43,8 @@ enum Command {
     /// Move a domain between two QEMU instances.
     #[command(subcommand)]
     Migrate(migrate::MigrateCommand),
+    /// Attach this terminal to a machine's console socket (B of `run --pair`).
+    Console(console::ConsoleArgs),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +61,7 @@ fn main() -> ExitCode {
         Command::Soak(args) => soak::run(&args),
         Command::Fuzz(args) => fuzz::run(&args),
         Command::Migrate(command) => migrate::run(command),
+        Command::Console(args) => console::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -103,6 +103,7 @@ pub fn offline(args: &OfflineArgs) -> Result<OfflineReport> {
         console: Console::Stdio,
         disks: vec![disk.to_path_buf()],
         net: None,
+        cluster_secret: None,
     };
     let prefix = format!("[{name}] ");
 

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::ValueEnum;
 
+use crate::private::ClusterSecretFile;
 use crate::tools;
 
 /// I/O port of QEMU's isa-debug-exit device; the kernel writes its failure code
@@ -58,6 +59,7 @@ fn kvm_boots(kernel: &Path) -> bool {
         console: Console::Stdio,
         disks: Vec::new(),
         net: None,
+        cluster_secret: None,
     };
     let Ok(mut command) = config.command() else {
         return false;
@@ -91,21 +93,40 @@ fn wait_or_kill(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago (for a link between
-/// two instances, or a console socket).
+/// two instances).
 pub fn free_port() -> Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding a free port")?;
     Ok(listener.local_addr().context("a free port")?.port())
 }
 
 /// Where the guest's serial port goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Console {
     /// `-nographic`: serial on this terminal, QEMU's monitor behind Ctrl-A c.
     Terminal,
     /// Serial on stdin/stdout only (for programs that drive the console).
     Stdio,
-    /// Serial on a TCP server at 127.0.0.1:port (`nc 127.0.0.1 PORT`).
-    Tcp(u16),
+    /// Serial on a Unix socket QEMU listens on (`cargo xtask console PATH`).
+    /// Only a user who may enter the socket's directory can connect, so the
+    /// path belongs in [`crate::private::private_dir`]: unlike a TCP port
+    /// on 127.0.0.1, it keeps other local users off the operator console.
+    UnixSocket(PathBuf),
+}
+
+impl Console {
+    /// The QEMU arguments for this console.
+    pub fn arguments(&self) -> Vec<String> {
+        let words: &[&str] = match self {
+            Console::Terminal => &["-nographic"],
+            Console::Stdio => &["-display", "none", "-serial", "stdio", "-monitor", "none"],
+            Console::UnixSocket(_) => &["-display", "none", "-monitor", "none", "-serial"],
+        };
+        let mut arguments: Vec<String> = words.iter().map(|word| (*word).to_string()).collect();
+        if let Console::UnixSocket(path) = self {
+            arguments.push(format!("unix:{},server=on,wait=off", path.display()));
+        }
+        arguments
+    }
 }
 
 /// One QEMU instance's configuration.
@@ -120,6 +141,10 @@ pub struct QemuConfig {
     pub disks: Vec<PathBuf>,
     /// A virtio-net card on a point-to-point link to another QEMU, if any.
     pub net: Option<NetLink>,
+    /// The cluster secret handed to the kernel through fw_cfg. A machine
+    /// without one accepts no incoming migration and starts none; every
+    /// machine of one cluster gets the same one.
+    pub cluster_secret: Option<ClusterSecretFile>,
 }
 
 /// Which end of a link a QEMU instance is: QEMU's `-netdev socket` has one
@@ -178,6 +203,7 @@ impl QemuConfig {
             console: Console::Stdio,
             disks: Vec::new(),
             net: None,
+            cluster_secret: None,
         }
     }
 
@@ -207,18 +233,13 @@ impl QemuConfig {
             Accel::Kvm => command.args(["-accel", "kvm", "-cpu", "host"]),
             Accel::Tcg => command.args(["-accel", "tcg"]),
         };
-        match self.console {
-            Console::Terminal => command.arg("-nographic"),
-            Console::Stdio => {
-                command.args(["-display", "none", "-serial", "stdio", "-monitor", "none"])
-            }
-            Console::Tcp(port) => command
-                .args(["-display", "none", "-monitor", "none", "-serial"])
-                .arg(format!("tcp:127.0.0.1:{port},server=on,wait=off")),
-        };
+        command.args(self.console.arguments());
         command.args(disk_arguments(&self.disks));
         if let Some(link) = &self.net {
             command.args(link.arguments());
+        }
+        if let Some(secret) = &self.cluster_secret {
+            command.args(secret.qemu_arguments());
         }
         Ok(command)
     }
@@ -354,6 +375,51 @@ mod tests {
             .map(|argument| argument.to_string_lossy().into_owned())
             .collect();
         assert!(!arguments.iter().any(|argument| argument == "-netdev"));
+        assert!(!arguments.iter().any(|argument| argument == "-fw_cfg"));
         Ok(())
+    }
+
+    #[test]
+    fn a_machine_with_a_secret_gets_it_through_fw_cfg() -> Result<()> {
+        let secret = ClusterSecretFile::generate()?;
+        let config = QemuConfig {
+            cluster_secret: Some(secret.clone()),
+            ..QemuConfig::for_tests()
+        };
+        let Ok(command) = config.command() else {
+            return Ok(());
+        };
+        let arguments: Vec<String> = command
+            .get_args()
+            .map(|argument| argument.to_string_lossy().into_owned())
+            .collect();
+        let at = arguments
+            .iter()
+            .position(|argument| argument == "-fw_cfg")
+            .context("no -fw_cfg")?;
+        assert_eq!(
+            arguments[at + 1],
+            format!(
+                "name=opt/amber/cluster-secret,file={}",
+                secret.path().display()
+            )
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_unix_socket_console_listens_without_waiting() {
+        let console = Console::UnixSocket(PathBuf::from("/run/user/1000/amber/b.sock"));
+        assert_eq!(
+            console.arguments(),
+            [
+                "-display",
+                "none",
+                "-monitor",
+                "none",
+                "-serial",
+                "unix:/run/user/1000/amber/b.sock,server=on,wait=off"
+            ]
+        );
     }
 }

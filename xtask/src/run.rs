@@ -6,8 +6,9 @@ use std::process::Stdio;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
+use crate::private::ClusterSecretFile;
 use crate::qemu::{Accel, Console, LinkEnd, NetLink, QemuConfig, free_port};
-use crate::{app, archive, image, kernel, paths, tools};
+use crate::{app, archive, console, image, kernel, paths, tools};
 
 /// The demo set `cargo xtask run` boots without `--domain`, in disk order.
 pub const DEMO_APPS: [&str; 4] = ["hello", "counter", "kv", "kvclient"];
@@ -40,10 +41,12 @@ pub struct RunArgs {
     /// `spawn` put on them).
     #[arg(long, conflicts_with = "domains")]
     pub fresh: bool,
-    /// Boot two linked instances: A (169.254.0.1, this terminal) with the
-    /// disks above and one more spare disk, and B (169.254.0.2, console on a TCP port
-    /// printed at start) with two spare disks kept in target/amber/pair/.
-    /// On A, `migrate counter 169.254.0.2` moves counter to B.
+    /// Boot two linked instances sharing a fresh cluster secret: A
+    /// (169.254.0.1, this terminal) with the disks above and one more spare
+    /// disk, and B (169.254.0.2, console on a private Unix socket that
+    /// `cargo xtask console` attaches to) with two spare disks kept in
+    /// target/amber/pair/. On A, `migrate counter 169.254.0.2` moves
+    /// counter to B.
     #[arg(long)]
     pub pair: bool,
 }
@@ -80,6 +83,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         console: Console::Terminal,
         disks,
         net: None,
+        cluster_secret: None,
     };
     if args.pair {
         return run_pair(config);
@@ -97,8 +101,10 @@ pub fn run(args: &RunArgs) -> Result<()> {
     Ok(())
 }
 
-/// `--pair`: B in the background with its console on a TCP port, then A on
-/// this terminal; B is killed (a power cut) when A exits.
+/// `--pair`: B in the background with its console on a Unix socket in the
+/// user's private directory, then A on this terminal; B is killed (a power
+/// cut) when A exits. Both get one cluster secret, new for this run, so
+/// they trust each other and nobody else.
 fn run_pair(mut a: QemuConfig) -> Result<()> {
     let directory = paths::amber_dir().join("pair");
     std::fs::create_dir_all(&directory)
@@ -113,7 +119,13 @@ fn run_pair(mut a: QemuConfig) -> Result<()> {
         Ok(path)
     };
     let link_port = free_port()?;
-    let console_port = free_port()?;
+    let console_socket = console::pair_b_socket()?;
+    // A socket left by a run that was killed would make QEMU's bind fail.
+    if console_socket.exists() {
+        std::fs::remove_file(&console_socket)
+            .with_context(|| format!("removing the old {}", console_socket.display()))?;
+    }
+    a.cluster_secret = Some(ClusterSecretFile::generate()?);
     a.disks.push(spare("a-spare.img")?);
     a.append = format!("ip=169.254.0.1 {}", a.append).trim().to_string();
     a.net = Some(NetLink {
@@ -124,7 +136,7 @@ fn run_pair(mut a: QemuConfig) -> Result<()> {
     let b = QemuConfig {
         disks: vec![spare("b-spare-1.img")?, spare("b-spare-2.img")?],
         append: format!("ip=169.254.0.2 {}", args_without_ip(&a.append)),
-        console: Console::Tcp(console_port),
+        console: Console::UnixSocket(console_socket.clone()),
         net: Some(NetLink {
             end: LinkEnd::Connect,
             port: link_port,
@@ -144,14 +156,17 @@ fn run_pair(mut a: QemuConfig) -> Result<()> {
         }
     };
     eprintln!(
-        "A: 169.254.0.1, this terminal, {}; B: 169.254.0.2, console `nc 127.0.0.1 {console_port}`, \
-         spare disks in {}. On A: `migrate counter 169.254.0.2`. B stops when A does.",
+        "A: 169.254.0.1, this terminal, {}; B: 169.254.0.2, console `cargo xtask console` \
+         (socket {}), spare disks in {}. One new cluster secret for both. \
+         On A: `migrate counter 169.254.0.2`. B stops when A does.",
         describe_disks(&a.disks),
+        console_socket.display(),
         directory.display()
     );
     let status = a_child.wait().context("waiting for A");
     let _ = b_child.kill();
     let _ = b_child.wait();
+    let _ = std::fs::remove_file(&console_socket);
     let status = status?;
     if !status.success() {
         bail!("A's QEMU exited with {status}");

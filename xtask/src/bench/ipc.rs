@@ -307,6 +307,7 @@ impl Kernel<'_> {
             console: Console::Stdio,
             disks,
             net: None,
+            cluster_secret: None,
         };
         let mut machine = Machine::boot_named("ipc", &config)?;
         // The first batch is a warm-up, as on the host: the domains' first

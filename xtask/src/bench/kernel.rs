@@ -77,6 +77,7 @@ fn bench_machine(kernel_elf: &Path, disk: &Path, accel: Accel, append: &str) -> 
         console: Console::Stdio,
         disks: vec![disk.to_path_buf()],
         net: None,
+        cluster_secret: None,
     }
 }
 

@@ -20,6 +20,7 @@ use crate::bench::{
 };
 use crate::image::{self, NewArgs};
 use crate::machine::{BOOT_TIMEOUT, Machine};
+use crate::private::ClusterSecretFile;
 use crate::qemu::{Accel, Console, LinkEnd, NetLink, QemuConfig, free_port};
 use crate::{app, paths};
 
@@ -28,7 +29,13 @@ const MACHINE_MEMORY_MIB: u32 = 512;
 /// A whole migration of the largest domain under TCG on a busy host.
 const MIGRATION_TIMEOUT: Duration = Duration::from_secs(900);
 
-fn machine(kernel_elf: &Path, accel: Accel, net: NetLink, disk: PathBuf) -> QemuConfig {
+fn machine(
+    kernel_elf: &Path,
+    accel: Accel,
+    net: NetLink,
+    disk: PathBuf,
+    secret: &ClusterSecretFile,
+) -> QemuConfig {
     QemuConfig {
         kernel: kernel_elf.to_path_buf(),
         memory_mib: MACHINE_MEMORY_MIB,
@@ -37,10 +44,12 @@ fn machine(kernel_elf: &Path, accel: Accel, net: NetLink, disk: PathBuf) -> Qemu
         console: Console::Stdio,
         disks: vec![disk],
         net: Some(net),
+        cluster_secret: Some(secret.clone()),
     }
 }
 
-/// A and B on a fresh link: A with `a_disk`, B with `b_disk`.
+/// A and B on a fresh link with a fresh cluster secret: A with `a_disk`, B
+/// with `b_disk`.
 fn pair(
     kernel_elf: &Path,
     accel: Accel,
@@ -48,6 +57,7 @@ fn pair(
     b_disk: PathBuf,
 ) -> Result<(Machine, Machine)> {
     let port = free_port()?;
+    let secret = ClusterSecretFile::generate()?;
     let link = |end, mac_last_byte| NetLink {
         end,
         port,
@@ -55,12 +65,18 @@ fn pair(
     };
     let mut a = Machine::boot_named(
         "A",
-        &machine(kernel_elf, accel, link(LinkEnd::Listen, 1), a_disk),
+        &machine(kernel_elf, accel, link(LinkEnd::Listen, 1), a_disk, &secret),
     )?;
     a.expect_prompt(BOOT_TIMEOUT)?;
     let mut b = Machine::boot_named(
         "B",
-        &machine(kernel_elf, accel, link(LinkEnd::Connect, 2), b_disk),
+        &machine(
+            kernel_elf,
+            accel,
+            link(LinkEnd::Connect, 2),
+            b_disk,
+            &secret,
+        ),
     )?;
     b.expect_prompt(BOOT_TIMEOUT)?;
     Ok((a, b))
