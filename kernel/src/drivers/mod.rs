@@ -3,6 +3,7 @@
 //! With arch/ and memory/, one of the three places where the kernel uses
 //! `unsafe`; every block says why it is sound.
 
+pub mod fw_cfg;
 pub mod pci;
 pub mod serial;
 pub mod virtio_blk;

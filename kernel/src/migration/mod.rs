@@ -2,35 +2,50 @@
 //!
 //! The state machines (framing, rounds, the hand-over, parked copies'
 //! questions) are `kernel_core::migration`, tested on the host. The kernel
-//! gives them what only it has: TCP connections over smoltcp (`network.rs`)
-//! and the domain table with its disks (`host.rs`), and prints what they
-//! report.
+//! gives them what only it has: TCP connections over smoltcp (`network.rs`),
+//! made secure with the cluster secret from fw_cfg (`secret.rs`), and the
+//! domain table with its disks (`host.rs`), and prints what they report.
 
-use kernel_core::migration::{self, StartError};
+use kernel_core::migration::secure::CipherClock;
+use kernel_core::migration::{self, SecureNetwork, StartError};
 
+use crate::arch::timer;
 use crate::domains::Domains;
-use network::KernelNetwork;
+use network::{CIPHER_NS, KernelNetwork};
+use secret::KernelEntropy;
 
 mod host;
 mod network;
+mod secret;
+
+/// Migration's network: TCP, authenticated and encrypted.
+type Network = SecureNetwork<KernelNetwork, KernelEntropy>;
 
 /// Every migration in flight on this machine, the listener for the next
 /// incoming one, and the questions of parked copies.
 #[derive(Debug)]
 pub struct Migrations {
-    inner: migration::Migrations<KernelNetwork, Domains>,
+    inner: migration::Migrations<Network, Domains>,
 }
 
 impl Migrations {
-    /// Listens for incoming migrations when there is a network card.
+    /// Reads the cluster secret (saying whether there is one) and, with
+    /// one, listens for incoming migrations when there is a network card.
     #[expect(
         clippy::new_without_default,
         reason = "new opens a listening socket: not a default value"
     )]
     pub fn new() -> Migrations {
         Migrations {
-            inner: migration::Migrations::new(KernelNetwork),
+            inner: migration::Migrations::new(Self::network()),
         }
+    }
+
+    fn network() -> Network {
+        let secret = secret::load();
+        let entropy = KernelEntropy::seeded(secret.as_ref());
+        SecureNetwork::new(KernelNetwork, secret, entropy)
+            .counting(CipherClock::new(timer::uptime_ns, &CIPHER_NS))
     }
 
     /// `migrate NAME ADDRESS`: starts sending domain `name` to the machine

@@ -60,6 +60,13 @@ impl ClusterSecret {
     }
 
     /// The key for the handshake; only the link reads it.
+    /// Feeds the secret's bytes to `sink`, for mixing into a random
+    /// generator's seed (the kernel's, where the CPU has no RDRAND): the
+    /// bytes go nowhere else, and `sink` must not keep or show them.
+    pub fn feed_into(&self, sink: &mut dyn FnMut(&[u8])) {
+        sink(&self.bytes);
+    }
+
     pub(super) fn as_key(&self) -> &[u8; SECRET_BYTES] {
         &self.bytes
     }
