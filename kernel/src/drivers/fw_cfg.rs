@@ -8,6 +8,7 @@
 //! Items are read-only and the host fixes them before boot, so reading one
 //! twice gives the same bytes.
 
+use alloc::vec;
 use alloc::vec::Vec;
 
 use x86_64::instructions::port::Port;
@@ -63,8 +64,7 @@ pub fn read_file(name: &str, max_bytes: usize) -> Result<Option<Vec<u8>>, FwCfgE
     read_item(DIRECTORY_ITEM, &mut count);
     let count = u32::from_be_bytes(count).min(MAX_FILES);
     // The directory is read in one pass: each selection restarts at byte 0.
-    let mut directory = Vec::new();
-    directory.resize(4 + count as usize * ENTRY_BYTES, 0);
+    let mut directory = vec![0; 4 + count as usize * ENTRY_BYTES];
     read_item(DIRECTORY_ITEM, &mut directory);
     for entry in directory[4..].chunks_exact(ENTRY_BYTES) {
         let entry_name = &entry[8..];
@@ -83,8 +83,7 @@ pub fn read_file(name: &str, max_bytes: usize) -> Result<Option<Vec<u8>>, FwCfgE
             });
         }
         let item = u16::from_be_bytes([entry[4], entry[5]]);
-        let mut contents = Vec::new();
-        contents.resize(size as usize, 0);
+        let mut contents = vec![0; size as usize];
         read_item(item, &mut contents);
         return Ok(Some(contents));
     }
