@@ -39,6 +39,9 @@ pub use speech::{PeerLink, Reply, Speech, next_reply, send_frame};
 const SOCKET_BUFFER_BYTES: usize = 64 * 1024;
 
 /// The first local port connections use; each new one takes the next.
+/// Connection attempts reset by a machine before [`Peer::connect`] gives up.
+const CONNECT_ATTEMPTS: u32 = 5;
+
 const FIRST_LOCAL_PORT: u16 = 49152;
 
 /// The machine under test's address on a link whose card has MAC last byte
@@ -197,11 +200,21 @@ impl Peer {
         port: u16,
         timeout: Duration,
     ) -> Result<Connection> {
-        let connection = self.open(address, port)?;
+        let mut connection = self.open(address, port)?;
         let deadline = Instant::now() + timeout;
+        let mut refusals = 0;
         loop {
             match connection.state() {
                 tcp::State::Established => return Ok(connection),
+                // A machine has one listening socket: a SYN that arrives
+                // while it takes the previous connection is reset, as a
+                // full backlog would be, and the client tries again.
+                tcp::State::Closed if refusals < CONNECT_ATTEMPTS => {
+                    refusals += 1;
+                    eprintln!("peer: {address}:{port} reset connection attempt {refusals}; trying again");
+                    self.wait_a_moment()?;
+                    connection = self.open(address, port)?;
+                }
                 tcp::State::Closed => bail!("{address}:{port} refused the connection"),
                 _ if Instant::now() >= deadline => {
                     bail!("no connection to {address}:{port} within {timeout:?}")
