@@ -477,10 +477,7 @@ fn a_machine_of_another_cluster_gets_nothing() -> Result<()> {
     }
     expect_counter(&mut a, "A", "running")?;
     let table = b.run_command("ps")?;
-    if table
-        .iter()
-        .any(|line| !line.starts_with("NAME") && !line.trim().is_empty())
-    {
+    if table.iter().any(|line| is_ps_row(line)) {
         bail!(b.failure(&format!("B shows a domain: {table:?}")));
     }
     b.send_line("shutdown")?;
