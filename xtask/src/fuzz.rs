@@ -184,10 +184,11 @@ mod tests {
 
     #[test]
     fn every_target_is_in_the_fuzz_crate() {
-        let manifest =
-            std::fs::read_to_string(paths::workspace_root().join("persist/fuzz/Cargo.toml"))
-                .unwrap();
         for target in FuzzTarget::value_variants() {
+            let manifest = std::fs::read_to_string(
+                paths::workspace_root().join(format!("{}/fuzz/Cargo.toml", target.crate_dir())),
+            )
+            .unwrap();
             let line = format!("name = \"{}\"", target.binary());
             assert!(
                 manifest.contains(&line),

@@ -211,7 +211,9 @@ impl Peer {
                 // full backlog would be, and the client tries again.
                 tcp::State::Closed if refusals < CONNECT_ATTEMPTS => {
                     refusals += 1;
-                    eprintln!("peer: {address}:{port} reset connection attempt {refusals}; trying again");
+                    eprintln!(
+                        "peer: {address}:{port} reset connection attempt {refusals}; trying again"
+                    );
                     self.wait_a_moment()?;
                     connection = self.open(address, port)?;
                 }
