@@ -117,13 +117,26 @@ fn parse_sent(line: &str) -> Option<f64> {
     (ms > 0.0).then(|| mib / (ms / 1000.0))
 }
 
-/// One migration of an `mib` MiB domain: (total ms, MiB/s, downtime ms).
-fn migrate_once(
-    kernel_elf: &Path,
-    accel: Accel,
-    directory: &Path,
-    mib: u64,
-) -> Result<(f64, f64, f64)> {
+/// The share of the source's transfer time spent encrypting, from its
+/// `time: ... of T ms, cipher C ms` log line.
+fn parse_cipher_share(line: &str) -> Option<f64> {
+    let total = number_after(line, " of ")?;
+    let cipher = number_after(line, "cipher ")?;
+    (total > 0.0).then(|| cipher / total)
+}
+
+/// One migration of an `mib` MiB domain, what it measured.
+#[derive(Debug, Clone, Copy)]
+struct Migration {
+    total_ms: f64,
+    mib_per_s: f64,
+    downtime_ms: f64,
+    /// Of the source's transfer time, the share spent in the cipher.
+    cipher_share: Option<f64>,
+}
+
+/// One migration of an `mib` MiB domain.
+fn migrate_once(kernel_elf: &Path, accel: Accel, directory: &Path, mib: u64) -> Result<Migration> {
     let a_disk = image::new(&NewArgs {
         wasm: paths::apps_dir().join("bigmem.wasm"),
         name: "bigmem".into(),
@@ -162,7 +175,18 @@ fn migrate_once(
     if total_ms <= 0.0 {
         bail!("a migration of 0 ms: {line:?}");
     }
-    Ok((total_ms, kib / 1024.0 / (total_ms / 1000.0), downtime_ms))
+    let cipher_share = a
+        .transcript()
+        .lines()
+        .filter(|line| line.contains("bigmem: time:"))
+        .last()
+        .and_then(parse_cipher_share);
+    Ok(Migration {
+        total_ms,
+        mib_per_s: kib / 1024.0 / (total_ms / 1000.0),
+        downtime_ms,
+        cipher_share,
+    })
 }
 
 /// Raw TCP between a fresh pair: `mib` MiB with nettest, in MiB/s.
@@ -194,14 +218,16 @@ pub fn run(collector: &mut Collector) -> Result<()> {
         let mut rates = Vec::new();
         let mut downtimes = Vec::new();
         let mut raw = Vec::new();
+        let mut cipher_shares = Vec::new();
         for repetition in 1..=repetitions {
             collector.step(format!("{mib} MiB: raw TCP, {repetition}/{repetitions}"));
             raw.push(raw_tcp_once(&kernel_elf, accel, &directory, mib)?);
             collector.step(format!("{mib} MiB: migration, {repetition}/{repetitions}"));
-            let (total_ms, rate, downtime_ms) = migrate_once(&kernel_elf, accel, &directory, mib)?;
-            totals.push(total_ms / 1000.0);
-            rates.push(rate);
-            downtimes.push(downtime_ms);
+            let migration = migrate_once(&kernel_elf, accel, &directory, mib)?;
+            totals.push(migration.total_ms / 1000.0);
+            rates.push(migration.mib_per_s);
+            downtimes.push(migration.downtime_ms);
+            cipher_shares.extend(migration.cipher_share.map(|share| share * 100.0));
         }
         collector.record(Record::Figure(FigureRecord {
             name: format!("migrate.throughput_{mib}mib"),
@@ -214,6 +240,19 @@ pub fn run(collector: &mut Collector) -> Result<()> {
             }),
             goal: Some(Goal::RatioAtLeast(0.7)),
         }))?;
+        if !cipher_shares.is_empty() {
+            collector.record(Record::Figure(FigureRecord {
+                name: format!("migrate.cipher_share_{mib}mib"),
+                title: format!(
+                    "share of a {mib} MiB migration's source time spent encrypting \
+                     (Noise, ChaChaPoly)"
+                ),
+                unit: "%".into(),
+                amber: cipher_shares,
+                baseline: None,
+                goal: None,
+            }))?;
+        }
         collector.record(Record::Figure(FigureRecord {
             name: format!("migrate.downtime_{mib}mib"),
             title: format!("downtime of a live migration of a {mib} MiB domain"),
@@ -250,5 +289,9 @@ mod tests {
         let sent = "sent 4 MiB in 400 ms (10.00 MiB/s)";
         assert_eq!(parse_sent(sent), Some(10.0));
         assert_eq!(parse_moved("amber> "), None);
+        let time = "[    9.1] INFO  [migrate] bigmem: time: pages 3 ms (disk waits 1 ms in 3 \
+                    requests), to TCP 2 ms, from TCP 0 ms, network polls 4 ms, of 250 ms, \
+                    cipher 50 ms";
+        assert_eq!(parse_cipher_share(time), Some(0.2));
     }
 }
