@@ -178,8 +178,7 @@ fn migrate_once(kernel_elf: &Path, accel: Accel, directory: &Path, mib: u64) -> 
     let cipher_share = a
         .transcript()
         .lines()
-        .filter(|line| line.contains("bigmem: time:"))
-        .last()
+        .rfind(|line| line.contains("bigmem: time:"))
         .and_then(parse_cipher_share);
     Ok(Migration {
         total_ms,
