@@ -130,3 +130,146 @@ fn a_replayed_migration_is_refused_and_nothing_runs() {
     assert_eq!(c.host.spares.len(), 1);
     assert!(spare.is_blank());
 }
+
+/// The migration ID a source's `OutgoingStarted` announced.
+fn started_migration_id(machine: &Machine) -> persist::migrate::MigrationId {
+    machine
+        .host
+        .events
+        .iter()
+        .find_map(|event| match event {
+            Event::OutgoingStarted { migration_id, .. } => Some(*migration_id),
+            _ => None,
+        })
+        .expect("the migration started")
+}
+
+/// (c) A stranger who knows the migration ID (it travelled in clear before
+/// the link was encrypted) asks about it while it is in flight: before,
+/// that aborted the migration; now the stranger gets nothing and the
+/// migration completes.
+#[test]
+fn a_forged_query_does_not_abort_a_migration_in_flight() {
+    let switch = Switch::secure(cluster_secret());
+    let (_switch, mut a, mut b, _spare) = two_machines_on(switch.clone());
+    a.migrations.start(&mut a.host, NAME, B).unwrap();
+    for _ in 0..5 {
+        a.idle(1_000_000);
+        a.poll();
+        b.idle(1_000_000);
+        b.poll();
+    }
+    let migration_id = started_migration_id(&a);
+    for secret in [Some(stranger_secret()), None] {
+        let link = Switch::dial(&switch, A, "10.6.6.6");
+        let mut query = Vec::new();
+        WireMessage::Query {
+            migration_id,
+            domain_id: common::DOMAIN_ID,
+        }
+        .encode(&mut query)
+        .unwrap();
+        match secret {
+            Some(secret) => {
+                let mut peer = Framed::new(secure_initiator(link, &secret));
+                peer.queue(&query);
+                for _ in 0..20 {
+                    let _ = peer.flush();
+                    a.idle(1_000_000);
+                    a.poll();
+                }
+                assert!(matches!(peer.next_frame(), Err(_) | Ok(None)));
+            }
+            None => {
+                let mut peer = link;
+                peer.send_frame(&query);
+                for _ in 0..20 {
+                    a.idle(1_000_000);
+                    a.poll();
+                }
+                assert!(peer.frames().is_empty(), "a stranger got an answer");
+            }
+        }
+    }
+    run_to_quiet(&mut a, &mut b);
+    assert!(
+        !a.host.has_said("asked about migration"),
+        "{:#?}",
+        a.host.lines()
+    );
+    assert_eq!(b.host.state_of(NAME), Some(DomainState::Running));
+    assert_eq!(a.host.state_of(NAME), Some(DomainState::Moved));
+}
+
+/// (c) A parked copy asks its source; a stranger answering in the source's
+/// place ("aborted": discard your copy, which would lose the domain, since
+/// the source has handed it over) changes nothing: the copy stays parked,
+/// and the real source's answer later runs it.
+#[test]
+fn a_forged_answer_leaves_a_parked_copy_parked() {
+    let switch = Switch::secure(cluster_secret());
+    let (_switch, mut a, mut b, _spare) = two_machines_on(switch.clone());
+    a.migrations.start(&mut a.host, NAME, B).unwrap();
+    let migration_id = started_migration_id(&a);
+    // Cut the link once A has handed over, before B hears of it.
+    for _ in 0..20_000 {
+        a.idle(1_000_000);
+        a.poll();
+        if a.host
+            .events
+            .iter()
+            .any(|event| matches!(event, Event::HandedOver { .. }))
+        {
+            break;
+        }
+        b.idle(1_000_000);
+        b.poll();
+    }
+    switch.borrow().pipes[0].borrow_mut().reset();
+    for _ in 0..200 {
+        a.idle(1_000_000);
+        a.poll();
+        b.idle(1_000_000);
+        b.poll();
+        if b.host.parked.len() == 1 && !a.migrations.is_busy() {
+            break;
+        }
+    }
+    assert_eq!(b.host.parked.len(), 1, "{:#?}", b.host.lines());
+
+    // Only B runs now: its question to A is taken by the stranger.
+    let mut forged = None;
+    for _ in 0..100 {
+        b.idle(100_000_000);
+        b.poll();
+        if let Some((link, _)) = Switch::intercept(&switch, A) {
+            forged = Some(link);
+            break;
+        }
+    }
+    let link = forged.expect("the parked copy asked its source");
+    let mut stranger = Framed::new(common::secure::secure_responder(link, &stranger_secret()));
+    let mut answer = Vec::new();
+    WireMessage::Answer {
+        migration_id,
+        verdict: persist::migrate::Verdict::Aborted,
+    }
+    .encode(&mut answer)
+    .unwrap();
+    stranger.queue(&answer);
+    for _ in 0..50 {
+        let _ = stranger.flush();
+        let _ = stranger.next_frame();
+        b.idle(100_000_000);
+        b.poll();
+    }
+    assert_eq!(b.host.parked.len(), 1, "{:#?}", b.host.lines());
+    assert!(b.host.domains.is_empty());
+    assert!(!b.host.has_said("kept counter"), "{:#?}", b.host.lines());
+
+    // The real source answers next time: the copy runs.
+    let is_resolved = common::run_until(&mut a, &mut b, 20_000, |_, b| b.host.parked.is_empty());
+    assert!(is_resolved, "{:#?}", b.host.lines());
+    assert_eq!(b.host.state_of(NAME), Some(DomainState::Running));
+    assert_eq!(a.host.state_of(NAME), Some(DomainState::Moved));
+}
