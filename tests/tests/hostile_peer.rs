@@ -156,6 +156,15 @@ impl Rig {
         Ok(line)
     }
 
+    /// Counter prints a count above `before` within the answer timeout.
+    fn still_counts(&mut self, before: u64) -> Result<()> {
+        let from = self.mark();
+        self.wait_for_line(from, ANSWER_TIMEOUT, "with a later count", |line| {
+            tests::count_of("counter", line).is_some_and(|count| count > before)
+        })?;
+        Ok(())
+    }
+
     /// `ps` answers, its first row is counter running, and counter still
     /// counts: while a migration is in flight (its copy may hold the spare).
     fn check_answers(&mut self, case: &str) -> Result<()> {
@@ -171,11 +180,7 @@ impl Rig {
                     .failure(&format!("{case}: counter is not running: {table:?}"))
             );
         }
-        let from = self.mark();
-        self.wait_for_line(from, ANSWER_TIMEOUT, "with a later count", |line| {
-            tests::count_of("counter", line).is_some_and(|count| count > before)
-        })?;
-        Ok(())
+        self.still_counts(before)
     }
 
     /// `ps` answers with counter running and no other row (no domain, no
@@ -184,12 +189,7 @@ impl Rig {
         self.peer.poll()?;
         let before = last_count("counter", &self.machine.transcript()).unwrap_or(0);
         let table = self.machine.run_command("ps")?;
-        let rows: Vec<&String> = table
-            .iter()
-            .skip_while(|line| !line.starts_with("NAME"))
-            .skip(1)
-            .filter(|line| is_table_row(line))
-            .collect();
+        let rows = ps_rows(&table);
         if rows.len() != 1 || !rows[0].starts_with("counter ") || !rows[0].contains("running") {
             bail!(self.machine.failure(&format!(
                 "{case}: ps is not counter alone, running: {table:?}"
@@ -205,11 +205,7 @@ impl Rig {
                     .failure(&format!("{case}: not one domain and one spare: {stats:?}"))
             );
         }
-        let from = self.mark();
-        self.wait_for_line(from, ANSWER_TIMEOUT, "with a later count", |line| {
-            tests::count_of("counter", line).is_some_and(|count| count > before)
-        })?;
-        Ok(())
+        self.still_counts(before)
     }
 
     /// A migration connection to the machine in `speech`.
@@ -482,12 +478,7 @@ fn a_machine_of_another_cluster_gets_nothing() -> Result<()> {
     }
     expect_counter(&mut a, "A", "running")?;
     let table = b.run_command("ps")?;
-    if table
-        .iter()
-        .skip_while(|line| !line.starts_with("NAME"))
-        .skip(1)
-        .any(|line| is_table_row(line))
-    {
+    if !ps_rows(&table).is_empty() {
         bail!(b.failure(&format!("B shows a domain: {table:?}")));
     }
     b.send_line("shutdown")?;
@@ -569,16 +560,22 @@ fn expect_counter(machine: &mut Machine, name: &str, status: &str) -> Result<()>
         machine.expect(&format!("[counter] count {}", before + 5), ANSWER_TIMEOUT)?;
     }
     let table = machine.run_command("ps")?;
-    let rows: Vec<&String> = table
-        .iter()
-        .skip_while(|line| !line.starts_with("NAME"))
-        .skip(1)
-        .filter(|line| is_table_row(line))
-        .collect();
+    let rows = ps_rows(&table);
     if rows.len() != 1 || !rows[0].starts_with("counter ") || !rows[0].contains(status) {
         bail!(machine.failure(&format!("{name}: not one counter, {status}: {table:?}")));
     }
     Ok(())
+}
+
+/// The rows of `ps`'s answer: the lines after its header, without those a
+/// domain or a migration printed meanwhile.
+fn ps_rows(answer: &[String]) -> Vec<&String> {
+    answer
+        .iter()
+        .skip_while(|line| !line.starts_with("NAME"))
+        .skip(1)
+        .filter(|line| is_table_row(line))
+        .collect()
 }
 
 /// Whether a line after `ps`'s header is one of its rows, not a line a
