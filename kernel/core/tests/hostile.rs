@@ -281,15 +281,7 @@ fn a_query_about_a_migration_in_flight_aborts_it() {
         b.idle(1_000_000);
         b.poll();
     }
-    let migration_id = a
-        .host
-        .events
-        .iter()
-        .find_map(|event| match event {
-            Event::OutgoingStarted { migration_id, .. } => Some(*migration_id),
-            _ => None,
-        })
-        .unwrap();
+    let migration_id = a.started_migration_id();
     let answer = ask(
         &switch,
         &mut a,

@@ -131,19 +131,6 @@ fn a_replayed_migration_is_refused_and_nothing_runs() {
     assert!(spare.is_blank());
 }
 
-/// The migration ID a source's `OutgoingStarted` announced.
-fn started_migration_id(machine: &Machine) -> persist::migrate::MigrationId {
-    machine
-        .host
-        .events
-        .iter()
-        .find_map(|event| match event {
-            Event::OutgoingStarted { migration_id, .. } => Some(*migration_id),
-            _ => None,
-        })
-        .expect("the migration started")
-}
-
 /// (c) A stranger who knows the migration ID (it travelled in clear before
 /// the link was encrypted) asks about it while it is in flight: before,
 /// that aborted the migration; now the stranger gets nothing and the
@@ -159,7 +146,7 @@ fn a_forged_query_does_not_abort_a_migration_in_flight() {
         b.idle(1_000_000);
         b.poll();
     }
-    let migration_id = started_migration_id(&a);
+    let migration_id = a.started_migration_id();
     for secret in [Some(stranger_secret()), None] {
         let link = Switch::dial(&switch, A, "10.6.6.6");
         let mut query = Vec::new();
@@ -210,7 +197,7 @@ fn a_forged_answer_leaves_a_parked_copy_parked() {
     let switch = Switch::secure(cluster_secret());
     let (_switch, mut a, mut b, _spare) = two_machines_on(switch.clone());
     a.migrations.start(&mut a.host, NAME, B).unwrap();
-    let migration_id = started_migration_id(&a);
+    let migration_id = a.started_migration_id();
     // Cut the link once A has handed over, before B hears of it.
     for _ in 0..20_000 {
         a.idle(1_000_000);

@@ -133,6 +133,20 @@ impl Machine {
         }
     }
 
+    /// The migration ID this machine's `OutgoingStarted` announced.
+    pub fn started_migration_id(&self) -> persist::migrate::MigrationId {
+        self.host
+            .events
+            .iter()
+            .find_map(|event| match event {
+                kernel_core::migration::Event::OutgoingStarted { migration_id, .. } => {
+                    Some(*migration_id)
+                }
+                _ => None,
+            })
+            .expect("the migration started")
+    }
+
     pub fn poll(&mut self) -> bool {
         self.migrations.poll(&mut self.host)
     }
