@@ -45,12 +45,14 @@ pub fn test(args: &TestArgs) -> Result<()> {
         ]),
     )?;
     step(
-        "host tests of kv-proto and guest-sdk",
+        "host tests of kv-proto, redis-core and guest-sdk",
         app::apps_cargo()?
             .args([
                 "test",
                 "--package",
                 "kv-proto",
+                "--package",
+                "redis-core",
                 "--package",
                 "guest-sdk",
                 "--target",
