@@ -105,6 +105,58 @@ fn counter_moves_live_and_goes_on_from_the_next_value() -> Result<()> {
 }
 
 #[test]
+fn counter_goes_there_and_back_on_the_disk_of_its_tombstone() -> Result<()> {
+    let directory = work_dir("live-migrate-back")?;
+    let counter = domain_image(&directory, "counter", "counter")?;
+    let cluster = Cluster::new()?;
+    // A has no spare: only the disk counter leaves, which keeps its
+    // tombstone until counter comes back.
+    let mut a = cluster.machine(LinkEnd::Listen, 1, vec![counter])?;
+    let mut b = cluster.machine(LinkEnd::Connect, 2, vec![spare(&directory, "b-spare.img")?])?;
+    a.expect("[counter] count 5", BOOT_TIMEOUT)?;
+    a.send_line("migrate counter 169.254.0.2")?;
+    a.expect("[migrate] counter: moved to 169.254.0.2", MIGRATION_TIMEOUT)?;
+    b.expect("[migrate] counter arrived from 169.254.0.1", MIGRATION_TIMEOUT)?;
+    let Some(&last_on_a) = counts("counter", &a.transcript()).last() else {
+        bail!("A printed no count");
+    };
+    b.expect(&format!("[counter] count {}", last_on_a + 3), ANSWER_TIMEOUT)?;
+
+    b.send_line("migrate counter 169.254.0.1")?;
+    b.expect("[migrate] counter: moved to 169.254.0.1", MIGRATION_TIMEOUT)?;
+    a.expect(
+        "[migrate] counter is coming back: its tombstone on disk 0 is blanked",
+        MIGRATION_TIMEOUT,
+    )?;
+    a.expect("[migrate] counter arrived from 169.254.0.2", MIGRATION_TIMEOUT)?;
+    let Some(&last_on_b) = counts("counter", &b.transcript()).last() else {
+        bail!("B printed no count");
+    };
+    a.expect(&format!("[counter] count {}", last_on_b + 3), ANSWER_TIMEOUT)?;
+    let on_a = counts("counter", &a.transcript());
+    let back_on_a: Vec<u64> = on_a.iter().copied().filter(|&count| count > last_on_a).collect();
+    assert_eq!(
+        back_on_a.first(),
+        Some(&(last_on_b + 1)),
+        "A must go on at the value after B's last ({last_on_b}); A printed {on_a:?}"
+    );
+    let table = a.run_command("ps")?;
+    let rows: Vec<&String> = table.iter().filter(|line| line.starts_with("counter ")).collect();
+    assert!(
+        rows.len() == 1 && rows[0].contains("running"),
+        "A runs counter, and its tombstone is gone: {table:?}"
+    );
+    let table = b.run_command("ps")?;
+    assert!(
+        table
+            .iter()
+            .any(|line| line.starts_with("counter ") && line.contains("moved away")),
+        "{table:?}"
+    );
+    Ok(())
+}
+
+#[test]
 fn kv_moves_live_with_all_its_keys() -> Result<()> {
     let directory = work_dir("live-migrate-kv")?;
     let kv = domain_image(&directory, "kv", "kv")?;

@@ -69,6 +69,7 @@ on_both_links!(
     a_copy_whose_source_does_not_know_it_stays_parked,
     a_parked_copy_whose_source_is_down_waits,
     a_power_cut_of_the_target_disk_never_runs_the_domain_twice,
+    a_domain_goes_back_on_the_disk_of_its_tombstone,
 );
 
 fn a_migration_moves_the_pages_and_the_domain_runs_on_the_target(links: Links) {
@@ -125,6 +126,31 @@ fn a_migration_moves_the_pages_and_the_domain_runs_on_the_target(links: Links) {
         .find(|line| line.contains("moved to"));
     let moved = moved.unwrap_or_default();
     assert!(moved.contains(" KiB sent, downtime "), "{moved}");
+}
+
+fn a_domain_goes_back_on_the_disk_of_its_tombstone(links: Links) {
+    let (_switch, mut a, mut b, _spare) = two_machines_on(links.switch());
+    a.migrations.start(&mut a.host, NAME, B).unwrap();
+    run_to_quiet(&mut a, &mut b);
+    assert!(a.host.spares.is_empty(), "A's one disk holds the tombstone");
+
+    b.migrations.start(&mut b.host, NAME, A).unwrap();
+    run_to_quiet(&mut a, &mut b);
+    assert_eq!(a.host.state_of(NAME), Some(DomainState::Running));
+    assert_eq!(b.host.state_of(NAME), Some(DomainState::Moved));
+    assert_eq!(
+        a.host.domains.len(),
+        1,
+        "the tombstone made way for the domain"
+    );
+    let expected = pages(&mut b.host.domains[0].image);
+    let back = &mut a.host.domains[0].image;
+    assert_eq!(migrate::ownership(back.metadata()), Ownership::Owner);
+    assert_eq!(pages(back), expected);
+    assert!(
+        a.host
+            .has_said("[migrate] counter arrived from 10.0.0.2 in ")
+    );
 }
 
 fn starting_checks_the_domain_and_the_address(links: Links) {

@@ -1,15 +1,17 @@
 //! Images and disks for migration: a domain's image, parked copies, spares.
 
 use alloc::boxed::Box;
+use alloc::format;
 use alloc::vec::Vec;
 
-use persist::Image;
 use persist::migrate::{self, Verdict};
+use persist::{DomainId, Image};
 use vm::Platform;
 
 use super::table::{Body, DomainKey, Entry, State};
 use super::{DomainError, Domains};
 use crate::drivers::virtio_blk::VirtioDisk;
+use crate::println;
 
 impl Domains {
     /// A fresh migration identity (random: two machines never pick the same).
@@ -88,12 +90,51 @@ impl Domains {
         migrate::answer_query(metadata.iter(), migration_id, domain_id)
     }
 
-    /// Takes a spare disk (for an incoming migration).
-    pub fn take_spare(&mut self) -> Option<VirtioDisk> {
+    /// Takes a disk to receive domain `domain_id` on: its own tombstone's,
+    /// blanked, when the domain comes back to this machine (see
+    /// `MigrationHost::take_spare`), or else a blank spare.
+    pub fn take_spare(&mut self, domain_id: Option<DomainId>) -> Option<VirtioDisk> {
+        if let Some(disk) = domain_id.and_then(|id| self.take_tombstone(id)) {
+            return Some(disk);
+        }
         if self.spares.is_empty() {
             return None;
         }
         Some(self.spares.remove(0))
+    }
+
+    /// Blanks the tombstone of domain `id`, if this machine holds one, and
+    /// gives its disk. A disk that fails to blank stays in the table,
+    /// refused with the reason.
+    fn take_tombstone(&mut self, id: DomainId) -> Option<VirtioDisk> {
+        let key = self.table.iter().find_map(|(key, entry)| {
+            (entry.state == State::MovedAway && self.id_of(entry) == Some(id)).then_some(key)
+        })?;
+        let entry = self.table.remove(key)?;
+        let Body::Held(domain) = entry.body else {
+            return None;
+        };
+        let image = domain.into_storage().into_image();
+        match migrate::discard(image) {
+            Ok(disk) => {
+                println!(
+                    "[migrate] {} is coming back: its tombstone on disk {} is blanked to \
+                     receive it",
+                    entry.name, entry.disk_index
+                );
+                Some(disk)
+            }
+            Err(error) => {
+                self.refuse(
+                    entry.disk_index,
+                    format!(
+                        "the tombstone of {} could not be blanked: {error}",
+                        entry.name
+                    ),
+                );
+                None
+            }
+        }
     }
 
     /// Gives back a spare disk, blank again.

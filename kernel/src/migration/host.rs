@@ -64,8 +64,8 @@ impl MigrationHost for Domains {
         Domains::start(self, name).map(drop).map_err(host_error)
     }
 
-    fn take_spare(&mut self) -> Option<VirtioDisk> {
-        Domains::take_spare(self)
+    fn take_spare(&mut self, domain_id: Option<DomainId>) -> Option<VirtioDisk> {
+        Domains::take_spare(self, domain_id)
     }
 
     fn return_spare(&mut self, disk: VirtioDisk) {

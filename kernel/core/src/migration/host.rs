@@ -50,8 +50,12 @@ pub trait MigrationHost {
     /// Resumes domain `name` after a failed final round.
     fn start(&mut self, name: &str) -> Result<(), HostError>;
 
-    /// A blank disk to receive a domain on, if any is left.
-    fn take_spare(&mut self) -> Option<Self::Disk>;
+    /// A blank disk to receive domain `domain_id` on, if any is left. A
+    /// domain coming back to a machine it left takes the disk of its own
+    /// tombstone there, blanked: the sender runs the domain, so the
+    /// migration that left the tombstone was decided and nobody asks it
+    /// again. `None` for `domain_id` when the first message says none.
+    fn take_spare(&mut self, domain_id: Option<DomainId>) -> Option<Self::Disk>;
 
     /// A disk blank again (a discarded copy).
     fn return_spare(&mut self, disk: Self::Disk);

@@ -437,7 +437,11 @@ impl<N: Network, H: MigrationHost> Migrations<N, H> {
             });
             return;
         }
-        let Some(spare) = host.take_spare() else {
+        let domain_id = match WireMessage::decode(&frame) {
+            Ok(WireMessage::Begin { domain_id, .. }) => Some(domain_id),
+            _ => None,
+        };
+        let Some(spare) = host.take_spare(domain_id) else {
             refuse(&mut framed, Refusal::NoSpare);
             host.report(Event::Refused {
                 peer,

@@ -197,7 +197,14 @@ impl MigrationHost for FakeHost {
         Ok(())
     }
 
-    fn take_spare(&mut self) -> Option<Disk> {
+    fn take_spare(&mut self, domain_id: Option<DomainId>) -> Option<Disk> {
+        let tombstone = self.domains.iter().position(|domain| {
+            domain.state == DomainState::Moved && Some(domain.image.metadata().id) == domain_id
+        });
+        if let Some(index) = tombstone {
+            let domain = self.domains.remove(index);
+            return Some(migrate::discard(domain.image).expect("a tombstone is discarded"));
+        }
         (!self.spares.is_empty()).then(|| self.spares.remove(0))
     }
 
