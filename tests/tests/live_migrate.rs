@@ -30,6 +30,13 @@ fn spare(directory: &Path, name: &str) -> Result<std::path::PathBuf> {
     Ok(path)
 }
 
+/// Whether `ps` printed `table` with a row for `name` in `state`.
+fn has_row(table: &[String], name: &str, state: &str) -> bool {
+    table
+        .iter()
+        .any(|line| line.starts_with(&format!("{name} ")) && line.contains(state))
+}
+
 #[test]
 fn counter_moves_live_and_goes_on_from_the_next_value() -> Result<()> {
     let directory = work_dir("live-migrate-counter")?;
@@ -66,21 +73,11 @@ fn counter_moves_live_and_goes_on_from_the_next_value() -> Result<()> {
 
     // A shows the domain moved away, and prints no more counts.
     let table = a.run_command("ps")?;
-    assert!(
-        table
-            .iter()
-            .any(|line| line.starts_with("counter ") && line.contains("moved away")),
-        "{table:?}"
-    );
+    assert!(has_row(&table, "counter", "moved away"), "{table:?}");
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(counts("counter", &a.transcript()).last(), Some(&last_on_a));
     let table = b.run_command("ps")?;
-    assert!(
-        table
-            .iter()
-            .any(|line| line.starts_with("counter ") && line.contains("running")),
-        "{table:?}"
-    );
+    assert!(has_row(&table, "counter", "running"), "{table:?}");
 
     // Both power off cleanly; A's old disk, booted alone, never runs it.
     a.send_line("shutdown")?;
@@ -92,12 +89,7 @@ fn counter_moves_live_and_goes_on_from_the_next_value() -> Result<()> {
     let mut again = Machine::boot(&config)?;
     again.expect_prompt(BOOT_TIMEOUT)?;
     let table = again.run_command("ps")?;
-    assert!(
-        table
-            .iter()
-            .any(|line| line.starts_with("counter ") && line.contains("moved away")),
-        "{table:?}"
-    );
+    assert!(has_row(&table, "counter", "moved away"), "{table:?}");
     std::thread::sleep(Duration::from_secs(2));
     assert!(counts("counter", &again.transcript()).is_empty());
     eprintln!("A: {moved}");
@@ -116,11 +108,17 @@ fn counter_goes_there_and_back_on_the_disk_of_its_tombstone() -> Result<()> {
     a.expect("[counter] count 5", BOOT_TIMEOUT)?;
     a.send_line("migrate counter 169.254.0.2")?;
     a.expect("[migrate] counter: moved to 169.254.0.2", MIGRATION_TIMEOUT)?;
-    b.expect("[migrate] counter arrived from 169.254.0.1", MIGRATION_TIMEOUT)?;
+    b.expect(
+        "[migrate] counter arrived from 169.254.0.1",
+        MIGRATION_TIMEOUT,
+    )?;
     let Some(&last_on_a) = counts("counter", &a.transcript()).last() else {
         bail!("A printed no count");
     };
-    b.expect(&format!("[counter] count {}", last_on_a + 3), ANSWER_TIMEOUT)?;
+    b.expect(
+        &format!("[counter] count {}", last_on_a + 3),
+        ANSWER_TIMEOUT,
+    )?;
 
     b.send_line("migrate counter 169.254.0.1")?;
     b.expect("[migrate] counter: moved to 169.254.0.1", MIGRATION_TIMEOUT)?;
@@ -128,31 +126,39 @@ fn counter_goes_there_and_back_on_the_disk_of_its_tombstone() -> Result<()> {
         "[migrate] counter is coming back: its tombstone on disk 0 is blanked",
         MIGRATION_TIMEOUT,
     )?;
-    a.expect("[migrate] counter arrived from 169.254.0.2", MIGRATION_TIMEOUT)?;
+    a.expect(
+        "[migrate] counter arrived from 169.254.0.2",
+        MIGRATION_TIMEOUT,
+    )?;
     let Some(&last_on_b) = counts("counter", &b.transcript()).last() else {
         bail!("B printed no count");
     };
-    a.expect(&format!("[counter] count {}", last_on_b + 3), ANSWER_TIMEOUT)?;
+    a.expect(
+        &format!("[counter] count {}", last_on_b + 3),
+        ANSWER_TIMEOUT,
+    )?;
     let on_a = counts("counter", &a.transcript());
-    let back_on_a: Vec<u64> = on_a.iter().copied().filter(|&count| count > last_on_a).collect();
+    let back_on_a: Vec<u64> = on_a
+        .iter()
+        .copied()
+        .filter(|&count| count > last_on_a)
+        .collect();
     assert_eq!(
         back_on_a.first(),
         Some(&(last_on_b + 1)),
         "A must go on at the value after B's last ({last_on_b}); A printed {on_a:?}"
     );
     let table = a.run_command("ps")?;
-    let rows: Vec<&String> = table.iter().filter(|line| line.starts_with("counter ")).collect();
+    let rows: Vec<&String> = table
+        .iter()
+        .filter(|line| line.starts_with("counter "))
+        .collect();
     assert!(
         rows.len() == 1 && rows[0].contains("running"),
         "A runs counter, and its tombstone is gone: {table:?}"
     );
     let table = b.run_command("ps")?;
-    assert!(
-        table
-            .iter()
-            .any(|line| line.starts_with("counter ") && line.contains("moved away")),
-        "{table:?}"
-    );
+    assert!(has_row(&table, "counter", "moved away"), "{table:?}");
     Ok(())
 }
 
