@@ -58,6 +58,21 @@ fn kill_ends_a_domain_for_good_and_says_so_for_unknown_names() -> Result<()> {
             .any(|line| line == "error: no domain named 'nobody' (see ps)"),
         "{answer:?}"
     );
+    // `decide` settles parked copies only, and says so of anything else.
+    let answer = machine.run_command("decide counter run")?;
+    assert!(
+        answer
+            .iter()
+            .any(|line| line == "error: no copy of 'counter' is parked here"),
+        "{answer:?}"
+    );
+    let answer = machine.run_command("decide counter maybe")?;
+    assert!(
+        answer
+            .iter()
+            .any(|line| line == "usage: decide NAME run|discard"),
+        "{answer:?}"
+    );
     let table = machine.run_command("ps")?;
     assert!(
         table

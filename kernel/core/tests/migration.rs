@@ -8,7 +8,7 @@ use std::rc::Rc;
 use common::{
     A, B, DomainState, Machine, NAME, Switch, pages, run_to_quiet, run_until, two_machines_on,
 };
-use kernel_core::migration::{CopyFate, Event, MigrationError, StartError};
+use kernel_core::migration::{CopyFate, DecideError, Decision, Event, MigrationError, StartError};
 use persist::migrate::{self, Ownership};
 use persist::{Image, StoredStatus};
 
@@ -70,6 +70,8 @@ on_both_links!(
     a_parked_copy_whose_source_is_down_waits,
     a_power_cut_of_the_target_disk_never_runs_the_domain_twice,
     a_domain_goes_back_on_the_disk_of_its_tombstone,
+    an_operator_runs_a_parked_copy_whose_source_is_gone,
+    an_operator_discards_a_parked_copy,
 );
 
 fn a_migration_moves_the_pages_and_the_domain_runs_on_the_target(links: Links) {
@@ -393,6 +395,61 @@ fn a_parked_copy_whose_source_is_down_waits(links: Links) {
             .iter()
             .any(|event| matches!(event, Event::AskFailed { .. }))
     );
+}
+
+/// B with a copy parked after the hand-over, and A down for good.
+fn parked_with_the_source_gone(links: Links) -> (Machine, Rc<RefCell<Switch>>) {
+    let (switch, mut a, mut b, _spare) = two_machines_on(links.switch());
+    migrate_and_cut_after_the_hand_over(&switch, &mut a, &mut b);
+    switch.borrow_mut().take_down(A);
+    for _ in 0..4_000 {
+        b.idle(1_000_000);
+        b.poll();
+    }
+    assert_eq!(b.host.parked.len(), 1);
+    let nobody = b.migrations.decide(&mut b.host, "nobody", Decision::Run);
+    assert_eq!(
+        nobody,
+        Err(DecideError::NotParked {
+            name: "nobody".into()
+        })
+    );
+    (b, switch)
+}
+
+fn an_operator_runs_a_parked_copy_whose_source_is_gone(links: Links) {
+    let (mut b, _switch) = parked_with_the_source_gone(links);
+    b.migrations
+        .decide(&mut b.host, NAME, Decision::Run)
+        .unwrap();
+    assert!(b.host.parked.is_empty());
+    assert_eq!(b.host.state_of(NAME), Some(DomainState::Running));
+    let image = &b.host.domains[0].image;
+    assert_eq!(migrate::ownership(image.metadata()), Ownership::Owner);
+    assert!(b.host.has_said(
+        "[migrate] counter: the operator decided for 10.0.0.1, which does not answer: it \
+         runs here"
+    ));
+    // Questions go on no more, and nothing undoes the decision.
+    for _ in 0..4_000 {
+        b.idle(1_000_000);
+        b.poll();
+    }
+    assert_eq!(b.host.domains.len(), 1);
+    assert_eq!(b.host.state_of(NAME), Some(DomainState::Running));
+}
+
+fn an_operator_discards_a_parked_copy(links: Links) {
+    let (mut b, _switch) = parked_with_the_source_gone(links);
+    b.migrations
+        .decide(&mut b.host, NAME, Decision::Discard)
+        .unwrap();
+    assert!(b.host.parked.is_empty() && b.host.domains.is_empty());
+    assert_eq!(b.host.spares.len(), 1, "the copy's disk is a spare again");
+    assert!(b.host.has_said(
+        "[migrate] counter: the operator decided 10.0.0.1 keeps it: the copy here is \
+         discarded"
+    ));
 }
 
 /// Cuts the power of B's spare disk after `writes` writes, reboots B, and

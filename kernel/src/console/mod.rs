@@ -19,6 +19,7 @@ use crate::migration::Migrations;
 use crate::net;
 use crate::{print, println};
 use kernel_core::line_editor::LineEditor;
+use kernel_core::migration::Decision;
 
 const PROMPT: &str = "amber> ";
 const MAX_LINE_BYTES: usize = 256;
@@ -86,6 +87,13 @@ const COMMANDS: &[Command] = &[
         usage: "migrate NAME ADDRESS",
         help: "move a running domain to the machine at ADDRESS (IPv4), live",
         run: migrate,
+    },
+    Command {
+        name: "decide",
+        usage: "decide NAME run|discard",
+        help: "settle a parked copy whose source never answers: run it here (only if the \
+               source will never run it again) or discard it",
+        run: decide,
     },
     Command {
         name: "stats",
@@ -335,6 +343,22 @@ fn migrate(context: &mut Context<'_>, arguments: &str) {
         context.migrations.start(context.domains, name, address),
         |()| format!("{name}: migrating to {address}"),
     );
+}
+
+fn decide(context: &mut Context<'_>, arguments: &str) {
+    let mut words = arguments.split_whitespace();
+    let decision = match (words.next(), words.next(), words.next()) {
+        (Some(name), Some("run"), None) => (name, Decision::Run),
+        (Some(name), Some("discard"), None) => (name, Decision::Discard),
+        _ => {
+            println!("usage: decide NAME run|discard");
+            return;
+        }
+    };
+    let (name, decision) = decision;
+    if let Err(error) = context.migrations.decide(context.domains, name, decision) {
+        println!("error: {error}");
+    }
 }
 
 fn stats(context: &mut Context<'_>, arguments: &str) {

@@ -7,7 +7,7 @@
 //! domain table with its disks (`host.rs`), and prints what they report.
 
 use kernel_core::migration::secure::CipherClock;
-use kernel_core::migration::{self, SecureNetwork, StartError};
+use kernel_core::migration::{self, DecideError, Decision, SecureNetwork, StartError};
 
 use crate::arch::timer;
 use crate::domains::Domains;
@@ -57,6 +57,16 @@ impl Migrations {
         address: &str,
     ) -> Result<(), StartError> {
         self.inner.start(domains, name, address)
+    }
+
+    /// An operator's word on a parked copy whose source does not answer.
+    pub fn decide(
+        &mut self,
+        domains: &mut Domains,
+        name: &str,
+        decision: Decision,
+    ) -> Result<(), DecideError> {
+        self.inner.decide(domains, name, decision)
     }
 
     /// Moves every migration on; true when any has work left.

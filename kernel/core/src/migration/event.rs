@@ -177,6 +177,7 @@ pub enum Event {
     ParkedRuns {
         source: String,
         name: String,
+        by: DecidedBy,
     },
     ParkedCannotRun {
         error: HostError,
@@ -184,6 +185,7 @@ pub enum Event {
     ParkedDiscarded {
         source: String,
         name: String,
+        by: DecidedBy,
     },
     CannotDiscard {
         name: String,
@@ -196,6 +198,15 @@ pub enum Event {
         source: String,
         error: migrate::Error,
     },
+}
+
+/// Who decided a parked copy's fate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecidedBy {
+    /// Its source answered the copy's question.
+    Source,
+    /// An operator at the console, for a source that does not answer.
+    Operator,
 }
 
 impl Event {
@@ -412,24 +423,48 @@ impl fmt::Display for Event {
             }
             Event::NoAnswer { source } => write!(f, "migration: {source} did not answer in time"),
             Event::AskFailed { source, error } => write!(f, "migration: asking {source}: {error}"),
-            Event::ParkedRuns { source, name } => {
-                write!(f, "[migrate] {source} handed {name} over: it runs here")
-            }
+            Event::ParkedRuns {
+                source,
+                name,
+                by: DecidedBy::Source,
+            } => write!(f, "[migrate] {source} handed {name} over: it runs here"),
+            Event::ParkedRuns {
+                source,
+                name,
+                by: DecidedBy::Operator,
+            } => write!(
+                f,
+                "[migrate] {name}: the operator decided for {source}, which does not \
+                 answer: it runs here"
+            ),
             Event::ParkedCannotRun { error } => {
                 write!(f, "[migrate] a domain is ours but cannot run: {error}")
             }
-            Event::ParkedDiscarded { source, name } => {
-                write!(
-                    f,
-                    "[migrate] {source} kept {name}: the copy here is discarded"
-                )
-            }
+            Event::ParkedDiscarded {
+                source,
+                name,
+                by: DecidedBy::Source,
+            } => write!(
+                f,
+                "[migrate] {source} kept {name}: the copy here is discarded"
+            ),
+            Event::ParkedDiscarded {
+                source,
+                name,
+                by: DecidedBy::Operator,
+            } => write!(
+                f,
+                "[migrate] {name}: the operator decided {source} keeps it: the copy \
+                 here is discarded"
+            ),
             Event::CannotDiscard { name, error } => {
                 write!(f, "[migrate] cannot discard the copy of {name}: {error}")
             }
             Event::StaysParked { source } => write!(
                 f,
-                "migration: {source} does not know the domain; the copy stays parked"
+                "migration: {source} does not know the domain; the copy stays parked \
+                 (an operator who knows its fate says `decide NAME run` or \
+                 `decide NAME discard`)"
             ),
             Event::BadAnswer { source, error } => {
                 write!(f, "migration: {source}'s answer: {error}")

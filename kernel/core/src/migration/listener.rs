@@ -17,7 +17,7 @@ use super::incoming::Incoming;
 use super::limits::Limits;
 use super::network::{ConnectError, MIGRATION_PORT, Network};
 use super::outgoing::Outgoing;
-use super::question::Questions;
+use super::question::{DecideError, Decision, Questions};
 
 /// How long transfers run per main-loop round before domains run again.
 const TRANSFER_SLICE_NS: u64 = 5_000_000;
@@ -261,6 +261,17 @@ impl<N: Network, H: MigrationHost> Migrations<N, H> {
             busiest,
             busiest_held,
         });
+    }
+
+    /// An operator's word on the parked copy of `name`, for a source that
+    /// does not answer (see [`Decision`]): runs the copy or discards it.
+    pub fn decide(
+        &mut self,
+        host: &mut H,
+        name: &str,
+        decision: Decision,
+    ) -> Result<(), DecideError> {
+        super::question::decide(host, name, decision)
     }
 
     /// `migrate NAME ADDRESS`: starts sending domain `name` to the machine

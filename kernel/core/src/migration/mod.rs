@@ -29,7 +29,7 @@ pub mod secure;
 pub mod timing;
 
 pub use error::{HostError, MigrationError, RefusalReason, StartError};
-pub use event::{CopyFate, Event, Level};
+pub use event::{CopyFate, DecidedBy, Event, Level};
 pub use framing::{FrameError, Framed, Link, LinkError, MAX_FRAME_BYTES};
 pub use host::{Clash, ClashKind, MigrationHost};
 pub use incoming::Incoming;
@@ -37,6 +37,7 @@ pub use limits::Limits;
 pub use listener::Migrations;
 pub use network::{ConnectError, MIGRATION_PORT, Network};
 pub use outgoing::Outgoing;
+pub use question::{DecideError, Decision};
 pub use secure::{ClusterSecret, Entropy, SecretError, SecureLink, SecureNetwork};
 pub use timing::{Counters, Slot, Stopwatch, TimeReport};
 

@@ -3,9 +3,9 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use persist::migrate::{self, MigrationId, Ownership, Resolution, WireMessage};
+use persist::migrate::{self, MigrationId, Ownership, Resolution, Verdict, WireMessage};
 
-use super::event::Event;
+use super::event::{DecidedBy, Event};
 use super::framing::{FrameError, Framed, Link};
 use super::host::MigrationHost;
 use super::limits::Limits;
@@ -125,7 +125,13 @@ impl<C: Link> Questions<C> {
             Reply::Answer(answer) => answer,
         };
         if let Some(question) = self.question.take() {
-            resolve(host, &question.source, question.migration_id, &answer);
+            resolve(
+                host,
+                &question.source,
+                question.migration_id,
+                &answer,
+                DecidedBy::Source,
+            );
         }
     }
 }
@@ -207,9 +213,85 @@ fn parked_index<H: MigrationHost>(
     None
 }
 
+/// What an operator decides for a parked copy whose source does not answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// The source handed the domain over (or is gone for good): the copy
+    /// becomes the owner and runs here.
+    Run,
+    /// The source keeps the domain: the copy is discarded, its disk a spare.
+    Discard,
+}
+
+/// Why an operator's decision was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecideError {
+    /// No copy of that name is parked here.
+    NotParked {
+        /// The name given.
+        name: String,
+    },
+}
+
+impl core::fmt::Display for DecideError {
+    fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::NotParked { name } => write!(formatter, "no copy of '{name}' is parked here"),
+        }
+    }
+}
+
+/// Decides the parked copy of `name` as its source's answer would: `Run`
+/// as `HandedOver` (the copy takes ownership durably, then runs), `Discard`
+/// as `Aborted`. The protocol cannot tell a source that is down for a
+/// while from one that is gone, so a copy whose source never answers stays
+/// parked until an operator who knows says which; saying `Run` while the
+/// source still runs the domain runs it twice. A question in flight about
+/// the copy finds it gone when its answer comes, and changes nothing.
+pub fn decide<H: MigrationHost>(
+    host: &mut H,
+    name: &str,
+    decision: Decision,
+) -> Result<(), DecideError> {
+    let not_parked = || DecideError::NotParked { name: name.into() };
+    let mut index = 0;
+    let (source, migration_id) = loop {
+        let image = host.parked_mut(index).ok_or_else(not_parked)?;
+        let metadata = image.metadata();
+        if let Ownership::Parked {
+            migration_id,
+            source,
+        } = migrate::ownership(metadata)
+            && metadata.name == name
+        {
+            break (String::from(source), migration_id);
+        }
+        index += 1;
+    };
+    let verdict = match decision {
+        Decision::Run => Verdict::HandedOver,
+        Decision::Discard => Verdict::Aborted,
+    };
+    let mut answer = Vec::new();
+    WireMessage::Answer {
+        migration_id,
+        verdict,
+    }
+    .encode(&mut answer)
+    .map_err(|_| not_parked())?;
+    resolve(host, &source, migration_id, &answer, DecidedBy::Operator);
+    Ok(())
+}
+
 /// Applies `source`'s answer about `migration_id` to its parked copy: runs
 /// it, discards it, or leaves it parked.
-fn resolve<H: MigrationHost>(host: &mut H, source: &str, migration_id: MigrationId, answer: &[u8]) {
+fn resolve<H: MigrationHost>(
+    host: &mut H,
+    source: &str,
+    migration_id: MigrationId,
+    answer: &[u8],
+    by: DecidedBy,
+) {
     let Some(index) = parked_index(host, source, migration_id) else {
         return;
     };
@@ -223,7 +305,7 @@ fn resolve<H: MigrationHost>(host: &mut H, source: &str, migration_id: Migration
                 return;
             };
             match host.adopt(image, None) {
-                Ok(name) => host.report(Event::ParkedRuns { source, name }),
+                Ok(name) => host.report(Event::ParkedRuns { source, name, by }),
                 Err(error) => host.report(Event::ParkedCannotRun { error }),
             }
         }
@@ -234,7 +316,7 @@ fn resolve<H: MigrationHost>(host: &mut H, source: &str, migration_id: Migration
             let name = image.metadata().name.clone();
             match migrate::discard(image) {
                 Ok(disk) => {
-                    host.report(Event::ParkedDiscarded { source, name });
+                    host.report(Event::ParkedDiscarded { source, name, by });
                     host.return_spare(disk);
                 }
                 Err(error) => host.report(Event::CannotDiscard { name, error }),
