@@ -45,7 +45,7 @@ pub fn test(args: &TestArgs) -> Result<()> {
         ]),
     )?;
     step(
-        "host tests of kv-proto, redis-core and guest-sdk",
+        "host tests of kv-proto, redis-core, httpd-core and guest-sdk",
         app::apps_cargo()?
             .args([
                 "test",
@@ -53,6 +53,8 @@ pub fn test(args: &TestArgs) -> Result<()> {
                 "kv-proto",
                 "--package",
                 "redis-core",
+                "--package",
+                "httpd-core",
                 "--package",
                 "guest-sdk",
                 "--target",
