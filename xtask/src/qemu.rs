@@ -231,7 +231,10 @@ impl QemuConfig {
         }
         match self.accel {
             Accel::Kvm => command.args(["-accel", "kvm", "-cpu", "host"]),
-            Accel::Tcg => command.args(["-accel", "tcg"]),
+            // RDRAND for the kernel's randomness (the migration links'
+            // ephemeral keys, domains' random_get): TCG emulates it from
+            // the host's getrandom.
+            Accel::Tcg => command.args(["-accel", "tcg", "-cpu", "qemu64,+rdrand"]),
         };
         command.args(self.console.arguments());
         command.args(disk_arguments(&self.disks));

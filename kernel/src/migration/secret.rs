@@ -59,11 +59,13 @@ pub fn load() -> Option<ClusterSecret> {
 /// The ephemeral keys' randomness: a ChaCha20 keystream whose key is the
 /// SHA-256 of RDRAND output, TSC readings and the cluster secret.
 ///
-/// With RDRAND (KVM, `-cpu max`) the keys are unpredictable to anyone. A
-/// CPU without it (QEMU's default TCG model) leaves the TSC and the boot
+/// With RDRAND (KVM, and the TCG machines xtask starts, which it gives
+/// `-cpu qemu64,+rdrand`) the keys are unpredictable to anyone. A CPU
+/// without it (QEMU's bare default TCG model) leaves the TSC and the boot
 /// time, guessable within a range, mixed with the secret: keys stay
 /// unpredictable to everyone outside the cluster, which is what the
-/// handshake needs, but forward secrecy then rests on the secret too.
+/// handshake needs, but forward secrecy then rests on the secret too, and
+/// the boot says so.
 pub struct KernelEntropy {
     stream: ChaCha20,
 }
@@ -77,6 +79,12 @@ impl core::fmt::Debug for KernelEntropy {
 impl KernelEntropy {
     /// A generator seeded now, with `secret` mixed in when there is one.
     pub fn seeded(secret: Option<&ClusterSecret>) -> KernelEntropy {
+        if secret.is_some() && cpu::hardware_random_u64().is_none() {
+            log::warn!(
+                "migration: this CPU has no RDRAND: the links' ephemeral keys come from TSC \
+                 readings and the cluster secret, so forward secrecy rests on the secret"
+            );
+        }
         let mut hash = Sha256::new();
         hash.update(b"amber migration entropy 1");
         for _ in 0..8 {
