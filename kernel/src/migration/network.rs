@@ -8,7 +8,7 @@ use kernel_core::migration::{ConnectError, Link, LinkError, MIGRATION_PORT, Netw
 use smoltcp::wire::Ipv4Address;
 
 use crate::arch::timer;
-use crate::net::{self, NetError, TcpConnection, TcpState};
+use crate::net::{self, NetError, TcpConnection, TcpListener, TcpState};
 
 /// Time spent in `net::poll` within transfer slices, since boot: a transfer
 /// reports the difference between its end and its start.
@@ -44,35 +44,35 @@ impl Link for TcpConnection {
     }
 }
 
+/// Sockets listening on the migration port at once: peers connecting
+/// together (a migration and a parked copy's question, or several
+/// questions) are each taken, not reset. Each costs a socket's buffers
+/// while it waits.
+const LISTEN_BACKLOG: usize = 4;
+
 /// The kernel's network stack, as migration sees it.
 #[derive(Debug)]
 pub struct KernelNetwork;
 
 impl Network for KernelNetwork {
     type Connection = TcpConnection;
-    /// A smoltcp socket listens and then is the connection it accepted.
-    type Listener = TcpConnection;
+    type Listener = TcpListener;
 
-    fn listen(&mut self) -> Result<Option<TcpConnection>, String> {
-        match TcpConnection::listen(MIGRATION_PORT) {
+    fn listen(&mut self) -> Result<Option<TcpListener>, String> {
+        match TcpListener::bind(MIGRATION_PORT, LISTEN_BACKLOG) {
             Ok(listener) => Ok(Some(listener)),
             Err(NetError::NoCard) => Ok(None),
             Err(error) => Err(format!("{error}")),
         }
     }
 
-    fn accept(
-        &mut self,
-        listener: TcpConnection,
-    ) -> Result<(TcpConnection, String), TcpConnection> {
-        if matches!(listener.state(), TcpState::Listen | TcpState::SynReceived) {
-            return Err(listener);
-        }
-        let peer = listener.remote().map_or_else(
+    fn accept(&mut self, listener: &mut TcpListener) -> Option<(TcpConnection, String)> {
+        let connection = listener.accept()?;
+        let peer = connection.remote().map_or_else(
             || String::from("?"),
             |endpoint| format!("{}", endpoint.addr),
         );
-        Ok((listener, peer))
+        Some((connection, peer))
     }
 
     fn connect(&mut self, address: &str) -> Result<TcpConnection, ConnectError> {

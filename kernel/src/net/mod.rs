@@ -303,6 +303,42 @@ impl TcpConnection {
     }
 }
 
+/// A port taking connections: `backlog` smoltcp sockets listen on it at
+/// once, because a smoltcp socket that takes a SYN becomes that connection
+/// and stops listening. With one, a peer connecting while another's
+/// handshake is under way (or before the owner replaced the socket) is
+/// reset; with a backlog, each waiting socket takes one, and
+/// [`TcpListener::accept`] puts a new one in the place of each it hands
+/// out. Dropping the listener closes every socket still waiting.
+#[derive(Debug)]
+pub struct TcpListener {
+    port: u16,
+    waiting: Vec<TcpConnection>,
+}
+
+impl TcpListener {
+    /// Listens on `port` with `backlog` sockets (at least one).
+    pub fn bind(port: u16, backlog: usize) -> Result<TcpListener, NetError> {
+        let waiting = (0..backlog.max(1))
+            .map(|_| TcpConnection::listen(port))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(TcpListener { port, waiting })
+    }
+
+    /// A connection that has completed its handshake, if one has; a new
+    /// socket takes its place in the backlog (while the heap gives one).
+    pub fn accept(&mut self) -> Option<TcpConnection> {
+        let index = self.waiting.iter().position(|socket| {
+            !matches!(socket.state(), TcpState::Listen | TcpState::SynReceived)
+        })?;
+        let connection = self.waiting.swap_remove(index);
+        if let Ok(replacement) = TcpConnection::listen(self.port) {
+            self.waiting.push(replacement);
+        }
+        Some(connection)
+    }
+}
+
 impl Drop for TcpConnection {
     fn drop(&mut self) {
         let _ = with_net(|net| {

@@ -38,10 +38,10 @@ pub use speech::{PeerLink, Reply, Speech, next_reply, send_frame};
 /// frames in flight, small enough for hundreds of idle connections.
 const SOCKET_BUFFER_BYTES: usize = 64 * 1024;
 
-/// The first local port connections use; each new one takes the next.
 /// Connection attempts reset by a machine before [`Peer::connect`] gives up.
 const CONNECT_ATTEMPTS: u32 = 5;
 
+/// The first local port connections use; each new one takes the next.
 const FIRST_LOCAL_PORT: u16 = 49152;
 
 /// The machine under test's address on a link whose card has MAC last byte
@@ -206,9 +206,9 @@ impl Peer {
         loop {
             match connection.state() {
                 tcp::State::Established => return Ok(connection),
-                // A machine has one listening socket: a SYN that arrives
-                // while it takes the previous connection is reset, as a
-                // full backlog would be, and the client tries again.
+                // A machine at its connection cap, or short of heap,
+                // stops listening: a SYN then is reset, as a full backlog
+                // would be, and the client tries again.
                 tcp::State::Closed if refusals < CONNECT_ATTEMPTS => {
                     refusals += 1;
                     eprintln!(

@@ -334,34 +334,26 @@ impl<N: Network, H: MigrationHost> Migrations<N, H> {
         }
     }
 
-    /// A listener that got a connection becomes pending; a new one listens
-    /// unless the machine is held back.
+    /// The listener's next connection becomes pending; the machine stops
+    /// listening when it is held back.
     fn accept(&mut self, host: &mut H) {
         if !self.is_listening() {
             return;
         }
-        let Listening::On(listener) = core::mem::replace(&mut self.listening, Listening::Never)
-        else {
+        let Listening::On(listener) = &mut self.listening else {
             return;
         };
-        match self.network.accept(listener) {
-            Err(listener) => self.listening = Listening::On(listener),
-            Ok((connection, peer)) => {
-                self.pending.push(Pending {
-                    peer,
-                    framed: Framed::new(connection),
-                    deadline_ns: host.now_ns() + self.limits.answer_deadline_ns,
-                    is_answered: false,
-                });
-                match self.hold_back(host) {
-                    Some(hold_back) => self.stop_listening(host, hold_back),
-                    None => {
-                        if let Some(event) = self.listen() {
-                            host.report(event);
-                        }
-                    }
-                }
-            }
+        let Some((connection, peer)) = self.network.accept(listener) else {
+            return;
+        };
+        self.pending.push(Pending {
+            peer,
+            framed: Framed::new(connection),
+            deadline_ns: host.now_ns() + self.limits.answer_deadline_ns,
+            is_answered: false,
+        });
+        if let Some(hold_back) = self.hold_back(host) {
+            self.stop_listening(host, hold_back);
         }
     }
 

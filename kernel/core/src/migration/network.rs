@@ -21,12 +21,11 @@ pub trait Network {
     /// network card (nothing to say then).
     fn listen(&mut self) -> Result<Option<Self::Listener>, String>;
 
-    /// The connection a listener got, and the peer's name (its address),
-    /// or the listener back while no one has connected.
-    fn accept(
-        &mut self,
-        listener: Self::Listener,
-    ) -> Result<(Self::Connection, String), Self::Listener>;
+    /// The next connection a listener got, and the peer's name (its
+    /// address); `None` while no one has connected. The listener goes on
+    /// listening: peers that connect at the same moment are all taken in
+    /// turn, not refused.
+    fn accept(&mut self, listener: &mut Self::Listener) -> Option<(Self::Connection, String)>;
 
     /// Connects to the machine at `address`: the connection may still be
     /// setting up (a [`Link`] then sends and receives nothing yet).

@@ -98,7 +98,7 @@ impl Network for TestNetwork {
         }
     }
 
-    fn accept(&mut self, listener: ()) -> Result<(TestLink, String), ()> {
+    fn accept(&mut self, listener: &mut ()) -> Option<(TestLink, String)> {
         match self {
             TestNetwork::Plain(network) => network
                 .accept(listener)

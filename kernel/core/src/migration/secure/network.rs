@@ -72,14 +72,12 @@ impl<N: Network, E: Entropy> Network for SecureNetwork<N, E> {
         self.network.listen()
     }
 
-    fn accept(&mut self, listener: N::Listener) -> Result<(Self::Connection, String), N::Listener> {
-        let Some(secret) = &self.secret else {
-            return Err(listener);
-        };
+    fn accept(&mut self, listener: &mut N::Listener) -> Option<(Self::Connection, String)> {
+        let secret = self.secret.as_ref()?;
         let (connection, peer) = self.network.accept(listener)?;
         let link = SecureLink::responder(connection, secret, &mut self.entropy)
             .counting(self.cipher_clock);
-        Ok((link, peer))
+        Some((link, peer))
     }
 
     fn connect(&mut self, address: &str) -> Result<Self::Connection, ConnectError> {
