@@ -36,6 +36,9 @@ const KERNEL_ARGUMENTS: &str = "checkpoint-ms=200";
 /// Random states per window between two flushes.
 const SAMPLES_PER_WINDOW: usize = 16;
 
+/// Random states drawn from the negative control's one window.
+const NEGATIVE_SAMPLES: usize = 200;
+
 /// Each workload's share of the 1,000 crash states a run must check.
 const MIN_STATES_PER_WORKLOAD: usize = 200;
 
@@ -80,8 +83,7 @@ fn checkpoints(machine: &mut Machine, server: &RecordingServer, name: &str) -> R
 }
 
 /// Checks every crash state of `recording` and prints what it found.
-fn check(workload: &str, recording: &Recording) -> Result<(CheckReport, Plan)> {
-    let plan = plan()?;
+fn check(workload: &str, recording: &Recording, plan: Plan) -> Result<(CheckReport, Plan)> {
     let started = Instant::now();
     let counts = recording.counts();
     let report = check_recording(recording, &plan)?;
@@ -109,7 +111,18 @@ fn check_clean(
     transcript: &str,
     confirmed: usize,
 ) -> Result<()> {
-    let (report, plan) = check(workload, recording)?;
+    check_clean_by(workload, recording, transcript, confirmed, plan()?)
+}
+
+/// [`check_clean`] with states drawn by `plan`.
+fn check_clean_by(
+    workload: &str,
+    recording: &Recording,
+    transcript: &str,
+    confirmed: usize,
+    plan: Plan,
+) -> Result<()> {
+    let (report, plan) = check(workload, recording, plan)?;
     if !report.findings.is_empty() {
         let first: Vec<String> = report
             .findings
@@ -200,16 +213,24 @@ fn bigmem_paging_loses_no_commit_in_any_crash_state() -> Result<()> {
     })?;
     let server = RecordingServer::start(&image)?;
     let mut config = test_config()?;
-    config.append = KERNEL_ARGUMENTS.into();
+    config.append = BIGMEM_KERNEL_ARGUMENTS.into();
     config.memory_mib = BIGMEM_RAM_MIB;
     let mut machine = boot(config, &server)?;
-    machine.expect(&format!("[bigmem] verified {BIGMEM_MIB} MiB"), BIGMEM_TIMEOUT)?;
+    machine.expect(
+        &format!("[bigmem] verified {BIGMEM_MIB} MiB"),
+        BIGMEM_TIMEOUT,
+    )?;
     let stats = machine.run_command("stats")?;
     println!("bigmem: {stats:?}");
     let confirmed = checkpoints(&mut machine, &server, "bigmem")?;
     machine.power_cut();
     let recording = server.finish()?;
-    check_clean("bigmem", &recording, &machine.transcript(), confirmed)
+    // Each of its states verifies about 24,000 pages: fewer samples.
+    let plan = Plan {
+        samples_per_window: BIGMEM_SAMPLES_PER_WINDOW,
+        ..plan()?
+    };
+    check_clean_by("bigmem", &recording, &machine.transcript(), confirmed, plan)
 }
 
 /// bigmem's memory: more than the machine's RAM can hold in frames.
@@ -217,6 +238,13 @@ const BIGMEM_MIB: u32 = 96;
 
 /// Its image's maximum memory.
 const BIGMEM_MAX_MIB: u64 = 128;
+
+/// Random states per window of bigmem's trace.
+const BIGMEM_SAMPLES_PER_WINDOW: usize = 6;
+
+/// Checkpoints every 500 ms: fewer commits than the others make, each
+/// writing more pages.
+const BIGMEM_KERNEL_ARGUMENTS: &str = "checkpoint-ms=500";
 
 /// The machine's RAM.
 const BIGMEM_RAM_MIB: u32 = 64;
@@ -271,9 +299,18 @@ fn a_migration_target_loses_no_commit_in_any_crash_state() -> Result<()> {
     a.send_line("migrate counter 169.254.0.2")?;
     a.expect("[migrate] counter: moved to 169.254.0.2", MIGRATION_TIMEOUT)?;
     server.mark(Event::CheckpointConfirmed);
-    b.expect("[migrate] counter arrived from 169.254.0.1", MIGRATION_TIMEOUT)?;
-    let last_on_a = counts("counter", &a.transcript()).last().copied().unwrap_or(0);
-    b.expect(&format!("[counter] count {}", last_on_a + 3), ANSWER_TIMEOUT)?;
+    b.expect(
+        "[migrate] counter arrived from 169.254.0.1",
+        MIGRATION_TIMEOUT,
+    )?;
+    let last_on_a = counts("counter", &a.transcript())
+        .last()
+        .copied()
+        .unwrap_or(0);
+    b.expect(
+        &format!("[counter] count {}", last_on_a + 3),
+        ANSWER_TIMEOUT,
+    )?;
     let confirmed = 1 + checkpoints(&mut b, &server, "counter")?;
     b.power_cut();
     a.power_cut();
@@ -292,7 +329,12 @@ fn the_check_finds_lost_commits_when_the_driver_skips_flushes() -> Result<()> {
         "no warning at boot:\n{transcript}"
     );
     assert_eq!(recording.counts().flushes, 0, "a flush reached the disk");
-    let (report, _) = check("negative control", &recording)?;
+    // Without flushes the whole trace is one window: draw many more from it.
+    let plan = Plan {
+        samples_per_window: NEGATIVE_SAMPLES,
+        ..plan()?
+    };
+    let (report, _) = check("negative control", &recording, plan)?;
     println!(
         "negative control: {} lost and {} torn commits found, as expected; first: {}",
         report.lost(),

@@ -248,7 +248,9 @@ impl QemuConfig {
             );
         }
         if !self.nbd_disks.is_empty() && self.disks.len() + self.nbd_disks.len() > BUS_ZERO_DISKS {
-            anyhow::bail!("NBD disks sit on bus 0: at most {BUS_ZERO_DISKS} disks in all with them");
+            anyhow::bail!(
+                "NBD disks sit on bus 0: at most {BUS_ZERO_DISKS} disks in all with them"
+            );
         }
         let mut command = Command::new(tools::qemu()?);
         command

@@ -87,7 +87,10 @@ impl CheckReport {
     }
 
     fn count(&self, is_counted: impl Fn(&Finding) -> bool) -> usize {
-        self.findings.iter().filter(|finding| is_counted(finding)).count()
+        self.findings
+            .iter()
+            .filter(|finding| is_counted(finding))
+            .count()
     }
 
     /// One line: states, outcomes, findings.

@@ -94,7 +94,8 @@ impl SparseDisk {
             let at = offset_bytes + done as u64;
             let (index, within) = split(at);
             let length = (BLOCK_SIZE - within).min(buffer.len() - done);
-            buffer[done..done + length].copy_from_slice(&self.block(index)[within..within + length]);
+            buffer[done..done + length]
+                .copy_from_slice(&self.block(index)[within..within + length]);
             done += length;
         }
     }

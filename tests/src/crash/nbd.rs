@@ -177,7 +177,9 @@ impl Drop for RecordingServer {
 
 fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
     // A panicking server thread leaves the data as it was: still readable.
-    shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    shared
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn accept_loop(listener: &TcpListener, shared: &Mutex<Shared>, stop: &AtomicBool) {
@@ -231,7 +233,9 @@ impl Connection<'_> {
                 Err(error)
                     if matches!(
                         error.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
                     ) => {}
                 // A killed QEMU may reset the connection.
                 Err(error) if error.kind() == io::ErrorKind::ConnectionReset => {
@@ -244,7 +248,9 @@ impl Connection<'_> {
     }
 
     fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
-        self.stream.write_all(bytes).context("writing to the client")
+        self.stream
+            .write_all(bytes)
+            .context("writing to the client")
     }
 }
 
@@ -324,7 +330,12 @@ fn field<const N: usize>(bytes: &[u8], at: usize) -> [u8; N] {
     out
 }
 
-fn option_reply(connection: &mut Connection<'_>, option: u32, kind: u32, data: &[u8]) -> Result<()> {
+fn option_reply(
+    connection: &mut Connection<'_>,
+    option: u32,
+    kind: u32,
+    data: &[u8],
+) -> Result<()> {
     let mut reply = Vec::with_capacity(20 + data.len());
     reply.extend_from_slice(&OPTION_REPLY_MAGIC.to_be_bytes());
     reply.extend_from_slice(&option.to_be_bytes());
@@ -334,7 +345,12 @@ fn option_reply(connection: &mut Connection<'_>, option: u32, kind: u32, data: &
     connection.write_all(&reply)
 }
 
-fn simple_reply(connection: &mut Connection<'_>, error: u32, handle: u64, data: &[u8]) -> Result<()> {
+fn simple_reply(
+    connection: &mut Connection<'_>,
+    error: u32,
+    handle: u64,
+    data: &[u8],
+) -> Result<()> {
     let mut reply = Vec::with_capacity(16 + data.len());
     reply.extend_from_slice(&SIMPLE_REPLY_MAGIC.to_be_bytes());
     reply.extend_from_slice(&error.to_be_bytes());

@@ -111,7 +111,15 @@ pub fn for_each_state(
                 }
             }
             Event::Flush => {
-                visited += window_states(&base, &window, window_start, position, plan, &mut random, &mut visit)?;
+                visited += window_states(
+                    &base,
+                    &window,
+                    window_start,
+                    position,
+                    plan,
+                    &mut random,
+                    &mut visit,
+                )?;
                 for piece in window.drain(..) {
                     apply(&mut base, &piece);
                 }
@@ -121,7 +129,15 @@ pub fn for_each_state(
         }
     }
     let end = recording.events.len();
-    visited += window_states(&base, &window, window_start, end, plan, &mut random, &mut visit)?;
+    visited += window_states(
+        &base,
+        &window,
+        window_start,
+        end,
+        plan,
+        &mut random,
+        &mut visit,
+    )?;
     Ok(visited)
 }
 
@@ -178,14 +194,21 @@ fn window_states(
         cut: end,
         kind: StateKind::AllInOrder,
         overlay: all,
-        description: format!("all {} block writes of events {start}..{end} in order", window.len()),
+        description: format!(
+            "all {} block writes of events {start}..{end} in order",
+            window.len()
+        ),
     })?;
     if let [piece] = window {
         for new_sectors in 1..SECTORS_PER_BLOCK {
             for is_new_first in [true, false] {
                 let mut block = *base.block(piece.block);
                 let mut torn = piece.clone();
-                let first_new = if is_new_first { 0 } else { SECTORS_PER_BLOCK - new_sectors };
+                let first_new = if is_new_first {
+                    0
+                } else {
+                    SECTORS_PER_BLOCK - new_sectors
+                };
                 torn.sectors &= (((1u16 << new_sectors) - 1) << first_new) as u8;
                 merge(&mut block, &torn);
                 emit(CrashState {
@@ -219,42 +242,49 @@ const TEAR_PERCENT: u64 = 10;
 fn sample(base: &SparseDisk, window: &[Piece], start: usize, random: &mut Xorshift) -> CrashState {
     let issued = random.between(1, window.len() as u64) as usize;
     let cut = window[issued - 1].event + 1;
-    // Versions per block: [at the flush, after its first write, ...].
-    let mut versions: BTreeMap<u64, Vec<Block>> = BTreeMap::new();
+    // The block writes issued before the cut, block by block, in order.
+    let mut by_block: BTreeMap<u64, Vec<&Piece>> = BTreeMap::new();
     for piece in &window[..issued] {
-        let list = versions
-            .entry(piece.block)
-            .or_insert_with(|| vec![*base.block(piece.block)]);
-        let mut next = list[list.len() - 1];
-        merge(&mut next, piece);
-        list.push(next);
+        by_block.entry(piece.block).or_default().push(piece);
     }
     let keep_percent = [10, 50, 90, 100][random.between(0, 3) as usize];
     let mut overlay = BTreeMap::new();
     let (mut kept, mut torn, mut lost) = (0, Vec::new(), 0);
-    for (block, list) in versions {
-        let newest = list.len() - 1;
+    for (block, pieces) in by_block {
+        // Version n: the block as at the flush with its first n writes.
+        let version = |count: usize| {
+            let mut contents = *base.block(block);
+            for piece in &pieces[..count] {
+                merge(&mut contents, piece);
+            }
+            contents
+        };
+        let newest = pieces.len();
         let chosen = if random.between(1, 100) <= TEAR_PERCENT {
+            let versions: Vec<Block> = (0..=newest).map(version).collect();
             let mut mixed = [0u8; BLOCK_SIZE];
             let mut mask = 0u8;
             for sector in 0..SECTORS_PER_BLOCK {
-                let version = random.between(0, newest as u64) as usize;
-                if version != 0 {
+                let chosen = random.between(0, newest as u64) as usize;
+                if chosen != 0 {
                     mask |= 1 << sector;
                 }
                 let range = sector * SECTOR_SIZE..(sector + 1) * SECTOR_SIZE;
-                mixed[range.clone()].copy_from_slice(&list[version][range]);
+                mixed[range.clone()].copy_from_slice(&versions[chosen][range]);
             }
             torn.push(format!("{block}:{mask:08b}"));
             mixed
         } else if random.between(1, 100) <= keep_percent {
             kept += 1;
             // Mostly the newest; sometimes an older write survived alone.
-            let version = if random.between(0, 1) == 0 { newest } else { random.between(1, newest as u64) as usize };
-            list[version]
+            if random.between(0, 1) == 0 {
+                version(newest)
+            } else {
+                version(random.between(1, newest as u64) as usize)
+            }
         } else {
             lost += 1;
-            list[0]
+            continue;
         };
         if &chosen != base.block(block) {
             overlay.insert(block, Box::new(chosen));

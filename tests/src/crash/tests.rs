@@ -157,16 +157,27 @@ fn a_hand_made_trace_gives_the_states_a_drive_allows() -> Result<()> {
     for (kind, cut, overlay, _) in &seen[2..16] {
         assert_eq!((*kind, *cut), (StateKind::TornSingle, 1));
         let block = &overlay[&2];
-        let new_sectors = block.chunks(SECTOR_SIZE).filter(|sector| sector[0] == 0xaa).count();
+        let new_sectors = block
+            .chunks(SECTOR_SIZE)
+            .filter(|sector| sector[0] == 0xaa)
+            .count();
         assert!((1..8).contains(&new_sectors), "{new_sectors} sectors new");
     }
     let (kind, cut, overlay, base) = &seen[16];
     assert_eq!((*kind, *cut, overlay.len()), (StateKind::AtFlush, 2, 0));
-    assert_eq!(base.block(2)[0], 0xaa, "the flushed write is in every later state");
+    assert_eq!(
+        base.block(2)[0],
+        0xaa,
+        "the flushed write is in every later state"
+    );
     let (kind, cut, overlay, _) = &seen[17];
     assert_eq!((*kind, *cut), (StateKind::AllInOrder, 5));
     let firsts: Vec<u8> = (0..3).map(|block| overlay[&block][0]).collect();
-    assert_eq!(firsts, [0xbb, 0xdd, 0xcc], "the later write to block 1 wins");
+    assert_eq!(
+        firsts,
+        [0xbb, 0xdd, 0xcc],
+        "the later write to block 1 wins"
+    );
     for (kind, cut, overlay, base) in &seen[18..] {
         assert_eq!(*kind, StateKind::Sampled);
         assert!((3..=5).contains(cut));
@@ -183,8 +194,15 @@ fn a_hand_made_trace_gives_the_states_a_drive_allows() -> Result<()> {
                 _ => &[],
             };
             for sector in contents.chunks(SECTOR_SIZE) {
-                assert!(allowed.contains(&sector[0]), "block {block} cut {cut}: {:#x}", sector[0]);
-                assert!(sector.iter().all(|&byte| byte == sector[0]), "a sector is never torn");
+                assert!(
+                    allowed.contains(&sector[0]),
+                    "block {block} cut {cut}: {:#x}",
+                    sector[0]
+                );
+                assert!(
+                    sector.iter().all(|&byte| byte == sector[0]),
+                    "a sector is never torn"
+                );
             }
         }
     }
@@ -194,7 +212,10 @@ fn a_hand_made_trace_gives_the_states_a_drive_allows() -> Result<()> {
         again.push((state.cut, state.overlay.clone()));
         Ok(())
     })?;
-    let first: Vec<_> = seen.iter().map(|(_, cut, overlay, _)| (*cut, overlay.clone())).collect();
+    let first: Vec<_> = seen
+        .iter()
+        .map(|(_, cut, overlay, _)| (*cut, overlay.clone()))
+        .collect();
     assert_eq!(first, again);
     Ok(())
 }
@@ -253,9 +274,16 @@ fn the_check_finds_lost_commits_when_flushes_do_nothing() -> Result<()> {
     let recording = recorded_workload(true)?;
     assert_eq!(recording.counts().flushes, 0);
     let report = check_recording(&recording, &PLAN)?;
-    assert!(report.lost() > 0 && report.torn() > 0, "{}", report.summary());
     assert!(
-        report.findings.iter().all(|finding| !matches!(finding, Finding::UnbackedConfirmation { .. })),
+        report.lost() > 0 && report.torn() > 0,
+        "{}",
+        report.summary()
+    );
+    assert!(
+        report
+            .findings
+            .iter()
+            .all(|finding| !matches!(finding, Finding::UnbackedConfirmation { .. })),
         "{:#?}",
         report.findings
     );
@@ -266,7 +294,10 @@ fn the_check_finds_lost_commits_when_flushes_do_nothing() -> Result<()> {
 fn handshake(stream: &mut TcpStream) -> Result<(u64, u16)> {
     let mut greeting = [0u8; 18];
     stream.read_exact(&mut greeting)?;
-    ensure!(&greeting[..16] == b"NBDMAGICIHAVEOPT", "greeting {greeting:?}");
+    ensure!(
+        &greeting[..16] == b"NBDMAGICIHAVEOPT",
+        "greeting {greeting:?}"
+    );
     stream.write_all(&3u32.to_be_bytes())?;
     // An option the server does not know first: it must say unsupported.
     let mut option = Vec::new();
@@ -282,18 +313,30 @@ fn handshake(stream: &mut TcpStream) -> Result<(u64, u16)> {
     stream.read_exact(&mut reply)?;
     ensure!(u32::from_be_bytes(reply[12..16].try_into()?) == (1 << 31) + 1);
     stream.read_exact(&mut reply)?;
-    ensure!(u32::from_be_bytes(reply[12..16].try_into()?) == 3, "not NBD_REP_INFO");
+    ensure!(
+        u32::from_be_bytes(reply[12..16].try_into()?) == 3,
+        "not NBD_REP_INFO"
+    );
     let mut info = [0u8; 12];
     stream.read_exact(&mut info)?;
     stream.read_exact(&mut reply)?;
-    ensure!(u32::from_be_bytes(reply[12..16].try_into()?) == 1, "not NBD_REP_ACK");
+    ensure!(
+        u32::from_be_bytes(reply[12..16].try_into()?) == 1,
+        "not NBD_REP_ACK"
+    );
     Ok((
         u64::from_be_bytes(info[2..10].try_into()?),
         u16::from_be_bytes(info[10..12].try_into()?),
     ))
 }
 
-fn request(stream: &mut TcpStream, command: u16, offset: u64, length: u32, data: &[u8]) -> Result<Vec<u8>> {
+fn request(
+    stream: &mut TcpStream,
+    command: u16,
+    offset: u64,
+    length: u32,
+    data: &[u8],
+) -> Result<Vec<u8>> {
     let mut bytes = Vec::new();
     bytes.extend_from_slice(&0x2560_9513u32.to_be_bytes());
     bytes.extend_from_slice(&0u16.to_be_bytes());
@@ -323,7 +366,11 @@ fn the_nbd_server_serves_and_records_writes_and_flushes() -> Result<()> {
     let mut stream = TcpStream::connect(("127.0.0.1", server.disk().port))?;
     let (size, flags) = handshake(&mut stream)?;
     assert_eq!(size, 64 * BLOCK_SIZE as u64);
-    assert_eq!(flags & 0b101, 0b101, "NBD_FLAG_HAS_FLAGS and NBD_FLAG_SEND_FLUSH");
+    assert_eq!(
+        flags & 0b101,
+        0b101,
+        "NBD_FLAG_HAS_FLAGS and NBD_FLAG_SEND_FLUSH"
+    );
     request(&mut stream, 1, 512, 1024, &[7; 1024])?;
     server.mark(Event::CheckpointAsked);
     request(&mut stream, 3, 0, 0, &[])?;

@@ -76,7 +76,9 @@ pub fn superblock_sequence(block: &Block) -> Option<u64> {
     if crc32c(&block[..CHECKSUM_OFFSET]) != stored {
         return None;
     }
-    let sequence = block[SEQUENCE_OFFSET..SEQUENCE_OFFSET + 8].try_into().ok()?;
+    let sequence = block[SEQUENCE_OFFSET..SEQUENCE_OFFSET + 8]
+        .try_into()
+        .ok()?;
     Some(u64::from_le_bytes(sequence))
 }
 
