@@ -1,4 +1,4 @@
-//! Crash states below QEMU: real workloads' disk traces, every cut a drive allows.
+//! Crash states below QEMU: real workloads traced, every cut a drive allows.
 //!
 //! Each test boots a workload with the disk under test served by the tests'
 //! recording NBD server (`tests::crash`), so that every write and flush the

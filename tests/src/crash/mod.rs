@@ -1,4 +1,4 @@
-//! Crash states below QEMU: a recorded disk, and every state a power cut allows.
+//! Crash states below QEMU: a recorded disk and what a power cut may leave.
 //!
 //! The QEMU power-cut tests kill QEMU, whose host page cache keeps every
 //! write the guest issued, so they cannot tell whether the driver's flushes
