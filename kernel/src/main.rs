@@ -100,6 +100,9 @@ extern "C" fn kernel_main_on_kernel_stack() -> ! {
         .and_then(|text| text.parse().ok())
         .filter(|&milliseconds: &u64| milliseconds > 0)
         .unwrap_or(domains::DEFAULT_CHECKPOINT_MS);
+    if info.argument("disk.test_skip_flush") == Some("1") {
+        drivers::virtio_blk::skip_flushes_for_tests();
+    }
     net::init(info);
     let mut domains = domains::Domains::load(checkpoint_ms);
     run(info, &mut domains)

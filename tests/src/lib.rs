@@ -9,6 +9,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod crash;
 pub mod peer;
 
 use std::sync::OnceLock;

@@ -104,6 +104,7 @@ pub fn offline(args: &OfflineArgs) -> Result<OfflineReport> {
         disks: vec![disk.to_path_buf()],
         net: None,
         cluster_secret: None,
+        nbd_disks: Vec::new(),
     };
     let prefix = format!("[{name}] ");
 

@@ -60,6 +60,7 @@ fn kvm_boots(kernel: &Path) -> bool {
         disks: Vec::new(),
         net: None,
         cluster_secret: None,
+        nbd_disks: Vec::new(),
     };
     let Ok(mut command) = config.command() else {
         return false;
@@ -145,6 +146,36 @@ pub struct QemuConfig {
     /// without one accepts no incoming migration and starts none; every
     /// machine of one cluster gets the same one.
     pub cluster_secret: Option<ClusterSecretFile>,
+    /// Disks served over NBD from this host, attached after `disks` (the
+    /// crash tests' recording server, `tests/src/crash/`).
+    pub nbd_disks: Vec<NbdDisk>,
+}
+
+/// A disk that QEMU reads and writes through an NBD server on 127.0.0.1,
+/// so that a program on the host sees every write and flush the guest's
+/// driver issues, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NbdDisk {
+    /// The TCP port on 127.0.0.1 the server listens on.
+    pub port: u16,
+}
+
+impl NbdDisk {
+    /// The arguments attaching this export as virtio-blk disk `nbd{index}`
+    /// on bus 0. `cache=writeback` gives the guest a volatile write cache
+    /// (VIRTIO_BLK_F_FLUSH), and QEMU passes each guest flush on as
+    /// NBD_CMD_FLUSH.
+    pub fn arguments(&self, index: usize) -> [String; 4] {
+        [
+            "-drive".into(),
+            format!(
+                "file=nbd://127.0.0.1:{},if=none,id=nbd{index},format=raw,cache=writeback",
+                self.port
+            ),
+            "-device".into(),
+            format!("virtio-blk-pci,drive=nbd{index}"),
+        ]
+    }
 }
 
 /// Which end of a link a QEMU instance is: QEMU's `-netdev socket` has one
@@ -204,6 +235,7 @@ impl QemuConfig {
             disks: Vec::new(),
             net: None,
             cluster_secret: None,
+            nbd_disks: Vec::new(),
         }
     }
 
@@ -213,6 +245,11 @@ impl QemuConfig {
             anyhow::bail!(
                 "{} disks given; a machine takes at most {MAX_DISKS}",
                 self.disks.len()
+            );
+        }
+        if !self.nbd_disks.is_empty() && self.disks.len() + self.nbd_disks.len() > BUS_ZERO_DISKS {
+            anyhow::bail!(
+                "NBD disks sit on bus 0: at most {BUS_ZERO_DISKS} disks in all with them"
             );
         }
         let mut command = Command::new(tools::qemu()?);
@@ -238,6 +275,9 @@ impl QemuConfig {
         };
         command.args(self.console.arguments());
         command.args(disk_arguments(&self.disks));
+        for (index, disk) in self.nbd_disks.iter().enumerate() {
+            command.args(disk.arguments(index));
+        }
         if let Some(link) = &self.net {
             command.args(link.arguments());
         }

@@ -84,6 +84,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         disks,
         net: None,
         cluster_secret: None,
+        nbd_disks: Vec::new(),
     };
     if args.pair {
         return run_pair(config);

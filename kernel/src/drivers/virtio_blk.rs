@@ -33,7 +33,7 @@ use alloc::format;
 use alloc::vec::Vec;
 use core::fmt;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use persist::gather::{Area, BlockTransport, GatherError, Gathering};
 use persist::{BLOCK_SIZE, BlockDevice, DeviceError};
@@ -551,6 +551,9 @@ impl BlockTransport for Disk {
         if self.in_flight.is_some() {
             return Err(TransferError::BadRequest { operation: "flush" });
         }
+        if IS_FLUSH_SKIPPED_FOR_TESTS.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         self.device.flush().map_err(TransferError::Driver)
     }
 }
@@ -608,6 +611,21 @@ impl BlockDevice for VirtioDisk {
     fn block_count(&self) -> u64 {
         self.info.block_count
     }
+}
+
+/// Set by [`skip_flushes_for_tests`]: flushes send nothing.
+static IS_FLUSH_SKIPPED_FOR_TESTS: AtomicBool = AtomicBool::new(false);
+
+/// Makes every flush return at once without sending VIRTIO_BLK_T_FLUSH,
+/// so no commit is durable: `disk.test_skip_flush=1` on the command line,
+/// for the crash tests' negative control (`tests/tests/crash_states.rs`
+/// must then find lost commits). Says so loudly at boot.
+pub fn skip_flushes_for_tests() {
+    IS_FLUSH_SKIPPED_FOR_TESTS.store(true, Ordering::Relaxed);
+    crate::println!(
+        "WARNING: disk.test_skip_flush=1: virtio-blk flushes are skipped, commits are NOT \
+         durable (a test knob; never use it for real data)"
+    );
 }
 
 /// Time spent waiting for requests to complete, over all disks since boot

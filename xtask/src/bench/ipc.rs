@@ -308,6 +308,7 @@ impl Kernel<'_> {
             disks,
             net: None,
             cluster_secret: None,
+            nbd_disks: Vec::new(),
         };
         let mut machine = Machine::boot_named("ipc", &config)?;
         // The first batch is a warm-up, as on the host: the domains' first

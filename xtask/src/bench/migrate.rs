@@ -45,6 +45,7 @@ fn machine(
         disks: vec![disk],
         net: Some(net),
         cluster_secret: Some(secret.clone()),
+        nbd_disks: Vec::new(),
     }
 }
 
