@@ -59,7 +59,7 @@ fn kvm_boots(kernel: &Path) -> bool {
         accel: Accel::Kvm,
         console: Console::Stdio,
         disks: Vec::new(),
-        disk_options: std::collections::BTreeMap::new(),
+        disk_options: BTreeMap::new(),
         net: None,
         cluster_secret: None,
     };
@@ -245,7 +245,6 @@ impl QemuConfig {
             console: Console::Stdio,
             disks: Vec::new(),
             disk_options: BTreeMap::new(),
-            disk_options: std::collections::BTreeMap::new(),
             net: None,
             cluster_secret: None,
         }

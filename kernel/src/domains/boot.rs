@@ -92,7 +92,11 @@ impl Domains {
             }
             Ok(DiskKind::Other) => {}
             Err(error) => {
-                return self.refuse(disk_index, "", format!("cannot read its first blocks: {error}"));
+                return self.refuse(
+                    disk_index,
+                    "",
+                    format!("cannot read its first blocks: {error}"),
+                );
             }
         }
         let started_ns = timer::uptime_ns();

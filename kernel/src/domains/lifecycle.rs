@@ -6,10 +6,10 @@ use alloc::string::{String, ToString};
 use persist::Image;
 use vm::{CompiledModule, DomainStatus, PauseReason, SchedulerEvent, Wake};
 
+use super::boot::RefusalLine;
 use super::table::{Body, DomainKey, Entry, State};
 use super::{DomainError, Domains, KernelDomain, SHUTDOWN_GRACE_NS};
 use crate::arch::timer;
-use super::boot::RefusalLine;
 use crate::drivers::virtio_blk::{Failure, VirtioDisk};
 use crate::println;
 
@@ -288,16 +288,18 @@ impl Domains {
                     name,
                     status,
                 } => {
-                    // The vm has already printed a trap with its reason on
-                    // the domain's output (`[NAME] error: trapped: ...`): a
-                    // second line would report one end twice.
                     // A trap on a failed disk (a page that could not be
                     // read in) is the disk's failure, not the domain's end:
                     // hold_paused pauses it with its own line below, and
                     // the end was never committed.
-                    if matches!(status, DomainStatus::Trapped(_)) && self.disk_failure(&name).is_some() {
+                    if matches!(status, DomainStatus::Trapped(_))
+                        && self.disk_failure(&name).is_some()
+                    {
                         continue;
                     }
+                    // The vm has already printed a trap with its reason on
+                    // the domain's output (`[NAME] error: trapped: ...`): a
+                    // second line would report one end twice.
                     let state = State::of_status(&status);
                     if !matches!(status, DomainStatus::Trapped(_)) {
                         println!("[{name}] {state}");

@@ -8,7 +8,10 @@
 //! (boot argument, default 1000), on `checkpoint`, on `stop` and on
 //! `shutdown`. A domain whose commit finds its disk full is paused: out of
 //! the rotation, its last commit intact, until `start NAME` retries the
-//! commit.
+//! commit. A domain whose disk went out of service (a request timed out, a
+//! write or a flush failed: `virtio_blk::Failure`) is paused for good, with
+//! one line naming the domain, the disk and the failure; a reboot on a
+//! healthy disk resumes it from its last commit.
 //!
 //! The table (`table.rs`) holds one entry per domain with its typed state;
 //! the scheduler keeps each running domain with its table key. Operations
@@ -273,7 +276,10 @@ impl Domains {
         {
             return DiskUse::Spare;
         }
-        let archive_disk = self.archive.as_ref().map(|archive| archive.device().info().index);
+        let archive_disk = self
+            .archive
+            .as_ref()
+            .map(|archive| archive.device().info().index);
         if archive_disk == Some(disk_index) {
             return DiskUse::AppsArchive;
         }

@@ -812,7 +812,10 @@ pub fn known_disks() -> Vec<DiskInfo> {
 /// did not find, or one whose lock is held right now).
 pub fn failure_of(index: usize) -> Option<Failure> {
     let probed = PROBED.lock();
-    let (_, disk) = probed.as_ref()?.iter().find(|(info, _)| info.index == index)?;
+    let (_, disk) = probed
+        .as_ref()?
+        .iter()
+        .find(|(info, _)| info.index == index)?;
     disk.try_lock()?.transport().failure
 }
 
