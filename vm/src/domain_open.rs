@@ -93,17 +93,61 @@ pub struct CompiledModule {
 impl CompiledModule {
     /// Compiles `bytes` with `engine` (the engine the domain will run on).
     pub fn new(engine: &Engine, bytes: &[u8]) -> Result<Self, Error> {
-        if bytes.len() > MAX_MODULE_BYTES {
-            return Err(Error::ModuleTooLarge {
-                len_bytes: bytes.len() as u64,
-            });
-        }
+        check_size(bytes)?;
         let module = compile(engine, bytes)?;
         Ok(Self {
             bytes: bytes.to_vec(),
             module,
         })
     }
+}
+
+/// Checks `bytes` as the vm does when it opens a domain of them, short of
+/// instantiating: the size bound, no start section, wasmi's compilation
+/// (with [`new_engine`]'s limits), the memory imported as `env.memory`,
+/// only imports the host ABI provides, and a `_start` export. `image new`
+/// calls it so that an image the kernel would refuse is refused when it is
+/// made, with the same [`Error`] and so the same words.
+pub fn check_module(bytes: &[u8]) -> Result<(), Error> {
+    check_size(bytes)?;
+    inspect_module(bytes)?;
+    let module = compile(&new_engine(), bytes)?;
+    imported_memory_type(&module)?;
+    check_imports(&module)?;
+    let has_entry = module
+        .exports()
+        .any(|export| export.name() == ENTRY_EXPORT && export.ty().func().is_some());
+    if !has_entry {
+        return Err(Error::MissingEntry);
+    }
+    Ok(())
+}
+
+/// Refuses a module larger than [`MAX_MODULE_BYTES`].
+fn check_size(bytes: &[u8]) -> Result<(), Error> {
+    if bytes.len() > MAX_MODULE_BYTES {
+        return Err(Error::ModuleTooLarge {
+            len_bytes: bytes.len() as u64,
+        });
+    }
+    Ok(())
+}
+
+/// Refuses an import the host ABI does not provide: anything outside the
+/// `amber` and WASI modules but `env.memory` (unknown WASI functions get
+/// stubs that return ENOSYS).
+fn check_imports(module: &Module) -> Result<(), Error> {
+    for import in module.imports() {
+        let is_known = matches!(import.module(), abi::AMBER_MODULE | abi::WASI_MODULE)
+            || (import.module() == abi::MEMORY_MODULE && import.name() == abi::MEMORY_NAME);
+        if !is_known {
+            return Err(Error::UnknownImport {
+                module: import.module().into(),
+                name: import.name().into(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Compiles a module (eagerly, see [`new_engine`]).
@@ -137,11 +181,7 @@ impl<S: Storage> Domain<S> {
         compiled: Option<CompiledModule>,
     ) -> Result<Self, Error> {
         let record = storage.load()?;
-        if record.module.len() > MAX_MODULE_BYTES {
-            return Err(Error::ModuleTooLarge {
-                len_bytes: record.module.len() as u64,
-            });
-        }
+        check_size(&record.module)?;
         let global_exports = inspect_module(&record.module)?;
         let module = match compiled {
             Some(compiled) if compiled.bytes == record.module => compiled.module,
@@ -217,16 +257,7 @@ impl<S: Storage> Domain<S> {
         linker
             .define("env", "memory", memory)
             .map_err(instantiation)?;
-        for import in module.imports() {
-            let is_known = matches!(import.module(), abi::AMBER_MODULE | abi::WASI_MODULE)
-                || (import.module() == abi::MEMORY_MODULE && import.name() == abi::MEMORY_NAME);
-            if !is_known {
-                return Err(Error::UnknownImport {
-                    module: import.module().into(),
-                    name: import.name().into(),
-                });
-            }
-        }
+        check_imports(&module)?;
         // No start section (rejected above), so this runs no guest code; it
         // applies the data segments.
         let instance = linker

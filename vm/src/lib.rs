@@ -29,7 +29,7 @@ mod wasi_poll;
 pub use abi::DomainId;
 pub use domain::{Domain, PauseReason, RunOutcome, Wake};
 pub use domain_open::{
-    CompiledModule, ENTRY_EXPORT, MAX_MODULE_BYTES, defined_imports, new_engine,
+    CompiledModule, ENTRY_EXPORT, MAX_MODULE_BYTES, check_module, defined_imports, new_engine,
 };
 pub use error::{Error, TrapReason};
 pub use host_state::HostState;

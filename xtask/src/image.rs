@@ -208,6 +208,14 @@ pub fn new(args: &NewArgs) -> Result<PathBuf> {
         memory_pages,
         memory_max_pages,
     } = prepare_module(&args.wasm, args.memory_max_mib)?;
+    // The vm's own check, so the words are the ones the kernel would print
+    // refusing the disk (`disk N: refused: ...`).
+    if let Err(error) = vm::check_module(&module) {
+        bail!(
+            "{} cannot be a domain: {error} (the kernel would refuse its disk)",
+            args.wasm.display()
+        );
+    }
     let block_count = match args.size_mib {
         Some(mib) => mib * 1024 * 1024 / persist::BLOCK_SIZE as u64,
         None => persist::default_block_count(memory_max_pages, module.len() as u64),

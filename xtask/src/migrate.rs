@@ -102,6 +102,7 @@ pub fn offline(args: &OfflineArgs) -> Result<OfflineReport> {
         accel: args.accel,
         console: Console::Stdio,
         disks: vec![disk.to_path_buf()],
+        disk_options: std::collections::BTreeMap::new(),
         net: None,
         cluster_secret: None,
         nbd_disks: Vec::new(),

@@ -1,5 +1,6 @@
 //! QEMU command lines for Amber: machine, memory, accelerator, disks, network.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
@@ -58,6 +59,7 @@ fn kvm_boots(kernel: &Path) -> bool {
         accel: Accel::Kvm,
         console: Console::Stdio,
         disks: Vec::new(),
+        disk_options: BTreeMap::new(),
         net: None,
         cluster_secret: None,
         nbd_disks: Vec::new(),
@@ -140,6 +142,10 @@ pub struct QemuConfig {
     pub console: Console,
     /// Raw disk images, each attached as a virtio-blk PCI device.
     pub disks: Vec<PathBuf>,
+    /// How some of `disks` are attached beyond a plain raw file, by their
+    /// index in `disks` (fault injection, throttling); the others are
+    /// plain. Empty for every machine but the failing-disk tests'.
+    pub disk_options: BTreeMap<usize, DiskOptions>,
     /// A virtio-net card on a point-to-point link to another QEMU, if any.
     pub net: Option<NetLink>,
     /// The cluster secret handed to the kernel through fw_cfg. A machine
@@ -175,6 +181,42 @@ impl NbdDisk {
             "-device".into(),
             format!("virtio-blk-pci,drive=nbd{index}"),
         ]
+    }
+}
+
+/// How one disk is attached beyond a plain raw file: layers of QEMU's
+/// block layer between the guest's virtio-blk device and the file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DiskOptions {
+    /// A rules file for QEMU's `blkdebug` driver, which then sits between
+    /// the device and the file and fails the requests its rules pick: an
+    /// `[inject-error]` section names the event that arms it (`write_aio`,
+    /// `flush_to_disk`, ...), the errno the request fails with, the I/O
+    /// type it fails (`iotype`) and whether only once (see QEMU's
+    /// docs/devel/blkdebug.txt).
+    pub blkdebug_rules: Option<PathBuf>,
+    /// Writes limited to this many bytes per second by QEMU's throttling
+    /// (reads are not limited). With 1, the first write goes through and
+    /// every later one waits for days: a disk that stops answering writes.
+    pub write_bytes_per_second: Option<u64>,
+}
+
+impl DiskOptions {
+    /// The `-drive` option string for `disk` as drive `id`.
+    fn drive(&self, disk: &Path, id: &str) -> String {
+        let mut drive = match &self.blkdebug_rules {
+            None => format!("file={},if=none,id={id},format=raw", disk.display()),
+            Some(rules) => format!(
+                "driver=raw,file.driver=blkdebug,file.config={},file.image.driver=file,\
+                 file.image.filename={},if=none,id={id}",
+                rules.display(),
+                disk.display()
+            ),
+        };
+        if let Some(bytes_per_second) = self.write_bytes_per_second {
+            drive.push_str(&format!(",throttling.bps-write={bytes_per_second}"));
+        }
+        drive
     }
 }
 
@@ -233,6 +275,7 @@ impl QemuConfig {
             accel: Accel::Tcg,
             console: Console::Stdio,
             disks: Vec::new(),
+            disk_options: BTreeMap::new(),
             net: None,
             cluster_secret: None,
             nbd_disks: Vec::new(),
@@ -274,7 +317,7 @@ impl QemuConfig {
             Accel::Tcg => command.args(["-accel", "tcg", "-cpu", "qemu64,+rdrand"]),
         };
         command.args(self.console.arguments());
-        command.args(disk_arguments(&self.disks));
+        command.args(disk_arguments_with(&self.disks, &self.disk_options));
         for (index, disk) in self.nbd_disks.iter().enumerate() {
             command.args(disk.arguments(index));
         }
@@ -313,13 +356,20 @@ pub const MAX_DISKS: usize = BUS_ZERO_DISKS + 7 * ROOT_PORTS_PER_SLOT;
 /// functions of one multifunction device; they reserve no I/O space, which
 /// a modern-only virtio device behind a PCIe port never uses.
 pub fn disk_arguments(disks: &[PathBuf]) -> Vec<String> {
+    disk_arguments_with(disks, &BTreeMap::new())
+}
+
+/// [`disk_arguments`] with `options` for some of the disks, by index.
+pub fn disk_arguments_with(
+    disks: &[PathBuf],
+    options: &BTreeMap<usize, DiskOptions>,
+) -> Vec<String> {
+    let plain = DiskOptions::default();
     let mut arguments = Vec::new();
     for (index, disk) in disks.iter().enumerate() {
+        let options = options.get(&index).unwrap_or(&plain);
         arguments.push("-drive".into());
-        arguments.push(format!(
-            "file={},if=none,id=disk{index},format=raw",
-            disk.display()
-        ));
+        arguments.push(options.drive(disk, &format!("disk{index}")));
         let Some(port) = index.checked_sub(BUS_ZERO_DISKS) else {
             arguments.push("-device".into());
             arguments.push(format!("virtio-blk-pci,drive=disk{index}"));
@@ -405,6 +455,28 @@ mod tests {
              multifunction=on"
         );
         assert_eq!(devices.len(), 20 + 2 * 10);
+    }
+
+    #[test]
+    fn a_disk_with_options_goes_through_blkdebug_and_throttling_and_the_rest_stay_plain() {
+        let disks = vec![PathBuf::from("a.img"), PathBuf::from("b.img")];
+        let options = BTreeMap::from([(
+            1,
+            DiskOptions {
+                blkdebug_rules: Some(PathBuf::from("rules.conf")),
+                write_bytes_per_second: Some(1),
+            },
+        )]);
+        let arguments = disk_arguments_with(&disks, &options);
+        assert_eq!(arguments, {
+            let mut plain = disk_arguments(&disks);
+            plain[5] = "driver=raw,file.driver=blkdebug,file.config=rules.conf,\
+                        file.image.driver=file,file.image.filename=b.img,if=none,id=disk1,\
+                        throttling.bps-write=1"
+                .into();
+            plain
+        });
+        assert_eq!(arguments[1], "file=a.img,if=none,id=disk0,format=raw");
     }
 
     #[test]

@@ -82,6 +82,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         append: args.append.clone(),
         console: Console::Terminal,
         disks,
+        disk_options: std::collections::BTreeMap::new(),
         net: None,
         cluster_secret: None,
         nbd_disks: Vec::new(),
@@ -138,6 +139,7 @@ fn run_pair(mut a: QemuConfig) -> Result<()> {
         disks: vec![spare("b-spare-1.img")?, spare("b-spare-2.img")?],
         append: format!("ip=169.254.0.2 {}", args_without_ip(&a.append)),
         console: Console::UnixSocket(console_socket.clone()),
+        disk_options: std::collections::BTreeMap::new(),
         net: Some(NetLink {
             end: LinkEnd::Connect,
             port: link_port,

@@ -81,7 +81,8 @@ fn verify_names_the_first_bad_block() {
     let wasm = directory.join("app.wasm");
     std::fs::write(
         &wasm,
-        wat::parse_str(r#"(module (import "env" "memory" (memory 1)))"#).unwrap(),
+        wat::parse_str(r#"(module (import "env" "memory" (memory 1)) (func (export "_start")))"#)
+            .unwrap(),
     )
     .unwrap();
     let path = image::new(&new_args(wasm, directory.join("bad.img"))).unwrap();
@@ -128,5 +129,69 @@ fn memory_max_above_the_modules_own_is_refused() {
     args.memory_max_mib = Some(1);
     let error = format!("{:#}", image::new(&args).unwrap_err());
     assert!(error.contains("above the module's own maximum"), "{error}");
+    std::fs::remove_dir_all(&directory).unwrap();
+}
+
+/// A module of `count` empty functions, the first exported as `_start`.
+fn many_functions(count: usize) -> Vec<u8> {
+    let mut text =
+        String::from(r#"(module (import "env" "memory" (memory 1)) (export "_start" (func 0))"#);
+    for _ in 0..count {
+        text.push_str(" (func)");
+    }
+    text.push(')');
+    wat::parse_str(&text).unwrap()
+}
+
+#[test]
+fn image_new_refuses_a_module_the_kernel_would_refuse_with_the_vms_words() {
+    let directory = temp_dir("refused");
+    let memory = r#"(import "env" "memory" (memory 1))"#;
+    let entry = r#"(func (export "_start"))"#;
+    let cases: [(&str, Vec<u8>, &str); 4] = [
+        (
+            "unknown_import",
+            wat::parse_str(format!(
+                r#"(module {memory} (import "hacks" "root" (func)) {entry})"#
+            ))
+            .unwrap(),
+            "the module imports unknown hacks.root",
+        ),
+        (
+            "no_entry",
+            wat::parse_str(format!(r#"(module {memory} (func (export "main")))"#)).unwrap(),
+            "the module exports no _start function",
+        ),
+        (
+            "start_section",
+            wat::parse_str(format!(r#"(module {memory} {entry} (start 0))"#)).unwrap(),
+            "the module has a start section, which Amber cannot restore",
+        ),
+        (
+            "many_functions",
+            many_functions(10_001),
+            "invalid wasm module: the Wasm modules exceeds the limit of 10000 functions",
+        ),
+    ];
+    for (name, module, reason) in cases {
+        // The words are the vm's own, as the kernel prints them.
+        let vm_error = vm::check_module(&module).unwrap_err().to_string();
+        assert!(
+            vm_error.starts_with(reason),
+            "{name}: the vm says {vm_error}"
+        );
+        let wasm = directory.join(format!("{name}.wasm"));
+        std::fs::write(&wasm, &module).unwrap();
+        let output = directory.join(format!("{name}.img"));
+        let error = format!(
+            "{:#}",
+            image::new(&new_args(wasm, output.clone())).unwrap_err()
+        );
+        assert!(
+            error.contains(&format!("cannot be a domain: {vm_error}")),
+            "{name}: {error}"
+        );
+        assert!(!output.exists(), "{name}: an image was written");
+    }
     std::fs::remove_dir_all(&directory).unwrap();
 }

@@ -11,7 +11,7 @@ use crate::arch::{acpi, timer};
 use crate::boot_info::BootInfo;
 use crate::diagnostics::disk_bench;
 use crate::diagnostics::nettest;
-use crate::domains::{CommitTiming, Domains, Row, Started, Summary};
+use crate::domains::{CommitTiming, DiskUse, Domains, Row, Started, Summary};
 use crate::drivers::virtio_net::MacAddress;
 use crate::drivers::{serial, virtio_blk};
 use crate::memory::{frames, heap};
@@ -110,7 +110,7 @@ const COMMANDS: &[Command] = &[
     Command {
         name: "disks",
         usage: "disks",
-        help: "the virtio-blk disks: size and PCI address",
+        help: "the virtio-blk disks: size, PCI address, what each holds (refused: why)",
         run: disks,
     },
     Command {
@@ -416,13 +416,26 @@ fn mem(context: &mut Context<'_>, _arguments: &str) {
     );
 }
 
-fn disks(_context: &mut Context<'_>, _arguments: &str) {
+/// Each disk on one line, then what it holds on the next (indented), and
+/// why it is out of service if it is.
+fn disks(context: &mut Context<'_>, _arguments: &str) {
     let disks = virtio_blk::known_disks();
     if disks.is_empty() {
         println!("no disks");
     }
     for disk in disks {
         println!("{disk} ({} blocks)", disk.block_count);
+        let holds = match context.domains.disk_use(disk.index) {
+            DiskUse::Entry { name, state } if name.is_empty() => format!("{state}"),
+            DiskUse::Entry { name, state } => format!("{name}: {state}"),
+            DiskUse::Spare => String::from("spare (blank)"),
+            DiskUse::AppsArchive => String::from("apps archive"),
+            DiskUse::Unused => String::from("unused"),
+        };
+        match virtio_blk::failure_of(disk.index) {
+            Some(failure) => println!("  {holds}; out of service: {failure}"),
+            None => println!("  {holds}"),
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! At boot: what each disk holds, and the domains, spares and archive on them.
 
+use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -41,6 +42,21 @@ fn disk_kind(disk: &mut VirtioDisk) -> Result<DiskKind, persist::DeviceError> {
     Ok(DiskKind::Blank)
 }
 
+/// The one console line of a refused disk: `disk N: refused: REASON`, then
+/// the domain's name when the image gives one.
+pub(super) struct RefusalLine<'a>(pub usize, pub &'a str, pub &'a str);
+
+impl core::fmt::Display for RefusalLine<'_> {
+    fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let RefusalLine(disk_index, name, reason) = *self;
+        write!(formatter, "disk {disk_index}: refused: {reason}")?;
+        if !name.is_empty() {
+            write!(formatter, " (the image of domain {name})")?;
+        }
+        Ok(())
+    }
+}
+
 impl Domains {
     /// Probes the disks and opens every domain on them.
     pub fn load(checkpoint_interval_ms: u64) -> Domains {
@@ -75,13 +91,20 @@ impl Domains {
                 return;
             }
             Ok(DiskKind::Other) => {}
-            Err(error) => return self.refuse(disk_index, error.to_string()),
+            Err(error) => {
+                return self.refuse(
+                    disk_index,
+                    "",
+                    format!("cannot read its first blocks: {error}"),
+                );
+            }
         }
         let started_ns = timer::uptime_ns();
         let image = match Image::open(disk) {
             Ok(image) => image,
-            Err(error) => return self.refuse(disk_index, error.to_string()),
+            Err(error) => return self.refuse(disk_index, "", error.to_string()),
         };
+        let name = image.metadata().name.clone();
         let Some(image) = self.resolve_at_boot(disk_index, image) else {
             return;
         };
@@ -95,16 +118,18 @@ impl Domains {
                 );
                 self.admit(disk_index, domain);
             }
-            Err(reason) => self.refuse(disk_index, reason.to_string()),
+            Err(reason) => self.refuse(disk_index, &name, reason.to_string()),
         }
     }
 
-    /// Says once why disk `disk_index` holds no domain, and keeps the reason
-    /// for `ps`.
-    pub(super) fn refuse(&mut self, disk_index: usize, reason: String) {
-        println!("disk {disk_index}: refused: {reason}");
+    /// Says once why disk `disk_index` holds no domain, naming the domain
+    /// (`name`, empty when the image could not be read that far), and keeps
+    /// the disk in the table as refused with its reason, for `ps` and
+    /// `disks`.
+    pub(super) fn refuse(&mut self, disk_index: usize, name: &str, reason: String) {
+        println!("{}", RefusalLine(disk_index, name, &reason));
         self.table.insert(Entry {
-            name: String::new(),
+            name: String::from(name),
             disk_index,
             state: State::Refused(reason),
             body: Body::Empty,

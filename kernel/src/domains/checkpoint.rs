@@ -28,12 +28,14 @@ pub struct CheckpointReport {
 }
 
 impl Domains {
-    /// Asks every domain for a checkpoint; reports failures (a full disk
-    /// pauses its domain and says so once).
+    /// Asks every domain for a checkpoint; reports failures (a full disk or
+    /// a disk out of service pauses its domain and says so once).
     pub(super) fn checkpoint_all(&mut self) {
         for (name, result) in self.scheduler.checkpoint_all() {
             match result {
                 Err(vm::Error::DiskFull { .. }) | Ok(_) => {}
+                // hold_paused says it, once, naming the disk and why.
+                Err(_) if self.disk_failure(&name).is_some() => {}
                 Err(error) => println!("[{name}] checkpoint failed: {error}"),
             }
         }

@@ -26,6 +26,12 @@ pub enum DomainError {
     NoSafePoint { name: String, grace_s: u64 },
     /// The vm refused or failed the operation on the domain.
     Vm { name: String, error: vm::Error },
+    /// `start` (or `kill`) of a domain whose disk went out of service.
+    DiskFailed {
+        name: String,
+        disk_index: usize,
+        failure: crate::drivers::virtio_blk::Failure,
+    },
     /// `start` of a paused domain: the commit it waits for still fails.
     StillPaused { name: String, error: vm::Error },
     /// `checkpoint NAME` failed.
@@ -94,6 +100,16 @@ impl fmt::Display for DomainError {
                 "{name} did not reach a safe point within {grace_s} s; try again"
             ),
             Self::Vm { name, error } => write!(formatter, "{name}: {error}"),
+            Self::DiskFailed {
+                name,
+                disk_index,
+                failure,
+            } => write!(
+                formatter,
+                "{name}: disk {disk_index} is out of service ({failure}); nothing more can be \
+                 committed there: reboot with a healthy copy of the disk and {name} resumes \
+                 from its last commit"
+            ),
             Self::StillPaused { name, error } => write!(formatter, "{name}: still paused: {error}"),
             Self::CheckpointFailed { name, error } => {
                 write!(formatter, "{name}: checkpoint failed: {error}")

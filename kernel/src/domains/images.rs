@@ -127,10 +127,8 @@ impl Domains {
             Err(error) => {
                 self.refuse(
                     entry.disk_index,
-                    format!(
-                        "the tombstone of {} could not be blanked: {error}",
-                        entry.name
-                    ),
+                    &entry.name,
+                    format!("its tombstone could not be blanked: {error}"),
                 );
                 None
             }

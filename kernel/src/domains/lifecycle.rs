@@ -6,10 +6,11 @@ use alloc::string::{String, ToString};
 use persist::Image;
 use vm::{CompiledModule, DomainStatus, PauseReason, SchedulerEvent, Wake};
 
+use super::boot::RefusalLine;
 use super::table::{Body, DomainKey, Entry, State};
 use super::{DomainError, Domains, KernelDomain, SHUTDOWN_GRACE_NS};
 use crate::arch::timer;
-use crate::drivers::virtio_blk::VirtioDisk;
+use crate::drivers::virtio_blk::{Failure, VirtioDisk};
 use crate::println;
 
 /// What `start` did.
@@ -44,9 +45,10 @@ impl Domains {
             body: Body::Scheduled,
         });
         if let Err(error) = self.scheduler.add(domain, key) {
-            println!("disk {disk_index}: refused {name}: {error}");
+            let reason = error.to_string();
+            println!("{}", RefusalLine(disk_index, &name, &reason));
             if let Some(entry) = self.table.get_mut(key) {
-                entry.state = State::Refused(error.to_string());
+                entry.state = State::Refused(reason);
                 entry.body = Body::Empty;
             }
         }
@@ -214,6 +216,11 @@ impl Domains {
                 Ok(())
             }
             State::Ended(_) | State::MovedAway => Err(DomainError::HasEnded { name: name.into() }),
+            State::DiskFailed(failure) => Err(DomainError::DiskFailed {
+                name: name.into(),
+                disk_index: entry.disk_index,
+                failure,
+            }),
             State::Paused(_) | State::Parked | State::Refused(_) => Err(self.unknown(name)),
         }
     }
@@ -232,6 +239,13 @@ impl Domains {
             }
             (State::Stopped | State::Migrating, Body::Held(domain)) => {
                 (Started::Resumed, domain.resume())
+            }
+            (State::DiskFailed(failure), _) => {
+                return Err(DomainError::DiskFailed {
+                    name: name.into(),
+                    disk_index: entry.disk_index,
+                    failure: *failure,
+                });
             }
             (_, Body::Scheduled) => return Err(DomainError::NotStopped { name: name.into() }),
             _ => return Err(DomainError::NoSuchDomain { name: name.into() }),
@@ -274,6 +288,15 @@ impl Domains {
                     name,
                     status,
                 } => {
+                    // A trap on a failed disk (a page that could not be
+                    // read in) is the disk's failure, not the domain's end:
+                    // hold_paused pauses it with its own line below, and
+                    // the end was never committed.
+                    if matches!(status, DomainStatus::Trapped(_))
+                        && self.disk_failure(&name).is_some()
+                    {
+                        continue;
+                    }
                     // The vm has already printed a trap with its reason on
                     // the domain's output (`[NAME] error: trapped: ...`): a
                     // second line would report one end twice.
@@ -293,8 +316,10 @@ impl Domains {
     }
 
     /// Moves domains that paused themselves (a commit found the disk full)
-    /// out of the rotation, with one console line each.
+    /// and domains whose disk went out of service out of the rotation, with
+    /// one console line each.
     pub(super) fn hold_paused(&mut self) {
+        self.hold_failed();
         loop {
             let paused = self.scheduler.domains().find_map(|domain| {
                 domain
@@ -317,6 +342,41 @@ impl Domains {
                      `start {name}` retries the commit"
                 );
             }
+        }
+    }
+
+    /// Why the disk of domain `name`, in the rotation, is out of service,
+    /// if it is.
+    pub(super) fn disk_failure(&self, name: &str) -> Option<Failure> {
+        let domain = self.scheduler.domain(name)?;
+        domain.storage().image().device().failure()
+    }
+
+    /// Takes every domain in the rotation whose disk went out of service
+    /// out of it, paused with one console line naming the domain, the disk
+    /// and the failure. Its last commit is intact on the disk (a commit
+    /// writes its superblock only after a flush that worked), and nothing
+    /// more is tried there; the other domains run on.
+    fn hold_failed(&mut self) {
+        loop {
+            let failed = self.scheduler.domains().find_map(|domain| {
+                let failure = domain.storage().image().device().failure()?;
+                Some((String::from(domain.name()), failure))
+            });
+            let Some((name, failure)) = failed else {
+                return;
+            };
+            if self
+                .take_out_of_rotation(&name, State::DiskFailed(failure))
+                .is_err()
+            {
+                return;
+            }
+            let disk_index = self.table.find(&name).map_or(0, |entry| entry.disk_index);
+            println!(
+                "{name}: paused: disk {disk_index} failed: {failure}; the disk is out of service, \
+                 its last commit is intact; reboot with a healthy copy of the disk to resume"
+            );
         }
     }
 
@@ -344,7 +404,7 @@ impl Domains {
         let name = String::from(name);
         match self.table.find(&name).map(|entry| &entry.state) {
             Some(State::Stopped | State::Migrating) => DomainError::IsStopped { name },
-            Some(State::Paused(_)) => DomainError::IsPaused { name },
+            Some(State::Paused(_) | State::DiskFailed(_)) => DomainError::IsPaused { name },
             _ => DomainError::NoSuchDomain { name },
         }
     }

@@ -8,7 +8,10 @@
 //! (boot argument, default 1000), on `checkpoint`, on `stop` and on
 //! `shutdown`. A domain whose commit finds its disk full is paused: out of
 //! the rotation, its last commit intact, until `start NAME` retries the
-//! commit.
+//! commit. A domain whose disk went out of service (a request timed out, a
+//! write or a flush failed: `virtio_blk::Failure`) is paused for good, with
+//! one line naming the domain, the disk and the failure; a reboot on a
+//! healthy disk resumes it from its last commit.
 //!
 //! The table (`table.rs`) holds one entry per domain with its typed state;
 //! the scheduler keeps each running domain with its table key. Operations
@@ -112,6 +115,24 @@ pub struct Row {
     pub state: State,
     /// Figures of an opened domain (none for parked copies, refused disks).
     pub usage: Option<Usage>,
+}
+
+/// What a disk holds, for `disks`.
+#[derive(Debug, Clone)]
+pub enum DiskUse {
+    /// A table entry's: a domain (its name and state), a parked copy, or a
+    /// refused disk (the domain's name when the image gives one, and why).
+    Entry {
+        name: alloc::string::String,
+        state: State,
+    },
+    /// Blank, kept for `spawn` and incoming migrations.
+    Spare,
+    /// The apps archive `spawn` takes modules from.
+    AppsArchive,
+    /// Nothing the kernel keeps (a spare whose formatting failed, or a
+    /// domain that moved to another disk's entry).
+    Unused,
 }
 
 /// What an incoming domain's name or ID is taken by ([`Domains::clash`]).
@@ -234,6 +255,37 @@ impl Domains {
         rows
     }
 
+    /// What disk `disk_index` holds.
+    pub fn disk_use(&self, disk_index: usize) -> DiskUse {
+        let entry = self
+            .table
+            .iter()
+            .map(|(_, entry)| entry)
+            .filter(|entry| entry.disk_index == disk_index)
+            .last();
+        if let Some(entry) = entry {
+            return DiskUse::Entry {
+                name: entry.name.clone(),
+                state: entry.state.clone(),
+            };
+        }
+        if self
+            .spares
+            .iter()
+            .any(|spare| spare.info().index == disk_index)
+        {
+            return DiskUse::Spare;
+        }
+        let archive_disk = self
+            .archive
+            .as_ref()
+            .map(|archive| archive.device().info().index);
+        if archive_disk == Some(disk_index) {
+            return DiskUse::AppsArchive;
+        }
+        DiskUse::Unused
+    }
+
     /// Totals for `stats`.
     pub fn summary(&self) -> Summary {
         let running = self.table.count(|state| *state == State::Running);
@@ -243,7 +295,9 @@ impl Domains {
             stopped: self
                 .table
                 .count(|state| matches!(state, State::Stopped | State::Migrating)),
-            paused: self.table.count(|state| matches!(state, State::Paused(_))),
+            paused: self
+                .table
+                .count(|state| matches!(state, State::Paused(_) | State::DiskFailed(_))),
             spares: self.spares.len(),
             fuel_used: self.scheduler.domains().map(Domain::fuel_used).sum(),
             checkpoint_interval_ms: self.checkpoint_interval_ns / 1_000_000,

@@ -8,6 +8,7 @@
 //! the domain resumes from it after a reboot.
 
 use alloc::boxed::Box;
+use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
@@ -17,7 +18,6 @@ use vm::Platform;
 
 use super::{DomainError, Domains, check_heap_room};
 use crate::drivers::virtio_blk::VirtioDisk;
-use crate::println;
 
 const MIB: u64 = 1024 * 1024;
 
@@ -51,11 +51,11 @@ impl Domains {
     /// refuses it with one line when it is damaged or a second one.
     pub(super) fn keep_archive(&mut self, disk_index: usize, disk: VirtioDisk) {
         if let Some(kept) = &self.archive {
-            println!(
-                "disk {disk_index}: refused: a second apps archive (disk {} is the one in use)",
+            let reason = format!(
+                "a second apps archive (disk {} is the one in use)",
                 kept.device().info().index
             );
-            return;
+            return self.refuse(disk_index, "", reason);
         }
         match Archive::open(disk) {
             Ok(archive) => {
@@ -71,7 +71,7 @@ impl Domains {
                 );
                 self.archive = Some(archive);
             }
-            Err(error) => println!("disk {disk_index}: refused: apps archive: {error}"),
+            Err(error) => self.refuse(disk_index, "", format!("apps archive: {error}")),
         }
     }
 

@@ -9,7 +9,7 @@ use persist::Image;
 use vm::{DomainStatus, PauseReason};
 
 use super::KernelDomain;
-use crate::drivers::virtio_blk::VirtioDisk;
+use crate::drivers::virtio_blk::{Failure, VirtioDisk};
 
 /// A domain's key in the table: given once per boot, never reused, and the
 /// handle the scheduler keeps with the domain.
@@ -25,6 +25,11 @@ pub enum State {
     Stopped,
     /// Held out of the rotation by a pause; `start` retries its commit.
     Paused(PauseReason),
+    /// Held out of the rotation because its disk went out of service (a
+    /// request timed out, or a write or a flush failed): nothing more can
+    /// be committed on it, and its last commit is what a reboot on a
+    /// healthy copy of the disk resumes from.
+    DiskFailed(Failure),
     /// Held for a migration's final round, committed as running.
     Migrating,
     /// Handed over to another machine: its image holds the hand-over record.
@@ -33,7 +38,9 @@ pub enum State {
     Parked,
     /// Exited, trapped or killed, for good.
     Ended(DomainStatus),
-    /// A disk holding something that could not be opened as a domain.
+    /// A disk holding something that could not be opened as a domain, and
+    /// why, in plain words (the entry's name is the domain's when the image
+    /// could be read that far).
     Refused(String),
 }
 
@@ -56,6 +63,7 @@ impl fmt::Display for State {
             State::Running => write!(formatter, "running"),
             State::Stopped => write!(formatter, "stopped"),
             State::Paused(reason) => write!(formatter, "paused: {reason}"),
+            State::DiskFailed(failure) => write!(formatter, "paused: disk failed: {failure}"),
             State::Migrating => write!(formatter, "migrating"),
             State::MovedAway => write!(formatter, "moved away"),
             State::Parked => write!(formatter, "parked (incoming)"),
@@ -97,7 +105,8 @@ pub(super) enum Body {
 /// One domain (or refused disk) and the disk it lives on.
 #[derive(Debug)]
 pub struct Entry {
-    /// Empty for a refused disk, which has no domain to name.
+    /// The domain's name; for a refused disk, the name its image gives
+    /// when it is readable that far, else empty.
     pub name: String,
     pub disk_index: usize,
     pub state: State,

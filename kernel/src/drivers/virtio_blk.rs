@@ -26,8 +26,16 @@
 //! a virtio round trip). This file checks the transport's contract itself
 //! before any DMA (one request at a time, runs that fit an area, no touching
 //! an area the device may still use), so no caller can make it unsound.
-//! A request that times out takes the disk out of service here: the device
-//! may still write the areas, so they are never touched again.
+//! Every request (read, write, flush) waits at most [`REQUEST_TIMEOUT_NS`].
+//! A request that times out, a write the device fails and a flush the
+//! device fails each take the disk out of service here, for good (until a
+//! reboot), with the [`Failure`] that did: after a timeout the device may
+//! still write the areas, so they are never touched again; after a failed
+//! write or flush, blocks the layer above was told are written (or
+//! durable) may be lost, so no later flush may say otherwise (the fsyncgate
+//! lesson: retrying a flush after a failed one can report success over
+//! lost writes). The domain on the disk is then paused by the kernel
+//! (`domains`), its last commit intact on the disk.
 
 use alloc::format;
 use alloc::vec::Vec;
@@ -60,6 +68,53 @@ const REQUEST_TIMEOUT_NS: u64 = 10_000_000_000;
 /// Blocks a bounce area holds: the longest run one request moves (256 KiB:
 /// under TCG a request costs about as much for 16 blocks as for 64).
 const RUN_BLOCKS: usize = 64;
+
+/// What a request was, for the words of a [`Failure`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Read,
+    Write,
+    Flush,
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(match self {
+            Operation::Read => "read",
+            Operation::Write => "write",
+            Operation::Flush => "flush",
+        })
+    }
+}
+
+/// Why a disk was taken out of service: the first failure that did it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// A request got no answer within [`REQUEST_TIMEOUT_NS`].
+    TimedOut { operation: Operation },
+    /// The device failed (or refused) a write of the run starting at
+    /// block `index`.
+    WriteFailed { index: u64 },
+    /// The device failed (or refused) a FLUSH: completed writes may not
+    /// be on stable storage.
+    FlushFailed,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::TimedOut { operation } => write!(
+                formatter,
+                "no answer to a {operation} in {} s",
+                REQUEST_TIMEOUT_NS / 1_000_000_000
+            ),
+            Failure::WriteFailed { index } => {
+                write!(formatter, "a write failed (I/O error at block {index})")
+            }
+            Failure::FlushFailed => write!(formatter, "a flush failed (I/O error)"),
+        }
+    }
+}
 
 /// Bounce areas, persist's `Area::First` and `Area::Second`: one fills while
 /// the other's write is in flight.
@@ -187,10 +242,10 @@ pub struct Disk {
     device: VirtIOBlk<KernelHal, PciTransport>,
     buffers: DmaFrames,
     info: DiskInfo,
-    /// A request timed out and may still be in flight: the device could
-    /// write the buffers at any time, so they are never touched again and
-    /// the disk takes no more requests.
-    is_timed_out: bool,
+    /// Why the disk takes no more requests, if it does not. After a
+    /// timeout the request may still be in flight: the device could write
+    /// the buffers at any time, so they are never touched again.
+    failure: Option<Failure>,
     /// The write `start_write` sent, until `finish_write`.
     in_flight: Option<InFlight>,
 }
@@ -200,7 +255,7 @@ impl fmt::Debug for Disk {
         formatter
             .debug_struct("Disk")
             .field("info", &self.info)
-            .field("is_timed_out", &self.is_timed_out)
+            .field("failure", &self.failure)
             .field("in_flight", &self.in_flight)
             .finish()
     }
@@ -218,9 +273,9 @@ type LockedDisk = Mutex<Gathering<Disk>>;
 /// writes pages too).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TransferError {
-    /// An earlier request timed out or a write-behind failed; the disk
-    /// takes no more.
-    OutOfService,
+    /// An earlier request timed out, or a write or a flush failed; the
+    /// disk takes no more.
+    OutOfService(Failure),
     OutOfRange {
         index: u64,
         block_count: u64,
@@ -231,6 +286,8 @@ pub enum TransferError {
     Io {
         index: u64,
     },
+    /// The device reported an I/O error for a FLUSH.
+    FlushIo,
     /// The device does not support the operation.
     Unsupported,
     /// virtio-drivers refused or failed the request.
@@ -245,25 +302,30 @@ pub enum TransferError {
     },
 }
 
-impl From<GatherError<TransferError>> for TransferError {
-    fn from(error: GatherError<TransferError>) -> TransferError {
-        match error {
-            GatherError::OutOfService => TransferError::OutOfService,
-            GatherError::OutOfRange { index, block_count } => {
-                TransferError::OutOfRange { index, block_count }
-            }
-            GatherError::Transport(error) => error,
+/// The error of a request through `layer`: the gathering layer's own
+/// out-of-service refusal (after a failed write-behind) carries the
+/// failure this file recorded when the write failed.
+fn transfer_error(layer: &Gathering<Disk>, error: GatherError<TransferError>) -> TransferError {
+    match error {
+        GatherError::OutOfService => TransferError::OutOfService(
+            layer
+                .transport()
+                .failure
+                .unwrap_or(Failure::WriteFailed { index: 0 }),
+        ),
+        GatherError::OutOfRange { index, block_count } => {
+            TransferError::OutOfRange { index, block_count }
         }
+        GatherError::Transport(error) => error,
     }
 }
 
 impl fmt::Display for TransferError {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            TransferError::OutOfService => write!(
-                formatter,
-                "an earlier request timed out or failed, the disk is out of service"
-            ),
+            TransferError::OutOfService(failure) => {
+                write!(formatter, "the disk is out of service: {failure}")
+            }
             TransferError::OutOfRange { index, block_count } => write!(
                 formatter,
                 "block {index} is past the end of {block_count} blocks"
@@ -274,6 +336,7 @@ impl fmt::Display for TransferError {
                 REQUEST_TIMEOUT_NS / 1_000_000_000
             ),
             TransferError::Io { index } => write!(formatter, "I/O error at block {index}"),
+            TransferError::FlushIo => write!(formatter, "I/O error on FLUSH"),
             TransferError::Unsupported => write!(formatter, "operation not supported"),
             TransferError::Driver(error) => write!(formatter, "{error}"),
             TransferError::Busy => write!(formatter, "disk lock held by the faulting code"),
@@ -319,7 +382,8 @@ impl PagerDisk {
     /// Reads block `index` into `buffer`.
     pub fn read(&self, index: u64, buffer: &mut [u8; BLOCK_SIZE]) -> Result<(), TransferError> {
         let mut disk = self.disk.try_lock().ok_or(TransferError::Busy)?;
-        disk.read(index, buffer).map_err(TransferError::from)
+        let read = disk.read(index, buffer);
+        read.map_err(|error| transfer_error(&disk, error))
     }
 
     /// Reads block `index` from the device in a request of its own: no read
@@ -330,14 +394,15 @@ impl PagerDisk {
         buffer: &mut [u8; BLOCK_SIZE],
     ) -> Result<(), TransferError> {
         let mut disk = self.disk.try_lock().ok_or(TransferError::Busy)?;
-        disk.read_uncached(index, buffer)
-            .map_err(TransferError::from)
+        let read = disk.read_uncached(index, buffer);
+        read.map_err(|error| transfer_error(&disk, error))
     }
 
     /// Writes `buffer` to block `index` (durable at the next flush).
     pub fn write(&self, index: u64, buffer: &[u8; BLOCK_SIZE]) -> Result<(), TransferError> {
         let mut disk = self.disk.try_lock().ok_or(TransferError::Busy)?;
-        disk.write(index, buffer).map_err(TransferError::from)
+        let written = disk.write(index, buffer);
+        written.map_err(|error| transfer_error(&disk, error))
     }
 }
 
@@ -350,6 +415,12 @@ enum Direction {
 impl VirtioDisk {
     pub fn info(&self) -> DiskInfo {
         self.info
+    }
+
+    /// Why the disk is out of service, if it is (a request timed out, or
+    /// a write or a flush failed): its domain must be paused.
+    pub fn failure(&self) -> Option<Failure> {
+        self.disk.lock().transport().failure
     }
 
     /// A handle for the page-fault path.
@@ -375,19 +446,28 @@ impl VirtioDisk {
 
 impl Disk {
     fn check_usable(&self) -> Result<(), TransferError> {
-        if self.is_timed_out {
-            return Err(TransferError::OutOfService);
+        match self.failure {
+            Some(failure) => Err(TransferError::OutOfService(failure)),
+            None => Ok(()),
         }
-        Ok(())
     }
 
-    /// Waits for the request `token` to complete, polling the used ring.
-    fn wait_for(&mut self, token: u16) -> Result<(), TransferError> {
+    /// Takes the disk out of service for `failure` (the first one stays).
+    fn fail(&mut self, failure: Failure) {
+        if self.failure.is_none() {
+            log::warn!("disk {}: out of service: {failure}", self.info.index);
+            self.failure = Some(failure);
+        }
+    }
+
+    /// Waits for the request `token` (a `operation`) to complete, polling
+    /// the used ring, for at most [`REQUEST_TIMEOUT_NS`].
+    fn wait_for(&mut self, token: u16, operation: Operation) -> Result<(), TransferError> {
         let started = timer::uptime_ns();
         let deadline = started + REQUEST_TIMEOUT_NS;
         while self.device.peek_used() != Some(token) {
             if timer::uptime_ns() > deadline {
-                self.is_timed_out = true;
+                self.fail(Failure::TimedOut { operation });
                 return Err(TransferError::TimedOut);
             }
             core::hint::spin_loop();
@@ -454,7 +534,11 @@ impl Disk {
             index,
             count,
         } = in_flight;
-        self.wait_for(token)?;
+        let operation = match direction {
+            Direction::Read => Operation::Read,
+            Direction::Write => Operation::Write,
+        };
+        self.wait_for(token, operation)?;
         // SAFETY: the same area and count as submitted (so the same
         // buffers), the device is done with them, and nothing else refers
         // to them.
@@ -471,10 +555,18 @@ impl Disk {
                     .complete_write_blocks(token, request, data, response),
             }
         };
-        completed.map_err(|error| match response.status() {
-            RespStatus::IO_ERR => TransferError::Io { index },
-            RespStatus::UNSUPPORTED => TransferError::Unsupported,
-            _ => TransferError::Driver(error),
+        let status = response.status();
+        completed.map_err(|error| {
+            // A failed read loses nothing; a failed write may have lost
+            // blocks the layer above was told are written.
+            if direction == Direction::Write {
+                self.fail(Failure::WriteFailed { index });
+            }
+            match status {
+                RespStatus::IO_ERR => TransferError::Io { index },
+                RespStatus::UNSUPPORTED => TransferError::Unsupported,
+                _ => TransferError::Driver(error),
+            }
         })
     }
 }
@@ -523,7 +615,14 @@ impl BlockTransport for Disk {
     }
 
     fn start_write(&mut self, area: Area, first: u64, count: usize) -> Result<(), TransferError> {
-        let token = self.submit(Direction::Write, area, first, count)?;
+        let token = self
+            .submit(Direction::Write, area, first, count)
+            .inspect_err(|error| {
+                // The layer goes out of service on it: so does the disk.
+                if !matches!(error, TransferError::OutOfService(_)) {
+                    self.fail(Failure::WriteFailed { index: first });
+                }
+            })?;
         self.in_flight = Some(InFlight {
             token,
             area,
@@ -543,9 +642,12 @@ impl BlockTransport for Disk {
     }
 
     /// Sends VIRTIO_BLK_T_FLUSH, so every completed write is on stable
-    /// storage when this returns (virtio 1.2, 5.2.6). A device that does not
-    /// offer VIRTIO_BLK_F_FLUSH has no volatile cache: its completed writes
-    /// are already durable, and virtio-drivers' flush is then a no-op.
+    /// storage when this returns (virtio 1.2, 5.2.6), and waits for it as
+    /// for any request, at most [`REQUEST_TIMEOUT_NS`]. A device that does
+    /// not offer VIRTIO_BLK_F_FLUSH has no volatile cache: its completed
+    /// writes are already durable, and there is nothing to send. A flush
+    /// that fails takes the disk out of service: the writes it was to make
+    /// durable may be lost, and a later flush must not report them durable.
     fn flush(&mut self) -> Result<(), TransferError> {
         self.check_usable()?;
         if self.in_flight.is_some() {
@@ -554,7 +656,43 @@ impl BlockTransport for Disk {
         if IS_FLUSH_SKIPPED_FOR_TESTS.load(Ordering::Relaxed) {
             return Ok(());
         }
-        self.device.flush().map_err(TransferError::Driver)
+        // The first area's header and status byte: no request is in flight
+        // (checked above), so neither is in use.
+        // SAFETY: the DMA frames are this disk's alone, no request is in
+        // flight and the disk is not out of service (both checked above),
+        // so these are the only references; area 0 < AREAS, no data.
+        let (request, _, response) =
+            unsafe { request_parts(self.buffers.pointer.as_ptr(), Area::First.index(), 0) };
+        *request = BlkReq::default();
+        *response = BlkResp::default();
+        // SAFETY: the request and status byte live in this disk's DMA frames
+        // and nothing touches them until the flush completes below; on a
+        // timeout the disk never touches them again.
+        let submitted = unsafe { self.device.flush_nb(request, response) };
+        let token = match submitted {
+            Ok(Some(token)) => token,
+            Ok(None) => return Ok(()),
+            Err(error) => {
+                self.fail(Failure::FlushFailed);
+                return Err(TransferError::Driver(error));
+            }
+        };
+        self.wait_for(token, Operation::Flush)?;
+        // SAFETY: the same parts as submitted with this token; the device
+        // is done with them and nothing else refers to them.
+        let (request, _, response) =
+            unsafe { request_parts(self.buffers.pointer.as_ptr(), Area::First.index(), 0) };
+        // SAFETY: the buffers `flush_nb` passed with this token.
+        let completed = unsafe { self.device.complete_flush(token, request, response) };
+        let status = response.status();
+        completed.map_err(|error| {
+            self.fail(Failure::FlushFailed);
+            match status {
+                RespStatus::IO_ERR => TransferError::FlushIo,
+                RespStatus::UNSUPPORTED => TransferError::Unsupported,
+                _ => TransferError::Driver(error),
+            }
+        })
     }
 }
 
@@ -604,7 +742,9 @@ impl BlockDevice for VirtioDisk {
     /// Sends the run waiting in the bounce area, waits for every write, then
     /// VIRTIO_BLK_T_FLUSH (see [`Disk`]'s `flush`).
     fn flush(&mut self) -> Result<(), DeviceError> {
-        let flushed = self.disk.lock().flush().map_err(TransferError::from);
+        let mut disk = self.disk.lock();
+        let flushed = disk.flush().map_err(|error| transfer_error(&disk, error));
+        drop(disk);
         flushed.map_err(|error| self.error("flush", error))
     }
 
@@ -635,8 +775,9 @@ pub static DISK_WAIT_NS: AtomicU64 = AtomicU64::new(0);
 /// Requests completed, over all disks since boot.
 pub static DISK_REQUESTS: AtomicU64 = AtomicU64::new(0);
 
-/// What the last probe found, for the console.
-static PROBED: Mutex<Option<Vec<DiskInfo>>> = Mutex::new(None);
+/// What the last probe found, for the console: each disk and its lock
+/// (to say whether it is out of service).
+static PROBED: Mutex<Option<Vec<(DiskInfo, &'static LockedDisk)>>> = Mutex::new(None);
 
 /// Finds every virtio-blk device, in PCI order, and brings each up. A device
 /// that fails is logged and skipped. Probing resets the devices and disks
@@ -672,7 +813,7 @@ pub fn probe_disks() -> Vec<VirtioDisk> {
     if disks.is_empty() {
         log::info!("no disks");
     }
-    *PROBED.lock() = Some(disks.iter().map(VirtioDisk::info).collect());
+    *PROBED.lock() = Some(disks.iter().map(|disk| (disk.info, disk.disk)).collect());
     disks
 }
 
@@ -680,9 +821,20 @@ pub fn probe_disks() -> Vec<VirtioDisk> {
 /// nothing has probed yet.
 pub fn known_disks() -> Vec<DiskInfo> {
     if let Some(known) = PROBED.lock().as_ref() {
-        return known.clone();
+        return known.iter().map(|(info, _)| *info).collect();
     }
     probe_disks().iter().map(VirtioDisk::info).collect()
+}
+
+/// Why disk `index` is out of service, if it is (none for a disk the probe
+/// did not find, or one whose lock is held right now).
+pub fn failure_of(index: usize) -> Option<Failure> {
+    let probed = PROBED.lock();
+    let (_, disk) = probed
+        .as_ref()?
+        .iter()
+        .find(|(info, _)| info.index == index)?;
+    disk.try_lock()?.transport().failure
 }
 
 fn bring_up(
@@ -716,7 +868,7 @@ fn bring_up(
         device,
         buffers,
         info,
-        is_timed_out: false,
+        failure: None,
         in_flight: None,
     }))));
     Ok(VirtioDisk { disk, info })

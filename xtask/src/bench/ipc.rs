@@ -306,6 +306,7 @@ impl Kernel<'_> {
             accel: self.accel,
             console: Console::Stdio,
             disks,
+            disk_options: std::collections::BTreeMap::new(),
             net: None,
             cluster_secret: None,
             nbd_disks: Vec::new(),

@@ -76,6 +76,7 @@ fn bench_machine(kernel_elf: &Path, disk: &Path, accel: Accel, append: &str) -> 
         accel,
         console: Console::Stdio,
         disks: vec![disk.to_path_buf()],
+        disk_options: std::collections::BTreeMap::new(),
         net: None,
         cluster_secret: None,
         nbd_disks: Vec::new(),

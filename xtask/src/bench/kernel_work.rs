@@ -259,6 +259,7 @@ fn machine_config(kernel_elf: &Path, disk: &Path, accel: Accel, memory_mib: u32)
         accel,
         console: Console::Stdio,
         disks: vec![disk.to_path_buf()],
+        disk_options: std::collections::BTreeMap::new(),
         net: None,
         cluster_secret: None,
         nbd_disks: Vec::new(),

@@ -43,6 +43,7 @@ fn machine(
         accel,
         console: Console::Stdio,
         disks: vec![disk],
+        disk_options: std::collections::BTreeMap::new(),
         net: Some(net),
         cluster_secret: Some(secret.clone()),
         nbd_disks: Vec::new(),
