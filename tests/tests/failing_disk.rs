@@ -123,12 +123,11 @@ fn a_failing_disk_pauses_its_domain(case: &str, options: DiskOptions, reason: &s
         return Err(machine.failure(&format!("ps does not show bystander running: {table:?}")));
     }
     let listing = machine.run_command("disks")?;
-    if lines_with(
-        &listing,
-        &format!("  victim: {status}; out of service: {reason}"),
-    )
-    .len()
-        != 1
+    let out_of_service = format!("; out of service: {reason}");
+    let held = lines_with(&listing, "  victim: ");
+    if held.len() != 1
+        || !held[0].starts_with(&format!("  victim: {status}"))
+        || !held[0].contains(&out_of_service)
     {
         return Err(machine.failure(&format!("disks: {listing:?}")));
     }
@@ -151,7 +150,7 @@ fn a_failing_disk_pauses_its_domain(case: &str, options: DiskOptions, reason: &s
     let lines = machine
         .transcript()
         .lines()
-        .filter(|candidate| candidate.contains("victim: paused: "))
+        .filter(|candidate| candidate.starts_with("victim: paused: "))
         .count();
     if lines != 1 {
         return Err(machine.failure(&format!("{lines} pause lines, wanted one")));
