@@ -27,7 +27,7 @@ use tests::crash::states::Plan;
 use tests::crash::trace::{Event, Recording};
 use tests::{
     ANSWER_TIMEOUT, BOOT_TIMEOUT, Cluster, LinkEnd, Machine, NetLink, apps_archive, counts,
-    domain_image, mac_last_byte, seed_from_environment, test_config, work_dir,
+    domain_image, environment_number, mac_last_byte, seed_from_environment, test_config, work_dir,
 };
 
 /// Periodic checkpoints every 200 ms: many commits in a few seconds.
@@ -124,6 +124,17 @@ fn check_clean_by(
 ) -> Result<()> {
     let (report, plan) = check(workload, recording, plan)?;
     if !report.findings.is_empty() {
+        let saved = saved_trace_dir(workload);
+        let replay = match recording.save(&saved) {
+            Ok(()) => format!(
+                "replay: AMBER_CRASH_REPLAY={} AMBER_CRASH_SEED={} AMBER_CRASH_SAMPLES={} cargo \
+                 test --release -p tests --test crash_states a_saved_trace",
+                saved.display(),
+                plan.seed,
+                plan.samples_per_window
+            ),
+            Err(error) => format!("the trace could not be saved: {error:#}"),
+        };
         let first: Vec<String> = report
             .findings
             .iter()
@@ -132,7 +143,7 @@ fn check_clean_by(
             .collect();
         bail!(
             "{workload}: {} of {} crash states broke a commit (AMBER_CRASH_SEED={}):\n{}\n\
-             ----- transcript -----\n{transcript}",
+             {replay}\n----- transcript -----\n{transcript}",
             report.findings.len(),
             report.states,
             plan.seed,
@@ -140,6 +151,43 @@ fn check_clean_by(
         );
     }
     assert_enough(workload, &report, confirmed);
+    Ok(())
+}
+
+/// Where a failing workload's trace is saved for a replay.
+fn saved_trace_dir(workload: &str) -> PathBuf {
+    xtask::paths::amber_dir()
+        .join("test-work")
+        .join(format!("crash-failed-{}", workload.replace(' ', "-")))
+}
+
+/// Checks a trace that a failing run saved, without booting anything:
+/// `AMBER_CRASH_REPLAY=DIR` with that run's `AMBER_CRASH_SEED` and
+/// `AMBER_CRASH_SAMPLES` draws the same states again (the failure message
+/// prints all three). Without it there is nothing to replay.
+#[test]
+fn a_saved_trace_replays_when_asked() -> Result<()> {
+    let Some(directory) = std::env::var_os("AMBER_CRASH_REPLAY") else {
+        return Ok(());
+    };
+    let recording = Recording::load(std::path::Path::new(&directory))?;
+    let samples = environment_number("AMBER_CRASH_SAMPLES")?;
+    let plan = Plan {
+        samples_per_window: samples.map_or(SAMPLES_PER_WINDOW, |samples| samples as usize),
+        ..plan()?
+    };
+    let (report, plan) = check("replay", &recording, plan)?;
+    for finding in &report.findings {
+        println!("{finding}");
+    }
+    if !report.findings.is_empty() {
+        bail!(
+            "{} of {} states broke a commit (AMBER_CRASH_SEED={})",
+            report.findings.len(),
+            report.states,
+            plan.seed
+        );
+    }
     Ok(())
 }
 

@@ -395,3 +395,19 @@ fn the_nbd_server_serves_and_records_writes_and_flushes() -> Result<()> {
     assert_eq!(recording.initial.block(3), &[9; BLOCK_SIZE]);
     Ok(())
 }
+
+#[test]
+fn a_saved_recording_loads_as_it_was() -> Result<()> {
+    let recording = recorded_workload(false)?;
+    let directory = crate::work_dir("crash-unit-saved-recording")?;
+    recording.save(&directory)?;
+    let loaded = Recording::load(&directory)?;
+    assert_eq!(loaded.events, recording.events);
+    assert_eq!(loaded.initial, recording.initial);
+    std::fs::write(directory.join("events.bin"), [0, 1, 2])?;
+    assert!(
+        Recording::load(&directory).is_err(),
+        "a cut write must not load"
+    );
+    Ok(())
+}
