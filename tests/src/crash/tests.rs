@@ -145,7 +145,7 @@ fn a_hand_made_trace_gives_the_states_a_drive_allows() -> Result<()> {
         Ok(())
     })?;
     // Window 1: at the start, all in order, 14 tears of its one block.
-    // Window 2: at the flush, all in order, samples (4 pieces: up to 20).
+    // Window 2: at the flush, all in order, samples (4 pieces: up to 40).
     assert_eq!(visited, 1 + 1 + 14 + 1 + 1 + 12);
     assert_eq!(seen.len(), visited);
     let (kind, cut, overlay, base) = &seen[0];
