@@ -27,20 +27,26 @@ use tests::crash::states::Plan;
 use tests::crash::trace::{Event, Recording};
 use tests::{
     ANSWER_TIMEOUT, BOOT_TIMEOUT, Cluster, LinkEnd, Machine, NetLink, apps_archive, counts,
-    domain_image, mac_last_byte, seed_from_environment, test_config, work_dir,
+    domain_image, environment_number, mac_last_byte, seed_from_environment, test_config, work_dir,
 };
 
 /// Periodic checkpoints every 200 ms: many commits in a few seconds.
 const KERNEL_ARGUMENTS: &str = "checkpoint-ms=200";
 
 /// Random states per window between two flushes.
-const SAMPLES_PER_WINDOW: usize = 16;
+const SAMPLES_PER_WINDOW: usize = 32;
 
 /// Random states drawn from the negative control's one window.
 const NEGATIVE_SAMPLES: usize = 200;
 
-/// Each workload's share of the 1,000 crash states a run must check.
-const MIN_STATES_PER_WORKLOAD: usize = 200;
+/// The crash states each workload but bigmem must give: with bigmem's
+/// [`BIGMEM_MIN_STATES`], 4 × 250 + 150 = 1,150, over the 1,000 a run must
+/// check. Each gives more (the commits come from explicit checkpoints and
+/// from the 200 ms timer, which counts wall time however slow the host).
+const MIN_STATES_PER_WORKLOAD: usize = 250;
+
+/// bigmem's share: each of its states verifies about 24,000 pages.
+const BIGMEM_MIN_STATES: usize = 150;
 
 /// Explicit checkpoints per workload, each asked and confirmed on the console.
 const CHECKPOINTS: usize = 3;
@@ -111,7 +117,14 @@ fn check_clean(
     transcript: &str,
     confirmed: usize,
 ) -> Result<()> {
-    check_clean_by(workload, recording, transcript, confirmed, plan()?)
+    check_clean_by(
+        workload,
+        recording,
+        transcript,
+        confirmed,
+        plan()?,
+        MIN_STATES_PER_WORKLOAD,
+    )
 }
 
 /// [`check_clean`] with states drawn by `plan`.
@@ -121,9 +134,21 @@ fn check_clean_by(
     transcript: &str,
     confirmed: usize,
     plan: Plan,
+    min_states: usize,
 ) -> Result<()> {
     let (report, plan) = check(workload, recording, plan)?;
     if !report.findings.is_empty() {
+        let saved = saved_trace_dir(workload);
+        let replay = match recording.save(&saved) {
+            Ok(()) => format!(
+                "replay: AMBER_CRASH_REPLAY={} AMBER_CRASH_SEED={} AMBER_CRASH_SAMPLES={} cargo \
+                 test --release -p tests --test crash_states a_saved_trace",
+                saved.display(),
+                plan.seed,
+                plan.samples_per_window
+            ),
+            Err(error) => format!("the trace could not be saved: {error:#}"),
+        };
         let first: Vec<String> = report
             .findings
             .iter()
@@ -132,21 +157,58 @@ fn check_clean_by(
             .collect();
         bail!(
             "{workload}: {} of {} crash states broke a commit (AMBER_CRASH_SEED={}):\n{}\n\
-             ----- transcript -----\n{transcript}",
+             {replay}\n----- transcript -----\n{transcript}",
             report.findings.len(),
             report.states,
             plan.seed,
             first.join("\n")
         );
     }
-    assert_enough(workload, &report, confirmed);
+    assert_enough(workload, &report, confirmed, min_states);
+    Ok(())
+}
+
+/// Where a failing workload's trace is saved for a replay.
+fn saved_trace_dir(workload: &str) -> PathBuf {
+    xtask::paths::amber_dir()
+        .join("test-work")
+        .join(format!("crash-failed-{}", workload.replace(' ', "-")))
+}
+
+/// Checks a trace that a failing run saved, without booting anything:
+/// `AMBER_CRASH_REPLAY=DIR` with that run's `AMBER_CRASH_SEED` and
+/// `AMBER_CRASH_SAMPLES` draws the same states again (the failure message
+/// prints all three). Without it there is nothing to replay.
+#[test]
+fn a_saved_trace_replays_when_asked() -> Result<()> {
+    let Some(directory) = std::env::var_os("AMBER_CRASH_REPLAY") else {
+        return Ok(());
+    };
+    let recording = Recording::load(std::path::Path::new(&directory))?;
+    let samples = environment_number("AMBER_CRASH_SAMPLES")?;
+    let plan = Plan {
+        samples_per_window: samples.map_or(SAMPLES_PER_WINDOW, |samples| samples as usize),
+        ..plan()?
+    };
+    let (report, plan) = check("replay", &recording, plan)?;
+    for finding in &report.findings {
+        println!("{finding}");
+    }
+    if !report.findings.is_empty() {
+        bail!(
+            "{} of {} states broke a commit (AMBER_CRASH_SEED={})",
+            report.findings.len(),
+            report.states,
+            plan.seed
+        );
+    }
     Ok(())
 }
 
 /// Asserts a workload gave the states its share needs and a commit to keep.
-fn assert_enough(workload: &str, report: &CheckReport, confirmed: usize) {
+fn assert_enough(workload: &str, report: &CheckReport, confirmed: usize, min_states: usize) {
     assert!(
-        report.states >= MIN_STATES_PER_WORKLOAD,
+        report.states >= min_states,
         "{workload}: only {} crash states: {}",
         report.states,
         report.summary()
@@ -230,7 +292,14 @@ fn bigmem_paging_loses_no_commit_in_any_crash_state() -> Result<()> {
         samples_per_window: BIGMEM_SAMPLES_PER_WINDOW,
         ..plan()?
     };
-    check_clean_by("bigmem", &recording, &machine.transcript(), confirmed, plan)
+    check_clean_by(
+        "bigmem",
+        &recording,
+        &machine.transcript(),
+        confirmed,
+        plan,
+        BIGMEM_MIN_STATES,
+    )
 }
 
 /// bigmem's memory: more than the machine's RAM can hold in frames.
@@ -261,6 +330,9 @@ fn a_spawned_domain_loses_no_commit_in_any_crash_state() -> Result<()> {
     let server = RecordingServer::serve(SparseDisk::new(SPARE_MIB << 20))?;
     let mut config = test_config()?;
     config.append = KERNEL_ARGUMENTS.into();
+    // The archive builds the apps again: not while another test of this
+    // process builds them (their temporary files are named by process).
+    tests::build_apps()?;
     config.disks = vec![apps_archive()?];
     let mut machine = boot(config, &server)?;
     machine.expect_prompt(BOOT_TIMEOUT)?;

@@ -523,6 +523,19 @@ mod tests {
     }
 
     #[test]
+    fn an_nbd_disk_is_a_writeback_virtio_disk_on_a_loopback_port() {
+        assert_eq!(
+            NbdDisk { port: 40999 }.arguments(2),
+            [
+                "-drive",
+                "file=nbd://127.0.0.1:40999,if=none,id=nbd2,format=raw,cache=writeback",
+                "-device",
+                "virtio-blk-pci,drive=nbd2",
+            ]
+        );
+    }
+
+    #[test]
     fn a_unix_socket_console_listens_without_waiting() {
         let console = Console::UnixSocket(PathBuf::from("/run/user/1000/amber/b.sock"));
         assert_eq!(

@@ -21,7 +21,7 @@ const ZERO_BLOCK: Block = [0; BLOCK_SIZE];
 
 /// A disk's bytes, block by block: a 640 MiB image whose domain touched
 /// 40 MiB costs 40 MiB. Blocks never written read as zeros.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct SparseDisk {
     blocks: HashMap<u64, Box<Block>>,
     len_bytes: u64,
@@ -79,6 +79,25 @@ impl SparseDisk {
         }
     }
 
+    /// The blocks ever written, in no particular order.
+    pub fn written_blocks(&self) -> impl Iterator<Item = (u64, &Block)> {
+        self.blocks.iter().map(|(index, block)| (*index, &**block))
+    }
+
+    /// Writes the disk to a (sparse) raw image file at `path`.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut file =
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        file.set_len(self.len_bytes)?;
+        for (index, block) in self.written_blocks() {
+            file.seek(SeekFrom::Start(index * BLOCK_SIZE as u64))?;
+            file.write_all(block)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(())
+    }
+
     /// Whether `len_bytes` bytes at `offset_bytes` lie inside the disk.
     pub fn contains(&self, offset_bytes: u64, len_bytes: u64) -> bool {
         offset_bytes
@@ -114,6 +133,20 @@ impl SparseDisk {
         }
     }
 }
+
+/// Two disks are equal when they hold the same bytes, whichever zero
+/// blocks each stores.
+impl PartialEq for SparseDisk {
+    fn eq(&self, other: &SparseDisk) -> bool {
+        self.len_bytes == other.len_bytes
+            && self
+                .written_blocks()
+                .chain(other.written_blocks())
+                .all(|(index, _)| self.block(index) == other.block(index))
+    }
+}
+
+impl Eq for SparseDisk {}
 
 /// The block holding byte `offset_bytes` and the offset within it.
 fn split(offset_bytes: u64) -> (u64, usize) {

@@ -226,7 +226,8 @@ fn window_states(
         }
         return Ok(visited);
     }
-    let samples = plan.samples_per_window.min(4 + 4 * window.len());
+    // A small window has few distinct states: draw fewer from it.
+    let samples = plan.samples_per_window.min(8 + 8 * window.len());
     for _ in 0..samples {
         emit(sample(base, window, start, random))?;
     }

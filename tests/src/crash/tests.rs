@@ -145,7 +145,7 @@ fn a_hand_made_trace_gives_the_states_a_drive_allows() -> Result<()> {
         Ok(())
     })?;
     // Window 1: at the start, all in order, 14 tears of its one block.
-    // Window 2: at the flush, all in order, samples (4 pieces: up to 20).
+    // Window 2: at the flush, all in order, samples (4 pieces: up to 40).
     assert_eq!(visited, 1 + 1 + 14 + 1 + 1 + 12);
     assert_eq!(seen.len(), visited);
     let (kind, cut, overlay, base) = &seen[0];
@@ -393,5 +393,21 @@ fn the_nbd_server_serves_and_records_writes_and_flushes() -> Result<()> {
         ]
     );
     assert_eq!(recording.initial.block(3), &[9; BLOCK_SIZE]);
+    Ok(())
+}
+
+#[test]
+fn a_saved_recording_loads_as_it_was() -> Result<()> {
+    let recording = recorded_workload(false)?;
+    let directory = crate::work_dir("crash-unit-saved-recording")?;
+    recording.save(&directory)?;
+    let loaded = Recording::load(&directory)?;
+    assert_eq!(loaded.events, recording.events);
+    assert_eq!(loaded.initial, recording.initial);
+    std::fs::write(directory.join("events.bin"), [0, 1, 2])?;
+    assert!(
+        Recording::load(&directory).is_err(),
+        "a cut write must not load"
+    );
     Ok(())
 }

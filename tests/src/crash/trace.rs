@@ -1,5 +1,8 @@
 //! What the recording server saw, and which commits each cut must keep.
 
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
 use persist::{BLOCK_SIZE, crc32c};
 
 use super::disk::{Block, SparseDisk};
@@ -51,6 +54,81 @@ impl Recording {
             }
         }
         counts
+    }
+}
+
+/// The file of [`Recording::save`] holding the disk before the guest ran.
+const INITIAL_FILE: &str = "initial.img";
+
+/// ... and the one holding the events.
+const EVENTS_FILE: &str = "events.bin";
+
+/// The longest write a saved trace may hold (the NBD server's limit).
+const MAX_SAVED_WRITE_BYTES: usize = 32 << 20;
+
+impl Recording {
+    /// Saves the recording in `directory` (created if need be), so that a
+    /// failure can be checked again with the same seed: the initial disk as
+    /// a raw image and the events as tagged records (0: a write, its offset
+    /// as u64 and length as u32, little-endian, then its bytes; 1: a flush;
+    /// 2: a checkpoint asked; 3: confirmed).
+    pub fn save(&self, directory: &Path) -> Result<()> {
+        std::fs::create_dir_all(directory)
+            .with_context(|| format!("creating {}", directory.display()))?;
+        self.initial.save(&directory.join(INITIAL_FILE))?;
+        let mut bytes = Vec::new();
+        for event in &self.events {
+            match event {
+                Event::Write { offset_bytes, data } => {
+                    bytes.push(0);
+                    bytes.extend_from_slice(&offset_bytes.to_le_bytes());
+                    bytes.extend_from_slice(&(data.len() as u32).to_le_bytes());
+                    bytes.extend_from_slice(data);
+                }
+                Event::Flush => bytes.push(1),
+                Event::CheckpointAsked => bytes.push(2),
+                Event::CheckpointConfirmed => bytes.push(3),
+            }
+        }
+        let path = directory.join(EVENTS_FILE);
+        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// A recording [`Recording::save`] wrote to `directory`.
+    pub fn load(directory: &Path) -> Result<Recording> {
+        let initial = SparseDisk::from_file(&directory.join(INITIAL_FILE))?;
+        let path = directory.join(EVENTS_FILE);
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let mut events = Vec::new();
+        let mut rest = &bytes[..];
+        while let Some((&tag, after)) = rest.split_first() {
+            rest = after;
+            events.push(match tag {
+                0 => {
+                    let (header, after) = rest
+                        .split_at_checked(12)
+                        .context("a saved write is cut short")?;
+                    let offset_bytes = u64::from_le_bytes(header[..8].try_into()?);
+                    let len_bytes = u32::from_le_bytes(header[8..].try_into()?) as usize;
+                    if len_bytes > MAX_SAVED_WRITE_BYTES {
+                        bail!("a saved write of {len_bytes} bytes");
+                    }
+                    let (data, after) = after
+                        .split_at_checked(len_bytes)
+                        .context("a saved write's data is cut short")?;
+                    rest = after;
+                    Event::Write {
+                        offset_bytes,
+                        data: data.to_vec(),
+                    }
+                }
+                1 => Event::Flush,
+                2 => Event::CheckpointAsked,
+                3 => Event::CheckpointConfirmed,
+                _ => bail!("{}: unknown event tag {tag}", path.display()),
+            });
+        }
+        Ok(Recording { initial, events })
     }
 }
 
