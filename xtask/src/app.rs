@@ -338,7 +338,7 @@ fn finish_app(app: &App, wasm_opt: &Path, output_dir: &Path) -> Result<BuiltApp>
     // Write and rename, so that a concurrent build or a running domain never
     // reads a half-written module.
     let path = output_dir.join(format!("{}.wasm", app.name));
-    let partial_path = output_dir.join(format!("{}.wasm.{}.partial", app.name, std::process::id()));
+    let partial_path = output_dir.join(paths::unique_name(app.name, "wasm.partial"));
     std::fs::write(&partial_path, &finished)
         .with_context(|| format!("writing {}", partial_path.display()))?;
     std::fs::rename(&partial_path, &path)
@@ -353,12 +353,12 @@ fn finish_app(app: &App, wasm_opt: &Path, output_dir: &Path) -> Result<BuiltApp>
 
 /// Runs `wasm-opt -O --asyncify` over `module`, through files in `work_dir`.
 ///
-/// The files carry the process ID, so two builds at once do not collide, and
-/// are removed afterwards.
+/// The files have names of their own ([`paths::unique_name`]), so two
+/// builds at once, in two processes or two threads of one, do not collide,
+/// and are removed afterwards.
 fn asyncify(name: &str, module: &[u8], wasm_opt: &Path, work_dir: &Path) -> Result<Vec<u8>> {
-    let process_id = std::process::id();
-    let input = work_dir.join(format!("{name}.{process_id}.imported-memory.wasm"));
-    let output = work_dir.join(format!("{name}.{process_id}.asyncified.wasm"));
+    let input = work_dir.join(paths::unique_name(name, "imported-memory.wasm"));
+    let output = work_dir.join(paths::unique_name(name, "asyncified.wasm"));
     std::fs::write(&input, module).with_context(|| format!("writing {}", input.display()))?;
     let status = Command::new(wasm_opt)
         .arg(&input)

@@ -54,7 +54,12 @@ pub fn write(apps: &[(&str, &Path)], output: &Path) -> Result<()> {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
     }
-    let partial = output.with_extension(format!("partial.{}", std::process::id()));
+    let partial = output.with_file_name(paths::unique_name(
+        &output
+            .file_name()
+            .map_or_else(|| "archive".into(), |name| name.to_string_lossy()),
+        "partial",
+    ));
     std::fs::write(&partial, bytes).with_context(|| format!("writing {}", partial.display()))?;
     std::fs::rename(&partial, output)
         .with_context(|| format!("renaming {} to {}", partial.display(), output.display()))

@@ -1,6 +1,7 @@
 //! Where things live: the workspace root and everything under target/amber.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The workspace root (the directory holding the top-level Cargo.toml).
 pub fn workspace_root() -> PathBuf {
@@ -41,4 +42,18 @@ pub fn disks_dir() -> PathBuf {
 /// Benchmark reports.
 pub fn bench_dir() -> PathBuf {
     amber_dir().join("bench")
+}
+
+/// A name no other file of this process or another one has: the process
+/// ID, a per-process count and the clock.
+pub fn unique_name(stem: &str, extension: &str) -> String {
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let count = COUNT.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.subsec_nanos());
+    format!(
+        "{stem}-{}-{count}-{nanos:08x}.{extension}",
+        std::process::id()
+    )
 }

@@ -15,7 +15,6 @@ use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result, bail};
 
@@ -45,20 +44,6 @@ pub fn private_dir() -> Result<PathBuf> {
     std::fs::set_permissions(&directory, Permissions::from_mode(0o700))
         .with_context(|| format!("making {} private (mode 0700)", directory.display()))?;
     Ok(directory)
-}
-
-/// A name no other file of this process or another one has: the process
-/// ID, a per-process count and the clock.
-pub fn unique_name(stem: &str, extension: &str) -> String {
-    static COUNT: AtomicU64 = AtomicU64::new(0);
-    let count = COUNT.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.subsec_nanos());
-    format!(
-        "{stem}-{}-{count}-{nanos:08x}.{extension}",
-        std::process::id()
-    )
 }
 
 /// A fresh random cluster secret written to its own file in
@@ -106,7 +91,7 @@ impl ClusterSecretFile {
     /// A secret file holding `bytes` (a test that needs a known secret, or
     /// the same one on several runs).
     pub fn with_bytes(bytes: [u8; SECRET_BYTES]) -> Result<ClusterSecretFile> {
-        let path = private_dir()?.join(unique_name("cluster-secret", "hex"));
+        let path = private_dir()?.join(paths::unique_name("cluster-secret", "hex"));
         write_private(&path, format!("{}\n", hex(&bytes)).as_bytes())?;
         Ok(ClusterSecretFile {
             inner: Arc::new(SecretInner { path, bytes }),
