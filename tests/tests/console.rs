@@ -114,7 +114,7 @@ fn a_unix_socket_console_is_private_and_answers() -> Result<()> {
         "{} has mode {mode:o}",
         directory.display()
     );
-    let socket = directory.join(xtask::private::unique_name("console-test", "sock"));
+    let socket = directory.join(xtask::paths::unique_name("console-test", "sock"));
     let mut config = test_config()?;
     config.console = tests::Console::UnixSocket(socket.clone());
     let machine = Machine::boot(&config)?;
