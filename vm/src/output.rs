@@ -268,6 +268,10 @@ impl GuestConsole {
     /// Prints the line about dropped output once its second has passed
     /// (called at every slice, so it comes even if the domain goes quiet).
     pub fn report_due(&mut self, platform: &dyn Platform) {
+        // Most slices: nothing dropped, no clock read.
+        if self.budget.dropped.is_none() {
+            return;
+        }
         if let Some(dropped) = self.budget.note_if_due(platform.monotonic_ns()) {
             self.print_dropped(platform, dropped);
         }

@@ -34,7 +34,10 @@ impl Domains {
         for (name, result) in self.scheduler.checkpoint_all() {
             match result {
                 Err(vm::Error::DiskFull { .. }) | Ok(_) => {}
-                Err(error) => println!("[{name}] checkpoint failed: {error}"),
+                Err(error) => {
+                    let name = super::platform::shown_name(&name);
+                    println!("[{name}] checkpoint failed: {error}");
+                }
             }
         }
         self.hold_paused();
