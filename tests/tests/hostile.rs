@@ -375,6 +375,41 @@ fn check_refusals(transcript: &str, refused: &[(usize, &Refused)]) -> Result<()>
     Ok(())
 }
 
+/// Checks what `fake_output` printed: no control byte in any of its lines,
+/// its flood cut at the per-second budget with a line saying so.
+fn check_fake_output(transcript: &str) -> Result<()> {
+    let lines: Vec<&str> = transcript
+        .lines()
+        .filter(|line| line.starts_with("[fake_output] "))
+        .collect();
+    if let Some(line) = lines
+        .iter()
+        .find(|line| line.chars().any(|character| character.is_control()))
+    {
+        bail!("fake_output printed a control character: {line:?}");
+    }
+    let spam = lines
+        .iter()
+        .filter(|line| **line == "[fake_output] spam")
+        .count();
+    let limit = vm::MAX_OUTPUT_LINES_PER_SECOND as usize;
+    let notes = lines
+        .iter()
+        .filter(|line| line.starts_with("[fake_output] warn: (output dropped: "))
+        .count();
+    // The flood takes well under a second, but a loaded host may split it
+    // across two of the budget's windows.
+    if spam == 0 || spam > 2 * limit || notes == 0 || notes > 2 {
+        bail!("fake_output: {spam} flood lines, {notes} notes: {lines:?}");
+    }
+    let shown: Vec<&&str> = lines
+        .iter()
+        .filter(|line| !line.ends_with("] ") && **line != "[fake_output] spam")
+        .collect();
+    eprintln!("fake_output printed {spam} flood lines, and: {shown:#?}");
+    Ok(())
+}
+
 /// At least how long `ps` is watched for the endless loop's fuel to grow.
 const FUEL_WINDOW: Duration = Duration::from_secs(2);
 
@@ -382,7 +417,13 @@ const FUEL_WINDOW: Duration = Duration::from_secs(2);
 fn runaway_guests_are_contained_and_bad_modules_refused() -> Result<()> {
     let directory = work_dir("hostile-resources")?;
     let mut disks = vec![domain_image(&directory, "counter", "counter")?];
-    for name in ["endless_loop", "grow_bomb", "message_flood", "big_log"] {
+    for name in [
+        "endless_loop",
+        "grow_bomb",
+        "message_flood",
+        "big_log",
+        "fake_output",
+    ] {
         disks.push(hostile_image(&directory, name)?);
     }
     let unreachable = hostile_module("unreachable")?;
@@ -446,6 +487,10 @@ fn runaway_guests_are_contained_and_bad_modules_refused() -> Result<()> {
         "[message_flood] exited(0)",
         "[big_log] (log message cut: 16773120 more bytes)",
         "[big_log] exited(0)",
+        // Shown, not obeyed: no byte of it moves the cursor or colours.
+        "[fake_output] \\x1b[2K\\x0d[counter] count 999999\\x1b[1A\\x08\\x7f",
+        "[fake_output] (log message cut: 4033 more bytes)",
+        "[fake_output] exited(0)",
     ]
     .map(String::from)
     .into_iter()
@@ -482,6 +527,8 @@ fn runaway_guests_are_contained_and_bad_modules_refused() -> Result<()> {
     check_one_ending_line(&transcript, "grow_bomb", "exited(0)")?;
     check_one_ending_line(&transcript, "message_flood", "exited(0)")?;
     check_one_ending_line(&transcript, "big_log", "exited(0)")?;
+    check_one_ending_line(&transcript, "fake_output", "exited(0)")?;
+    check_fake_output(&transcript)?;
     // Shutdown cannot commit a loop that never reaches a safe point; it says
     // so and powers off anyway.
     machine.send_line("shutdown")?;

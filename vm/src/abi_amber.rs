@@ -3,7 +3,8 @@
 //! Names, signatures and status codes are the abi crate's (`abi::IMPORTS`,
 //! `abi::StatusCode`; guest-sdk/README.md explains each call), and a test
 //! holds what this module defines against that list. Every pointer is
-//! checked (guest_memory.rs).
+//! checked (guest_memory.rs), and every call charges fuel for its work
+//! (fuel.rs).
 
 use alloc::format;
 use alloc::vec::Vec;
@@ -16,9 +17,8 @@ use crate::guest_memory;
 use crate::host_functions::HostFunctions;
 use crate::host_state::HostState;
 use crate::platform::{LogLevel, Stream};
-use abi::{
-    MAX_MESSAGE_BYTES, MAX_NAME_BYTES, MAX_OUTPUT_BYTES_PER_CALL, OUTPUT_FUEL_PER_BYTE, StatusCode,
-};
+use crate::{fuel, output};
+use abi::{MAX_MESSAGE_BYTES, MAX_NAME_BYTES, StatusCode};
 
 type Result<T> = core::result::Result<T, wasmi::Error>;
 
@@ -30,18 +30,6 @@ pub(crate) fn memory_of(caller: &Caller<'_, HostState>) -> Result<Memory> {
             detail: "the domain has no memory",
         })
     })
-}
-
-/// Charges the fuel `units` of work in a host call cost (bytes printed,
-/// iovecs read), so that a domain gets no more of the console per slice than
-/// of the CPU. Fuel may reach zero: the domain is then preempted at its next
-/// instruction, as at the end of any slice.
-pub(crate) fn charge_fuel(caller: &mut Caller<'_, HostState>, units: u64) -> Result<()> {
-    // Domain engines always meter fuel; without metering there is no slice.
-    if let Ok(fuel) = caller.get_fuel() {
-        caller.set_fuel(fuel.saturating_sub(units))?;
-    }
-    Ok(())
 }
 
 fn result_i32(value: Option<Val>) -> i32 {
@@ -64,34 +52,53 @@ pub(crate) fn define(functions: &mut HostFunctions<'_>) -> Result<()> {
         "log",
         |mut caller: Caller<'_, HostState>, level: i32, pointer: i32, length: i32| -> Result<()> {
             let memory = memory_of(&caller)?;
+            let message =
+                guest_memory::slice(memory.data(&caller), "log", pointer, length).map_err(trap)?;
+            // Bounded before anything is printed, and charged for it.
+            let shown_len = output::log_shown_len(message);
+            let is_cut = shown_len < message.len();
+            let lines = message[..shown_len]
+                .iter()
+                .filter(|&&byte| byte == b'\n')
+                .count()
+                + 1
+                + usize::from(is_cut);
+            let escapable = output::escapable_bytes(&message[..shown_len]) as u64;
+            let cost = fuel::CALL
+                .saturating_add((shown_len as u64).saturating_mul(fuel::OUTPUT_BYTE))
+                .saturating_add(escapable.saturating_mul(fuel::ESCAPED_BYTE))
+                .saturating_add((lines as u64).saturating_mul(fuel::OUTPUT_LINE));
+            fuel::charge(&mut caller, cost)?;
             let (bytes, state) = memory.data_and_store_mut(&mut caller);
             let message = guest_memory::slice(bytes, "log", pointer, length).map_err(trap)?;
             let stream = Stream::Log(LogLevel::from_abi(level));
-            let (shown, cut) = message.split_at(message.len().min(MAX_OUTPUT_BYTES_PER_CALL));
+            let (shown, cut) = message.split_at(shown_len);
             // One call is one line: split embedded newlines so prefixes stay right.
             for line in shown.split(|&byte| byte == b'\n') {
-                state.platform.output(&state.name, stream, line);
+                state.print_line(stream, line);
             }
-            if !cut.is_empty() {
+            if is_cut {
                 let note = format!("(log message cut: {} more bytes)", cut.len());
-                state.platform.output(&state.name, stream, note.as_bytes());
+                state.print_line(stream, note.as_bytes());
             }
-            let printed = shown.len() as u64;
-            charge_fuel(&mut caller, printed.saturating_mul(OUTPUT_FUEL_PER_BYTE))
+            Ok(())
         },
     )?;
-    functions.func_wrap("now", |caller: Caller<'_, HostState>| -> i64 {
-        caller.data().now_ns() as i64
+    functions.func_wrap("now", |mut caller: Caller<'_, HostState>| -> Result<i64> {
+        fuel::charge(&mut caller, fuel::CALL)?;
+        Ok(caller.data().now_ns() as i64)
     })?;
     functions.func_wrap(
         "sleep",
         |mut caller: Caller<'_, HostState>, duration_ns: i64| -> Result<()> {
+            fuel::charge(&mut caller, fuel::CALL)?;
             let deadline = deadline_after(&caller, duration_ns.max(0));
             blocking_call(&mut caller, BlockingCall::Sleep, deadline)?;
             Ok(())
         },
     )?;
     functions.func_wrap("yield", |mut caller: Caller<'_, HostState>| -> Result<()> {
+        fuel::charge(&mut caller, fuel::CALL)?;
         blocking_call(&mut caller, BlockingCall::Yield, None)?;
         Ok(())
     })?;
@@ -99,6 +106,9 @@ pub(crate) fn define(functions: &mut HostFunctions<'_>) -> Result<()> {
         "random",
         |mut caller: Caller<'_, HostState>, pointer: i32, length: i32| -> Result<()> {
             let memory = memory_of(&caller)?;
+            guest_memory::slice(memory.data(&caller), "random", pointer, length).map_err(trap)?;
+            let cost = fuel::CALL.saturating_add(fuel::random(length as u32 as usize));
+            fuel::charge(&mut caller, cost)?;
             let (bytes, state) = memory.data_and_store_mut(&mut caller);
             let target = guest_memory::slice_mut(bytes, "random", pointer, length).map_err(trap)?;
             state.platform.fill_random(target);
@@ -108,6 +118,7 @@ pub(crate) fn define(functions: &mut HostFunctions<'_>) -> Result<()> {
     functions.func_wrap(
         "self_id",
         |mut caller: Caller<'_, HostState>, pointer: i32| -> Result<()> {
+            fuel::charge(&mut caller, fuel::CALL)?;
             let memory = memory_of(&caller)?;
             let (bytes, state) = memory.data_and_store_mut(&mut caller);
             let id = state.id.to_le_bytes();
@@ -117,6 +128,8 @@ pub(crate) fn define(functions: &mut HostFunctions<'_>) -> Result<()> {
     functions.func_wrap(
         "checkpoint",
         |mut caller: Caller<'_, HostState>| -> Result<i32> {
+            // The commit's work is charged when it is done (Domain).
+            fuel::charge(&mut caller, fuel::CALL)?;
             Ok(result_i32(blocking_call(
                 &mut caller,
                 BlockingCall::Checkpoint,
@@ -132,12 +145,13 @@ pub(crate) fn define(functions: &mut HostFunctions<'_>) -> Result<()> {
     )?;
     functions.func_wrap(
         "send",
-        |caller: Caller<'_, HostState>,
+        |mut caller: Caller<'_, HostState>,
          name_pointer: i32,
          name_length: i32,
          message_pointer: i32,
          message_length: i32|
          -> Result<i32> {
+            fuel::charge(&mut caller, fuel::CALL)?;
             let memory = memory_of(&caller)?;
             let bytes = memory.data(&caller);
             let name =
@@ -147,9 +161,18 @@ pub(crate) fn define(functions: &mut HostFunctions<'_>) -> Result<()> {
             if name.len() > MAX_NAME_BYTES || message.len() > MAX_MESSAGE_BYTES {
                 return Ok(StatusCode::TooLarge.code());
             }
+            // The delivery is charged before it is asked for: the name is
+            // looked up, the message copied into the request, the outbox
+            // and the mailbox.
+            let copied = name.len().saturating_add(message.len().saturating_mul(3));
+            let (name, message) = (Vec::from(name), Vec::from(message));
+            fuel::charge(
+                &mut caller,
+                fuel::MESSAGE.saturating_add(fuel::copy(copied)),
+            )?;
             Err(wasmi::Error::host(Request::Send {
-                target: Vec::from(name),
-                message: Vec::from(message),
+                target: name,
+                message,
             }))
         },
     )?;
@@ -161,6 +184,8 @@ pub(crate) fn define(functions: &mut HostFunctions<'_>) -> Result<()> {
          from: i32,
          timeout_ns: i64|
          -> Result<i32> {
+            // The message's copy is charged when it is taken (blocking.rs).
+            fuel::charge(&mut caller, fuel::CALL)?;
             // Check the buffers now, so a bad pointer traps at the call and
             // not later when a message arrives.
             let memory = memory_of(&caller)?;

@@ -1,13 +1,15 @@
 //! The wasi_snapshot_preview1 subset that lets ordinary `std` Rust run.
 //!
-//! Implemented: fd_write to 1 and 2 (at most 4 KiB per call: a short write),
+//! Implemented: fd_write to 1 and 2 (at most 4 KiB, 64 lines and
+//! [`MAX_IOVECS_PER_CALL`] iovecs per call: a short write),
 //! fd_read of 0 (end of file), proc_exit, clock_time_get, clock_res_get,
 //! random_get, args_*, environ_*, sched_yield, poll_oneoff with clock
-//! subscriptions, fd_fdstat_get of 0-2 and fd_prestat_get (no preopens:
+//! subscriptions (at most [`MAX_SUBSCRIPTIONS_PER_CALL`]), fd_fdstat_get of 0-2 and fd_prestat_get (no preopens:
 //! EBADF, which ends libc's preopen scan).
 //! Every other function a module imports from this module is linked to a stub
 //! returning ENOSYS (see `stub_unknown_imports`), so any wasip1 program
 //! instantiates. Signatures follow the witx of wasi_snapshot_preview1.
+//! Every function charges fuel for its work (fuel.rs).
 
 use alloc::format;
 use alloc::string::String;
@@ -17,14 +19,15 @@ use wasmi::{Caller, Linker, Module, Val};
 
 use abi::WASI_MODULE as MODULE;
 
-use crate::abi_amber::{charge_fuel, memory_of};
+use crate::abi_amber::memory_of;
 use crate::blocking::{BlockingCall, Request, blocking_call, trap};
 use crate::error::TrapReason;
 use crate::guest_memory;
 use crate::host_functions::HostFunctions;
 use crate::host_state::HostState;
 use crate::platform::Stream;
-use abi::{MAX_OUTPUT_BYTES_PER_CALL, OUTPUT_FUEL_PER_BYTE, errno};
+use crate::{fuel, output};
+use abi::{MAX_OUTPUT_BYTES_PER_CALL, errno};
 
 type Result<T> = core::result::Result<T, wasmi::Error>;
 
@@ -33,6 +36,16 @@ const CLOCK_MONOTONIC: i32 = 1;
 const CLOCK_PROCESS_CPUTIME: i32 = 2;
 const CLOCK_THREAD_CPUTIME: i32 = 3;
 const FILETYPE_CHARACTER_DEVICE: u8 = 2;
+
+/// The most iovecs one `fd_write` reads (POSIX's `IOV_MAX` on Linux): the
+/// rest of a longer list is not read, a short write. 8.4 million
+/// zero-length iovecs once took 109 ms in one call.
+pub const MAX_IOVECS_PER_CALL: usize = 1024;
+
+/// The most subscriptions one `poll_oneoff` takes; more is `EINVAL` (as
+/// POSIX `poll` with more descriptors than a process may have). 1.3
+/// million once took 82 ms over three calls.
+pub const MAX_SUBSCRIPTIONS_PER_CALL: usize = 1024;
 
 /// Adds the implemented WASI functions: exactly the WASI part of
 /// `abi::IMPORTS`, which `stub_unknown_imports` relies on.
@@ -46,6 +59,7 @@ pub(crate) fn define(functions: &mut HostFunctions<'_>) -> Result<()> {
          _count: i32,
          read: i32|
          -> Result<i32> {
+            fuel::charge(&mut caller, fuel::CALL)?;
             if fd != 0 {
                 return Ok(errno::BADF);
             }
@@ -69,6 +83,7 @@ pub(crate) fn define(functions: &mut HostFunctions<'_>) -> Result<()> {
          _precision: i64,
          time: i32|
          -> Result<i32> {
+            fuel::charge(&mut caller, fuel::CALL)?;
             let now = match clock {
                 CLOCK_REALTIME => caller.data().platform.realtime_ns(),
                 CLOCK_MONOTONIC | CLOCK_PROCESS_CPUTIME | CLOCK_THREAD_CPUTIME => {
@@ -85,6 +100,7 @@ pub(crate) fn define(functions: &mut HostFunctions<'_>) -> Result<()> {
     functions.func_wrap(
         "clock_res_get",
         |mut caller: Caller<'_, HostState>, clock: i32, resolution: i32| -> Result<i32> {
+            fuel::charge(&mut caller, fuel::CALL)?;
             if !(0..=3).contains(&clock) {
                 return Ok(errno::INVAL);
             }
@@ -98,6 +114,10 @@ pub(crate) fn define(functions: &mut HostFunctions<'_>) -> Result<()> {
         "random_get",
         |mut caller: Caller<'_, HostState>, pointer: i32, length: i32| -> Result<i32> {
             let memory = memory_of(&caller)?;
+            guest_memory::slice(memory.data(&caller), "random_get", pointer, length)
+                .map_err(trap)?;
+            let cost = fuel::CALL.saturating_add(fuel::random(length as u32 as usize));
+            fuel::charge(&mut caller, cost)?;
             let (bytes, state) = memory.data_and_store_mut(&mut caller);
             let target =
                 guest_memory::slice_mut(bytes, "random_get", pointer, length).map_err(trap)?;
@@ -108,6 +128,7 @@ pub(crate) fn define(functions: &mut HostFunctions<'_>) -> Result<()> {
     functions.func_wrap(
         "args_sizes_get",
         |mut caller: Caller<'_, HostState>, count: i32, buffer_size: i32| -> Result<i32> {
+            charge_strings(&mut caller, StringList::Arguments)?;
             let strings = arguments(caller.data());
             sizes_get(&mut caller, "args_sizes_get", &strings, count, buffer_size)
         },
@@ -115,6 +136,7 @@ pub(crate) fn define(functions: &mut HostFunctions<'_>) -> Result<()> {
     functions.func_wrap(
         "args_get",
         |mut caller: Caller<'_, HostState>, pointers: i32, buffer: i32| -> Result<i32> {
+            charge_strings(&mut caller, StringList::Arguments)?;
             let strings = arguments(caller.data());
             strings_get(&mut caller, "args_get", &strings, pointers, buffer)
         },
@@ -122,6 +144,7 @@ pub(crate) fn define(functions: &mut HostFunctions<'_>) -> Result<()> {
     functions.func_wrap(
         "environ_sizes_get",
         |mut caller: Caller<'_, HostState>, count: i32, buffer_size: i32| -> Result<i32> {
+            charge_strings(&mut caller, StringList::Environment)?;
             let strings = caller.data().environment.clone();
             sizes_get(
                 &mut caller,
@@ -135,6 +158,7 @@ pub(crate) fn define(functions: &mut HostFunctions<'_>) -> Result<()> {
     functions.func_wrap(
         "environ_get",
         |mut caller: Caller<'_, HostState>, pointers: i32, buffer: i32| -> Result<i32> {
+            charge_strings(&mut caller, StringList::Environment)?;
             let strings = caller.data().environment.clone();
             strings_get(&mut caller, "environ_get", &strings, pointers, buffer)
         },
@@ -142,6 +166,7 @@ pub(crate) fn define(functions: &mut HostFunctions<'_>) -> Result<()> {
     functions.func_wrap(
         "sched_yield",
         |mut caller: Caller<'_, HostState>| -> Result<i32> {
+            fuel::charge(&mut caller, fuel::CALL)?;
             let result = blocking_call(&mut caller, BlockingCall::SchedYield, None)?;
             Ok(match result {
                 Some(Val::I32(value)) => value,
@@ -157,9 +182,14 @@ pub(crate) fn define(functions: &mut HostFunctions<'_>) -> Result<()> {
          count: i32,
          events_written: i32|
          -> Result<i32> {
-            if count == 0 {
+            fuel::charge(&mut caller, fuel::CALL)?;
+            if count == 0 || count as u32 as usize > MAX_SUBSCRIPTIONS_PER_CALL {
                 return Ok(errno::INVAL);
             }
+            // Bounded, so charged before the scan; writing the events is
+            // charged when the call completes (blocking.rs).
+            let scan = (count as u64).saturating_mul(fuel::SUBSCRIPTION);
+            fuel::charge(&mut caller, scan)?;
             let memory = memory_of(&caller)?;
             let deadline = crate::wasi_poll::deadline_ns(
                 memory.data(&caller),
@@ -183,6 +213,7 @@ pub(crate) fn define(functions: &mut HostFunctions<'_>) -> Result<()> {
     functions.func_wrap(
         "fd_fdstat_get",
         |mut caller: Caller<'_, HostState>, fd: i32, stat: i32| -> Result<i32> {
+            fuel::charge(&mut caller, fuel::CALL)?;
             if !(0..=2).contains(&fd) {
                 return Ok(errno::BADF);
             }
@@ -199,36 +230,44 @@ pub(crate) fn define(functions: &mut HostFunctions<'_>) -> Result<()> {
     )?;
     functions.func_wrap(
         "fd_prestat_get",
-        |_caller: Caller<'_, HostState>, _fd: i32, _prestat: i32| -> i32 { errno::BADF },
+        |mut caller: Caller<'_, HostState>, _fd: i32, _prestat: i32| -> Result<i32> {
+            fuel::charge(&mut caller, fuel::CALL)?;
+            Ok(errno::BADF)
+        },
     )?;
     functions.func_wrap(
         "fd_seek",
-        |_caller: Caller<'_, HostState>,
+        |mut caller: Caller<'_, HostState>,
          fd: i32,
          _offset: i64,
          _whence: i32,
          _position: i32|
-         -> i32 {
+         -> Result<i32> {
+            fuel::charge(&mut caller, fuel::CALL)?;
             // The standard streams are not seekable.
-            if (0..=2).contains(&fd) {
+            Ok(if (0..=2).contains(&fd) {
                 errno::SPIPE
             } else {
                 errno::BADF
-            }
+            })
         },
     )?;
     functions.func_wrap(
         "fd_prestat_dir_name",
-        |_caller: Caller<'_, HostState>, _fd: i32, _path: i32, _length: i32| -> i32 { errno::BADF },
+        |mut caller: Caller<'_, HostState>, _fd: i32, _path: i32, _length: i32| -> Result<i32> {
+            fuel::charge(&mut caller, fuel::CALL)?;
+            Ok(errno::BADF)
+        },
     )?;
     functions.func_wrap(
         "fd_close",
-        |_caller: Caller<'_, HostState>, fd: i32| -> i32 {
-            if (0..=2).contains(&fd) {
+        |mut caller: Caller<'_, HostState>, fd: i32| -> Result<i32> {
+            fuel::charge(&mut caller, fuel::CALL)?;
+            Ok(if (0..=2).contains(&fd) {
                 errno::SUCCESS
             } else {
                 errno::BADF
-            }
+            })
         },
     )?;
     Ok(())
@@ -242,41 +281,116 @@ fn fd_write(
     written: i32,
 ) -> Result<i32> {
     const CALL: &str = "fd_write";
+    fuel::charge(&mut caller, fuel::CALL)?;
     let stream = match fd {
         1 => Stream::Stdout,
         2 => Stream::Stderr,
         _ => return Ok(errno::BADF),
     };
+    // Bounded before it is read, and charged before: the iovecs it reads.
+    let iovec_count = (count.max(0) as usize).min(MAX_IOVECS_PER_CALL);
+    fuel::charge(
+        &mut caller,
+        (iovec_count as u64).saturating_mul(fuel::IOVEC),
+    )?;
     let memory = memory_of(&caller)?;
-    let (bytes, state) = memory.data_and_store_mut(&mut caller);
-    // At most MAX_OUTPUT_BYTES_PER_CALL per call: a short write, which the
-    // guest sees in `written` (std's write_all simply writes the rest next).
-    let mut total: usize = 0;
-    let mut iovecs_read: u64 = 0;
+    // At most MAX_OUTPUT_BYTES_PER_CALL and MAX_OUTPUT_LINES_PER_CALL per
+    // call: a short write, which the guest sees in `written` (std's
+    // write_all simply writes the rest next).
+    let mut taken: Vec<u8> = Vec::new();
+    let mut lines_left = output::MAX_OUTPUT_LINES_PER_CALL;
+    let mut is_bounded = false;
+    let bytes = memory.data(&caller);
     // An iovec is {buf: u32, buf_len: u32}.
-    for index in 0..count.max(0) {
-        if total == MAX_OUTPUT_BYTES_PER_CALL {
+    for index in 0..iovec_count {
+        if taken.len() == MAX_OUTPUT_BYTES_PER_CALL || lines_left == 0 {
+            is_bounded = true;
             break;
         }
-        let iov = iovs.wrapping_add(index.wrapping_mul(8));
+        let iov = iovs.wrapping_add((index as i32).wrapping_mul(8));
         let pointer = guest_memory::read_u32(bytes, CALL, iov).map_err(trap)?;
         let length = guest_memory::read_u32(bytes, CALL, iov.wrapping_add(4)).map_err(trap)?;
         let data = guest_memory::slice(bytes, CALL, pointer as i32, length as i32).map_err(trap)?;
-        let taken = &data[..data.len().min(MAX_OUTPUT_BYTES_PER_CALL - total)];
-        state.write_output(stream, taken);
-        total += taken.len();
-        iovecs_read += 1;
+        let piece = &data[..data.len().min(MAX_OUTPUT_BYTES_PER_CALL - taken.len())];
+        let piece = match output::nth_line_break(piece, lines_left) {
+            Some(end) => {
+                lines_left = 0;
+                &piece[..=end]
+            }
+            None => {
+                lines_left -= piece.iter().filter(|&&byte| byte == b'\n').count();
+                piece
+            }
+        };
+        taken.extend_from_slice(piece);
     }
-    // total <= MAX_OUTPUT_BYTES_PER_CALL, far below u32::MAX.
-    guest_memory::write_u32(bytes, CALL, written, total as u32).map_err(trap)?;
-    let printed = total as u64;
-    charge_fuel(
-        &mut caller,
-        printed
-            .saturating_mul(OUTPUT_FUEL_PER_BYTE)
-            .saturating_add(iovecs_read),
-    )?;
+    let lines_ended = output::MAX_OUTPUT_LINES_PER_CALL - lines_left;
+    let escapable = output::escapable_bytes(&taken) as u64;
+    let cost = (taken.len() as u64)
+        .saturating_mul(fuel::OUTPUT_BYTE)
+        .saturating_add(escapable.saturating_mul(fuel::ESCAPED_BYTE))
+        .saturating_add((lines_ended as u64).saturating_mul(fuel::OUTPUT_LINE));
+    fuel::charge(&mut caller, cost)?;
+    let (bytes, state) = memory.data_and_store_mut(&mut caller);
+    state.write_output(stream, &taken);
+    if !is_bounded && count.max(0) as usize > iovec_count {
+        check_unread_iovecs(bytes, iovs, count, iovec_count).map_err(trap)?;
+    }
+    // taken.len() <= MAX_OUTPUT_BYTES_PER_CALL, far below u32::MAX.
+    guest_memory::write_u32(bytes, CALL, written, taken.len() as u32).map_err(trap)?;
     Ok(errno::SUCCESS)
+}
+
+/// Traps if the iovecs past the first `read` of `count` at `iovs` leave
+/// memory, naming the first word outside as reading them one by one would
+/// (as `fd_write` did before it read at most [`MAX_IOVECS_PER_CALL`]): a
+/// list that runs off memory is a wild pointer, however long. O(1): only
+/// the list's end is checked, not the unread iovecs' buffers.
+fn check_unread_iovecs(
+    memory: &[u8],
+    iovs: i32,
+    count: i32,
+    read: usize,
+) -> core::result::Result<(), TrapReason> {
+    const CALL: &str = "fd_write";
+    let start = u64::from(iovs as u32);
+    let memory_len = memory.len() as u64;
+    let end = start.saturating_add(u64::from(count as u32).saturating_mul(8));
+    if end <= memory_len {
+        return Ok(());
+    }
+    // The first iovec whose 8 bytes do not all lie in memory (the `read`
+    // before it did); past 4 GiB the old reading wrapped around instead.
+    let first_outside =
+        (memory_len.saturating_sub(start).saturating_sub(8) / 8 + 1).max(read as u64);
+    let iov = start + first_outside * 8;
+    if iov > u64::from(u32::MAX) {
+        return Ok(());
+    }
+    guest_memory::read_u32(memory, CALL, iov as i32)?;
+    guest_memory::read_u32(memory, CALL, (iov + 4) as i32)?;
+    Ok(())
+}
+
+/// Which strings an `args_*` or `environ_*` call copies.
+#[derive(Debug, Clone, Copy)]
+enum StringList {
+    Arguments,
+    Environment,
+}
+
+/// Charges a call that copies a string list twice (out of the domain's
+/// state, into guest memory) before it does.
+fn charge_strings(caller: &mut Caller<'_, HostState>, list: StringList) -> Result<()> {
+    let state = caller.data();
+    let len_bytes: usize = match list {
+        StringList::Arguments => {
+            state.name.len() + state.args.iter().map(String::len).sum::<usize>()
+        }
+        StringList::Environment => state.environment.iter().map(String::len).sum(),
+    };
+    let cost = fuel::CALL.saturating_add(fuel::copy(len_bytes.saturating_mul(2)));
+    fuel::charge(caller, cost)
 }
 
 /// argv: the domain name, then the image's arguments.
@@ -345,7 +459,8 @@ pub fn stub_unknown_imports(linker: &mut Linker<HostState>, module: &Module) -> 
             MODULE,
             &name,
             func_type,
-            move |_caller, _params, results| {
+            move |mut caller, _params, results| {
+                fuel::charge(&mut caller, fuel::CALL)?;
                 if returns_errno {
                     results[0] = Val::I32(errno::NOSYS);
                     Ok(())

@@ -223,6 +223,8 @@ pub fn try_complete(
             count,
             events_written,
         } => {
+            let events_cost = (count.max(0) as u64).saturating_mul(crate::fuel::SUBSCRIPTION);
+            state.charge_later(events_cost);
             let written = crate::wasi_poll::write_events(memory, subscriptions, events, count)?;
             guest_memory::write_u32(memory, "poll_oneoff", events_written, written)?;
             Some(Some(Val::I32(errno::SUCCESS)))
@@ -243,9 +245,11 @@ fn complete_recv(
     if message.bytes.len() > capacity as u32 as usize {
         return Ok(StatusCode::BufferTooSmall.negated());
     }
+    let cost = crate::fuel::copy(message.bytes.len());
     guest_memory::write(memory, "recv", buffer, &message.bytes)?;
     guest_memory::write(memory, "recv", from, &message.from.to_le_bytes())?;
     let length = message.bytes.len() as i32;
+    state.charge_later(cost);
     state.drop_oldest_message();
     Ok(length)
 }

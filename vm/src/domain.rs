@@ -208,10 +208,25 @@ impl<S: Storage> Domain<S> {
         self.storage
     }
 
-    /// Runs the domain for at most `fuel` units (none while it is paused).
+    /// Runs the domain for at most `fuel` units (none while it is paused),
+    /// less the debt its host calls left (see `crate::fuel`): a slice the
+    /// debt takes whole is paid without running, and the domain is
+    /// [`RunOutcome::Preempted`] as if it had used it.
     pub fn run(&mut self, fuel: u64) -> RunOutcome {
         if self.pause.is_some() {
             return RunOutcome::Waiting;
+        }
+        if matches!(self.execution, Execution::Halted(_)) {
+            return self.run_slice(fuel);
+        }
+        let state = self.store.data_mut();
+        state.console.report_due(&*state.platform);
+        let paid = state.fuel_debt.min(fuel);
+        state.fuel_debt -= paid;
+        self.fuel_used = self.fuel_used.saturating_add(paid);
+        let fuel = fuel - paid;
+        if fuel == 0 {
+            return RunOutcome::Preempted;
         }
         if !matches!(self.execution, Execution::Halted(_))
             && let Err(error) = self
@@ -445,7 +460,7 @@ impl<S: Storage> Domain<S> {
             self.record.mailbox.pop();
             self.record.commits = self.record.commits.saturating_sub(1);
             let line = format!("a message could not be made durable: {error}");
-            self.store.data().log_error(&line);
+            self.store.data_mut().log_error(&line);
             return StatusCode::MailboxFull;
         }
         self.store.data_mut().queue_message(message);
@@ -479,7 +494,7 @@ impl<S: Storage> Domain<S> {
         if accepted >= sequence {
             if arrival == Arrival::Fresh {
                 let line = format!("dropped a resend of message {sequence} from {from}");
-                self.store.data().log_info(&line);
+                self.store.data_mut().log_info(&line);
             }
             return StatusCode::Ok;
         }
@@ -534,8 +549,8 @@ impl<S: Storage> Domain<S> {
     }
 
     /// Prints a line about the domain at info level.
-    pub(crate) fn log_info(&self, line: &str) {
-        self.store.data().log_info(line);
+    pub(crate) fn log_info(&mut self, line: &str) {
+        self.store.data_mut().log_info(line);
     }
 
     /// Whether a commit succeeded since the last call.
@@ -629,7 +644,7 @@ impl<S: Storage> Domain<S> {
             }
             Err(error) => {
                 let line = format!("checkpoint failed: {error}");
-                self.store.data().log_error(&line);
+                self.store.data_mut().log_error(&line);
                 StatusCode::CheckpointFailed
             }
         };
@@ -670,13 +685,13 @@ impl<S: Storage> Domain<S> {
         self.store.data_mut().flush_output();
         if let DomainStatus::Trapped(reason) = &status {
             let line = format!("trapped: {reason}");
-            self.store.data().log_error(&line);
+            self.store.data_mut().log_error(&line);
         }
         self.store.data_mut().suspension = None;
         self.execution = Execution::Halted(status.clone());
         if let Err(error) = self.commit() {
             let line = format!("final commit failed: {error}");
-            self.store.data().log_error(&line);
+            self.store.data_mut().log_error(&line);
         }
         RunOutcome::Halted(status)
     }

@@ -15,6 +15,7 @@ use crate::host_functions::HostFunctions;
 use crate::host_state::HostState;
 use crate::memory_backing::{MemoryBacking, WASM_PAGE_BYTES, module_fingerprint};
 use crate::outbox::Outbox;
+use crate::output::GuestConsole;
 use crate::platform::{LineBuffer, Platform};
 use crate::storage::{DomainId, DomainRecord, DomainStatus, Storage};
 use crate::{abi_amber, abi_wasi, snapshot};
@@ -232,6 +233,8 @@ impl<S: Storage> Domain<S> {
             outbox: Outbox::from_record(&record.outbox),
             stdout: LineBuffer::default(),
             stderr: LineBuffer::default(),
+            console: GuestConsole::new(&record.name),
+            fuel_debt: 0,
             asyncify: None,
             module_fingerprint: module_fingerprint(&record.module),
             save_buffer: None,

@@ -9,7 +9,8 @@ use wasmi::Memory;
 
 use crate::asyncify::AsyncifyExports;
 use crate::outbox::Outbox;
-use crate::platform::{LineBuffer, Platform, Stream};
+use crate::output::{GuestConsole, Writer};
+use crate::platform::{LineBuffer, LogLevel, Platform, Stream};
 use crate::storage::{DomainId, MailboxMessage, Suspension};
 
 /// The data of a domain's wasmi `Store`.
@@ -38,6 +39,11 @@ pub struct HostState {
     pub(crate) outbox: Outbox,
     pub(crate) stdout: LineBuffer,
     pub(crate) stderr: LineBuffer,
+    /// Where output goes: escaped, under the domain's name, within budget.
+    pub(crate) console: GuestConsole,
+    /// Fuel charged for host work that no slice has paid yet (see
+    /// `crate::fuel`); the next slices pay it before the domain runs.
+    pub(crate) fuel_debt: u64,
     /// Present when the module was built with asyncify.
     pub(crate) asyncify: Option<AsyncifyExports>,
     pub(crate) module_fingerprint: [u8; 16],
@@ -89,36 +95,55 @@ impl HostState {
         self.clock_origin_ns.saturating_add(elapsed)
     }
 
+    /// Charges `units` of work done outside a host call (a call completed
+    /// when the domain is resumed, a commit it asked for): the next slice,
+    /// or the next host call, pays it.
+    pub(crate) fn charge_later(&mut self, units: u64) {
+        self.fuel_debt = self.fuel_debt.saturating_add(units);
+    }
+
+    /// Prints one line the guest wrote (without its line break).
+    pub(crate) fn print_line(&mut self, stream: Stream, line: &[u8]) {
+        self.console
+            .print(&*self.platform, Writer::Guest, stream, line);
+    }
+
     /// Writes guest output, line by line, to the platform console.
     pub(crate) fn write_output(&mut self, stream: Stream, bytes: &[u8]) {
-        let platform = &self.platform;
-        let name = &self.name;
+        let platform = &*self.platform;
+        let console = &mut self.console;
         let buffer = match stream {
             Stream::Stderr => &mut self.stderr,
             _ => &mut self.stdout,
         };
-        buffer.push(bytes, |line| platform.output(name, stream, line));
+        buffer.push(bytes, |line| {
+            console.print(platform, Writer::Guest, stream, line)
+        });
     }
 
     /// Prints a line about the domain at error level (traps, failed commits).
-    pub(crate) fn log_error(&self, line: &str) {
-        let stream = Stream::Log(crate::platform::LogLevel::Error);
-        self.platform.output(&self.name, stream, line.as_bytes());
+    pub(crate) fn log_error(&mut self, line: &str) {
+        let stream = Stream::Log(LogLevel::Error);
+        self.console
+            .print(&*self.platform, Writer::Host, stream, line.as_bytes());
     }
 
     /// Prints a line about the domain at info level.
-    pub(crate) fn log_info(&self, line: &str) {
-        let stream = Stream::Log(crate::platform::LogLevel::Info);
-        self.platform.output(&self.name, stream, line.as_bytes());
+    pub(crate) fn log_info(&mut self, line: &str) {
+        let stream = Stream::Log(LogLevel::Info);
+        self.console
+            .print(&*self.platform, Writer::Host, stream, line.as_bytes());
     }
 
-    /// Emits unfinished output lines (at exit or trap).
+    /// Emits unfinished output lines and the line about dropped output (at
+    /// exit, trap or stop).
     pub(crate) fn flush_output(&mut self) {
-        let platform = &self.platform;
-        let name = &self.name;
+        let platform = &*self.platform;
+        let console = &mut self.console;
         self.stdout
-            .flush(|line| platform.output(name, Stream::Stdout, line));
+            .flush(|line| console.print(platform, Writer::Guest, Stream::Stdout, line));
         self.stderr
-            .flush(|line| platform.output(name, Stream::Stderr, line));
+            .flush(|line| console.print(platform, Writer::Guest, Stream::Stderr, line));
+        console.report_now(platform);
     }
 }

@@ -14,11 +14,13 @@ mod blocking;
 mod domain;
 mod domain_open;
 mod error;
+mod fuel;
 mod guest_memory;
 mod host_functions;
 mod host_state;
 mod memory_backing;
 mod outbox;
+mod output;
 mod persist_storage;
 mod platform;
 mod scheduler;
@@ -35,6 +37,10 @@ pub use error::{Error, TrapReason};
 pub use host_state::HostState;
 pub use memory_backing::{
     HashedHeapBacking, MemoryBacking, PAGE_BYTES, WASM_PAGE_BYTES, module_fingerprint,
+};
+pub use output::{
+    MAX_OUTPUT_BYTES_PER_SECOND, MAX_OUTPUT_LINES_PER_CALL, MAX_OUTPUT_LINES_PER_SECOND,
+    escape_into,
 };
 pub use persist_storage::PersistStorage;
 #[cfg(feature = "std")]

@@ -54,8 +54,11 @@ pub trait Platform: Send + Sync {
     fn realtime_ns(&self) -> u64;
     /// Fills `bytes` with unpredictable bytes.
     fn fill_random(&self, bytes: &mut [u8]);
-    /// One complete line (without its newline) a domain wrote.
-    fn output(&self, domain_name: &str, stream: Stream, line: &[u8]);
+    /// One complete line (without its newline) a domain wrote, or the vm
+    /// wrote about it, to be printed `[NAME] line`. Both are already made
+    /// safe to print (`crate::output`): no control character but the tab,
+    /// and within the domain's budget.
+    fn output(&self, domain_name: &str, stream: Stream, line: &str);
 }
 
 /// Collects a domain's output into lines so that prefixes stay on line starts.
@@ -141,8 +144,7 @@ mod std_platform {
             }
         }
 
-        fn output(&self, domain_name: &str, stream: Stream, line: &[u8]) {
-            let text = std::string::String::from_utf8_lossy(line);
+        fn output(&self, domain_name: &str, stream: Stream, text: &str) {
             // A closed stdout must not take the runner down: ignore write errors.
             match stream {
                 Stream::Stdout => {

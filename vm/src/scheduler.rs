@@ -319,6 +319,10 @@ impl<H, S: Storage> Scheduler<H, S> {
     }
 
     /// Gives every runnable domain one slice. Returns what halted or paused.
+    ///
+    /// A domain whose host calls left a debt of fuel (`crate::fuel`) pays
+    /// it from this slice first ([`Domain::run`]): its slice is smaller by
+    /// the debt, or spent on it whole, so host work is never forgiven.
     pub fn run_round(&mut self) -> Vec<SchedulerEvent<H>>
     where
         H: Clone,

@@ -43,9 +43,11 @@ fn log_prints_a_line() {
 #[test]
 fn a_huge_log_message_is_cut_and_printing_costs_fuel() {
     // A 16 MiB log once held the console (and every domain) for seconds.
+    // The memory is printable ('x'), so each byte prints as one.
     let wat = module(
         r#"(import "amber" "log" (func $log (param i32 i32 i32)))"#,
-        "(call $log (i32.const 3) (i32.const 0) (i32.const 65536))",
+        "(memory.fill (i32.const 0) (i32.const 0x78) (i32.const 65536))
+         (call $log (i32.const 3) (i32.const 0) (i32.const 65536))",
     );
     let (status, lines, _) = run_alone(&wat);
     assert_eq!(status, DomainStatus::Exited(0));
@@ -58,7 +60,8 @@ fn a_huge_log_message_is_cut_and_printing_costs_fuel() {
     // Logging without end: a slice ends after about a slice's worth of bytes.
     let endless = module(
         r#"(import "amber" "log" (func $log (param i32 i32 i32)))"#,
-        "(loop $again (call $log (i32.const 3) (i32.const 0) (i32.const 4096)) (br $again))",
+        "(memory.fill (i32.const 0) (i32.const 0x78) (i32.const 4096))
+         (loop $again (call $log (i32.const 3) (i32.const 0) (i32.const 4096)) (br $again))",
     );
     let engine = new_engine();
     let platform = TestPlatform::new();

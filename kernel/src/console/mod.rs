@@ -538,6 +538,7 @@ fn uptime(_context: &mut Context<'_>, _arguments: &str) {
 fn shutdown(context: &mut Context<'_>, _arguments: &str) {
     let lost = context.domains.commit_for_shutdown();
     for name in &lost {
+        let name = crate::domains::platform::shown_name(name);
         println!("[{name}] did not reach a safe point: its last periodic commit stays");
     }
     println!("amber: powering off");

@@ -36,7 +36,10 @@ impl Domains {
                 Err(vm::Error::DiskFull { .. }) | Ok(_) => {}
                 // hold_paused says it, once, naming the disk and why.
                 Err(_) if self.disk_failure(&name).is_some() => {}
-                Err(error) => println!("[{name}] checkpoint failed: {error}"),
+                Err(error) => {
+                    let name = super::platform::shown_name(&name);
+                    println!("[{name}] checkpoint failed: {error}");
+                }
             }
         }
         self.hold_paused();

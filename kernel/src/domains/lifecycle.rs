@@ -302,6 +302,7 @@ impl Domains {
                     // second line would report one end twice.
                     let state = State::of_status(&status);
                     if !matches!(status, DomainStatus::Trapped(_)) {
+                        let name = super::platform::shown_name(&name);
                         println!("[{name}] {state}");
                     }
                     if let Some(entry) = self.table.get_mut(handle) {

@@ -51,13 +51,23 @@ impl Platform for KernelPlatform {
         }
     }
 
-    fn output(&self, domain_name: &str, stream: Stream, line: &[u8]) {
-        let text = alloc::string::String::from_utf8_lossy(line);
+    /// Both `domain_name` and `text` come escaped by the vm
+    /// (`vm::escape_into`) and within the domain's output budget.
+    fn output(&self, domain_name: &str, stream: Stream, text: &str) {
         match stream {
             Stream::Stdout | Stream::Stderr => println!("[{domain_name}] {text}"),
             Stream::Log(level) => println!("[{domain_name}] {}{text}", level.label()),
         }
     }
+}
+
+/// A domain's name as the kernel prints it in its own lines about the
+/// domain (`[NAME] exited(0)`): escaped as the vm escapes the domain's
+/// output, since a name comes from an image, which anyone may write.
+pub fn shown_name(name: &str) -> alloc::string::String {
+    let mut shown = alloc::string::String::new();
+    vm::escape_into(name.as_bytes(), &mut shown);
+    shown
 }
 
 /// Sebastiano Vigna's SplitMix64: small, fast, and good enough to stretch a

@@ -47,13 +47,12 @@ impl Platform for TestPlatform {
         }
     }
 
-    fn output(&self, domain_name: &str, stream: Stream, line: &[u8]) {
+    fn output(&self, domain_name: &str, stream: Stream, text: &str) {
         let tag = match stream {
             Stream::Stdout => "out",
             Stream::Stderr => "err",
             Stream::Log(_) => "log",
         };
-        let text = String::from_utf8_lossy(line);
         self.lines
             .lock()
             .unwrap()

@@ -113,14 +113,13 @@ impl Platform for CapturingPlatform {
         self.clock.fill_random(bytes);
     }
 
-    fn output(&self, domain_name: &str, stream: Stream, line: &[u8]) {
-        let line = String::from_utf8_lossy(line);
+    fn output(&self, domain_name: &str, stream: Stream, line: &str) {
         if line.starts_with(ipc::RESULT_PREFIX) {
             let mut results = self
                 .results
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            results.push_back(line.into_owned());
+            results.push_back(line.to_owned());
         } else if matches!(
             stream,
             Stream::Stderr | Stream::Log(LogLevel::Error | LogLevel::Warn)
