@@ -12,6 +12,7 @@ use wasmi::{
 
 use crate::blocking::{Blocked, Entry, Request, is_ready, try_complete};
 use crate::error::{Error, TrapReason};
+use crate::fuel;
 use crate::host_state::HostState;
 use crate::memory_backing::MemoryBacking;
 use crate::outbox::Outbox;
@@ -340,7 +341,7 @@ impl<S: Storage> Domain<S> {
                 }
                 self.execution = Execution::Unwound;
                 if is_checkpoint || self.store.data().is_checkpoint_wanted {
-                    self.checkpoint_at_safe_point();
+                    self.checkpoint_at_safe_point(is_checkpoint);
                 }
                 RunOutcome::Waiting
             }
@@ -391,10 +392,10 @@ impl<S: Storage> Domain<S> {
                     call,
                     wait: PausedWait::Blocked(blocked),
                 };
-                if matches!(blocked.call, crate::blocking::BlockingCall::Checkpoint)
-                    || self.store.data().is_checkpoint_wanted
-                {
-                    self.checkpoint_at_safe_point();
+                let is_checkpoint =
+                    matches!(blocked.call, crate::blocking::BlockingCall::Checkpoint);
+                if is_checkpoint || self.store.data().is_checkpoint_wanted {
+                    self.checkpoint_at_safe_point(is_checkpoint);
                 }
                 RunOutcome::Waiting
             }
@@ -632,9 +633,20 @@ impl<S: Storage> Domain<S> {
         }
     }
 
-    fn checkpoint_at_safe_point(&mut self) {
+    /// Commits at a safe point: the guest's own `checkpoint` call
+    /// (`asked_by_guest`, which pays for the commit as for any host call's
+    /// work, see [`fuel::commit`]), or the machine's periodic checkpoint.
+    fn checkpoint_at_safe_point(&mut self, asked_by_guest: bool) {
         self.store.data_mut().is_checkpoint_wanted = false;
-        let status = match self.commit() {
+        let started_ns = self.store.data().platform.monotonic_ns();
+        let committed = snapshot::commit(self, self.status());
+        if asked_by_guest {
+            let state = self.store.data_mut();
+            let elapsed_ns = state.platform.monotonic_ns().saturating_sub(started_ns);
+            let pages = committed.as_ref().map_or(0, |pages| *pages);
+            state.charge_later(fuel::commit(pages, elapsed_ns));
+        }
+        let status = match committed.map(drop) {
             Ok(()) => StatusCode::Ok,
             Err(error @ Error::DiskFull { .. }) => {
                 // The guest hears nothing yet: its call completes when a
@@ -675,7 +687,7 @@ impl<S: Storage> Domain<S> {
 
     /// Commits memory, globals, suspension, status and mailbox.
     pub fn commit(&mut self) -> Result<(), Error> {
-        snapshot::commit(self, self.status())
+        snapshot::commit(self, self.status()).map(drop)
     }
 
     /// Ends the domain for good with `status` (exited, trapped, or killed

@@ -11,8 +11,9 @@ use crate::error::Error;
 use crate::memory_backing::{PAGE_BYTES, module_fingerprint};
 use crate::storage::{BlockingImport, Commit, DomainStatus, GlobalValue, SavedGlobal, Storage};
 
-/// Commits the domain as it is now, with `status`.
-pub fn commit<S: Storage>(domain: &mut Domain<S>, status: DomainStatus) -> Result<(), Error> {
+/// Commits the domain as it is now, with `status`; says how many pages of
+/// memory the commit wrote.
+pub fn commit<S: Storage>(domain: &mut Domain<S>, status: DomainStatus) -> Result<usize, Error> {
     let state = domain.store.data();
     let suspension = state.suspension.clone();
     // Globals matter only to a suspended stack: without one the module
@@ -49,6 +50,7 @@ pub fn commit<S: Storage>(domain: &mut Domain<S>, status: DomainStatus) -> Resul
         record.memory_pages = domain.record.memory_pages;
         Vec::new()
     };
+    let pages_written = dirty.len();
     let pages: Vec<(u64, &[u8])> = dirty
         .iter()
         .map(|&page_index| {
@@ -76,7 +78,7 @@ pub fn commit<S: Storage>(domain: &mut Domain<S>, status: DomainStatus) -> Resul
     if is_memory_trusted {
         domain.backing.after_commit(&mut domain.storage)?;
     }
-    Ok(())
+    Ok(pages_written)
 }
 
 fn saved_globals<S: Storage>(domain: &Domain<S>) -> Vec<SavedGlobal> {

@@ -305,3 +305,18 @@ fn the_measure_finds_a_busy_domain_next_to_another_takes_one_share() {
         share.hammer_shares
     );
 }
+
+#[test]
+fn checkpoints_asked_in_a_loop_pay_for_their_commits() {
+    // Each round of the loop dirties a page and asks for a commit.
+    let hammer = r#"(module
+        (import "amber" "checkpoint" (func $checkpoint (result i32)))
+        (import "env" "memory" (memory 1 1))
+        (func (export "_start") (local $i i32)
+            (loop $again
+                (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                (i32.store (i32.const 0) (local.get $i))
+                (drop (call $checkpoint))
+                (br $again))))"#;
+    check("checkpoint", &share(&[("checkpointer", hammer)]));
+}
