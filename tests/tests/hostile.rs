@@ -388,6 +388,11 @@ fn check_fake_output(transcript: &str) -> Result<()> {
     {
         bail!("fake_output printed a control character: {line:?}");
     }
+    // Its fake prompt stays behind its name: the test driver, which waits
+    // for the prompt at the start of a line, never took it for the real one.
+    if !lines.contains(&"[fake_output] amber> ps") {
+        bail!("fake_output's fake prompt is missing or not behind its name: {lines:?}");
+    }
     let spam = lines
         .iter()
         .filter(|line| **line == "[fake_output] spam")

@@ -141,17 +141,23 @@ impl Machine {
         let (mutex, condvar) = &*self.output;
         let mut output = lock(mutex);
         loop {
-            if let Some(offset) = output.text[self.cursor..].find(pattern) {
-                let start = self.cursor + offset;
+            let mut from = self.cursor;
+            while let Some(offset) = output.text[from..].find(pattern) {
+                let start = from + offset;
                 let end = start + pattern.len();
                 let line_start = output.text[..start].rfind('\n').map_or(0, |i| i + 1);
+                if until == Until::LineStart && start != line_start {
+                    from = start + pattern.chars().next().map_or(1, char::len_utf8);
+                    continue;
+                }
                 let line_end = output.text[end..].find('\n').map(|i| end + i);
-                if line_end.is_some() || until == Until::Match || output.is_closed() {
+                if line_end.is_some() || until != Until::LineEnd || output.is_closed() {
                     let line_end = line_end.unwrap_or(output.text.len());
                     let line = output.text[line_start..line_end].to_string();
                     self.cursor = end;
                     return Ok(line);
                 }
+                break;
             }
             let now = Instant::now();
             if output.is_closed() || now >= deadline {
@@ -173,10 +179,12 @@ impl Machine {
         }
     }
 
-    /// Waits for the console prompt.
+    /// Waits for the console prompt: at the start of a line, where the
+    /// kernel prints it, so that a domain's line that says `amber> ` (shown
+    /// after its `[NAME] ` prefix) is never taken for it.
     pub fn expect_prompt(&mut self, timeout: Duration) -> Result<()> {
         // The prompt has no line end: it waits for input.
-        self.wait_for(PROMPT, timeout, Until::Match).map(|_| ())
+        self.wait_for(PROMPT, timeout, Until::LineStart).map(|_| ())
     }
 
     /// Waits for a whole line whose first word is `start` (a row of `ps`)
@@ -297,8 +305,8 @@ impl Drop for Machine {
 /// What `wait_for` waits for once the pattern is there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Until {
-    /// The match itself.
-    Match,
+    /// The match itself, where it begins a line.
+    LineStart,
     /// The end of the line the match is on.
     LineEnd,
 }
