@@ -419,11 +419,17 @@ impl<D: BlockDevice> Image<D> {
     /// The next commit's sequence number, checked.
     fn next_sequence(&self) -> Result<u64, Error> {
         let sequence = self.superblock.sequence.get();
-        let next = sequence.checked_add(1).ok_or(Error::CounterOverflow {
-            counter: Counter::Sequence,
-            value: sequence,
-        })?;
-        Ok(next.max(self.next_sequence_at_least))
+        // u64::MAX itself is never taken: opening refuses it, since no
+        // commit could follow.
+        let next = sequence
+            .checked_add(1)
+            .map(|next| next.max(self.next_sequence_at_least))
+            .filter(|next| *next < u64::MAX)
+            .ok_or(Error::CounterOverflow {
+                counter: Counter::Sequence,
+                value: sequence,
+            })?;
+        Ok(next)
     }
 
     /// Writes everything but the superblock (unflushed).
