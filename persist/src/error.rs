@@ -410,7 +410,6 @@ impl core::error::Error for Error {
         match self {
             Self::Device(error) => Some(error),
             Self::MetadataRefused(error) => Some(error),
-            Self::NewestCommitDamaged { cause, .. } => Some(cause.as_ref()),
             _ => None,
         }
     }
