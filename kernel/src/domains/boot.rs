@@ -52,6 +52,7 @@ impl Domains {
             scheduler: Scheduler::new(DEFAULT_FUEL_SLICE),
             table: Table::default(),
             spares: Vec::new(),
+            damaged: Vec::new(),
             archive: None,
             checkpoint_interval_ns,
             next_checkpoint_ns: timer::uptime_ns() + checkpoint_interval_ns,
@@ -62,7 +63,7 @@ impl Domains {
         domains
     }
 
-    fn load_disk(&mut self, mut disk: VirtioDisk) {
+    pub(super) fn load_disk(&mut self, mut disk: VirtioDisk) {
         let disk_index = disk.info().index;
         match disk_kind(&mut disk) {
             Ok(DiskKind::Blank) => {
@@ -78,9 +79,9 @@ impl Domains {
             Err(error) => return self.refuse(disk_index, error.to_string()),
         }
         let started_ns = timer::uptime_ns();
-        let image = match Image::open(disk) {
+        let image = match Image::try_open(disk) {
             Ok(image) => image,
-            Err(error) => return self.refuse(disk_index, error.to_string()),
+            Err(unopened) => return self.refuse_unopened(disk_index, unopened),
         };
         let Some(image) = self.resolve_at_boot(disk_index, image) else {
             return;
