@@ -163,18 +163,16 @@ impl Forge {
         self.sign_superblock(slot);
     }
 
-    /// Signs again, bottom up, every pointer of the page map superblock
-    /// `slot` reaches, and the superblock: whatever a mutation did to the
-    /// nodes, their parents vouch for them again. Shared children are
-    /// signed once per level; the depth is the format's three levels.
-    pub fn sign_page_map(&mut self, slot: u64) {
+    /// The page-map blocks superblock `slot` reaches, level by level from
+    /// the root (nodes, then at the last level the pages), each block once
+    /// per level however many entries name it.
+    pub fn page_map_levels(&self, slot: u64) -> Vec<Vec<u64>> {
         let (root, _) = self.pointer_at(slot, PAGE_MAP_ROOT);
         if root == 0 || root >= self.block_count() {
-            self.sign_superblock(slot);
-            return;
+            return Vec::new();
         }
         let mut levels: Vec<Vec<u64>> = vec![vec![root]];
-        for _ in 0..2 {
+        for _ in 0..3 {
             let mut next = Vec::new();
             for &node in levels.last().into_iter().flatten() {
                 for slot_index in 0..FANOUT {
@@ -186,6 +184,17 @@ impl Forge {
             }
             levels.push(next);
         }
+        levels
+    }
+
+    /// Signs again, bottom up, every pointer of the page map superblock
+    /// `slot` reaches, and the superblock: whatever a mutation did to the
+    /// nodes, their parents vouch for them again. Shared children are
+    /// signed once per level; the depth is the format's three levels.
+    pub fn sign_page_map(&mut self, slot: u64) {
+        let mut levels = self.page_map_levels(slot);
+        // The last level holds pages: they are signed by their parents.
+        levels.pop();
         for nodes in levels.iter().rev() {
             for &node in nodes {
                 for slot_index in 0..FANOUT {
@@ -198,6 +207,7 @@ impl Forge {
                 }
             }
         }
+        let (root, _) = self.pointer_at(slot, PAGE_MAP_ROOT);
         self.set_root(slot, root);
     }
 }
