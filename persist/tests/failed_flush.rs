@@ -1,4 +1,4 @@
-//! A failed flush is final: no commit follows it, and the older superblock stays.
+//! A failed flush is final: no commit follows, the older superblock stays.
 //!
 //! A disk that fails a flush may have lost any write the flush covered, and
 //! (as Linux reports a writeback error once) a later flush may succeed over

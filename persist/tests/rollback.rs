@@ -1,4 +1,4 @@
-//! A damaged newest commit: named, never silently replaced, rolled back only on purpose.
+//! A damaged newest commit: named, never replaced silently, rolled back at will.
 
 mod common;
 

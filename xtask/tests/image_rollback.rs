@@ -1,4 +1,4 @@
-//! `cargo xtask image rollback`: a damaged newest commit, named, then rolled back.
+//! `cargo xtask image rollback`: a damaged newest commit, named, rolled back.
 
 use std::path::PathBuf;
 

@@ -1,4 +1,4 @@
-//! Disks whose newest commit is damaged: refused at boot, rolled back on request.
+//! Disks whose newest commit is damaged: refused, kept, rolled back on request.
 //!
 //! persist never opens the older commit of such an image by itself
 //! (`persist::Error::NewestCommitDamaged`). The kernel refuses the disk at

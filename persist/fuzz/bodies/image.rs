@@ -1,4 +1,4 @@
-//! Fuzz bodies: image open on raw bytes, and on structured, re-signed forgeries.
+//! Fuzz bodies: image open on raw bytes and on structured, re-signed forgeries.
 //!
 //! Raw bytes almost never get past the superblock's checksum, and a mutated
 //! seed image rarely past the CRCs of its inner blocks. The structured body
