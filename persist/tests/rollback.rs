@@ -1,4 +1,4 @@
-//! A damaged newest commit: named, never replaced silently, rolled back at will.
+//! A damaged newest commit: named, not replaced silently, rolled back at will.
 
 mod common;
 
