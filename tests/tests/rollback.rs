@@ -79,7 +79,6 @@ fn a_damaged_newest_commit_is_refused_at_boot_and_rolled_back_from_the_console()
     }
     // The rest boots.
     machine.expect("[hello] exited(0)", BOOT_TIMEOUT)?;
-    machine.expect_prompt(ANSWER_TIMEOUT)?;
 
     machine.send_line(&format!("rollback {disk_index}"))?;
     let answer = machine.expect(&format!("disk {disk_index}: rolled back"), ANSWER_TIMEOUT)?;
@@ -87,9 +86,9 @@ fn a_damaged_newest_commit_is_refused_at_boot_and_rolled_back_from_the_console()
     if !answer.contains(&format!("commit {damaged} was damaged and is discarded")) {
         bail!("the rollback answer does not name the damaged commit: {answer}");
     }
+    machine.expect_prompt(ANSWER_TIMEOUT)?;
     let line = machine.expect("[counter] count ", ANSWER_TIMEOUT)?;
     count_of("counter", &line).context("unreadable count after the rollback")?;
-    machine.expect_prompt(ANSWER_TIMEOUT)?;
     let table = machine.run_command("ps")?;
     if !table
         .iter()
