@@ -1,5 +1,6 @@
 //! Typed errors: one variant per cause, each naming what is wrong.
 
+use alloc::boxed::Box;
 use alloc::string::String;
 use core::fmt;
 
@@ -24,6 +25,12 @@ pub enum DeviceError {
     InjectedFault {
         /// The 1-based number of the failed write.
         write_number: u64,
+    },
+    /// A [`crate::FaultyDevice`] failed this flush on purpose, losing the
+    /// writes it should have made durable.
+    InjectedFlushFault {
+        /// The 1-based number of the failed flush.
+        flush_number: u64,
     },
     /// A [`crate::FaultyDevice`] lost power: nothing more reaches the disk.
     PoweredOff,
@@ -50,6 +57,9 @@ impl fmt::Display for DeviceError {
             Self::Io { operation, message } => write!(formatter, "{operation} failed: {message}"),
             Self::InjectedFault { write_number } => {
                 write!(formatter, "injected fault on write number {write_number}")
+            }
+            Self::InjectedFlushFault { flush_number } => {
+                write!(formatter, "injected fault on flush number {flush_number}")
             }
             Self::PoweredOff => write!(formatter, "the device lost power"),
             Self::OutOfService => write!(
@@ -97,6 +107,39 @@ impl fmt::Display for Structure {
             Self::FreeSpaceBitmap => "free-space bitmap block",
         })
     }
+}
+
+/// A counter in an image that cannot go one further.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counter {
+    /// The superblock's commit sequence number.
+    Sequence,
+    /// The metadata's count of commits since creation.
+    Commits,
+    /// The superblock's count of stored pages.
+    PagesStored,
+}
+
+impl fmt::Display for Counter {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(match self {
+            Self::Sequence => "commit sequence number",
+            Self::Commits => "commit count",
+            Self::PagesStored => "stored page count",
+        })
+    }
+}
+
+/// Why an image takes no further commit ([`Error::Poisoned`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoisonCause {
+    /// Writing or flushing a superblock failed: the disk holds the last
+    /// commit or the failed one, and only reopening tells which.
+    SuperblockWriteFailed,
+    /// A flush failed. Writes it covered may be lost although a later flush
+    /// would succeed (the device reports a failure once), so no commit may
+    /// ever claim them durable; the last commit is intact on disk.
+    FlushFailed,
 }
 
 /// Everything that can go wrong with a domain image.
@@ -184,9 +227,44 @@ pub enum Error {
     /// A metadata record that decodes but holds what no domain under the
     /// ABI's limits could have committed (see [`crate::validate`]).
     MetadataRefused(crate::MetadataError),
-    /// An earlier commit failed while writing its superblock: the image on
-    /// disk is the last or the failed commit; reopen it to go on.
-    Poisoned,
+    /// An earlier failure makes every further commit unsafe; reopen the
+    /// image to go on.
+    Poisoned {
+        /// What failed.
+        cause: PoisonCause,
+    },
+    /// The newest commit's superblock is valid but the commit beneath it is
+    /// not (`cause`), while the older commit opens cleanly. Opening never
+    /// falls back to it silently: [`crate::Image::open_rolling_back`] does,
+    /// on an operator's word, and records it in the image.
+    NewestCommitDamaged {
+        /// The damaged commit's sequence number.
+        damaged_sequence: u64,
+        /// The older, intact commit's sequence number.
+        intact_sequence: u64,
+        /// What is wrong with the damaged commit.
+        cause: Box<Error>,
+    },
+    /// A rollback was asked for, but the newest commit opens cleanly.
+    NothingToRollBack {
+        /// The newest commit's sequence number.
+        sequence: u64,
+    },
+    /// A rollback was asked for, and going back would do harm.
+    RollbackRefused {
+        /// The damaged commit's sequence number.
+        damaged_sequence: u64,
+        /// Why not.
+        reason: &'static str,
+    },
+    /// A counter is at its limit: an image no domain could have written,
+    /// refused rather than wrapped.
+    CounterOverflow {
+        /// Which counter.
+        counter: Counter,
+        /// Its value.
+        value: u64,
+    },
 }
 
 impl Error {
@@ -199,6 +277,15 @@ impl Error {
             block,
             structure,
             reason,
+        }
+    }
+
+    /// What is wrong beneath a [`Error::NewestCommitDamaged`]; any other
+    /// error is itself.
+    pub fn damage(&self) -> &Error {
+        match self {
+            Self::NewestCommitDamaged { cause, .. } => cause.damage(),
+            other => other,
         }
     }
 }
@@ -277,9 +364,42 @@ impl fmt::Display for Error {
             ),
             Self::InvalidMetadata { reason } => write!(formatter, "invalid metadata: {reason}"),
             Self::MetadataRefused(error) => write!(formatter, "metadata refused: {error}"),
-            Self::Poisoned => write!(
+            Self::Poisoned {
+                cause: PoisonCause::SuperblockWriteFailed,
+            } => write!(
                 formatter,
                 "an earlier commit failed while writing its superblock: reopen the image"
+            ),
+            Self::Poisoned {
+                cause: PoisonCause::FlushFailed,
+            } => write!(
+                formatter,
+                "an earlier flush failed, so writes since the last commit may be lost: \
+                 no further commit; the last commit is intact (reopen the image)"
+            ),
+            Self::NewestCommitDamaged {
+                damaged_sequence,
+                intact_sequence,
+                cause,
+            } => write!(
+                formatter,
+                "commit {damaged_sequence} is damaged ({cause}); the older commit \
+                 {intact_sequence} is intact and opens only by an explicit rollback"
+            ),
+            Self::NothingToRollBack { sequence } => write!(
+                formatter,
+                "nothing to roll back: the newest commit {sequence} opens cleanly"
+            ),
+            Self::RollbackRefused {
+                damaged_sequence,
+                reason,
+            } => write!(
+                formatter,
+                "no rollback past commit {damaged_sequence}: {reason}"
+            ),
+            Self::CounterOverflow { counter, value } => write!(
+                formatter,
+                "the {counter} is {value}, at its limit: no further commit can count"
             ),
         }
     }

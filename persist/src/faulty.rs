@@ -17,6 +17,11 @@ pub struct FaultPlan {
     /// after it fail with [`DeviceError::PoweredOff`]. Resolve the cut with
     /// [`FaultyDevice::power_cut`].
     pub power_off_after_writes: Option<u64>,
+    /// Fail this flush (1-based count of flushes) with
+    /// [`DeviceError::InjectedFlushFault`], losing every write not yet
+    /// flushed, as Linux does when writeback fails: the error is reported
+    /// once, and a later flush succeeds over the lost writes (fsyncgate).
+    pub fail_flush_number: Option<u64>,
 }
 
 /// Wraps a device and simulates a disk with a volatile write cache.
@@ -33,6 +38,7 @@ pub struct FaultyDevice<D> {
     /// The newest unflushed contents of each block, for reads.
     newest: BTreeMap<u64, usize>,
     writes: u64,
+    flushes: u64,
     plan: FaultPlan,
     is_powered_off: bool,
 }
@@ -63,6 +69,7 @@ impl<D: BlockDevice> FaultyDevice<D> {
             pending: Vec::new(),
             newest: BTreeMap::new(),
             writes: 0,
+            flushes: 0,
             plan,
             is_powered_off: false,
         }
@@ -71,6 +78,11 @@ impl<D: BlockDevice> FaultyDevice<D> {
     /// How many writes were attempted so far (failed ones included).
     pub fn write_count(&self) -> u64 {
         self.writes
+    }
+
+    /// How many flushes were attempted so far (failed ones included).
+    pub fn flush_count(&self) -> u64 {
+        self.flushes
     }
 
     /// How many writes are waiting for a flush.
@@ -176,6 +188,14 @@ impl<D: BlockDevice> BlockDevice for FaultyDevice<D> {
         if self.is_powered_off {
             return Err(DeviceError::PoweredOff);
         }
+        self.flushes += 1;
+        if self.plan.fail_flush_number == Some(self.flushes) {
+            self.pending.clear();
+            self.newest.clear();
+            return Err(DeviceError::InjectedFlushFault {
+                flush_number: self.flushes,
+            });
+        }
         for (index, block) in core::mem::take(&mut self.pending) {
             self.inner.write_block(index, &block)?;
         }
@@ -230,6 +250,7 @@ mod tests {
         let plan = FaultPlan {
             fail_write_number: Some(2),
             power_off_after_writes: Some(3),
+            fail_flush_number: None,
         };
         let mut device = FaultyDevice::new(MemoryDevice::new(4), plan);
         assert!(device.write_block(0, &block(1)).is_ok());
@@ -244,5 +265,25 @@ mod tests {
         );
         assert_eq!(device.flush(), Err(DeviceError::PoweredOff));
         assert!(device.is_powered_off());
+    }
+
+    #[test]
+    fn a_failed_flush_loses_the_unflushed_writes_and_the_next_one_succeeds() {
+        let plan = FaultPlan {
+            fail_flush_number: Some(2),
+            ..FaultPlan::default()
+        };
+        let mut device = FaultyDevice::new(MemoryDevice::new(4), plan);
+        device.write_block(1, &block(1)).unwrap();
+        device.flush().unwrap();
+        device.write_block(1, &block(2)).unwrap();
+        assert_eq!(
+            device.flush(),
+            Err(DeviceError::InjectedFlushFault { flush_number: 2 })
+        );
+        assert_eq!(device.flush(), Ok(()));
+        let mut read = [0u8; BLOCK_SIZE];
+        device.read_block(1, &mut read).unwrap();
+        assert_eq!(read, block(1), "the write before the failed flush is lost");
     }
 }

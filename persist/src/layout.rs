@@ -97,7 +97,7 @@ pub struct ChainPointer {
     pub reserved: U64,
 }
 
-const SUPERBLOCK_FIELDS_LEN: usize = 8 + 4 + 4 + 8 + 8 + 16 + 32 + 16 + 8 + 8;
+const SUPERBLOCK_FIELDS_LEN: usize = 8 + 4 + 4 + 8 + 8 + 16 + 32 + 16 + 8 + 8 + 24;
 
 /// A superblock (blocks 0 and 1). The one with the valid checksum and the
 /// higher sequence number is the image.
@@ -125,6 +125,16 @@ pub struct Superblock {
     pub pages_stored: U64,
     /// Blocks in use by this commit, superblocks included.
     pub blocks_used: U64,
+    /// How many times an operator rolled this image back past a damaged
+    /// commit (`Image::open_rolling_back`); zero in images that never were.
+    /// Every commit carries it on, and so do the two fields after it. Code
+    /// that predates them reads zeros here (it was padding) and, cloning
+    /// the superblock for its commits, keeps them too.
+    pub rollbacks: U64,
+    /// The sequence of the damaged commit the last rollback discarded.
+    pub rolled_back_from: U64,
+    /// The sequence of the intact commit the last rollback went back to.
+    pub rolled_back_to: U64,
     /// Zero.
     pub padding: [u8; SUPERBLOCK_CHECKSUM_OFFSET - SUPERBLOCK_FIELDS_LEN],
     /// CRC-32C of the bytes before it.

@@ -29,16 +29,19 @@ pub mod validate;
 mod verify;
 
 pub use device::{BLOCK_SIZE, BlockDevice, MemoryDevice};
-pub use error::{DeviceError, Error, Structure};
+pub use error::{Counter, DeviceError, Error, PoisonCause, Structure};
 pub use faulty::{FaultPlan, FaultyDevice};
 #[cfg(feature = "std")]
 pub use file_device::FileDevice;
-pub use image::{CommitStats, Image, ImageStats, NewDomain, PageLocation, default_block_count};
+pub use image::{
+    CommitStats, Image, ImageStats, NewDomain, PageLocation, RollbackRecord, Unopened,
+    default_block_count,
+};
 pub use layout::{FORMAT_VERSION, MAX_IMAGE_BLOCKS, crc32c};
 pub use metadata::{
-    Counters, DomainId, MAX_NAME_LEN, MessageCounts, Metadata, ModuleSha256, PAGES_PER_WASM_PAGE,
-    StoredGlobal, StoredMessage, StoredOutboxMessage, StoredStatus, ValueType, WASM_PAGE_SIZE,
-    module_sha256,
+    Counters, DomainId, MAX_NAME_LEN, MessageCounts, Metadata, MetadataRecord, ModuleSha256,
+    PAGES_PER_WASM_PAGE, StoredGlobal, StoredMessage, StoredOutboxMessage, StoredStatus, ValueType,
+    WASM_PAGE_SIZE, module_sha256,
 };
 pub use page_map::{MAX_PAGES, PAGE_MAP_HEIGHT};
 pub use superblock::MIN_IMAGE_BLOCKS;

@@ -205,11 +205,20 @@ pub(crate) struct ModuleRecord {
     pub(crate) len_bytes: u64,
 }
 
-/// The record the metadata chain holds.
+/// The record the metadata chain holds: the metadata and where the module
+/// lives. Public so that tools and fuzz targets can decode and encode the
+/// bytes of a chain ([`crate::migrate::decode_record`]); only persist makes one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct MetadataRecord {
+pub struct MetadataRecord {
     pub(crate) metadata: Metadata,
     pub(crate) module: ModuleRecord,
+}
+
+impl MetadataRecord {
+    /// The metadata the record holds.
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
 }
 
 /// SHA-256 of a module (the vm's `module_fingerprint` is another, weaker

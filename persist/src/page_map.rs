@@ -14,7 +14,7 @@ use crate::blob::read_checked;
 use crate::device::{BLOCK_SIZE, BlockDevice};
 use crate::error::{Error, Structure};
 use crate::layout::{NODE_FANOUT, Node, Pointer, crc32c};
-use crate::space::SpaceMap;
+use crate::space::{Bitmap, SpaceMap};
 
 /// Levels of nodes from the root to the pointers to pages.
 pub const PAGE_MAP_HEIGHT: u32 = 3;
@@ -131,51 +131,105 @@ impl<D: BlockDevice> Updater<'_, D> {
     }
 }
 
+/// What a walk of the page map may meet: the image's size and the domain's
+/// page range. A page map that breaks them is refused before anything is
+/// allocated per entry, so a hostile image costs at most one bitmap of its
+/// own size and one read per block it has.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Bounds {
+    /// Blocks in the image: every pointer must name one of them.
+    pub(crate) image_blocks: u64,
+    /// The first page index past the domain's memory maximum.
+    pub(crate) page_limit: u64,
+}
+
+/// Pages below one entry of a node at `level` (0 = root).
+fn pages_per_entry(level: u32) -> u64 {
+    1 << (DIGIT_BITS * (PAGE_MAP_HEIGHT - 1 - level))
+}
+
 /// Calls `visit(page_index, pointer)` for every stored page, in order, and
 /// `visit_node(pointer)` for every node; stops at the first error.
+///
+/// The walk checks that the map is a tree within `bounds`: every node and
+/// page block is reached once (nodes that share children, or a page block
+/// named twice, are refused, which bounds the work by the image's block
+/// count), the depth is [`PAGE_MAP_HEIGHT`] by construction, and no entry
+/// lies at or past the page limit (checked at every level, before descending).
+/// Its memory is one bit per image block.
 pub(crate) fn walk<D: BlockDevice>(
     device: &mut D,
     root: &Pointer,
-    image_blocks: u64,
+    bounds: Bounds,
     visit_node: &mut dyn FnMut(&Pointer) -> Result<(), Error>,
     visit_page: &mut dyn FnMut(u64, &Pointer) -> Result<(), Error>,
 ) -> Result<(), Error> {
-    fn walk_level<D: BlockDevice>(
-        device: &mut D,
-        pointer: &Pointer,
-        level: u32,
-        prefix: u64,
-        image_blocks: u64,
-        visit_node: &mut dyn FnMut(&Pointer) -> Result<(), Error>,
-        visit_page: &mut dyn FnMut(u64, &Pointer) -> Result<(), Error>,
-    ) -> Result<(), Error> {
-        visit_node(pointer)?;
-        let node = read_node(device, pointer, image_blocks)?;
-        for (slot_index, child) in node.iter().enumerate() {
-            if child.is_none() {
-                continue;
-            }
-            let index = (prefix << DIGIT_BITS) | slot_index as u64;
-            if level + 1 == PAGE_MAP_HEIGHT {
-                visit_page(index, child)?;
-            } else {
-                walk_level(
-                    device,
-                    child,
-                    level + 1,
-                    index,
-                    image_blocks,
-                    visit_node,
-                    visit_page,
-                )?;
-            }
-        }
-        Ok(())
+    struct Walk<'a, D> {
+        device: &'a mut D,
+        bounds: Bounds,
+        reached: Bitmap,
+        visit_node: &'a mut dyn FnMut(&Pointer) -> Result<(), Error>,
+        visit_page: &'a mut dyn FnMut(u64, &Pointer) -> Result<(), Error>,
     }
+
+    impl<D: BlockDevice> Walk<'_, D> {
+        /// Marks `pointer`'s block reached, refusing a second visit.
+        fn reach(&mut self, pointer: &Pointer, structure: Structure) -> Result<(), Error> {
+            let block = pointer.block.get();
+            if block < 2 || block >= self.bounds.image_blocks {
+                return Err(Error::BadPointer { block, structure });
+            }
+            if self.reached.contains(block) {
+                return Err(Error::malformed(
+                    block,
+                    structure,
+                    "block reached twice: the page map is not a tree",
+                ));
+            }
+            self.reached.insert(block);
+            Ok(())
+        }
+
+        fn level(&mut self, pointer: &Pointer, level: u32, prefix: u64) -> Result<(), Error> {
+            self.reach(pointer, Structure::PageMapNode)?;
+            (self.visit_node)(pointer)?;
+            let node = read_node(self.device, pointer, self.bounds.image_blocks)?;
+            for (slot_index, child) in node.iter().enumerate() {
+                if child.is_none() {
+                    continue;
+                }
+                let index = (prefix << DIGIT_BITS) | slot_index as u64;
+                // The first page below this entry must be a page the domain
+                // can have: refused here, before a single child is read.
+                if index.saturating_mul(pages_per_entry(level)) >= self.bounds.page_limit {
+                    return Err(Error::malformed(
+                        pointer.block.get(),
+                        Structure::PageMapNode,
+                        "an entry lies past the domain's memory maximum",
+                    ));
+                }
+                if level + 1 == PAGE_MAP_HEIGHT {
+                    self.reach(child, Structure::Page)?;
+                    (self.visit_page)(index, child)?;
+                } else {
+                    self.level(child, level + 1, index)?;
+                }
+            }
+            Ok(())
+        }
+    }
+
     if root.is_none() {
         return Ok(());
     }
-    walk_level(device, root, 0, 0, image_blocks, visit_node, visit_page)
+    let mut walk = Walk {
+        device,
+        bounds,
+        reached: Bitmap::new(bounds.image_blocks),
+        visit_node,
+        visit_page,
+    };
+    walk.level(root, 0, 0)
 }
 
 #[cfg(test)]

@@ -67,6 +67,7 @@ pub fn power_cut_round(seed: u64) -> Result<RoundReport, String> {
     let plan = FaultPlan {
         fail_write_number: had_failed_write.then(|| random.below(cut_after_writes + 1) + 1),
         power_off_after_writes: Some(cut_after_writes),
+        fail_flush_number: None,
     };
     let mut image = Image::open(FaultyDevice::new(created.into_device(), plan))
         .map_err(|error| fail("open", error))?;

@@ -36,12 +36,20 @@ fn walk_commit<D: BlockDevice>(
     for location in &loaded.bitmap_locations {
         visit(location.block.get(), Structure::FreeSpaceBitmap)?;
     }
+    // The record first: its memory maximum bounds the page map's walk.
+    let (record, metadata_blocks) = read_record(device, &superblock.metadata, image_blocks)?;
+    for block in metadata_blocks {
+        visit(block, Structure::Metadata)?;
+    }
     let mut pages = 0u64;
     let mut page_blocks = alloc::vec::Vec::new();
     page_map::walk(
         device,
         &superblock.page_map_root,
-        image_blocks,
+        page_map::Bounds {
+            image_blocks,
+            page_limit: record.metadata.page_limit(),
+        },
         &mut |node| visit(node.block.get(), Structure::PageMapNode),
         &mut |_, page| {
             page_blocks.push(*page);
@@ -52,10 +60,6 @@ fn walk_commit<D: BlockDevice>(
         visit(page.block.get(), Structure::Page)?;
         read_checked(device, page, image_blocks, Structure::Page)?;
         pages += 1;
-    }
-    let (record, metadata_blocks) = read_record(device, &superblock.metadata, image_blocks)?;
-    for block in metadata_blocks {
-        visit(block, Structure::Metadata)?;
     }
     let module_pointer = record.module.chain_pointer();
     let (module, module_blocks) =

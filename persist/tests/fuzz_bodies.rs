@@ -6,9 +6,14 @@
 //! under libFuzzer, from the seeds `bodies::seeds` makes.
 
 #[path = "../fuzz/bodies/mod.rs"]
+#[allow(
+    dead_code,
+    reason = "the hostile-image tests use the rest of the forge"
+)]
 mod bodies;
 
 use bodies::frames::Ending;
+use bodies::image::Outcome;
 use persist::migrate::{Refusal, RoundKind, Verdict, WireMessage};
 use persist::{DomainId, PAGE_SIZE};
 use proptest::prelude::*;
@@ -169,6 +174,99 @@ fn the_source_body_takes_mutated_replies() {
     assert!(endings.iter().any(|ending| *ending != Ending::Refused));
 }
 
+#[test]
+fn the_open_body_takes_real_images_and_their_mutations() {
+    let mut random = Random(0x5eed_0004);
+    let mut opened = 0;
+    for shape in [[0, 2, 0], [3, 1, 1], [2, 2, 0]] {
+        let image = bodies::image::base_image(shape);
+        assert_eq!(bodies::image::open(&image), Outcome::Opened);
+        for _ in 0..40 {
+            if bodies::image::open(&mutated(&image, &mut random)) == Outcome::Opened {
+                opened += 1;
+            }
+        }
+    }
+    assert!(opened > 0);
+}
+
+/// Which of the checks a hostile image meets an outcome shows.
+fn check_reached(outcome: &Outcome) -> Option<&'static str> {
+    let Outcome::Refused(error) = outcome else {
+        return None;
+    };
+    let text = error.damage().to_string();
+    [
+        "not a tree",
+        "past the domain's memory maximum",
+        "at its limit",
+        "page count disagrees",
+        "marked free",
+    ]
+    .into_iter()
+    .find(|check| text.contains(check))
+}
+
+#[test]
+fn the_structured_image_body_reaches_shared_nodes_and_extreme_counters() {
+    let mut random = Random(0x5eed_0005);
+    let mut reached = std::collections::BTreeMap::new();
+    let mut outcomes = Vec::new();
+    for seed in bodies::seeds::structured_seeds() {
+        outcomes.push(bodies::image::structured(&seed));
+    }
+    for _ in 0..300 {
+        let len = 3 + 4 * (1 + random.below(6));
+        let script: Vec<u8> = (0..len).map(|_| random.next() as u8).collect();
+        outcomes.push(bodies::image::structured(&script));
+    }
+    for outcome in &outcomes {
+        if let Some(check) = check_reached(outcome) {
+            *reached.entry(check).or_insert(0) += 1;
+        }
+    }
+    // Past the CRCs, into every structure check, and some still open.
+    for check in [
+        "not a tree",
+        "past the domain's memory maximum",
+        "at its limit",
+    ] {
+        assert!(
+            reached.contains_key(check),
+            "never reached {check:?}: {reached:?}"
+        );
+    }
+    assert!(outcomes.contains(&Outcome::Opened));
+}
+
+#[test]
+fn the_record_body_takes_a_real_record_and_its_mutations() {
+    let seed = bodies::seeds::record_seed();
+    assert!(bodies::record::record(&seed), "the seed record decodes");
+    let mut random = Random(0x5eed_0006);
+    let mut decoded = 0;
+    for _ in 0..500 {
+        decoded += usize::from(bodies::record::record(&mutated(&seed, &mut random)));
+    }
+    assert!(decoded > 0, "no mutant decodes");
+}
+
+#[test]
+fn the_archive_body_takes_a_real_archive_and_its_mutations() {
+    let seed = bodies::seeds::archive_seed();
+    assert_eq!(
+        bodies::archive::archive(&seed),
+        2,
+        "raw and re-signed both open"
+    );
+    let mut random = Random(0x5eed_0007);
+    let mut opened = 0;
+    for _ in 0..300 {
+        opened += bodies::archive::archive(&mutated(&seed, &mut random));
+    }
+    assert!(opened > 0, "no mutant opens");
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 
@@ -177,5 +275,9 @@ proptest! {
         bodies::wire::wire(&data);
         let _ = bodies::target::target(&data);
         let _ = bodies::source::source(&data);
+        let _ = bodies::image::open(&data);
+        let _ = bodies::image::structured(&data);
+        let _ = bodies::record::record(&data);
+        let _ = bodies::archive::archive(&data);
     }
 }

@@ -84,10 +84,22 @@ fn an_image_holding_a_forged_outbox_is_refused_when_opened() {
     ] {
         let mut image = image();
         forge(image.metadata_mut());
-        // Whoever wrote the image, this code refuses to run it.
+        // Whoever wrote the image, this code refuses to run it. The forged
+        // commit (2) is named, and so is the creation commit (1) beneath it.
         image.commit().unwrap();
         let error = Image::open(image.into_device()).unwrap_err();
-        assert_eq!(error, Error::MetadataRefused(refusal.clone()));
+        assert_eq!(error.damage(), &Error::MetadataRefused(refusal.clone()));
+        assert!(
+            matches!(
+                error,
+                Error::NewestCommitDamaged {
+                    damaged_sequence: 2,
+                    intact_sequence: 1,
+                    ..
+                }
+            ),
+            "{error}"
+        );
         assert!(error.to_string().contains("metadata refused"), "{error}");
     }
 }

@@ -215,6 +215,7 @@ proptest! {
         let plan = FaultPlan {
             fail_write_number: Some(failed_write),
             power_off_after_writes: Some(failed_write + cut_after_extra_writes),
+            fail_flush_number: None,
         };
         // 400 cases: together with the test above, 1,000 cuts per run.
         run(&steps, plan, cut_seed, Stack::Direct)?;
@@ -250,6 +251,7 @@ proptest! {
         let plan = FaultPlan {
             fail_write_number: Some(failed_write),
             power_off_after_writes: Some(failed_write + cut_after_extra_writes),
+            fail_flush_number: None,
         };
         run(&steps, plan, cut_seed, Stack::GatheredShortRuns)?;
     }

@@ -24,6 +24,13 @@ mod bodies;
 pub enum FuzzTarget {
     /// Image open and page reads on arbitrary bytes (persist/fuzz `open`).
     Persist,
+    /// Structured image edits with every CRC signed again: shared nodes,
+    /// fan-outs, entries past the memory, counters at their limits.
+    Image,
+    /// The metadata record decoder (`persist::migrate::decode_record`).
+    Record,
+    /// The apps archive, raw and with its CRCs signed again.
+    Archive,
     /// The migration wire decoder and encode-decode round trips.
     Wire,
     /// Frames fed to a migration target over a memory spare disk.
@@ -39,6 +46,9 @@ impl FuzzTarget {
     fn binary(self) -> &'static str {
         match self {
             Self::Persist => "open",
+            Self::Image => "image",
+            Self::Record => "record",
+            Self::Archive => "archive",
             Self::Wire => "wire",
             Self::Target => "target",
             Self::Source => "source",
@@ -58,6 +68,9 @@ impl FuzzTarget {
     fn max_len_bytes(self) -> usize {
         match self {
             Self::Persist => SEED_BLOCKS as usize * persist::BLOCK_SIZE,
+            // A shape and up to 64 edits of four bytes.
+            Self::Image => 3 + 64 * 4,
+            Self::Record | Self::Archive => 64 * 1024,
             Self::Wire => persist::migrate::wire::MAX_MESSAGE_LEN,
             // The seed migration and room to grow.
             Self::Target | Self::Source | Self::Incoming => 256 * 1024,
@@ -131,6 +144,20 @@ fn seed_corpus(target: FuzzTarget) -> Result<PathBuf> {
     match target {
         FuzzTarget::Persist => {
             std::fs::write(directory.join("seed-image"), seed_image()?)?;
+        }
+        FuzzTarget::Image => {
+            for (index, seed) in bodies::seeds::structured_seeds().iter().enumerate() {
+                std::fs::write(directory.join(format!("seed-edits-{index}")), seed)?;
+            }
+        }
+        FuzzTarget::Record => {
+            std::fs::write(directory.join("seed-record"), bodies::seeds::record_seed())?;
+        }
+        FuzzTarget::Archive => {
+            std::fs::write(
+                directory.join("seed-archive"),
+                bodies::seeds::archive_seed(),
+            )?;
         }
         FuzzTarget::Wire => {
             // Every frame of a real migration, both ways.

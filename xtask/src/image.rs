@@ -19,6 +19,17 @@ pub enum ImageCommand {
     Inspect(InspectArgs),
     /// Check every checksum of an image; fails naming the first bad block.
     Verify(VerifyArgs),
+    /// Open the older commit of an image whose newest commit is damaged,
+    /// discarding the damaged one for good (like `zpool import -F`); the
+    /// rollback is recorded in the image.
+    Rollback(RollbackArgs),
+}
+
+/// `image rollback`.
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The image file.
+    pub image: PathBuf,
 }
 
 /// `image new`.
@@ -85,7 +96,7 @@ pub fn run(command: ImageCommand) -> Result<()> {
             Ok(())
         }
         ImageCommand::Verify(args) => {
-            let report = verify(&args.image)?;
+            let (report, rollback) = verify_with_record(&args.image)?;
             println!(
                 "{}: ok (commit {}, {} blocks checked, {} pages)",
                 args.image.display(),
@@ -93,6 +104,13 @@ pub fn run(command: ImageCommand) -> Result<()> {
                 report.blocks_checked,
                 report.pages_checked
             );
+            if let Some(record) = rollback {
+                println!("rolled back: {record}");
+            }
+            Ok(())
+        }
+        ImageCommand::Rollback(args) => {
+            println!("{}", rollback(&args.image)?.confirmation());
             Ok(())
         }
     }
@@ -267,7 +285,20 @@ fn open(path: &Path) -> Result<Image<FileDevice>> {
         bail!("{} does not exist or is not a file", path.display());
     }
     let device = FileDevice::open(path).with_context(|| format!("opening {}", path.display()))?;
-    Image::open(device).with_context(|| format!("{} is not a usable domain image", path.display()))
+    Image::open(device).map_err(|error| {
+        let path = path.display();
+        match &error {
+            persist::Error::NewestCommitDamaged {
+                damaged_sequence,
+                intact_sequence,
+                ..
+            } => anyhow::anyhow!(
+                "{path} is not a usable domain image: {error}; `cargo xtask image rollback \
+                 {path}` opens commit {intact_sequence}, discarding commit {damaged_sequence}"
+            ),
+            _ => anyhow::Error::new(error).context(format!("{path} is not a usable domain image")),
+        }
+    })
 }
 
 /// What `image inspect` shows.
@@ -292,6 +323,8 @@ pub struct ImageInfo {
     pub outbox_messages: usize,
     /// The migration record, if a migration concerns the image.
     pub migration: Option<persist::migrate::Migration>,
+    /// What the last rollback past a damaged commit did, if there was one.
+    pub rollback: Option<persist::RollbackRecord>,
     pub args: Vec<String>,
     pub env: Vec<String>,
 }
@@ -351,6 +384,7 @@ impl ImageInfo {
             "mailbox_messages": self.mailbox_messages,
             "outbox_messages": self.outbox_messages,
             "migration": migration_text(&self.migration),
+            "rollback": rollback_text(&self.rollback),
             "args": self.args,
             "env": self.env,
         })
@@ -371,6 +405,7 @@ impl ImageInfo {
              mailbox:        {} messages\n\
              outbox:         {} messages not yet committed by their receivers\n\
              migration:      {}\n\
+             rollback:       {}\n\
              args:           {:?}\n\
              env:            {:?}\n",
             self.path.display(),
@@ -392,6 +427,7 @@ impl ImageInfo {
             self.mailbox_messages,
             self.outbox_messages,
             migration_text(&self.migration),
+            rollback_text(&self.rollback),
             self.args,
             self.env,
         )
@@ -425,6 +461,7 @@ pub fn inspect(path: &Path) -> Result<ImageInfo> {
         mailbox_messages: metadata.mailbox.len(),
         outbox_messages: metadata.outbox.len(),
         migration: metadata.migration.clone(),
+        rollback: image.rollback_record(),
         args: metadata.args.clone(),
         env: metadata.env.clone(),
     })
@@ -432,8 +469,74 @@ pub fn inspect(path: &Path) -> Result<ImageInfo> {
 
 /// Walks every checksum of the image; the error names the first bad block.
 pub fn verify(path: &Path) -> Result<persist::VerifyReport> {
+    Ok(verify_with_record(path)?.0)
+}
+
+/// [`verify`], and the image's rollback record, if it was ever rolled back.
+pub fn verify_with_record(
+    path: &Path,
+) -> Result<(persist::VerifyReport, Option<persist::RollbackRecord>)> {
     let mut image = open(path)?;
-    image
+    let report = image
         .verify()
-        .with_context(|| format!("{} failed verification", path.display()))
+        .with_context(|| format!("{} failed verification", path.display()))?;
+    Ok((report, image.rollback_record()))
+}
+
+fn rollback_text(rollback: &Option<persist::RollbackRecord>) -> String {
+    match rollback {
+        None => "never".into(),
+        Some(record) => record.to_string(),
+    }
+}
+
+/// What `image rollback` did.
+#[derive(Debug, Clone)]
+pub struct RolledBack {
+    pub path: PathBuf,
+    pub record: persist::RollbackRecord,
+    /// The sequence number of the commit that recorded the rollback.
+    pub sequence: u64,
+    /// The domain's name, as the restored commit has it.
+    pub name: String,
+}
+
+impl RolledBack {
+    /// The lines `image rollback` prints.
+    pub fn confirmation(&self) -> String {
+        format!(
+            "{}: rolled back: commit {} was damaged and is discarded; {} is at the state of \
+             commit {}, committed again as commit {} with the rollback recorded \
+             (`image inspect` shows it)",
+            self.path.display(),
+            self.record.damaged_sequence,
+            self.name,
+            self.record.restored_sequence,
+            self.sequence
+        )
+    }
+}
+
+/// Opens the older commit of an image whose newest commit is damaged and
+/// commits it again with the rollback recorded (`Image::open_rolling_back`).
+/// Refused when the newest commit opens cleanly, or when going back would
+/// undo a hand-over to another machine.
+pub fn rollback(path: &Path) -> Result<RolledBack> {
+    if !path.is_file() {
+        bail!("{} does not exist or is not a file", path.display());
+    }
+    let device = FileDevice::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let image = Image::open_rolling_back(device).map_err(|unopened| {
+        anyhow::Error::new(unopened.error)
+            .context(format!("{} was not rolled back", path.display()))
+    })?;
+    let record = image
+        .rollback_record()
+        .context("the rolled back image holds no rollback record")?;
+    Ok(RolledBack {
+        path: path.to_path_buf(),
+        record,
+        sequence: image.sequence(),
+        name: image.metadata().name.clone(),
+    })
 }

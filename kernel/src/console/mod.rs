@@ -11,7 +11,7 @@ use crate::arch::{acpi, timer};
 use crate::boot_info::BootInfo;
 use crate::diagnostics::disk_bench;
 use crate::diagnostics::nettest;
-use crate::domains::{CommitTiming, DiskUse, Domains, Row, Started, Summary};
+use crate::domains::{CommitTiming, DiskUse, Domains, RolledBack, Row, Started, Summary};
 use crate::drivers::virtio_net::MacAddress;
 use crate::drivers::{serial, virtio_blk};
 use crate::memory::{frames, heap};
@@ -94,6 +94,13 @@ const COMMANDS: &[Command] = &[
         help: "settle a parked copy whose source never answers: run it here (only if the \
                source will never run it again) or discard it",
         run: decide,
+    },
+    Command {
+        name: "rollback",
+        usage: "rollback DISK",
+        help: "open the intact older commit of a disk refused for a damaged newest one \
+               (the damaged commit is discarded; the image records it)",
+        run: rollback,
     },
     Command {
         name: "stats",
@@ -359,6 +366,32 @@ fn decide(context: &mut Context<'_>, arguments: &str) {
     if let Err(error) = context.migrations.decide(context.domains, name, decision) {
         println!("error: {error}");
     }
+}
+
+fn rollback(context: &mut Context<'_>, arguments: &str) {
+    let mut words = arguments.split_whitespace();
+    let (Some(Ok(disk_index)), None) = (words.next().map(str::parse::<usize>), words.next()) else {
+        println!("usage: rollback DISK (a disk number, as ps shows it)");
+        return;
+    };
+    answer(context.domains.roll_back(disk_index), |rolled| {
+        rollback_line(disk_index, &rolled)
+    });
+}
+
+fn rollback_line(disk_index: usize, rolled: &RolledBack) -> String {
+    let what = match &rolled.record {
+        Some(record) => format!(
+            "commit {} was damaged and is discarded; {} is back at commit {}'s state",
+            record.damaged_sequence, rolled.name, record.restored_sequence
+        ),
+        None => format!("{} is back at an older commit", rolled.name),
+    };
+    format!(
+        "disk {disk_index}: rolled back: {what}, committed as commit {} with the rollback \
+         recorded; now {}",
+        rolled.sequence, rolled.state
+    )
 }
 
 fn stats(context: &mut Context<'_>, arguments: &str) {

@@ -68,6 +68,7 @@ impl Domains {
             scheduler: Scheduler::new(DEFAULT_FUEL_SLICE),
             table: Table::default(),
             spares: Vec::new(),
+            damaged: Vec::new(),
             archive: None,
             checkpoint_interval_ns,
             next_checkpoint_ns: timer::uptime_ns() + checkpoint_interval_ns,
@@ -78,7 +79,7 @@ impl Domains {
         domains
     }
 
-    fn load_disk(&mut self, mut disk: VirtioDisk) {
+    pub(super) fn load_disk(&mut self, mut disk: VirtioDisk) {
         let disk_index = disk.info().index;
         match disk_kind(&mut disk) {
             Ok(DiskKind::Blank) => {
@@ -100,9 +101,9 @@ impl Domains {
             }
         }
         let started_ns = timer::uptime_ns();
-        let image = match Image::open(disk) {
+        let image = match Image::try_open(disk) {
             Ok(image) => image,
-            Err(error) => return self.refuse(disk_index, "", error.to_string()),
+            Err(unopened) => return self.refuse_unopened(disk_index, unopened),
         };
         let name = image.metadata().name.clone();
         let Some(image) = self.resolve_at_boot(disk_index, image) else {

@@ -37,12 +37,14 @@ mod error;
 mod images;
 mod lifecycle;
 pub mod platform;
+mod rollback;
 mod spawn;
 mod table;
 
 pub use checkpoint::{CheckpointReport, CommitTiming};
 pub use error::DomainError;
 pub use lifecycle::Started;
+pub use rollback::{RollbackError, RolledBack};
 pub use spawn::Spawned;
 pub use table::{DomainKey, State};
 
@@ -87,6 +89,9 @@ pub struct Domains {
     scheduler: Scheduler<DomainKey, PersistStorage<VirtioDisk>>,
     table: table::Table,
     spares: Vec<VirtioDisk>,
+    /// Disks whose newest commit is damaged over an intact one, by disk
+    /// index, kept for the operator's `rollback` (`rollback.rs`).
+    damaged: Vec<(usize, VirtioDisk)>,
     /// The apps archive `spawn` takes modules from, if a disk holds one.
     archive: Option<Archive<VirtioDisk>>,
     checkpoint_interval_ns: u64,

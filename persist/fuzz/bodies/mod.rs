@@ -4,7 +4,11 @@
 //! persist/tests/fuzz_bodies.rs runs each over random and mutated inputs,
 //! so CI exercises them without cargo-fuzz.
 
+pub mod archive;
+pub mod forge;
 pub mod frames;
+pub mod image;
+pub mod record;
 pub mod seeds;
 pub mod source;
 pub mod target;

@@ -57,3 +57,71 @@ pub fn migration_inputs() -> (Vec<u8>, Vec<u8>) {
         }
     }
 }
+
+/// Seed for the `record` body: the metadata chain bytes of a real image
+/// whose record has a trailer (a migration, message counts and an outbox).
+pub fn record_seed() -> Vec<u8> {
+    let mut image = source_image();
+    let metadata = image.metadata_mut();
+    metadata.migration = Some(persist::migrate::Migration::Outgoing {
+        migration_id: 9,
+        target: "fuzz-target".into(),
+    });
+    metadata.message_counts.sent = vec![(persist::DomainId(3), 2)];
+    metadata.message_counts.accepted = vec![(persist::DomainId(3), 1)];
+    metadata.outbox = vec![persist::StoredOutboxMessage {
+        receiver: persist::DomainId(3),
+        sequence: 2,
+        bytes: b"hi".to_vec(),
+    }];
+    metadata.counters.fuel_used = 1_000_000;
+    image.commit().expect("the seed record commits");
+    let forge = super::forge::Forge::new(image.into_device().into_bytes());
+    let slot = forge.newest_slot();
+    let (mut block, _) = forge.pointer_at(slot, 48);
+    let mut remaining = forge.u64_at(slot, 64) as usize;
+    let mut bytes = Vec::new();
+    // Each chain block: the next pointer, a payload length, the payload.
+    while block != 0 && remaining > 0 {
+        let chunk = forge.block(block).expect("the chain is inside the image");
+        let len = (u32::from_le_bytes([chunk[16], chunk[17], chunk[18], chunk[19]]) as usize)
+            .min(remaining);
+        bytes.extend_from_slice(&chunk[24..24 + len]);
+        remaining -= len;
+        block = forge.pointer_at(block, 0).0;
+    }
+    bytes
+}
+
+/// Seed for the `archive` body: an archive of two apps.
+pub fn archive_seed() -> Vec<u8> {
+    let module = [7u8; 5000];
+    persist::archive::encode(&[
+        persist::archive::NewEntry {
+            name: "first",
+            module: &module,
+            memory_pages: 1,
+            memory_max_pages: 2,
+        },
+        persist::archive::NewEntry {
+            name: "second",
+            module: b"\0asm\x01\0\0\0",
+            memory_pages: 0,
+            memory_max_pages: 16,
+        },
+    ])
+    .expect("the seed archive encodes")
+}
+
+/// Seeds for the `image` (structured) body: a shape, then edits that
+/// share a node, fan out, set a counter to its limit and mark blocks used.
+pub fn structured_seeds() -> Vec<Vec<u8>> {
+    vec![
+        vec![3, 2, 0],
+        vec![3, 2, 0, 5, 0, 200, 0, 6, 0, 0, 0],
+        vec![1, 1, 1, 0, 0, 0, 4],
+        vec![3, 2, 0, 1, 1, 0, 1, 6, 0, 0, 0],
+        vec![0, 2, 0, 4, 0, 3, 0],
+        vec![3, 1, 0, 0, 0, 1, 4, 2, 2, 5, 90],
+    ]
+}

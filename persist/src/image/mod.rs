@@ -10,7 +10,7 @@ use zerocopy::little_endian::{U32, U64};
 use crate::PAGE_SIZE;
 use crate::blob::{read_chain, read_checked, write_chain};
 use crate::device::{BLOCK_SIZE, BlockDevice};
-use crate::error::{Error, Structure};
+use crate::error::{Counter, Error, PoisonCause, Structure};
 use crate::layout::{
     ChainPointer, FORMAT_VERSION, MAGIC, MAX_IMAGE_BLOCKS, Pointer, Superblock, crc32c,
 };
@@ -20,9 +20,11 @@ use crate::metadata::{
 };
 use crate::page_map::{self, UpdateCounts, Updater};
 use crate::space::{self, SpaceMap};
-use crate::superblock::{MIN_IMAGE_BLOCKS, choose};
+use crate::superblock::MIN_IMAGE_BLOCKS;
 
+mod open;
 mod paging;
+pub use open::{RollbackRecord, Unopened};
 pub use paging::PageLocation;
 
 /// What a new domain starts with.
@@ -107,7 +109,15 @@ pub struct Image<D> {
     pager_blocks: BTreeSet<u64>,
     blocks_written_since_commit: u64,
     pages_staged_since_commit: u64,
-    is_poisoned: bool,
+    /// The page limit of the last commit's metadata: what bounds a walk of
+    /// its page map (staged metadata may say otherwise until committed).
+    committed_page_limit: u64,
+    /// The least sequence number the next commit may take: after a
+    /// rollback, one past the discarded commit's in its slot, so that the
+    /// intact commit's superblock is never overwritten and no number ever
+    /// names two states. Zero otherwise.
+    next_sequence_at_least: u64,
+    poisoned: Option<PoisonCause>,
 }
 
 impl<D: BlockDevice> Image<D> {
@@ -172,6 +182,7 @@ impl<D: BlockDevice> Image<D> {
         superblock.format_version = U32::new(FORMAT_VERSION);
         superblock.block_size = U32::new(BLOCK_SIZE as u32);
         superblock.block_count = U64::new(block_count);
+        let committed_page_limit = metadata.page_limit();
         let mut image = Self {
             device,
             superblock,
@@ -188,40 +199,12 @@ impl<D: BlockDevice> Image<D> {
             pager_blocks: BTreeSet::new(),
             blocks_written_since_commit: blocks_written,
             pages_staged_since_commit: 0,
-            is_poisoned: false,
+            committed_page_limit,
+            next_sequence_at_least: 0,
+            poisoned: None,
         };
         image.write_commit()?;
         Ok(image)
-    }
-
-    /// Opens the image on `device` at its newest valid commit.
-    pub fn open(mut device: D) -> Result<Self, Error> {
-        let chosen = choose(&mut device)?;
-        let superblock = chosen.newest;
-        let image_blocks = superblock.block_count.get();
-        let newest_space = space::load(&mut device, &superblock.free_space_root, image_blocks)?;
-        // The older commit's blocks stay untouched while it is valid. If its
-        // free space cannot be read it cannot be opened either, so nothing
-        // is lost by not protecting it.
-        let older_space = chosen
-            .older
-            .and_then(|older| space::load(&mut device, &older.free_space_root, image_blocks).ok());
-        let space = SpaceMap::opened(image_blocks, newest_space, older_space);
-        let (record, metadata_blocks) =
-            read_record(&mut device, &superblock.metadata, image_blocks)?;
-        Ok(Self {
-            device,
-            superblock,
-            space,
-            metadata: record.metadata,
-            module: record.module,
-            metadata_blocks,
-            staged_pages: BTreeMap::new(),
-            pager_blocks: BTreeSet::new(),
-            blocks_written_since_commit: 0,
-            pages_staged_since_commit: 0,
-            is_poisoned: false,
-        })
     }
 
     /// The metadata as staged (the last commit's, plus changes since).
@@ -266,6 +249,21 @@ impl<D: BlockDevice> Image<D> {
 
     fn image_blocks(&self) -> u64 {
         self.superblock.block_count.get()
+    }
+
+    /// What a walk of the last commit's page map may meet.
+    pub(crate) fn committed_bounds(&self) -> page_map::Bounds {
+        page_map::Bounds {
+            image_blocks: self.image_blocks(),
+            page_limit: self.committed_page_limit,
+        }
+    }
+
+    fn check_not_poisoned(&self) -> Result<(), Error> {
+        match self.poisoned {
+            Some(cause) => Err(Error::Poisoned { cause }),
+            None => Ok(()),
+        }
     }
 
     fn check_page_index(&self, page_index: u64) -> Result<(), Error> {
@@ -323,9 +321,7 @@ impl<D: BlockDevice> Image<D> {
         page: &[u8; PAGE_SIZE],
         crc: Option<u32>,
     ) -> Result<(), Error> {
-        if self.is_poisoned {
-            return Err(Error::Poisoned);
-        }
+        self.check_not_poisoned()?;
         self.check_page_index(page_index)?;
         let pointer = if page.iter().all(|&byte| byte == 0) {
             Pointer::NONE
@@ -351,22 +347,27 @@ impl<D: BlockDevice> Image<D> {
     /// Makes every staged page and the metadata durable as one commit.
     /// When it returns `Ok` the commit survives any power cut; when it
     /// returns an error the last commit is intact and the staged changes are
-    /// kept for another try (unless the error is [`Error::Poisoned`]-worthy:
-    /// a failure writing the superblock, after which the image must be
-    /// reopened).
+    /// kept for another try, unless the image is poisoned from now on
+    /// ([`Error::Poisoned`]): after a failed flush, since the writes it
+    /// covered may be lost whatever later flushes say, and after a failure
+    /// writing the superblock, after which only reopening tells which
+    /// commit the disk holds.
     pub fn commit(&mut self) -> Result<CommitStats, Error> {
-        self.metadata.counters.commits += 1;
+        self.check_not_poisoned()?;
+        let commits = self.metadata.counters.commits;
+        self.metadata.counters.commits = commits.checked_add(1).ok_or(Error::CounterOverflow {
+            counter: Counter::Commits,
+            value: commits,
+        })?;
         let result = self.write_commit();
         if result.is_err() {
-            self.metadata.counters.commits -= 1;
+            self.metadata.counters.commits = commits;
         }
         result
     }
 
     fn write_commit(&mut self) -> Result<CommitStats, Error> {
-        if self.is_poisoned {
-            return Err(Error::Poisoned);
-        }
+        self.check_not_poisoned()?;
         let saved_space = self.space.clone();
         let prepared = self.prepare_commit();
         let (superblock, written_space, metadata_blocks) = match prepared {
@@ -376,6 +377,15 @@ impl<D: BlockDevice> Image<D> {
                 return Err(error);
             }
         };
+        // Everything the superblock will point at must be durable first. A
+        // flush that fails may have lost any of it, and a later flush that
+        // succeeds would not bring it back (fsyncgate): so no commit may
+        // follow, ever, on this image. The older superblocks are untouched.
+        if let Err(error) = self.device.flush() {
+            self.space = saved_space;
+            self.poisoned = Some(PoisonCause::FlushFailed);
+            return Err(error.into());
+        }
         // From here on the older superblock's slot is being overwritten: if
         // this fails, the disk holds the last commit or this one, and only
         // reopening can tell which.
@@ -386,7 +396,7 @@ impl<D: BlockDevice> Image<D> {
             .and_then(|()| self.device.flush());
         if let Err(error) = written {
             self.space = saved_space;
-            self.is_poisoned = true;
+            self.poisoned = Some(PoisonCause::SuperblockWriteFailed);
             return Err(error.into());
         }
         self.blocks_written_since_commit += 1;
@@ -398,14 +408,33 @@ impl<D: BlockDevice> Image<D> {
         self.space.install(written_space);
         self.superblock = superblock;
         self.metadata_blocks = metadata_blocks;
+        self.committed_page_limit = self.metadata.page_limit();
+        self.next_sequence_at_least = 0;
         self.staged_pages.clear();
         self.blocks_written_since_commit = 0;
         self.pages_staged_since_commit = 0;
         Ok(stats)
     }
 
-    /// Writes everything but the superblock and flushes it.
+    /// The next commit's sequence number, checked.
+    fn next_sequence(&self) -> Result<u64, Error> {
+        let sequence = self.superblock.sequence.get();
+        // u64::MAX itself is never taken: opening refuses it, since no
+        // commit could follow.
+        let next = sequence
+            .checked_add(1)
+            .map(|next| next.max(self.next_sequence_at_least))
+            .filter(|next| *next < u64::MAX)
+            .ok_or(Error::CounterOverflow {
+                counter: Counter::Sequence,
+                value: sequence,
+            })?;
+        Ok(next)
+    }
+
+    /// Writes everything but the superblock (unflushed).
     fn prepare_commit(&mut self) -> Result<(Superblock, space::WrittenSpace, Vec<u64>), Error> {
+        let sequence = self.next_sequence()?;
         let image_blocks = self.image_blocks();
         let changes: Vec<(u64, Pointer)> = self
             .staged_pages
@@ -425,6 +454,14 @@ impl<D: BlockDevice> Image<D> {
             page_map_root = updater.update(&page_map_root, 0, &changes)?;
             counts = updater.counts;
         }
+        let pages_before = self.superblock.pages_stored.get();
+        let pages_stored = pages_before
+            .checked_add(counts.pages_added)
+            .and_then(|pages| pages.checked_sub(counts.pages_removed))
+            .ok_or(Error::CounterOverflow {
+                counter: Counter::PagesStored,
+                value: pages_before,
+            })?;
         for &block in &self.metadata_blocks {
             self.space.free(block);
         }
@@ -442,15 +479,13 @@ impl<D: BlockDevice> Image<D> {
         let written_space = self
             .space
             .write(&mut self.device, &mut self.blocks_written_since_commit)?;
-        self.device.flush()?;
 
         let mut superblock = self.superblock.clone();
-        superblock.sequence = U64::new(self.superblock.sequence.get() + 1);
+        superblock.sequence = U64::new(sequence);
         superblock.page_map_root = page_map_root;
         superblock.metadata = metadata_pointer;
         superblock.free_space_root = written_space.root;
-        let pages_stored = self.superblock.pages_stored.get() + counts.pages_added;
-        superblock.pages_stored = U64::new(pages_stored.saturating_sub(counts.pages_removed));
+        superblock.pages_stored = U64::new(pages_stored);
         superblock.blocks_used = U64::new(written_space.blocks_used);
         Ok((superblock, written_space, metadata_blocks))
     }
@@ -473,11 +508,11 @@ impl<D: BlockDevice> Image<D> {
     /// order: the pages a restore must read; all others are zero.
     pub fn stored_pages(&mut self) -> Result<Vec<u64>, Error> {
         let mut pages = BTreeMap::new();
-        let image_blocks = self.image_blocks();
+        let bounds = self.committed_bounds();
         page_map::walk(
             &mut self.device,
             &self.superblock.page_map_root,
-            image_blocks,
+            bounds,
             &mut |_| Ok(()),
             &mut |page_index, _| {
                 pages.insert(page_index, ());

@@ -50,12 +50,12 @@ impl<D: BlockDevice> Image<D> {
     /// commit), ascending; absent pages read as zeros. One walk of the page
     /// map: it reads the map's nodes, never the pages.
     pub fn page_locations(&mut self) -> Result<Vec<(u64, PageLocation)>, Error> {
-        let image_blocks = self.image_blocks();
+        let bounds = self.committed_bounds();
         let mut committed = Vec::new();
         page_map::walk(
             &mut self.device,
             &self.superblock.page_map_root,
-            image_blocks,
+            bounds,
             &mut |_| Ok(()),
             &mut |page_index, pointer| {
                 if let Some(location) = PageLocation::from_pointer(pointer) {
@@ -92,9 +92,7 @@ impl<D: BlockDevice> Image<D> {
     /// [`Image::adopt_page`] takes one, a power cut leaves it free. Fails
     /// with [`Error::NoSpace`] (reserving none) when fewer are free.
     pub fn reserve_blocks(&mut self, count: usize) -> Result<Vec<u64>, Error> {
-        if self.is_poisoned {
-            return Err(Error::Poisoned);
-        }
+        self.check_not_poisoned()?;
         let mut blocks = Vec::with_capacity(count);
         for _ in 0..count {
             match self.space.pin() {
@@ -124,9 +122,7 @@ impl<D: BlockDevice> Image<D> {
     /// block, as [`Image::stage_page`] would have. The CRC is the pager's
     /// word: it is checked whenever the page is read back.
     pub fn adopt_page(&mut self, page_index: u64, location: PageLocation) -> Result<(), Error> {
-        if self.is_poisoned {
-            return Err(Error::Poisoned);
-        }
+        self.check_not_poisoned()?;
         self.check_page_index(page_index)?;
         if !self.pager_blocks.remove(&location.block) {
             return Err(Error::BadPointer {

@@ -79,7 +79,7 @@ pub mod wire;
 
 pub use error::Error;
 pub use record::{IncomingPhase, MAX_PEER_NAME_LEN, Migration, MigrationId, Ownership, ownership};
-pub(crate) use record::{decode_record, encode_record};
+pub use record::{decode_record, encode_record};
 pub use resolve::{Resolution, answer_query, apply_answer, discard, query_for};
 pub use snapshot::pages_digest;
 pub use source::{Source, SourceEvent, SourceStep};

@@ -119,7 +119,7 @@ pub fn ownership(metadata: &Metadata) -> Ownership<'_> {
 /// is: the migration (`Option<Migration>`), then the message counts and the
 /// outbox when there are any. Parts are only ever added at the end, and old
 /// readers ignore what they do not know (postcard ignores trailing bytes).
-pub(crate) fn encode_record(record: &MetadataRecord) -> Result<Vec<u8>, Error> {
+pub fn encode_record(record: &MetadataRecord) -> Result<Vec<u8>, Error> {
     let unencodable = |_| Error::InvalidMetadata {
         reason: "the metadata cannot be encoded",
     };
@@ -138,8 +138,10 @@ pub(crate) fn encode_record(record: &MetadataRecord) -> Result<Vec<u8>, Error> {
     Ok(bytes)
 }
 
-/// Decodes a metadata record and its trailer, if any.
-pub(crate) fn decode_record(bytes: &[u8]) -> Result<MetadataRecord, &'static str> {
+/// Decodes a metadata record and its trailer, if any: the bytes of a
+/// metadata chain, from a disk or a migration, so nothing in them is
+/// trusted (what decodes is then checked by [`crate::validate`]).
+pub fn decode_record(bytes: &[u8]) -> Result<MetadataRecord, &'static str> {
     let (mut record, rest): (MetadataRecord, &[u8]) =
         postcard::take_from_bytes(bytes).map_err(|_| "undecodable metadata record")?;
     if !rest.is_empty() {

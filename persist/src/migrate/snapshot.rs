@@ -22,12 +22,12 @@ pub(crate) fn committed_locations<D: BlockDevice>(
     image: &mut Image<D>,
 ) -> Result<Vec<(u64, PageLocation)>, Error> {
     let root = image.superblock().page_map_root;
-    let image_blocks = image.superblock().block_count.get();
+    let bounds = image.committed_bounds();
     let mut locations = Vec::new();
     page_map::walk(
         image.device_mut(),
         &root,
-        image_blocks,
+        bounds,
         &mut |_| Ok(()),
         &mut |page_index, pointer| {
             locations.push((
