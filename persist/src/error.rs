@@ -220,6 +220,8 @@ pub enum Error {
         limit: u64,
     },
     /// A metadata field too large to store (a name over 255 bytes...).
+    /// A name no domain can have.
+    InvalidName(crate::metadata::NameError),
     InvalidMetadata {
         /// What is wrong.
         reason: &'static str,
@@ -363,6 +365,7 @@ impl fmt::Display for Error {
                 "page {page_index} is out of range (pages below {limit} exist)"
             ),
             Self::InvalidMetadata { reason } => write!(formatter, "invalid metadata: {reason}"),
+            Self::InvalidName(error) => write!(formatter, "{error}"),
             Self::MetadataRefused(error) => write!(formatter, "metadata refused: {error}"),
             Self::Poisoned {
                 cause: PoisonCause::SuperblockWriteFailed,

@@ -6,6 +6,7 @@
 
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::fmt;
 
 pub use abi::{DomainId, ValueType};
 use serde::{Deserialize, Serialize};
@@ -20,6 +21,67 @@ pub const PAGES_PER_WASM_PAGE: u64 = (WASM_PAGE_SIZE / crate::PAGE_SIZE) as u64;
 
 /// The longest domain name, in bytes.
 pub const MAX_NAME_LEN: usize = 255;
+
+/// Why a name cannot be a domain's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameError {
+    /// Empty or longer than [`MAX_NAME_LEN`] bytes.
+    Length {
+        /// The name's length.
+        len_bytes: usize,
+    },
+    /// A byte outside the name alphabet (see [`check_name`]).
+    Character {
+        /// Where it is.
+        at: usize,
+        /// The byte.
+        byte: u8,
+    },
+}
+
+impl fmt::Display for NameError {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Length { len_bytes } => write!(
+                formatter,
+                "a name of {len_bytes} bytes (1 to {MAX_NAME_LEN} allowed)"
+            ),
+            Self::Character { at, byte } => write!(
+                formatter,
+                "a name with byte {byte:#04x} at {at} (names are ASCII letters, digits, \
+                 '-', '_' and '.', and start with a letter or digit)"
+            ),
+        }
+    }
+}
+
+impl core::error::Error for NameError {}
+
+/// Whether `name` can be a domain's: 1 to [`MAX_NAME_LEN`] ASCII letters,
+/// digits, `-`, `_` and `.`, starting with a letter or digit. A name is how
+/// the console, `ps`, messages and every output line (`[NAME] ...`) refer
+/// to a domain, so it holds no blank (a console word each), no control
+/// byte or escape sequence, and nothing that reads as other text (`]`,
+/// quotes, look-alike letters from other scripts).
+pub fn check_name(name: &str) -> Result<(), NameError> {
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.len() > MAX_NAME_LEN {
+        return Err(NameError::Length {
+            len_bytes: bytes.len(),
+        });
+    }
+    let is_allowed = |at: usize, byte: u8| {
+        byte.is_ascii_alphanumeric() || (at > 0 && matches!(byte, b'-' | b'_' | b'.'))
+    };
+    match bytes
+        .iter()
+        .enumerate()
+        .find(|&(at, &byte)| !is_allowed(at, byte))
+    {
+        Some((at, &byte)) => Err(NameError::Character { at, byte }),
+        None => Ok(()),
+    }
+}
 
 /// SHA-256 of the module bytes: what names a stored module.
 pub type ModuleSha256 = [u8; 32];

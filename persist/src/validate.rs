@@ -9,8 +9,8 @@
 //!
 //! # The rules, and why each holds for every record the vm writes
 //!
-//! - **Name**: 1 to [`MAX_NAME_LEN`] bytes (what [`crate::Image::create`]
-//!   stores).
+//! - **Name**: what [`check_name`] allows (1 to 255 ASCII letters, digits,
+//!   `-`, `_` and `.`: what [`crate::Image::create`] stores).
 //! - **Memory**: `memory_pages <= memory_max_pages` (linear memory never
 //!   grows past its maximum).
 //! - **Mailbox**: at most [`MAX_MAILBOX_MESSAGES`] messages and
@@ -54,7 +54,7 @@ use abi::{
     MAX_OUTBOX_MESSAGES, ValueType,
 };
 
-use crate::metadata::{DomainId, MAX_NAME_LEN, Metadata, StoredStatus};
+use crate::metadata::{DomainId, Metadata, NameError, StoredStatus, check_name};
 
 /// The longest trap reason a record may hold, in bytes. The vm's reasons
 /// are one line; this bound is generous and keeps a record from carrying
@@ -101,11 +101,8 @@ impl fmt::Display for CountList {
 /// with the figures that break it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MetadataError {
-    /// The name is empty or longer than [`MAX_NAME_LEN`] bytes.
-    NameLength {
-        /// The name's length.
-        len_bytes: usize,
-    },
+    /// The name is not one a domain can have ([`check_name`]).
+    Name(NameError),
     /// More pages in use than the memory's maximum.
     MemoryPastMaximum {
         /// Pages in use.
@@ -198,10 +195,7 @@ pub enum MetadataError {
 impl fmt::Display for MetadataError {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::NameLength { len_bytes } => write!(
-                formatter,
-                "a name of {len_bytes} bytes (1 to {MAX_NAME_LEN} allowed)"
-            ),
+            Self::Name(error) => write!(formatter, "{error}"),
             Self::MemoryPastMaximum {
                 memory_pages,
                 memory_max_pages,
@@ -274,12 +268,7 @@ impl core::error::Error for MetadataError {}
 /// Checks `metadata` against the rules in this module's documentation and
 /// returns the first one it breaks.
 pub fn validate(metadata: &Metadata) -> Result<(), MetadataError> {
-    let name_len = metadata.name.len();
-    if name_len == 0 || name_len > MAX_NAME_LEN {
-        return Err(MetadataError::NameLength {
-            len_bytes: name_len,
-        });
-    }
+    check_name(&metadata.name).map_err(MetadataError::Name)?;
     if metadata.memory_pages > metadata.memory_max_pages {
         return Err(MetadataError::MemoryPastMaximum {
             memory_pages: metadata.memory_pages,
@@ -525,7 +514,7 @@ mod tests {
         };
         assert_eq!(
             refused(&|record| record.name.clear()),
-            MetadataError::NameLength { len_bytes: 0 }
+            MetadataError::Name(NameError::Length { len_bytes: 0 })
         );
         assert_eq!(
             refused(&|record| record.memory_pages = 3),

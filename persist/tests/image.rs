@@ -234,12 +234,34 @@ fn an_unknown_format_version_is_named() {
 
 #[test]
 fn create_refuses_bad_names_and_tiny_devices() {
-    let mut new_domain = domain(1);
-    new_domain.name = "";
-    assert!(matches!(
-        Image::create(MemoryDevice::new(64), new_domain),
-        Err(Error::InvalidMetadata { .. })
-    ));
+    let long = "n".repeat(256);
+    for name in [
+        "",
+        long.as_str(),
+        "two words",
+        "esc\x1b[2J",
+        "-flag",
+        "x]y",
+        "naïve",
+    ] {
+        let mut new_domain = domain(1);
+        new_domain.name = name;
+        assert!(
+            matches!(
+                Image::create(MemoryDevice::new(64), new_domain),
+                Err(Error::InvalidName(_))
+            ),
+            "{name:?}"
+        );
+    }
+    for name in ["counter", "kv-2", "app_1.0", "9lives"] {
+        let mut new_domain = domain(1);
+        new_domain.name = name;
+        assert!(
+            Image::create(MemoryDevice::new(64), new_domain).is_ok(),
+            "{name:?}"
+        );
+    }
     assert!(matches!(
         Image::create(MemoryDevice::new(4), domain(1)),
         Err(Error::DeviceTooSmall { .. })

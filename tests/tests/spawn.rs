@@ -71,6 +71,16 @@ fn spawned_counters_run_persist_and_resume_after_a_reboot() -> Result<()> {
         ),
         "{answer:?}"
     );
+    // A name is a console word and the tag of every output line: one that
+    // could pose as other text is refused before any disk is touched.
+    let answer = machine.run_command("spawn counter bad]name")?;
+    assert!(
+        says(
+            &answer,
+            "error: refused a name with byte 0x5d at 3 (names are ASCII letters, digits,"
+        ),
+        "{answer:?}"
+    );
     let answer = machine.run_command("spawn")?;
     assert!(
         says(&answer, "usage: spawn APP [NAME]; apps: "),

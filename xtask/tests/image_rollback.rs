@@ -14,7 +14,8 @@ fn a_damaged_image_is_refused_with_the_rollback_hint_and_rolled_back_on_request(
     let wasm = directory.join("app.wasm");
     std::fs::write(
         &wasm,
-        wat::parse_str(r#"(module (import "env" "memory" (memory 1)))"#).unwrap(),
+        wat::parse_str(r#"(module (import "env" "memory" (memory 1)) (func (export "_start")))"#)
+            .unwrap(),
     )
     .unwrap();
     let path = image::new(&NewArgs {

@@ -49,8 +49,8 @@ pub enum DomainError {
     NoArchive,
     /// `spawn` of an app the archive does not hold; `apps` lists those it does.
     NoSuchApp { app: String, apps: String },
-    /// A domain name longer than persist allows.
-    NameTooLong { max_bytes: usize },
+    /// A name no domain may have (`persist::check_name`).
+    InvalidName(persist::NameError),
     /// `spawn` under a name a domain here has already.
     NameTaken { name: String, app: String },
     /// An app whose module is larger than a domain's may be.
@@ -133,9 +133,7 @@ impl fmt::Display for DomainError {
                 formatter,
                 "no app '{app}' in the apps archive; it holds: {apps}"
             ),
-            Self::NameTooLong { max_bytes } => {
-                write!(formatter, "a name is at most {max_bytes} bytes")
-            }
+            Self::InvalidName(error) => write!(formatter, "refused {error}"),
             Self::NameTaken { name, app } => write!(
                 formatter,
                 "a domain named '{name}' exists already (see ps): `spawn {app} OTHER-NAME`"

@@ -13,7 +13,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use persist::archive::{Archive, Entry as ArchiveEntry};
-use persist::{BLOCK_SIZE, BlockDevice, Image, MAX_NAME_LEN, NewDomain};
+use persist::{BLOCK_SIZE, BlockDevice, Image, NewDomain};
 use vm::Platform;
 
 use super::{DomainError, Domains, check_heap_room};
@@ -99,11 +99,7 @@ impl Domains {
                 apps: self.app_names().join(", "),
             });
         };
-        if name.len() > MAX_NAME_LEN {
-            return Err(DomainError::NameTooLong {
-                max_bytes: MAX_NAME_LEN,
-            });
-        }
+        persist::check_name(name).map_err(DomainError::InvalidName)?;
         if self.table.find(name).is_some() {
             return Err(DomainError::NameTaken {
                 name: name.into(),

@@ -32,7 +32,8 @@ pub use paging::PageLocation;
 pub struct NewDomain<'a> {
     /// Its stable ID.
     pub id: DomainId,
-    /// Its name (1 to [`MAX_NAME_LEN`] bytes).
+    /// Its name ([`crate::metadata::check_name`]: 1 to [`MAX_NAME_LEN`]
+    /// ASCII letters, digits, `-`, `_` and `.`).
     pub name: &'a str,
     /// The module bytes.
     pub module: &'a [u8],
@@ -149,11 +150,7 @@ impl<D: BlockDevice> Image<D> {
     /// already say it is parked) and commits it (sequence 1). Whatever the
     /// device held before is lost.
     pub fn create_from(mut device: D, metadata: Metadata, module: &[u8]) -> Result<Self, Error> {
-        if metadata.name.is_empty() || metadata.name.len() > MAX_NAME_LEN {
-            return Err(Error::InvalidMetadata {
-                reason: "the name must be 1 to 255 bytes",
-            });
-        }
+        crate::metadata::check_name(&metadata.name).map_err(Error::InvalidName)?;
         let block_count = device.block_count();
         if block_count < MIN_IMAGE_BLOCKS {
             return Err(Error::DeviceTooSmall {
