@@ -160,10 +160,12 @@ pub const IMPORTS: &[Import] = &[
     amber("send", &[I32, I32, I32, I32], &[I32], RETURNS),
     amber("recv", &[I32, I32, I32, I64], &[I32], BLOCKS),
     amber("checkpoint", &[], &[I32], BLOCKS),
-    // fd, iovs, iovs_len, written_ptr: to fds 1 and 2 only.
-    wasi("fd_write", &[I32, I32, I32, I32], &[I32], RETURNS),
-    // fd, iovs, iovs_len, read_ptr: fd 0 is always at its end.
-    wasi("fd_read", &[I32, I32, I32, I32], &[I32], RETURNS),
+    // fd, iovs, iovs_len, written_ptr: to fds 1 and 2, and to sockets
+    // (where it may wait for room, so it is a safe point).
+    wasi("fd_write", &[I32, I32, I32, I32], &[I32], BLOCKS),
+    // fd, iovs, iovs_len, read_ptr: fd 0 is always at its end; sockets
+    // may wait for data.
+    wasi("fd_read", &[I32, I32, I32, I32], &[I32], BLOCKS),
     wasi("proc_exit", &[I32], &[], RETURNS),
     // clock id, precision, time_ptr.
     wasi("clock_time_get", &[I32, I64, I32], &[I32], RETURNS),
@@ -174,7 +176,8 @@ pub const IMPORTS: &[Import] = &[
     wasi("environ_sizes_get", &[I32, I32], &[I32], RETURNS),
     wasi("environ_get", &[I32, I32], &[I32], RETURNS),
     wasi("sched_yield", &[], &[I32], BLOCKS),
-    // subscriptions, events, subscription count, events_ptr: clocks only.
+    // subscriptions, events, subscription count, events_ptr: clocks, and
+    // fd_read / fd_write readiness of sockets.
     wasi("poll_oneoff", &[I32, I32, I32, I32], &[I32], BLOCKS),
     wasi("fd_fdstat_get", &[I32, I32], &[I32], RETURNS),
     // No preopens: EBADF, which ends libc's preopen scan.
@@ -183,6 +186,37 @@ pub const IMPORTS: &[Import] = &[
     wasi("fd_close", &[I32], &[I32], RETURNS),
     // fd, offset, whence, new_offset_ptr: the standard streams do not seek.
     wasi("fd_seek", &[I32, I64, I32, I32], &[I32], RETURNS),
+    // TCP (guest-sdk/README.md "Network"). A socket is a small number
+    // shared with WASI's fds: the image's declared listeners are 3, 4, ...
+    // in the order declared, connections take the lowest free number above.
+    // port -> the listener's socket, or -PORT_NOT_DECLARED.
+    amber("tcp_listener", &[I32], &[I32], RETURNS),
+    // listener, timeout_ns -> a connection's socket, or -status.
+    amber("tcp_accept", &[I32, I64], &[I32], BLOCKS),
+    // ipv4_ptr (4 bytes), port, timeout_ns -> a connection's socket, or -status.
+    amber("tcp_connect", &[I32, I32, I64], &[I32], BLOCKS),
+    // socket, buffer, capacity, timeout_ns -> bytes read (0: the stream
+    // ended), or -status.
+    amber("tcp_read", &[I32, I32, I32, I64], &[I32], BLOCKS),
+    // socket, bytes, length, timeout_ns -> bytes taken (at least 1), or -status.
+    amber("tcp_write", &[I32, I32, I32, I64], &[I32], BLOCKS),
+    // socket -> status: no more writes (the peer reads the end of the stream).
+    amber("tcp_shutdown", &[I32], &[I32], RETURNS),
+    // socket -> status: the socket number is free again.
+    amber("tcp_close", &[I32], &[I32], RETURNS),
+    // entries (8 bytes each: socket u32, interest u16, ready u16), count,
+    // timeout_ns -> how many entries are ready (0 at the timeout), or -status.
+    amber("net_poll", &[I32, I32, I64], &[I32], BLOCKS),
+    // fd, flags (FDFLAGS_NONBLOCK only), new_fd_ptr.
+    wasi("sock_accept", &[I32, I32, I32], &[I32], BLOCKS),
+    // fd, ri_data iovs, ri_data_len, ri_flags, ro_datalen_ptr, ro_flags_ptr.
+    wasi("sock_recv", &[I32, I32, I32, I32, I32, I32], &[I32], BLOCKS),
+    // fd, si_data ciovs, si_data_len, si_flags, so_datalen_ptr.
+    wasi("sock_send", &[I32, I32, I32, I32, I32], &[I32], BLOCKS),
+    // fd, how (SDFLAGS_RD = 1, SDFLAGS_WR = 2).
+    wasi("sock_shutdown", &[I32, I32], &[I32], RETURNS),
+    // fd, flags: FDFLAGS_NONBLOCK (4) on a socket.
+    wasi("fd_fdstat_set_flags", &[I32, I32], &[I32], RETURNS),
 ];
 
 /// The import `module.name`, if the ABI has it.
@@ -232,8 +266,18 @@ mod tests {
                 "amber.yield",
                 "amber.recv",
                 "amber.checkpoint",
+                "wasi_snapshot_preview1.fd_write",
+                "wasi_snapshot_preview1.fd_read",
                 "wasi_snapshot_preview1.sched_yield",
                 "wasi_snapshot_preview1.poll_oneoff",
+                "amber.tcp_accept",
+                "amber.tcp_connect",
+                "amber.tcp_read",
+                "amber.tcp_write",
+                "amber.net_poll",
+                "wasi_snapshot_preview1.sock_accept",
+                "wasi_snapshot_preview1.sock_recv",
+                "wasi_snapshot_preview1.sock_send",
             ]
         );
     }

@@ -44,3 +44,40 @@ pub const MAX_OUTPUT_BYTES_PER_CALL: usize = 4096;
 
 /// Fuel one byte of console output costs, on top of the call itself.
 pub const OUTPUT_FUEL_PER_BYTE: u64 = 1;
+
+/// The most TCP ports one image may declare (`image new --listen`).
+pub const MAX_LISTEN_PORTS: usize = 8;
+
+/// The most connections one domain holds at once, accepted and connected
+/// together; past it `tcp_accept` leaves clients waiting in the listener's
+/// backlog and `tcp_connect` reports `LimitReached`. Each costs the
+/// embedder two socket buffers of [`SOCKET_BUFFER_BYTES`].
+pub const MAX_CONNECTIONS_PER_DOMAIN: usize = 64;
+
+/// The size of each of a connection's two buffers (received, to send) on
+/// the embedder's side, in bytes: what a connection may hold outside the
+/// domain's memory.
+pub const SOCKET_BUFFER_BYTES: usize = 16 * 1024;
+
+/// The most bytes a domain with durable replies holds back, over all its
+/// connections, until its next commit; past it `tcp_write` waits for the
+/// commit (which the held bytes ask for at once).
+pub const MAX_HELD_REPLY_BYTES: usize = 256 * 1024;
+
+/// The fd of a domain's first declared listener; the others follow in the
+/// order the image declares them (as wasmtime's `--tcplisten` preopens).
+pub const FIRST_LISTENER_FD: u32 = 3;
+
+/// The most entries one `net_poll` takes.
+pub const MAX_POLL_ENTRIES: usize = 1024;
+
+/// `net_poll` interest and readiness bits.
+pub mod readiness {
+    /// Data (or a client, on a listener) is waiting, or the stream ended.
+    pub const READABLE: u16 = 1;
+    /// A write would take at least one byte.
+    pub const WRITABLE: u16 = 2;
+    /// The connection is reset or closed by the peer (reported whether
+    /// asked for or not).
+    pub const HANGUP: u16 = 4;
+}

@@ -4,7 +4,8 @@
 /// misbehaviour (a wild pointer) traps the domain instead.
 ///
 /// The numbers are stable: new codes are only ever added at the end. `send`
-/// and `checkpoint` return the code, `recv` its negation (so that lengths
+/// and `checkpoint` return the code; `recv` and the `tcp_*` calls that
+/// return a length or a socket number return its negation (so that lengths
 /// stay positive).
 #[repr(u32)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -26,11 +27,30 @@ pub enum StatusCode {
     /// `checkpoint` could not make the domain durable (storage failed or the
     /// module cannot be resumed mid-computation); the last commit stays valid.
     CheckpointFailed = 6,
+    /// The connection was reset: by the peer, or because the domain was
+    /// restored (after a reboot, a rollback or a migration) from a commit
+    /// taken while it was open. Close it; the client reconnects.
+    ConnectionReset = 7,
+    /// The domain's image does not declare this port (`image new --listen`),
+    /// so it may not listen on it.
+    PortNotDeclared = 8,
+    /// No open socket has this number (never opened, or closed).
+    NoSuchSocket = 9,
+    /// Nothing listens at the address `tcp_connect` was given, or it is
+    /// unreachable.
+    ConnectionRefused = 10,
+    /// The domain holds as many connections, or buffered bytes, as it may
+    /// ([`MAX_CONNECTIONS_PER_DOMAIN`](crate::MAX_CONNECTIONS_PER_DOMAIN)),
+    /// or the machine has no room for another.
+    LimitReached = 11,
+    /// The socket is a listener where a connection is needed, or the other
+    /// way round, or its writing side was shut down.
+    WrongSocket = 12,
 }
 
 impl StatusCode {
     /// Every code, in numeric order.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 13] = [
         Self::Ok,
         Self::NoSuchDomain,
         Self::MailboxFull,
@@ -38,6 +58,12 @@ impl StatusCode {
         Self::TooLarge,
         Self::BufferTooSmall,
         Self::CheckpointFailed,
+        Self::ConnectionReset,
+        Self::PortNotDeclared,
+        Self::NoSuchSocket,
+        Self::ConnectionRefused,
+        Self::LimitReached,
+        Self::WrongSocket,
     ];
 
     /// The value handed to the guest (an `i32` in every import signature).
@@ -61,6 +87,12 @@ impl StatusCode {
             4 => Self::TooLarge,
             5 => Self::BufferTooSmall,
             6 => Self::CheckpointFailed,
+            7 => Self::ConnectionReset,
+            8 => Self::PortNotDeclared,
+            9 => Self::NoSuchSocket,
+            10 => Self::ConnectionRefused,
+            11 => Self::LimitReached,
+            12 => Self::WrongSocket,
             _ => return None,
         })
     }
@@ -75,6 +107,12 @@ impl StatusCode {
             Self::TooLarge => "TOO_LARGE",
             Self::BufferTooSmall => "BUFFER_TOO_SMALL",
             Self::CheckpointFailed => "CHECKPOINT_FAILED",
+            Self::ConnectionReset => "CONNECTION_RESET",
+            Self::PortNotDeclared => "PORT_NOT_DECLARED",
+            Self::NoSuchSocket => "NO_SUCH_SOCKET",
+            Self::ConnectionRefused => "CONNECTION_REFUSED",
+            Self::LimitReached => "LIMIT_REACHED",
+            Self::WrongSocket => "WRONG_SOCKET",
         }
     }
 }
@@ -90,14 +128,14 @@ mod tests {
             assert_eq!(StatusCode::from_code(status.code()), Some(*status));
             assert_eq!(status.negated(), -status.code());
         }
-        for code in -2..12 {
+        for code in -2..20 {
             if let Some(status) = StatusCode::from_code(code) {
                 assert_eq!(status.code(), code);
             }
         }
         assert_eq!(StatusCode::from_code(3), Some(StatusCode::Timeout));
         assert_eq!(StatusCode::from_code(5), Some(StatusCode::BufferTooSmall));
-        assert_eq!(StatusCode::from_code(7), None);
+        assert_eq!(StatusCode::from_code(13), None);
         assert_eq!(StatusCode::from_code(-1), None);
     }
 }

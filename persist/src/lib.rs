@@ -40,8 +40,8 @@ pub use image::{
 pub use layout::{FORMAT_VERSION, MAX_IMAGE_BLOCKS, crc32c};
 pub use metadata::{
     Counters, DomainId, MAX_NAME_LEN, MessageCounts, Metadata, MetadataRecord, ModuleSha256,
-    NameError, PAGES_PER_WASM_PAGE, StoredGlobal, StoredMessage, StoredOutboxMessage, StoredStatus,
-    ValueType, WASM_PAGE_SIZE, check_name, module_sha256,
+    NameError, NetworkRecord, PAGES_PER_WASM_PAGE, StoredGlobal, StoredMessage,
+    StoredOutboxMessage, StoredStatus, ValueType, WASM_PAGE_SIZE, check_name, module_sha256,
 };
 pub use page_map::{MAX_PAGES, PAGE_MAP_HEIGHT};
 pub use superblock::MIN_IMAGE_BLOCKS;

@@ -195,6 +195,34 @@ pub struct StoredOutboxMessage {
     pub bytes: Vec<u8>,
 }
 
+/// A domain's network: what its image declares, and the sockets it held
+/// at the commit. Stored in the trailer after the outbox (see
+/// [`crate::migrate::encode_record`]), so images without a network keep
+/// their encoding.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkRecord {
+    /// The TCP ports the domain may listen on (`image new --listen`), in
+    /// the order of their sockets: the first is socket (fd) 3, the next 4,
+    /// ... At most [`abi::MAX_LISTEN_PORTS`], each nonzero and listed once.
+    pub listen: Vec<u16>,
+    /// Durable replies: nothing the domain writes to a connection leaves
+    /// the machine before a commit holds the state that wrote it.
+    pub durable_replies: bool,
+    /// The connections open at the commit, by socket number. They do not
+    /// survive a restore: each reads and writes as reset until closed.
+    pub connections: Vec<u32>,
+    /// The sockets (listeners or connections) set nonblocking
+    /// (`fd_fdstat_set_flags`).
+    pub nonblocking: Vec<u32>,
+}
+
+impl NetworkRecord {
+    /// Whether there is nothing to record.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
 /// Running totals.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counters {
@@ -246,6 +274,10 @@ pub struct Metadata {
     /// per receiver. Stored in the trailer after the message counts.
     #[serde(skip)]
     pub outbox: Vec<StoredOutboxMessage>,
+    /// Declared ports, durable replies and open sockets. Stored in the
+    /// trailer after the outbox.
+    #[serde(skip)]
+    pub network: NetworkRecord,
 }
 
 impl Metadata {
@@ -324,6 +356,7 @@ mod tests {
                 migration: None,
                 message_counts: MessageCounts::default(),
                 outbox: Vec::new(),
+                network: NetworkRecord::default(),
             },
             module: ModuleRecord {
                 sha256: module_sha256(b"\0asm"),

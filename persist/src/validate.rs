@@ -437,6 +437,7 @@ mod tests {
             migration: None,
             message_counts: MessageCounts::default(),
             outbox: vec![],
+            network: crate::metadata::NetworkRecord::default(),
         }
     }
 

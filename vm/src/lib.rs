@@ -19,6 +19,7 @@ mod guest_memory;
 mod host_functions;
 mod host_state;
 mod memory_backing;
+pub mod net;
 mod outbox;
 mod output;
 mod persist_storage;

@@ -59,6 +59,10 @@ pub trait Platform: Send + Sync {
     /// safe to print (`crate::output`): no control character but the tab,
     /// and within the domain's budget.
     fn output(&self, domain_name: &str, stream: Stream, line: &str);
+    /// The machine's TCP stack (see [`crate::net`]); none by default.
+    fn network(&self) -> &dyn crate::net::Network {
+        &crate::net::NoNetwork
+    }
 }
 
 /// Collects a domain's output into lines so that prefixes stay on line starts.

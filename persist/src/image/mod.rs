@@ -141,6 +141,7 @@ impl<D: BlockDevice> Image<D> {
             migration: None,
             message_counts: crate::metadata::MessageCounts::default(),
             outbox: Vec::new(),
+            network: crate::metadata::NetworkRecord::default(),
         };
         Self::create_from(device, metadata, domain.module)
     }

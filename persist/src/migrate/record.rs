@@ -194,6 +194,7 @@ mod tests {
                 migration,
                 message_counts: MessageCounts::default(),
                 outbox: vec![],
+                network: crate::metadata::NetworkRecord::default(),
             },
             module: ModuleRecord {
                 sha256: module_sha256(b""),
