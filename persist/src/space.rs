@@ -151,7 +151,16 @@ pub(crate) fn load<D: BlockDevice>(
 }
 
 /// The allocator for one open image.
-#[derive(Debug, Clone)]
+///
+/// Every operation, a commit's included, costs in proportion to the blocks
+/// it touches, not to the image's size: the sets are bitmaps changed bit by
+/// bit, the blocks whose usage changed since the last commit are listed
+/// ([`SpaceMap::changed`]), and the counts are kept as the bits change. A
+/// commit is prepared without touching the map ([`SpaceMap::write`]) and
+/// applied once durable ([`SpaceMap::install`]); what a failed commit
+/// allocated is taken back from an undo log ([`SpaceMap::mark`],
+/// [`SpaceMap::undo`]) instead of a copy of the whole map.
+#[derive(Debug)]
 pub(crate) struct SpaceMap {
     image_blocks: u64,
     /// Usage of the state being built: the next bitmap.
@@ -160,15 +169,45 @@ pub(crate) struct SpaceMap {
     is_bitmap_dirty: Vec<bool>,
     /// Where the newest commit keeps its bitmap blocks.
     bitmap_locations: Vec<Pointer>,
+    /// The newest commit's free-space root.
+    root_block: Option<u64>,
     /// Everything the newest commit reaches.
     committed: Bitmap,
+    /// How many blocks `committed` holds.
+    committed_count: u64,
     /// `committed` plus everything the older superblock reaches: never
     /// allocated.
     reserved: Bitmap,
+    /// What the older superblock reaches and the newest does not: these
+    /// leave `reserved` when the next commit supersedes the older one.
+    reserved_by_older_only: Vec<u64>,
     /// Blocks lent to a pager (`Image::reserve_blocks`): never allocated,
     /// never written down as used, so a power cut leaves them free.
     pinned: Bitmap,
+    /// Blocks in `working`, `reserved` or `pinned`, including the bitmap
+    /// capacity past the image's end.
+    taken_count: u64,
+    /// Blocks whose bit in `working` changed since the last commit (a block
+    /// may be listed more than once).
+    changed: Vec<u64>,
+    /// While a commit is being prepared: how to take back its changes.
+    undo: Option<Vec<Undo>>,
     /// Where the next search starts, so that streams of pages land in order.
+    cursor: u64,
+}
+
+/// One change to `working` made while a commit was being prepared.
+#[derive(Debug, Clone, Copy)]
+struct Undo {
+    block: u64,
+    was_used: bool,
+    was_bitmap_dirty: bool,
+}
+
+/// Where a commit's preparation started, to go back to if it fails.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Mark {
+    changed_len: usize,
     cursor: u64,
 }
 
@@ -177,7 +216,18 @@ pub(crate) struct SpaceMap {
 pub(crate) struct WrittenSpace {
     pub(crate) root: Pointer,
     pub(crate) blocks_used: u64,
-    next: SpaceMap,
+    bitmap_locations: Vec<Pointer>,
+    /// Blocks the new commit reaches and the newest did not.
+    arrived: Vec<u64>,
+    /// Blocks the newest commit reaches and the new one does not.
+    departed: Vec<u64>,
+}
+
+/// The union of the words of `sets` at `word_index`: the blocks taken there.
+fn taken_word(sets: [&Bitmap; 3], word_index: usize) -> u64 {
+    sets.iter()
+        .map(|set| set.words.get(word_index).copied().unwrap_or(0))
+        .fold(0, |taken, word| taken | word)
 }
 
 impl SpaceMap {
@@ -186,19 +236,25 @@ impl SpaceMap {
         let mut committed = Bitmap::new(image_blocks);
         committed.insert(0);
         committed.insert(1);
+        let bitmap_blocks = committed.bitmap_block_count();
         let mut map = Self {
             image_blocks,
             working: Bitmap::new(image_blocks),
-            is_bitmap_dirty: Vec::new(),
-            bitmap_locations: Vec::new(),
+            is_bitmap_dirty: vec![true; bitmap_blocks],
+            bitmap_locations: vec![Pointer::NONE; bitmap_blocks],
+            root_block: None,
             reserved: committed.clone(),
             committed,
+            committed_count: 2,
+            reserved_by_older_only: Vec::new(),
             pinned: Bitmap::new(image_blocks),
+            taken_count: 0,
+            changed: Vec::new(),
+            undo: None,
             cursor: 2,
         };
-        map.is_bitmap_dirty = vec![true; map.working.bitmap_block_count()];
-        map.bitmap_locations = vec![Pointer::NONE; map.working.bitmap_block_count()];
         map.mark_past_end_reserved();
+        map.taken_count = map.count_taken();
         map
     }
 
@@ -211,20 +267,39 @@ impl SpaceMap {
     ) -> Self {
         let committed = newest.all_blocks();
         let mut reserved = committed.clone();
+        let mut reserved_by_older_only = Vec::new();
         if let Some(older) = older {
-            reserved.union_with(&older.all_blocks());
+            let older = older.all_blocks();
+            for (word_index, (word, newest_word)) in
+                older.words.iter().zip(&committed.words).enumerate()
+            {
+                let mut only_older = word & !newest_word;
+                while only_older != 0 {
+                    let bit = u64::from(only_older.trailing_zeros());
+                    only_older &= only_older - 1;
+                    reserved_by_older_only.push(word_index as u64 * 64 + bit);
+                }
+            }
+            reserved.union_with(&older);
         }
         let mut map = Self {
             image_blocks,
             is_bitmap_dirty: vec![false; newest.used.bitmap_block_count()],
             working: newest.used,
             bitmap_locations: newest.bitmap_locations,
+            root_block: Some(newest.root_block),
+            committed_count: committed.count(),
             committed,
             reserved,
+            reserved_by_older_only,
             pinned: Bitmap::new(image_blocks),
+            taken_count: 0,
+            changed: Vec::new(),
+            undo: None,
             cursor: 2,
         };
         map.mark_past_end_reserved();
+        map.taken_count = map.count_taken();
         map
     }
 
@@ -235,21 +310,36 @@ impl SpaceMap {
         }
     }
 
+    /// Counts the blocks in `working`, `reserved` or `pinned` (at open).
+    fn count_taken(&self) -> u64 {
+        (0..self.working.words.len())
+            .map(|word_index| {
+                let sets = [&self.working, &self.reserved, &self.pinned];
+                u64::from(taken_word(sets, word_index).count_ones())
+            })
+            .sum()
+    }
+
+    fn is_taken(&self, block: u64) -> bool {
+        self.working.contains(block) || self.reserved.contains(block) || self.pinned.contains(block)
+    }
+
+    /// Applies `change` to the map's sets, keeping `taken_count` right.
+    fn change(&mut self, block: u64, change: impl FnOnce(&mut Self)) {
+        let was_taken = self.is_taken(block);
+        change(self);
+        match (was_taken, self.is_taken(block)) {
+            (false, true) => self.taken_count += 1,
+            (true, false) => self.taken_count -= 1,
+            _ => {}
+        }
+    }
+
     /// Blocks that cannot be allocated now: used by the state being built or
     /// reached by either superblock.
     pub(crate) fn unavailable(&self) -> u64 {
-        let taken: u64 = self
-            .working
-            .words
-            .iter()
-            .zip(&self.reserved.words)
-            .zip(&self.pinned.words)
-            .map(|((working, reserved), pinned)| {
-                u64::from((working | reserved | pinned).count_ones())
-            })
-            .sum();
         let capacity = self.working.bitmap_block_count() as u64 * BLOCKS_PER_BITMAP_BLOCK;
-        taken - (capacity - self.image_blocks)
+        self.taken_count - (capacity - self.image_blocks)
     }
 
     fn find_free(&self, avoid: &[u64]) -> Option<u64> {
@@ -257,9 +347,7 @@ impl SpaceMap {
         let start_word = (self.cursor / 64) as usize % words.max(1);
         for step in 0..=words {
             let word_index = (start_word + step) % words;
-            let taken = self.working.words[word_index]
-                | self.reserved.words[word_index]
-                | self.pinned.words[word_index];
+            let taken = taken_word([&self.working, &self.reserved, &self.pinned], word_index);
             let mut free_bits = !taken;
             while free_bits != 0 {
                 let bit = u64::from(free_bits.trailing_zeros());
@@ -278,13 +366,39 @@ impl SpaceMap {
         None
     }
 
+    /// Sets `block`'s bit in `working` to `is_used`, recording the change.
+    fn set_working(&mut self, block: u64, is_used: bool) {
+        let bitmap_index = (block / BLOCKS_PER_BITMAP_BLOCK) as usize;
+        if let Some(undo) = &mut self.undo {
+            undo.push(Undo {
+                block,
+                was_used: self.working.contains(block),
+                was_bitmap_dirty: self
+                    .is_bitmap_dirty
+                    .get(bitmap_index)
+                    .copied()
+                    .unwrap_or(false),
+            });
+        }
+        self.change(block, |map| {
+            if is_used {
+                map.working.insert(block);
+            } else {
+                map.working.remove(block);
+            }
+        });
+        if let Some(is_dirty) = self.is_bitmap_dirty.get_mut(bitmap_index) {
+            *is_dirty = true;
+        }
+        self.changed.push(block);
+    }
+
     /// Takes a free block for the state being built.
     pub(crate) fn allocate(&mut self) -> Result<u64, Error> {
         let block = self.find_free(&[]).ok_or(Error::NoSpace {
             device_blocks: self.image_blocks,
         })?;
-        self.working.insert(block);
-        self.mark_dirty(block);
+        self.set_working(block, true);
         self.cursor = block + 1;
         Ok(block)
     }
@@ -295,39 +409,60 @@ impl SpaceMap {
         let block = self.find_free(&[]).ok_or(Error::NoSpace {
             device_blocks: self.image_blocks,
         })?;
-        self.pinned.insert(block);
+        self.change(block, |map| map.pinned.insert(block));
         self.cursor = block + 1;
         Ok(block)
     }
 
     /// Takes back a block lent by [`SpaceMap::pin`], unused.
     pub(crate) fn unpin(&mut self, block: u64) {
-        self.pinned.remove(block);
+        self.change(block, |map| map.pinned.remove(block));
     }
 
     /// Makes a pinned block part of the state being built.
     pub(crate) fn adopt(&mut self, block: u64) {
-        self.pinned.remove(block);
-        self.working.insert(block);
-        self.mark_dirty(block);
+        self.change(block, |map| map.pinned.remove(block));
+        self.set_working(block, true);
     }
 
     /// Drops `block` from the state being built. A block the last commits
     /// reach stays reserved until they are superseded.
     pub(crate) fn free(&mut self, block: u64) {
         if self.working.contains(block) {
-            self.working.remove(block);
-            self.mark_dirty(block);
+            self.set_working(block, false);
         }
     }
 
-    fn mark_dirty(&mut self, block: u64) {
-        if let Some(is_dirty) = self
-            .is_bitmap_dirty
-            .get_mut((block / BLOCKS_PER_BITMAP_BLOCK) as usize)
-        {
-            *is_dirty = true;
+    /// Starts recording what the preparation of a commit changes, so that
+    /// [`SpaceMap::undo`] can take it back if the commit fails.
+    pub(crate) fn mark(&mut self) -> Mark {
+        self.undo = Some(Vec::new());
+        Mark {
+            changed_len: self.changed.len(),
+            cursor: self.cursor,
         }
+    }
+
+    /// Takes back every change since `mark`: the map is as it was then.
+    pub(crate) fn undo(&mut self, mark: Mark) {
+        let Some(undo) = self.undo.take() else {
+            return;
+        };
+        for change in undo.iter().rev() {
+            self.change(change.block, |map| {
+                if change.was_used {
+                    map.working.insert(change.block);
+                } else {
+                    map.working.remove(change.block);
+                }
+            });
+            let bitmap_index = (change.block / BLOCKS_PER_BITMAP_BLOCK) as usize;
+            if let Some(is_dirty) = self.is_bitmap_dirty.get_mut(bitmap_index) {
+                *is_dirty = change.was_bitmap_dirty;
+            }
+        }
+        self.changed.truncate(mark.changed_len);
+        self.cursor = mark.cursor;
     }
 
     /// Writes the changed bitmap blocks and a new free-space root into free
@@ -344,6 +479,10 @@ impl SpaceMap {
         };
         let mut taken = Vec::new();
         let mut locations = self.bitmap_locations.clone();
+        // The blocks whose place in the committed set may change: those
+        // whose usage changed, and the free-space blocks replaced or new.
+        let mut candidates = self.changed.clone();
+        candidates.extend(self.root_block);
         for (bitmap_index, location) in locations.iter_mut().enumerate() {
             if !self.is_bitmap_dirty[bitmap_index] {
                 continue;
@@ -353,9 +492,14 @@ impl SpaceMap {
             let buffer = self.working.to_bitmap_block(bitmap_index);
             device.write_block(block, &buffer)?;
             *blocks_written += 1;
+            if *location != Pointer::NONE {
+                candidates.push(location.block.get());
+            }
             *location = Pointer::new(block, crc32c(&buffer));
         }
         let root_block = self.find_free(&taken).ok_or(no_space)?;
+        taken.push(root_block);
+        candidates.extend_from_slice(&taken);
         let mut root = FreeSpaceRoot::new_zeroed();
         debug_assert!(locations.len() <= MAX_BITMAP_BLOCKS);
         root.bitmap_count = U32::new(locations.len() as u32);
@@ -365,35 +509,64 @@ impl SpaceMap {
         device.write_block(root_block, &buffer)?;
         *blocks_written += 1;
 
-        let newest = LoadedSpace {
-            used: self.working.clone(),
-            bitmap_locations: locations.clone(),
-            root_block,
+        // What the new commit reaches: the blocks in use, both superblocks,
+        // its root and every bitmap block (the unchanged ones too).
+        let is_free_space_block = |block: u64| {
+            block == root_block
+                || locations
+                    .iter()
+                    .any(|location| *location != Pointer::NONE && location.block.get() == block)
         };
-        let committed = newest.all_blocks();
-        let mut reserved = committed.clone();
-        reserved.union_with(&self.committed);
-        let mut next = Self {
-            image_blocks: self.image_blocks,
-            working: self.working.clone(),
-            is_bitmap_dirty: vec![false; locations.len()],
-            bitmap_locations: locations,
-            committed,
-            reserved,
-            pinned: self.pinned.clone(),
-            cursor: self.cursor,
-        };
-        next.mark_past_end_reserved();
+        candidates.sort_unstable();
+        candidates.dedup();
+        let (mut arrived, mut departed) = (Vec::new(), Vec::new());
+        for block in candidates {
+            let is_reached =
+                block < 2 || self.working.contains(block) || is_free_space_block(block);
+            match (self.committed.contains(block), is_reached) {
+                (false, true) => arrived.push(block),
+                (true, false) => departed.push(block),
+                _ => {}
+            }
+        }
+        let blocks_used = self.committed_count + arrived.len() as u64 - departed.len() as u64;
         Ok(WrittenSpace {
             root: Pointer::new(root_block, crc32c(&buffer)),
-            blocks_used: next.committed.count(),
-            next,
+            blocks_used,
+            bitmap_locations: locations,
+            arrived,
+            departed,
         })
     }
 
-    /// Makes a written commit's space current (its superblock is durable).
+    /// Makes a written commit's space current (its superblock is durable,
+    /// and has replaced the older one).
     pub(crate) fn install(&mut self, written: WrittenSpace) {
-        *self = written.next;
+        self.undo = None;
+        // The older superblock is gone: what only it reached is free now.
+        for block in core::mem::take(&mut self.reserved_by_older_only) {
+            self.change(block, |map| map.reserved.remove(block));
+        }
+        for &block in &written.arrived {
+            self.committed.insert(block);
+            self.change(block, |map| map.reserved.insert(block));
+        }
+        for &block in &written.departed {
+            self.committed.remove(block);
+        }
+        self.committed_count = written.blocks_used;
+        self.reserved_by_older_only = written.departed;
+        self.root_block = Some(written.root.block.get());
+        self.bitmap_locations = written.bitmap_locations;
+        self.is_bitmap_dirty.fill(false);
+        self.changed.clear();
+    }
+
+    /// Checks the incremental state against a recount from scratch (tests).
+    #[cfg(test)]
+    fn check_counts(&self) {
+        assert_eq!(self.taken_count, self.count_taken());
+        assert_eq!(self.committed_count, self.committed.count());
     }
 }
 
@@ -424,6 +597,93 @@ mod tests {
             seen |= block == first;
         }
         assert!(seen, "block {first} was never reused");
+    }
+
+    /// Random allocations, frees, pins, commits and failed commits: the
+    /// counts kept as bits change always match a recount, and no block the
+    /// last two commits reach (as a naive model keeps them) is handed out.
+    #[test]
+    fn incremental_state_matches_a_recount() {
+        use alloc::collections::BTreeSet;
+
+        let mut device = MemoryDevice::new(300);
+        let mut space = SpaceMap::fresh(300);
+        let mut written = 0;
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |bound: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % bound
+        };
+        let mut used = BTreeSet::new();
+        let mut pinned = BTreeSet::new();
+        // What the newest and the older commit reach (free space included).
+        let mut newest: BTreeSet<u64> = [0, 1].into();
+        let mut older: BTreeSet<u64> = BTreeSet::new();
+        for _ in 0..3000 {
+            match next(10) {
+                0..=3 => {
+                    if let Ok(block) = space.allocate() {
+                        assert!(!newest.contains(&block) && !older.contains(&block));
+                        assert!(used.insert(block) && !pinned.contains(&block));
+                    }
+                }
+                4 | 5 => {
+                    if let Some(&block) = used.iter().nth(next(used.len().max(1) as u64) as usize) {
+                        space.free(block);
+                        used.remove(&block);
+                    }
+                }
+                6 => {
+                    if let Ok(block) = space.pin() {
+                        assert!(!newest.contains(&block) && !older.contains(&block));
+                        assert!(!used.contains(&block) && pinned.insert(block));
+                    }
+                }
+                7 => {
+                    if let Some(&block) = pinned.iter().next() {
+                        pinned.remove(&block);
+                        if next(2) == 0 {
+                            space.adopt(block);
+                            used.insert(block);
+                        } else {
+                            space.unpin(block);
+                        }
+                    }
+                }
+                8 => {
+                    // A commit whose preparation fails after allocating.
+                    let mark = space.mark();
+                    for _ in 0..next(4) {
+                        let _ = space.allocate();
+                    }
+                    space.undo(mark);
+                }
+                _ => {
+                    let mark = space.mark();
+                    let Ok(commit) = space.write(&mut device, &mut written) else {
+                        space.undo(mark);
+                        continue;
+                    };
+                    let mut reached: BTreeSet<u64> = used.clone();
+                    reached.extend([0, 1, commit.root.block.get()]);
+                    reached.extend(commit.bitmap_locations.iter().map(|p| p.block.get()));
+                    assert_eq!(commit.blocks_used, reached.len() as u64);
+                    space.install(commit);
+                    older = core::mem::replace(&mut newest, reached);
+                }
+            }
+            space.check_counts();
+            let taken: BTreeSet<u64> = used
+                .iter()
+                .chain(&pinned)
+                .chain(&newest)
+                .chain(&older)
+                .copied()
+                .collect();
+            assert_eq!(space.unavailable(), taken.len() as u64);
+        }
     }
 
     #[test]

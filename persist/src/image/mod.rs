@@ -366,12 +366,13 @@ impl<D: BlockDevice> Image<D> {
 
     fn write_commit(&mut self) -> Result<CommitStats, Error> {
         self.check_not_poisoned()?;
-        let saved_space = self.space.clone();
+        // What preparing allocates is taken back if the commit fails.
+        let mark = self.space.mark();
         let prepared = self.prepare_commit();
         let (superblock, written_space, metadata_blocks) = match prepared {
             Ok(prepared) => prepared,
             Err(error) => {
-                self.space = saved_space;
+                self.space.undo(mark);
                 return Err(error);
             }
         };
@@ -380,7 +381,7 @@ impl<D: BlockDevice> Image<D> {
         // succeeds would not bring it back (fsyncgate): so no commit may
         // follow, ever, on this image. The older superblocks are untouched.
         if let Err(error) = self.device.flush() {
-            self.space = saved_space;
+            self.space.undo(mark);
             self.poisoned = Some(PoisonCause::FlushFailed);
             return Err(error.into());
         }
@@ -393,7 +394,7 @@ impl<D: BlockDevice> Image<D> {
             .write_block(slot, &superblock.to_block())
             .and_then(|()| self.device.flush());
         if let Err(error) = written {
-            self.space = saved_space;
+            self.space.undo(mark);
             self.poisoned = Some(PoisonCause::SuperblockWriteFailed);
             return Err(error.into());
         }
