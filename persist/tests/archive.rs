@@ -127,6 +127,7 @@ fn a_domain_image_or_a_blank_disk_is_not_an_archive() {
             memory_max_pages: 1,
             args: Vec::new(),
             env: Vec::new(),
+            network: Default::default(),
         },
     )
     .unwrap();

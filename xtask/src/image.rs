@@ -274,6 +274,7 @@ pub fn new(args: &NewArgs) -> Result<PathBuf> {
             memory_max_pages,
             args: wasi_args,
             env: args.env.clone(),
+            network: Default::default(),
         },
     )
     .with_context(|| format!("writing the image {}", output.display()))?;

@@ -170,6 +170,7 @@ impl Domains {
                 memory_max_pages: entry.memory_max_pages,
                 args: Vec::new(),
                 env: Vec::new(),
+                network: Default::default(),
             },
         )
         .map_err(|error| DomainError::Format {
