@@ -120,6 +120,8 @@ fn module_image(directory: &Path, name: &str, module: &[u8]) -> Result<PathBuf> 
         args: Vec::new(),
         env: Vec::new(),
         output: Some(directory.join(format!("{name}.img"))),
+        listen: Vec::new(),
+        durable_replies: false,
     })
 }
 
