@@ -31,7 +31,7 @@ pub fn build(names: &[&str]) -> Result<PathBuf> {
     Ok(output)
 }
 
-/// One built app for [`write`].
+/// One built app for [`write()`].
 #[derive(Debug, Clone)]
 pub struct AppToArchive<'a> {
     /// The name `spawn` takes.
