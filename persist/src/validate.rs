@@ -825,6 +825,63 @@ mod tests {
     }
 
     proptest! {
+        /// Any sockets a domain can hold pass: unique nonzero ports within
+        /// the cap, connections anywhere in their range, any open socket
+        /// nonblocking.
+        #[test]
+        fn every_network_a_domain_can_hold_passes(
+            ports in proptest::collection::btree_set(1u16.., 0..=MAX_LISTEN_PORTS),
+            picks in proptest::collection::btree_set(
+                0u32..MAX_CONNECTIONS_PER_DOMAIN as u32,
+                0..=MAX_CONNECTIONS_PER_DOMAIN,
+            ),
+            every in 1usize..5,
+        ) {
+            let listen: Vec<u16> = ports.into_iter().collect();
+            let first = FIRST_LISTENER_FD + listen.len() as u32;
+            let connections: Vec<u32> = picks.into_iter().map(|pick| first + pick).collect();
+            let open = (FIRST_LISTENER_FD..first).chain(connections.iter().copied());
+            let network = NetworkRecord {
+                listen,
+                durable_replies: every % 2 == 0,
+                nonblocking: open.step_by(every).collect(),
+                connections,
+            };
+            prop_assert_eq!(validate_network(&network), Ok(()));
+        }
+
+        /// Whatever a network record claims, a passing one holds no more
+        /// sockets than a domain can, each where a domain can have it.
+        #[test]
+        fn a_passing_network_record_is_within_every_bound(
+            listen in proptest::collection::vec(0u16..12, 0..11),
+            connections in proptest::collection::vec(0u32..90, 0..80),
+            nonblocking in proptest::collection::vec(0u32..90, 0..12),
+        ) {
+            let network = NetworkRecord {
+                listen,
+                durable_replies: false,
+                connections,
+                nonblocking,
+            };
+            if validate_network(&network).is_ok() {
+                prop_assert!(network.listen.len() <= MAX_LISTEN_PORTS);
+                prop_assert!(!network.listen.contains(&0));
+                prop_assert!(network.connections.len() <= MAX_CONNECTIONS_PER_DOMAIN);
+                let first = FIRST_LISTENER_FD + network.listen.len() as u32;
+                for socket in &network.connections {
+                    prop_assert!(*socket >= first);
+                    prop_assert!(*socket < first + MAX_CONNECTIONS_PER_DOMAIN as u32);
+                }
+                for socket in &network.nonblocking {
+                    prop_assert!(
+                        (FIRST_LISTENER_FD..first).contains(socket)
+                            || network.connections.contains(socket)
+                    );
+                }
+            }
+        }
+
         /// Any outbox the vm keeps (per receiver: ascending numbers up to
         /// the send count, within the caps) passes, and a mailbox passes
         /// exactly when it is within its caps.
