@@ -5,16 +5,26 @@
 //! `spawn APP` formats a spare disk as a new domain image from one entry.
 //! The archive is read-only: nothing ever writes it after xtask.
 //!
-//! # Format (version 1, little-endian)
+//! # Format (version 2, little-endian)
 //!
 //! | bytes            | what                                               |
 //! |------------------|----------------------------------------------------|
 //! | 0..64            | [`Header`]: magic `AMBERAPP`, version, entry count, |
 //! |                  | archive length, CRC-32C of the table, of the header |
-//! | 64..64 + 96 × n  | n [`EntryRecord`]s: name (48 bytes, zero-padded),   |
-//! |                  | module offset and length, module CRC-32C, initial   |
-//! |                  | and maximum memory in 64 KiB WebAssembly pages      |
+//! | 64..64 + 128 × n | n entries: an [`EntryRecord`] (name, 48 bytes,      |
+//! |                  | zero-padded; module offset and length, module       |
+//! |                  | CRC-32C, initial and maximum memory in 64 KiB       |
+//! |                  | WebAssembly pages), then an [`EntryNetwork`]        |
+//! |                  | (listen ports, their count, durable replies)        |
 //! | then             | the modules, each at a 4 KiB-aligned offset         |
+//!
+//! Version 1 is version 2 without the [`EntryNetwork`] (96-byte entries):
+//! its apps declare no ports and no durable replies. This code reads both
+//! and writes version 2. The network part is a new version rather than a
+//! use of the reserved bytes of version 1 because eight ports do not fit
+//! in them, and because a version 1 reader must not spawn an app without
+//! the ports it declares: it refuses the archive (`UnsupportedVersion`)
+//! instead.
 //!
 //! The archive is padded with zeros to whole blocks. Every field is checked
 //! before use ([`Archive::open`]): a damaged or truncated archive is one
@@ -26,18 +36,24 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
 
-use zerocopy::little_endian::{U32, U64};
+use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+use abi::MAX_LISTEN_PORTS;
 
 use crate::device::{BLOCK_SIZE, BlockDevice};
 use crate::error::DeviceError;
 use crate::layout::crc32c;
+use crate::network::{ListenError, NetworkDeclaration, check_listen};
 
 /// The first eight bytes of an apps archive.
 pub const MAGIC: [u8; 8] = *b"AMBERAPP";
 
-/// The archive format version this code reads and writes.
-pub const VERSION: u32 = 1;
+/// The archive format version this code writes.
+pub const VERSION: u32 = 2;
+
+/// The oldest version this code reads (its entries declare no network).
+pub const OLDEST_VERSION: u32 = 1;
 
 /// The most entries an archive may hold.
 pub const MAX_ENTRIES: usize = 256;
@@ -52,7 +68,20 @@ pub const MAX_MODULE_LEN_BYTES: u64 = 64 * 1024 * 1024;
 pub const MAX_MEMORY_PAGES: u64 = 65_536;
 
 const HEADER_LEN: usize = 64;
-const ENTRY_LEN: usize = 96;
+/// The length of an [`EntryRecord`], a version 1 entry.
+const RECORD_LEN: usize = 96;
+/// The length of an [`EntryNetwork`].
+const NETWORK_LEN: usize = 32;
+
+/// The length of one table entry in an archive of `version` (checked
+/// before).
+pub const fn entry_len(version: u32) -> usize {
+    if version == 1 {
+        RECORD_LEN
+    } else {
+        RECORD_LEN + NETWORK_LEN
+    }
+}
 
 /// The archive's first 64 bytes.
 #[derive(Debug, Clone, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
@@ -99,7 +128,27 @@ pub struct EntryRecord {
     pub padding: [u8; 8],
 }
 
-const _: () = assert!(size_of::<EntryRecord>() == ENTRY_LEN);
+const _: () = assert!(size_of::<EntryRecord>() == RECORD_LEN);
+
+/// Bit 0 of [`EntryNetwork::flags`]: durable replies.
+const DURABLE_REPLIES: u8 = 1;
+
+/// The network part of an entry (version 2), after its [`EntryRecord`].
+#[derive(Debug, Clone, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct EntryNetwork {
+    /// The TCP ports the app listens on, the first `listen_count` of them
+    /// (each nonzero, none twice: [`crate::check_listen`]); zeros after.
+    pub listen: [U16; MAX_LISTEN_PORTS],
+    /// How many of `listen` are ports (at most [`MAX_LISTEN_PORTS`]).
+    pub listen_count: u8,
+    /// Bit 0: durable replies. Every other bit zero.
+    pub flags: u8,
+    /// Zero.
+    pub reserved: [u8; 14],
+}
+
+const _: () = assert!(size_of::<EntryNetwork>() == NETWORK_LEN);
 
 /// An app to put into an archive ([`encode`]).
 #[derive(Debug, Clone, Copy)]
@@ -112,6 +161,10 @@ pub struct NewEntry<'a> {
     pub memory_pages: u64,
     /// Maximum memory, in 64 KiB WebAssembly pages.
     pub memory_max_pages: u64,
+    /// The TCP ports a domain of this app listens on, in socket order.
+    pub listen: &'a [u16],
+    /// Whether a domain of this app has durable replies.
+    pub durable_replies: bool,
 }
 
 /// One app of an open archive.
@@ -125,6 +178,9 @@ pub struct Entry {
     pub memory_pages: u64,
     /// Maximum memory, in 64 KiB WebAssembly pages.
     pub memory_max_pages: u64,
+    /// What a domain of this app declares of its network (nothing in a
+    /// version 1 archive).
+    pub network: NetworkDeclaration,
     offset: u64,
     crc: u32,
 }
@@ -166,6 +222,13 @@ pub enum Error {
         /// What is wrong.
         reason: &'static str,
     },
+    /// An entry whose listen ports no image can declare.
+    BadListen {
+        /// Its position in the table.
+        index: usize,
+        /// What is wrong with them.
+        error: ListenError,
+    },
     /// Two entries with one name.
     DuplicateName {
         /// The name.
@@ -191,7 +254,8 @@ impl fmt::Display for Error {
             Self::BadMagic => write!(formatter, "not an apps archive (bad magic)"),
             Self::UnsupportedVersion { found, supported } => write!(
                 formatter,
-                "archive version {found} is not supported (this code reads {supported})"
+                "archive version {found} is not supported (this code reads {OLDEST_VERSION} to \
+                 {supported})"
             ),
             Self::HeaderChecksumMismatch => write!(formatter, "header checksum mismatch"),
             Self::TableChecksumMismatch => write!(formatter, "entry table checksum mismatch"),
@@ -207,6 +271,7 @@ impl fmt::Display for Error {
                 "truncated: the archive is {archive_len_bytes} bytes, its disk {device_len_bytes}"
             ),
             Self::BadEntry { index, reason } => write!(formatter, "entry {index}: {reason}"),
+            Self::BadListen { index, error } => write!(formatter, "entry {index}: {error}"),
             Self::DuplicateName { name } => write!(formatter, "two entries named '{name}'"),
             Self::ModuleChecksumMismatch { name } => {
                 write!(formatter, "the module of '{name}' fails its checksum")
@@ -266,8 +331,9 @@ pub fn encode(entries: &[NewEntry<'_>]) -> Result<Vec<u8>, Error> {
             count: entries.len() as u64,
         });
     }
-    let table_end = (HEADER_LEN + entries.len() * ENTRY_LEN) as u64;
-    let mut table = Vec::with_capacity(entries.len() * ENTRY_LEN);
+    let entry_len = entry_len(VERSION);
+    let table_end = (HEADER_LEN + entries.len() * entry_len) as u64;
+    let mut table = Vec::with_capacity(entries.len() * entry_len);
     let mut offsets = Vec::with_capacity(entries.len());
     // Each module starts on a block boundary, so reading one reads no other.
     let mut archive_len_bytes = table_end;
@@ -275,6 +341,7 @@ pub fn encode(entries: &[NewEntry<'_>]) -> Result<Vec<u8>, Error> {
         check_name(entry.name).map_err(|reason| Error::BadEntry { index, reason })?;
         check_memory(entry.memory_pages, entry.memory_max_pages)
             .map_err(|reason| Error::BadEntry { index, reason })?;
+        check_listen(entry.listen).map_err(|error| Error::BadListen { index, error })?;
         if entry.module.len() as u64 > MAX_MODULE_LEN_BYTES {
             return Err(Error::BadEntry {
                 index,
@@ -298,6 +365,16 @@ pub fn encode(entries: &[NewEntry<'_>]) -> Result<Vec<u8>, Error> {
         record.memory_pages = U64::new(entry.memory_pages);
         record.memory_max_pages = U64::new(entry.memory_max_pages);
         table.extend_from_slice(record.as_bytes());
+        let mut network = EntryNetwork::new_zeroed();
+        for (slot, &port) in network.listen.iter_mut().zip(entry.listen) {
+            *slot = U16::new(port);
+        }
+        // At most MAX_LISTEN_PORTS (8), checked above.
+        network.listen_count = entry.listen.len() as u8;
+        if entry.durable_replies {
+            network.flags = DURABLE_REPLIES;
+        }
+        table.extend_from_slice(network.as_bytes());
         offsets.push(offset as usize);
         archive_len_bytes = offset + entry.module.len() as u64;
     }
@@ -345,12 +422,14 @@ impl<D: BlockDevice> Archive<D> {
         if crc32c(&first_block[..HEADER_LEN - 4]) != header.header_crc.get() {
             return Err(Error::HeaderChecksumMismatch);
         }
-        if header.version.get() != VERSION {
+        let version = header.version.get();
+        if !(OLDEST_VERSION..=VERSION).contains(&version) {
             return Err(Error::UnsupportedVersion {
-                found: header.version.get(),
+                found: version,
                 supported: VERSION,
             });
         }
+        let entry_len = entry_len(version);
         let entry_count = header.entry_count.get() as usize;
         if entry_count > MAX_ENTRIES {
             return Err(Error::TooManyEntries {
@@ -358,7 +437,7 @@ impl<D: BlockDevice> Archive<D> {
             });
         }
         let archive_len_bytes = header.archive_len_bytes.get();
-        let table_end = (HEADER_LEN + entry_count * ENTRY_LEN) as u64;
+        let table_end = (HEADER_LEN + entry_count * entry_len) as u64;
         if archive_len_bytes > device_len_bytes || table_end > device_len_bytes {
             return Err(Error::Truncated {
                 archive_len_bytes: archive_len_bytes.max(table_end),
@@ -376,8 +455,12 @@ impl<D: BlockDevice> Archive<D> {
             return Err(Error::TableChecksumMismatch);
         }
         let mut entries: Vec<Entry> = Vec::with_capacity(entry_count);
-        for (index, bytes) in table.chunks_exact(ENTRY_LEN).enumerate() {
-            let entry = decode_entry(index, bytes, table_end, archive_len_bytes)?;
+        for (index, bytes) in table.chunks_exact(entry_len).enumerate() {
+            let (record, network) = bytes.split_at(RECORD_LEN);
+            let mut entry = decode_entry(index, record, table_end, archive_len_bytes)?;
+            if !network.is_empty() {
+                entry.network = decode_network(index, network)?;
+            }
             if entries.iter().any(|other| other.name == entry.name) {
                 return Err(Error::DuplicateName { name: entry.name });
             }
@@ -435,6 +518,9 @@ fn decode_entry(
 ) -> Result<Entry, Error> {
     let bad = |reason| Error::BadEntry { index, reason };
     let record = EntryRecord::read_from_bytes(bytes).map_err(|_| bad("not 96 bytes"))?;
+    if record.reserved.get() != 0 || record.padding != [0; 8] {
+        return Err(bad("reserved bytes are not zero"));
+    }
     let name_len = record
         .name
         .iter()
@@ -466,8 +552,40 @@ fn decode_entry(
         len_bytes,
         memory_pages,
         memory_max_pages,
+        network: NetworkDeclaration::default(),
         offset,
         crc: record.crc.get(),
+    })
+}
+
+/// Checks the network part of a version 2 entry: a port count within
+/// [`MAX_LISTEN_PORTS`], ports that [`check_listen`] takes, zeros in the
+/// unused slots, no flag but durable replies.
+fn decode_network(index: usize, bytes: &[u8]) -> Result<NetworkDeclaration, Error> {
+    let bad = |reason| Error::BadEntry { index, reason };
+    let network = EntryNetwork::read_from_bytes(bytes).map_err(|_| bad("not 128 bytes"))?;
+    let count = usize::from(network.listen_count);
+    if count > MAX_LISTEN_PORTS {
+        return Err(Error::BadListen {
+            index,
+            error: ListenError::TooManyPorts { count },
+        });
+    }
+    let (ports, unused) = network.listen.split_at(count);
+    if unused.iter().any(|port| port.get() != 0) {
+        return Err(bad("listen ports past the port count"));
+    }
+    let listen: Vec<u16> = ports.iter().map(|port| port.get()).collect();
+    check_listen(&listen).map_err(|error| Error::BadListen { index, error })?;
+    if network.flags & !DURABLE_REPLIES != 0 {
+        return Err(bad("unknown network flags"));
+    }
+    if network.reserved != [0; 14] {
+        return Err(bad("reserved bytes are not zero"));
+    }
+    Ok(NetworkDeclaration {
+        listen,
+        durable_replies: network.flags & DURABLE_REPLIES != 0,
     })
 }
 
@@ -512,12 +630,16 @@ mod tests {
                 module: &module,
                 memory_pages: 1,
                 memory_max_pages: 2,
+                listen: &[6379],
+                durable_replies: true,
             },
             NewEntry {
                 name: "b",
                 module: &module[..3],
                 memory_pages: 0,
                 memory_max_pages: 0,
+                listen: &[],
+                durable_replies: false,
             },
         ];
         let bytes = encode(&entries).unwrap();

@@ -20,6 +20,7 @@ mod image;
 mod layout;
 mod metadata;
 pub mod migrate;
+mod network;
 mod page_map;
 #[cfg(feature = "std")]
 pub mod soak;
@@ -43,6 +44,7 @@ pub use metadata::{
     NameError, NetworkRecord, PAGES_PER_WASM_PAGE, StoredGlobal, StoredMessage,
     StoredOutboxMessage, StoredStatus, ValueType, WASM_PAGE_SIZE, check_name, module_sha256,
 };
+pub use network::{ListenError, NetworkDeclaration, check_listen};
 pub use page_map::{MAX_PAGES, PAGE_MAP_HEIGHT};
 pub use superblock::MIN_IMAGE_BLOCKS;
 pub use validate::{MetadataError, validate};

@@ -151,15 +151,22 @@ impl MessageCounts {
 }
 
 /// Appends the messaging part of a trailer: the message counts, then the
-/// outbox when it holds anything. Readers that know only the counts stop
-/// after them (postcard ignores trailing bytes).
+/// outbox when it holds anything or a network part follows (which then
+/// always has its place after an outbox, even an empty one), then the
+/// network record when there is one. Readers that know only the counts stop
+/// after them, and readers that know the outbox stop after it (postcard
+/// ignores trailing bytes).
 pub(crate) fn encode_messaging(metadata: &Metadata, bytes: Vec<u8>) -> Result<Vec<u8>, Error> {
     let unencodable = |_| Error::InvalidMetadata {
         reason: "the metadata cannot be encoded",
     };
+    let has_network = !metadata.network.is_empty();
     let mut bytes = postcard::to_extend(&metadata.message_counts, bytes).map_err(unencodable)?;
-    if !metadata.outbox.is_empty() {
+    if !metadata.outbox.is_empty() || has_network {
         bytes = postcard::to_extend(&metadata.outbox, bytes).map_err(unencodable)?;
+    }
+    if has_network {
+        bytes = postcard::to_extend(&metadata.network, bytes).map_err(unencodable)?;
     }
     Ok(bytes)
 }
@@ -169,10 +176,18 @@ pub(crate) fn decode_messaging(bytes: &[u8], metadata: &mut Metadata) -> Result<
     let (counts, rest): (MessageCounts, &[u8]) =
         postcard::take_from_bytes(bytes).map_err(|_| "undecodable message counts")?;
     metadata.message_counts = counts;
-    metadata.outbox = if rest.is_empty() {
-        Vec::new()
+    if rest.is_empty() {
+        metadata.outbox = Vec::new();
+        metadata.network = NetworkRecord::default();
+        return Ok(());
+    }
+    let (outbox, rest): (Vec<StoredOutboxMessage>, &[u8]) =
+        postcard::take_from_bytes(rest).map_err(|_| "undecodable outbox")?;
+    metadata.outbox = outbox;
+    metadata.network = if rest.is_empty() {
+        NetworkRecord::default()
     } else {
-        postcard::from_bytes(rest).map_err(|_| "undecodable outbox")?
+        postcard::from_bytes(rest).map_err(|_| "undecodable network record")?
     };
     Ok(())
 }

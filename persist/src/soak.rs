@@ -59,6 +59,7 @@ pub fn power_cut_round(seed: u64) -> Result<RoundReport, String> {
         memory_max_pages: 4096,
         args: Vec::new(),
         env: Vec::new(),
+        network: Default::default(),
     };
     let created =
         Image::create(MemoryDevice::new(256), domain).map_err(|error| fail("create", error))?;

@@ -35,6 +35,19 @@
 //! - **Globals**: no index twice, and a 32-bit value zero-extended (what
 //!   the vm stores).
 //! - **Status**: a trap reason of at most [`MAX_TRAP_REASON_BYTES`].
+//! - **Network**: the listen ports pass [`check_listen`] (at most
+//!   [`MAX_LISTEN_PORTS`], each nonzero, none twice: what `image new` and
+//!   [`crate::Image::create_from`] store, and nothing changes them later).
+//!   At most [`MAX_CONNECTIONS_PER_DOMAIN`] connections, none listed twice,
+//!   each numbered from the first socket after the listeners
+//!   (`FIRST_LISTENER_FD + listen.len()`) to below [`connection_sockets_end`]:
+//!   a connection takes the lowest free number above the listeners, and
+//!   with at most `MAX_CONNECTIONS_PER_DOMAIN` open at once (the reset ones
+//!   of a restore included, until closed) one of the first
+//!   `MAX_CONNECTIONS_PER_DOMAIN` numbers is always free for it, and a
+//!   number never changes while the connection is open. Nonblocking
+//!   sockets are open ones (a listener or a listed connection), none
+//!   twice: closing a socket forgets its flags.
 //!
 //! These rules bound what a record can make a machine hold and keep its
 //! counts coherent; they cannot tell a forged domain ID from a real one.
@@ -50,11 +63,27 @@ use alloc::collections::BTreeSet;
 use core::fmt;
 
 use abi::{
-    MAX_MAILBOX_BYTES, MAX_MAILBOX_MESSAGES, MAX_MESSAGE_BYTES, MAX_OUTBOX_BYTES,
-    MAX_OUTBOX_MESSAGES, ValueType,
+    FIRST_LISTENER_FD, MAX_CONNECTIONS_PER_DOMAIN, MAX_LISTEN_PORTS, MAX_MAILBOX_BYTES,
+    MAX_MAILBOX_MESSAGES, MAX_MESSAGE_BYTES, MAX_OUTBOX_BYTES, MAX_OUTBOX_MESSAGES, ValueType,
 };
 
-use crate::metadata::{DomainId, Metadata, NameError, StoredStatus, check_name};
+use crate::metadata::{DomainId, Metadata, NameError, NetworkRecord, StoredStatus, check_name};
+use crate::network::{ListenError, check_listen};
+
+/// One past the highest socket number a connection of a domain with
+/// `listen_ports` declared ports can have (see the module docs: the
+/// lowest free number above the listeners, with at most
+/// [`MAX_CONNECTIONS_PER_DOMAIN`] open).
+pub const fn connection_sockets_end(listen_ports: usize) -> u32 {
+    // Both terms are small constants' worth (a checked list is at most
+    // MAX_LISTEN_PORTS long), so the sum cannot overflow.
+    let listen_ports = if listen_ports < MAX_LISTEN_PORTS {
+        listen_ports
+    } else {
+        MAX_LISTEN_PORTS
+    };
+    FIRST_LISTENER_FD + listen_ports as u32 + MAX_CONNECTIONS_PER_DOMAIN as u32
+}
 
 /// The longest trap reason a record may hold, in bytes. The vm's reasons
 /// are one line; this bound is generous and keeps a record from carrying
@@ -190,6 +219,39 @@ pub enum MetadataError {
         /// Its length.
         len_bytes: usize,
     },
+    /// Listen ports no image can declare ([`check_listen`]).
+    Listen(ListenError),
+    /// More open connections than [`MAX_CONNECTIONS_PER_DOMAIN`].
+    TooManyConnections {
+        /// How many the record lists.
+        count: usize,
+    },
+    /// A connection's socket number listed twice.
+    DuplicateConnection {
+        /// The socket number.
+        socket: u32,
+    },
+    /// A connection numbered where no connection can be: a listener's or
+    /// standard stream's number, or past [`connection_sockets_end`].
+    ConnectionOutOfRange {
+        /// The socket number.
+        socket: u32,
+        /// The first number a connection can have.
+        first: u32,
+        /// One past the last.
+        end: u32,
+    },
+    /// A socket set nonblocking that is neither a listener nor an open
+    /// connection.
+    NonblockingNotOpen {
+        /// The socket number.
+        socket: u32,
+    },
+    /// A socket listed twice as nonblocking.
+    DuplicateNonblocking {
+        /// The socket number.
+        socket: u32,
+    },
 }
 
 impl fmt::Display for MetadataError {
@@ -259,6 +321,27 @@ impl fmt::Display for MetadataError {
                 formatter,
                 "a trap reason of {len_bytes} bytes (at most {MAX_TRAP_REASON_BYTES} allowed)"
             ),
+            Self::Listen(error) => write!(formatter, "{error}"),
+            Self::TooManyConnections { count } => write!(
+                formatter,
+                "{count} open connections (at most {MAX_CONNECTIONS_PER_DOMAIN} allowed)"
+            ),
+            Self::DuplicateConnection { socket } => {
+                write!(formatter, "connection socket {socket} is listed twice")
+            }
+            Self::ConnectionOutOfRange { socket, first, end } => write!(
+                formatter,
+                "connection socket {socket} is outside the connection sockets {first} to {}",
+                end.saturating_sub(1)
+            ),
+            Self::NonblockingNotOpen { socket } => write!(
+                formatter,
+                "socket {socket} is set nonblocking but is neither a listener nor an open \
+                 connection"
+            ),
+            Self::DuplicateNonblocking { socket } => {
+                write!(formatter, "socket {socket} is set nonblocking twice")
+            }
         }
     }
 }
@@ -303,6 +386,46 @@ pub fn validate(metadata: &Metadata) -> Result<(), MetadataError> {
         return Err(MetadataError::TrapReasonTooLong {
             len_bytes: reason.len(),
         });
+    }
+    validate_network(&metadata.network)
+}
+
+/// Checks a network record against the network rules of this module's
+/// documentation. Every list is bounded before it is walked: a hostile
+/// record costs at most a few hundred comparisons.
+pub fn validate_network(network: &NetworkRecord) -> Result<(), MetadataError> {
+    check_listen(&network.listen).map_err(MetadataError::Listen)?;
+    let count = network.connections.len();
+    if count > MAX_CONNECTIONS_PER_DOMAIN {
+        return Err(MetadataError::TooManyConnections { count });
+    }
+    // At most MAX_LISTEN_PORTS, checked above.
+    let listeners_end = FIRST_LISTENER_FD + network.listen.len() as u32;
+    let end = connection_sockets_end(network.listen.len());
+    let mut connections = BTreeSet::new();
+    for &socket in &network.connections {
+        if !(listeners_end..end).contains(&socket) {
+            return Err(MetadataError::ConnectionOutOfRange {
+                socket,
+                first: listeners_end,
+                end,
+            });
+        }
+        if !connections.insert(socket) {
+            return Err(MetadataError::DuplicateConnection { socket });
+        }
+    }
+    // Open sockets are distinct, so this list is at most as long as they
+    // are many by the time it has passed.
+    let mut nonblocking = BTreeSet::new();
+    for &socket in &network.nonblocking {
+        let is_listener = (FIRST_LISTENER_FD..listeners_end).contains(&socket);
+        if !is_listener && !connections.contains(&socket) {
+            return Err(MetadataError::NonblockingNotOpen { socket });
+        }
+        if !nonblocking.insert(socket) {
+            return Err(MetadataError::DuplicateNonblocking { socket });
+        }
     }
     Ok(())
 }
@@ -410,6 +533,7 @@ mod tests {
     use crate::metadata::{
         Counters, MessageCounts, StoredGlobal, StoredMessage, StoredOutboxMessage,
     };
+    use alloc::string::ToString;
     use alloc::vec;
     use alloc::vec::Vec;
     use proptest::prelude::*;
@@ -437,7 +561,7 @@ mod tests {
             migration: None,
             message_counts: MessageCounts::default(),
             outbox: vec![],
-            network: crate::metadata::NetworkRecord::default(),
+            network: NetworkRecord::default(),
         }
     }
 
@@ -503,7 +627,79 @@ mod tests {
             value_type: ValueType::I32,
             bits: u64::from(u32::MAX),
         }];
+        record.network = NetworkRecord {
+            listen: vec![6379, 80],
+            durable_replies: true,
+            // Sockets 3 and 4 are the listeners; 5 to 68 the connections.
+            connections: (5..5 + MAX_CONNECTIONS_PER_DOMAIN as u32).rev().collect(),
+            nonblocking: vec![4, 68, 3],
+        };
         assert_eq!(validate(&record), Ok(()));
+    }
+
+    #[test]
+    fn each_hostile_network_record_is_refused_by_name() {
+        let refused = |change: &dyn Fn(&mut NetworkRecord)| {
+            let mut record = metadata();
+            record.network.listen = vec![6379];
+            change(&mut record.network);
+            validate(&record).unwrap_err()
+        };
+        assert_eq!(
+            refused(&|network| network.listen = (1..=MAX_LISTEN_PORTS as u16 + 1).collect()),
+            MetadataError::Listen(ListenError::TooManyPorts {
+                count: MAX_LISTEN_PORTS + 1
+            })
+        );
+        assert_eq!(
+            refused(&|network| network.listen = vec![0]),
+            MetadataError::Listen(ListenError::PortZero)
+        );
+        assert_eq!(
+            refused(&|network| network.listen = vec![80, 443, 80]),
+            MetadataError::Listen(ListenError::DuplicatePort { port: 80 })
+        );
+        // A million connections claimed: refused on the count, unwalked.
+        assert_eq!(
+            refused(&|network| network.connections = vec![4; 1_000_000]),
+            MetadataError::TooManyConnections { count: 1_000_000 }
+        );
+        assert_eq!(
+            refused(&|network| network.connections = vec![4, 9, 4]),
+            MetadataError::DuplicateConnection { socket: 4 }
+        );
+        // The listener's own number, a standard stream's, and one past the
+        // last a connection can take (3 + 1 listener + 64).
+        for socket in [3, 0, 68, u32::MAX] {
+            assert_eq!(
+                refused(&|network| network.connections = vec![socket]),
+                MetadataError::ConnectionOutOfRange {
+                    socket,
+                    first: 4,
+                    end: 68
+                }
+            );
+        }
+        assert_eq!(
+            refused(&|network| {
+                network.connections = vec![4];
+                network.nonblocking = vec![4, 3, 5];
+            }),
+            MetadataError::NonblockingNotOpen { socket: 5 }
+        );
+        assert_eq!(
+            refused(&|network| network.nonblocking = vec![1]),
+            MetadataError::NonblockingNotOpen { socket: 1 }
+        );
+        assert_eq!(
+            refused(&|network| network.nonblocking = vec![3, 3]),
+            MetadataError::DuplicateNonblocking { socket: 3 }
+        );
+        let words = refused(&|network| network.connections = vec![70]).to_string();
+        assert_eq!(
+            words,
+            "connection socket 70 is outside the connection sockets 4 to 67"
+        );
     }
 
     #[test]
@@ -629,6 +825,63 @@ mod tests {
     }
 
     proptest! {
+        /// Any sockets a domain can hold pass: unique nonzero ports within
+        /// the cap, connections anywhere in their range, any open socket
+        /// nonblocking.
+        #[test]
+        fn every_network_a_domain_can_hold_passes(
+            ports in proptest::collection::btree_set(1u16.., 0..=MAX_LISTEN_PORTS),
+            picks in proptest::collection::btree_set(
+                0u32..MAX_CONNECTIONS_PER_DOMAIN as u32,
+                0..=MAX_CONNECTIONS_PER_DOMAIN,
+            ),
+            every in 1usize..5,
+        ) {
+            let listen: Vec<u16> = ports.into_iter().collect();
+            let first = FIRST_LISTENER_FD + listen.len() as u32;
+            let connections: Vec<u32> = picks.into_iter().map(|pick| first + pick).collect();
+            let open = (FIRST_LISTENER_FD..first).chain(connections.iter().copied());
+            let network = NetworkRecord {
+                listen,
+                durable_replies: every % 2 == 0,
+                nonblocking: open.step_by(every).collect(),
+                connections,
+            };
+            prop_assert_eq!(validate_network(&network), Ok(()));
+        }
+
+        /// Whatever a network record claims, a passing one holds no more
+        /// sockets than a domain can, each where a domain can have it.
+        #[test]
+        fn a_passing_network_record_is_within_every_bound(
+            listen in proptest::collection::vec(0u16..12, 0..11),
+            connections in proptest::collection::vec(0u32..90, 0..80),
+            nonblocking in proptest::collection::vec(0u32..90, 0..12),
+        ) {
+            let network = NetworkRecord {
+                listen,
+                durable_replies: false,
+                connections,
+                nonblocking,
+            };
+            if validate_network(&network).is_ok() {
+                prop_assert!(network.listen.len() <= MAX_LISTEN_PORTS);
+                prop_assert!(!network.listen.contains(&0));
+                prop_assert!(network.connections.len() <= MAX_CONNECTIONS_PER_DOMAIN);
+                let first = FIRST_LISTENER_FD + network.listen.len() as u32;
+                for socket in &network.connections {
+                    prop_assert!(*socket >= first);
+                    prop_assert!(*socket < first + MAX_CONNECTIONS_PER_DOMAIN as u32);
+                }
+                for socket in &network.nonblocking {
+                    prop_assert!(
+                        (FIRST_LISTENER_FD..first).contains(socket)
+                            || network.connections.contains(socket)
+                    );
+                }
+            }
+        }
+
         /// Any outbox the vm keeps (per receiver: ascending numbers up to
         /// the send count, within the caps) passes, and a mailbox passes
         /// exactly when it is within its caps.

@@ -1,7 +1,7 @@
 //! The apps archive: round trips, and damaged or cut archives give errors.
 
 use persist::archive::{self, Archive, Error, NewEntry};
-use persist::{BLOCK_SIZE, MemoryDevice};
+use persist::{BLOCK_SIZE, ListenError, MemoryDevice};
 use proptest::prelude::*;
 
 /// A module of `len` bytes that differs from app to app.
@@ -10,6 +10,9 @@ fn module(seed: u8, len: usize) -> Vec<u8> {
         .map(|index| (index as u8).wrapping_mul(31) ^ seed)
         .collect()
 }
+
+/// The sample's ports: none, one, the most an app may have.
+const LISTEN: [&[u16]; 3] = [&[], &[6379], &[1, 2, 3, 4, 5, 6, 7, 65535]];
 
 fn sample() -> (Vec<Vec<u8>>, Vec<u8>) {
     let modules = vec![module(1, 10_000), module(2, 1), module(3, 4096)];
@@ -23,6 +26,8 @@ fn sample() -> (Vec<Vec<u8>>, Vec<u8>) {
             module,
             memory_pages: index as u64,
             memory_max_pages: 1024,
+            listen: LISTEN[index],
+            durable_replies: index == 1,
         })
         .collect();
     let bytes = archive::encode(&entries).unwrap();
@@ -56,6 +61,8 @@ fn every_module_reads_back_with_its_memory_limits() {
         assert_eq!(entry.len_bytes, module.len() as u64);
         assert_eq!(entry.memory_pages, index as u64);
         assert_eq!(entry.memory_max_pages, 1024);
+        assert_eq!(entry.network.listen, LISTEN[index]);
+        assert_eq!(entry.network.durable_replies, index == 1);
         assert_eq!(&archive.read_module(name).unwrap().unwrap(), module);
     }
     assert!(archive.read_module("nobody").is_none());
@@ -68,6 +75,8 @@ fn the_encoder_refuses_bad_entries() {
         module: b"\0asm",
         memory_pages: 1,
         memory_max_pages: 1,
+        listen: &[],
+        durable_replies: false,
     };
     assert!(matches!(
         archive::encode(&[entry("")]),
@@ -102,6 +111,23 @@ fn the_encoder_refuses_bad_entries() {
         archive::encode(&[over_4_gib]),
         Err(Error::BadEntry { index: 0, .. })
     ));
+    for (listen, error) in [
+        (&[80, 0][..], ListenError::PortZero),
+        (&[80, 81, 80], ListenError::DuplicatePort { port: 80 }),
+        (
+            &[1, 2, 3, 4, 5, 6, 7, 8, 9],
+            ListenError::TooManyPorts { count: 9 },
+        ),
+    ] {
+        let listening = NewEntry {
+            listen,
+            ..entry("b")
+        };
+        assert_eq!(
+            archive::encode(&[entry("a"), listening]),
+            Err(Error::BadListen { index: 1, error })
+        );
+    }
     let many: Vec<String> = (0..=archive::MAX_ENTRIES)
         .map(|index| format!("app{index}"))
         .collect();
@@ -127,6 +153,7 @@ fn a_domain_image_or_a_blank_disk_is_not_an_archive() {
             memory_max_pages: 1,
             args: Vec::new(),
             env: Vec::new(),
+            network: Default::default(),
         },
     )
     .unwrap();
@@ -144,13 +171,13 @@ fn damaged_fields_are_named() {
     assert_eq!(open(header).unwrap_err(), Error::HeaderChecksumMismatch);
 
     let mut version = bytes.clone();
-    version[8] = 2;
+    version[8] = 3;
     reseal_header(&mut version);
     assert_eq!(
         open(version).unwrap_err(),
         Error::UnsupportedVersion {
-            found: 2,
-            supported: 1
+            found: 3,
+            supported: 2
         }
     );
 
@@ -253,7 +280,7 @@ proptest! {
             bytes[8..12].copy_from_slice(&archive::VERSION.to_le_bytes());
             let entry_count = u32::from(bytes[12] % 8);
             bytes[12..16].copy_from_slice(&entry_count.to_le_bytes());
-            let table_end = 64 + entry_count as usize * 96;
+            let table_end = 64 + entry_count as usize * archive::entry_len(archive::VERSION);
             if table_end <= bytes.len() {
                 let crc = persist::crc32c(&bytes[64..table_end]);
                 bytes[24..28].copy_from_slice(&crc.to_le_bytes());
@@ -286,11 +313,125 @@ proptest! {
                 module,
                 memory_pages: max_pages / 2,
                 memory_max_pages: max_pages,
+                listen: &[8080],
+                durable_replies: true,
             })
             .collect();
         let mut archive = open(archive::encode(&entries).unwrap()).unwrap();
         for (name, module) in names.iter().zip(&modules) {
             prop_assert_eq!(&archive.read_module(name).unwrap().unwrap(), module);
         }
+    }
+}
+
+/// Where entry `index`'s network part starts in a version 2 archive.
+fn network_at(index: usize) -> usize {
+    64 + index * archive::entry_len(archive::VERSION) + archive::entry_len(1)
+}
+
+/// Puts the table's and the header's CRCs right after a test changed an
+/// entry of an archive of `entry_count` entries of `version`.
+fn reseal_table(bytes: &mut [u8], version: u32, entry_count: usize) {
+    let table_end = 64 + entry_count * archive::entry_len(version);
+    let crc = persist::crc32c(&bytes[64..table_end]);
+    bytes[24..28].copy_from_slice(&crc.to_le_bytes());
+    reseal_header(bytes);
+}
+
+#[test]
+fn hostile_network_parts_are_refused_by_name() {
+    let (_, bytes) = sample();
+    let refused = |change: &dyn Fn(&mut [u8])| {
+        let mut bytes = bytes.clone();
+        change(&mut bytes);
+        reseal_table(&mut bytes, archive::VERSION, 3);
+        open(bytes).unwrap_err()
+    };
+    // Entry 1 declares port 6379: count at 16, flags at 17.
+    let at = network_at(1);
+    assert_eq!(
+        refused(&|bytes| bytes[at + 16] = 9),
+        Error::BadListen {
+            index: 1,
+            error: ListenError::TooManyPorts { count: 9 }
+        }
+    );
+    assert_eq!(
+        refused(&|bytes| bytes[at + 16] = 255),
+        Error::BadListen {
+            index: 1,
+            error: ListenError::TooManyPorts { count: 255 }
+        }
+    );
+    assert_eq!(
+        refused(&|bytes| bytes[at..at + 2].copy_from_slice(&[0, 0])),
+        Error::BadListen {
+            index: 1,
+            error: ListenError::PortZero
+        }
+    );
+    assert_eq!(
+        refused(&|bytes| {
+            bytes[at + 2..at + 4].copy_from_slice(&6379u16.to_le_bytes());
+            bytes[at + 16] = 2;
+        }),
+        Error::BadListen {
+            index: 1,
+            error: ListenError::DuplicatePort { port: 6379 }
+        }
+    );
+    assert_eq!(
+        refused(&|bytes| bytes[at + 4] = 1),
+        Error::BadEntry {
+            index: 1,
+            reason: "listen ports past the port count"
+        }
+    );
+    assert_eq!(
+        refused(&|bytes| bytes[at + 17] = 0b10),
+        Error::BadEntry {
+            index: 1,
+            reason: "unknown network flags"
+        }
+    );
+    assert_eq!(
+        refused(&|bytes| bytes[at + 31] = 1),
+        Error::BadEntry {
+            index: 1,
+            reason: "reserved bytes are not zero"
+        }
+    );
+    let words = refused(&|bytes| bytes[at + 16] = 9).to_string();
+    assert_eq!(
+        words,
+        "entry 1: 9 listen ports declared (at most 8 allowed)"
+    );
+}
+
+/// The sample as code before the network part wrote it: version 1, each
+/// entry without its network part. The modules stay where they are.
+fn version_1(bytes: &[u8], entry_count: usize) -> Vec<u8> {
+    let mut old = bytes.to_vec();
+    let (record_len, entry_len) = (archive::entry_len(1), archive::entry_len(2));
+    let old_table: Vec<u8> = bytes[64..64 + entry_count * entry_len]
+        .chunks_exact(entry_len)
+        .flat_map(|entry| entry[..record_len].to_vec())
+        .collect();
+    old[64..64 + entry_count * entry_len].fill(0);
+    old[64..64 + old_table.len()].copy_from_slice(&old_table);
+    old[8..12].copy_from_slice(&1u32.to_le_bytes());
+    reseal_table(&mut old, 1, entry_count);
+    old
+}
+
+#[test]
+fn a_version_1_archive_still_reads_and_declares_no_network() {
+    let (modules, bytes) = sample();
+    let mut archive = open(version_1(&bytes, 3)).unwrap();
+    for (index, name) in ["counter", "kv", "life"].iter().enumerate() {
+        let entry = archive.find(name).unwrap().clone();
+        assert_eq!(entry.memory_pages, index as u64);
+        assert_eq!(entry.network, persist::NetworkDeclaration::default());
+        assert_eq!(archive.read_module(name).unwrap().unwrap(), modules[index]);
     }
 }

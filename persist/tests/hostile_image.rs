@@ -84,6 +84,7 @@ fn created(memory_max_pages: u64) -> Forge {
             memory_max_pages,
             args: Vec::new(),
             env: Vec::new(),
+            network: Default::default(),
         },
     )
     .unwrap();

@@ -3,7 +3,8 @@
 //! Issue 15's hostile case (h): a record whose outbox holds 2,001 messages
 //! to a victim, numbered up to `u64::MAX - 1`, is refused when its image is
 //! opened here and when a migration brings it in, and so is a record
-//! within the outbox caps whose send count is impossible for its fuel.
+//! within the outbox caps whose send count is impossible for its fuel; so
+//! is a network record claiming sockets no domain can hold (issue 17).
 //! vm/tests/forged_outbox.rs shows what the vm does with such a record if
 //! it gets past these checks.
 
@@ -29,6 +30,7 @@ fn image() -> Image<MemoryDevice> {
             memory_max_pages: 1,
             args: Vec::new(),
             env: Vec::new(),
+            network: Default::default(),
         },
     )
     .unwrap()
@@ -76,11 +78,39 @@ fn count_refusal() -> MetadataError {
     }
 }
 
+/// A network record claiming a hundred thousand open connections, on
+/// socket numbers that are the standard streams' and a listener's.
+fn forge_network(metadata: &mut Metadata) {
+    metadata.network.listen = vec![6379];
+    metadata.network.connections = (0..100_000).collect();
+    metadata.network.nonblocking = vec![1];
+}
+
+fn network_refusal() -> MetadataError {
+    MetadataError::TooManyConnections { count: 100_000 }
+}
+
+/// Within the connection cap, a connection on the listener's socket.
+fn forge_connection(metadata: &mut Metadata) {
+    metadata.network.listen = vec![6379];
+    metadata.network.connections = vec![3];
+}
+
+fn connection_refusal() -> MetadataError {
+    MetadataError::ConnectionOutOfRange {
+        socket: 3,
+        first: 4,
+        end: 68,
+    }
+}
+
 #[test]
 fn an_image_holding_a_forged_outbox_is_refused_when_opened() {
     for (forge, refusal) in [
         (forge_outbox as fn(&mut Metadata), outbox_refusal()),
         (forge_counts, count_refusal()),
+        (forge_network, network_refusal()),
+        (forge_connection, connection_refusal()),
     ] {
         let mut image = image();
         forge(image.metadata_mut());
@@ -137,6 +167,8 @@ fn a_migration_carrying_a_forged_outbox_is_refused_before_anything_is_stored() {
     for (forge, refusal) in [
         (forge_outbox as fn(&mut Metadata), outbox_refusal()),
         (forge_counts, count_refusal()),
+        (forge_network, network_refusal()),
+        (forge_connection, connection_refusal()),
     ] {
         let mut image = image();
         // A hostile source: its record in memory, never committed.

@@ -295,3 +295,52 @@ fn a_file_device_holds_an_image() {
     assert_eq!(read(&mut image, 2), page(2));
     std::fs::remove_file(&path).unwrap();
 }
+
+#[test]
+fn a_network_declaration_is_stored_and_a_bad_one_refused_before_any_write() {
+    let mut listening = domain(16);
+    listening.network = persist::NetworkDeclaration {
+        listen: vec![6379, 80],
+        durable_replies: true,
+    };
+    let mut image = Image::create(MemoryDevice::new(256), listening).unwrap();
+    let network = &image.metadata().network;
+    assert_eq!(network.listen, [6379, 80]);
+    assert!(network.durable_replies);
+    assert!(network.connections.is_empty());
+    // The sockets open at a commit are stored with it, and read back.
+    image.metadata_mut().network.connections = vec![5];
+    image.metadata_mut().network.nonblocking = vec![5];
+    image.commit().unwrap();
+    let image = Image::open(image.into_device()).unwrap();
+    assert_eq!(
+        image.metadata().network,
+        persist::NetworkRecord {
+            listen: vec![6379, 80],
+            durable_replies: true,
+            connections: vec![5],
+            nonblocking: vec![5],
+        }
+    );
+
+    for (listen, refusal) in [
+        (vec![80, 0], persist::ListenError::PortZero),
+        (
+            vec![80, 80],
+            persist::ListenError::DuplicatePort { port: 80 },
+        ),
+        (
+            (1..=9).collect(),
+            persist::ListenError::TooManyPorts { count: 9 },
+        ),
+    ] {
+        let mut refused = domain(16);
+        refused.network.listen = listen;
+        let error = Image::create(MemoryDevice::new(256), refused).unwrap_err();
+        assert_eq!(
+            error,
+            Error::MetadataRefused(persist::MetadataError::Listen(refusal))
+        );
+        assert!(error.to_string().contains("listen port"), "{error}");
+    }
+}

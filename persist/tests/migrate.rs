@@ -27,7 +27,8 @@ fn module() -> Vec<u8> {
     bytes
 }
 
-/// The source's image: a domain with pages, globals and a mailbox.
+/// The source's image: a domain with pages, globals, a mailbox and a
+/// network declaration.
 fn source_device() -> MemoryDevice {
     let module = module();
     let mut image = Image::create(
@@ -40,6 +41,12 @@ fn source_device() -> MemoryDevice {
             memory_max_pages: 4,
             args: vec!["counter".into()],
             env: vec!["MODE=test".into()],
+            // The declaration travels with the metadata (and is compared
+            // with it in every test here).
+            network: persist::NetworkDeclaration {
+                listen: vec![6379, 8080],
+                durable_replies: true,
+            },
         },
     )
     .unwrap();
@@ -58,6 +65,10 @@ fn source_device() -> MemoryDevice {
         sender: persist::DomainId(9),
         bytes: b"hello".to_vec(),
     });
+    // The sockets open at the commit travel too (as records: the
+    // connections themselves read as reset after the move).
+    metadata.network.connections = vec![5, 6];
+    metadata.network.nonblocking = vec![3, 6];
     // Exactly-once numbering and the outbox travel with the domain (and the
     // receiver's count of message 9's sender is the one that made "hello"
     // new).

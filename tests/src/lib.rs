@@ -201,6 +201,8 @@ pub fn domain_image(
         args: Vec::new(),
         env: Vec::new(),
         output: Some(directory.join(format!("{name}.img"))),
+        listen: Vec::new(),
+        durable_replies: false,
     };
     xtask::image::new(&arguments)
 }

@@ -274,6 +274,8 @@ fn bigmem_paging_loses_no_commit_in_any_crash_state() -> Result<()> {
         args: vec![BIGMEM_MIB.to_string()],
         env: Vec::new(),
         output: Some(directory.join("bigmem.img")),
+        listen: Vec::new(),
+        durable_replies: false,
     })?;
     let server = RecordingServer::start(&image)?;
     let mut config = test_config()?;

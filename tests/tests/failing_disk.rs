@@ -230,6 +230,7 @@ fn raw_image(directory: &Path, name: &str, module: &[u8]) -> Result<PathBuf> {
             memory_max_pages: 16,
             args: Vec::new(),
             env: Vec::new(),
+            network: Default::default(),
         },
     )
     .map_err(|error| anyhow!("writing {}: {error}", path.display()))?;

@@ -120,6 +120,8 @@ fn module_image(directory: &Path, name: &str, module: &[u8]) -> Result<PathBuf> 
         args: Vec::new(),
         env: Vec::new(),
         output: Some(directory.join(format!("{name}.img"))),
+        listen: Vec::new(),
+        durable_replies: false,
     })
 }
 
@@ -145,6 +147,7 @@ fn raw_image(directory: &Path, name: &str, module: &[u8]) -> Result<PathBuf> {
             memory_max_pages: 16,
             args: Vec::new(),
             env: Vec::new(),
+            network: Default::default(),
         },
     )
     .map_err(|error| anyhow!("writing {}: {error}", path.display()))?;

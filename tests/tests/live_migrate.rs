@@ -206,6 +206,8 @@ fn a_256_mib_domain_moves_live_with_its_memory_intact() -> Result<()> {
         args: vec!["256".into(), "2".into()],
         env: Vec::new(),
         output: Some(directory.join("bigmem.img")),
+        listen: Vec::new(),
+        durable_replies: false,
     })?;
     let b_disk = directory.join("b-spare.img");
     std::fs::File::create(&b_disk)

@@ -77,6 +77,8 @@ fn wat_image(
         args: Vec::new(),
         env: Vec::new(),
         output: Some(directory.join(format!("{name}.img"))),
+        listen: Vec::new(),
+        durable_replies: false,
     })
 }
 

@@ -41,6 +41,8 @@ fn a_domain_touching_512_mib_runs_and_verifies_under_128_mib_of_ram() -> Result<
         args: vec!["512".into()],
         env: Vec::new(),
         output: Some(directory.join("bigmem.img")),
+        listen: Vec::new(),
+        durable_replies: false,
     })?;
     let mut config = test_config()?;
     config.memory_mib = 128;

@@ -226,6 +226,7 @@ fn checkpoints<D: BlockDevice + Send + 'static>(
             memory_max_pages: 16384,
             args: Vec::new(),
             env: Vec::new(),
+            network: Default::default(),
         },
     )?;
     let mut domain = Domain::open(

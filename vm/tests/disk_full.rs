@@ -55,6 +55,7 @@ fn image_of(blocks: u64, id: u128, name: &str, wat: &str, max_pages: u64) -> Ima
             memory_max_pages: max_pages,
             args: Vec::new(),
             env: Vec::new(),
+            network: Default::default(),
         },
     )
     .unwrap()

@@ -180,6 +180,7 @@ fn a_module_over_the_limit_is_refused_before_it_is_read() {
             memory_max_pages: 1,
             args: Vec::new(),
             env: Vec::new(),
+            network: Default::default(),
         },
     )
     .unwrap();

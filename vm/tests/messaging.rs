@@ -76,6 +76,7 @@ fn open_domain(
             memory_max_pages: 1,
             args: Vec::new(),
             env: Vec::new(),
+            network: Default::default(),
         };
         Image::create(device.clone(), domain).unwrap()
     } else {

@@ -317,6 +317,7 @@ fn persist_domain(
             memory_max_pages: 4,
             args: Vec::new(),
             env: Vec::new(),
+            network: Default::default(),
         };
         Image::create(device, domain).unwrap()
     } else {

@@ -12,12 +12,25 @@
 //! 4. [`wasm_rewrite::export_mutable_globals`] exports every mutable global as
 //!    `amber.global.N`. It must run after wasm-opt, which renames globals and
 //!    adds `__asyncify_state` and `__asyncify_data`.
+//!
+//! An app's network comes from its Cargo.toml ([`network_declaration`]):
+//!
+//! ```toml
+//! [package.metadata.amber]
+//! listen = [6379]          # TCP ports, in socket order (fd 3, 4, ...)
+//! durable-replies = true   # replies wait for the commit that made them
+//! ```
+//!
+//! Absent, the app declares no ports and immediate replies. The apps
+//! archive carries the declaration into every domain `spawn` makes.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
+use persist::NetworkDeclaration;
 
 use crate::{paths, tools, wasm_rewrite};
 
@@ -126,12 +139,13 @@ pub fn run(command: AppCommand) -> Result<()> {
             let names: Vec<&str> = args.names.iter().map(String::as_str).collect();
             for built in build_apps_with_sizes(&names)? {
                 println!(
-                    "{:<9} {:>7} bytes linked -> {:>7} bytes after wasm-opt -O --asyncify ({:+.0}%)  {}",
+                    "{:<9} {:>7} bytes linked -> {:>7} bytes after wasm-opt -O --asyncify ({:+.0}%)  {}{}",
                     built.name,
                     built.linked_len_bytes,
                     built.final_len_bytes,
                     growth_percent(built.linked_len_bytes, built.final_len_bytes),
                     built.path.display(),
+                    network_text(&built.network),
                 );
             }
             Ok(())
@@ -141,8 +155,12 @@ pub fn run(command: AppCommand) -> Result<()> {
             let path = crate::archive::build(&names)?;
             for entry in crate::archive::entries(&path)? {
                 println!(
-                    "{:<9} {:>7} bytes, memory {} to {} pages of 64 KiB",
-                    entry.name, entry.len_bytes, entry.memory_pages, entry.memory_max_pages
+                    "{:<9} {:>7} bytes, memory {} to {} pages of 64 KiB{}",
+                    entry.name,
+                    entry.len_bytes,
+                    entry.memory_pages,
+                    entry.memory_max_pages,
+                    network_text(&entry.network)
                 );
             }
             println!("apps archive: {}", path.display());
@@ -175,11 +193,126 @@ pub struct BuiltApp {
     pub linked_len_bytes: usize,
     /// Size after asyncify and the rewrites.
     pub final_len_bytes: usize,
+    /// What its Cargo.toml declares of its network.
+    pub network: NetworkDeclaration,
+}
+
+/// `, listens on 6379, 80, durable replies`, or nothing for an app without
+/// a network.
+pub fn network_text(network: &NetworkDeclaration) -> String {
+    let mut text = String::new();
+    if !network.listen.is_empty() {
+        let ports: Vec<String> = network.listen.iter().map(u16::to_string).collect();
+        text.push_str(&format!(", listens on {}", ports.join(", ")));
+    }
+    if network.durable_replies {
+        text.push_str(", durable replies");
+    }
+    text
+}
+
+/// The keys `[package.metadata.amber]` may hold.
+const AMBER_METADATA_KEYS: &[&str] = &["listen", "durable-replies"];
+
+/// What the package metadata of `app` (the `metadata` of its package in
+/// `cargo metadata`, `null` when it has none) declares of its network:
+/// `[package.metadata.amber]`'s `listen` (TCP ports, at most
+/// [`abi::MAX_LISTEN_PORTS`], each 1 to 65535 and once) and
+/// `durable-replies` (a boolean). An unknown key is refused rather than
+/// ignored, so a misspelt `durable_replies` never goes unnoticed.
+pub fn network_declaration(app: &str, metadata: &serde_json::Value) -> Result<NetworkDeclaration> {
+    let Some(amber) = metadata.get("amber") else {
+        return Ok(NetworkDeclaration::default());
+    };
+    let table = amber
+        .as_object()
+        .with_context(|| format!("[package.metadata.amber] of {app} is not a table"))?;
+    if let Some(key) = table
+        .keys()
+        .find(|key| !AMBER_METADATA_KEYS.contains(&key.as_str()))
+    {
+        bail!(
+            "[package.metadata.amber] of {app} has an unknown key `{key}` (known: {})",
+            AMBER_METADATA_KEYS.join(", ")
+        );
+    }
+    let listen = match table.get("listen") {
+        None => Vec::new(),
+        Some(listen) => {
+            let ports = listen
+                .as_array()
+                .with_context(|| format!("`listen` of {app} is not a list of ports"))?;
+            if ports.len() > abi::MAX_LISTEN_PORTS {
+                bail!(
+                    "{app} declares {} listen ports (at most {} allowed)",
+                    ports.len(),
+                    abi::MAX_LISTEN_PORTS
+                );
+            }
+            ports
+                .iter()
+                .map(|port| {
+                    port.as_u64()
+                        .and_then(|port| u16::try_from(port).ok())
+                        .filter(|port| *port != 0)
+                        .with_context(|| {
+                            format!("`listen` of {app} holds {port}, not a port (1 to 65535)")
+                        })
+                })
+                .collect::<Result<Vec<u16>>>()?
+        }
+    };
+    persist::check_listen(&listen).with_context(|| format!("`listen` of {app}"))?;
+    let durable_replies = match table.get("durable-replies") {
+        None => false,
+        Some(value) => value
+            .as_bool()
+            .with_context(|| format!("`durable-replies` of {app} is not true or false"))?,
+    };
+    Ok(NetworkDeclaration {
+        listen,
+        durable_replies,
+    })
+}
+
+/// Every package of the apps workspace and its network declaration, read
+/// from `cargo metadata` (no dependencies resolved).
+pub fn declared_networks() -> Result<BTreeMap<String, NetworkDeclaration>> {
+    let output = apps_cargo()?
+        .args(["metadata", "--no-deps", "--format-version", "1"])
+        .output()
+        .context("running cargo metadata in the apps workspace")?;
+    if !output.status.success() {
+        bail!(
+            "cargo metadata in the apps workspace failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let workspace: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .context("reading the apps workspace's cargo metadata")?;
+    let packages = workspace["packages"]
+        .as_array()
+        .context("the apps workspace's cargo metadata lists no packages")?;
+    packages
+        .iter()
+        .map(|package| {
+            let name = package["name"]
+                .as_str()
+                .context("a package without a name in cargo metadata")?;
+            Ok((
+                name.to_owned(),
+                network_declaration(name, &package["metadata"])?,
+            ))
+        })
+        .collect()
 }
 
 /// [`build_apps`], also reporting the module sizes.
 pub fn build_apps_with_sizes(names: &[&str]) -> Result<Vec<BuiltApp>> {
     let apps = select_apps(names)?;
+    // Read first: a bad declaration is refused before anything builds.
+    let networks = declared_networks()?;
     let wasm_opt = tools::wasm_opt()?;
     for kind in [AppKind::Wasi, AppKind::Amber] {
         let crates: Vec<&str> = apps
@@ -195,7 +328,11 @@ pub fn build_apps_with_sizes(names: &[&str]) -> Result<Vec<BuiltApp>> {
     std::fs::create_dir_all(&output_dir)
         .with_context(|| format!("creating {}", output_dir.display()))?;
     apps.iter()
-        .map(|app| finish_app(app, &wasm_opt, &output_dir))
+        .map(|app| {
+            let mut built = finish_app(app, &wasm_opt, &output_dir)?;
+            built.network = networks.get(app.name).cloned().unwrap_or_default();
+            Ok(built)
+        })
         .collect()
 }
 
@@ -348,6 +485,7 @@ fn finish_app(app: &App, wasm_opt: &Path, output_dir: &Path) -> Result<BuiltApp>
         path,
         linked_len_bytes: linked.len(),
         final_len_bytes: finished.len(),
+        network: NetworkDeclaration::default(),
     })
 }
 

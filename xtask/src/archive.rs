@@ -3,13 +3,14 @@
 //! The format is `persist::archive`'s; each module goes through
 //! [`image::prepare_module`], as for `image new`, so a domain the kernel
 //! spawns from the archive gets the module and memory limits an image made
-//! by `cargo xtask image new` would have.
+//! by `cargo xtask image new` would have, and the network its Cargo.toml
+//! declares ([`app::network_declaration`]), as `image new --listen` would.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use persist::FileDevice;
 use persist::archive::{self, Archive, Entry, NewEntry};
+use persist::{FileDevice, NetworkDeclaration};
 
 use crate::{app, image, paths};
 
@@ -17,33 +18,49 @@ use crate::{app, image, paths};
 /// `target/amber/apps-archive.img`; returns its path.
 pub fn build(names: &[&str]) -> Result<PathBuf> {
     let built = app::build_apps_with_sizes(names)?;
-    let apps: Vec<(&str, &Path)> = built
+    let apps: Vec<AppToArchive<'_>> = built
         .iter()
-        .map(|app| (app.name, app.path.as_path()))
+        .map(|app| AppToArchive {
+            name: app.name,
+            path: &app.path,
+            network: app.network.clone(),
+        })
         .collect();
     let output = paths::apps_archive();
     write(&apps, &output)?;
     Ok(output)
 }
 
-/// Packs the modules `apps` (name and path of a built module) into an
-/// archive at `output`, written beside it and renamed into place so that a
-/// running QEMU never sees half of one.
-pub fn write(apps: &[(&str, &Path)], output: &Path) -> Result<()> {
+/// One built app for [`write()`].
+#[derive(Debug, Clone)]
+pub struct AppToArchive<'a> {
+    /// The name `spawn` takes.
+    pub name: &'a str,
+    /// The built module.
+    pub path: &'a Path,
+    /// Its listen ports and durable replies.
+    pub network: NetworkDeclaration,
+}
+
+/// Packs the modules `apps` into an archive at `output`, written beside it
+/// and renamed into place so that a running QEMU never sees half of one.
+pub fn write(apps: &[AppToArchive<'_>], output: &Path) -> Result<()> {
     let prepared = apps
         .iter()
-        .map(|(name, path)| {
-            image::prepare_module(path, None).with_context(|| format!("archiving {name}"))
+        .map(|app| {
+            image::prepare_module(app.path, None).with_context(|| format!("archiving {}", app.name))
         })
         .collect::<Result<Vec<_>>>()?;
     let entries: Vec<NewEntry<'_>> = apps
         .iter()
         .zip(&prepared)
-        .map(|((name, _), module)| NewEntry {
-            name,
+        .map(|(app, module)| NewEntry {
+            name: app.name,
             module: &module.module,
             memory_pages: module.memory_pages,
             memory_max_pages: module.memory_max_pages,
+            listen: &app.network.listen,
+            durable_replies: app.network.durable_replies,
         })
         .collect();
     let bytes = archive::encode(&entries).context("encoding the apps archive")?;

@@ -191,6 +191,7 @@ fn seed_image() -> Result<Vec<u8>> {
         memory_max_pages: 2,
         args: vec!["seed".into()],
         env: vec!["KEY=value".into()],
+        network: Default::default(),
     };
     let mut image = Image::create(MemoryDevice::new(SEED_BLOCKS), domain)
         .map_err(|error| anyhow::anyhow!("creating the seed image: {error}"))?;

@@ -60,6 +60,23 @@ pub struct NewArgs {
     /// Where to write the image (default: target/amber/disks/NAME.img).
     #[arg(short = 'o', long = "output")]
     pub output: Option<PathBuf>,
+    /// A TCP port the domain may listen on (repeatable, at most 8, each
+    /// once). The first is the domain's socket (WASI fd) 3, the next 4, ...
+    #[arg(long = "listen", value_name = "PORT", value_parser = parse_port)]
+    pub listen: Vec<u16>,
+    /// Durable replies: nothing the domain writes to a connection leaves
+    /// the machine before a commit holds the state that wrote it.
+    #[arg(long = "durable-replies")]
+    pub durable_replies: bool,
+}
+
+/// Reads a `--listen` port: a number from 1 to 65535.
+pub fn parse_port(text: &str) -> Result<u16, String> {
+    match text.parse::<u16>() {
+        Ok(0) => Err("port 0 names no port (ports are 1 to 65535)".into()),
+        Ok(port) => Ok(port),
+        Err(_) => Err(format!("`{text}` is not a port number (1 to 65535)")),
+    }
 }
 
 /// `image inspect`.
@@ -221,6 +238,11 @@ pub fn prepare_module(wasm: &Path, memory_max_mib: Option<u64>) -> Result<Prepar
 
 /// Creates the image `args` describe; returns its path.
 pub fn new(args: &NewArgs) -> Result<PathBuf> {
+    // persist refuses these too; here they are refused before any file is
+    // read, in words that name the flag.
+    if let Err(error) = persist::check_listen(&args.listen) {
+        bail!("--listen: {error}");
+    }
     let PreparedModule {
         module,
         memory_pages,
@@ -274,6 +296,10 @@ pub fn new(args: &NewArgs) -> Result<PathBuf> {
             memory_max_pages,
             args: wasi_args,
             env: args.env.clone(),
+            network: persist::NetworkDeclaration {
+                listen: args.listen.clone(),
+                durable_replies: args.durable_replies,
+            },
         },
     )
     .with_context(|| format!("writing the image {}", output.display()))?;
@@ -327,6 +353,39 @@ pub struct ImageInfo {
     pub rollback: Option<persist::RollbackRecord>,
     pub args: Vec<String>,
     pub env: Vec<String>,
+    /// Declared ports, durable replies, and the sockets open at the commit.
+    pub network: persist::NetworkRecord,
+}
+
+/// The declared ports with their sockets: `6379 (socket 3), 80 (socket 4)`.
+fn listen_text(listen: &[u16]) -> String {
+    if listen.is_empty() {
+        return "none".into();
+    }
+    (abi::FIRST_LISTENER_FD..)
+        .zip(listen)
+        .map(|(socket, port)| format!("{port} (socket {socket})"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn replies_text(durable_replies: bool) -> &'static str {
+    if durable_replies {
+        "durable (held until a commit holds the state that wrote them)"
+    } else {
+        "immediate"
+    }
+}
+
+fn connections_text(connections: &[u32]) -> String {
+    if connections.is_empty() {
+        return "none".into();
+    }
+    let sockets: Vec<String> = connections.iter().map(u32::to_string).collect();
+    format!(
+        "sockets {} (open at the commit; they read as reset after a restore)",
+        sockets.join(", ")
+    )
 }
 
 fn migration_text(migration: &Option<persist::migrate::Migration>) -> String {
@@ -387,6 +446,10 @@ impl ImageInfo {
             "rollback": rollback_text(&self.rollback),
             "args": self.args,
             "env": self.env,
+            "listen": self.network.listen,
+            "durable_replies": self.network.durable_replies,
+            "connections": self.network.connections,
+            "nonblocking": self.network.nonblocking,
         })
     }
 
@@ -407,7 +470,10 @@ impl ImageInfo {
              migration:      {}\n\
              rollback:       {}\n\
              args:           {:?}\n\
-             env:            {:?}\n",
+             env:            {:?}\n\
+             listen:         {}\n\
+             replies:        {}\n\
+             connections:    {}\n",
             self.path.display(),
             self.id,
             self.name,
@@ -430,6 +496,9 @@ impl ImageInfo {
             rollback_text(&self.rollback),
             self.args,
             self.env,
+            listen_text(&self.network.listen),
+            replies_text(self.network.durable_replies),
+            connections_text(&self.network.connections),
         )
     }
 }
@@ -464,6 +533,7 @@ pub fn inspect(path: &Path) -> Result<ImageInfo> {
         rollback: image.rollback_record(),
         args: metadata.args.clone(),
         env: metadata.env.clone(),
+        network: metadata.network.clone(),
     })
 }
 

@@ -94,6 +94,8 @@ pub fn offline(args: &OfflineArgs) -> Result<OfflineReport> {
         args: Vec::new(),
         env: Vec::new(),
         output: Some(dir_a.join(format!("{name}.img"))),
+        listen: Vec::new(),
+        durable_replies: false,
     })?;
     let config = |disk: &Path| QemuConfig {
         kernel: kernel.clone(),

@@ -228,6 +228,8 @@ fn demo_images(freshness: Freshness) -> Result<Vec<PathBuf>> {
             args: Vec::new(),
             env: Vec::new(),
             output: Some(output),
+            listen: Vec::new(),
+            durable_replies: false,
         })?;
     }
     Ok(images)

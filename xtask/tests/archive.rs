@@ -2,7 +2,11 @@
 
 use std::path::PathBuf;
 
+use persist::NetworkDeclaration;
 use persist::archive::Archive;
+use serde_json::json;
+use xtask::app::network_declaration;
+use xtask::archive::AppToArchive;
 use xtask::image::{self, MemoryLimits};
 
 fn temp_dir(test: &str) -> PathBuf {
@@ -29,7 +33,26 @@ fn an_archive_holds_each_module_as_image_new_prepares_it() {
     )
     .unwrap();
     let output = directory.join("apps.img");
-    xtask::archive::write(&[("a", &defines), ("b", &unbounded)], &output).unwrap();
+    let listening = NetworkDeclaration {
+        listen: vec![6379, 80],
+        durable_replies: true,
+    };
+    xtask::archive::write(
+        &[
+            AppToArchive {
+                name: "a",
+                path: &defines,
+                network: listening.clone(),
+            },
+            AppToArchive {
+                name: "b",
+                path: &unbounded,
+                network: NetworkDeclaration::default(),
+            },
+        ],
+        &output,
+    )
+    .unwrap();
 
     let entries = xtask::archive::entries(&output).unwrap();
     let limits: Vec<(&str, u64, u64)> = entries
@@ -44,6 +67,9 @@ fn an_archive_holds_each_module_as_image_new_prepares_it() {
         .collect();
     // Without a maximum of its own a module gets 64 MiB, as with image new.
     assert_eq!(limits, [("a", 2, 8), ("b", 1, 1024)]);
+    // Each entry carries the network its app declares.
+    assert_eq!(entries[0].network, listening);
+    assert_eq!(entries[1].network, NetworkDeclaration::default());
 
     let mut archive = Archive::open(persist::FileDevice::open(&output).unwrap()).unwrap();
     for (name, path) in [("a", &defines), ("b", &unbounded)] {
@@ -72,4 +98,94 @@ fn a_file_that_is_no_archive_is_named() {
     assert!(error.contains("is not a usable apps archive"), "{error}");
     assert!(error.contains("bad magic"), "{error}");
     std::fs::remove_dir_all(&directory).unwrap();
+}
+
+#[test]
+fn cargo_toml_declares_an_apps_network() {
+    // `cargo metadata` gives `metadata: null` to a package without any.
+    assert_eq!(
+        network_declaration("kv", &json!(null)).unwrap(),
+        NetworkDeclaration::default()
+    );
+    assert_eq!(
+        network_declaration("kv", &json!({"other-tool": {"x": 1}})).unwrap(),
+        NetworkDeclaration::default()
+    );
+    assert_eq!(
+        network_declaration(
+            "kv",
+            &json!({"amber": {"listen": [6379, 80], "durable-replies": true}})
+        )
+        .unwrap(),
+        NetworkDeclaration {
+            listen: vec![6379, 80],
+            durable_replies: true,
+        }
+    );
+    assert_eq!(
+        network_declaration("kv", &json!({"amber": {"listen": [6379]}})).unwrap(),
+        NetworkDeclaration {
+            listen: vec![6379],
+            durable_replies: false,
+        }
+    );
+}
+
+#[test]
+fn bad_cargo_toml_declarations_are_refused_naming_the_app() {
+    for (amber, words) in [
+        (json!({"listen": [0]}), "`listen` of kv holds 0, not a port"),
+        (
+            json!({"listen": [65536]}),
+            "`listen` of kv holds 65536, not a port",
+        ),
+        (
+            json!({"listen": ["http"]}),
+            "`listen` of kv holds \"http\", not a port",
+        ),
+        (
+            json!({"listen": 6379}),
+            "`listen` of kv is not a list of ports",
+        ),
+        (
+            json!({"listen": [80, 80]}),
+            "`listen` of kv: listen port 80 declared twice",
+        ),
+        (
+            json!({"listen": [1, 2, 3, 4, 5, 6, 7, 8, 9]}),
+            "kv declares 9 listen ports (at most 8 allowed)",
+        ),
+        (
+            json!({"durable-replies": "yes"}),
+            "`durable-replies` of kv is not true or false",
+        ),
+        (
+            json!({"durable_replies": true}),
+            "[package.metadata.amber] of kv has an unknown key `durable_replies`",
+        ),
+        (
+            json!([6379]),
+            "[package.metadata.amber] of kv is not a table",
+        ),
+    ] {
+        let error = network_declaration("kv", &json!({ "amber": amber })).unwrap_err();
+        let error = format!("{error:#}");
+        assert!(error.contains(words), "{amber}: {error}");
+    }
+}
+
+#[test]
+fn every_app_of_the_apps_workspace_has_a_declaration() {
+    // Whatever the apps declare, cargo metadata reads it and it is valid.
+    let networks = xtask::app::declared_networks().unwrap();
+    for app in xtask::app::APPS {
+        let network = networks
+            .get(app.name)
+            .unwrap_or_else(|| panic!("{}", app.name));
+        assert!(
+            persist::check_listen(&network.listen).is_ok(),
+            "{}",
+            app.name
+        );
+    }
 }

@@ -51,6 +51,8 @@ fn image(dir: &Path, app_name: &str, file: &str) -> PathBuf {
         args: Vec::new(),
         env: Vec::new(),
         output: Some(output.clone()),
+        listen: Vec::new(),
+        durable_replies: false,
     })
     .expect("image new")
 }

@@ -19,6 +19,8 @@ fn new_args(wasm: PathBuf, output: PathBuf) -> NewArgs {
         args: vec!["--greet".into()],
         env: vec!["LANG=C".into()],
         output: Some(output),
+        listen: Vec::new(),
+        durable_replies: false,
     }
 }
 
@@ -193,5 +195,126 @@ fn image_new_refuses_a_module_the_kernel_would_refuse_with_the_vms_words() {
         );
         assert!(!output.exists(), "{name}: an image was written");
     }
+    std::fs::remove_dir_all(&directory).unwrap();
+}
+
+/// `image new`'s flags as the command line gives them.
+#[derive(Debug, clap::Parser)]
+struct ImageNewLine {
+    #[command(flatten)]
+    args: NewArgs,
+}
+
+fn parse_line(flags: &[&str]) -> Result<NewArgs, String> {
+    use clap::Parser;
+    let line = ["image-new", "--wasm", "app.wasm", "--name", "server"]
+        .into_iter()
+        .chain(flags.iter().copied());
+    ImageNewLine::try_parse_from(line)
+        .map(|line| line.args)
+        .map_err(|error| error.to_string())
+}
+
+#[test]
+fn listen_ports_and_durable_replies_are_stored_and_inspected() {
+    let directory = temp_dir("listen");
+    let wasm = directory.join("app.wasm");
+    std::fs::write(
+        &wasm,
+        wat::parse_str(r#"(module (memory 1 2) (func (export "_start")))"#).unwrap(),
+    )
+    .unwrap();
+    let output = directory.join("server.img");
+    let parsed = parse_line(&["--listen", "6379", "--listen", "80", "--durable-replies"]).unwrap();
+    assert_eq!(parsed.listen, [6379, 80]);
+    assert!(parsed.durable_replies);
+    let mut args = new_args(wasm.clone(), output.clone());
+    args.listen = parsed.listen;
+    args.durable_replies = parsed.durable_replies;
+    let path = image::new(&args).unwrap();
+
+    let info = image::inspect(&path).unwrap();
+    assert_eq!(info.network.listen, [6379, 80]);
+    assert!(info.network.durable_replies);
+    assert!(info.network.connections.is_empty());
+    let text = info.to_text();
+    assert!(
+        text.contains("listen:         6379 (socket 3), 80 (socket 4)\n"),
+        "{text}"
+    );
+    assert!(text.contains("replies:        durable"), "{text}");
+    assert!(text.contains("connections:    none\n"), "{text}");
+    let json = info.to_json();
+    assert_eq!(json["listen"], serde_json::json!([6379, 80]));
+    assert_eq!(json["durable_replies"], true);
+    assert_eq!(json["connections"], serde_json::json!([]));
+
+    // The sockets open at a commit show too.
+    {
+        let device = persist::FileDevice::open(&path).unwrap();
+        let mut opened = persist::Image::open(device).unwrap();
+        opened.metadata_mut().network.connections = vec![5, 6];
+        opened.commit().unwrap();
+    }
+    let info = image::inspect(&path).unwrap();
+    assert_eq!(info.to_json()["connections"], serde_json::json!([5, 6]));
+    assert!(
+        info.to_text()
+            .contains("connections:    sockets 5, 6 (open at the commit"),
+        "{}",
+        info.to_text()
+    );
+
+    // Without the flags: no ports, immediate replies.
+    let plain = image::new(&new_args(wasm, directory.join("plain.img"))).unwrap();
+    let info = image::inspect(&plain).unwrap();
+    assert_eq!(info.network, persist::NetworkRecord::default());
+    assert!(info.to_text().contains("listen:         none\n"));
+    assert!(info.to_text().contains("replies:        immediate\n"));
+    assert_eq!(info.to_json()["durable_replies"], false);
+    std::fs::remove_dir_all(&directory).unwrap();
+}
+
+#[test]
+fn bad_listen_ports_are_refused_with_clear_words() {
+    // On the command line: not a number, out of range, zero.
+    for (port, words) in [
+        ("http", "`http` is not a port number (1 to 65535)"),
+        ("65536", "`65536` is not a port number (1 to 65535)"),
+        ("-1", "unexpected argument"),
+        ("0", "port 0 names no port"),
+    ] {
+        let error = parse_line(&["--listen", port]).unwrap_err();
+        assert!(error.contains(words), "{port}: {error}");
+    }
+    // What the line parses, image new refuses: twice, or more than 8.
+    let directory = temp_dir("bad-listen");
+    let wasm = directory.join("app.wasm");
+    std::fs::write(
+        &wasm,
+        wat::parse_str(r#"(module (memory 1 2) (func (export "_start")))"#).unwrap(),
+    )
+    .unwrap();
+    let output = directory.join("x.img");
+    for (listen, words) in [
+        (vec![80, 443, 80], "--listen: listen port 80 declared twice"),
+        (
+            (1..=9).collect(),
+            "--listen: 9 listen ports declared (at most 8 allowed)",
+        ),
+        (vec![0], "--listen: listen port 0 declared"),
+    ] {
+        let mut args = new_args(wasm.clone(), output.clone());
+        args.listen = listen;
+        let error = format!("{:#}", image::new(&args).unwrap_err());
+        assert!(error.contains(words), "{error}");
+        assert!(!output.exists(), "a refused image is not written");
+    }
+    let eight: Vec<String> = (1..=8).map(|port| port.to_string()).collect();
+    let mut line = Vec::new();
+    for port in &eight {
+        line.extend(["--listen", port.as_str()]);
+    }
+    assert_eq!(parse_line(&line).unwrap().listen, [1, 2, 3, 4, 5, 6, 7, 8]);
     std::fs::remove_dir_all(&directory).unwrap();
 }

@@ -26,6 +26,8 @@ fn a_damaged_image_is_refused_with_the_rollback_hint_and_rolled_back_on_request(
         args: Vec::new(),
         env: Vec::new(),
         output: Some(directory.join("damaged.img")),
+        listen: Vec::new(),
+        durable_replies: false,
     })
     .unwrap();
     // Commit 2, then damage its metadata: commit 1 stays intact.

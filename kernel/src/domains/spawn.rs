@@ -170,6 +170,8 @@ impl Domains {
                 memory_max_pages: entry.memory_max_pages,
                 args: Vec::new(),
                 env: Vec::new(),
+                // The ports and durable replies the app's Cargo.toml declares.
+                network: entry.network.clone(),
             },
         )
         .map_err(|error| DomainError::Format {

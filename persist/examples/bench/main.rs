@@ -50,6 +50,7 @@ fn image(path: &Path, memory_bytes: u64) -> Result<Image<FileDevice>> {
         memory_max_pages: memory_bytes / persist::WASM_PAGE_SIZE as u64,
         args: Vec::new(),
         env: Vec::new(),
+        network: Default::default(),
     };
     Ok(Image::create(device, domain)?)
 }

@@ -16,11 +16,13 @@ pub fn archive(data: &[u8]) -> usize {
 }
 
 /// `data` with the table's and the header's CRCs computed anew from the
-/// entry count the header claims (within the bytes there are).
+/// entry count and version the header claims (within the bytes there are).
 pub fn resigned(data: &[u8]) -> Vec<u8> {
     let mut bytes = data.to_vec();
+    let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
     let entry_count = u32::from_le_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]) as usize;
-    let table_end = (64 + entry_count.min(archive::MAX_ENTRIES) * 96).min(bytes.len());
+    let entry_len = archive::entry_len(version);
+    let table_end = (64 + entry_count.min(archive::MAX_ENTRIES) * entry_len).min(bytes.len());
     let table_crc = crc32c(&bytes[64..table_end]);
     bytes[24..28].copy_from_slice(&table_crc.to_le_bytes());
     let header_crc = crc32c(&bytes[..60]);
@@ -47,7 +49,12 @@ fn open_and_read(data: &[u8]) -> usize {
             None => panic!("an entry of the table is not found by its name"),
         }
     }
-    // Every entry whose module reads checks out encodes again.
+    // A network part that opened is one an image can declare.
+    for entry in &entries {
+        assert!(persist::check_listen(&entry.network.listen).is_ok());
+    }
+    // Every entry whose module reads checks out encodes again, with its
+    // network declaration.
     let readable: Vec<NewEntry<'_>> = entries
         .iter()
         .zip(&modules)
@@ -57,11 +64,17 @@ fn open_and_read(data: &[u8]) -> usize {
                 module,
                 memory_pages: entry.memory_pages,
                 memory_max_pages: entry.memory_max_pages,
+                listen: &entry.network.listen,
+                durable_replies: entry.network.durable_replies,
             })
         })
         .collect();
     let encoded = archive::encode(&readable).expect("what an archive held encodes");
     let again = Archive::open(MemoryDevice::from_bytes(encoded)).expect("and opens");
     assert_eq!(again.entries().len(), readable.len());
+    for (entry, new_entry) in again.entries().iter().zip(&readable) {
+        assert_eq!(entry.network.listen, new_entry.listen);
+        assert_eq!(entry.network.durable_replies, new_entry.durable_replies);
+    }
     1
 }

@@ -89,6 +89,7 @@ pub fn base_image(shape: [u8; 3]) -> Vec<u8> {
             memory_max_pages,
             args: Vec::new(),
             env: Vec::new(),
+            network: Default::default(),
         },
     )
     .expect("the base image fits");

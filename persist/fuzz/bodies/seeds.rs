@@ -75,6 +75,12 @@ pub fn record_seed() -> Vec<u8> {
         bytes: b"hi".to_vec(),
     }];
     metadata.counters.fuel_used = 1_000_000;
+    metadata.network = persist::NetworkRecord {
+        listen: vec![6379],
+        durable_replies: true,
+        connections: vec![4, 6],
+        nonblocking: vec![3, 6],
+    };
     image.commit().expect("the seed record commits");
     let forge = super::forge::Forge::new(image.into_device().into_bytes());
     let slot = forge.newest_slot();
@@ -93,7 +99,7 @@ pub fn record_seed() -> Vec<u8> {
     bytes
 }
 
-/// Seed for the `archive` body: an archive of two apps.
+/// Seed for the `archive` body: an archive of two apps, one listening.
 pub fn archive_seed() -> Vec<u8> {
     let module = [7u8; 5000];
     persist::archive::encode(&[
@@ -102,12 +108,16 @@ pub fn archive_seed() -> Vec<u8> {
             module: &module,
             memory_pages: 1,
             memory_max_pages: 2,
+            listen: &[6379, 80],
+            durable_replies: true,
         },
         persist::archive::NewEntry {
             name: "second",
             module: b"\0asm\x01\0\0\0",
             memory_pages: 0,
             memory_max_pages: 16,
+            listen: &[],
+            durable_replies: false,
         },
     ])
     .expect("the seed archive encodes")

@@ -23,6 +23,7 @@ pub fn source_image() -> Image<MemoryDevice> {
             memory_max_pages: 1,
             args: Vec::new(),
             env: Vec::new(),
+            network: Default::default(),
         },
     )
     .expect("the seed image fits its disk");

@@ -45,6 +45,9 @@ pub struct NewDomain<'a> {
     pub args: Vec<String>,
     /// WASI environment, `KEY=VALUE` strings.
     pub env: Vec<String>,
+    /// The TCP ports it may listen on and whether its replies are durable
+    /// (default: none, not durable); checked by [`crate::check_listen`].
+    pub network: crate::network::NetworkDeclaration,
 }
 
 /// The image size, in blocks, that `cargo xtask image new` picks and the
@@ -141,7 +144,7 @@ impl<D: BlockDevice> Image<D> {
             migration: None,
             message_counts: crate::metadata::MessageCounts::default(),
             outbox: Vec::new(),
-            network: crate::metadata::NetworkRecord::default(),
+            network: domain.network.to_record(),
         };
         Self::create_from(device, metadata, domain.module)
     }
@@ -149,9 +152,12 @@ impl<D: BlockDevice> Image<D> {
     /// Formats `device` as a new image holding `metadata` and `module` as
     /// they are (an incoming migration's copy, whose first commit must
     /// already say it is parked) and commits it (sequence 1). Whatever the
-    /// device held before is lost.
+    /// device held before is lost. A network record no domain can have
+    /// ([`crate::validate::validate_network`]) is refused before the
+    /// device is touched.
     pub fn create_from(mut device: D, metadata: Metadata, module: &[u8]) -> Result<Self, Error> {
         crate::metadata::check_name(&metadata.name).map_err(Error::InvalidName)?;
+        crate::validate::validate_network(&metadata.network).map_err(Error::MetadataRefused)?;
         let block_count = device.block_count();
         if block_count < MIN_IMAGE_BLOCKS {
             return Err(Error::DeviceTooSmall {

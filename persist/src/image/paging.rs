@@ -167,6 +167,7 @@ mod tests {
                 memory_max_pages: 4,
                 args: vec![],
                 env: vec![],
+                network: Default::default(),
             },
         )
         .unwrap()

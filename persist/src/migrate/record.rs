@@ -117,8 +117,12 @@ pub fn ownership(metadata: &Metadata) -> Ownership<'_> {
 
 /// What follows the metadata record in the chain, present when any part
 /// is: the migration (`Option<Migration>`), then the message counts and the
-/// outbox when there are any. Parts are only ever added at the end, and old
+/// outbox when there are any, then the network record when it is not empty
+/// (the parts before it are then all written, empty or not, so that each
+/// part has one place). Parts are only ever added at the end, and old
 /// readers ignore what they do not know (postcard ignores trailing bytes).
+/// A record without a network is encoded byte for byte as before it had
+/// one.
 pub fn encode_record(record: &MetadataRecord) -> Result<Vec<u8>, Error> {
     let unencodable = |_| Error::InvalidMetadata {
         reason: "the metadata cannot be encoded",
@@ -128,11 +132,15 @@ pub fn encode_record(record: &MetadataRecord) -> Result<Vec<u8>, Error> {
     if let Some(migration) = &metadata.migration {
         check_migration(migration)?;
     }
-    let has_messaging = !metadata.message_counts.is_empty() || !metadata.outbox.is_empty();
-    if metadata.migration.is_some() || has_messaging {
+    // The message counts, the outbox and the network record: the parts
+    // after the migration.
+    let has_later_parts = !metadata.message_counts.is_empty()
+        || !metadata.outbox.is_empty()
+        || !metadata.network.is_empty();
+    if metadata.migration.is_some() || has_later_parts {
         bytes = postcard::to_extend(&metadata.migration, bytes).map_err(unencodable)?;
     }
-    if has_messaging {
+    if has_later_parts {
         bytes = crate::metadata::encode_messaging(metadata, bytes)?;
     }
     Ok(bytes)
@@ -172,7 +180,7 @@ fn check_migration(migration: &Migration) -> Result<(), Error> {
 mod tests {
     use super::*;
     use crate::metadata::{
-        Counters, MessageCounts, ModuleRecord, StoredOutboxMessage, module_sha256,
+        Counters, MessageCounts, ModuleRecord, NetworkRecord, StoredOutboxMessage, module_sha256,
     };
     use alloc::vec;
 
@@ -284,5 +292,89 @@ mod tests {
         sending.metadata.message_counts = MessageCounts::default();
         let bytes = encode_record(&sending).unwrap();
         assert_eq!(decode_record(&bytes), Ok(sending));
+    }
+
+    fn network() -> NetworkRecord {
+        NetworkRecord {
+            listen: vec![6379, 80],
+            durable_replies: true,
+            connections: vec![5, 7],
+            nonblocking: vec![3, 7],
+        }
+    }
+
+    fn outbox() -> Vec<StoredOutboxMessage> {
+        vec![StoredOutboxMessage {
+            receiver: abi::DomainId(5),
+            sequence: 3,
+            bytes: vec![1, 2, 3],
+        }]
+    }
+
+    #[test]
+    fn messaging_without_a_network_is_encoded_as_before() {
+        let mut sending = record(None);
+        sending.metadata.message_counts.sent = vec![(abi::DomainId(5), 3)];
+        sending.metadata.outbox = outbox();
+        let bytes = encode_record(&sending).unwrap();
+        // What code before the network record wrote: record, migration,
+        // counts, outbox, and nothing after.
+        let mut before = postcard::to_allocvec(&sending).unwrap();
+        before = postcard::to_extend(&sending.metadata.migration, before).unwrap();
+        before = postcard::to_extend(&sending.metadata.message_counts, before).unwrap();
+        before = postcard::to_extend(&sending.metadata.outbox, before).unwrap();
+        assert_eq!(bytes, before);
+        assert_eq!(decode_record(&bytes), Ok(sending));
+    }
+
+    #[test]
+    fn a_network_without_messaging_round_trips_after_an_empty_outbox() {
+        let mut listening = record(None);
+        listening.metadata.network = network();
+        let bytes = encode_record(&listening).unwrap();
+        assert_eq!(decode_record(&bytes), Ok(listening.clone()));
+        // Every part before the network is written, empty, in its place.
+        let (_, rest): (MetadataRecord, &[u8]) = postcard::take_from_bytes(&bytes).unwrap();
+        let (migration, rest): (Option<Migration>, &[u8]) =
+            postcard::take_from_bytes(rest).unwrap();
+        assert_eq!(migration, None);
+        let (counts, rest): (MessageCounts, &[u8]) = postcard::take_from_bytes(rest).unwrap();
+        assert!(counts.is_empty());
+        let (outbox, rest): (Vec<StoredOutboxMessage>, &[u8]) =
+            postcard::take_from_bytes(rest).unwrap();
+        assert!(outbox.is_empty());
+        assert_eq!(postcard::from_bytes::<NetworkRecord>(rest), Ok(network()));
+        // A network record cut short is refused, never read as a smaller
+        // one. (A cut between parts reads as the parts before it: the
+        // chain's length and checksums are what catch those.)
+        let network_start = bytes.len() - postcard::to_allocvec(&network()).unwrap().len();
+        for len in network_start + 1..bytes.len() {
+            assert!(decode_record(&bytes[..len]).is_err(), "cut at {len}");
+        }
+    }
+
+    #[test]
+    fn a_network_round_trips_with_everything_else_and_old_readers_skip_it() {
+        let mut busy = record(Some(Migration::Outgoing {
+            migration_id: 4,
+            target: "b".into(),
+        }));
+        busy.metadata.message_counts.sent = vec![(abi::DomainId(5), 3)];
+        busy.metadata.outbox = outbox();
+        busy.metadata.network = network();
+        let bytes = encode_record(&busy).unwrap();
+        assert_eq!(decode_record(&bytes), Ok(busy.clone()));
+        // A reader that knows the outbox but not the network.
+        let (_, rest): (MetadataRecord, &[u8]) = postcard::take_from_bytes(&bytes).unwrap();
+        let (_, rest): (Option<Migration>, &[u8]) = postcard::take_from_bytes(rest).unwrap();
+        let (_, rest): (MessageCounts, &[u8]) = postcard::take_from_bytes(rest).unwrap();
+        let old_outbox: Vec<StoredOutboxMessage> = postcard::from_bytes(rest).unwrap();
+        assert_eq!(old_outbox, busy.metadata.outbox);
+        assert!(decode_record(&bytes[..bytes.len() - 1]).is_err());
+        // Only durable replies declared: still a network part.
+        let mut durable = record(None);
+        durable.metadata.network.durable_replies = true;
+        let bytes = encode_record(&durable).unwrap();
+        assert_eq!(decode_record(&bytes), Ok(durable));
     }
 }

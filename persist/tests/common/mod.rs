@@ -17,6 +17,7 @@ pub fn domain(memory_max_pages: u64) -> NewDomain<'static> {
         memory_max_pages,
         args: vec!["test".into(), "--verbose".into()],
         env: vec!["HOME=/".into()],
+        network: Default::default(),
     }
 }
 

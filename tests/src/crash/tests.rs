@@ -26,6 +26,7 @@ fn domain() -> NewDomain<'static> {
         memory_max_pages: 16,
         args: Vec::new(),
         env: Vec::new(),
+        network: Default::default(),
     }
 }
 

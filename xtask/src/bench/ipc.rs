@@ -110,6 +110,8 @@ pub fn image_args(name: &str, wasm: &Path, output: PathBuf) -> NewArgs {
         args: Vec::new(),
         env: Vec::new(),
         output: Some(output),
+        listen: Vec::new(),
+        durable_replies: false,
     }
 }
 

@@ -182,6 +182,8 @@ fn bench_image(directory: &Path, shape: Shape) -> Result<PathBuf> {
         args: Vec::new(),
         env: Vec::new(),
         output: Some(output),
+        listen: Vec::new(),
+        durable_replies: false,
     })
 }
 

@@ -231,6 +231,8 @@ fn module_image(directory: &Path, name: &str, text: &str, memory_mib: u64) -> Re
         args: Vec::new(),
         env: Vec::new(),
         output: Some(output),
+        listen: Vec::new(),
+        durable_replies: false,
     })
 }
 

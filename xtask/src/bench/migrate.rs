@@ -147,6 +147,8 @@ fn migrate_once(kernel_elf: &Path, accel: Accel, directory: &Path, mib: u64) -> 
         args: vec![mib.to_string()],
         env: Vec::new(),
         output: Some(directory.join(format!("bigmem-{mib}.img"))),
+        listen: Vec::new(),
+        durable_replies: false,
     })?;
     let b_disk = blank_disk(&directory.join("b-spare.img"), mib * 3 + 64)?;
     let (mut a, mut b) = pair(kernel_elf, accel, a_disk, b_disk)?;

@@ -66,6 +66,7 @@ pub fn domain_disk_as(name: &str, id: DomainId, status: StoredStatus, args: Vec<
             memory_max_pages: 4,
             args: std::iter::once(name.into()).chain(args).collect(),
             env: Vec::new(),
+            network: Default::default(),
         },
     )
     .expect("a blank disk takes an image");
