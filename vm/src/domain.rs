@@ -577,12 +577,21 @@ impl<S: Storage> Domain<S> {
                 wait: PausedWait::Blocked(blocked),
                 ..
             } => *blocked,
-            Execution::Unwound => match &state.suspension {
-                Some(suspension) => Blocked {
+            Execution::Unwound => match (&state.waiting, &state.suspension) {
+                (Some(blocked), _) => *blocked,
+                // Restored in a network call: its sockets are known once
+                // the guest re-enters it.
+                (None, Some(suspension))
+                    if suspension.import.is_network()
+                        || suspension.import == BlockingImport::WasiPollOneoff =>
+                {
+                    return Wake::Now;
+                }
+                (None, Some(suspension)) => Blocked {
                     call: snapshot::call_for(suspension.import),
                     deadline_ns: suspension.deadline_ns,
                 },
-                None => return Wake::Now,
+                (None, None) => return Wake::Now,
             },
         };
         if is_ready(state, &blocked) {
@@ -694,6 +703,7 @@ impl<S: Storage> Domain<S> {
     /// by an operator): it flushes its output, drops any suspension, and
     /// commits the end so that it stays ended after a reboot.
     pub fn end(&mut self, status: DomainStatus) -> RunOutcome {
+        self.release_network();
         self.store.data_mut().flush_output();
         if let DomainStatus::Trapped(reason) = &status {
             let line = format!("trapped: {reason}");
@@ -742,10 +752,51 @@ impl<S: Storage> Domain<S> {
         if !self.has_asyncify() {
             self.store.data_mut().suspension = None;
         }
+        let is_stop = committed_status == DomainStatus::Stopped;
         snapshot::commit(self, committed_status)?;
         self.store.data_mut().is_checkpoint_wanted = false;
         self.execution = Execution::Halted(DomainStatus::Stopped);
+        if is_stop {
+            self.release_network();
+        }
         Ok(true)
+    }
+
+    /// Listens on every port the image declares, before the domain runs
+    /// (opening, resuming): a port another domain holds refuses it with
+    /// [`Error::PortTaken`], and nothing stays bound.
+    pub(crate) fn bind_network(&mut self) -> Result<(), Error> {
+        let state = self.store.data();
+        let platform = state.platform.clone();
+        let network = platform.network();
+        let id = state.id;
+        let ports = state.sockets.declared_ports().to_vec();
+        for port in ports {
+            if let Err(reason) = network.listen(id, port) {
+                network.forget_domain(id);
+                return Err(match reason {
+                    crate::net::NetError::PortTaken => Error::PortTaken { port },
+                    reason => Error::Listen { port, reason },
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives the domain's ports and connections back to the machine's
+    /// network: the domain ended, stopped, or moved away, or the embedder
+    /// drops it (which it does after calling this; [`Domain::end`] and
+    /// [`Domain::stop`] call it themselves). Its connections read as reset
+    /// from now on; [`Domain::resume`] listens again.
+    pub fn release_network(&mut self) {
+        let state = self.store.data_mut();
+        let platform = state.platform.clone();
+        let network = platform.network();
+        if let Some(connecting) = state.connecting.take() {
+            state.sockets.close(network, state.id, connecting);
+        }
+        network.forget_domain(state.id);
+        state.sockets.reset_all();
     }
 
     /// Resumes a domain stopped with [`Domain::stop`] (or opened with
@@ -755,6 +806,7 @@ impl<S: Storage> Domain<S> {
         if !matches!(self.execution, Execution::Halted(DomainStatus::Stopped)) {
             return Err(Error::NotStopped);
         }
+        self.bind_network()?;
         self.execution = if self.store.data().suspension.is_some() {
             Execution::Unwound
         } else {

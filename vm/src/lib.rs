@@ -8,6 +8,7 @@ extern crate std;
 extern crate alloc;
 
 mod abi_amber;
+mod abi_tcp;
 mod abi_wasi;
 mod asyncify;
 mod blocking;
@@ -20,14 +21,18 @@ mod host_functions;
 mod host_state;
 mod memory_backing;
 pub mod net;
+mod net_calls;
+mod net_complete;
 mod outbox;
 mod output;
 mod persist_storage;
 mod platform;
 mod scheduler;
 mod snapshot;
+mod sockets;
 mod storage;
 mod wasi_poll;
+mod wasi_sockets;
 
 pub use abi::DomainId;
 pub use domain::{Domain, PauseReason, RunOutcome, Wake};
