@@ -52,9 +52,11 @@ pub(crate) fn define(functions: &mut HostFunctions<'_>) -> Result<()> {
                 }
             }
             let number = state.sockets.reopen_listener(port);
-            Ok(number.map_or(StatusCode::PortNotDeclared.negated(), |number| {
-                number as i32
-            }))
+            Ok(
+                number.map_or(StatusCode::PortNotDeclared.negated(), |number| {
+                    number as i32
+                }),
+            )
         },
     )?;
     functions.func_wrap(
@@ -77,8 +79,8 @@ pub(crate) fn define(functions: &mut HostFunctions<'_>) -> Result<()> {
          -> Result<i32> {
             fuel::charge(&mut caller, fuel::CALL)?;
             let memory = memory_of(&caller)?;
-            let bytes =
-                guest_memory::slice(memory.data(&caller), "tcp_connect", address, 4).map_err(trap)?;
+            let bytes = guest_memory::slice(memory.data(&caller), "tcp_connect", address, 4)
+                .map_err(trap)?;
             let address = [bytes[0], bytes[1], bytes[2], bytes[3]];
             let Ok(port) = u16::try_from(port) else {
                 return Ok(StatusCode::ConnectionRefused.negated());
@@ -120,8 +122,7 @@ pub(crate) fn define(functions: &mut HostFunctions<'_>) -> Result<()> {
          -> Result<i32> {
             fuel::charge(&mut caller, fuel::CALL)?;
             let memory = memory_of(&caller)?;
-            guest_memory::slice(memory.data(&caller), "tcp_write", bytes, length)
-                .map_err(trap)?;
+            guest_memory::slice(memory.data(&caller), "tcp_write", bytes, length).map_err(trap)?;
             let deadline = deadline_after(&caller, timeout_ns);
             let call = BlockingCall::TcpWrite {
                 socket: socket_number(socket),
@@ -168,10 +169,7 @@ pub(crate) fn define(functions: &mut HostFunctions<'_>) -> Result<()> {
             if count < 0 || count as usize > MAX_POLL_ENTRIES {
                 return Ok(StatusCode::TooLarge.negated());
             }
-            fuel::charge(
-                &mut caller,
-                (count as u64).saturating_mul(fuel::POLL_ENTRY),
-            )?;
+            fuel::charge(&mut caller, (count as u64).saturating_mul(fuel::POLL_ENTRY))?;
             let memory = memory_of(&caller)?;
             let (bytes, state) = memory.data_and_store_mut(&mut caller);
             // count <= MAX_POLL_ENTRIES, so count * 8 fits.
@@ -180,8 +178,8 @@ pub(crate) fn define(functions: &mut HostFunctions<'_>) -> Result<()> {
             for index in 0..count {
                 let base = entries.wrapping_add(index * 8);
                 let socket = guest_memory::read_u32(bytes, "net_poll", base).map_err(trap)?;
-                let interest =
-                    guest_memory::slice(bytes, "net_poll", base.wrapping_add(4), 2).map_err(trap)?;
+                let interest = guest_memory::slice(bytes, "net_poll", base.wrapping_add(4), 2)
+                    .map_err(trap)?;
                 let interest = u16::from_le_bytes([interest[0], interest[1]]);
                 if state.sockets.get(socket).is_none() {
                     state.poll_interest.clear();

@@ -17,8 +17,8 @@ use wasmi::{Caller, Val};
 use crate::error::TrapReason;
 use crate::guest_memory;
 use crate::host_state::HostState;
-use crate::storage::{BlockingImport, Suspension};
 use crate::net_calls;
+use crate::storage::{BlockingImport, Suspension};
 use abi::{StatusCode, errno, readiness};
 
 /// A blocking call with the guest arguments its completion needs.
@@ -278,12 +278,12 @@ pub fn is_ready(state: &HostState, blocked: &Blocked) -> bool {
         BlockingCall::NetPoll { .. } => is_past_deadline || is_any_polled_ready(state),
         BlockingCall::Yield | BlockingCall::SchedYield | BlockingCall::Checkpoint => true,
         BlockingCall::TcpAccept { listener } => {
-            is_past_deadline || net_calls::is_socket_ready(state, listener, readiness::READABLE)
+            is_past_deadline || net_calls::is_listener_ready(state, listener)
         }
         BlockingCall::SockAccept { listener, .. } => {
             is_past_deadline
                 || net_calls::is_nonblocking(state, listener)
-                || net_calls::is_socket_ready(state, listener, readiness::READABLE)
+                || net_calls::is_listener_ready(state, listener)
         }
         BlockingCall::TcpConnect { .. } => {
             is_past_deadline
@@ -292,18 +292,18 @@ pub fn is_ready(state: &HostState, blocked: &Blocked) -> bool {
                 })
         }
         BlockingCall::TcpRead { socket, .. } => {
-            is_past_deadline || net_calls::is_socket_ready(state, socket, readiness::READABLE)
+            is_past_deadline || net_calls::is_connection_ready(state, socket, readiness::READABLE)
         }
         BlockingCall::TcpWrite { socket, .. } => {
-            is_past_deadline || net_calls::is_socket_ready(state, socket, readiness::WRITABLE)
+            is_past_deadline || net_calls::is_connection_ready(state, socket, readiness::WRITABLE)
         }
         BlockingCall::SocketRecv { socket, .. } => {
             net_calls::is_nonblocking(state, socket)
-                || net_calls::is_socket_ready(state, socket, readiness::READABLE)
+                || net_calls::is_connection_ready(state, socket, readiness::READABLE)
         }
         BlockingCall::SocketSend { socket, .. } => {
             net_calls::is_nonblocking(state, socket)
-                || net_calls::is_socket_ready(state, socket, readiness::WRITABLE)
+                || net_calls::is_connection_ready(state, socket, readiness::WRITABLE)
         }
     }
 }

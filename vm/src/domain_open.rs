@@ -17,8 +17,8 @@ use crate::memory_backing::{MemoryBacking, WASM_PAGE_BYTES, module_fingerprint};
 use crate::outbox::Outbox;
 use crate::output::GuestConsole;
 use crate::platform::{LineBuffer, Platform};
-use crate::storage::{DomainId, DomainRecord, DomainStatus, Storage};
 use crate::sockets::SocketTable;
+use crate::storage::{DomainId, DomainRecord, DomainStatus, Storage};
 use crate::{abi_amber, abi_tcp, abi_wasi, snapshot, wasi_sockets};
 use abi::StatusCode;
 

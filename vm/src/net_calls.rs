@@ -115,9 +115,39 @@ pub(crate) fn is_nonblocking(state: &HostState, number: u32) -> bool {
 /// missing socket completes at once (with its error).
 pub(crate) fn is_socket_ready(state: &HostState, number: u32, wanted: u16) -> bool {
     let platform = platform(state);
-    match state.sockets.readiness(platform.network(), state.id, number) {
+    match state
+        .sockets
+        .readiness(platform.network(), state.id, number)
+    {
         None => true,
         Some(bits) => bits & (wanted | readiness::HANGUP) != 0,
+    }
+}
+
+/// Whether an accept on `number` could go on: a client waits, or it fails
+/// at once (no listener there, or no room for another connection).
+pub(crate) fn is_listener_ready(state: &HostState, number: u32) -> bool {
+    match state.sockets.get(number).map(|socket| socket.kind) {
+        Some(SocketKind::Listener { .. }) => {
+            !state.sockets.has_room() || is_socket_ready(state, number, readiness::READABLE)
+        }
+        _ => true,
+    }
+}
+
+/// Whether a read (`wanted` READABLE) or write (WRITABLE) on `number`
+/// could go on: the connection is ready, or the call fails at once (no
+/// live connection there, or its writing side is shut).
+pub(crate) fn is_connection_ready(state: &HostState, number: u32, wanted: u16) -> bool {
+    match state.sockets.get(number).map(|socket| socket.kind) {
+        Some(SocketKind::Connection {
+            state: ConnectionState::Live(_),
+            is_write_shut,
+        }) => {
+            (is_write_shut && wanted == readiness::WRITABLE)
+                || is_socket_ready(state, number, wanted)
+        }
+        _ => true,
     }
 }
 

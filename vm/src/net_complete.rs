@@ -33,11 +33,9 @@ pub(crate) fn try_complete(
         BlockingCall::TcpAccept { listener } => {
             settle(net_calls::accept(state, listener, false), may_wait).map(amber_result)
         }
-        BlockingCall::TcpConnect { address, port } => settle(
-            net_calls::connect(state, address, port, may_wait),
-            may_wait,
-        )
-        .map(amber_result),
+        BlockingCall::TcpConnect { address, port } => {
+            settle(net_calls::connect(state, address, port, may_wait), may_wait).map(amber_result)
+        }
         BlockingCall::TcpRead {
             socket,
             buffer,

@@ -37,8 +37,14 @@ pub fn commit<S: Storage>(domain: &mut Domain<S>, status: DomainStatus) -> Resul
     record.network = state.sockets.to_record();
     if let Some(connecting) = state.connecting {
         // Not yet the guest's: a restored guest connects again.
-        record.network.connections.retain(|&number| number != connecting);
-        record.network.nonblocking.retain(|&number| number != connecting);
+        record
+            .network
+            .connections
+            .retain(|&number| number != connecting);
+        record
+            .network
+            .nonblocking
+            .retain(|&number| number != connecting);
     }
     record.clock_ns = state.now_ns();
     record.fuel_used = domain.fuel_used;

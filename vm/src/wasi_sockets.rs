@@ -149,7 +149,12 @@ pub(crate) fn define(functions: &mut HostFunctions<'_>) -> Result<()> {
             }
             let memory = memory_of(&caller)?;
             guest_memory::slice(memory.data(&caller), "sock_accept", new_fd, 4).map_err(trap)?;
-            match caller.data().sockets.get(fd as u32).map(|socket| socket.kind) {
+            match caller
+                .data()
+                .sockets
+                .get(fd as u32)
+                .map(|socket| socket.kind)
+            {
                 None if (0..=2).contains(&fd) => return Ok(errno::NOTSOCK),
                 None => return Ok(errno::BADF),
                 Some(SocketKind::Connection { .. }) => return Ok(errno::INVAL),
@@ -206,7 +211,14 @@ pub(crate) fn define(functions: &mut HostFunctions<'_>) -> Result<()> {
             if !is_socket(caller.data(), fd) {
                 return Ok(not_a_socket(fd));
             }
-            send(&mut caller, WasiStreamCall::Sock, fd, iovs, count, length_out)
+            send(
+                &mut caller,
+                WasiStreamCall::Sock,
+                fd,
+                iovs,
+                count,
+                length_out,
+            )
         },
     )?;
     functions.func_wrap(
