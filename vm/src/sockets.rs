@@ -10,7 +10,7 @@
 //! guest closes it, so a restored guest never waits on a peer that is gone.
 
 use alloc::collections::BTreeMap;
-use alloc::format;
+use alloc::string::String;
 use alloc::vec::Vec;
 
 use abi::{FIRST_LISTENER_FD, MAX_CONNECTIONS_PER_DOMAIN, MAX_LISTEN_PORTS, readiness};
@@ -66,7 +66,7 @@ impl SocketTable {
     /// could hold (too many ports or connections, duplicates, numbers
     /// outside the connections' range, flags on nothing).
     pub(crate) fn from_record(record: &NetworkRecord) -> Result<Self, Error> {
-        let bad = |what: &str| Error::BadNetworkRecord(format!("{what}"));
+        let bad = |what: &str| Error::BadNetworkRecord(String::from(what));
         if record.listen.len() > MAX_LISTEN_PORTS {
             return Err(bad("more declared ports than an image may have"));
         }
