@@ -613,3 +613,48 @@ fn a_nonblocking_wasi_socket_returns_again_and_poll_oneoff_waits_on_it() {
     assert_eq!(word(&domain, 24), errno::NOTSUP);
     assert_eq!(domain.record().network.nonblocking, [3, 4]);
 }
+
+/// Asyncified by hand (see persistence.rs' `COUNTER`): `_start` holds no
+/// state across the call, so a rewind simply calls `tcp_accept` again.
+const ASYNC_ACCEPT: &str = r#"(module
+    (import "amber" "tcp_accept" (func $accept (param i32 i64) (result i32)))
+    (import "env" "memory" (memory 1 4))
+    (global $state (export "amber.global.0") (mut i32) (i32.const 0))
+    (global $data (export "amber.global.1") (mut i32) (i32.const 0))
+    (func (export "asyncify_start_unwind") (param i32)
+        (global.set $state (i32.const 1)) (global.set $data (local.get 0)))
+    (func (export "asyncify_stop_unwind") (global.set $state (i32.const 0)))
+    (func (export "asyncify_start_rewind") (param i32)
+        (global.set $state (i32.const 2)) (global.set $data (local.get 0)))
+    (func (export "asyncify_stop_rewind") (global.set $state (i32.const 0)))
+    (func (export "asyncify_get_state") (result i32) (global.get $state))
+    (func (export "_start") (local $socket i32)
+        (local.set $socket (call $accept (i32.const 3) (i64.const -1)))
+        (if (i32.eq (global.get $state) (i32.const 1)) (then (return)))
+        (i32.store (i32.const 0) (local.get $socket))))"#;
+
+#[test]
+fn an_unwound_accept_sleeps_until_a_client_comes_and_survives_a_restore() {
+    let platform = Arc::new(NetPlatform::default());
+    let mut domain = open_new(&platform, 1, ASYNC_ACCEPT, &[8080]);
+    assert!(domain.has_asyncify());
+    assert_eq!(domain.run(100_000), RunOutcome::Waiting);
+    assert_eq!(domain.wake(), Wake::OnMessage, "no busy rewinding");
+    assert_eq!(domain.request_checkpoint(), Ok(true));
+    domain.release_network();
+    let mut restored = open(&platform, domain.into_storage()).expect("the restore opens");
+    assert_eq!(
+        restored.wake(),
+        Wake::Now,
+        "restored in a network call: re-enter it to learn its socket"
+    );
+    assert_eq!(restored.run(100_000), RunOutcome::Waiting);
+    assert_eq!(restored.wake(), Wake::OnMessage);
+    platform.network.client_connect(8080);
+    assert_eq!(restored.wake(), Wake::Now);
+    assert_eq!(
+        restored.run(100_000),
+        RunOutcome::Halted(DomainStatus::Exited(0))
+    );
+    assert_eq!(word(&restored, 0), 4);
+}
