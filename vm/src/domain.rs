@@ -72,7 +72,9 @@ pub enum Wake {
     Now,
     /// At this platform monotonic time.
     At(u64),
-    /// When a message arrives.
+    /// When a message arrives, or the machine's network has news for it
+    /// (a client, data, room, a reset): the embedder runs a round then,
+    /// and [`Domain::wake`] asks the network what changed.
     OnMessage,
     /// Never: it ended.
     Never,

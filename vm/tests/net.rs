@@ -658,3 +658,58 @@ fn an_unwound_accept_sleeps_until_a_client_comes_and_survives_a_restore() {
     );
     assert_eq!(word(&restored, 0), 4);
 }
+
+#[test]
+fn a_refused_connect_keeps_no_socket_and_wasi_calls_on_other_fds_are_refused() {
+    let platform = Arc::new(NetPlatform::default());
+    let wat = r#"(module
+        (import "amber" "tcp_connect" (func $connect (param i32 i32 i64) (result i32)))
+        (import "amber" "tcp_close" (func $close (param i32) (result i32)))
+        (import "wasi_snapshot_preview1" "fd_read" (func $read (param i32 i32 i32 i32) (result i32)))
+        (import "wasi_snapshot_preview1" "sock_recv"
+            (func $recv (param i32 i32 i32 i32 i32 i32) (result i32)))
+        (import "wasi_snapshot_preview1" "sock_shutdown" (func $shutdown (param i32 i32) (result i32)))
+        (import "env" "memory" (memory 1))
+        (func (export "_start")
+            (i32.store (i32.const 100) (i32.const 0x0100007f))
+            (i32.store (i32.const 0) (call $connect (i32.const 100) (i32.const 80) (i64.const -1)))
+            (i32.store (i32.const 4) (call $close (i32.const 4)))
+            (i32.store (i32.const 8) (call $read (i32.const 9) (i32.const 200) (i32.const 1) (i32.const 300)))
+            (i32.store (i32.const 12)
+                (call $recv (i32.const 1) (i32.const 200) (i32.const 1) (i32.const 0) (i32.const 300) (i32.const 304)))
+            (i32.store (i32.const 16) (call $shutdown (i32.const 3) (i32.const 2)))
+            (i32.store (i32.const 20) (call $shutdown (i32.const 3) (i32.const 9)))))"#;
+    let mut domain = open_new(&platform, 1, wat, &[8080]);
+    assert_eq!(
+        domain.run(100_000),
+        RunOutcome::Halted(DomainStatus::Exited(0))
+    );
+    assert_eq!(word(&domain, 0), StatusCode::ConnectionRefused.negated());
+    assert_eq!(word(&domain, 4), StatusCode::NoSuchSocket.code());
+    assert_eq!(word(&domain, 8), errno::BADF);
+    assert_eq!(word(&domain, 12), errno::NOTSOCK);
+    assert_eq!(
+        word(&domain, 16),
+        errno::NOTCONN,
+        "a listener has no writing side"
+    );
+    assert_eq!(word(&domain, 20), errno::INVAL);
+}
+
+#[test]
+fn a_stopped_domain_gives_its_port_back_and_takes_it_again_when_resumed() {
+    let platform = Arc::new(NetPlatform::default());
+    let wat = amber_module("(drop (call $accept (i32.const 3) (i64.const -1)))");
+    let mut domain = open_new(&platform, 1, &wat, &[8080]);
+    assert_eq!(domain.run(100_000), RunOutcome::Waiting);
+    assert_eq!(domain.stop(), Ok(true));
+    assert_eq!(platform.network.listener_of(8080), None);
+    let other = open_new(&platform, 2, &wat, &[8080]);
+    assert_eq!(domain.resume(), Err(vm::Error::PortTaken { port: 8080 }));
+    drop(other);
+    platform
+        .network
+        .forget_domain(DomainId::from_le_bytes([2; 16]));
+    assert_eq!(domain.resume(), Ok(()));
+    assert_eq!(platform.network.listener_of(8080), Some(domain.id()));
+}
