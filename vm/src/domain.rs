@@ -224,6 +224,9 @@ impl<S: Storage> Domain<S> {
         }
         let state = self.store.data_mut();
         state.console.report_due(&*state.platform);
+        let platform = state.platform.clone();
+        let sent = state.held.release(platform.network());
+        state.charge_later(fuel::copy(sent));
         let paid = state.fuel_debt.min(fuel);
         state.fuel_debt -= paid;
         self.fuel_used = self.fuel_used.saturating_add(paid);
@@ -568,6 +571,11 @@ impl<S: Storage> Domain<S> {
             return Wake::OnMessage;
         }
         let state = self.store.data();
+        if !matches!(self.execution, Execution::Halted(_))
+            && state.held.can_release(state.platform.network())
+        {
+            return Wake::Now;
+        }
         let blocked = match &self.execution {
             Execution::Start | Execution::OutOfFuel(_) => return Wake::Now,
             Execution::Halted(_) => return Wake::Never,
@@ -705,7 +713,6 @@ impl<S: Storage> Domain<S> {
     /// by an operator): it flushes its output, drops any suspension, and
     /// commits the end so that it stays ended after a reboot.
     pub fn end(&mut self, status: DomainStatus) -> RunOutcome {
-        self.release_network();
         self.store.data_mut().flush_output();
         if let DomainStatus::Trapped(reason) = &status {
             let line = format!("trapped: {reason}");
@@ -717,6 +724,9 @@ impl<S: Storage> Domain<S> {
             let line = format!("final commit failed: {error}");
             self.store.data_mut().log_error(&line);
         }
+        // After the commit, which releases held replies as far as there
+        // is room.
+        self.release_network();
         RunOutcome::Halted(status)
     }
 
@@ -799,6 +809,7 @@ impl<S: Storage> Domain<S> {
         }
         network.forget_domain(state.id);
         state.sockets.reset_all();
+        state.held.clear();
     }
 
     /// Resumes a domain stopped with [`Domain::stop`] (or opened with

@@ -11,6 +11,7 @@ use wasmi::{Engine, ExternType, Linker, Memory, MemoryType, Module, Store};
 use crate::asyncify::AsyncifyExports;
 use crate::domain::{Domain, Execution};
 use crate::error::Error;
+use crate::held_replies::HeldReplies;
 use crate::host_functions::HostFunctions;
 use crate::host_state::HostState;
 use crate::memory_backing::{MemoryBacking, WASM_PAGE_BYTES, module_fingerprint};
@@ -258,6 +259,7 @@ impl<S: Storage> Domain<S> {
             poll_interest: Vec::new(),
             connecting: None,
             waiting: None,
+            held: HeldReplies::default(),
         };
         let mut store = Store::new(engine, state);
         fn instantiation(error: impl core::fmt::Display) -> Error {

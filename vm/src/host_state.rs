@@ -9,6 +9,7 @@ use wasmi::Memory;
 
 use crate::asyncify::AsyncifyExports;
 use crate::blocking::{Blocked, PollInterest};
+use crate::held_replies::HeldReplies;
 use crate::outbox::Outbox;
 use crate::output::{GuestConsole, Writer};
 use crate::platform::{LineBuffer, LogLevel, Platform, Stream};
@@ -73,6 +74,8 @@ pub struct HostState {
     /// scheduler's wake-up test (`None` after a restore: the guest then
     /// re-enters the call to say what it waits for).
     pub(crate) waiting: Option<Blocked>,
+    /// Reply bytes held until a commit (durable replies only).
+    pub(crate) held: HeldReplies,
 }
 
 impl core::fmt::Debug for HostState {

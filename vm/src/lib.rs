@@ -17,6 +17,7 @@ mod domain_open;
 mod error;
 mod fuel;
 mod guest_memory;
+mod held_replies;
 mod host_functions;
 mod host_state;
 mod memory_backing;

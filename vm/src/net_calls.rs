@@ -14,6 +14,7 @@ use abi::{StatusCode, errno, readiness};
 use crate::error::TrapReason;
 use crate::fuel;
 use crate::guest_memory;
+use crate::held_replies::AfterRelease;
 use crate::host_state::HostState;
 use crate::net::NetError;
 use crate::platform::Platform;
@@ -144,7 +145,9 @@ pub(crate) fn is_connection_ready(state: &HostState, number: u32, wanted: u16) -
             state: ConnectionState::Live(_),
             is_write_shut,
         }) => {
-            (is_write_shut && wanted == readiness::WRITABLE)
+            let is_write = wanted == readiness::WRITABLE;
+            (is_write && is_write_shut)
+                || (is_write && state.sockets.has_durable_replies() && state.held.room() > 0)
                 || is_socket_ready(state, number, wanted)
         }
         _ => true,
@@ -301,6 +304,13 @@ pub(crate) fn write(
     if source.is_empty() {
         return Ok(Ok(Some(0)));
     }
+    if state.sockets.has_durable_replies() {
+        // Held until the next commit, which the held bytes ask for.
+        state.is_checkpoint_wanted = true;
+        let taken = state.held.hold(connection, source);
+        state.charge_later(fuel::copy(taken));
+        return Ok(Ok((taken > 0).then_some(taken as u32)));
+    }
     let platform = platform(state);
     let result = platform.network().write(connection, source);
     state.charge_later(fuel::NETWORK_CALL);
@@ -319,7 +329,11 @@ pub(crate) fn write(
 pub(crate) fn shutdown_write(state: &mut HostState, number: u32) -> Result<(), SocketError> {
     let connection = connection_of(state, number, false)?;
     let platform = platform(state);
-    platform.network().shutdown(connection);
+    if state.held.is_holding(connection) {
+        state.held.after_release(connection, AfterRelease::Shutdown);
+    } else {
+        platform.network().shutdown(connection);
+    }
     state.charge_later(fuel::NETWORK_CALL);
     if let Some(socket) = state.sockets.get_mut(number)
         && let SocketKind::Connection { is_write_shut, .. } = &mut socket.kind
@@ -333,6 +347,14 @@ pub(crate) fn shutdown_write(state: &mut HostState, number: u32) -> Result<(), S
 pub(crate) fn close(state: &mut HostState, number: u32) -> Result<(), SocketError> {
     let platform = platform(state);
     state.charge_later(fuel::NETWORK_CALL);
+    if let Ok(connection) = connection_of(state, number, false)
+        && state.held.is_holding(connection)
+    {
+        // Closed once the held bytes are sent.
+        state.sockets.remove(number);
+        state.held.after_release(connection, AfterRelease::Close);
+        return Ok(());
+    }
     if state.sockets.close(platform.network(), state.id, number) {
         Ok(())
     } else {

@@ -84,6 +84,11 @@ pub fn commit<S: Storage>(domain: &mut Domain<S>, status: DomainStatus) -> Resul
         result = domain.storage.commit(&commit);
     }
     result?;
+    let state = domain.store.data_mut();
+    state.held.commit_succeeded();
+    let platform = state.platform.clone();
+    let sent = state.held.release(platform.network());
+    state.charge_later(crate::fuel::copy(sent));
     domain.backing.commit_succeeded();
     domain.record = record;
     domain.is_commit_unannounced = true;

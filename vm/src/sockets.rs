@@ -134,6 +134,16 @@ impl SocketTable {
         }
     }
 
+    /// Whether replies are held until a commit (`crate::held_replies`).
+    pub(crate) fn has_durable_replies(&self) -> bool {
+        self.durable_replies
+    }
+
+    /// Frees socket `number` without closing anything on the network.
+    pub(crate) fn remove(&mut self, number: u32) -> Option<Socket> {
+        self.sockets.remove(&number)
+    }
+
     /// The declared ports, in the order of their numbers.
     pub(crate) fn declared_ports(&self) -> &[u16] {
         &self.listen

@@ -713,3 +713,47 @@ fn a_stopped_domain_gives_its_port_back_and_takes_it_again_when_resumed() {
     assert_eq!(domain.resume(), Ok(()));
     assert_eq!(platform.network.listener_of(8080), Some(domain.id()));
 }
+
+#[test]
+fn durable_replies_reach_the_network_only_after_the_commit_they_ask_for() {
+    let platform = Arc::new(NetPlatform::default());
+    // Write, compute for several slices (no safe point), then wait reading.
+    let wat = amber_module(
+        "(local.set $c (call $accept (i32.const 3) (i64.const -1)))
+         (i32.store (i32.const 100) (i32.const 0x676e6f70))
+         (i32.store (i32.const 0) (call $write (local.get $c) (i32.const 100) (i32.const 4) (i64.const -1)))
+         (i32.store (i32.const 4) (call $close (local.get $c)))
+         (local.set $n (i32.const 200000))
+         (loop $busy
+           (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+           (br_if $busy (local.get $n)))
+         (drop (call $accept (i32.const 3) (i64.const -1)))",
+    );
+    let mut storage_record = record(1, &wat, &[8080]);
+    storage_record.network.durable_replies = true;
+    let mut domain =
+        open(&platform, Box::new(MemoryStorage::new(storage_record))).expect("domain opens");
+    let client = platform.network.client_connect(8080);
+    assert_eq!(domain.run(10_000), RunOutcome::Preempted);
+    assert_eq!(word(&domain, 0), 4, "the write took every byte");
+    assert_eq!(word(&domain, 4), StatusCode::Ok.code());
+    assert!(
+        domain.is_checkpoint_pending(),
+        "held bytes ask for a commit"
+    );
+    let commits = domain.record().commits;
+    assert!(platform.network.client_received(client).is_empty());
+    assert!(!platform.network.is_closed(client), "the close waits too");
+    let mut outcome = RunOutcome::Preempted;
+    for _ in 0..1000 {
+        outcome = domain.run(10_000);
+        if outcome != RunOutcome::Preempted {
+            break;
+        }
+        assert!(platform.network.client_received(client).is_empty());
+    }
+    assert_eq!(outcome, RunOutcome::Waiting);
+    assert_eq!(domain.record().commits, commits + 1, "one commit");
+    assert_eq!(platform.network.client_received(client), b"pong");
+    assert!(platform.network.is_closed(client));
+}
