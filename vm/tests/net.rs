@@ -757,3 +757,53 @@ fn durable_replies_reach_the_network_only_after_the_commit_they_ask_for() {
     assert_eq!(platform.network.client_received(client), b"pong");
     assert!(platform.network.is_closed(client));
 }
+
+#[test]
+fn the_scheduler_runs_a_reader_again_once_its_data_arrives() {
+    let platform = Arc::new(NetPlatform::default());
+    let wat = amber_module(
+        "(local.set $c (call $accept (i32.const 3) (i64.const -1)))
+         (i32.store (i32.const 0)
+            (call $read (local.get $c) (i32.const 100) (i32.const 64) (i64.const -1)))",
+    );
+    let domain = open_new(&platform, 1, &wat, &[8080]);
+    let mut scheduler: vm::Scheduler<u32> = vm::Scheduler::new(vm::DEFAULT_FUEL_SLICE);
+    scheduler.add(domain, 7).expect("the domain joins");
+    let client = platform.network.client_connect(8080);
+    for _ in 0..10 {
+        assert!(scheduler.run_round().is_empty());
+    }
+    assert_eq!(
+        scheduler.next_wake(),
+        None,
+        "nothing to do until data comes"
+    );
+    platform.network.client_send(client, b"abc");
+    assert_eq!(scheduler.next_wake(), Some(Wake::Now));
+    let events = scheduler.run_round();
+    assert!(
+        matches!(
+            events.as_slice(),
+            [vm::SchedulerEvent::Halted {
+                status: DomainStatus::Exited(0),
+                ..
+            }]
+        ),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn a_hostile_network_record_is_refused_when_opened() {
+    let platform = Arc::new(NetPlatform::default());
+    let wat = amber_module("");
+    let mut hostile = record(1, &wat, &[8080]);
+    hostile.network.connections = vec![3];
+    let error = open(&platform, Box::new(MemoryStorage::new(hostile))).expect_err("refused");
+    assert!(matches!(error, vm::Error::BadNetworkRecord(_)), "{error}");
+    let mut too_many = record(1, &wat, &(1..=9).collect::<Vec<u16>>());
+    too_many.network.nonblocking = vec![3];
+    let error = open(&platform, Box::new(MemoryStorage::new(too_many))).expect_err("refused");
+    assert!(matches!(error, vm::Error::BadNetworkRecord(_)), "{error}");
+    assert_eq!(platform.network.listener_of(1), None, "nothing was bound");
+}
