@@ -807,3 +807,40 @@ fn a_hostile_network_record_is_refused_when_opened() {
     assert!(matches!(error, vm::Error::BadNetworkRecord(_)), "{error}");
     assert_eq!(platform.network.listener_of(1), None, "nothing was bound");
 }
+
+#[test]
+fn a_write_after_shutdown_is_refused_and_a_peer_reset_shows_in_net_poll() {
+    let platform = Arc::new(NetPlatform::default());
+    let wat = amber_module(
+        "(local.set $c (call $accept (i32.const 3) (i64.const -1)))
+         (i32.store (i32.const 0) (call $shutdown (local.get $c)))
+         (i32.store (i32.const 4) (call $write (local.get $c) (i32.const 100) (i32.const 1) (i64.const -1)))
+         (i32.store (i32.const 300) (local.get $c))
+         (i32.store16 (i32.const 304) (i32.const 1))
+         (i32.store (i32.const 8) (call $poll (i32.const 300) (i32.const 1) (i64.const -1)))
+         (i32.store (i32.const 12) (call $read (local.get $c) (i32.const 100) (i32.const 1) (i64.const -1)))",
+    );
+    let mut domain = open_new(&platform, 1, &wat, &[8080]);
+    let client = platform.network.client_connect(8080);
+    assert_eq!(domain.run(100_000), RunOutcome::Waiting, "the poll waits");
+    platform
+        .network
+        .0
+        .lock()
+        .unwrap()
+        .connections
+        .get_mut(&client)
+        .unwrap()
+        .is_reset = true;
+    assert_eq!(domain.wake(), Wake::Now);
+    assert_eq!(
+        domain.run(100_000),
+        RunOutcome::Halted(DomainStatus::Exited(0))
+    );
+    assert_eq!(word(&domain, 0), StatusCode::Ok.code());
+    assert_eq!(word(&domain, 4), StatusCode::WrongSocket.negated());
+    assert_eq!(word(&domain, 8), 1);
+    let ready = u16::from_le_bytes(domain.memory_bytes()[306..308].try_into().unwrap());
+    assert_eq!(ready, vm::abi::readiness::HANGUP);
+    assert_eq!(word(&domain, 12), StatusCode::ConnectionReset.negated());
+}
