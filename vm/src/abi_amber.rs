@@ -32,7 +32,7 @@ pub(crate) fn memory_of(caller: &Caller<'_, HostState>) -> Result<Memory> {
     })
 }
 
-fn result_i32(value: Option<Val>) -> i32 {
+pub(crate) fn result_i32(value: Option<Val>) -> i32 {
     match value {
         Some(Val::I32(value)) => value,
         _ => 0,
@@ -40,7 +40,7 @@ fn result_i32(value: Option<Val>) -> i32 {
 }
 
 /// Domain-clock deadline `timeout_ns` from now; negative waits forever.
-fn deadline_after(caller: &Caller<'_, HostState>, timeout_ns: i64) -> Option<u64> {
+pub(crate) fn deadline_after(caller: &Caller<'_, HostState>, timeout_ns: i64) -> Option<u64> {
     u64::try_from(timeout_ns)
         .ok()
         .map(|timeout| caller.data().now_ns().saturating_add(timeout))

@@ -3,9 +3,11 @@
 //! Implemented: fd_write to 1 and 2 (at most 4 KiB, 64 lines and
 //! [`MAX_IOVECS_PER_CALL`] iovecs per call: a short write),
 //! fd_read of 0 (end of file), proc_exit, clock_time_get, clock_res_get,
-//! random_get, args_*, environ_*, sched_yield, poll_oneoff with clock
-//! subscriptions (at most [`MAX_SUBSCRIPTIONS_PER_CALL`]), fd_fdstat_get of 0-2 and fd_prestat_get (no preopens:
-//! EBADF, which ends libc's preopen scan).
+//! random_get, args_*, environ_*, sched_yield, poll_oneoff with clock and
+//! socket subscriptions (at most [`MAX_SUBSCRIPTIONS_PER_CALL`]),
+//! fd_fdstat_get of 0-2 and of sockets, fd_prestat_get (no preopens:
+//! EBADF, which ends libc's preopen scan), and the socket calls of
+//! wasi_sockets.rs (fd_read, fd_write and fd_close on socket fds too).
 //! Every other function a module imports from this module is linked to a stub
 //! returning ENOSYS (see `stub_unknown_imports`), so any wasip1 program
 //! instantiates. Signatures follow the witx of wasi_snapshot_preview1.
@@ -20,13 +22,13 @@ use wasmi::{Caller, Linker, Module, Val};
 use abi::WASI_MODULE as MODULE;
 
 use crate::abi_amber::memory_of;
-use crate::blocking::{BlockingCall, Request, blocking_call, trap};
+use crate::blocking::{BlockingCall, Request, WasiStreamCall, blocking_call, trap};
 use crate::error::TrapReason;
 use crate::guest_memory;
 use crate::host_functions::HostFunctions;
 use crate::host_state::HostState;
 use crate::platform::Stream;
-use crate::{fuel, output};
+use crate::{fuel, output, wasi_sockets};
 use abi::{MAX_OUTPUT_BYTES_PER_CALL, errno};
 
 type Result<T> = core::result::Result<T, wasmi::Error>;
@@ -55,11 +57,15 @@ pub(crate) fn define(functions: &mut HostFunctions<'_>) -> Result<()> {
         "fd_read",
         |mut caller: Caller<'_, HostState>,
          fd: i32,
-         _iovs: i32,
-         _count: i32,
+         iovs: i32,
+         count: i32,
          read: i32|
          -> Result<i32> {
             fuel::charge(&mut caller, fuel::CALL)?;
+            if wasi_sockets::is_socket(caller.data(), fd) {
+                let via = WasiStreamCall::Fd;
+                return wasi_sockets::receive(&mut caller, via, fd, iovs, count, read, 0);
+            }
             if fd != 0 {
                 return Ok(errno::BADF);
             }
@@ -191,13 +197,9 @@ pub(crate) fn define(functions: &mut HostFunctions<'_>) -> Result<()> {
             let scan = (count as u64).saturating_mul(fuel::SUBSCRIPTION);
             fuel::charge(&mut caller, scan)?;
             let memory = memory_of(&caller)?;
-            let deadline = crate::wasi_poll::deadline_ns(
-                memory.data(&caller),
-                caller.data(),
-                subscriptions,
-                count,
-            )
-            .map_err(trap)?;
+            let (bytes, state) = memory.data_and_store_mut(&mut caller);
+            let deadline =
+                crate::wasi_poll::deadline_ns(bytes, state, subscriptions, count).map_err(trap)?;
             let call = BlockingCall::PollOneoff {
                 subscriptions,
                 events,
@@ -214,6 +216,9 @@ pub(crate) fn define(functions: &mut HostFunctions<'_>) -> Result<()> {
         "fd_fdstat_get",
         |mut caller: Caller<'_, HostState>, fd: i32, stat: i32| -> Result<i32> {
             fuel::charge(&mut caller, fuel::CALL)?;
+            if wasi_sockets::is_socket(caller.data(), fd) {
+                return wasi_sockets::fdstat(&mut caller, fd, stat);
+            }
             if !(0..=2).contains(&fd) {
                 return Ok(errno::BADF);
             }
@@ -263,6 +268,9 @@ pub(crate) fn define(functions: &mut HostFunctions<'_>) -> Result<()> {
         "fd_close",
         |mut caller: Caller<'_, HostState>, fd: i32| -> Result<i32> {
             fuel::charge(&mut caller, fuel::CALL)?;
+            if wasi_sockets::is_socket(caller.data(), fd) {
+                return wasi_sockets::close(&mut caller, fd);
+            }
             Ok(if (0..=2).contains(&fd) {
                 errno::SUCCESS
             } else {
@@ -285,6 +293,10 @@ fn fd_write(
     let stream = match fd {
         1 => Stream::Stdout,
         2 => Stream::Stderr,
+        _ if wasi_sockets::is_socket(caller.data(), fd) => {
+            let via = WasiStreamCall::Fd;
+            return wasi_sockets::send(&mut caller, via, fd, iovs, count, written);
+        }
         _ => return Ok(errno::BADF),
     };
     // Bounded before it is read, and charged before: the iovecs it reads.

@@ -17,8 +17,9 @@ use wasmi::{Caller, Val};
 use crate::error::TrapReason;
 use crate::guest_memory;
 use crate::host_state::HostState;
+use crate::net_calls;
 use crate::storage::{BlockingImport, Suspension};
-use abi::{StatusCode, errno};
+use abi::{StatusCode, errno, readiness};
 
 /// A blocking call with the guest arguments its completion needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +39,66 @@ pub enum BlockingCall {
         count: i32,
         events_written: i32,
     },
+    TcpAccept {
+        listener: u32,
+    },
+    TcpConnect {
+        address: [u8; 4],
+        port: u16,
+    },
+    TcpRead {
+        socket: u32,
+        buffer: i32,
+        capacity: i32,
+    },
+    TcpWrite {
+        socket: u32,
+        bytes: i32,
+        length: i32,
+    },
+    /// The entries' sockets and interests are in `HostState::poll_interest`.
+    NetPoll {
+        entries: i32,
+        count: i32,
+    },
+    SockAccept {
+        listener: u32,
+        flags: u16,
+        new_fd: i32,
+    },
+    /// `fd_read` or `sock_recv` on a socket (`flags_out` only for the latter).
+    SocketRecv {
+        via: WasiStreamCall,
+        socket: u32,
+        iovs: i32,
+        count: i32,
+        length_out: i32,
+        flags_out: i32,
+    },
+    /// `fd_write` or `sock_send` on a socket.
+    SocketSend {
+        via: WasiStreamCall,
+        socket: u32,
+        iovs: i32,
+        count: i32,
+        length_out: i32,
+    },
+}
+
+/// Which WASI import a socket read or write came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WasiStreamCall {
+    /// `fd_read` / `fd_write`.
+    Fd,
+    /// `sock_recv` / `sock_send`.
+    Sock,
+}
+
+/// One socket a poll waits on, and the `abi::readiness` bits it wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PollInterest {
+    pub socket: u32,
+    pub interest: u16,
 }
 
 impl BlockingCall {
@@ -50,6 +111,28 @@ impl BlockingCall {
             Self::Checkpoint => BlockingImport::AmberCheckpoint,
             Self::SchedYield => BlockingImport::WasiSchedYield,
             Self::PollOneoff { .. } => BlockingImport::WasiPollOneoff,
+            Self::TcpAccept { .. } => BlockingImport::AmberTcpAccept,
+            Self::TcpConnect { .. } => BlockingImport::AmberTcpConnect,
+            Self::TcpRead { .. } => BlockingImport::AmberTcpRead,
+            Self::TcpWrite { .. } => BlockingImport::AmberTcpWrite,
+            Self::NetPoll { .. } => BlockingImport::AmberNetPoll,
+            Self::SockAccept { .. } => BlockingImport::WasiSockAccept,
+            Self::SocketRecv {
+                via: WasiStreamCall::Fd,
+                ..
+            } => BlockingImport::WasiFdRead,
+            Self::SocketRecv {
+                via: WasiStreamCall::Sock,
+                ..
+            } => BlockingImport::WasiSockRecv,
+            Self::SocketSend {
+                via: WasiStreamCall::Fd,
+                ..
+            } => BlockingImport::WasiFdWrite,
+            Self::SocketSend {
+                via: WasiStreamCall::Sock,
+                ..
+            } => BlockingImport::WasiSockSend,
         }
     }
 
@@ -129,6 +212,7 @@ pub fn blocking_call(
         asyncify.stop_rewind(&mut *caller).map_err(trap)?;
         let state = caller.data_mut();
         state.is_rewinding = false;
+        state.waiting = None;
         let suspension = state
             .suspension
             .take()
@@ -165,6 +249,7 @@ pub fn blocking_call(
         }
     };
     let state = caller.data_mut();
+    state.waiting = Some(blocked);
     state.suspension = Some(Suspension {
         module_fingerprint: state.module_fingerprint,
         import: call.import(),
@@ -184,11 +269,51 @@ pub fn is_ready(state: &HostState, blocked: &Blocked) -> bool {
         .is_some_and(|deadline| state.now_ns() >= deadline);
     match blocked.call {
         BlockingCall::Recv { .. } => !state.mailbox.is_empty() || is_past_deadline,
-        BlockingCall::Sleep | BlockingCall::PollOneoff { .. } => {
-            blocked.deadline_ns.is_none() || is_past_deadline
+        BlockingCall::Sleep => blocked.deadline_ns.is_none() || is_past_deadline,
+        BlockingCall::PollOneoff { .. } => {
+            is_past_deadline
+                || (blocked.deadline_ns.is_none() && state.poll_interest.is_empty())
+                || is_any_polled_ready(state)
         }
+        BlockingCall::NetPoll { .. } => is_past_deadline || is_any_polled_ready(state),
         BlockingCall::Yield | BlockingCall::SchedYield | BlockingCall::Checkpoint => true,
+        BlockingCall::TcpAccept { listener } => {
+            is_past_deadline || net_calls::is_listener_ready(state, listener)
+        }
+        BlockingCall::SockAccept { listener, .. } => {
+            is_past_deadline
+                || net_calls::is_nonblocking(state, listener)
+                || net_calls::is_listener_ready(state, listener)
+        }
+        BlockingCall::TcpConnect { .. } => {
+            is_past_deadline
+                || state.connecting.is_none_or(|socket| {
+                    net_calls::is_socket_ready(state, socket, readiness::WRITABLE)
+                })
+        }
+        BlockingCall::TcpRead { socket, .. } => {
+            is_past_deadline || net_calls::is_connection_ready(state, socket, readiness::READABLE)
+        }
+        BlockingCall::TcpWrite { socket, .. } => {
+            is_past_deadline || net_calls::is_connection_ready(state, socket, readiness::WRITABLE)
+        }
+        BlockingCall::SocketRecv { socket, .. } => {
+            net_calls::is_nonblocking(state, socket)
+                || net_calls::is_connection_ready(state, socket, readiness::READABLE)
+        }
+        BlockingCall::SocketSend { socket, .. } => {
+            net_calls::is_nonblocking(state, socket)
+                || net_calls::is_connection_ready(state, socket, readiness::WRITABLE)
+        }
     }
+}
+
+/// Whether a socket `net_poll` or `poll_oneoff` waits on is ready.
+fn is_any_polled_ready(state: &HostState) -> bool {
+    state
+        .poll_interest
+        .iter()
+        .any(|entry| net_calls::is_socket_ready(state, entry.socket, entry.interest))
 }
 
 /// Completes `blocked` if it can: writes its outputs and returns its result
@@ -225,10 +350,25 @@ pub fn try_complete(
         } => {
             let events_cost = (count.max(0) as u64).saturating_mul(crate::fuel::SUBSCRIPTION);
             state.charge_later(events_cost);
-            let written = crate::wasi_poll::write_events(memory, subscriptions, events, count)?;
+            let is_past_deadline = blocked
+                .deadline_ns
+                .is_some_and(|deadline| state.now_ns() >= deadline);
+            let written = crate::wasi_poll::write_events(
+                memory,
+                state,
+                subscriptions,
+                events,
+                count,
+                is_past_deadline,
+            )?;
+            if written == 0 && !is_past_deadline {
+                // Readiness went away between the check and the scan.
+                return Ok(None);
+            }
             guest_memory::write_u32(memory, "poll_oneoff", events_written, written)?;
             Some(Some(Val::I32(errno::SUCCESS)))
         }
+        _ => return crate::net_complete::try_complete(memory, state, blocked),
     })
 }
 

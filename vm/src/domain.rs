@@ -72,7 +72,9 @@ pub enum Wake {
     Now,
     /// At this platform monotonic time.
     At(u64),
-    /// When a message arrives.
+    /// When a message arrives, or the machine's network has news for it
+    /// (a client, data, room, a reset): the embedder runs a round then,
+    /// and [`Domain::wake`] asks the network what changed.
     OnMessage,
     /// Never: it ended.
     Never,
@@ -222,6 +224,9 @@ impl<S: Storage> Domain<S> {
         }
         let state = self.store.data_mut();
         state.console.report_due(&*state.platform);
+        let platform = state.platform.clone();
+        let sent = state.held.release(platform.network());
+        state.charge_later(fuel::copy(sent));
         let paid = state.fuel_debt.min(fuel);
         state.fuel_debt -= paid;
         self.fuel_used = self.fuel_used.saturating_add(paid);
@@ -566,6 +571,11 @@ impl<S: Storage> Domain<S> {
             return Wake::OnMessage;
         }
         let state = self.store.data();
+        if !matches!(self.execution, Execution::Halted(_))
+            && state.held.can_release(state.platform.network())
+        {
+            return Wake::Now;
+        }
         let blocked = match &self.execution {
             Execution::Start | Execution::OutOfFuel(_) => return Wake::Now,
             Execution::Halted(_) => return Wake::Never,
@@ -577,12 +587,21 @@ impl<S: Storage> Domain<S> {
                 wait: PausedWait::Blocked(blocked),
                 ..
             } => *blocked,
-            Execution::Unwound => match &state.suspension {
-                Some(suspension) => Blocked {
+            Execution::Unwound => match (&state.waiting, &state.suspension) {
+                (Some(blocked), _) => *blocked,
+                // Restored in a network call: its sockets are known once
+                // the guest re-enters it.
+                (None, Some(suspension))
+                    if suspension.import.is_network()
+                        || suspension.import == BlockingImport::WasiPollOneoff =>
+                {
+                    return Wake::Now;
+                }
+                (None, Some(suspension)) => Blocked {
                     call: snapshot::call_for(suspension.import),
                     deadline_ns: suspension.deadline_ns,
                 },
-                None => return Wake::Now,
+                (None, None) => return Wake::Now,
             },
         };
         if is_ready(state, &blocked) {
@@ -705,6 +724,9 @@ impl<S: Storage> Domain<S> {
             let line = format!("final commit failed: {error}");
             self.store.data_mut().log_error(&line);
         }
+        // After the commit, which releases held replies as far as there
+        // is room.
+        self.release_network();
         RunOutcome::Halted(status)
     }
 
@@ -742,10 +764,52 @@ impl<S: Storage> Domain<S> {
         if !self.has_asyncify() {
             self.store.data_mut().suspension = None;
         }
+        let is_stop = committed_status == DomainStatus::Stopped;
         snapshot::commit(self, committed_status)?;
         self.store.data_mut().is_checkpoint_wanted = false;
         self.execution = Execution::Halted(DomainStatus::Stopped);
+        if is_stop {
+            self.release_network();
+        }
         Ok(true)
+    }
+
+    /// Listens on every port the image declares, before the domain runs
+    /// (opening, resuming): a port another domain holds refuses it with
+    /// [`Error::PortTaken`], and nothing stays bound.
+    pub(crate) fn bind_network(&mut self) -> Result<(), Error> {
+        let state = self.store.data();
+        let platform = state.platform.clone();
+        let network = platform.network();
+        let id = state.id;
+        let ports = state.sockets.declared_ports().to_vec();
+        for port in ports {
+            if let Err(reason) = network.listen(id, port) {
+                network.forget_domain(id);
+                return Err(match reason {
+                    crate::net::NetError::PortTaken => Error::PortTaken { port },
+                    reason => Error::Listen { port, reason },
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives the domain's ports and connections back to the machine's
+    /// network: the domain ended, stopped, or moved away, or the embedder
+    /// drops it (which it does after calling this; [`Domain::end`] and
+    /// [`Domain::stop`] call it themselves). Its connections read as reset
+    /// from now on; [`Domain::resume`] listens again.
+    pub fn release_network(&mut self) {
+        let state = self.store.data_mut();
+        let platform = state.platform.clone();
+        let network = platform.network();
+        if let Some(connecting) = state.connecting.take() {
+            state.sockets.close(network, state.id, connecting);
+        }
+        network.forget_domain(state.id);
+        state.sockets.reset_all();
+        state.held.clear();
     }
 
     /// Resumes a domain stopped with [`Domain::stop`] (or opened with
@@ -755,6 +819,7 @@ impl<S: Storage> Domain<S> {
         if !matches!(self.execution, Execution::Halted(DomainStatus::Stopped)) {
             return Err(Error::NotStopped);
         }
+        self.bind_network()?;
         self.execution = if self.store.data().suspension.is_some() {
             Execution::Unwound
         } else {

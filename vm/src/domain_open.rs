@@ -11,14 +11,16 @@ use wasmi::{Engine, ExternType, Linker, Memory, MemoryType, Module, Store};
 use crate::asyncify::AsyncifyExports;
 use crate::domain::{Domain, Execution};
 use crate::error::Error;
+use crate::held_replies::HeldReplies;
 use crate::host_functions::HostFunctions;
 use crate::host_state::HostState;
 use crate::memory_backing::{MemoryBacking, WASM_PAGE_BYTES, module_fingerprint};
 use crate::outbox::Outbox;
 use crate::output::GuestConsole;
 use crate::platform::{LineBuffer, Platform};
+use crate::sockets::SocketTable;
 use crate::storage::{DomainId, DomainRecord, DomainStatus, Storage};
-use crate::{abi_amber, abi_wasi, snapshot};
+use crate::{abi_amber, abi_tcp, abi_wasi, snapshot, wasi_sockets};
 use abi::StatusCode;
 
 /// The export a domain runs (a WASI command's entry point).
@@ -63,7 +65,17 @@ fn define_host_functions(
         abi::AMBER_MODULE,
         &mut defined,
     ))?;
+    abi_tcp::define(&mut HostFunctions::new(
+        linker,
+        abi::AMBER_MODULE,
+        &mut defined,
+    ))?;
     abi_wasi::define(&mut HostFunctions::new(
+        linker,
+        abi::WASI_MODULE,
+        &mut defined,
+    ))?;
+    wasi_sockets::define(&mut HostFunctions::new(
         linker,
         abi::WASI_MODULE,
         &mut defined,
@@ -213,11 +225,12 @@ impl<S: Storage> Domain<S> {
             minimum_pages
         };
         let platform_origin_ns = platform.monotonic_ns();
+        let sockets = SocketTable::from_record(&record.network)?;
         let state = HostState {
             name: record.name.clone(),
             id: record.id,
             args: record.args.clone(),
-            environment: record.environment.clone(),
+            environment: environment_of(&record),
             platform,
             memory: None,
             clock_origin_ns: record.clock_ns,
@@ -242,6 +255,11 @@ impl<S: Storage> Domain<S> {
             is_rewinding: false,
             checkpoint_status: StatusCode::Ok,
             is_checkpoint_wanted: false,
+            sockets,
+            poll_interest: Vec::new(),
+            connecting: None,
+            waiting: None,
+            held: HeldReplies::default(),
         };
         let mut store = Store::new(engine, state);
         fn instantiation(error: impl core::fmt::Display) -> Error {
@@ -300,6 +318,10 @@ impl<S: Storage> Domain<S> {
             // restore never applies data segments again.
             domain.commit()?;
         }
+        // A stopped domain listens once it is resumed; an ended one never.
+        if !matches!(domain.execution, Execution::Halted(_)) {
+            domain.bind_network()?;
+        }
         Ok(domain)
     }
 }
@@ -324,6 +346,21 @@ fn inspect_module(module: &[u8]) -> Result<Vec<(u32, String)>, Error> {
         }
     }
     Ok(global_exports)
+}
+
+/// The environment the guest sees: the image's, and `LISTEN_FDS` when
+/// it declares listeners (as wasmtime's `--tcplisten` sets it), unless the
+/// image sets it itself.
+fn environment_of(record: &DomainRecord) -> Vec<String> {
+    let mut environment = record.environment.clone();
+    let listeners = record.network.listen.len();
+    let is_set = environment
+        .iter()
+        .any(|variable| variable.starts_with("LISTEN_FDS="));
+    if listeners > 0 && !is_set {
+        environment.push(alloc::format!("LISTEN_FDS={listeners}"));
+    }
+    environment
 }
 
 /// The committed send counts, raised to the outbox's numbers: a number in

@@ -45,6 +45,16 @@ pub enum Error {
     NotStopped,
     /// Only a paused domain can be resumed from a pause.
     NotPaused,
+    /// The domain's image declares `port`, and another domain on this
+    /// machine listens on it: the domain is not opened.
+    PortTaken { port: u16 },
+    /// The machine's network refused to listen on a declared port.
+    Listen {
+        port: u16,
+        reason: crate::net::NetError,
+    },
+    /// The image's network record is one no image may hold (its reason).
+    BadNetworkRecord(String),
 }
 
 impl fmt::Display for Error {
@@ -96,6 +106,14 @@ impl fmt::Display for Error {
             }
             Self::NotStopped => write!(formatter, "the domain is not stopped"),
             Self::NotPaused => write!(formatter, "the domain is not paused"),
+            Self::PortTaken { port } => write!(
+                formatter,
+                "TCP port {port} is declared by the domain but another domain listens on it"
+            ),
+            Self::Listen { port, reason } => {
+                write!(formatter, "cannot listen on TCP port {port}: {reason}")
+            }
+            Self::BadNetworkRecord(reason) => write!(formatter, "bad network record: {reason}"),
         }
     }
 }

@@ -58,6 +58,15 @@ pub const IOVEC: u64 = 10;
 /// its deadline and again when it writes their events.
 pub const SUBSCRIPTION: u64 = 20;
 
+/// One `net_poll` entry, charged when the call reads them and again when
+/// it writes their readiness (as a [`SUBSCRIPTION`]).
+pub const POLL_ENTRY: u64 = 20;
+
+/// One call into the machine's network (accept, connect, read, write,
+/// shutdown, close): the embedder's lock and its socket set, on top of the
+/// bytes copied ([`copy`]). smoltcp's calls take a few hundred ns.
+pub const NETWORK_CALL: u64 = 300;
+
 /// One message `send` hands to the scheduler: the pause and resume of the
 /// wasmi call, the receiver's lookup by name, the numbering and the
 /// outbox's bookkeeping. (`recv` takes a message from a queue: it pays

@@ -8,9 +8,12 @@ use alloc::vec::Vec;
 use wasmi::Memory;
 
 use crate::asyncify::AsyncifyExports;
+use crate::blocking::{Blocked, PollInterest};
+use crate::held_replies::HeldReplies;
 use crate::outbox::Outbox;
 use crate::output::{GuestConsole, Writer};
 use crate::platform::{LineBuffer, LogLevel, Platform, Stream};
+use crate::sockets::SocketTable;
 use crate::storage::{DomainId, MailboxMessage, Suspension};
 
 /// The data of a domain's wasmi `Store`.
@@ -59,6 +62,20 @@ pub struct HostState {
     /// even when it could complete at once (a server whose `recv` always
     /// finds a message would otherwise never reach one).
     pub(crate) is_checkpoint_wanted: bool,
+    /// The domain's socket numbers (see `crate::sockets`).
+    pub(crate) sockets: SocketTable,
+    /// The sockets the waiting `net_poll` or `poll_oneoff` watches (set
+    /// each time the guest enters the call, rewinds included).
+    pub(crate) poll_interest: Vec<PollInterest>,
+    /// The socket a waiting `tcp_connect` opened, until it completes: not
+    /// yet the guest's, so a commit leaves it out.
+    pub(crate) connecting: Option<u32>,
+    /// The call the unwound stack waits in, with its arguments, for the
+    /// scheduler's wake-up test (`None` after a restore: the guest then
+    /// re-enters the call to say what it waits for).
+    pub(crate) waiting: Option<Blocked>,
+    /// Reply bytes held until a commit (durable replies only).
+    pub(crate) held: HeldReplies,
 }
 
 impl core::fmt::Debug for HostState {

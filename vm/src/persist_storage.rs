@@ -203,6 +203,7 @@ impl<D: BlockDevice + Send + 'static> Storage for PersistStorage<D> {
             clock_ns: metadata.clock_ns,
             fuel_used: metadata.counters.fuel_used,
             commits: metadata.counters.commits,
+            network: metadata.network,
         })
     }
 
@@ -234,6 +235,7 @@ impl<D: BlockDevice + Send + 'static> Storage for PersistStorage<D> {
         metadata.memory_pages = u64::from(record.memory_pages);
         metadata.globals = record.globals.iter().map(to_persist_global).collect();
         metadata.status = to_persist_status(&record.status);
+        metadata.network = record.network.clone();
         metadata.suspension = record
             .suspension
             .as_ref()

@@ -34,6 +34,18 @@ pub fn commit<S: Storage>(domain: &mut Domain<S>, status: DomainStatus) -> Resul
     record.sent = state.sent.clone();
     record.accepted = state.accepted.clone();
     record.outbox = state.outbox.to_record();
+    record.network = state.sockets.to_record();
+    if let Some(connecting) = state.connecting {
+        // Not yet the guest's: a restored guest connects again.
+        record
+            .network
+            .connections
+            .retain(|&number| number != connecting);
+        record
+            .network
+            .nonblocking
+            .retain(|&number| number != connecting);
+    }
     record.clock_ns = state.now_ns();
     record.fuel_used = domain.fuel_used;
     record.commits = record.commits.saturating_add(1);
@@ -72,6 +84,11 @@ pub fn commit<S: Storage>(domain: &mut Domain<S>, status: DomainStatus) -> Resul
         result = domain.storage.commit(&commit);
     }
     result?;
+    let state = domain.store.data_mut();
+    state.held.commit_succeeded();
+    let platform = state.platform.clone();
+    let sent = state.held.release(platform.network());
+    state.charge_later(crate::fuel::copy(sent));
     domain.backing.commit_succeeded();
     domain.record = record;
     domain.is_commit_unannounced = true;
@@ -238,6 +255,33 @@ pub fn call_for(import: BlockingImport) -> BlockingCall {
             events: 0,
             count: 0,
             events_written: 0,
+        },
+        // A network call's stand-in has no socket: the domain wakes at
+        // once and re-enters the call with its arguments (Domain::wake).
+        BlockingImport::AmberTcpAccept | BlockingImport::WasiSockAccept => {
+            BlockingCall::TcpAccept { listener: u32::MAX }
+        }
+        BlockingImport::AmberTcpConnect => BlockingCall::TcpConnect {
+            address: [0; 4],
+            port: 0,
+        },
+        BlockingImport::AmberTcpRead
+        | BlockingImport::WasiFdRead
+        | BlockingImport::WasiSockRecv => BlockingCall::TcpRead {
+            socket: u32::MAX,
+            buffer: 0,
+            capacity: 0,
+        },
+        BlockingImport::AmberTcpWrite
+        | BlockingImport::WasiFdWrite
+        | BlockingImport::WasiSockSend => BlockingCall::TcpWrite {
+            socket: u32::MAX,
+            bytes: 0,
+            length: 0,
+        },
+        BlockingImport::AmberNetPoll => BlockingCall::NetPoll {
+            entries: 0,
+            count: 0,
         },
     }
 }

@@ -77,6 +77,16 @@ pub enum BlockingImport {
     AmberCheckpoint = 4,
     WasiSchedYield = 5,
     WasiPollOneoff = 6,
+    WasiFdWrite = 7,
+    WasiFdRead = 8,
+    AmberTcpAccept = 9,
+    AmberTcpConnect = 10,
+    AmberTcpRead = 11,
+    AmberTcpWrite = 12,
+    AmberNetPoll = 13,
+    WasiSockAccept = 14,
+    WasiSockRecv = 15,
+    WasiSockSend = 16,
 }
 
 impl BlockingImport {
@@ -89,7 +99,23 @@ impl BlockingImport {
             Self::AmberCheckpoint => (abi::AMBER_MODULE, "checkpoint"),
             Self::WasiSchedYield => (abi::WASI_MODULE, "sched_yield"),
             Self::WasiPollOneoff => (abi::WASI_MODULE, "poll_oneoff"),
+            Self::WasiFdWrite => (abi::WASI_MODULE, "fd_write"),
+            Self::WasiFdRead => (abi::WASI_MODULE, "fd_read"),
+            Self::AmberTcpAccept => (abi::AMBER_MODULE, "tcp_accept"),
+            Self::AmberTcpConnect => (abi::AMBER_MODULE, "tcp_connect"),
+            Self::AmberTcpRead => (abi::AMBER_MODULE, "tcp_read"),
+            Self::AmberTcpWrite => (abi::AMBER_MODULE, "tcp_write"),
+            Self::AmberNetPoll => (abi::AMBER_MODULE, "net_poll"),
+            Self::WasiSockAccept => (abi::WASI_MODULE, "sock_accept"),
+            Self::WasiSockRecv => (abi::WASI_MODULE, "sock_recv"),
+            Self::WasiSockSend => (abi::WASI_MODULE, "sock_send"),
         }
+    }
+
+    /// Whether the call waits on the network (only sockets make `fd_read`
+    /// and `fd_write` wait).
+    pub const fn is_network(self) -> bool {
+        (self as u8) >= (Self::WasiFdWrite as u8)
     }
 
     /// The import for a stored byte.
@@ -101,6 +127,16 @@ impl BlockingImport {
             4 => Self::AmberCheckpoint,
             5 => Self::WasiSchedYield,
             6 => Self::WasiPollOneoff,
+            7 => Self::WasiFdWrite,
+            8 => Self::WasiFdRead,
+            9 => Self::AmberTcpAccept,
+            10 => Self::AmberTcpConnect,
+            11 => Self::AmberTcpRead,
+            12 => Self::AmberTcpWrite,
+            13 => Self::AmberNetPoll,
+            14 => Self::WasiSockAccept,
+            15 => Self::WasiSockRecv,
+            16 => Self::WasiSockSend,
             _ => return None,
         })
     }
@@ -150,6 +186,9 @@ pub struct DomainRecord {
     pub clock_ns: u64,
     pub fuel_used: u64,
     pub commits: u64,
+    /// The declared ports, and the sockets open at the commit (see
+    /// `crate::sockets`).
+    pub network: persist::NetworkRecord,
 }
 
 impl DomainRecord {
@@ -174,6 +213,7 @@ impl DomainRecord {
             clock_ns: 0,
             fuel_used: 0,
             commits: 0,
+            network: persist::NetworkRecord::default(),
         }
     }
 }
@@ -326,7 +366,7 @@ mod tests {
         for import in &listed {
             assert!(stored.contains(import), "{import:?} has no stored byte");
         }
-        for byte in 1..=6u8 {
+        for byte in 1..=16u8 {
             let import = BlockingImport::from_byte(byte).map(|import| import as u8);
             assert_eq!(import, Some(byte));
         }
