@@ -100,6 +100,18 @@ pub const APPS: &[App] = &[
         name: "pong",
         kind: AppKind::Amber,
     },
+    App {
+        name: "redis",
+        kind: AppKind::Amber,
+    },
+    App {
+        name: "httpd",
+        kind: AppKind::Amber,
+    },
+    App {
+        name: "webstd",
+        kind: AppKind::Wasi,
+    },
 ];
 
 /// App subcommands.
