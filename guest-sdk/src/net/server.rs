@@ -240,7 +240,21 @@ impl<S: Service> Server<S> {
             }
         }
         self.entries = entries;
-        polled?;
+        match polled {
+            // The host knows none of some connection: one of the commit's
+            // that it should report as reset (README "Network"), but a
+            // server that ended over it would serve nobody. Drop them all
+            // (their clients reconnect); if the listener itself is the
+            // unknown socket, the next poll, without connections, says so.
+            Err(NetError::NoSuchSocket) if !self.connections.is_empty() => {
+                for socket in std::mem::take(&mut self.connections).into_keys() {
+                    backend.close(socket);
+                }
+            }
+            polled => {
+                polled?;
+            }
+        }
         let now_ns = backend.now_ns();
         if now_ns.saturating_sub(self.last_tick_ns) >= duration_ns(self.limits.tick_interval) {
             self.last_tick_ns = now_ns;

@@ -59,8 +59,7 @@ impl TcpListener {
     /// forever; `Some(Duration::ZERO)`: only looks, [`NetError::Timeout`]
     /// when nobody waits).
     pub fn accept_timeout(&self, timeout: Option<Duration>) -> Result<TcpStream, NetError> {
-        let number = count_or_error(sys::tcp_accept(self.socket.0, timeout_ns(timeout)))?;
-        Ok(TcpStream::from_socket(Socket(number)))
+        accept(self.socket, timeout_ns(timeout)).map(TcpStream::from_socket)
     }
 
     /// The clients' connections, one [`accept`](Self::accept) each, forever.

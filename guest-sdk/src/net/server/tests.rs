@@ -146,8 +146,10 @@ impl Backend for FakeNetwork {
     }
 
     fn close(&mut self, socket: Socket) {
-        let client = self.open_client(socket).expect("closed once");
-        client.is_closed = true;
+        if let Some(client) = self.clients.get_mut(&socket.number()) {
+            assert!(!client.is_closed, "closed once");
+            client.is_closed = true;
+        }
     }
 }
 
@@ -369,5 +371,33 @@ fn a_failing_listener_ends_the_loop_with_its_error() {
     assert_eq!(
         server.step(&mut network, &mut Shout::default()),
         Err(NetError::WrongSocket)
+    );
+}
+
+#[test]
+fn connections_the_host_does_not_know_are_dropped_and_serving_goes_on() {
+    let (mut network, mut shout) = (FakeNetwork::default(), Shout::default());
+    let mut server = server(ServerLimits::default());
+    network.connect(4, 1000);
+    network.connect(5, 1000);
+    steps(&mut server, &mut network, &mut shout, 1);
+    // As if restored on a host that forgot the commit's connections.
+    network.clients.remove(&4);
+    steps(&mut server, &mut network, &mut shout, 1);
+    assert_eq!(server.connection_count(), 0);
+    assert!(network.client(5).is_closed);
+    network.connect(6, 1000);
+    network.send(6, b"new\n");
+    steps(&mut server, &mut network, &mut shout, 2);
+    assert_eq!(network.received(6), "NEW\n");
+}
+
+#[test]
+fn an_unknown_listener_ends_the_loop() {
+    let (mut network, mut shout) = (FakeNetwork::default(), Shout::default());
+    let mut server: Server<Shout> = Server::with_socket(Socket(9), ServerLimits::default());
+    assert_eq!(
+        server.step(&mut network, &mut shout),
+        Err(NetError::NoSuchSocket)
     );
 }
