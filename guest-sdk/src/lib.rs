@@ -7,6 +7,7 @@ mod domain;
 mod entry;
 mod logging;
 mod message;
+pub mod net;
 mod status;
 #[expect(
     unsafe_code,

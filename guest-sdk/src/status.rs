@@ -165,8 +165,8 @@ mod tests {
             "unexpected send status 3 (TIMEOUT)"
         );
         assert_eq!(
-            RecvError::Unexpected(9).to_string(),
-            "unexpected recv status 9"
+            RecvError::Unexpected(99).to_string(),
+            "unexpected recv status 99"
         );
     }
 }

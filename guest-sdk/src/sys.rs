@@ -29,6 +29,22 @@ unsafe extern "C" {
     fn amber_send(name: *const u8, name_len: usize, message: *const u8, message_len: usize) -> i32;
     #[link_name = "recv"]
     fn amber_recv(buffer: *mut u8, capacity: usize, from: *mut u8, timeout_ns: i64) -> i32;
+    #[link_name = "tcp_listener"]
+    fn amber_tcp_listener(port: i32) -> i32;
+    #[link_name = "tcp_accept"]
+    fn amber_tcp_accept(listener: i32, timeout_ns: i64) -> i32;
+    #[link_name = "tcp_connect"]
+    fn amber_tcp_connect(ipv4: *const u8, port: i32, timeout_ns: i64) -> i32;
+    #[link_name = "tcp_read"]
+    fn amber_tcp_read(socket: i32, buffer: *mut u8, capacity: usize, timeout_ns: i64) -> i32;
+    #[link_name = "tcp_write"]
+    fn amber_tcp_write(socket: i32, bytes: *const u8, len: usize, timeout_ns: i64) -> i32;
+    #[link_name = "tcp_shutdown"]
+    fn amber_tcp_shutdown(socket: i32) -> i32;
+    #[link_name = "tcp_close"]
+    fn amber_tcp_close(socket: i32) -> i32;
+    #[link_name = "net_poll"]
+    fn amber_net_poll(entries: *mut u8, count: usize, timeout_ns: i64) -> i32;
 }
 
 // Off wasm32 (host unit tests and doc tests of this crate) there is no host ABI:
@@ -74,6 +90,30 @@ mod host_stand_ins {
     }
     pub(super) unsafe fn amber_recv(_: *mut u8, _: usize, _: *mut u8, _: i64) -> i32 {
         unavailable("recv")
+    }
+    pub(super) unsafe fn amber_tcp_listener(_: i32) -> i32 {
+        unavailable("tcp_listener")
+    }
+    pub(super) unsafe fn amber_tcp_accept(_: i32, _: i64) -> i32 {
+        unavailable("tcp_accept")
+    }
+    pub(super) unsafe fn amber_tcp_connect(_: *const u8, _: i32, _: i64) -> i32 {
+        unavailable("tcp_connect")
+    }
+    pub(super) unsafe fn amber_tcp_read(_: i32, _: *mut u8, _: usize, _: i64) -> i32 {
+        unavailable("tcp_read")
+    }
+    pub(super) unsafe fn amber_tcp_write(_: i32, _: *const u8, _: usize, _: i64) -> i32 {
+        unavailable("tcp_write")
+    }
+    pub(super) unsafe fn amber_tcp_shutdown(_: i32) -> i32 {
+        unavailable("tcp_shutdown")
+    }
+    pub(super) unsafe fn amber_tcp_close(_: i32) -> i32 {
+        unavailable("tcp_close")
+    }
+    pub(super) unsafe fn amber_net_poll(_: *mut u8, _: usize, _: i64) -> i32 {
+        unavailable("net_poll")
     }
 }
 
@@ -143,6 +183,67 @@ pub(crate) fn recv(buffer: &mut [u8], from: &mut [u8; 16], timeout_ns: i64) -> i
             timeout_ns,
         )
     }
+}
+
+// Socket numbers travel as `i32` (README "Network"): they are small
+// (below `FIRST_LISTENER_FD` + the listener and connection limits), so the
+// wrappers below take `u32` and the casts never change a value the host
+// handed out. A number the guest made up is the host's to refuse
+// (`NO_SUCH_SOCKET`).
+
+pub(crate) fn tcp_listener(port: u16) -> i32 {
+    // SAFETY: takes a plain integer and touches no guest memory.
+    unsafe { amber_tcp_listener(i32::from(port)) }
+}
+
+pub(crate) fn tcp_accept(listener: u32, timeout_ns: i64) -> i32 {
+    // SAFETY: plain integers, no guest memory; may unwind/rewind as `sleep_ns`.
+    unsafe { amber_tcp_accept(listener as i32, timeout_ns) }
+}
+
+pub(crate) fn tcp_connect(ipv4: &[u8; 4], port: u16, timeout_ns: i64) -> i32 {
+    // SAFETY: `ipv4` is a live 4-byte array, exactly what the host reads; it
+    // keeps no reference, and may unwind/rewind as `sleep_ns`.
+    unsafe { amber_tcp_connect(ipv4.as_ptr(), i32::from(port), timeout_ns) }
+}
+
+pub(crate) fn tcp_read(socket: u32, buffer: &mut [u8], timeout_ns: i64) -> i32 {
+    // SAFETY: `buffer` is a live, exclusively borrowed slice: the host writes
+    // at most `buffer.len()` bytes from its start, and any byte pattern is a
+    // valid u8. It may unwind/rewind as `sleep_ns`.
+    unsafe { amber_tcp_read(socket as i32, buffer.as_mut_ptr(), buffer.len(), timeout_ns) }
+}
+
+pub(crate) fn tcp_write(socket: u32, bytes: &[u8], timeout_ns: i64) -> i32 {
+    // SAFETY: `bytes` is a live slice; the host copies at most `bytes.len()`
+    // bytes out of it and keeps no reference. It may unwind/rewind as
+    // `sleep_ns`.
+    unsafe { amber_tcp_write(socket as i32, bytes.as_ptr(), bytes.len(), timeout_ns) }
+}
+
+pub(crate) fn tcp_shutdown(socket: u32) -> i32 {
+    // SAFETY: takes a plain integer and touches no guest memory.
+    unsafe { amber_tcp_shutdown(socket as i32) }
+}
+
+pub(crate) fn tcp_close(socket: u32) -> i32 {
+    // SAFETY: takes a plain integer and touches no guest memory.
+    unsafe { amber_tcp_close(socket as i32) }
+}
+
+/// The size of one `net_poll` entry: socket u32, interest u16, ready u16,
+/// little-endian (README "Network").
+pub(crate) const POLL_ENTRY_BYTES: usize = 8;
+
+/// `entries` holds whole 8-byte poll entries (README "Network"); a partial
+/// one at the end is not passed.
+pub(crate) fn net_poll(entries: &mut [u8], timeout_ns: i64) -> i32 {
+    let count = entries.len() / POLL_ENTRY_BYTES;
+    // SAFETY: `entries` is a live, exclusively borrowed slice of at least
+    // `count` 8-byte entries: the host reads and rewrites only those bytes
+    // (each entry's `ready` field), any byte pattern is valid for u8, and it
+    // keeps no reference. It may unwind/rewind as `sleep_ns`.
+    unsafe { amber_net_poll(entries.as_mut_ptr(), count, timeout_ns) }
 }
 
 // The entry point. rustc defines the C-style `main(argc, argv)` for the app's

@@ -113,6 +113,18 @@ pub const APPS: &[App] = &[
         name: "pong",
         kind: AppKind::Amber,
     },
+    App {
+        name: "redis",
+        kind: AppKind::Amber,
+    },
+    App {
+        name: "httpd",
+        kind: AppKind::Amber,
+    },
+    App {
+        name: "webstd",
+        kind: AppKind::Wasi,
+    },
 ];
 
 /// App subcommands.
