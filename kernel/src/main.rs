@@ -104,6 +104,9 @@ extern "C" fn kernel_main_on_kernel_stack() -> ! {
         drivers::virtio_blk::skip_flushes_for_tests();
     }
     net::init(info);
+    if info.argument("test") == Some("tcp-echo") {
+        diagnostics::tcp_echo::start();
+    }
     let mut domains = domains::Domains::load(checkpoint_ms);
     run(info, &mut domains)
 }
@@ -126,7 +129,7 @@ fn run(info: &BootInfo, domains: &mut domains::Domains) -> ! {
             console.prompt();
         }
         let is_runnable = domains.run_round();
-        let is_network_busy = net::poll();
+        let is_network_busy = net::poll() | diagnostics::tcp_echo::poll();
         let is_migrating = migrations.poll(domains);
         if !is_runnable && !is_network_busy && !is_migrating {
             arch::cpu::wait_for_interrupt();

@@ -18,7 +18,7 @@ use anyhow::{Context, Result, anyhow, bail};
 pub use xtask::machine::{ANSWER_TIMEOUT, BOOT_TIMEOUT, Machine, PROMPT};
 pub use xtask::private::ClusterSecretFile;
 pub use xtask::qemu::{
-    Accel, Console, FAILURE_EXIT_STATUS, LinkEnd, NetLink, QemuConfig, free_port,
+    Accel, Console, FAILURE_EXIT_STATUS, Forward, LinkEnd, NetLink, QemuConfig, UserNet, free_port,
 };
 
 /// Boots with the test defaults plus `append` on the kernel command line.
@@ -235,6 +235,30 @@ pub fn blank_disk(path: &std::path::Path, size_mib: u64) -> Result<std::path::Pa
         .and_then(|file| file.set_len(size_mib * 1024 * 1024))
         .with_context(|| format!("creating {}", path.display()))?;
     Ok(path.to_path_buf())
+}
+
+/// A machine with a user-networking card that forwards a free port of
+/// 127.0.0.1 to each of `guest_ports` (QEMU `hostfwd`), booted with
+/// `append` to its prompt. Returns it with the forwards, in the order of
+/// `guest_ports`: the test connects to `127.0.0.1:forward.host_port`.
+pub fn forwarded_machine(append: &str, guest_ports: &[u16]) -> Result<(Machine, Vec<Forward>)> {
+    let mut config = test_config()?;
+    config.append = append.into();
+    let forwards = guest_ports
+        .iter()
+        .map(|&guest_port| {
+            Ok(Forward {
+                host_port: free_port()?,
+                guest_port,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    config.user_net = Some(UserNet {
+        forwards: forwards.clone(),
+    });
+    let mut machine = Machine::boot(&config)?;
+    machine.expect_prompt(BOOT_TIMEOUT)?;
+    Ok((machine, forwards))
 }
 
 /// Builds the kernel once per test process (a no-op when `cargo xtask test`

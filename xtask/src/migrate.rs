@@ -106,6 +106,7 @@ pub fn offline(args: &OfflineArgs) -> Result<OfflineReport> {
         disks: vec![disk.to_path_buf()],
         disk_options: std::collections::BTreeMap::new(),
         net: None,
+        user_net: None,
         cluster_secret: None,
         nbd_disks: Vec::new(),
     };

@@ -61,6 +61,7 @@ fn kvm_boots(kernel: &Path) -> bool {
         disks: Vec::new(),
         disk_options: BTreeMap::new(),
         net: None,
+        user_net: None,
         cluster_secret: None,
         nbd_disks: Vec::new(),
     };
@@ -148,6 +149,9 @@ pub struct QemuConfig {
     pub disk_options: BTreeMap<usize, DiskOptions>,
     /// A virtio-net card on a point-to-point link to another QEMU, if any.
     pub net: Option<NetLink>,
+    /// A virtio-net card on QEMU user networking that forwards host ports
+    /// to domains' listeners, if any.
+    pub user_net: Option<UserNet>,
     /// The cluster secret handed to the kernel through fw_cfg. A machine
     /// without one accepts no incoming migration and starts none; every
     /// machine of one cluster gets the same one.
@@ -265,6 +269,48 @@ impl NetLink {
     }
 }
 
+/// The MAC address of the user-networking card: the kernel knows that card
+/// by it (kernel/src/net, `USER_CARD_MAC`) and gives it QEMU's default
+/// guest address, 10.0.2.15.
+pub const USER_CARD_MAC: &str = "02:00:0a:00:02:0f";
+
+/// The guest address QEMU user networking forwards to.
+pub const USER_GUEST_ADDRESS: &str = "10.0.2.15";
+
+/// A port on 127.0.0.1 forwarded to a port of the guest's user card.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forward {
+    pub host_port: u16,
+    pub guest_port: u16,
+}
+
+/// A card on QEMU user networking (slirp) with `restrict=on`: nothing from
+/// the guest leaves the host, and the host reaches the guest only through
+/// the forwards, each bound to 127.0.0.1.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserNet {
+    pub forwards: Vec<Forward>,
+}
+
+impl UserNet {
+    /// The arguments that add the card and its forwards.
+    pub fn arguments(&self) -> [String; 4] {
+        let mut netdev = String::from("user,id=user0,restrict=on");
+        for forward in &self.forwards {
+            netdev.push_str(&format!(
+                ",hostfwd=tcp:127.0.0.1:{}-{USER_GUEST_ADDRESS}:{}",
+                forward.host_port, forward.guest_port
+            ));
+        }
+        [
+            "-netdev".into(),
+            netdev,
+            "-device".into(),
+            format!("virtio-net-pci,netdev=user0,mac={USER_CARD_MAC},romfile="),
+        ]
+    }
+}
+
 impl QemuConfig {
     /// The default for tests: the built kernel, 256 MiB, TCG, stdio console.
     pub fn for_tests() -> QemuConfig {
@@ -277,6 +323,7 @@ impl QemuConfig {
             disks: Vec::new(),
             disk_options: BTreeMap::new(),
             net: None,
+            user_net: None,
             cluster_secret: None,
             nbd_disks: Vec::new(),
         }
@@ -323,6 +370,9 @@ impl QemuConfig {
         }
         if let Some(link) = &self.net {
             command.args(link.arguments());
+        }
+        if let Some(user_net) = &self.user_net {
+            command.args(user_net.arguments());
         }
         if let Some(secret) = &self.cluster_secret {
             command.args(secret.qemu_arguments());
@@ -477,6 +527,32 @@ mod tests {
             plain
         });
         assert_eq!(arguments[1], "file=a.img,if=none,id=disk0,format=raw");
+    }
+
+    #[test]
+    fn a_user_card_forwards_loopback_ports_to_the_guest_and_nothing_else() {
+        let user_net = UserNet {
+            forwards: vec![
+                Forward {
+                    host_port: 16379,
+                    guest_port: 6379,
+                },
+                Forward {
+                    host_port: 8080,
+                    guest_port: 80,
+                },
+            ],
+        };
+        assert_eq!(
+            user_net.arguments(),
+            [
+                "-netdev",
+                "user,id=user0,restrict=on,hostfwd=tcp:127.0.0.1:16379-10.0.2.15:6379,\
+                 hostfwd=tcp:127.0.0.1:8080-10.0.2.15:80",
+                "-device",
+                "virtio-net-pci,netdev=user0,mac=02:00:0a:00:02:0f,romfile=",
+            ]
+        );
     }
 
     #[test]

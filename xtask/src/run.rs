@@ -84,6 +84,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         disks,
         disk_options: std::collections::BTreeMap::new(),
         net: None,
+        user_net: None,
         cluster_secret: None,
         nbd_disks: Vec::new(),
     };
@@ -140,6 +141,7 @@ fn run_pair(mut a: QemuConfig) -> Result<()> {
         append: format!("ip=169.254.0.2 {}", args_without_ip(&a.append)),
         console: Console::UnixSocket(console_socket.clone()),
         disk_options: std::collections::BTreeMap::new(),
+        user_net: None,
         net: Some(NetLink {
             end: LinkEnd::Connect,
             port: link_port,

@@ -7,3 +7,4 @@
 pub mod disk_bench;
 pub mod nettest;
 pub mod selftest;
+pub mod tcp_echo;

@@ -2,7 +2,8 @@
 //!
 //! `boot` powers off right after booting; `page-fault` and `panic` show that failures are reported and stop QEMU
 //! with the failure status; `sse` shows that interrupts leave SSE state intact;
-//! `disk` writes, flushes and reads back the last block of the first disk.
+//! `disk` writes, flushes and reads back the last block of the first disk;
+//! `tcp-echo` echoes TCP on port 7 as a fake domain (diagnostics::tcp_echo).
 
 use crate::arch::{cpu, interrupts};
 
@@ -37,9 +38,11 @@ pub fn run(name: &str, info: &crate::boot_info::BootInfo) {
             ),
             Err(problem) => panic!("self-test disk failed: {problem}"),
         },
-        other => {
-            log::warn!("unknown self-test '{other}' (known: boot, page-fault, panic, sse, disk)")
-        }
+        // Started by main once the network is up (diagnostics::tcp_echo).
+        "tcp-echo" => {}
+        other => log::warn!(
+            "unknown self-test '{other}' (known: boot, page-fault, panic, sse, disk, tcp-echo)"
+        ),
     }
 }
 

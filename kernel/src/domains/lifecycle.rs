@@ -181,6 +181,10 @@ impl Domains {
         let Some(entry) = self.table.get_mut(key) else {
             return Err(DomainError::NoSuchDomain { name: name.into() });
         };
+        // Out of the rotation (stopped, held for a migration, paused), its
+        // listeners and connections go: a resumed domain binds its ports
+        // again, and its old connections read as reset.
+        forget_sockets(domain.id());
         entry.state = state;
         entry.body = Body::Held(Box::new(domain));
         Ok(())
@@ -198,6 +202,7 @@ impl Domains {
             State::Running => {
                 if let Some(domain) = self.scheduler.domain_mut(name) {
                     domain.end(status.clone());
+                    forget_sockets(domain.id());
                 }
                 entry.state = State::Ended(status);
                 Ok(())
@@ -212,6 +217,7 @@ impl Domains {
                     return Err(self.unknown(name));
                 };
                 domain.end(status);
+                forget_sockets(domain.id());
                 self.admit(disk_index, *domain);
                 Ok(())
             }
@@ -301,6 +307,9 @@ impl Domains {
                     // the domain's output (`[NAME] error: trapped: ...`): a
                     // second line would report one end twice.
                     let state = State::of_status(&status);
+                    if let Some(domain) = self.scheduler.domain(&name) {
+                        forget_sockets(domain.id());
+                    }
                     if !matches!(status, DomainStatus::Trapped(_)) {
                         let name = super::platform::shown_name(&name);
                         println!("[{name}] {state}");
@@ -409,4 +418,11 @@ impl Domains {
             _ => DomainError::NoSuchDomain { name },
         }
     }
+}
+
+/// Frees every listener and connection of the domain `id` (it left the
+/// rotation or ended).
+fn forget_sockets(id: vm::DomainId) {
+    use vm::net::Network;
+    crate::net::domain_sockets::NETWORK.forget_domain(id);
 }

@@ -1,4 +1,5 @@
-//! The machine as the vm sees it: clocks, randomness and the console.
+//! The machine as the vm sees it: clocks, randomness, the console and the
+//! network.
 
 use spin::Mutex;
 use vm::{Platform, Stream};
@@ -58,6 +59,11 @@ impl Platform for KernelPlatform {
             Stream::Stdout | Stream::Stderr => println!("[{domain_name}] {text}"),
             Stream::Log(level) => println!("[{domain_name}] {}{text}", level.label()),
         }
+    }
+
+    /// The domains' TCP over the kernel's cards (net::domain_sockets).
+    fn network(&self) -> &dyn vm::net::Network {
+        &crate::net::domain_sockets::NETWORK
     }
 }
 

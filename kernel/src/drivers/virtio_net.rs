@@ -8,6 +8,7 @@
 //! for each frame (virtio-drivers' blocking send) cost a host round trip per
 //! frame under QEMU, and left the CPU idle while the device sent.
 //! Nothing interrupts: smoltcp asks for packets when `net::poll` runs.
+//! Every card found is brought up (the migration link and user networking).
 //!
 //! The receive and transmit tokens smoltcp holds at the same time both reach
 //! the device, so it sits in a `RefCell` that each token borrows only for the
@@ -211,36 +212,37 @@ impl NetDevice {
     }
 }
 
-/// Finds the first virtio-net device in PCI order and brings it up; None
-/// (logged) when there is none or it fails. One probe per boot: probing
-/// resets the device.
-pub fn probe() -> Option<NetDevice> {
+/// Finds every virtio-net device in PCI order and brings each up; one that
+/// fails is logged and skipped. One probe per boot: probing resets the
+/// devices.
+pub fn probe_all() -> Vec<NetDevice> {
     virtio_hal::bounce_frame();
     let mut root = pci::root();
-    let function = pci::functions(&root)
+    let functions: Vec<_> = pci::functions(&root)
         .into_iter()
-        .find(|(_, info)| virtio_device_type(info) == Some(DeviceType::Network))
-        .map(|(function, _)| function);
-    let Some(function) = function else {
+        .filter(|(_, info)| virtio_device_type(info) == Some(DeviceType::Network))
+        .map(|(function, _)| function)
+        .collect();
+    if functions.is_empty() {
         log::info!("no network card");
-        return None;
-    };
-    let location = PciLocation::from(function);
-    match bring_up(&mut root, function) {
-        Ok(device) => {
-            let info = device.info;
-            log::info!(
-                "network card at PCI {location}: MAC {}, link {}",
-                MacAddress(info.mac),
-                info.link_at_probe
-            );
-            Some(device)
-        }
-        Err(error) => {
-            log::error!("virtio-net at PCI {location}: {error}; skipped");
-            None
+    }
+    let mut devices = Vec::new();
+    for function in functions {
+        let location = PciLocation::from(function);
+        match bring_up(&mut root, function) {
+            Ok(device) => {
+                let info = device.info;
+                log::info!(
+                    "network card at PCI {location}: MAC {}, link {}",
+                    MacAddress(info.mac),
+                    info.link_at_probe
+                );
+                devices.push(device);
+            }
+            Err(error) => log::error!("virtio-net at PCI {location}: {error}; skipped"),
         }
     }
+    devices
 }
 
 fn bring_up(

@@ -1,16 +1,25 @@
-//! IPv4 over the virtio-net card with smoltcp: polling and a small TCP API.
+//! IPv4 over the virtio-net cards with smoltcp: polling and a small TCP API.
 //!
-//! One interface with one link-local address (`ip=169.254.x.y` on the
-//! command line, else 169.254.0.N with N from the MAC's last byte), no
-//! gateway, no ARP tricks: two Amber machines on one virtual wire reach each
-//! other directly. The main loop calls [`poll`] once per iteration; it moves
-//! frames between the card and smoltcp's sockets and returns at once when
-//! there is no card.
+//! Each card is its own smoltcp interface with its own sockets. The *link*
+//! card (the migration link, QEMU `-netdev socket`) has one link-local
+//! address (`ip=169.254.x.y` on the command line, else 169.254.0.N with N
+//! from the MAC's last byte), no gateway, no ARP tricks: two Amber machines
+//! on one virtual wire reach each other directly. The *user* card (QEMU
+//! user networking, which forwards host ports to domains' listeners) is
+//! the one whose MAC is [`USER_CARD_MAC`]; it takes slirp's defaults, guest
+//! 10.0.2.15/24 with the host at 10.0.2.2. Listeners of domains
+//! ([`domain_sockets`]) accept on every card; a connection goes out through
+//! the card whose subnet holds its destination (else the user card, else
+//! the link card); the migration listener is on the link card only. The
+//! main loop calls [`poll`] once per iteration; it moves frames between the
+//! cards and smoltcp's sockets and returns at once when there is no card.
 //!
 //! The TCP API is non-blocking: a [`TcpConnection`] listens or connects, and
 //! `send`/`receive` move what fits now. Dropping a connection closes it
 //! gracefully; its socket stays until the close completes (or a deadline
 //! passes), so the last bytes and the FIN still go out.
+
+pub mod domain_sockets;
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -49,6 +58,17 @@ const MAX_CLOSING_SOCKETS: usize = 16;
 /// First local port for outgoing connections (the IANA dynamic range).
 const FIRST_EPHEMERAL_PORT: u16 = 49152;
 
+/// The MAC address that marks the user-networking card (`cargo xtask run`
+/// and the tests give it to that card): locally administered, and it spells
+/// the address the card takes, 10.0.2.15.
+pub const USER_CARD_MAC: [u8; 6] = [0x02, 0x00, 0x0a, 0x00, 0x02, 0x0f];
+
+/// The user card's address, prefix and gateway: QEMU user networking's
+/// defaults.
+const USER_ADDRESS: Ipv4Address = Ipv4Address::new(10, 0, 2, 15);
+const USER_PREFIX_LEN: u8 = 24;
+const USER_GATEWAY: Ipv4Address = Ipv4Address::new(10, 0, 2, 2);
+
 static NET: Mutex<Option<Net>> = Mutex::new(None);
 
 /// Set once a card is up, so that `poll` costs one load without one.
@@ -56,14 +76,39 @@ static HAS_CARD: AtomicBool = AtomicBool::new(false);
 
 static NEXT_EPHEMERAL_PORT: AtomicU16 = AtomicU16::new(FIRST_EPHEMERAL_PORT);
 
-struct Net {
+/// Which network a card is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CardKind {
+    /// The link between Amber machines (migration).
+    Link,
+    /// QEMU user networking: the host's forwards to domains.
+    User,
+}
+
+/// One card with its interface and the sockets that use it.
+struct Card {
+    kind: CardKind,
     device: NetDevice,
     interface: Interface,
     sockets: SocketSet<'static>,
     address: Ipv4Address,
+    prefix_len: u8,
+}
+
+/// A socket: the card whose set holds it, and its handle there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SocketRef {
+    card: usize,
+    handle: SocketHandle,
+}
+
+struct Net {
+    cards: Vec<Card>,
     /// Dropped connections still closing, with the time (uptime ns) by
     /// which they are aborted.
-    closing: Vec<(SocketHandle, u64)>,
+    closing: Vec<(SocketRef, u64)>,
+    /// The domains' listeners and connections.
+    domains: domain_sockets::DomainSockets,
 }
 
 /// What `net` prints.
@@ -105,32 +150,55 @@ fn now() -> Instant {
     Instant::from_micros((timer::uptime_ns() / 1000) as i64)
 }
 
-/// Brings up the first virtio-net card, if any, with the address from
-/// `ip=` (or the MAC-derived default).
+/// Brings up every virtio-net card: the one with [`USER_CARD_MAC`] on user
+/// networking, the others on the link with the address from `ip=` (or the
+/// MAC-derived default).
 pub fn init(info: &BootInfo) {
-    let Some(mut device) = virtio_net::probe() else {
-        return;
-    };
-    let nic = device.info();
-    let address = address_from(info.argument("ip"), nic.mac);
-    let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(nic.mac)));
-    config.random_seed = cpu::hardware_random_u64().unwrap_or(0) ^ cpu::read_tsc();
-    let mut interface = Interface::new(config, &mut device, now());
-    interface.update_ip_addrs(|addresses| {
-        if addresses
-            .push(IpCidr::new(address.into(), LINK_LOCAL_PREFIX_LEN))
-            .is_err()
+    let mut cards = Vec::new();
+    for mut device in virtio_net::probe_all() {
+        let nic = device.info();
+        let (kind, address, prefix_len) = if nic.mac == USER_CARD_MAC {
+            (CardKind::User, USER_ADDRESS, USER_PREFIX_LEN)
+        } else {
+            let address = address_from(info.argument("ip"), nic.mac);
+            (CardKind::Link, address, LINK_LOCAL_PREFIX_LEN)
+        };
+        let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(nic.mac)));
+        config.random_seed = cpu::hardware_random_u64().unwrap_or(0) ^ cpu::read_tsc();
+        let mut interface = Interface::new(config, &mut device, now());
+        interface.update_ip_addrs(|addresses| {
+            if addresses
+                .push(IpCidr::new(address.into(), prefix_len))
+                .is_err()
+            {
+                log::error!("net: no room for the interface address");
+            }
+        });
+        if kind == CardKind::User
+            && interface
+                .routes_mut()
+                .add_default_ipv4_route(USER_GATEWAY)
+                .is_err()
         {
-            log::error!("net: no room for the interface address");
+            log::error!("net: no room for the user card's route");
         }
-    });
-    log::info!("net: {address}/{LINK_LOCAL_PREFIX_LEN}");
+        log::info!("net: {address}/{prefix_len} ({kind:?} card)");
+        cards.push(Card {
+            kind,
+            device,
+            interface,
+            sockets: SocketSet::new(Vec::new()),
+            address,
+            prefix_len,
+        });
+    }
+    if cards.is_empty() {
+        return;
+    }
     *NET.lock() = Some(Net {
-        device,
-        interface,
-        sockets: SocketSet::new(Vec::new()),
-        address,
+        cards,
         closing: Vec::new(),
+        domains: domain_sockets::DomainSockets::new(),
     });
     HAS_CARD.store(true, Ordering::Release);
 }
@@ -163,39 +231,105 @@ pub fn poll() -> bool {
     let Some(net) = guard.as_mut() else {
         return false;
     };
-    let result = net.interface.poll(now(), &mut net.device, &mut net.sockets);
+    let mut is_changed = false;
+    let timestamp = now();
+    for card in &mut net.cards {
+        let result = card
+            .interface
+            .poll(timestamp, &mut card.device, &mut card.sockets);
+        is_changed |= result == PollResult::SocketStateChanged;
+    }
     if !net.closing.is_empty() {
         net.reap_closed();
     }
-    result == PollResult::SocketStateChanged
+    if is_changed {
+        net.rearm_listeners();
+    }
+    is_changed
 }
 
 impl Net {
     fn reap_closed(&mut self) {
         let now_ns = timer::uptime_ns();
-        let sockets = &mut self.sockets;
-        self.closing.retain(|&(handle, deadline_ns)| {
-            let socket = sockets.get_mut::<tcp::Socket>(handle);
+        let cards = &mut self.cards;
+        self.closing.retain(|&(socket_ref, deadline_ns)| {
+            let Some(card) = cards.get_mut(socket_ref.card) else {
+                return false;
+            };
+            let socket = card.sockets.get_mut::<tcp::Socket>(socket_ref.handle);
             let is_done = matches!(socket.state(), TcpState::Closed | TcpState::TimeWait);
             if is_done || now_ns > deadline_ns {
                 socket.abort();
-                sockets.remove(handle);
+                card.sockets.remove(socket_ref.handle);
                 return false;
             }
             true
         });
     }
+
+    /// The socket behind `socket_ref` (always valid: a handle is dropped
+    /// from every list when its socket is removed).
+    fn socket(&mut self, socket_ref: SocketRef) -> Option<&mut tcp::Socket<'static>> {
+        let card = self.cards.get_mut(socket_ref.card)?;
+        Some(card.sockets.get_mut::<tcp::Socket>(socket_ref.handle))
+    }
+
+    /// Aborts and frees a socket at once.
+    fn remove_socket(&mut self, socket_ref: SocketRef) {
+        if let Some(card) = self.cards.get_mut(socket_ref.card) {
+            card.sockets.get_mut::<tcp::Socket>(socket_ref.handle).abort();
+            card.sockets.remove(socket_ref.handle);
+        }
+    }
+
+    /// Closes a socket gracefully: it is freed once closed, or aborted at
+    /// the deadline, or at once when [`MAX_CLOSING_SOCKETS`] others are
+    /// already closing.
+    fn close_socket(&mut self, socket_ref: SocketRef) {
+        if let Some(socket) = self.socket(socket_ref) {
+            socket.close();
+        }
+        if self.closing.len() >= MAX_CLOSING_SOCKETS {
+            let (oldest, _) = self.closing.remove(0);
+            self.remove_socket(oldest);
+        }
+        let deadline_ns = timer::uptime_ns() + CLOSE_DEADLINE_NS;
+        self.closing.push((socket_ref, deadline_ns));
+    }
+
+    /// Every socket on every card.
+    fn socket_count(&self) -> usize {
+        self.cards.iter().map(|card| card.sockets.iter().count()).sum()
+    }
+
+    /// The first card of `kind`.
+    fn card_of(&self, kind: CardKind) -> Option<usize> {
+        self.cards.iter().position(|card| card.kind == kind)
+    }
+
+    /// The card a connection to `address` goes out through: the one whose
+    /// subnet holds it, else the user card (which has a gateway), else the
+    /// link card.
+    fn route(&self, address: Ipv4Address) -> Option<usize> {
+        self.cards
+            .iter()
+            .position(|card| IpCidr::new(card.address.into(), card.prefix_len).contains_addr(&address.into()))
+            .or_else(|| self.card_of(CardKind::User))
+            .or_else(|| self.card_of(CardKind::Link))
+    }
 }
 
-/// The card, address and counters; None without a card.
+/// The link card's (else the first card's) address and counters; None
+/// without a card.
 pub fn status() -> Option<NetStatus> {
     let guard = NET.lock();
     let net = guard.as_ref()?;
+    let card = net.cards.get(net.card_of(CardKind::Link).unwrap_or(0))?;
     Some(NetStatus {
-        nic: net.device.info(),
-        address: net.address,
-        prefix_len: LINK_LOCAL_PREFIX_LEN,
-        counters: net.device.counters(),
+        nic: card.device.info(),
+        address: card.address,
+        prefix_len: card.prefix_len,
+        counters: card.device.counters(),
     })
 }
 
@@ -206,9 +340,13 @@ fn with_net<R>(f: impl FnOnce(&mut Net) -> Result<R, NetError>) -> Result<R, Net
 }
 
 fn new_socket() -> tcp::Socket<'static> {
+    new_socket_of(TCP_BUFFER_BYTES)
+}
+
+fn new_socket_of(buffer_bytes: usize) -> tcp::Socket<'static> {
     tcp::Socket::new(
-        tcp::SocketBuffer::new(vec![0; TCP_BUFFER_BYTES]),
-        tcp::SocketBuffer::new(vec![0; TCP_BUFFER_BYTES]),
+        tcp::SocketBuffer::new(vec![0; buffer_bytes]),
+        tcp::SocketBuffer::new(vec![0; buffer_bytes]),
     )
 }
 
@@ -217,37 +355,83 @@ fn next_ephemeral_port() -> u16 {
     if port == u16::MAX {
         NEXT_EPHEMERAL_PORT.store(FIRST_EPHEMERAL_PORT, Ordering::Relaxed);
     }
-    port
+    port.max(FIRST_EPHEMERAL_PORT)
+}
+
+/// Ephemeral ports tried for one that no socket on the card uses, before
+/// taking the next one anyway (smoltcp tells connections apart by the
+/// remote end too).
+const EPHEMERAL_PORT_TRIES: usize = 64;
+
+impl Net {
+    /// An ephemeral port no socket on `card` uses, if one of the next few is.
+    fn free_ephemeral_port(&self, card: usize) -> u16 {
+        let mut port = next_ephemeral_port();
+        let Some(card) = self.cards.get(card) else {
+            return port;
+        };
+        for _ in 0..EPHEMERAL_PORT_TRIES {
+            let is_used = card.sockets.iter().any(|(_, socket)| match socket {
+                smoltcp::socket::Socket::Tcp(socket) => {
+                    socket.local_endpoint().map(|endpoint| endpoint.port) == Some(port)
+                }
+                #[allow(unreachable_patterns)]
+                _ => false,
+            });
+            if !is_used {
+                break;
+            }
+            port = next_ephemeral_port();
+        }
+        port
+    }
+
+    /// Adds `socket` to `card`, connecting to `address:port`.
+    fn connecting_socket(
+        &mut self,
+        card: usize,
+        mut socket: tcp::Socket<'static>,
+        address: Ipv4Address,
+        port: u16,
+    ) -> Result<SocketRef, NetError> {
+        let local_port = self.free_ephemeral_port(card);
+        let card_state = self.cards.get_mut(card).ok_or(NetError::NoCard)?;
+        let remote = IpEndpoint::new(address.into(), port);
+        socket
+            .connect(card_state.interface.context(), remote, local_port)
+            .map_err(NetError::Connect)?;
+        let handle = card_state.sockets.add(socket);
+        Ok(SocketRef { card, handle })
+    }
 }
 
 /// One TCP connection (or a listener waiting for one). Progress happens in
 /// [`poll`]; every method here returns at once.
 #[derive(Debug)]
 pub struct TcpConnection {
-    handle: SocketHandle,
+    socket: SocketRef,
 }
 
 impl TcpConnection {
-    /// Waits for one incoming connection on `port`.
+    /// Waits for one incoming connection on `port`, on the link card.
     pub fn listen(port: u16) -> Result<TcpConnection, NetError> {
         with_net(|net| {
+            let card = net.card_of(CardKind::Link).ok_or(NetError::NoCard)?;
             let mut socket = new_socket();
             socket.listen(port).map_err(NetError::Listen)?;
-            let handle = net.sockets.add(socket);
-            Ok(TcpConnection { handle })
+            let handle = net.cards[card].sockets.add(socket);
+            Ok(TcpConnection {
+                socket: SocketRef { card, handle },
+            })
         })
     }
 
-    /// Starts connecting to `address:port`.
+    /// Starts connecting to `address:port`, through the card that reaches it.
     pub fn connect(address: Ipv4Address, port: u16) -> Result<TcpConnection, NetError> {
         with_net(|net| {
-            let mut socket = new_socket();
-            let remote = IpEndpoint::new(address.into(), port);
-            socket
-                .connect(net.interface.context(), remote, next_ephemeral_port())
-                .map_err(NetError::Connect)?;
-            let handle = net.sockets.add(socket);
-            Ok(TcpConnection { handle })
+            let card = net.route(address).ok_or(NetError::NoCard)?;
+            let socket = net.connecting_socket(card, new_socket(), address, port)?;
+            Ok(TcpConnection { socket })
         })
     }
 
@@ -255,7 +439,7 @@ impl TcpConnection {
         &self,
         f: impl FnOnce(&mut tcp::Socket<'static>) -> Result<R, NetError>,
     ) -> Result<R, NetError> {
-        with_net(|net| f(net.sockets.get_mut::<tcp::Socket>(self.handle)))
+        with_net(|net| f(net.socket(self.socket).ok_or(NetError::NoCard)?))
     }
 
     /// The TCP state (RFC 793): `Listen`, `SynSent`, `Established`...
@@ -342,14 +526,7 @@ impl TcpListener {
 impl Drop for TcpConnection {
     fn drop(&mut self) {
         let _ = with_net(|net| {
-            net.sockets.get_mut::<tcp::Socket>(self.handle).close();
-            if net.closing.len() >= MAX_CLOSING_SOCKETS {
-                let (oldest, _) = net.closing.remove(0);
-                net.sockets.get_mut::<tcp::Socket>(oldest).abort();
-                net.sockets.remove(oldest);
-            }
-            let deadline_ns = timer::uptime_ns() + CLOSE_DEADLINE_NS;
-            net.closing.push((self.handle, deadline_ns));
+            net.close_socket(self.socket);
             Ok(())
         });
     }

@@ -310,6 +310,7 @@ impl Kernel<'_> {
             disks,
             disk_options: std::collections::BTreeMap::new(),
             net: None,
+            user_net: None,
             cluster_secret: None,
             nbd_disks: Vec::new(),
         };

@@ -78,6 +78,7 @@ fn bench_machine(kernel_elf: &Path, disk: &Path, accel: Accel, append: &str) -> 
         disks: vec![disk.to_path_buf()],
         disk_options: std::collections::BTreeMap::new(),
         net: None,
+        user_net: None,
         cluster_secret: None,
         nbd_disks: Vec::new(),
     }

@@ -263,6 +263,7 @@ fn machine_config(kernel_elf: &Path, disk: &Path, accel: Accel, memory_mib: u32)
         disks: vec![disk.to_path_buf()],
         disk_options: std::collections::BTreeMap::new(),
         net: None,
+        user_net: None,
         cluster_secret: None,
         nbd_disks: Vec::new(),
     }

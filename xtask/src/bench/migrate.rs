@@ -45,6 +45,7 @@ fn machine(
         disks: vec![disk],
         disk_options: std::collections::BTreeMap::new(),
         net: Some(net),
+        user_net: None,
         cluster_secret: Some(secret.clone()),
         nbd_disks: Vec::new(),
     }
