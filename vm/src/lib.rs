@@ -20,6 +20,8 @@ mod host_functions;
 mod host_state;
 mod memory_backing;
 pub mod net;
+#[cfg(feature = "std")]
+mod net_std;
 mod outbox;
 mod output;
 mod persist_storage;
@@ -39,6 +41,8 @@ pub use host_state::HostState;
 pub use memory_backing::{
     HashedHeapBacking, MemoryBacking, PAGE_BYTES, WASM_PAGE_BYTES, module_fingerprint,
 };
+#[cfg(feature = "std")]
+pub use net_std::{LINGER, PortMap, StdNetwork};
 pub use output::{
     MAX_OUTPUT_BYTES_PER_SECOND, MAX_OUTPUT_LINES_PER_CALL, MAX_OUTPUT_LINES_PER_SECOND,
     escape_into,
