@@ -341,8 +341,7 @@ fn parse_rate(output: &str, test: &str) -> Option<f64> {
                 .then(|| number.parse::<f64>().ok())
                 .flatten()
         })
-        .filter(|rate| rate.is_finite() && *rate > 0.0)
-        .next_back()
+        .rfind(|rate| rate.is_finite() && *rate > 0.0)
 }
 
 fn median(samples: &[f64]) -> f64 {
