@@ -375,3 +375,17 @@ fn forget_domain_closes_everything() {
     network.listen(BOB, 80).expect("Bob takes the port");
     peer.shutdown(Shutdown::Both).ok();
 }
+
+#[test]
+fn the_platform_hands_out_its_network() {
+    use vm::{Platform, StdPlatform};
+    let network = std::sync::Arc::new(network(&[80]));
+    let platform = StdPlatform::with_network(network.clone());
+    platform.network().listen(ALICE, 80).expect("listening");
+    assert!(network.bound_port(ALICE, 80).is_some());
+    // Without one, the platform has no network.
+    assert_eq!(
+        StdPlatform::default().network().listen(ALICE, 80),
+        Err(NetError::Unsupported)
+    );
+}
