@@ -78,7 +78,9 @@ impl Benchmark {
     /// too (its domains are wat modules); migrate and ipc also build apps.
     fn needs(self) -> &'static [Need] {
         match self {
-            Benchmark::Persist | Benchmark::Vm | Benchmark::Net => &[Need::WorkspaceToolchain],
+            Benchmark::Persist | Benchmark::Vm => &[Need::WorkspaceToolchain],
+            // The host runner is this program; the redis app needs wasm-opt.
+            Benchmark::Net => &[Need::WorkspaceToolchain, Need::Binaryen],
             Benchmark::Kernel => &[Need::Qemu, Need::WorkspaceToolchain, Need::KernelToolchain],
             Benchmark::Migrate | Benchmark::Ipc => &tools::EVERYTHING,
         }

@@ -3,8 +3,8 @@
 //! Debian's `redis-server` runs twice, as the baselines measured in the
 //! same run: durable (`--appendonly yes --appendfsync always`, every write
 //! on disk before its reply) and plain (`--save "" --appendonly no`).
-//! Amber's `redis` app (target/amber/apps/redis.wasm, `cargo xtask app
-//! build`) runs under `cargo xtask host run` twice too: with durable
+//! Amber's `redis` app (built here as `cargo xtask app build` does, to
+//! target/amber/apps/redis.wasm) runs under `cargo xtask host run` twice too: with durable
 //! replies (`image new --durable-replies`: no reply leaves before a commit
 //! holds it) and without. `redis-benchmark -t set,get -c 50 -q` measures
 //! each; the figures are Amber durable against always-fsync and Amber plain
@@ -97,14 +97,18 @@ pub fn run(collector: &mut Collector) -> Result<()> {
         ));
     }
 
-    let module = paths::apps_dir().join("redis.wasm");
-    if !module.is_file() {
-        collector.print_text(&format!(
-            "net: amber redis: app not built ({} missing; cargo xtask app build)",
-            module.display()
-        ));
-        return Ok(());
-    }
+    collector.step("building the redis app");
+    let module = match crate::app::build_apps(&["redis"]).map(|mut built| built.pop()) {
+        Ok(Some(module)) => module,
+        Ok(None) => {
+            collector.print_text("net: amber redis: app not built");
+            return Ok(());
+        }
+        Err(error) => {
+            collector.print_text(&format!("net: amber redis: app not built ({error:#})"));
+            return Ok(());
+        }
+    };
     for (durability, baseline, baseline_label) in [
         (
             Durability::Durable,
