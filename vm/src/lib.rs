@@ -24,6 +24,8 @@ mod memory_backing;
 pub mod net;
 mod net_calls;
 mod net_complete;
+#[cfg(feature = "std")]
+mod net_std;
 mod outbox;
 mod output;
 mod persist_storage;
@@ -45,6 +47,8 @@ pub use host_state::HostState;
 pub use memory_backing::{
     HashedHeapBacking, MemoryBacking, PAGE_BYTES, WASM_PAGE_BYTES, module_fingerprint,
 };
+#[cfg(feature = "std")]
+pub use net_std::{LINGER, PortMap, StdNetwork};
 pub use output::{
     MAX_OUTPUT_BYTES_PER_SECOND, MAX_OUTPUT_LINES_PER_CALL, MAX_OUTPUT_LINES_PER_SECOND,
     escape_into,

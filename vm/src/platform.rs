@@ -106,21 +106,38 @@ pub use std_platform::StdPlatform;
 #[cfg(feature = "std")]
 mod std_platform {
     use super::{Platform, Stream};
+    use crate::net::{Network, NoNetwork};
+    use crate::net_std::StdNetwork;
     use std::hash::{BuildHasher, Hasher};
     use std::io::Write;
+    use std::sync::Arc;
     use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-    /// Linux: `Instant`, `SystemTime`, OS-seeded hashing for randomness, and
-    /// `[NAME] line` on stdout (stderr for fd 2 and errors).
+    /// Linux: `Instant`, `SystemTime`, OS-seeded hashing for randomness,
+    /// `[NAME] line` on stdout (stderr for fd 2 and errors), and no network
+    /// unless one is given ([`StdPlatform::with_network`]).
     #[derive(Debug)]
     pub struct StdPlatform {
         origin: Instant,
+        network: Option<Arc<StdNetwork>>,
     }
 
     impl Default for StdPlatform {
         fn default() -> Self {
             Self {
                 origin: Instant::now(),
+                network: None,
+            }
+        }
+    }
+
+    impl StdPlatform {
+        /// A platform whose domains use `network` (shared with the caller,
+        /// which may ask it which ports are bound).
+        pub fn with_network(network: Arc<StdNetwork>) -> Self {
+            Self {
+                network: Some(network),
+                ..Self::default()
             }
         }
     }
@@ -164,6 +181,13 @@ mod std_platform {
                         level.label()
                     );
                 }
+            }
+        }
+
+        fn network(&self) -> &dyn Network {
+            match &self.network {
+                Some(network) => network.as_ref(),
+                None => &NoNetwork,
             }
         }
     }

@@ -20,6 +20,7 @@ pub mod ipc_host;
 mod kernel;
 mod kernel_work;
 mod migrate;
+mod net;
 pub mod plots;
 pub mod record;
 mod report;
@@ -55,6 +56,9 @@ pub enum Benchmark {
     /// IPC round trip between two domains against a Linux pipe, host and
     /// QEMU (issue 7).
     Ipc,
+    /// Amber's redis under the host runner against Debian's redis-server,
+    /// with redis-benchmark on 127.0.0.1 (issue 17).
+    Net,
 }
 
 impl Benchmark {
@@ -65,6 +69,7 @@ impl Benchmark {
             Benchmark::Kernel => "kernel",
             Benchmark::Migrate => "migrate",
             Benchmark::Ipc => "ipc",
+            Benchmark::Net => "net",
         }
     }
 
@@ -74,6 +79,8 @@ impl Benchmark {
     fn needs(self) -> &'static [Need] {
         match self {
             Benchmark::Persist | Benchmark::Vm => &[Need::WorkspaceToolchain],
+            // The host runner is this program; the redis app needs wasm-opt.
+            Benchmark::Net => &[Need::WorkspaceToolchain, Need::Binaryen],
             Benchmark::Kernel => &[Need::Qemu, Need::WorkspaceToolchain, Need::KernelToolchain],
             Benchmark::Migrate | Benchmark::Ipc => &tools::EVERYTHING,
         }
@@ -85,6 +92,7 @@ impl Benchmark {
             // The IPC benchmark measures the host first, then QEMU.
             Benchmark::Persist | Benchmark::Vm | Benchmark::Ipc => "host, release build",
             Benchmark::Kernel | Benchmark::Migrate => "QEMU",
+            Benchmark::Net => "host, 127.0.0.1",
         }
     }
 }
@@ -189,6 +197,7 @@ fn run_one(benchmark: Benchmark, collector: &mut Collector) -> Result<()> {
         Benchmark::Kernel => crate::bench::kernel::run(collector),
         Benchmark::Migrate => crate::bench::migrate::run(collector),
         Benchmark::Ipc => crate::bench::ipc::run(collector),
+        Benchmark::Net => crate::bench::net::run(collector),
     }
 }
 

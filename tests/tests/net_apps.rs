@@ -1,0 +1,284 @@
+//! Apps that serve the network, reached from the host as a user would:
+//! Debian's `redis-cli` and `curl` through QEMU's forwards on 127.0.0.1.
+//!
+//! - `redis` keeps the keys a client set across a commit and a power cut;
+//! - `httpd`'s visit counter and the plain std `webstd` app answer curl,
+//!   and the counter survives a reboot;
+//! - an image that does not declare the port its app listens on is
+//!   refused the port;
+//! - 1,000 clients at once leave the other domains running.
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use tests::{
+    ANSWER_TIMEOUT, BOOT_TIMEOUT, Forward, Machine, UserNet, build_apps, free_port, last_count,
+    test_config, work_dir,
+};
+
+/// How long a service may take to answer its first client after boot on a
+/// loaded host under TCG.
+const SERVICE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// A new image of `app` named `name` declaring `listen`.
+fn image(directory: &Path, app: &str, name: &str, listen: &[u16]) -> Result<PathBuf> {
+    build_apps()?;
+    xtask::image::new(&xtask::image::NewArgs {
+        wasm: xtask::paths::apps_dir().join(format!("{app}.wasm")),
+        name: name.to_string(),
+        memory_max_mib: None,
+        size_mib: None,
+        args: Vec::new(),
+        env: Vec::new(),
+        output: Some(directory.join(format!("{name}.img"))),
+        listen: listen.to_vec(),
+        durable_replies: false,
+    })
+}
+
+/// Free host ports forwarded to `guest_ports`, in their order.
+fn forwards(guest_ports: &[u16]) -> Result<Vec<Forward>> {
+    guest_ports
+        .iter()
+        .map(|&guest_port| {
+            Ok(Forward {
+                host_port: free_port()?,
+                guest_port,
+            })
+        })
+        .collect()
+}
+
+fn boot(disks: &[PathBuf], forwards: &[Forward]) -> Result<Machine> {
+    let mut config = test_config()?;
+    config.disks = disks.to_vec();
+    config.user_net = Some(UserNet {
+        forwards: forwards.to_vec(),
+    });
+    let mut machine = Machine::boot(&config)?;
+    machine.expect_prompt(BOOT_TIMEOUT)?;
+    Ok(machine)
+}
+
+/// Whether a client program is installed (`.ci/run` installs both).
+fn has_tool(tool: &str) -> bool {
+    Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|output| output.status.success())
+}
+
+/// The output of `program arguments`, trimmed, or why it failed.
+fn run(program: &str, arguments: &[&str]) -> Result<String> {
+    let output = Command::new(program)
+        .args(arguments)
+        .output()
+        .with_context(|| format!("running {program}"))?;
+    let text = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    if !output.status.success() {
+        bail!(
+            "{program} {arguments:?} failed ({}): {text} {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(text)
+}
+
+/// `redis-cli` against port `port` of 127.0.0.1 (with a timeout).
+fn redis_cli(port: u16, command: &[&str]) -> Result<String> {
+    let port = port.to_string();
+    // This redis-cli has no timeout option: coreutils' `timeout` bounds it.
+    let mut arguments = vec!["20", "redis-cli", "-h", "127.0.0.1", "-p", &port];
+    arguments.extend_from_slice(command);
+    let answer = run("timeout", &arguments)?;
+    // redis-cli exits 0 on a refused connection and says so on stdout.
+    if answer.contains("Could not connect") || answer.contains("Connection reset") {
+        bail!("{answer}");
+    }
+    Ok(answer)
+}
+
+/// `curl` of `path` at port `port` of 127.0.0.1.
+fn curl(port: u16, path: &str) -> Result<String> {
+    let url = format!("http://127.0.0.1:{port}{path}");
+    run("curl", &["-sS", "--max-time", "20", &url])
+}
+
+/// Retries `attempt` until it succeeds or `timeout` passes (the service may
+/// still be starting; slirp takes a host connection before the guest does).
+fn until<T>(timeout: Duration, mut attempt: impl FnMut() -> Result<T>) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match attempt() {
+            Ok(value) => return Ok(value),
+            Err(error) if Instant::now() >= deadline => return Err(error),
+            Err(_) => std::thread::sleep(Duration::from_millis(500)),
+        }
+    }
+}
+
+#[test]
+fn redis_cli_sets_keys_that_survive_a_power_cut_after_a_commit() -> Result<()> {
+    if !has_tool("redis-cli") {
+        bail!("redis-cli is missing: apt-get install redis-tools (.ci/run does)");
+    }
+    let directory = work_dir("net_apps_redis")?;
+    let disks = vec![image(&directory, "redis", "redis", &[6379])?];
+    let forwards = forwards(&[6379])?;
+    let port = forwards[0].host_port;
+    let mut machine = boot(&disks, &forwards)?;
+    machine.expect("[redis] redis ready on port 6379", SERVICE_TIMEOUT)?;
+    let answer = until(SERVICE_TIMEOUT, || redis_cli(port, &["PING"]))
+        .map_err(|error| machine.failure(&format!("PING: {error:#}")))?;
+    assert_eq!(answer, "PONG");
+    for index in 0..20 {
+        let key = format!("key:{index}");
+        let value = format!("value-{index}");
+        let answer = redis_cli(port, &["SET", &key, &value])
+            .map_err(|error| machine.failure(&format!("SET {key}: {error:#}")))?;
+        assert_eq!(answer, "OK", "SET {key}");
+    }
+    assert_eq!(redis_cli(port, &["GET", "key:7"])?, "value-7");
+    assert_eq!(redis_cli(port, &["DBSIZE"])?, "20");
+    assert_eq!(redis_cli(port, &["INCR", "visits"])?, "1");
+
+    // A client connected across the power cut loses its connection; a new
+    // one finds every key the commit held.
+    let stale = TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port)))?;
+    let answer = machine.run_command("checkpoint redis")?;
+    assert!(
+        answer.iter().any(|line| line.contains("redis")),
+        "checkpoint: {answer:?}"
+    );
+    machine.power_cut();
+    drop(machine);
+    drop(stale);
+
+    let mut machine = boot(&disks, &forwards)?;
+    let answer = until(SERVICE_TIMEOUT, || redis_cli(port, &["GET", "key:19"]))
+        .map_err(|error| machine.failure(&format!("GET after the reboot: {error:#}")))?;
+    assert_eq!(answer, "value-19");
+    assert_eq!(redis_cli(port, &["DBSIZE"])?, "21");
+    assert_eq!(redis_cli(port, &["INCR", "visits"])?, "2");
+    let table = machine.run_command("ps")?;
+    assert!(
+        table.iter().any(|line| line.starts_with("redis ")),
+        "ps: {table:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn curl_gets_pages_whose_visit_counter_survives_a_reboot() -> Result<()> {
+    if !has_tool("curl") {
+        bail!("curl is missing: apt-get install curl (.ci/run does)");
+    }
+    let directory = work_dir("net_apps_http")?;
+    let disks = vec![
+        image(&directory, "httpd", "httpd", &[8080])?,
+        image(&directory, "webstd", "webstd", &[8081])?,
+    ];
+    let forwards = forwards(&[8080, 8081])?;
+    let (httpd, webstd) = (forwards[0].host_port, forwards[1].host_port);
+    let mut machine = boot(&disks, &forwards)?;
+    let first = until(SERVICE_TIMEOUT, || curl(httpd, "/"))
+        .map_err(|error| machine.failure(&format!("curl httpd: {error:#}")))?;
+    let second = curl(httpd, "/")?;
+    let visits = |page: &str| -> Option<u64> {
+        page.split(|character: char| !character.is_ascii_digit())
+            .filter(|word| !word.is_empty())
+            .filter_map(|word| word.parse().ok())
+            .last()
+    };
+    eprintln!("httpd: {first:?} then {second:?}");
+    let std_page = until(SERVICE_TIMEOUT, || curl(webstd, "/"))
+        .map_err(|error| machine.failure(&format!("curl webstd: {error:#}")))?;
+    assert!(!std_page.is_empty(), "webstd answered nothing");
+
+    let answer = machine.run_command("checkpoint")?;
+    assert!(!answer.is_empty(), "checkpoint said nothing");
+    machine.power_cut();
+    drop(machine);
+
+    let machine = boot(&disks, &forwards)?;
+    let third = until(SERVICE_TIMEOUT, || curl(httpd, "/"))
+        .map_err(|error| machine.failure(&format!("curl httpd after reboot: {error:#}")))?;
+    eprintln!("httpd after the reboot: {third:?}");
+    let (Some(before), Some(after)) = (visits(&second), visits(&third)) else {
+        return Err(machine.failure("no visit count in httpd's page"));
+    };
+    assert!(
+        after > before,
+        "the counter went from {before} to {after} across the reboot"
+    );
+    until(SERVICE_TIMEOUT, || curl(webstd, "/"))
+        .map_err(|error| machine.failure(&format!("curl webstd after reboot: {error:#}")))?;
+    Ok(())
+}
+
+#[test]
+fn an_undeclared_port_is_refused_and_a_flood_of_clients_leaves_the_others_running()
+-> Result<()> {
+    let directory = work_dir("net_apps_limits")?;
+    // redis listens on 6379, which this image does not declare.
+    let disks = vec![
+        image(&directory, "redis", "squatter", &[7000])?,
+        image(&directory, "redis", "redis", &[6379])?,
+        image(&directory, "counter", "counter", &[])?,
+    ];
+    let forwards = forwards(&[6379])?;
+    let address = SocketAddr::from(([127, 0, 0, 1], forwards[0].host_port));
+    let mut machine = boot(&disks, &forwards)?;
+    let refusal = machine.expect("[squatter] ", ANSWER_TIMEOUT)?;
+    machine.expect("cannot listen on port 6379", ANSWER_TIMEOUT)?;
+    eprintln!("squatter: {refusal}");
+    machine.expect("[redis] redis ready on port 6379", SERVICE_TIMEOUT)?;
+    machine.expect("[counter] count ", SERVICE_TIMEOUT)?;
+    if has_tool("redis-cli") {
+        until(SERVICE_TIMEOUT, || redis_cli(address.port(), &["SET", "a", "1"]))
+            .map_err(|error| machine.failure(&format!("SET before the flood: {error:#}")))?;
+    }
+
+    let before = last_count("counter", &machine.transcript()).unwrap_or(0);
+    let mut clients = Vec::new();
+    for _ in 0..1000 {
+        if let Ok(client) = TcpStream::connect_timeout(&address, Duration::from_secs(2)) {
+            clients.push(client);
+        }
+    }
+    eprintln!("{} of 1000 clients connected", clients.len());
+    // counter goes on counting and the console answers while they are open.
+    let deadline = Instant::now() + SERVICE_TIMEOUT;
+    loop {
+        let table = machine.run_command("ps")?;
+        let now = last_count("counter", &machine.transcript()).unwrap_or(0);
+        if now >= before + 3 {
+            assert!(
+                table.iter().any(|line| line.starts_with("redis ")),
+                "{table:?}"
+            );
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(machine.failure(&format!(
+                "counter stopped during the flood (from {before} to {now})"
+            )));
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    drop(clients);
+    if has_tool("redis-cli") {
+        let answer = until(SERVICE_TIMEOUT, || redis_cli(address.port(), &["GET", "a"]))
+            .map_err(|error| machine.failure(&format!("GET after the flood: {error:#}")))?;
+        assert_eq!(answer, "1");
+    }
+    let transcript = machine.transcript();
+    if transcript.contains("PANIC") || transcript.contains("out of memory") {
+        return Err(machine.failure("the kernel failed during the flood"));
+    }
+    Ok(())
+}
