@@ -73,12 +73,16 @@ fn parse_forward(text: &str) -> Result<Forward, String> {
     })
 }
 
-/// The user card for `forwards`, None without any; prints each mapping.
-fn user_net_of(machine: &str, forwards: &[Forward]) -> Option<UserNet> {
+/// The user card for `forwards`, None without any; prints each mapping
+/// when `machine` is given.
+fn user_net_of(machine: Option<&str>, forwards: &[Forward]) -> Option<UserNet> {
     if forwards.is_empty() {
         return None;
     }
     for forward in forwards {
+        let Some(machine) = machine else {
+            break;
+        };
         eprintln!(
             "{machine}127.0.0.1:{} -> port {}",
             forward.host_port, forward.guest_port
@@ -87,6 +91,42 @@ fn user_net_of(machine: &str, forwards: &[Forward]) -> Option<UserNet> {
     Some(UserNet {
         forwards: forwards.to_vec(),
     })
+}
+
+/// A forward for every port the domain images `disks` declare
+/// (`Metadata.network.listen`): from the same host port when it is free,
+/// else from another; each mapping is printed with the domain's name.
+fn declared_forwards(disks: &[PathBuf]) -> Result<Vec<Forward>> {
+    let mut forwards: Vec<Forward> = Vec::new();
+    for disk in disks {
+        let image = match image::open(disk) {
+            Ok(image) => image,
+            Err(error) => {
+                eprintln!("warning: {error:#}; no forwards for it");
+                continue;
+            }
+        };
+        let metadata = image.metadata();
+        for &guest_port in &metadata.network.listen {
+            let is_taken = |port: u16| forwards.iter().any(|forward| forward.host_port == port);
+            let host_port = if !is_taken(guest_port)
+                && std::net::TcpListener::bind(("127.0.0.1", guest_port)).is_ok()
+            {
+                guest_port
+            } else {
+                free_port()?
+            };
+            eprintln!(
+                "{}: 127.0.0.1:{host_port} -> port {guest_port}",
+                metadata.name.escape_debug()
+            );
+            forwards.push(Forward {
+                host_port,
+                guest_port,
+            });
+        }
+    }
+    Ok(forwards)
 }
 
 /// The same guest ports as `forwards` on host ports that are free now.
@@ -120,6 +160,14 @@ pub fn run(args: &RunArgs) -> Result<()> {
     } else {
         args.domains.clone()
     };
+    let mut forwards = declared_forwards(&disks)?;
+    for forward in &args.forwards {
+        eprintln!(
+            "--forward: 127.0.0.1:{} -> port {}",
+            forward.host_port, forward.guest_port
+        );
+    }
+    forwards.extend(args.forwards.iter().copied());
     // For `spawn APP`: the apps archive, and the spare disks with whatever
     // earlier runs spawned on them.
     disks.push(archive::build(&[])?);
@@ -140,10 +188,10 @@ pub fn run(args: &RunArgs) -> Result<()> {
         nbd_disks: Vec::new(),
     };
     if args.pair {
-        config.user_net = user_net_of("A: ", &args.forwards);
+        config.user_net = user_net_of(None, &forwards);
         return run_pair(config);
     }
-    config.user_net = user_net_of("", &args.forwards);
+    config.user_net = user_net_of(None, &forwards);
     eprintln!(
         "booting Amber ({:?}, {} MiB) with {}; `shutdown` commits and powers off, Ctrl-A x quits QEMU (a power cut)",
         config.accel,
@@ -195,7 +243,7 @@ fn run_pair(mut a: QemuConfig) -> Result<()> {
         console: Console::UnixSocket(console_socket.clone()),
         disk_options: std::collections::BTreeMap::new(),
         user_net: match &a.user_net {
-            Some(user_net) => user_net_of("B: ", &on_free_host_ports(&user_net.forwards)?),
+            Some(user_net) => user_net_of(Some("B: "), &on_free_host_ports(&user_net.forwards)?),
             None => None,
         },
         net: Some(NetLink {
