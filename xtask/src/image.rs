@@ -306,7 +306,7 @@ pub fn new(args: &NewArgs) -> Result<PathBuf> {
     Ok(output)
 }
 
-fn open(path: &Path) -> Result<Image<FileDevice>> {
+pub(crate) fn open(path: &Path) -> Result<Image<FileDevice>> {
     if !path.is_file() {
         bail!("{} does not exist or is not a file", path.display());
     }

@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use crate::private::ClusterSecretFile;
-use crate::qemu::{Accel, Console, LinkEnd, NetLink, QemuConfig, free_port};
+use crate::qemu::{Accel, Console, Forward, LinkEnd, NetLink, QemuConfig, UserNet, free_port};
 use crate::{app, archive, console, image, kernel, paths, tools};
 
 /// The demo set `cargo xtask run` boots without `--domain`, in disk order.
@@ -49,6 +49,97 @@ pub struct RunArgs {
     /// counter to B.
     #[arg(long)]
     pub pair: bool,
+    /// Forward 127.0.0.1:HOSTPORT to a domain's PORT through a user-networking
+    /// card (repeatable; for domains spawned at the console). With `--pair`,
+    /// B gets the same guest ports on other host ports.
+    #[arg(long = "forward", value_name = "HOSTPORT:PORT", value_parser = parse_forward)]
+    pub forwards: Vec<Forward>,
+}
+
+/// `HOSTPORT:PORT`, both 1-65535.
+fn parse_forward(text: &str) -> Result<Forward, String> {
+    let (host, guest) = text
+        .split_once(':')
+        .ok_or_else(|| format!("{text:?}: expected HOSTPORT:PORT"))?;
+    let port = |part: &str| -> Result<u16, String> {
+        match part.parse::<u16>() {
+            Ok(0) | Err(_) => Err(format!("{part:?}: not a port (1-65535)")),
+            Ok(port) => Ok(port),
+        }
+    };
+    Ok(Forward {
+        host_port: port(host)?,
+        guest_port: port(guest)?,
+    })
+}
+
+/// The user card for `forwards`, None without any; prints each mapping
+/// when `machine` is given.
+fn user_net_of(machine: Option<&str>, forwards: &[Forward]) -> Option<UserNet> {
+    if forwards.is_empty() {
+        return None;
+    }
+    for forward in forwards {
+        let Some(machine) = machine else {
+            break;
+        };
+        eprintln!(
+            "{machine}127.0.0.1:{} -> port {}",
+            forward.host_port, forward.guest_port
+        );
+    }
+    Some(UserNet {
+        forwards: forwards.to_vec(),
+    })
+}
+
+/// A forward for every port the domain images `disks` declare
+/// (`Metadata.network.listen`): from the same host port when it is free,
+/// else from another; each mapping is printed with the domain's name.
+fn declared_forwards(disks: &[PathBuf]) -> Result<Vec<Forward>> {
+    let mut forwards: Vec<Forward> = Vec::new();
+    for disk in disks {
+        let image = match image::open(disk) {
+            Ok(image) => image,
+            Err(error) => {
+                eprintln!("warning: {error:#}; no forwards for it");
+                continue;
+            }
+        };
+        let metadata = image.metadata();
+        for &guest_port in &metadata.network.listen {
+            let is_taken = |port: u16| forwards.iter().any(|forward| forward.host_port == port);
+            let host_port = if !is_taken(guest_port)
+                && std::net::TcpListener::bind(("127.0.0.1", guest_port)).is_ok()
+            {
+                guest_port
+            } else {
+                free_port()?
+            };
+            eprintln!(
+                "{}: 127.0.0.1:{host_port} -> port {guest_port}",
+                metadata.name.escape_debug()
+            );
+            forwards.push(Forward {
+                host_port,
+                guest_port,
+            });
+        }
+    }
+    Ok(forwards)
+}
+
+/// The same guest ports as `forwards` on host ports that are free now.
+fn on_free_host_ports(forwards: &[Forward]) -> Result<Vec<Forward>> {
+    forwards
+        .iter()
+        .map(|forward| {
+            Ok(Forward {
+                host_port: free_port()?,
+                guest_port: forward.guest_port,
+            })
+        })
+        .collect()
 }
 
 pub fn run(args: &RunArgs) -> Result<()> {
@@ -69,11 +160,19 @@ pub fn run(args: &RunArgs) -> Result<()> {
     } else {
         args.domains.clone()
     };
+    let mut forwards = declared_forwards(&disks)?;
+    for forward in &args.forwards {
+        eprintln!(
+            "--forward: 127.0.0.1:{} -> port {}",
+            forward.host_port, forward.guest_port
+        );
+    }
+    forwards.extend(args.forwards.iter().copied());
     // For `spawn APP`: the apps archive, and the spare disks with whatever
     // earlier runs spawned on them.
     disks.push(archive::build(&[])?);
     disks.extend(spare_disks(freshness)?);
-    let config = QemuConfig {
+    let mut config = QemuConfig {
         accel: args
             .accel
             .unwrap_or_else(|| Accel::default_for_run(&kernel)),
@@ -89,8 +188,10 @@ pub fn run(args: &RunArgs) -> Result<()> {
         nbd_disks: Vec::new(),
     };
     if args.pair {
+        config.user_net = user_net_of(None, &forwards);
         return run_pair(config);
     }
+    config.user_net = user_net_of(None, &forwards);
     eprintln!(
         "booting Amber ({:?}, {} MiB) with {}; `shutdown` commits and powers off, Ctrl-A x quits QEMU (a power cut)",
         config.accel,
@@ -141,7 +242,10 @@ fn run_pair(mut a: QemuConfig) -> Result<()> {
         append: format!("ip=169.254.0.2 {}", args_without_ip(&a.append)),
         console: Console::UnixSocket(console_socket.clone()),
         disk_options: std::collections::BTreeMap::new(),
-        user_net: None,
+        user_net: match &a.user_net {
+            Some(user_net) => user_net_of(Some("B: "), &on_free_host_ports(&user_net.forwards)?),
+            None => None,
+        },
         net: Some(NetLink {
             end: LinkEnd::Connect,
             port: link_port,
@@ -309,4 +413,23 @@ fn display_name(disk: &Path) -> String {
     disk.file_name()
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_else(|| disk.display().to_string())
+}
+
+#[cfg(test)]
+mod forward_tests {
+    use super::*;
+
+    #[test]
+    fn a_forward_is_two_ports_and_nothing_else() {
+        assert_eq!(
+            parse_forward("16379:6379"),
+            Ok(Forward {
+                host_port: 16379,
+                guest_port: 6379
+            })
+        );
+        for bad in ["6379", "0:80", "80:0", "70000:80", "a:b", ":80", "80:"] {
+            assert!(parse_forward(bad).is_err(), "{bad} was taken");
+        }
+    }
 }

@@ -181,7 +181,9 @@ impl Net {
     fn connection(&mut self, id: ConnectionId) -> Option<(&mut tcp::Socket<'static>, &mut bool)> {
         let connection = self.domains.connections.get_mut(&id)?;
         let card = self.cards.get_mut(connection.socket.card)?;
-        let socket = card.sockets.get_mut::<tcp::Socket>(connection.socket.handle);
+        let socket = card
+            .sockets
+            .get_mut::<tcp::Socket>(connection.socket.handle);
         if matches!(
             socket.state(),
             TcpState::Established | TcpState::CloseWait | TcpState::FinWait1 | TcpState::FinWait2

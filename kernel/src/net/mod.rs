@@ -277,7 +277,9 @@ impl Net {
     /// Aborts and frees a socket at once.
     fn remove_socket(&mut self, socket_ref: SocketRef) {
         if let Some(card) = self.cards.get_mut(socket_ref.card) {
-            card.sockets.get_mut::<tcp::Socket>(socket_ref.handle).abort();
+            card.sockets
+                .get_mut::<tcp::Socket>(socket_ref.handle)
+                .abort();
             card.sockets.remove(socket_ref.handle);
         }
     }
@@ -299,7 +301,10 @@ impl Net {
 
     /// Every socket on every card.
     fn socket_count(&self) -> usize {
-        self.cards.iter().map(|card| card.sockets.iter().count()).sum()
+        self.cards
+            .iter()
+            .map(|card| card.sockets.iter().count())
+            .sum()
     }
 
     /// The first card of `kind`.
@@ -313,7 +318,9 @@ impl Net {
     fn route(&self, address: Ipv4Address) -> Option<usize> {
         self.cards
             .iter()
-            .position(|card| IpCidr::new(card.address.into(), card.prefix_len).contains_addr(&address.into()))
+            .position(|card| {
+                IpCidr::new(card.address.into(), card.prefix_len).contains_addr(&address.into())
+            })
             .or_else(|| self.card_of(CardKind::User))
             .or_else(|| self.card_of(CardKind::Link))
     }
