@@ -381,3 +381,55 @@ fn hostile_snapshot_tables_are_refused() {
         "{error}"
     );
 }
+
+/// A device that counts the blocks read.
+struct Counting {
+    inner: MemoryDevice,
+    reads: u64,
+}
+
+impl persist::BlockDevice for Counting {
+    fn read_block(
+        &mut self,
+        index: u64,
+        buffer: &mut [u8; BLOCK_SIZE],
+    ) -> Result<(), persist::DeviceError> {
+        self.reads += 1;
+        self.inner.read_block(index, buffer)
+    }
+    fn write_block(
+        &mut self,
+        index: u64,
+        buffer: &[u8; BLOCK_SIZE],
+    ) -> Result<(), persist::DeviceError> {
+        self.inner.write_block(index, buffer)
+    }
+    fn flush(&mut self) -> Result<(), persist::DeviceError> {
+        self.inner.flush()
+    }
+    fn block_count(&self) -> u64 {
+        self.inner.block_count()
+    }
+}
+
+#[test]
+fn opening_reads_a_tree_shared_by_every_snapshot_once() {
+    let mut image = image_with_pages(4096, 300, 1);
+    for number in 0..MAX_SNAPSHOTS {
+        image.snapshot_create(&format!("s{number}"), 0).unwrap();
+    }
+    let mut counting = Counting {
+        inner: image.into_device(),
+        reads: 0,
+    };
+    let opened = Image::open(&mut counting).map(|image| image.snapshot_count());
+    assert_eq!(opened, Ok(MAX_SNAPSHOTS));
+    // The live map (1 root, 1 middle node, 2 leaves), bitmaps, metadata,
+    // the table, and one metadata block per snapshot: the shared tree is
+    // not walked 64 times.
+    assert!(
+        counting.reads < 2 * MAX_SNAPSHOTS as u64 + 40,
+        "{} reads",
+        counting.reads
+    );
+}
