@@ -433,3 +433,107 @@ fn opening_reads_a_tree_shared_by_every_snapshot_once() {
         counting.reads
     );
 }
+
+/// Random stages, commits, snapshot creates, applies and deletes, with
+/// reopens: the live pages and every snapshot's pages always match a model,
+/// and `verify` finds no leaked or doubly used block.
+#[test]
+fn random_snapshot_workloads_match_a_model() {
+    use std::collections::BTreeMap;
+
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = move |bound: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % bound
+    };
+    let mut image = fresh(3000, 64);
+    let mut live: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut committed = live.clone();
+    let mut snapshots: BTreeMap<String, BTreeMap<u64, u64>> = BTreeMap::new();
+    let mut serial = 0;
+    let (mut applies, mut deletes) = (0, 0);
+    for step in 0..600 {
+        match next(12) {
+            0..=4 => {
+                let page_index = next(40) * 23;
+                serial += 1;
+                if next(6) == 0 {
+                    image.stage_page(page_index, &[0; PAGE_SIZE]).unwrap();
+                    live.remove(&page_index);
+                } else {
+                    image.stage_page(page_index, &page(serial)).unwrap();
+                    live.insert(page_index, serial);
+                }
+            }
+            5 | 6 => {
+                image.commit().unwrap();
+                committed = live.clone();
+            }
+            7 | 8 => {
+                let tag = format!("t{}", next(20));
+                match image.snapshot_create(&tag, step) {
+                    Ok(_) => {
+                        committed = live.clone();
+                        snapshots.insert(tag, live.clone());
+                    }
+                    Err(Error::DuplicateSnapshotTag { .. }) => {
+                        assert!(snapshots.contains_key(&tag));
+                    }
+                    Err(error) => panic!("step {step}: {error}"),
+                }
+            }
+            9 => {
+                if let Some(tag) = snapshots.keys().nth(next(8) as usize).cloned() {
+                    image.snapshot_apply(&tag).unwrap();
+                    applies += 1;
+                    live = snapshots[&tag].clone();
+                    committed = live.clone();
+                }
+            }
+            10 => {
+                if let Some(tag) = snapshots.keys().nth(next(8) as usize).cloned() {
+                    image.snapshot_delete(&tag).unwrap();
+                    deletes += 1;
+                    snapshots.remove(&tag);
+                    committed = live.clone();
+                }
+            }
+            _ => {
+                image = Image::open(image.into_device()).unwrap();
+                live = committed.clone();
+            }
+        }
+        if step % 10 == 0 {
+            image
+                .verify()
+                .unwrap_or_else(|error| panic!("step {step}: {error}"));
+            for page_index in (0..40).map(|slot| slot * 23) {
+                let expected = live.get(&page_index).map_or([0; PAGE_SIZE], |&s| page(s));
+                assert_eq!(read(&mut image, page_index), expected, "step {step}");
+            }
+            let listed: Vec<String> = tags(&mut image);
+            let mut expected: Vec<String> = snapshots.keys().cloned().collect();
+            expected.sort();
+            let mut sorted = listed.clone();
+            sorted.sort();
+            assert_eq!(sorted, expected, "step {step}");
+        }
+    }
+    assert!(
+        applies > 10 && deletes > 10,
+        "{applies} applies, {deletes} deletes"
+    );
+    // Every snapshot still holds its pages, checked by exporting each.
+    for (tag, pages) in &snapshots {
+        let blocks = image.export_block_count(Some(tag)).unwrap();
+        let mut exported = image
+            .export_to(Some(tag), MemoryDevice::new(blocks))
+            .unwrap();
+        for (&page_index, &seed) in pages {
+            assert_eq!(read(&mut exported, page_index), page(seed), "{tag}");
+        }
+        assert_eq!(exported.stored_pages().unwrap().len(), pages.len());
+    }
+}
