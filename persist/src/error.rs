@@ -93,6 +93,8 @@ pub enum Structure {
     FreeSpaceRoot,
     /// A block of the free-space bitmap.
     FreeSpaceBitmap,
+    /// A block of the snapshot table's chain.
+    SnapshotTable,
 }
 
 impl fmt::Display for Structure {
@@ -105,6 +107,7 @@ impl fmt::Display for Structure {
             Self::Module => "module block",
             Self::FreeSpaceRoot => "free-space root",
             Self::FreeSpaceBitmap => "free-space bitmap block",
+            Self::SnapshotTable => "snapshot table block",
         })
     }
 }
@@ -222,6 +225,23 @@ pub enum Error {
     /// A metadata field too large to store (a name over 255 bytes...).
     /// A name no domain can have.
     InvalidName(crate::metadata::NameError),
+    /// A tag no snapshot can have ([`crate::check_tag`]).
+    InvalidTag(crate::snapshot::TagError),
+    /// No snapshot has this tag.
+    UnknownSnapshot {
+        /// The tag asked for.
+        tag: String,
+    },
+    /// A snapshot has this tag already.
+    DuplicateSnapshotTag {
+        /// The tag.
+        tag: String,
+    },
+    /// The image keeps [`crate::MAX_SNAPSHOTS`] snapshots already.
+    SnapshotTableFull {
+        /// How many it keeps.
+        max: usize,
+    },
     InvalidMetadata {
         /// What is wrong.
         reason: &'static str,
@@ -314,7 +334,7 @@ impl fmt::Display for Error {
             }
             Self::UnsupportedVersion { found, supported } => write!(
                 formatter,
-                "image format version {found} is not supported (this code reads version {supported})"
+                "image format version {found} is not supported (this code reads versions up to {supported})"
             ),
             Self::UnsupportedBlockSize { found } => write!(
                 formatter,
@@ -366,6 +386,15 @@ impl fmt::Display for Error {
             ),
             Self::InvalidMetadata { reason } => write!(formatter, "invalid metadata: {reason}"),
             Self::InvalidName(error) => write!(formatter, "{error}"),
+            Self::InvalidTag(error) => write!(formatter, "invalid snapshot tag: {error}"),
+            Self::UnknownSnapshot { tag } => write!(formatter, "no snapshot is tagged {tag:?}"),
+            Self::DuplicateSnapshotTag { tag } => {
+                write!(formatter, "a snapshot is tagged {tag:?} already")
+            }
+            Self::SnapshotTableFull { max } => write!(
+                formatter,
+                "the image keeps {max} snapshots already (delete one first)"
+            ),
             Self::MetadataRefused(error) => write!(formatter, "metadata refused: {error}"),
             Self::Poisoned {
                 cause: PoisonCause::SuperblockWriteFailed,

@@ -9,8 +9,14 @@ use crate::device::BLOCK_SIZE;
 /// The first eight bytes of both superblocks.
 pub const MAGIC: [u8; 8] = *b"AMBERIMG";
 
-/// The image format version this code reads and writes.
+/// The image format version this code writes for an image without
+/// snapshots (and the only one code before snapshots reads).
 pub const FORMAT_VERSION: u32 = 1;
+
+/// The format version of an image with a snapshot table: version 1 plus
+/// [`Superblock::snapshot_table`]. Code that predates snapshots refuses it,
+/// so it never frees the blocks only snapshots hold.
+pub const SNAPSHOTS_FORMAT_VERSION: u32 = 2;
 
 /// Offset of the superblock checksum. Every format version keeps the magic at
 /// bytes 0..8, the version at 8..12 and the CRC-32C of bytes 0..4092 at
@@ -97,7 +103,7 @@ pub struct ChainPointer {
     pub reserved: U64,
 }
 
-const SUPERBLOCK_FIELDS_LEN: usize = 8 + 4 + 4 + 8 + 8 + 16 + 32 + 16 + 8 + 8 + 24;
+const SUPERBLOCK_FIELDS_LEN: usize = 8 + 4 + 4 + 8 + 8 + 16 + 32 + 16 + 8 + 8 + 24 + 32;
 
 /// A superblock (blocks 0 and 1). The one with the valid checksum and the
 /// higher sequence number is the image.
@@ -135,6 +141,10 @@ pub struct Superblock {
     pub rolled_back_from: U64,
     /// The sequence of the intact commit the last rollback went back to.
     pub rolled_back_to: U64,
+    /// The snapshot table (`snapshot` module): none, all zeros, in an image
+    /// without snapshots, whose version is then [`FORMAT_VERSION`]; an
+    /// image with snapshots is [`SNAPSHOTS_FORMAT_VERSION`].
+    pub snapshot_table: ChainPointer,
     /// Zero.
     pub padding: [u8; SUPERBLOCK_CHECKSUM_OFFSET - SUPERBLOCK_FIELDS_LEN],
     /// CRC-32C of the bytes before it.

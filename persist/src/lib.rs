@@ -22,6 +22,7 @@ mod metadata;
 pub mod migrate;
 mod network;
 mod page_map;
+mod snapshot;
 #[cfg(feature = "std")]
 pub mod soak;
 mod space;
@@ -38,7 +39,7 @@ pub use image::{
     CommitStats, Image, ImageStats, NewDomain, PageLocation, RollbackRecord, Unopened,
     default_block_count,
 };
-pub use layout::{FORMAT_VERSION, MAX_IMAGE_BLOCKS, crc32c};
+pub use layout::{FORMAT_VERSION, MAX_IMAGE_BLOCKS, SNAPSHOTS_FORMAT_VERSION, crc32c};
 pub use metadata::{
     Counters, DomainId, MAX_NAME_LEN, MessageCounts, Metadata, MetadataRecord, ModuleSha256,
     NameError, NetworkRecord, PAGES_PER_WASM_PAGE, StoredGlobal, StoredMessage,
@@ -46,6 +47,7 @@ pub use metadata::{
 };
 pub use network::{ListenError, NetworkDeclaration, check_listen};
 pub use page_map::{MAX_PAGES, PAGE_MAP_HEIGHT};
+pub use snapshot::{MAX_SNAPSHOTS, MAX_TAG_LEN, SnapshotId, SnapshotInfo, TagError, check_tag};
 pub use superblock::MIN_IMAGE_BLOCKS;
 pub use validate::{MetadataError, validate};
 pub use verify::{VerifyReport, reachable_blocks};

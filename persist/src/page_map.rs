@@ -232,6 +232,111 @@ pub(crate) fn walk<D: BlockDevice>(
     walk.level(root, 0, 0)
 }
 
+/// What [`walk_shared`] does on meeting a block `is_new` calls not new.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Repeat {
+    /// Skip it and everything below it: a block seen already (a subtree
+    /// shared between snapshots, or one a snapshot holds) is not walked
+    /// again.
+    Skip,
+    /// Refuse the map: within one tree a block is reached once.
+    Refuse,
+}
+
+/// A walk of the page map under `root` that visits each node and page for
+/// which `is_new(block)` holds, and treats the others as `repeat` says.
+/// Every pointer lies within the image and every entry below the page
+/// limit (checked before descending), so the work is one read per new
+/// node; the caller's `is_new` bounds it over several trees.
+pub(crate) fn walk_shared<D: BlockDevice>(
+    device: &mut D,
+    root: &Pointer,
+    bounds: Bounds,
+    is_new: &mut dyn FnMut(u64) -> bool,
+    repeat: Repeat,
+    visit: &mut dyn FnMut(Structure, &Pointer) -> Result<(), Error>,
+) -> Result<(), Error> {
+    fn reach(
+        pointer: &Pointer,
+        structure: Structure,
+        bounds: Bounds,
+        is_new: &mut dyn FnMut(u64) -> bool,
+        repeat: Repeat,
+    ) -> Result<bool, Error> {
+        let block = pointer.block.get();
+        if block < 2 || block >= bounds.image_blocks {
+            return Err(Error::BadPointer { block, structure });
+        }
+        if is_new(block) {
+            return Ok(true);
+        }
+        match repeat {
+            Repeat::Skip => Ok(false),
+            Repeat::Refuse => Err(Error::malformed(
+                block,
+                structure,
+                "block reached twice: the page map is not a tree",
+            )),
+        }
+    }
+
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one recursive step of the walk above, which holds them all"
+    )]
+    fn level<D: BlockDevice>(
+        device: &mut D,
+        pointer: &Pointer,
+        level_index: u32,
+        prefix: u64,
+        bounds: Bounds,
+        is_new: &mut dyn FnMut(u64) -> bool,
+        repeat: Repeat,
+        visit: &mut dyn FnMut(Structure, &Pointer) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        if !reach(pointer, Structure::PageMapNode, bounds, is_new, repeat)? {
+            return Ok(());
+        }
+        visit(Structure::PageMapNode, pointer)?;
+        let node = read_node(device, pointer, bounds.image_blocks)?;
+        for (slot_index, child) in node.iter().enumerate() {
+            if child.is_none() {
+                continue;
+            }
+            let index = (prefix << DIGIT_BITS) | slot_index as u64;
+            if index.saturating_mul(pages_per_entry(level_index)) >= bounds.page_limit {
+                return Err(Error::malformed(
+                    pointer.block.get(),
+                    Structure::PageMapNode,
+                    "an entry lies past the domain's memory maximum",
+                ));
+            }
+            if level_index + 1 == PAGE_MAP_HEIGHT {
+                if reach(child, Structure::Page, bounds, is_new, repeat)? {
+                    visit(Structure::Page, child)?;
+                }
+            } else {
+                level(
+                    device,
+                    child,
+                    level_index + 1,
+                    index,
+                    bounds,
+                    is_new,
+                    repeat,
+                    visit,
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    if root.is_none() {
+        return Ok(());
+    }
+    level(device, root, 0, 0, bounds, is_new, repeat, visit)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -181,6 +181,10 @@ pub(crate) struct SpaceMap {
     /// What the older superblock reaches and the newest does not: these
     /// leave `reserved` when the next commit supersedes the older one.
     reserved_by_older_only: Vec<u64>,
+    /// Blocks some snapshot reaches (a subset of `working`): freeing one
+    /// from the live state keeps it in use; only deleting the snapshots
+    /// that reach it gives it back ([`SpaceMap::release`]).
+    held: Bitmap,
     /// Blocks lent to a pager (`Image::reserve_blocks`): never allocated,
     /// never written down as used, so a power cut leaves them free.
     pinned: Bitmap,
@@ -247,6 +251,7 @@ impl SpaceMap {
             committed,
             committed_count: 2,
             reserved_by_older_only: Vec::new(),
+            held: Bitmap::new(image_blocks),
             pinned: Bitmap::new(image_blocks),
             taken_count: 0,
             changed: Vec::new(),
@@ -292,6 +297,7 @@ impl SpaceMap {
             committed,
             reserved,
             reserved_by_older_only,
+            held: Bitmap::new(image_blocks),
             pinned: Bitmap::new(image_blocks),
             taken_count: 0,
             changed: Vec::new(),
@@ -426,11 +432,44 @@ impl SpaceMap {
     }
 
     /// Drops `block` from the state being built. A block the last commits
-    /// reach stays reserved until they are superseded.
+    /// reach stays reserved until they are superseded; a block a snapshot
+    /// holds stays in use.
     pub(crate) fn free(&mut self, block: u64) {
+        if self.working.contains(block) && !self.held.contains(block) {
+            self.set_working(block, false);
+        }
+    }
+
+    /// Drops `block` from the state being built although a snapshot held
+    /// it: a snapshot deletion's blocks that nothing else reaches.
+    pub(crate) fn release(&mut self, block: u64) {
         if self.working.contains(block) {
             self.set_working(block, false);
         }
+    }
+
+    /// Whether a snapshot holds `block`.
+    pub(crate) fn is_held(&self, block: u64) -> bool {
+        self.held.contains(block)
+    }
+
+    /// Marks `blocks` held by a snapshot (once the commit that took it is
+    /// durable; they are in use already).
+    pub(crate) fn hold(&mut self, blocks: &[u64]) {
+        for &block in blocks {
+            self.held.insert(block);
+        }
+    }
+
+    /// Replaces the set of held blocks (at open, and once a deletion is
+    /// durable).
+    pub(crate) fn set_held(&mut self, held: Bitmap) {
+        self.held = held;
+    }
+
+    /// An empty set of blocks of this image's size.
+    pub(crate) fn empty_set(&self) -> Bitmap {
+        Bitmap::new(self.image_blocks)
     }
 
     /// Starts recording what the preparation of a commit changes, so that

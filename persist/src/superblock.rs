@@ -7,7 +7,8 @@ use zerocopy::FromBytes;
 use crate::device::{BLOCK_SIZE, BlockDevice};
 use crate::error::{DeviceError, Error};
 use crate::layout::{
-    FORMAT_VERSION, MAGIC, MAX_IMAGE_BLOCKS, SUPERBLOCK_CHECKSUM_OFFSET, Superblock, crc32c,
+    FORMAT_VERSION, MAGIC, MAX_IMAGE_BLOCKS, SNAPSHOTS_FORMAT_VERSION, SUPERBLOCK_CHECKSUM_OFFSET,
+    Superblock, crc32c,
 };
 
 /// The smallest image: two superblocks, a free-space root and bitmap,
@@ -41,8 +42,13 @@ pub(crate) fn read_slot<D: BlockDevice>(device: &mut D, slot: u64) -> Result<Slo
         return Ok(Slot::BadChecksum);
     }
     let version = superblock.format_version.get();
-    if version != FORMAT_VERSION {
+    if version != FORMAT_VERSION && version != SNAPSHOTS_FORMAT_VERSION {
         return Ok(Slot::NewerVersion(version));
+    }
+    // Version 1 has no snapshot table, and version 2 exists for one: a
+    // superblock that says otherwise was not written by this code.
+    if (version == SNAPSHOTS_FORMAT_VERSION) == superblock.snapshot_table.first.is_none() {
+        return Ok(Slot::BadChecksum);
     }
     // Commit n lives in slot n % 2; anything else is not ours to trust.
     if superblock.sequence.get() % 2 != slot {
@@ -73,7 +79,7 @@ pub(crate) fn choose<D: BlockDevice>(device: &mut D) -> Result<Chosen, Error> {
         if let Slot::NewerVersion(found) = slot {
             return Err(Error::UnsupportedVersion {
                 found: *found,
-                supported: FORMAT_VERSION,
+                supported: SNAPSHOTS_FORMAT_VERSION,
             });
         }
     }

@@ -23,6 +23,12 @@ pub enum ImageCommand {
     /// discarding the damaged one for good (like `zpool import -F`); the
     /// rollback is recorded in the image.
     Rollback(RollbackArgs),
+    /// List, create, apply or delete named snapshots (`qemu-img snapshot`'s
+    /// `-l`, `-c TAG`, `-a TAG`, `-d TAG`).
+    Snapshot(crate::snapshot::SnapshotArgs),
+    /// Write one state of an image (its last commit, or `--snapshot TAG`)
+    /// as a new compact image without snapshots, which boots.
+    Export(crate::snapshot::ExportArgs),
 }
 
 /// `image rollback`.
@@ -128,6 +134,24 @@ pub fn run(command: ImageCommand) -> Result<()> {
         }
         ImageCommand::Rollback(args) => {
             println!("{}", rollback(&args.image)?.confirmation());
+            Ok(())
+        }
+        ImageCommand::Snapshot(args) => {
+            print!(
+                "{}",
+                crate::snapshot::snapshot(&args.image, &args.action()?)?
+            );
+            Ok(())
+        }
+        ImageCommand::Export(args) => {
+            let exported =
+                crate::snapshot::export(&args.image, args.snapshot.as_deref(), &args.output)?;
+            println!(
+                "exported {} ({} blocks, {} pages)",
+                args.output.display(),
+                exported.blocks,
+                exported.pages
+            );
             Ok(())
         }
     }
@@ -306,6 +330,8 @@ pub fn new(args: &NewArgs) -> Result<PathBuf> {
     Ok(output)
 }
 
+/// Opens an image, naming the file (and the rollback, when the newest
+/// commit is damaged) in the error.
 pub(crate) fn open(path: &Path) -> Result<Image<FileDevice>> {
     if !path.is_file() {
         bail!("{} does not exist or is not a file", path.display());
@@ -355,6 +381,8 @@ pub struct ImageInfo {
     pub env: Vec<String>,
     /// Declared ports, durable replies, and the sockets open at the commit.
     pub network: persist::NetworkRecord,
+    /// The named snapshots, oldest first.
+    pub snapshots: Vec<persist::SnapshotInfo>,
 }
 
 /// The declared ports with their sockets: `6379 (socket 3), 80 (socket 4)`.
@@ -450,6 +478,7 @@ impl ImageInfo {
             "durable_replies": self.network.durable_replies,
             "connections": self.network.connections,
             "nonblocking": self.network.nonblocking,
+            "snapshots": crate::snapshot::to_json(&self.snapshots),
         })
     }
 
@@ -473,7 +502,8 @@ impl ImageInfo {
              env:            {:?}\n\
              listen:         {}\n\
              replies:        {}\n\
-             connections:    {}\n",
+             connections:    {}\n\
+             snapshots:      {}\n{}",
             self.path.display(),
             self.id,
             self.name,
@@ -499,13 +529,22 @@ impl ImageInfo {
             listen_text(&self.network.listen),
             replies_text(self.network.durable_replies),
             connections_text(&self.network.connections),
+            self.snapshots.len(),
+            if self.snapshots.is_empty() {
+                String::new()
+            } else {
+                crate::snapshot::table_text(&self.snapshots)
+            },
         )
     }
 }
 
 /// Reads what `image inspect` shows.
 pub fn inspect(path: &Path) -> Result<ImageInfo> {
-    let image = open(path)?;
+    let mut image = open(path)?;
+    let snapshots = image
+        .snapshots()
+        .with_context(|| format!("reading the snapshots of {}", path.display()))?;
     let metadata = image.metadata();
     let stats = image.stats();
     Ok(ImageInfo {
@@ -534,6 +573,7 @@ pub fn inspect(path: &Path) -> Result<ImageInfo> {
         args: metadata.args.clone(),
         env: metadata.env.clone(),
         network: metadata.network.clone(),
+        snapshots,
     })
 }
 

@@ -16,6 +16,7 @@ pub mod paths;
 pub mod private;
 pub mod qemu;
 pub mod run;
+pub mod snapshot;
 pub mod soak;
 pub mod test;
 pub mod tools;

@@ -99,6 +99,61 @@ fn commit_costs(
     Ok(samples)
 }
 
+/// Samples, in ms, of taking a snapshot and of rolling back to it.
+#[derive(Default)]
+struct SnapshotSamples {
+    take: Vec<f64>,
+    rollback: Vec<f64>,
+}
+
+/// Snapshots on two fresh images of `small_bytes` and `big_bytes` of
+/// maximum memory holding the same `dirty` pages `stride` apart, in turns:
+/// each round rewrites the pages, takes a snapshot (timed), rewrites them
+/// again, rolls back to it (timed) and deletes it (untimed).
+fn snapshot_costs(
+    directory: &Path,
+    [small_bytes, big_bytes]: [u64; 2],
+    dirty: u64,
+    stride: u64,
+    repetitions: usize,
+) -> Result<[SnapshotSamples; 2]> {
+    let paths = [
+        directory.join("snapshot-small.img"),
+        directory.join("snapshot-big.img"),
+    ];
+    let mut images = [image(&paths[0], small_bytes)?, image(&paths[1], big_bytes)?];
+    let mut samples = [SnapshotSamples::default(), SnapshotSamples::default()];
+    for repetition in 0..=repetitions as u64 {
+        for (image, samples) in images.iter_mut().zip(&mut samples) {
+            let stage = |image: &mut Image<FileDevice>, round: u64| -> Result<()> {
+                for page_number in 0..dirty {
+                    image.stage_page(page_number * stride, &page(round * dirty + page_number))?;
+                }
+                image.commit()?;
+                Ok(())
+            };
+            stage(image, repetition * 2)?;
+            let started = Instant::now();
+            image.snapshot_create("bench", repetition)?;
+            let take = milliseconds(started.elapsed());
+            stage(image, repetition * 2 + 1)?;
+            let started = Instant::now();
+            image.snapshot_apply("bench")?;
+            let rollback = milliseconds(started.elapsed());
+            image.snapshot_delete("bench")?;
+            if repetition > 0 {
+                samples.take.push(take);
+                samples.rollback.push(rollback);
+            }
+        }
+    }
+    drop(images);
+    for path in paths {
+        std::fs::remove_file(path)?;
+    }
+    Ok(samples)
+}
+
 /// `total_mib` of pages committed 4 MiB at a time, against raw writes of
 /// the same blocks through the same file device with one flush per 4 MiB:
 /// MiB/s samples of (persist, raw).
@@ -199,6 +254,32 @@ fn main() -> Result<()> {
                 goal: Some(emit::Goal::RatioAtMost(1.2)),
             });
         }
+    }
+
+    // Snapshots cost what the pages touched cost, not the memory maximum.
+    let dirty = 64;
+    emit::step(&format!(
+        "snapshot take and rollback, {dirty} pages, 1 MiB and 1 GiB maximum"
+    ));
+    let stride = MIB / PAGE_SIZE as u64 / dirty;
+    let [small, big] = snapshot_costs(&directory, [MIB, GIB], dirty, stride, repetitions)?;
+    for (name, title, big_samples, small_samples) in [
+        ("take", "taking a snapshot", &big.take, &small.take),
+        (
+            "rollback",
+            "rolling back to a snapshot",
+            &big.rollback,
+            &small.rollback,
+        ),
+    ] {
+        emit::figure(&emit::Figure {
+            name: &format!("persist.snapshot_{name}_{dirty}_pages"),
+            title: &format!("{title} of {dirty} stored pages, 1 GiB-max image"),
+            unit: "ms",
+            amber: big_samples,
+            baseline: Some(("1 MiB-max image, same pages", small_samples)),
+            goal: Some(emit::Goal::RatioAtMost(1.2)),
+        });
     }
 
     let total_mib = if is_quick { 16 } else { 64 };

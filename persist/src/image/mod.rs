@@ -22,8 +22,10 @@ use crate::page_map::{self, UpdateCounts, Updater};
 use crate::space::{self, SpaceMap};
 use crate::superblock::MIN_IMAGE_BLOCKS;
 
+mod export;
 mod open;
 mod paging;
+pub(crate) mod snapshots;
 pub use open::{RollbackRecord, Unopened};
 pub use paging::PageLocation;
 
@@ -96,6 +98,16 @@ pub struct ImageStats {
     pub module_len_bytes: u64,
 }
 
+/// What [`Image::prepare_commit`] wrote: the superblock to write, the free
+/// space to install, the metadata chain's blocks and what the commit does
+/// to the snapshots.
+type PreparedCommit = (
+    Superblock,
+    space::WrittenSpace,
+    Vec<u64>,
+    Option<snapshots::SnapshotEffect>,
+);
+
 /// An open domain image on a block device.
 #[derive(Debug)]
 pub struct Image<D> {
@@ -122,6 +134,12 @@ pub struct Image<D> {
     /// names two states. Zero otherwise.
     next_sequence_at_least: u64,
     poisoned: Option<PoisonCause>,
+    /// The last commit's snapshot table (empty: none).
+    snapshots: crate::snapshot::SnapshotTable,
+    /// The blocks of its chain, freed when the table changes.
+    snapshot_table_blocks: Vec<u64>,
+    /// The change to the table the commit under way makes.
+    pending_snapshot: Option<snapshots::SnapshotChange>,
 }
 
 impl<D: BlockDevice> Image<D> {
@@ -206,6 +224,9 @@ impl<D: BlockDevice> Image<D> {
             committed_page_limit,
             next_sequence_at_least: 0,
             poisoned: None,
+            snapshots: Default::default(),
+            snapshot_table_blocks: Vec::new(),
+            pending_snapshot: None,
         };
         image.write_commit()?;
         Ok(image)
@@ -375,7 +396,7 @@ impl<D: BlockDevice> Image<D> {
         // What preparing allocates is taken back if the commit fails.
         let mark = self.space.mark();
         let prepared = self.prepare_commit();
-        let (superblock, written_space, metadata_blocks) = match prepared {
+        let (superblock, written_space, metadata_blocks, snapshot_effect) = match prepared {
             Ok(prepared) => prepared,
             Err(error) => {
                 self.space.undo(mark);
@@ -411,6 +432,12 @@ impl<D: BlockDevice> Image<D> {
             blocks_written: self.blocks_written_since_commit,
         };
         self.space.install(written_space);
+        if let Some(mut effect) = snapshot_effect {
+            if let Some(metadata) = effect.metadata.take() {
+                self.metadata = metadata;
+            }
+            self.install_snapshot_effect(effect);
+        }
         self.superblock = superblock;
         self.metadata_blocks = metadata_blocks;
         self.committed_page_limit = self.metadata.page_limit();
@@ -437,17 +464,31 @@ impl<D: BlockDevice> Image<D> {
         Ok(next)
     }
 
-    /// Writes everything but the superblock (unflushed).
-    fn prepare_commit(&mut self) -> Result<(Superblock, space::WrittenSpace, Vec<u64>), Error> {
+    /// Writes everything but the superblock (unflushed), with the change
+    /// to the snapshot table a snapshot operation asked for.
+    fn prepare_commit(&mut self) -> Result<PreparedCommit, Error> {
         let sequence = self.next_sequence()?;
         let image_blocks = self.image_blocks();
-        let changes: Vec<(u64, Pointer)> = self
-            .staged_pages
-            .iter()
-            .map(|(page_index, pointer)| (*page_index, *pointer))
-            .collect();
+        let change = self.pending_snapshot.take();
+        let applied = match &change {
+            Some(change) => self.prepare_snapshot_pages(change)?,
+            None => None,
+        };
+        let changes: Vec<(u64, Pointer)> = match applied {
+            Some(_) => Vec::new(),
+            None => self
+                .staged_pages
+                .iter()
+                .map(|(page_index, pointer)| (*page_index, *pointer))
+                .collect(),
+        };
         let mut counts = UpdateCounts::default();
         let mut page_map_root = self.superblock.page_map_root;
+        if let Some((root, pages)) = applied {
+            page_map_root = root;
+            counts.pages_added = pages;
+            counts.pages_removed = self.superblock.pages_stored.get();
+        }
         if !changes.is_empty() {
             let mut updater = Updater {
                 device: &mut self.device,
@@ -470,8 +511,16 @@ impl<D: BlockDevice> Image<D> {
         for &block in &self.metadata_blocks {
             self.space.free(block);
         }
+        let metadata = match &change {
+            Some(snapshots::SnapshotChange::Apply { metadata, .. }) => {
+                let mut metadata = (**metadata).clone();
+                metadata.counters.commits = self.metadata.counters.commits;
+                metadata
+            }
+            _ => self.metadata.clone(),
+        };
         let record = MetadataRecord {
-            metadata: self.metadata.clone(),
+            metadata,
             module: self.module,
         };
         let record_bytes = crate::migrate::encode_record(&record)?;
@@ -481,18 +530,26 @@ impl<D: BlockDevice> Image<D> {
             &record_bytes,
             &mut self.blocks_written_since_commit,
         )?;
-        let written_space = self
-            .space
-            .write(&mut self.device, &mut self.blocks_written_since_commit)?;
-
         let mut superblock = self.superblock.clone();
         superblock.sequence = U64::new(sequence);
         superblock.page_map_root = page_map_root;
         superblock.metadata = metadata_pointer;
-        superblock.free_space_root = written_space.root;
         superblock.pages_stored = U64::new(pages_stored);
+        let snapshot_effect = match change {
+            Some(change) => Some(self.prepare_snapshot_table(
+                change,
+                &mut superblock,
+                &metadata_pointer,
+                &metadata_blocks,
+            )?),
+            None => None,
+        };
+        let written_space = self
+            .space
+            .write(&mut self.device, &mut self.blocks_written_since_commit)?;
+        superblock.free_space_root = written_space.root;
         superblock.blocks_used = U64::new(written_space.blocks_used);
-        Ok((superblock, written_space, metadata_blocks))
+        Ok((superblock, written_space, metadata_blocks, snapshot_effect))
     }
 
     /// Sizes and counts.

@@ -76,6 +76,7 @@ struct LoadedCommit {
     space: LoadedSpace,
     record: MetadataRecord,
     metadata_blocks: Vec<u64>,
+    snapshots: Option<super::snapshots::LoadedSnapshots>,
 }
 
 /// Reads and checks the commit `superblock` names (see the module docs).
@@ -127,10 +128,12 @@ fn load_commit<D: BlockDevice>(
             "page count disagrees with the page map",
         ));
     }
+    let snapshots = super::snapshots::load(device, superblock, &space.used)?;
     Ok(LoadedCommit {
         space,
         record,
         metadata_blocks,
+        snapshots,
     })
 }
 
@@ -264,8 +267,15 @@ impl<D: BlockDevice> Image<D> {
         older_space: Option<LoadedSpace>,
     ) -> Self {
         let image_blocks = superblock.block_count.get();
-        let space = SpaceMap::opened(image_blocks, commit.space, older_space);
+        let mut space = SpaceMap::opened(image_blocks, commit.space, older_space);
         let committed_page_limit = commit.record.metadata.page_limit();
+        let (snapshots, snapshot_table_blocks) = match commit.snapshots {
+            Some(loaded) => {
+                space.set_held(loaded.held);
+                (loaded.table, loaded.table_blocks)
+            }
+            None => (Default::default(), Vec::new()),
+        };
         Self {
             device,
             superblock,
@@ -280,6 +290,9 @@ impl<D: BlockDevice> Image<D> {
             committed_page_limit,
             next_sequence_at_least: 0,
             poisoned: None,
+            snapshots,
+            snapshot_table_blocks,
+            pending_snapshot: None,
         }
     }
 

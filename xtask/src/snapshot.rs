@@ -1,0 +1,236 @@
+//! `cargo xtask image snapshot` and `image export`: named states of an image.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::{ArgGroup, Args};
+use persist::{FileDevice, Image, SnapshotInfo};
+
+/// `image snapshot`, in `qemu-img snapshot`'s convention: exactly one of
+/// `-l`, `-c TAG`, `-a TAG`, `-d TAG`.
+#[derive(Debug, Args)]
+#[command(group(
+    ArgGroup::new("action")
+        .required(true)
+        .args(["list", "create", "apply", "delete"])
+))]
+pub struct SnapshotArgs {
+    /// List the snapshots.
+    #[arg(short = 'l', long = "list")]
+    pub list: bool,
+    /// Take a snapshot of the last commit, tagged TAG.
+    #[arg(short = 'c', long = "create", value_name = "TAG")]
+    pub create: Option<String>,
+    /// Make the snapshot tagged TAG the image's state (the snapshot stays).
+    #[arg(short = 'a', long = "apply", value_name = "TAG")]
+    pub apply: Option<String>,
+    /// Delete the snapshot tagged TAG, giving back the blocks only it held.
+    #[arg(short = 'd', long = "delete", value_name = "TAG")]
+    pub delete: Option<String>,
+    /// The image file.
+    pub image: PathBuf,
+}
+
+/// What `image snapshot` does, from its flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnapshotAction {
+    List,
+    Create(String),
+    Apply(String),
+    Delete(String),
+}
+
+impl SnapshotArgs {
+    /// The one action the flags name (clap's group makes it exactly one).
+    pub fn action(&self) -> Result<SnapshotAction> {
+        Ok(match (&self.create, &self.apply, &self.delete) {
+            (Some(tag), None, None) => SnapshotAction::Create(tag.clone()),
+            (None, Some(tag), None) => SnapshotAction::Apply(tag.clone()),
+            (None, None, Some(tag)) => SnapshotAction::Delete(tag.clone()),
+            (None, None, None) if self.list => SnapshotAction::List,
+            _ => bail!("give exactly one of -l, -c TAG, -a TAG, -d TAG"),
+        })
+    }
+}
+
+/// `image export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The image file.
+    pub image: PathBuf,
+    /// Export this snapshot instead of the last commit.
+    #[arg(long = "snapshot", value_name = "TAG")]
+    pub snapshot: Option<String>,
+    /// The new image file (must not exist).
+    #[arg(short = 'o', long = "output")]
+    pub output: PathBuf,
+}
+
+/// Opens an image for a snapshot command, naming the file in errors.
+fn open(path: &Path) -> Result<Image<FileDevice>> {
+    crate::image::open(path)
+}
+
+/// Seconds since 1970 now: the creation time a snapshot records.
+fn now_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs())
+        .unwrap_or(0)
+}
+
+/// Runs one `image snapshot` action; returns what it prints.
+pub fn snapshot(path: &Path, action: &SnapshotAction) -> Result<String> {
+    let mut image = open(path)?;
+    let display = path.display();
+    let refused = |error: persist::Error| anyhow::Error::new(error).context(format!("{display}"));
+    match action {
+        SnapshotAction::List => {
+            let snapshots = image.snapshots().map_err(refused)?;
+            Ok(table_text(&snapshots))
+        }
+        SnapshotAction::Create(tag) => {
+            let id = image.snapshot_create(tag, now_seconds()).map_err(refused)?;
+            Ok(format!(
+                "{display}: snapshot {id} tagged {tag} of commit {}\n",
+                image.sequence()
+            ))
+        }
+        SnapshotAction::Apply(tag) => {
+            let stats = image.snapshot_apply(tag).map_err(refused)?;
+            Ok(format!(
+                "{display}: at snapshot {tag} now (commit {})\n",
+                stats.sequence
+            ))
+        }
+        SnapshotAction::Delete(tag) => {
+            let stats = image.snapshot_delete(tag).map_err(refused)?;
+            Ok(format!(
+                "{display}: snapshot {tag} deleted (commit {}); the blocks only it held \
+                 are free once the commit before is superseded\n",
+                stats.sequence
+            ))
+        }
+    }
+}
+
+/// A UTC date and time for seconds since 1970 (Howard Hinnant's
+/// days-to-civil algorithm).
+pub fn date_text(seconds: u64) -> String {
+    let days = (seconds / 86_400) as i64;
+    let second_of_day = seconds % 86_400;
+    let shifted = days + 719_468;
+    let era = shifted.div_euclid(146_097);
+    let day_of_era = shifted.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        second_of_day / 3600,
+        second_of_day / 60 % 60,
+        second_of_day % 60
+    )
+}
+
+/// The domain clock as `seconds.milliseconds`.
+fn clock_text(clock_ns: u64) -> String {
+    format!(
+        "{}.{:03}",
+        clock_ns / 1_000_000_000,
+        clock_ns / 1_000_000 % 1000
+    )
+}
+
+/// The list in `qemu-img snapshot -l`'s shape.
+pub fn table_text(snapshots: &[SnapshotInfo]) -> String {
+    if snapshots.is_empty() {
+        return "no snapshots\n".into();
+    }
+    let tag_width = snapshots
+        .iter()
+        .map(|info| info.tag.len())
+        .max()
+        .unwrap_or(3)
+        .max(3);
+    let mut text = format!(
+        "{:<4} {:<tag_width$} {:<19} {:>12} {:>8} {:>11}\n",
+        "ID", "TAG", "DATE", "DOMAIN CLOCK", "PAGES", "OWN BLOCKS"
+    );
+    for info in snapshots {
+        text.push_str(&format!(
+            "{:<4} {:<tag_width$} {:<19} {:>12} {:>8} {:>11}\n",
+            info.id,
+            info.tag,
+            date_text(info.created),
+            clock_text(info.clock_ns),
+            info.pages_stored,
+            info.exclusive_blocks
+        ));
+    }
+    text
+}
+
+/// Snapshots as `image inspect --json` shows them.
+pub fn to_json(snapshots: &[SnapshotInfo]) -> serde_json::Value {
+    snapshots
+        .iter()
+        .map(|info| {
+            serde_json::json!({
+                "id": info.id.0,
+                "tag": info.tag,
+                "created": info.created,
+                "date": date_text(info.created),
+                "clock_ns": info.clock_ns,
+                "sequence": info.sequence,
+                "pages_stored": info.pages_stored,
+                "exclusive_blocks": info.exclusive_blocks,
+            })
+        })
+        .collect()
+}
+
+/// What `image export` wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exported {
+    pub blocks: u64,
+    pub pages: u64,
+}
+
+/// Writes one state of `path` (its last commit, or snapshot `tag`) as a
+/// new image at `output`, sized to fit, and verifies it.
+pub fn export(path: &Path, tag: Option<&str>, output: &Path) -> Result<Exported> {
+    if output.exists() {
+        bail!(
+            "{} exists already: export writes a new image",
+            output.display()
+        );
+    }
+    let mut image = open(path)?;
+    let refused = |error: persist::Error| {
+        anyhow::Error::new(error).context(format!("exporting {}", path.display()))
+    };
+    let blocks = image.export_block_count(tag).map_err(refused)?;
+    let device = FileDevice::create(output, blocks)
+        .with_context(|| format!("creating {}", output.display()))?;
+    let exported = image.export_to(tag, device).map_err(|error| {
+        let _ = std::fs::remove_file(output);
+        refused(error)
+    });
+    let mut exported = exported?;
+    let report = exported
+        .verify()
+        .with_context(|| format!("{} failed verification", output.display()))?;
+    Ok(Exported {
+        blocks,
+        pages: report.pages_checked,
+    })
+}
