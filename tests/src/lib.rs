@@ -275,3 +275,30 @@ pub fn test_config() -> Result<QemuConfig> {
         .map_err(|error| anyhow!("building the kernel: {error}"))?;
     Ok(QemuConfig::for_tests())
 }
+
+/// Opens `count` connections to `address` from several threads at once
+/// (one after another, slirp takes each in turn) and returns those that
+/// opened.
+pub fn flood(address: std::net::SocketAddr, count: usize) -> Vec<std::net::TcpStream> {
+    const THREADS: usize = 25;
+    let workers: Vec<_> = (0..THREADS)
+        .map(|thread| {
+            std::thread::spawn(move || {
+                (thread..count)
+                    .step_by(THREADS)
+                    .filter_map(|_| {
+                        std::net::TcpStream::connect_timeout(
+                            &address,
+                            std::time::Duration::from_secs(5),
+                        )
+                        .ok()
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    workers
+        .into_iter()
+        .flat_map(|worker| worker.join().unwrap_or_default())
+        .collect()
+}

@@ -11,7 +11,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use tests::forwarded_machine;
+use tests::{flood, forwarded_machine};
 
 /// The port the echo listens on in the guest (kernel diagnostics::tcp_echo).
 const ECHO_PORT: u16 = 7;
@@ -77,12 +77,9 @@ fn the_host_reaches_a_listener_through_a_forward_and_a_flood_of_clients_leaves_i
         .map_err(|error| machine.failure(&format!("echoing 100 kB: {error:#}")))?;
 
     let flood_started = Instant::now();
-    let mut clients = Vec::new();
-    for _ in 0..FLOOD_CLIENTS {
-        if let Ok(mut client) = TcpStream::connect_timeout(&address, Duration::from_secs(2)) {
-            let _ = client.write_all(b"x");
-            clients.push(client);
-        }
+    let mut clients = flood(address, FLOOD_CLIENTS);
+    for client in &mut clients {
+        let _ = client.write_all(b"x");
     }
     let opened = clients.len();
     // Some of them were served: the ones the echo holds answer.

@@ -93,12 +93,18 @@ fn user_net_of(machine: Option<&str>, forwards: &[Forward]) -> Option<UserNet> {
     })
 }
 
-/// A forward for every port the domain images `disks` declare
-/// (`Metadata.network.listen`): from the same host port when it is free,
-/// else from another; each mapping is printed with the domain's name.
-fn declared_forwards(disks: &[PathBuf]) -> Result<Vec<Forward>> {
-    let mut forwards: Vec<Forward> = Vec::new();
+/// A forward for every port the domain images among `disks` declare
+/// (`Metadata.network.listen`) and every port an app of the apps archive
+/// `archive` declares (so that a domain `spawn` starts is reachable too):
+/// from the same host port when it is free, else from another; each
+/// mapping is printed with the domain's or the app's name. Blank spares
+/// have no ports.
+fn declared_forwards(disks: &[PathBuf], archive: &Path) -> Result<Vec<Forward>> {
+    let mut declared: Vec<(String, u16)> = Vec::new();
     for disk in disks {
+        if is_blank(disk)? {
+            continue;
+        }
         let image = match image::open(disk) {
             Ok(image) => image,
             Err(error) => {
@@ -107,24 +113,41 @@ fn declared_forwards(disks: &[PathBuf]) -> Result<Vec<Forward>> {
             }
         };
         let metadata = image.metadata();
-        for &guest_port in &metadata.network.listen {
-            let is_taken = |port: u16| forwards.iter().any(|forward| forward.host_port == port);
-            let host_port = if !is_taken(guest_port)
-                && std::net::TcpListener::bind(("127.0.0.1", guest_port)).is_ok()
-            {
-                guest_port
-            } else {
-                free_port()?
-            };
-            eprintln!(
-                "{}: 127.0.0.1:{host_port} -> port {guest_port}",
-                metadata.name.escape_debug()
-            );
-            forwards.push(Forward {
-                host_port,
-                guest_port,
-            });
+        for &port in &metadata.network.listen {
+            declared.push((metadata.name.escape_debug().to_string(), port));
         }
+    }
+    let device = persist::FileDevice::open(archive)
+        .with_context(|| format!("opening {}", archive.display()))?;
+    let archive = persist::archive::Archive::open(device)
+        .with_context(|| format!("reading the apps archive {}", archive.display()))?;
+    for entry in archive.entries() {
+        for &port in &entry.network.listen {
+            declared.push((format!("{} (spawn {})", entry.name, entry.name), port));
+        }
+    }
+    let mut forwards: Vec<Forward> = Vec::new();
+    for (name, guest_port) in declared {
+        // One forward per guest port: two domains cannot hold one port.
+        if forwards
+            .iter()
+            .any(|forward| forward.guest_port == guest_port)
+        {
+            continue;
+        }
+        let is_taken = |port: u16| forwards.iter().any(|forward| forward.host_port == port);
+        let host_port = if !is_taken(guest_port)
+            && std::net::TcpListener::bind(("127.0.0.1", guest_port)).is_ok()
+        {
+            guest_port
+        } else {
+            free_port()?
+        };
+        eprintln!("{name}: 127.0.0.1:{host_port} -> port {guest_port}");
+        forwards.push(Forward {
+            host_port,
+            guest_port,
+        });
     }
     Ok(forwards)
 }
@@ -160,18 +183,28 @@ pub fn run(args: &RunArgs) -> Result<()> {
     } else {
         args.domains.clone()
     };
-    let mut forwards = declared_forwards(&disks)?;
+    // For `spawn APP`: the apps archive, and the spare disks with whatever
+    // earlier runs spawned on them.
+    let archive = archive::build(&[])?;
+    let spares = spare_disks(freshness)?;
+    let mut forwards: Vec<Forward> = args.forwards.clone();
     for forward in &args.forwards {
         eprintln!(
             "--forward: 127.0.0.1:{} -> port {}",
             forward.host_port, forward.guest_port
         );
     }
-    forwards.extend(args.forwards.iter().copied());
-    // For `spawn APP`: the apps archive, and the spare disks with whatever
-    // earlier runs spawned on them.
-    disks.push(archive::build(&[])?);
-    disks.extend(spare_disks(freshness)?);
+    let images: Vec<PathBuf> = disks.iter().chain(&spares).cloned().collect();
+    for forward in declared_forwards(&images, &archive)? {
+        if !forwards
+            .iter()
+            .any(|given| given.guest_port == forward.guest_port)
+        {
+            forwards.push(forward);
+        }
+    }
+    disks.push(archive);
+    disks.extend(spares);
     let mut config = QemuConfig {
         accel: args
             .accel
