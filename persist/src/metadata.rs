@@ -70,17 +70,23 @@ pub fn check_name(name: &str) -> Result<(), NameError> {
             len_bytes: bytes.len(),
         });
     }
+    match outside_name_alphabet(bytes) {
+        Some((at, byte)) => Err(NameError::Character { at, byte }),
+        None => Ok(()),
+    }
+}
+
+/// The first byte of `bytes` outside the alphabet of names (and snapshot
+/// tags): ASCII letters and digits, and `-`, `_`, `.` after the first.
+pub(crate) fn outside_name_alphabet(bytes: &[u8]) -> Option<(usize, u8)> {
     let is_allowed = |at: usize, byte: u8| {
         byte.is_ascii_alphanumeric() || (at > 0 && matches!(byte, b'-' | b'_' | b'.'))
     };
-    match bytes
+    bytes
         .iter()
         .enumerate()
         .find(|&(at, &byte)| !is_allowed(at, byte))
-    {
-        Some((at, &byte)) => Err(NameError::Character { at, byte }),
-        None => Ok(()),
-    }
+        .map(|(at, &byte)| (at, byte))
 }
 
 /// SHA-256 of the module bytes: what names a stored module.

@@ -82,15 +82,8 @@ pub fn check_tag(tag: &str) -> Result<(), TagError> {
             len_bytes: bytes.len(),
         });
     }
-    let is_allowed = |at: usize, byte: u8| {
-        byte.is_ascii_alphanumeric() || (at > 0 && matches!(byte, b'-' | b'_' | b'.'))
-    };
-    match bytes
-        .iter()
-        .enumerate()
-        .find(|&(at, &byte)| !is_allowed(at, byte))
-    {
-        Some((at, &byte)) => Err(TagError::Character { at, byte }),
+    match crate::metadata::outside_name_alphabet(bytes) {
+        Some((at, byte)) => Err(TagError::Character { at, byte }),
         None => Ok(()),
     }
 }
