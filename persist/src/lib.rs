@@ -47,7 +47,10 @@ pub use metadata::{
 };
 pub use network::{ListenError, NetworkDeclaration, check_listen};
 pub use page_map::{MAX_PAGES, PAGE_MAP_HEIGHT};
-pub use snapshot::{MAX_SNAPSHOTS, MAX_TAG_LEN, SnapshotId, SnapshotInfo, TagError, check_tag};
+pub use snapshot::{
+    MAX_SNAPSHOTS, MAX_TAG_LEN, SnapshotId, SnapshotInfo, TagError, check_tag, clock_text,
+    date_text, table_text,
+};
 pub use superblock::MIN_IMAGE_BLOCKS;
 pub use validate::{MetadataError, validate};
 pub use verify::{VerifyReport, reachable_blocks};

@@ -302,6 +302,34 @@ pub struct Metadata {
 }
 
 impl Metadata {
+    /// The live state `self` rolled back to `snapshot`, a state of the same
+    /// domain: the domain's own state (memory size, globals, suspension,
+    /// status, clock) is the snapshot's; everything other parties rely on
+    /// stays the live one, so a rollback loses and doubles no message and
+    /// breaks no promise made since the snapshot:
+    /// - identity (ID, name), WASI arguments and environment;
+    /// - messaging: the mailbox (messages accepted and not yet received are
+    ///   still received), the outbox (still delivered), and the message
+    ///   numbers (every sender's accepted count and the domain's send
+    ///   counts go on, so a message it sends after the rollback is new to
+    ///   its receiver and a sender's resend is still recognised). Messages
+    ///   it received after the snapshot are not received again: the
+    ///   rollback forgets having handled them;
+    /// - the network: its declared ports and open connections (which read
+    ///   as reset when the domain runs, as after any restore);
+    /// - the migration record and the running totals.
+    pub fn rolled_back_to(&self, snapshot: Metadata) -> Metadata {
+        Metadata {
+            memory_pages: snapshot.memory_pages,
+            memory_max_pages: snapshot.memory_max_pages,
+            globals: snapshot.globals,
+            status: snapshot.status,
+            suspension: snapshot.suspension,
+            clock_ns: snapshot.clock_ns,
+            ..self.clone()
+        }
+    }
+
     /// Pages of [`crate::PAGE_SIZE`] below the memory maximum (capped at what
     /// the page map can address).
     pub fn page_limit(&self) -> u64 {

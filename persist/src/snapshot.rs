@@ -8,6 +8,7 @@
 //! with snapshots says version 2, so code that predates snapshots refuses it
 //! (`UnsupportedVersion`) rather than free the blocks only snapshots hold.
 
+use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
@@ -30,9 +31,10 @@ pub(crate) const MAX_TABLE_BYTES: u64 = 64 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SnapshotId(pub u64);
 
+/// Honours width and alignment, for tables.
 impl fmt::Display for SnapshotId {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(formatter, "{}", self.0)
+        fmt::Display::fmt(&self.0, formatter)
     }
 }
 
@@ -195,6 +197,71 @@ pub struct SnapshotInfo {
     pub exclusive_blocks: u64,
 }
 
+/// A UTC date and time for seconds since 1970 (Howard Hinnant's
+/// days-to-civil algorithm).
+pub fn date_text(seconds: u64) -> String {
+    let days = (seconds / 86_400) as i64;
+    let second_of_day = seconds % 86_400;
+    let shifted = days + 719_468;
+    let era = shifted.div_euclid(146_097);
+    let day_of_era = shifted.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        second_of_day / 3600,
+        second_of_day / 60 % 60,
+        second_of_day % 60
+    )
+}
+
+/// The domain clock as `seconds.milliseconds`.
+pub fn clock_text(clock_ns: u64) -> String {
+    format!(
+        "{}.{:03}",
+        clock_ns / 1_000_000_000,
+        clock_ns / 1_000_000 % 1000
+    )
+}
+
+/// The list in `qemu-img snapshot -l`'s shape.
+pub fn table_text(snapshots: &[SnapshotInfo]) -> String {
+    if snapshots.is_empty() {
+        return "no snapshots\n".into();
+    }
+    let tag_width = snapshots
+        .iter()
+        .map(|info| info.tag.len())
+        .max()
+        .unwrap_or(3)
+        .max(3);
+    let mut text = format!(
+        "{:<4} {:<tag_width$} {:<19} {:>12} {:>8} {:>11}\n",
+        "ID", "TAG", "DATE", "DOMAIN CLOCK", "PAGES", "OWN BLOCKS"
+    );
+    for info in snapshots {
+        text.push_str(&format!(
+            "{:<4} {:<tag_width$} {:<19} {:>12} {:>8} {:>11}\n",
+            info.id,
+            info.tag,
+            date_text(info.created),
+            clock_text(info.clock_ns),
+            info.pages_stored,
+            info.exclusive_blocks
+        ));
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,5 +329,15 @@ mod tests {
         };
         assert!(SnapshotTable::decode(&many.encode()).is_err());
         assert!(SnapshotTable::decode(&[0xff; 7]).is_err());
+    }
+
+    #[test]
+    fn dates_and_tables_read_as_qemu_img_shows_them() {
+        assert_eq!(date_text(0), "1970-01-01 00:00:00");
+        assert_eq!(date_text(951_782_400), "2000-02-29 00:00:00");
+        assert_eq!(date_text(1_795_603_661), "2026-11-25 10:47:41");
+        assert_eq!(clock_text(12_345_678_901), "12.345");
+        assert_eq!(table_text(&[]), "no snapshots\n");
+        assert_eq!(format!("{:<4}|", SnapshotId(7)), "7   |");
     }
 }

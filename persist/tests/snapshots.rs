@@ -30,6 +30,49 @@ fn tags(image: &mut Image<impl persist::BlockDevice>) -> Vec<String> {
         .collect()
 }
 
+/// A rollback takes the domain's own state from the snapshot and keeps
+/// what other domains rely on: the mailbox, the outbox and the message
+/// numbers (so no message is lost or doubled), identity and totals.
+#[test]
+fn apply_keeps_messaging_identity_and_totals_live() {
+    use persist::{DomainId, MessageCounts, StoredMessage, StoredOutboxMessage};
+    let mut image = image_with_pages(2048, 4, 10);
+    image.metadata_mut().clock_ns = 1_000;
+    image.snapshot_create("old", 0).unwrap();
+    let peer = DomainId(7);
+    let metadata = image.metadata_mut();
+    metadata.clock_ns = 2_000;
+    metadata.mailbox = vec![StoredMessage {
+        sender: peer,
+        bytes: b"arrived after".to_vec(),
+    }];
+    metadata.outbox = vec![StoredOutboxMessage {
+        receiver: peer,
+        sequence: 3,
+        bytes: b"sent after".to_vec(),
+    }];
+    metadata.message_counts = MessageCounts {
+        sent: vec![(peer, 3)],
+        accepted: vec![(peer, 5)],
+    };
+    metadata.counters.fuel_used = 123_456;
+    image.stage_page(0, &page(99)).unwrap();
+    image.commit().unwrap();
+    let live = image.metadata().clone();
+
+    image.snapshot_apply("old").unwrap();
+    let mut image = Image::open(image.into_device()).unwrap();
+    let rolled = image.metadata().clone();
+    assert_eq!(read(&mut image, 0), page(10));
+    assert_eq!(rolled.clock_ns, 1_000);
+    assert_eq!(rolled.mailbox, live.mailbox);
+    assert_eq!(rolled.outbox, live.outbox);
+    assert_eq!(rolled.message_counts, live.message_counts);
+    assert_eq!(rolled.counters.fuel_used, 123_456);
+    assert_eq!((rolled.id, &rolled.name), (live.id, &live.name));
+    image.verify().unwrap();
+}
+
 #[test]
 fn create_list_apply_delete_round_trip() {
     let mut image = image_with_pages(2048, 8, 100);

@@ -533,7 +533,7 @@ impl ImageInfo {
             if self.snapshots.is_empty() {
                 String::new()
             } else {
-                crate::snapshot::table_text(&self.snapshots)
+                persist::table_text(&self.snapshots)
             },
         )
     }

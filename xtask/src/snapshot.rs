@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::{ArgGroup, Args};
-use persist::{FileDevice, Image, SnapshotInfo};
+use persist::{FileDevice, Image, SnapshotInfo, date_text, table_text};
 
 /// `image snapshot`, in `qemu-img snapshot`'s convention: exactly one of
 /// `-l`, `-c TAG`, `-a TAG`, `-d TAG`.
@@ -112,71 +112,6 @@ pub fn snapshot(path: &Path, action: &SnapshotAction) -> Result<String> {
             ))
         }
     }
-}
-
-/// A UTC date and time for seconds since 1970 (Howard Hinnant's
-/// days-to-civil algorithm).
-pub fn date_text(seconds: u64) -> String {
-    let days = (seconds / 86_400) as i64;
-    let second_of_day = seconds % 86_400;
-    let shifted = days + 719_468;
-    let era = shifted.div_euclid(146_097);
-    let day_of_era = shifted.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
-        second_of_day / 3600,
-        second_of_day / 60 % 60,
-        second_of_day % 60
-    )
-}
-
-/// The domain clock as `seconds.milliseconds`.
-fn clock_text(clock_ns: u64) -> String {
-    format!(
-        "{}.{:03}",
-        clock_ns / 1_000_000_000,
-        clock_ns / 1_000_000 % 1000
-    )
-}
-
-/// The list in `qemu-img snapshot -l`'s shape.
-pub fn table_text(snapshots: &[SnapshotInfo]) -> String {
-    if snapshots.is_empty() {
-        return "no snapshots\n".into();
-    }
-    let tag_width = snapshots
-        .iter()
-        .map(|info| info.tag.len())
-        .max()
-        .unwrap_or(3)
-        .max(3);
-    let mut text = format!(
-        "{:<4} {:<tag_width$} {:<19} {:>12} {:>8} {:>11}\n",
-        "ID", "TAG", "DATE", "DOMAIN CLOCK", "PAGES", "OWN BLOCKS"
-    );
-    for info in snapshots {
-        text.push_str(&format!(
-            "{:<4} {:<tag_width$} {:<19} {:>12} {:>8} {:>11}\n",
-            info.id,
-            info.tag,
-            date_text(info.created),
-            clock_text(info.clock_ns),
-            info.pages_stored,
-            info.exclusive_blocks
-        ));
-    }
-    text
 }
 
 /// Snapshots as `image inspect --json` shows them.

@@ -21,6 +21,8 @@ use crate::{print, println};
 use kernel_core::line_editor::LineEditor;
 use kernel_core::migration::Decision;
 
+mod snapshots;
+
 const PROMPT: &str = "amber> ";
 const MAX_LINE_BYTES: usize = 256;
 
@@ -97,10 +99,29 @@ const COMMANDS: &[Command] = &[
     },
     Command {
         name: "rollback",
-        usage: "rollback DISK",
+        usage: "rollback DISK | rollback NAME TAG",
         help: "open the intact older commit of a disk refused for a damaged newest one \
-               (the damaged commit is discarded; the image records it)",
+               (the damaged commit is discarded; the image records it), or run a domain \
+               on from its snapshot TAG",
         run: rollback,
+    },
+    Command {
+        name: "snapshot",
+        usage: "snapshot NAME [TAG]",
+        help: "keep the domain's state now as a named snapshot (copy on write, in its image)",
+        run: snapshots::snapshot,
+    },
+    Command {
+        name: "snapshots",
+        usage: "snapshots NAME",
+        help: "a domain's snapshots: id, tag, date, domain clock, pages, blocks only it holds",
+        run: snapshots::snapshots,
+    },
+    Command {
+        name: "snapshot-delete",
+        usage: "snapshot-delete NAME TAG",
+        help: "forget a snapshot and free the blocks only it held",
+        run: snapshots::snapshot_delete,
     },
     Command {
         name: "stats",
@@ -370,13 +391,18 @@ fn decide(context: &mut Context<'_>, arguments: &str) {
 
 fn rollback(context: &mut Context<'_>, arguments: &str) {
     let mut words = arguments.split_whitespace();
-    let (Some(Ok(disk_index)), None) = (words.next().map(str::parse::<usize>), words.next()) else {
-        println!("usage: rollback DISK (a disk number, as ps shows it)");
-        return;
-    };
-    answer(context.domains.roll_back(disk_index), |rolled| {
-        rollback_line(disk_index, &rolled)
-    });
+    match (words.next(), words.next(), words.next()) {
+        (Some(name), Some(tag), None) => snapshots::rollback_to(context, name, tag),
+        (Some(disk), None, None) if let Ok(disk_index) = disk.parse::<usize>() => {
+            answer(context.domains.roll_back(disk_index), |rolled| {
+                rollback_line(disk_index, &rolled)
+            });
+        }
+        _ => println!(
+            "usage: rollback DISK (a disk number, as ps shows it) | rollback NAME TAG \
+             (a snapshot, as snapshots NAME shows them)"
+        ),
+    }
 }
 
 fn rollback_line(disk_index: usize, rolled: &RolledBack) -> String {

@@ -79,6 +79,12 @@ pub enum DomainError {
         name: String,
         error: persist::Error,
     },
+    /// A snapshot operation persist refused or failed (an unknown or
+    /// duplicate tag, the table full, a damaged snapshot, the disk).
+    Snapshot { name: String, error: persist::Error },
+    /// `rollback NAME TAG` of a domain in a state that cannot be rolled
+    /// back (paused, failed, migrating, moved away, parked).
+    NoRollback { name: String, state: super::State },
     /// A spawned image is on its disk but its domain cannot run.
     CannotRun {
         name: String,
@@ -168,6 +174,11 @@ impl fmt::Display for DomainError {
                 formatter,
                 "formatting spare disk {disk_index} for {name} failed: {error} \
                  (the disk is out of use until a reboot)"
+            ),
+            Self::Snapshot { name, error } => write!(formatter, "{name}: {error}"),
+            Self::NoRollback { name, state } => write!(
+                formatter,
+                "{name} is {state}: only a running, stopped or ended domain can be rolled back"
             ),
             Self::CannotRun {
                 name,

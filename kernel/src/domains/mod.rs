@@ -38,6 +38,7 @@ mod images;
 mod lifecycle;
 pub mod platform;
 mod rollback;
+mod snapshots;
 mod spawn;
 mod table;
 
@@ -45,6 +46,7 @@ pub use checkpoint::{CheckpointReport, CommitTiming};
 pub use error::DomainError;
 pub use lifecycle::Started;
 pub use rollback::{RollbackError, RolledBack};
+pub use snapshots::{RolledBackTo, SnapshotTaken};
 pub use spawn::Spawned;
 pub use table::{DomainKey, State};
 

@@ -53,6 +53,16 @@ impl fmt::Display for RollbackError {
 }
 
 impl Domains {
+    /// The state of what disk `disk_index` holds, once loaded.
+    pub(super) fn state_on_disk(&self, disk_index: usize) -> State {
+        self.table
+            .iter()
+            .find(|(_, entry)| entry.disk_index == disk_index)
+            .map_or(State::Refused("not loaded".into()), |(_, entry)| {
+                entry.state.clone()
+            })
+    }
+
     /// Refuses a disk whose image did not open, with the error's words. A
     /// disk whose newest commit is damaged over an intact one is kept for
     /// `rollback`, and its line says so.
@@ -99,13 +109,7 @@ impl Domains {
             self.table.remove(key);
         }
         self.load_disk(image.into_device());
-        let state = self
-            .table
-            .iter()
-            .find(|(_, entry)| entry.disk_index == disk_index)
-            .map_or(State::Refused("not loaded".into()), |(_, entry)| {
-                entry.state.clone()
-            });
+        let state = self.state_on_disk(disk_index);
         Ok(RolledBack {
             record,
             sequence,

@@ -303,6 +303,14 @@ pub fn attach(window_index: usize, window_start: VirtAddr, disk: PagerDisk) {
     });
 }
 
+/// Takes window `window_index`'s pager away: its domain is gone, and the
+/// window (never handed out again) has no page left to fault in.
+pub fn detach(window_index: usize) {
+    if let Some(slot) = PAGERS.get(window_index) {
+        x86_64::instructions::interrupts::without_interrupts(|| *slot.lock() = None);
+    }
+}
+
 /// Runs `f` on window `window_index`'s pager, if it has one. `f` must not
 /// touch the window.
 pub fn with<T>(window_index: usize, f: impl FnOnce(&mut Pager) -> T) -> Option<T> {

@@ -25,8 +25,9 @@ impl WindowBacking {
     /// image), or demand-zero only without one.
     pub fn new(disk: Option<PagerDisk>) -> WindowBacking {
         WindowBacking {
+            window: None,
             disk,
-            ..WindowBacking::default()
+            pending: Vec::new(),
         }
     }
 
@@ -38,6 +39,17 @@ impl WindowBacking {
 
     fn with_pager<T>(&self, f: impl FnOnce(&mut pager::Pager) -> T) -> Option<T> {
         pager::with(self.pager_index()?, f)
+    }
+}
+
+/// A dropped domain (rolled back to a snapshot and opened again, or gone)
+/// gives its frames back; its window stays reserved, unmapped, for good.
+impl Drop for WindowBacking {
+    fn drop(&mut self) {
+        if let Some(window) = &self.window {
+            window.drop_resident_pages(window.page_count());
+            pager::detach(window.index());
+        }
     }
 }
 

@@ -106,7 +106,7 @@ impl Window {
         paging::resident_pages(self.start, self.page_count())
     }
 
-    fn page_count(&self) -> u64 {
+    pub fn page_count(&self) -> u64 {
         self.size_bytes / frames::FRAME_BYTES
     }
 

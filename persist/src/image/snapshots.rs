@@ -278,12 +278,14 @@ impl<D: BlockDevice> Image<D> {
         self.snapshots.entries.len()
     }
 
-    /// Makes the snapshot tagged `tag` the live state, its pages and its
-    /// metadata (the count of commits alone goes on, since it counts this
-    /// image's commits), as one commit; the snapshot stays. What is staged
-    /// is dropped. The blocks only the old live state reached are given
-    /// back. A snapshot whose page map fails its checks is refused and
-    /// nothing changes.
+    /// Makes the snapshot tagged `tag` the live state, as one commit; the
+    /// snapshot stays. The domain's own state comes from the snapshot (its
+    /// pages, memory size, globals, suspension, status and clock); what
+    /// other parties rely on stays the live one (see
+    /// [`Metadata::rolled_back_to`]: identity, messaging, network, counters).
+    /// What is staged is dropped. The blocks only the old live state reached
+    /// are given back. A snapshot whose page map fails its checks is refused
+    /// and nothing changes.
     pub fn snapshot_apply(&mut self, tag: &str) -> Result<super::CommitStats, Error> {
         let entry = self
             .snapshots
@@ -293,9 +295,10 @@ impl<D: BlockDevice> Image<D> {
         let pointer = entry.metadata_pointer();
         let image_blocks = self.image_blocks();
         let (record, _) = read_record(&mut self.device, &pointer, image_blocks)?;
+        let metadata = self.metadata.rolled_back_to(record.metadata);
         self.commit_with(SnapshotChange::Apply {
             id,
-            metadata: alloc::boxed::Box::new(record.metadata),
+            metadata: alloc::boxed::Box::new(metadata),
         })
     }
 

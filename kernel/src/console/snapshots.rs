@@ -1,0 +1,74 @@
+//! The snapshot commands: `snapshot`, `snapshots`, `rollback NAME TAG`,
+//! `snapshot-delete`.
+
+use alloc::format;
+
+use super::{Context, answer};
+use crate::domains::{RolledBackTo, SnapshotTaken};
+use crate::println;
+
+pub(super) fn snapshot(context: &mut Context<'_>, arguments: &str) {
+    let mut words = arguments.split_whitespace();
+    let (Some(name), tag, None) = (words.next(), words.next(), words.next()) else {
+        println!("usage: snapshot NAME [TAG]");
+        return;
+    };
+    answer(
+        context.domains.snapshot(name, tag),
+        |taken: SnapshotTaken| {
+            format!(
+                "{name}: snapshot {} '{}' taken at domain clock {} s (commit {}, {} us)",
+                taken.id,
+                taken.tag,
+                persist::clock_text(taken.clock_ns),
+                taken.sequence,
+                taken.elapsed_us
+            )
+        },
+    );
+}
+
+pub(super) fn snapshots(context: &mut Context<'_>, arguments: &str) {
+    let Some(name) = super::one_name("snapshots", arguments) else {
+        return;
+    };
+    match context.domains.snapshots(name) {
+        Ok(list) => print_table(&persist::table_text(&list)),
+        Err(error) => println!("error: {error}"),
+    }
+}
+
+/// `rollback NAME TAG` (the console's `rollback` takes a disk number for
+/// a damaged commit, or this).
+pub(super) fn rollback_to(context: &mut Context<'_>, name: &str, tag: &str) {
+    answer(
+        context.domains.roll_back_to(name, tag),
+        |rolled: RolledBackTo| {
+            format!(
+                "{name}: rolled back to snapshot '{}' (domain clock {} s), committed as commit {}; \
+             its mailbox, outbox and message numbers are kept, its connections reset; now {}",
+                rolled.tag,
+                persist::clock_text(rolled.clock_ns),
+                rolled.sequence,
+                rolled.state
+            )
+        },
+    );
+}
+
+pub(super) fn snapshot_delete(context: &mut Context<'_>, arguments: &str) {
+    let mut words = arguments.split_whitespace();
+    let (Some(name), Some(tag), None) = (words.next(), words.next(), words.next()) else {
+        println!("usage: snapshot-delete NAME TAG");
+        return;
+    };
+    answer(context.domains.snapshot_delete(name, tag), |sequence| {
+        format!("{name}: snapshot '{tag}' deleted (commit {sequence})")
+    });
+}
+
+fn print_table(text: &str) {
+    for line in text.lines() {
+        println!("{line}");
+    }
+}

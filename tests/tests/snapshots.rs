@@ -1,0 +1,200 @@
+//! Named snapshots of running domains from the console.
+//!
+//! - counter: `snapshot` while it counts, `rollback` makes it count on from
+//!   the snapshot's number, the snapshots survive a power cut, and deleting
+//!   one leaves `image verify` clean (no block leaked or used twice);
+//! - redis: keys set after a snapshot are gone after a rollback to it, the
+//!   keys from before are back, and the port answers again (clients
+//!   reconnect: connections open at the rollback are reset).
+
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use tests::{
+    ANSWER_TIMEOUT, BOOT_TIMEOUT, Forward, Machine, UserNet, build_apps, count_of, domain_image,
+    free_port, last_count, test_config, work_dir,
+};
+
+/// The tags in the table `snapshots NAME` printed.
+fn listed_tags(table: &[String]) -> Vec<String> {
+    table
+        .iter()
+        .skip_while(|line| !line.starts_with("ID"))
+        .skip(1)
+        .filter_map(|line| line.split_whitespace().nth(1).map(String::from))
+        .collect()
+}
+
+/// The count counter prints next after `after` (a transcript length).
+fn next_count(machine: &mut Machine, after: usize) -> Result<u64> {
+    let deadline = std::time::Instant::now() + ANSWER_TIMEOUT;
+    while std::time::Instant::now() < deadline {
+        let transcript = machine.transcript();
+        if let Some(line) = transcript
+            .get(after..)
+            .and_then(|rest| rest.lines().find(|line| line.contains("[counter] count ")))
+            && let Some(count) = count_of("counter", line)
+        {
+            return Ok(count);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Err(machine.failure("counter printed no count"))
+}
+
+#[test]
+fn counter_rolls_back_to_its_snapshot_and_the_snapshots_survive_a_power_cut() -> Result<()> {
+    let directory = work_dir("snapshots-counter")?;
+    let counter = domain_image(&directory, "counter", "counter")?;
+    let mut config = test_config()?;
+    config.disks = vec![counter.clone()];
+    let mut machine = Machine::boot(&config)?;
+    machine.expect("[counter] count 5", BOOT_TIMEOUT)?;
+
+    machine.send_line("snapshot counter first")?;
+    let taken = machine.expect("counter: snapshot ", ANSWER_TIMEOUT)?;
+    println!("console: {taken}");
+    if !taken.contains("'first' taken") {
+        bail!("unexpected answer to snapshot: {taken}");
+    }
+    // The snapshot is the state at a safe point: after the last count
+    // printed before the answer.
+    let transcript = machine.transcript();
+    let before_answer = &transcript[..transcript.rfind("counter: snapshot ").unwrap_or(0)];
+    let at_snapshot = last_count("counter", before_answer).context("no count before snapshot")?;
+    machine.expect(
+        &format!("[counter] count {}", at_snapshot + 15),
+        ANSWER_TIMEOUT,
+    )?;
+
+    let mark = machine.transcript().len();
+    machine.send_line("rollback counter first")?;
+    let rolled = machine.expect("counter: rolled back to snapshot 'first'", ANSWER_TIMEOUT)?;
+    println!("console: {rolled}");
+    let after = machine.transcript().len().max(mark);
+    let next = next_count(&mut machine, after)?;
+    println!("counted {at_snapshot} at the snapshot; {next} next after the rollback");
+    if !(at_snapshot + 1..=at_snapshot + 2).contains(&next) {
+        bail!("after the rollback counter went on from {next}, not from {at_snapshot}");
+    }
+
+    machine.send_line("snapshot counter")?;
+    machine.expect("'snap-1' taken", ANSWER_TIMEOUT)?;
+    machine.expect_prompt(ANSWER_TIMEOUT)?;
+    let table = machine.run_command("snapshots counter")?;
+    if listed_tags(&table) != ["first", "snap-1"] {
+        bail!("snapshots counter listed {table:?}");
+    }
+    machine.power_cut();
+
+    let mut machine = Machine::boot(&config)?;
+    machine.expect_prompt(BOOT_TIMEOUT)?;
+    let table = machine.run_command("snapshots counter")?;
+    println!("after the power cut: {table:?}");
+    if listed_tags(&table) != ["first", "snap-1"] {
+        bail!("after a power cut snapshots counter listed {table:?}");
+    }
+    machine.send_line("snapshot counter first")?;
+    machine.expect(
+        "error: counter: a snapshot is tagged \"first\" already",
+        ANSWER_TIMEOUT,
+    )?;
+    machine.send_line("rollback counter nothing")?;
+    machine.expect(
+        "error: counter: no snapshot is tagged \"nothing\"",
+        ANSWER_TIMEOUT,
+    )?;
+    machine.send_line("snapshot-delete counter first")?;
+    machine.expect("counter: snapshot 'first' deleted", ANSWER_TIMEOUT)?;
+    machine.expect_prompt(ANSWER_TIMEOUT)?;
+    let table = machine.run_command("snapshots counter")?;
+    if listed_tags(&table) != ["snap-1"] {
+        bail!("after the delete snapshots counter listed {table:?}");
+    }
+    machine.expect("[counter] count ", ANSWER_TIMEOUT)?;
+    machine.send_line("shutdown")?;
+    machine.expect_exit(0, ANSWER_TIMEOUT)?;
+    xtask::image::verify_with_record(&counter).context("image verify after the snapshots")?;
+    Ok(())
+}
+
+/// `redis-cli -p PORT WORDS...`, trimmed.
+fn redis_cli(port: u16, words: &[&str]) -> Result<String> {
+    let output = Command::new("redis-cli")
+        .arg("-p")
+        .arg(port.to_string())
+        .args(words)
+        .output()
+        .context("running redis-cli")?;
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+}
+
+/// redis-cli's answer, asked again until redis answers (it binds its port
+/// again after a rollback) or the time is up.
+fn redis_answer(port: u16, words: &[&str]) -> Result<String> {
+    let deadline = std::time::Instant::now() + BOOT_TIMEOUT;
+    loop {
+        let answer = redis_cli(port, words)?;
+        if !answer.is_empty() && !answer.starts_with("Could not connect") {
+            return Ok(answer);
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("redis did not answer {words:?}: {answer:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn redis_rolls_back_to_the_keys_of_its_snapshot() -> Result<()> {
+    if Command::new("redis-cli").arg("--version").output().is_err() {
+        println!("skipped: redis-cli is not installed (apt-get install redis-tools)");
+        return Ok(());
+    }
+    let directory = work_dir("snapshots-redis")?;
+    build_apps()?;
+    let redis = xtask::image::new(&xtask::image::NewArgs {
+        wasm: xtask::paths::apps_dir().join("redis.wasm"),
+        name: "redis".into(),
+        memory_max_mib: None,
+        size_mib: None,
+        args: Vec::new(),
+        env: Vec::new(),
+        output: Some(directory.join("redis.img")),
+        listen: vec![6379],
+        durable_replies: false,
+    })?;
+    let port = free_port()?;
+    let mut config = test_config()?;
+    config.disks = vec![redis];
+    config.user_net = Some(UserNet {
+        forwards: vec![Forward {
+            host_port: port,
+            guest_port: 6379,
+        }],
+    });
+    let mut machine = Machine::boot(&config)?;
+    machine.expect_prompt(BOOT_TIMEOUT)?;
+    if redis_answer(port, &["SET", "kept", "before"])? != "OK" {
+        bail!("redis refused the first SET");
+    }
+    machine.send_line("snapshot redis before")?;
+    machine.expect("redis: snapshot ", ANSWER_TIMEOUT)?;
+    redis_answer(port, &["SET", "kept", "after"])?;
+    redis_answer(port, &["SET", "later", "gone"])?;
+    if redis_answer(port, &["DBSIZE"])? != "2" {
+        bail!("redis does not hold two keys before the rollback");
+    }
+    machine.send_line("rollback redis before")?;
+    let rolled = machine.expect("redis: rolled back", ANSWER_TIMEOUT)?;
+    println!("console: {rolled}");
+    let kept = redis_answer(port, &["GET", "kept"])?;
+    let later = redis_cli(port, &["EXISTS", "later"])?;
+    println!("after the rollback: kept = {kept:?}, EXISTS later = {later:?}");
+    if kept != "before" || later != "0" {
+        bail!("after the rollback redis has kept = {kept:?} and EXISTS later = {later:?}");
+    }
+    machine.send_line("shutdown")?;
+    machine.expect_exit(0, ANSWER_TIMEOUT)?;
+    Ok(())
+}
