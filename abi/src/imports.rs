@@ -217,6 +217,9 @@ pub const IMPORTS: &[Import] = &[
     wasi("sock_shutdown", &[I32, I32], &[I32], RETURNS),
     // fd, flags: FDFLAGS_NONBLOCK (4) on a socket.
     wasi("fd_fdstat_set_flags", &[I32, I32], &[I32], RETURNS),
+    // -> the domain's generation: 0, or how many forks made it (see
+    // `GENERATION_VARIABLE`).
+    amber("generation", &[], &[I64], RETURNS),
 ];
 
 /// The import `module.name`, if the ABI has it.

@@ -4,11 +4,13 @@
 
 mod domain_id;
 pub mod errno;
+mod fork;
 mod imports;
 mod limits;
 mod status;
 
 pub use domain_id::{DomainId, ParseDomainIdError};
+pub use fork::{GENERATION_VARIABLE, generation};
 pub use imports::{
     AMBER_MODULE, IMPORTS, Import, MEMORY_MODULE, MEMORY_NAME, Signature, ValueType, WASI_MODULE,
     blocking_imports, find_import,

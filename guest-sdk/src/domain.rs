@@ -10,6 +10,15 @@ pub fn self_id() -> DomainId {
     DomainId::from_le_bytes(sys::self_id())
 }
 
+/// This domain's generation: 0 for a domain made by `spawn` or `image new`,
+/// N + 1 for a fork of a domain of generation N (console `fork`). It
+/// changes under a running app at the moment it is forked, so an app that
+/// must act differently as a fork (a new identity of its own, a fresh
+/// random seed, telling its peers) compares it with the value it saw last.
+pub fn generation() -> u64 {
+    sys::generation() as u64
+}
+
 /// Commits the domain (memory, globals and where it is suspended) durably.
 ///
 /// Returns once the commit is on disk, so what the app did before the call

@@ -17,7 +17,7 @@ mod sys;
 mod time;
 
 pub use abi::{DomainId, MAX_MESSAGE_BYTES, MAX_NAME_BYTES, ParseDomainIdError, StatusCode};
-pub use domain::{checkpoint, exit, random, self_id};
+pub use domain::{checkpoint, exit, generation, random, self_id};
 pub use logging::{Level, log};
 pub use message::{recv, send, send_to};
 pub use status::{CheckpointError, RecvError, SendError};

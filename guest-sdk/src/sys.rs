@@ -21,6 +21,8 @@ unsafe extern "C" {
     fn amber_random(buffer: *mut u8, buffer_len: usize);
     #[link_name = "self_id"]
     fn amber_self_id(id: *mut u8);
+    #[link_name = "generation"]
+    fn amber_generation() -> i64;
     #[link_name = "checkpoint"]
     fn amber_checkpoint() -> i32;
     #[link_name = "exit"]
@@ -78,6 +80,9 @@ mod host_stand_ins {
     }
     pub(super) unsafe fn amber_self_id(_: *mut u8) {
         unavailable("self_id")
+    }
+    pub(super) unsafe fn amber_generation() -> i64 {
+        unavailable("generation")
     }
     pub(super) unsafe fn amber_checkpoint() -> i32 {
         unavailable("checkpoint")
@@ -151,6 +156,11 @@ pub(crate) fn self_id() -> [u8; 16] {
     // SAFETY: `id` is a live 16-byte array, exactly what the host writes.
     unsafe { amber_self_id(id.as_mut_ptr()) };
     id
+}
+
+pub(crate) fn generation() -> i64 {
+    // SAFETY: takes no arguments and touches no guest memory.
+    unsafe { amber_generation() }
 }
 
 pub(crate) fn checkpoint() -> i32 {

@@ -330,6 +330,46 @@ impl Metadata {
         }
     }
 
+    /// How many forks made this domain (`abi::GENERATION_VARIABLE` in its
+    /// environment; 0 without).
+    pub fn generation(&self) -> u64 {
+        abi::generation(self.env.iter().map(String::as_str))
+    }
+
+    /// A fork of this state: a new domain called `name` with ID `id` that
+    /// runs on from the same memory, globals, suspension and clock. Its
+    /// generation (`abi::GENERATION_VARIABLE` in the environment) is one
+    /// more than this state's; it starts with an empty mailbox and outbox,
+    /// no message numbers (to every other domain it is a stranger) and no
+    /// migration. It keeps the running totals (its count of commits is
+    /// what says the state has run, so the vm resumes it rather than start
+    /// it afresh), the declared ports, and the connections open here, which
+    /// read as reset in the fork.
+    pub fn forked(&self, id: DomainId, name: &str) -> Metadata {
+        let generation = self.generation() + 1;
+        let mut env: Vec<String> = self
+            .env
+            .iter()
+            .filter(|entry| {
+                entry
+                    .strip_prefix(abi::GENERATION_VARIABLE)
+                    .is_none_or(|rest| !rest.starts_with('='))
+            })
+            .cloned()
+            .collect();
+        env.push(alloc::format!("{}={generation}", abi::GENERATION_VARIABLE));
+        Metadata {
+            id,
+            name: name.into(),
+            env,
+            mailbox: Vec::new(),
+            outbox: Vec::new(),
+            message_counts: MessageCounts::default(),
+            migration: None,
+            ..self.clone()
+        }
+    }
+
     /// Pages of [`crate::PAGE_SIZE`] below the memory maximum (capped at what
     /// the page map can address).
     pub fn page_limit(&self) -> u64 {

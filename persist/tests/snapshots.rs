@@ -259,6 +259,74 @@ fn export_writes_one_state_as_a_compact_image() {
     live.verify().unwrap();
 }
 
+/// A fork is a new domain with the parent's pages and clock, a new ID and
+/// name, an empty mailbox and no message numbers, one generation on.
+#[test]
+fn a_fork_is_a_new_domain_one_generation_on() {
+    use persist::{DomainId, MessageCounts, StoredMessage, StoredStatus};
+    let mut image = image_with_pages(2048, 6, 20);
+    image.metadata_mut().clock_ns = 77;
+    image.metadata_mut().mailbox = vec![StoredMessage {
+        sender: DomainId(5),
+        bytes: b"for the parent".to_vec(),
+    }];
+    image.metadata_mut().message_counts = MessageCounts {
+        sent: vec![],
+        accepted: vec![(DomainId(5), 1)],
+    };
+    image.commit().unwrap();
+    let blocks = image.export_block_count(None).unwrap();
+    let fork = image
+        .fork_to(None, MemoryDevice::new(blocks), DomainId(99), "twin", None)
+        .unwrap();
+    let mut fork = Image::open(fork.into_device()).unwrap();
+    fork.verify().unwrap();
+    let metadata = fork.metadata().clone();
+    assert_eq!(
+        (metadata.id, metadata.name.as_str()),
+        (DomainId(99), "twin")
+    );
+    assert_eq!(metadata.clock_ns, 77);
+    assert!(metadata.mailbox.is_empty());
+    assert!(metadata.message_counts.is_empty());
+    assert_eq!(
+        metadata.env.last().map(String::as_str),
+        Some("AMBER_GENERATION=1")
+    );
+    assert_eq!(read(&mut fork, 5), page(25));
+
+    // A fork of the fork is generation 2, and a fork can start stopped.
+    let grandchild = fork
+        .fork_to(
+            None,
+            MemoryDevice::new(blocks),
+            DomainId(100),
+            "twin2",
+            Some(StoredStatus::Stopped),
+        )
+        .unwrap();
+    assert_eq!(
+        grandchild
+            .metadata()
+            .env
+            .iter()
+            .filter(|entry| entry.starts_with("AMBER_GENERATION"))
+            .collect::<Vec<_>>(),
+        ["AMBER_GENERATION=2"]
+    );
+    assert_eq!(grandchild.metadata().status, StoredStatus::Stopped);
+    assert!(matches!(
+        image.fork_to(
+            None,
+            MemoryDevice::new(blocks),
+            DomainId(101),
+            "bad name",
+            None
+        ),
+        Err(Error::InvalidName(_))
+    ));
+}
+
 /// Runs `operation` on an image whose device fails after each number of
 /// writes in turn, cuts the power with several seeds, and checks that the
 /// image opens with the old or the new snapshot set and verifies clean.

@@ -198,3 +198,54 @@ fn redis_rolls_back_to_the_keys_of_its_snapshot() -> Result<()> {
     machine.expect_exit(0, ANSWER_TIMEOUT)?;
     Ok(())
 }
+
+#[test]
+fn a_fork_of_counter_counts_on_beside_it_with_a_new_id() -> Result<()> {
+    let directory = work_dir("snapshots-fork")?;
+    let counter = domain_image(&directory, "counter", "counter")?;
+    let spare = tests::blank_disk(&directory.join("spare.img"), 64)?;
+    let mut config = test_config()?;
+    config.disks = vec![counter, spare];
+    let mut machine = Machine::boot(&config)?;
+    machine.expect("[counter] count 5", BOOT_TIMEOUT)?;
+
+    machine.send_line("fork counter twin")?;
+    let forked = machine.expect("twin: forked from counter's state now", ANSWER_TIMEOUT)?;
+    println!("console: {forked}");
+    if !forked.contains("generation 1") || !forked.ends_with("now running") {
+        bail!("unexpected answer to fork: {forked}");
+    }
+    let transcript = machine.transcript();
+    let before_answer = &transcript[..transcript.rfind("twin: forked").unwrap_or(0)];
+    let at_fork = last_count("counter", before_answer).context("no count before the fork")?;
+    let said = machine.expect("[twin] forked at count ", ANSWER_TIMEOUT)?;
+    println!("twin: {said}");
+    let first = machine.expect("[twin] count ", ANSWER_TIMEOUT)?;
+    let first = count_of("twin", &first).context("unreadable count of twin")?;
+    if !(at_fork + 1..=at_fork + 2).contains(&first) {
+        bail!("twin counted {first} first; counter was at {at_fork} when forked");
+    }
+    machine.expect(&format!("[counter] count {}", at_fork + 5), ANSWER_TIMEOUT)?;
+    machine.expect(&format!("[twin] count {}", first + 5), ANSWER_TIMEOUT)?;
+    let table = machine.run_command("ps")?;
+    let id_of = |name: &str| {
+        table
+            .iter()
+            .find(|row| row.split_whitespace().next() == Some(name))
+            .and_then(|row| row.split_whitespace().nth(1).map(String::from))
+    };
+    let (Some(parent), Some(child)) = (id_of("counter"), id_of("twin")) else {
+        bail!("ps does not list both: {table:?}");
+    };
+    if parent == child {
+        bail!("the fork has its parent's ID {parent}");
+    }
+    machine.send_line("fork counter twin")?;
+    machine.expect(
+        "error: a domain named 'twin' exists already",
+        ANSWER_TIMEOUT,
+    )?;
+    machine.send_line("shutdown")?;
+    machine.expect_exit(0, ANSWER_TIMEOUT)?;
+    Ok(())
+}

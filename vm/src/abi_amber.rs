@@ -84,6 +84,18 @@ pub(crate) fn define(functions: &mut HostFunctions<'_>) -> Result<()> {
             Ok(())
         },
     )?;
+    functions.func_wrap(
+        "generation",
+        |mut caller: Caller<'_, HostState>| -> Result<i64> {
+            fuel::charge(&mut caller, fuel::CALL)?;
+            let environment = caller
+                .data()
+                .environment
+                .iter()
+                .map(alloc::string::String::as_str);
+            Ok(abi::generation(environment) as i64)
+        },
+    )?;
     functions.func_wrap("now", |mut caller: Caller<'_, HostState>| -> Result<i64> {
         fuel::charge(&mut caller, fuel::CALL)?;
         Ok(caller.data().now_ns() as i64)

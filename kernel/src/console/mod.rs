@@ -118,6 +118,13 @@ const COMMANDS: &[Command] = &[
         run: snapshots::snapshots,
     },
     Command {
+        name: "fork",
+        usage: "fork NAME NEW [TAG]",
+        help: "a new domain NEW on a spare disk from NAME's state now, or its snapshot TAG \
+               (new ID, empty mailbox, generation + 1)",
+        run: snapshots::fork,
+    },
+    Command {
         name: "snapshot-delete",
         usage: "snapshot-delete NAME TAG",
         help: "forget a snapshot and free the blocks only it held",

@@ -1,10 +1,10 @@
 //! The snapshot commands: `snapshot`, `snapshots`, `rollback NAME TAG`,
-//! `snapshot-delete`.
+//! `snapshot-delete`, and `fork`.
 
 use alloc::format;
 
 use super::{Context, answer};
-use crate::domains::{RolledBackTo, SnapshotTaken};
+use crate::domains::{Forked, RolledBackTo, SnapshotTaken};
 use crate::println;
 
 pub(super) fn snapshot(context: &mut Context<'_>, arguments: &str) {
@@ -64,6 +64,39 @@ pub(super) fn snapshot_delete(context: &mut Context<'_>, arguments: &str) {
     };
     answer(context.domains.snapshot_delete(name, tag), |sequence| {
         format!("{name}: snapshot '{tag}' deleted (commit {sequence})")
+    });
+}
+
+pub(super) fn fork(context: &mut Context<'_>, arguments: &str) {
+    let mut words = arguments.split_whitespace();
+    let (Some(name), Some(new), tag, None) =
+        (words.next(), words.next(), words.next(), words.next())
+    else {
+        println!("usage: fork NAME NEW [TAG]");
+        return;
+    };
+    answer(context.domains.fork(name, new, tag), |forked: Forked| {
+        let from = tag.map_or(format!("{name}'s state now"), |tag| {
+            format!("{name}'s snapshot '{tag}'")
+        });
+        let mut text = format!(
+            "{}: forked from {from} on disk {} (id {:032x}, generation {}, {} pages copied \
+             in {} us); now {}",
+            forked.name,
+            forked.disk_index,
+            forked.id.0,
+            forked.generation,
+            forked.pages,
+            forked.elapsed_us,
+            forked.state
+        );
+        if forked.stopped_for_ports {
+            text.push_str(&format!(
+                "\nnote: {name} holds the ports {} declares: stop {name}, then start {}",
+                forked.name, forked.name
+            ));
+        }
+        text
     });
 }
 

@@ -85,6 +85,14 @@ pub enum DomainError {
     /// `rollback NAME TAG` of a domain in a state that cannot be rolled
     /// back (paused, failed, migrating, moved away, parked).
     NoRollback { name: String, state: super::State },
+    /// `fork` under a name a domain here has already.
+    NameInUse { name: String },
+    /// `fork` with a first spare disk too small for the state.
+    SpareTooSmall {
+        disk_index: usize,
+        blocks: u64,
+        needed_blocks: u64,
+    },
     /// A spawned image is on its disk but its domain cannot run.
     CannotRun {
         name: String,
@@ -179,6 +187,17 @@ impl fmt::Display for DomainError {
             Self::NoRollback { name, state } => write!(
                 formatter,
                 "{name} is {state}: only a running, stopped or ended domain can be rolled back"
+            ),
+            Self::NameInUse { name } => {
+                write!(formatter, "a domain named '{name}' exists already (see ps)")
+            }
+            Self::SpareTooSmall {
+                disk_index,
+                blocks,
+                needed_blocks,
+            } => write!(
+                formatter,
+                "spare disk {disk_index} has {blocks} blocks; the fork needs {needed_blocks}"
             ),
             Self::CannotRun {
                 name,

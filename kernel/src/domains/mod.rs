@@ -34,6 +34,7 @@ use platform::KernelPlatform;
 mod boot;
 mod checkpoint;
 mod error;
+mod fork;
 mod images;
 mod lifecycle;
 pub mod platform;
@@ -44,6 +45,7 @@ mod table;
 
 pub use checkpoint::{CheckpointReport, CommitTiming};
 pub use error::DomainError;
+pub use fork::Forked;
 pub use lifecycle::Started;
 pub use rollback::{RollbackError, RolledBack};
 pub use snapshots::{RolledBackTo, SnapshotTaken};

@@ -155,7 +155,7 @@ impl Domains {
     /// Commits a running domain at a safe point, running the others (and
     /// it) for at most the shutdown grace period until it reaches one. A
     /// domain out of the rotation is at its last commit already.
-    fn reach_safe_point(&mut self, name: &str) -> Result<(), DomainError> {
+    pub(super) fn reach_safe_point(&mut self, name: &str) -> Result<(), DomainError> {
         if self.scheduler.domain(name).is_none() {
             return Ok(());
         }

@@ -71,6 +71,38 @@ impl<D: BlockDevice> Image<D> {
         device: E,
     ) -> Result<Image<E>, Error> {
         let (metadata, pages) = self.state_of(tag)?;
+        self.write_state_to(metadata, pages, device)
+    }
+
+    /// Writes a fork of the live state (`tag` `None`, as last committed
+    /// plus what is staged) or of the snapshot tagged `tag` as a new image
+    /// on `device`: a new domain `name` with ID `id`, as
+    /// [`Metadata::forked`] makes it, with `status` if given (a fork whose
+    /// ports its parent holds starts stopped), sharing nothing with this
+    /// image. Costs a read and a write of every page the state stores.
+    pub fn fork_to<E: BlockDevice>(
+        &mut self,
+        tag: Option<&str>,
+        device: E,
+        id: crate::DomainId,
+        name: &str,
+        status: Option<crate::StoredStatus>,
+    ) -> Result<Image<E>, Error> {
+        crate::check_name(name).map_err(Error::InvalidName)?;
+        let (metadata, pages) = self.state_of(tag)?;
+        let mut forked = metadata.forked(id, name);
+        if let Some(status) = status {
+            forked.status = status;
+        }
+        self.write_state_to(forked, pages, device)
+    }
+
+    fn write_state_to<E: BlockDevice>(
+        &mut self,
+        metadata: Metadata,
+        pages: Vec<(u64, Pointer)>,
+        device: E,
+    ) -> Result<Image<E>, Error> {
         let module = self.module()?;
         let image_blocks = self.image_blocks();
         let mut exported = Image::create_from(device, metadata, &module)?;
