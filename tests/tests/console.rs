@@ -1,8 +1,10 @@
-//! The console: line editing, history, unknown commands, kill.
+//! The console: line editing, history, unknown commands, kill, and a line
+//! typed while a domain prints.
 
 use anyhow::Result;
 use tests::{
-    ANSWER_TIMEOUT, BOOT_TIMEOUT, Machine, boot_with_arguments, domain_image, test_config, work_dir,
+    ANSWER_TIMEOUT, BOOT_TIMEOUT, Machine, boot_with_arguments, counts, domain_image, test_config,
+    work_dir,
 };
 
 #[test]
@@ -161,5 +163,44 @@ fn a_unix_socket_console_is_private_and_answers() -> Result<()> {
     }
     drop(machine);
     let _ = std::fs::remove_file(&socket);
+    Ok(())
+}
+
+#[test]
+fn a_command_typed_while_counter_prints_is_drawn_again_below_and_answered() -> Result<()> {
+    let directory = work_dir("console-typing")?;
+    let counter = domain_image(&directory, "counter", "counter")?;
+    let mut config = test_config()?;
+    config.disks = vec![counter];
+    let mut machine = Machine::boot(&config)?;
+    machine.expect("[counter] count 3", BOOT_TIMEOUT)?;
+    // Half a command, then counter prints three times before the rest.
+    machine.type_text("upt")?;
+    let typed_at = machine.transcript().len();
+    let deadline = std::time::Instant::now() + ANSWER_TIMEOUT;
+    while counts("counter", &machine.transcript()[typed_at..]).len() < 3 {
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("counter stopped printing while a line was typed");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    machine.send_line("ime")?;
+    let answer = machine.expect("up ", ANSWER_TIMEOUT)?;
+    let transcript = machine.transcript();
+    let typing = &transcript[typed_at..];
+    // Each line counter printed meanwhile cleared the input line first and
+    // drew the prompt and "upt" again below itself.
+    // (The transcript drops carriage returns.)
+    let redrawn = typing.matches("\x1b[K[counter] count ").count();
+    let drawn_again = typing.matches("\n\x1b[Kamber> upt\x1b[K").count();
+    println!(
+        "{redrawn} lines printed over the input, which was drawn again {drawn_again} times; answer {answer:?}"
+    );
+    if redrawn < 3 || drawn_again < 3 {
+        anyhow::bail!("the typed line was not drawn again below the output: {typing:?}");
+    }
+    if !answer.trim_start_matches(['\r', '\n']).starts_with("up ") {
+        anyhow::bail!("the answer is not on a clean line: {answer:?}");
+    }
     Ok(())
 }

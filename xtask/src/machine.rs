@@ -216,13 +216,19 @@ impl Machine {
 
     /// Types `line` and Enter on the console.
     pub fn send_line(&mut self, line: &str) -> Result<()> {
+        self.type_text(&format!("{line}\r"))
+    }
+
+    /// Types `text` on the console as it is (Enter only where it says
+    /// `\r`).
+    pub fn type_text(&mut self, text: &str) -> Result<()> {
         let Some(stdin) = self.stdin.as_mut() else {
             return Err(self.failure("QEMU's stdin is closed"));
         };
         let written = stdin
-            .write_all(format!("{line}\r").as_bytes())
+            .write_all(text.as_bytes())
             .and_then(|()| stdin.flush());
-        written.map_err(|error| self.failure(&format!("typing {line:?} on the console: {error}")))
+        written.map_err(|error| self.failure(&format!("typing {text:?} on the console: {error}")))
     }
 
     /// Types `command`, then returns every line up to the next prompt.

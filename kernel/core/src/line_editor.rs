@@ -203,6 +203,18 @@ impl LineEditor {
         }
     }
 
+    /// Whether a line is being typed (something is on it).
+    pub fn is_typing(&self) -> bool {
+        !self.line.is_empty()
+    }
+
+    /// Writes to `out` what draws the prompt and the line being typed again
+    /// from the start of the terminal's line, with the cursor where it was:
+    /// the console shows it again below output that arrived meanwhile.
+    pub fn draw(&self, out: &mut String) {
+        self.redraw(out);
+    }
+
     /// Rewrites the prompt and line, clears the rest, puts the cursor back.
     fn redraw(&self, echo: &mut String) {
         echo.push('\r');
@@ -221,6 +233,19 @@ impl LineEditor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_line_being_typed_is_drawn_again_with_its_cursor() {
+        let mut editor = LineEditor::new(PROMPT, 256);
+        assert!(!editor.is_typing());
+        feed(&mut editor, b"psx\x1b[D");
+        assert!(editor.is_typing());
+        let mut drawn = String::new();
+        editor.draw(&mut drawn);
+        assert_eq!(drawn, "\r> psx\x1b[K\x1b[1D");
+        feed(&mut editor, b"\r");
+        assert!(!editor.is_typing());
+    }
 
     const PROMPT: &str = "> ";
 

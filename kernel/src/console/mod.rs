@@ -17,7 +17,7 @@ use crate::drivers::{serial, virtio_blk};
 use crate::memory::{frames, heap};
 use crate::migration::Migrations;
 use crate::net;
-use crate::{print, println};
+use crate::println;
 use kernel_core::line_editor::LineEditor;
 use kernel_core::migration::Decision;
 
@@ -201,7 +201,7 @@ impl Console {
 
     /// Prints the prompt.
     pub fn prompt(&self) {
-        print!("{PROMPT}");
+        serial::print_echo(format_args!("{PROMPT}"));
     }
 
     /// Takes the input waiting on the serial port, echoing it through the
@@ -216,8 +216,14 @@ impl Console {
             }
         }
         if !echo.is_empty() {
-            print!("{echo}");
+            serial::print_echo(format_args!("{echo}"));
         }
+        // Output printed while a line is typed draws it again below.
+        let mut drawn = String::new();
+        if line.is_none() && self.editor.is_typing() {
+            self.editor.draw(&mut drawn);
+        }
+        serial::set_typed_line(&drawn);
         line
     }
 }

@@ -71,6 +71,13 @@ impl ChunkedWriter {
         self.len += 1;
     }
 
+    /// Adds bytes as they are (no line-end translation).
+    fn push_bytes(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.push(byte);
+        }
+    }
+
     /// Sends the chunk gathered so far: interrupts are off, and the port's
     /// lock held, for this chunk only.
     fn send(&mut self) {
@@ -96,7 +103,40 @@ impl Write for ChunkedWriter {
     }
 }
 
+/// The most bytes of the console's drawn input line kept for redrawing
+/// (the prompt, a line of at most 256 bytes, and the cursor's escapes).
+const TYPED_BYTES: usize = 512;
+
+/// The line the console shows while the user types (the prompt and the
+/// input, as the line editor draws it); `len` 0 when nothing is typed.
+struct TypedLine {
+    bytes: [u8; TYPED_BYTES],
+    len: usize,
+}
+
+static TYPED: Mutex<TypedLine> = Mutex::new(TypedLine {
+    bytes: [0; TYPED_BYTES],
+    len: 0,
+});
+
+/// Says what the console's input line looks like now (`drawn`: the line
+/// editor's drawing of the prompt and the input), or that nothing is
+/// typed (`""`). While something is typed, every [`print`] first clears
+/// that line and draws it again below its own text, so output arriving
+/// while the user types never garbles the line being typed.
+pub fn set_typed_line(drawn: &str) {
+    interrupts::without_interrupts(|| {
+        let mut typed = TYPED.lock();
+        let len = drawn.len().min(TYPED_BYTES);
+        typed.bytes[..len].copy_from_slice(&drawn.as_bytes()[..len]);
+        typed.len = len;
+    });
+}
+
 /// Prints formatted text to COM1, a chunk of [`CHUNK_BYTES`] at a time.
+/// While the console's user is typing, the input line is cleared first
+/// and drawn again after the text (see [`set_typed_line`]); the console's
+/// own echo goes through [`print_echo`] instead.
 ///
 /// Interrupts are off only while one chunk goes out, never for a whole
 /// line: the timer's tick then waits for at most 16 bytes, however long
@@ -114,6 +154,31 @@ impl Write for ChunkedWriter {
 /// interrupted, the one case where lines interleave. No handler prints
 /// today (fatal paths use [`EmergencyWriter`], which takes neither lock).
 pub fn print(arguments: fmt::Arguments<'_>) {
+    let _line = LINE.try_lock();
+    let mut typed = [0u8; TYPED_BYTES];
+    let typed_len = interrupts::without_interrupts(|| {
+        let line = TYPED.lock();
+        typed[..line.len].copy_from_slice(&line.bytes[..line.len]);
+        line.len
+    });
+    let mut writer = ChunkedWriter::new();
+    if typed_len > 0 {
+        // Back to the start of the input line, and clear it.
+        writer.push_bytes(b"\r\x1b[K");
+    }
+    let _ = writer.write_fmt(arguments);
+    if typed_len > 0 {
+        // The erase, a no-op on the fresh line, keeps the prompt drawn
+        // again from starting a line for a reader that drops carriage
+        // returns (the QEMU test driver): only a new prompt does.
+        writer.push_bytes(b"\x1b[K");
+        writer.push_bytes(&typed[..typed_len]);
+    }
+    writer.send();
+}
+
+/// Prints the console's own echo of what the user types (no redraw).
+pub fn print_echo(arguments: fmt::Arguments<'_>) {
     let _line = LINE.try_lock();
     let mut writer = ChunkedWriter::new();
     let _ = writer.write_fmt(arguments);
