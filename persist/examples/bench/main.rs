@@ -154,6 +154,54 @@ fn snapshot_costs(
     Ok(samples)
 }
 
+/// Samples, in ms, of forking a 1 GiB-max image holding `pages` stored
+/// pages onto a fresh device, against copying the same number of blocks
+/// raw (a read and a write each, through the same file devices) and one
+/// flush: what a fork costs beyond moving its pages.
+fn fork_costs(directory: &Path, pages: u64, repetitions: usize) -> Result<(Vec<f64>, Vec<f64>)> {
+    let parent_path = directory.join("fork-parent.img");
+    let mut parent = image(&parent_path, GIB)?;
+    for page_index in 0..pages {
+        parent.stage_page(page_index * 61, &page(page_index))?;
+    }
+    parent.commit()?;
+    let blocks = parent.export_block_count(None)?;
+    let mut forks = Vec::new();
+    let mut copies = Vec::new();
+    for repetition in 0..repetitions {
+        let fork_path = directory.join("fork-child.img");
+        let device = FileDevice::create(&fork_path, blocks)?;
+        let started = Instant::now();
+        let fork = parent.fork_to(
+            None,
+            device,
+            persist::DomainId(2 + repetition as u128),
+            "fork",
+            None,
+        )?;
+        forks.push(milliseconds(started.elapsed()));
+        drop(fork);
+        std::fs::remove_file(&fork_path)?;
+
+        let copy_path = directory.join("fork-copy.img");
+        let mut copy = FileDevice::create(&copy_path, blocks)?;
+        let locations = parent.page_locations()?;
+        let started = Instant::now();
+        let mut block = [0u8; PAGE_SIZE];
+        for (index, (_, location)) in locations.iter().enumerate() {
+            parent.device_mut().read_block(location.block, &mut block)?;
+            copy.write_block(index as u64 + 2, &block)?;
+        }
+        copy.flush()?;
+        copies.push(milliseconds(started.elapsed()));
+        drop(copy);
+        std::fs::remove_file(&copy_path)?;
+    }
+    drop(parent);
+    std::fs::remove_file(parent_path)?;
+    Ok((forks, copies))
+}
+
 /// `total_mib` of pages committed 4 MiB at a time, against raw writes of
 /// the same blocks through the same file device with one flush per 4 MiB:
 /// MiB/s samples of (persist, raw).
@@ -281,6 +329,20 @@ fn main() -> Result<()> {
             goal: Some(emit::Goal::RatioAtMost(1.2)),
         });
     }
+
+    let fork_pages = 1024;
+    emit::step(&format!(
+        "fork of {fork_pages} stored pages against copying them"
+    ));
+    let (forks, copies) = fork_costs(&directory, fork_pages, repetitions.min(5))?;
+    emit::figure(&emit::Figure {
+        name: "persist.fork_1024_pages",
+        title: &format!("fork of a 1 GiB-max domain with {fork_pages} stored pages"),
+        unit: "ms",
+        amber: &forks,
+        baseline: Some(("reading and writing its pages raw", &copies)),
+        goal: None,
+    });
 
     let total_mib = if is_quick { 16 } else { 64 };
     emit::step(&format!(
