@@ -144,7 +144,7 @@ impl Domains {
 
     /// Commits `name` at its next safe point with `commit` and takes it out
     /// of the rotation, held in `state`.
-    fn hold(
+    pub(super) fn hold(
         &mut self,
         name: &str,
         commit: fn(&mut KernelDomain) -> Result<bool, vm::Error>,

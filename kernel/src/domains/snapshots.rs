@@ -5,7 +5,9 @@
 //! safe point: a snapshot, or a deletion, is a commit of the image, so it
 //! is made right after the domain has committed at a safe point and before
 //! it runs again; then the image holds nothing staged and the snapshot is
-//! exactly the state the domain was in. A rollback stops the domain, makes
+//! exactly the state the domain was in. A rollback holds the domain (a
+//! commit that still says running, so a power cut before the next one
+//! leaves it running as it was), makes
 //! the snapshot its live state in one commit (persist keeps identity,
 //! messaging and network from the live state: `Metadata::rolled_back_to`),
 //! and opens the disk again as at boot, so the domain runs on from the
@@ -17,7 +19,7 @@ use alloc::vec::Vec;
 use persist::{SnapshotId, SnapshotInfo};
 
 use super::table::{Body, State};
-use super::{DomainError, Domains, SHUTDOWN_GRACE_NS};
+use super::{DomainError, Domains, KernelDomain, SHUTDOWN_GRACE_NS};
 use crate::arch::{rtc, timer};
 
 /// What `snapshot NAME [TAG]` took.
@@ -92,7 +94,8 @@ impl Domains {
     }
 
     /// `rollback NAME TAG`: the domain runs on from snapshot `tag`. A
-    /// running domain is stopped (committed) first and runs again after; a
+    /// running domain is committed (still as running) and taken out of the
+    /// rotation first, and runs again after; a
     /// stopped one stays stopped unless the snapshot was taken running; an
     /// ended one runs again if the snapshot was. If the rollback fails the
     /// domain is opened again as it was.
@@ -111,7 +114,11 @@ impl Domains {
             .ok_or_else(|| self.unknown(name))?;
         let was_running = state == State::Running;
         match state {
-            State::Running => self.stop(name)?,
+            // Committed as running, so that a power cut before the rollback's
+            // commit leaves it running as it was, not stopped.
+            State::Running => {
+                self.hold(name, KernelDomain::hold_for_migration, State::Stopped)?;
+            }
             State::Stopped => {}
             State::Ended(_) => {
                 let (_, domain) = self
