@@ -11,6 +11,7 @@
 
 pub mod crash;
 pub mod peer;
+pub mod resp;
 
 use std::sync::OnceLock;
 
