@@ -4,8 +4,8 @@
 //! serial console on pipes, text awaited against deadlines, QEMU killed on
 //! every path, the transcript in every error); this crate re-exports it and
 //! adds what tests share: a kernel built once per test process, images of
-//! the apps, spare disks, linked machines, seeds, and readers of what the
-//! demo domains print.
+//! the apps, spare disks, linked and port-forwarded machines, seeds, a RESP
+//! client, and readers of what the demo domains print.
 
 #![forbid(unsafe_code)]
 
