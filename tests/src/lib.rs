@@ -4,13 +4,14 @@
 //! serial console on pipes, text awaited against deadlines, QEMU killed on
 //! every path, the transcript in every error); this crate re-exports it and
 //! adds what tests share: a kernel built once per test process, images of
-//! the apps, spare disks, linked machines, seeds, and readers of what the
-//! demo domains print.
+//! the apps, spare disks, linked and port-forwarded machines, seeds, a RESP
+//! client, and readers of what the demo domains print.
 
 #![forbid(unsafe_code)]
 
 pub mod crash;
 pub mod peer;
+pub mod resp;
 
 use std::sync::OnceLock;
 
@@ -20,6 +21,10 @@ pub use xtask::private::ClusterSecretFile;
 pub use xtask::qemu::{
     Accel, Console, FAILURE_EXIT_STATUS, Forward, LinkEnd, NetLink, QemuConfig, UserNet, free_port,
 };
+
+/// How long a service may take to answer its first client after boot on a
+/// loaded host under TCG.
+pub const SERVICE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(90);
 
 /// Boots with the test defaults plus `append` on the kernel command line.
 pub fn boot_with_arguments(append: &str) -> Result<Machine> {
@@ -185,12 +190,34 @@ pub fn work_dir(test_name: &str) -> Result<std::path::PathBuf> {
     Ok(directory)
 }
 
+/// When a domain's replies leave for the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replies {
+    /// As soon as the domain writes them.
+    Immediate,
+    /// Once a commit holds the state that wrote them (`image new
+    /// --durable-replies`).
+    Durable,
+}
+
 /// A new domain image of app `app` named `name` in `directory`. The apps are
 /// built once per test process.
 pub fn domain_image(
     directory: &std::path::Path,
     app: &str,
     name: &str,
+) -> Result<std::path::PathBuf> {
+    app_image(directory, app, name, &[], Replies::Immediate)
+}
+
+/// A new image of app `app` named `name` in `directory` that declares the
+/// ports `listen` and sends its replies as `replies` says.
+pub fn app_image(
+    directory: &std::path::Path,
+    app: &str,
+    name: &str,
+    listen: &[u16],
+    replies: Replies,
 ) -> Result<std::path::PathBuf> {
     build_apps()?;
     let arguments = xtask::image::NewArgs {
@@ -201,8 +228,8 @@ pub fn domain_image(
         args: Vec::new(),
         env: Vec::new(),
         output: Some(directory.join(format!("{name}.img"))),
-        listen: Vec::new(),
-        durable_replies: false,
+        listen: listen.to_vec(),
+        durable_replies: replies == Replies::Durable,
     };
     xtask::image::new(&arguments)
 }
@@ -244,7 +271,18 @@ pub fn blank_disk(path: &std::path::Path, size_mib: u64) -> Result<std::path::Pa
 pub fn forwarded_machine(append: &str, guest_ports: &[u16]) -> Result<(Machine, Vec<Forward>)> {
     let mut config = test_config()?;
     config.append = append.into();
-    let forwards = guest_ports
+    let forwards = forwards_to(guest_ports)?;
+    config.user_net = Some(UserNet {
+        forwards: forwards.clone(),
+    });
+    let mut machine = Machine::boot(&config)?;
+    machine.expect_prompt(BOOT_TIMEOUT)?;
+    Ok((machine, forwards))
+}
+
+/// Free host ports forwarded to `guest_ports`, in their order.
+pub fn forwards_to(guest_ports: &[u16]) -> Result<Vec<Forward>> {
+    guest_ports
         .iter()
         .map(|&guest_port| {
             Ok(Forward {
@@ -252,13 +290,47 @@ pub fn forwarded_machine(append: &str, guest_ports: &[u16]) -> Result<(Machine, 
                 guest_port,
             })
         })
-        .collect::<Result<Vec<_>>>()?;
+        .collect()
+}
+
+/// A machine with `disks` and a user-networking card with `forwards`,
+/// booted to its prompt. Booting the same forwards again after a power cut
+/// gives clients the same ports.
+pub fn boot_forwarded(disks: &[std::path::PathBuf], forwards: &[Forward]) -> Result<Machine> {
+    let mut config = test_config()?;
+    config.disks = disks.to_vec();
     config.user_net = Some(UserNet {
-        forwards: forwards.clone(),
+        forwards: forwards.to_vec(),
     });
     let mut machine = Machine::boot(&config)?;
     machine.expect_prompt(BOOT_TIMEOUT)?;
-    Ok((machine, forwards))
+    Ok(machine)
+}
+
+/// Whether the host program `tool` is installed (`.ci/run` installs the
+/// clients the network tests use: redis-tools, curl).
+pub fn has_tool(tool: &str) -> bool {
+    std::process::Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|output| output.status.success())
+}
+
+/// Retries `attempt` every 500 ms until it succeeds or `timeout` passes,
+/// then returns its last error (a service may still be starting; slirp
+/// takes a host connection before the guest does).
+pub fn retry_until<T>(
+    timeout: std::time::Duration,
+    mut attempt: impl FnMut() -> Result<T>,
+) -> Result<T> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match attempt() {
+            Ok(value) => return Ok(value),
+            Err(error) if std::time::Instant::now() >= deadline => return Err(error),
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(500)),
+        }
+    }
 }
 
 /// Builds the kernel once per test process (a no-op when `cargo xtask test`

@@ -15,60 +15,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use tests::{
-    ANSWER_TIMEOUT, BOOT_TIMEOUT, Forward, Machine, UserNet, build_apps, flood, free_port,
-    last_count, test_config, work_dir,
+    ANSWER_TIMEOUT, Replies, SERVICE_TIMEOUT, app_image, boot_forwarded, flood, forwards_to,
+    has_tool, last_count, retry_until, work_dir,
 };
 
-/// How long a service may take to answer its first client after boot on a
-/// loaded host under TCG.
-const SERVICE_TIMEOUT: Duration = Duration::from_secs(90);
-
-/// A new image of `app` named `name` declaring `listen`.
+/// A new image of `app` named `name` declaring `listen`, replies at once.
 fn image(directory: &Path, app: &str, name: &str, listen: &[u16]) -> Result<PathBuf> {
-    build_apps()?;
-    xtask::image::new(&xtask::image::NewArgs {
-        wasm: xtask::paths::apps_dir().join(format!("{app}.wasm")),
-        name: name.to_string(),
-        memory_max_mib: None,
-        size_mib: None,
-        args: Vec::new(),
-        env: Vec::new(),
-        output: Some(directory.join(format!("{name}.img"))),
-        listen: listen.to_vec(),
-        durable_replies: false,
-    })
-}
-
-/// Free host ports forwarded to `guest_ports`, in their order.
-fn forwards(guest_ports: &[u16]) -> Result<Vec<Forward>> {
-    guest_ports
-        .iter()
-        .map(|&guest_port| {
-            Ok(Forward {
-                host_port: free_port()?,
-                guest_port,
-            })
-        })
-        .collect()
-}
-
-fn boot(disks: &[PathBuf], forwards: &[Forward]) -> Result<Machine> {
-    let mut config = test_config()?;
-    config.disks = disks.to_vec();
-    config.user_net = Some(UserNet {
-        forwards: forwards.to_vec(),
-    });
-    let mut machine = Machine::boot(&config)?;
-    machine.expect_prompt(BOOT_TIMEOUT)?;
-    Ok(machine)
-}
-
-/// Whether a client program is installed (`.ci/run` installs both).
-fn has_tool(tool: &str) -> bool {
-    Command::new(tool)
-        .arg("--version")
-        .output()
-        .is_ok_and(|output| output.status.success())
+    app_image(directory, app, name, listen, Replies::Immediate)
 }
 
 /// The output of `program arguments`, trimmed, or why it failed.
@@ -108,19 +61,6 @@ fn curl(port: u16, path: &str) -> Result<String> {
     run("curl", &["-sS", "--max-time", "20", &url])
 }
 
-/// Retries `attempt` until it succeeds or `timeout` passes (the service may
-/// still be starting; slirp takes a host connection before the guest does).
-fn until<T>(timeout: Duration, mut attempt: impl FnMut() -> Result<T>) -> Result<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match attempt() {
-            Ok(value) => return Ok(value),
-            Err(error) if Instant::now() >= deadline => return Err(error),
-            Err(_) => std::thread::sleep(Duration::from_millis(500)),
-        }
-    }
-}
-
 #[test]
 fn redis_cli_sets_keys_that_survive_a_power_cut_after_a_commit() -> Result<()> {
     if !has_tool("redis-cli") {
@@ -128,11 +68,11 @@ fn redis_cli_sets_keys_that_survive_a_power_cut_after_a_commit() -> Result<()> {
     }
     let directory = work_dir("net_apps_redis")?;
     let disks = vec![image(&directory, "redis", "redis", &[6379])?];
-    let forwards = forwards(&[6379])?;
+    let forwards = forwards_to(&[6379])?;
     let port = forwards[0].host_port;
-    let mut machine = boot(&disks, &forwards)?;
+    let mut machine = boot_forwarded(&disks, &forwards)?;
     machine.expect("[redis] redis ready on port 6379", SERVICE_TIMEOUT)?;
-    let answer = until(SERVICE_TIMEOUT, || redis_cli(port, &["PING"]))
+    let answer = retry_until(SERVICE_TIMEOUT, || redis_cli(port, &["PING"]))
         .map_err(|error| machine.failure(&format!("PING: {error:#}")))?;
     assert_eq!(answer, "PONG");
     for index in 0..20 {
@@ -158,8 +98,8 @@ fn redis_cli_sets_keys_that_survive_a_power_cut_after_a_commit() -> Result<()> {
     drop(machine);
     drop(stale);
 
-    let mut machine = boot(&disks, &forwards)?;
-    let answer = until(SERVICE_TIMEOUT, || redis_cli(port, &["GET", "key:19"]))
+    let mut machine = boot_forwarded(&disks, &forwards)?;
+    let answer = retry_until(SERVICE_TIMEOUT, || redis_cli(port, &["GET", "key:19"]))
         .map_err(|error| machine.failure(&format!("GET after the reboot: {error:#}")))?;
     assert_eq!(answer, "value-19");
     assert_eq!(redis_cli(port, &["DBSIZE"])?, "21");
@@ -182,10 +122,10 @@ fn curl_gets_pages_whose_visit_counter_survives_a_reboot() -> Result<()> {
         image(&directory, "httpd", "httpd", &[8080])?,
         image(&directory, "webstd", "webstd", &[8081])?,
     ];
-    let forwards = forwards(&[8080, 8081])?;
+    let forwards = forwards_to(&[8080, 8081])?;
     let (httpd, webstd) = (forwards[0].host_port, forwards[1].host_port);
-    let mut machine = boot(&disks, &forwards)?;
-    let page = until(SERVICE_TIMEOUT, || curl(httpd, "/"))
+    let mut machine = boot_forwarded(&disks, &forwards)?;
+    let page = retry_until(SERVICE_TIMEOUT, || curl(httpd, "/"))
         .map_err(|error| machine.failure(&format!("curl httpd: {error:#}")))?;
     assert!(page.contains("visited"), "httpd's page: {page:?}");
     curl(httpd, "/")?;
@@ -197,7 +137,7 @@ fn curl_gets_pages_whose_visit_counter_survives_a_reboot() -> Result<()> {
     };
     let before = curl(httpd, "/api/visits")?;
     assert_eq!(visits(&before), Some(2), "{before:?}");
-    let std_page = until(SERVICE_TIMEOUT, || curl(webstd, "/"))
+    let std_page = retry_until(SERVICE_TIMEOUT, || curl(webstd, "/"))
         .map_err(|error| machine.failure(&format!("curl webstd: {error:#}")))?;
     assert!(!std_page.is_empty(), "webstd answered nothing");
 
@@ -206,13 +146,13 @@ fn curl_gets_pages_whose_visit_counter_survives_a_reboot() -> Result<()> {
     machine.power_cut();
     drop(machine);
 
-    let machine = boot(&disks, &forwards)?;
-    let after = until(SERVICE_TIMEOUT, || curl(httpd, "/api/visits"))
+    let machine = boot_forwarded(&disks, &forwards)?;
+    let after = retry_until(SERVICE_TIMEOUT, || curl(httpd, "/api/visits"))
         .map_err(|error| machine.failure(&format!("curl httpd after reboot: {error:#}")))?;
     assert_eq!(visits(&after), Some(2), "after the reboot: {after:?}");
     curl(httpd, "/")?;
     assert_eq!(visits(&curl(httpd, "/api/visits")?), Some(3));
-    until(SERVICE_TIMEOUT, || curl(webstd, "/"))
+    retry_until(SERVICE_TIMEOUT, || curl(webstd, "/"))
         .map_err(|error| machine.failure(&format!("curl webstd after reboot: {error:#}")))?;
     Ok(())
 }
@@ -226,16 +166,16 @@ fn an_undeclared_port_is_refused_and_a_flood_of_clients_leaves_the_others_runnin
         image(&directory, "redis", "redis", &[6379])?,
         image(&directory, "counter", "counter", &[])?,
     ];
-    let forwards = forwards(&[6379])?;
+    let forwards = forwards_to(&[6379])?;
     let address = SocketAddr::from(([127, 0, 0, 1], forwards[0].host_port));
-    let mut machine = boot(&disks, &forwards)?;
+    let mut machine = boot_forwarded(&disks, &forwards)?;
     let refusal = machine.expect("[squatter] ", ANSWER_TIMEOUT)?;
     machine.expect("cannot listen on port 6379", ANSWER_TIMEOUT)?;
     eprintln!("squatter: {refusal}");
     machine.expect("[redis] redis ready on port 6379", SERVICE_TIMEOUT)?;
     machine.expect("[counter] count ", SERVICE_TIMEOUT)?;
     if has_tool("redis-cli") {
-        until(SERVICE_TIMEOUT, || {
+        retry_until(SERVICE_TIMEOUT, || {
             redis_cli(address.port(), &["SET", "a", "1"])
         })
         .map_err(|error| machine.failure(&format!("SET before the flood: {error:#}")))?;
@@ -270,7 +210,7 @@ fn an_undeclared_port_is_refused_and_a_flood_of_clients_leaves_the_others_runnin
     }
     drop(clients);
     if has_tool("redis-cli") {
-        let answer = until(3 * SERVICE_TIMEOUT, || {
+        let answer = retry_until(3 * SERVICE_TIMEOUT, || {
             redis_cli(address.port(), &["GET", "a"])
         })
         .map_err(|error| machine.failure(&format!("GET after the flood: {error:#}")))?;
