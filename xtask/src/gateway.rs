@@ -533,6 +533,23 @@ mod tests {
     }
 
     #[test]
+    fn a_client_that_shuts_down_its_sending_half_still_gets_the_answer() {
+        let (a, _) = backend("A", Behaviour::AcceptsAndCloses);
+        let (b, _) = backend("B", Behaviour::Serves);
+        let gateway = Gateway::start("test", 0, backends(a, b)).expect("starting");
+        assert_eq!(ask(&gateway, "first"), "B:first");
+        let mut stream = TcpStream::connect(gateway.address()).expect("connecting");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("a read timeout");
+        stream.write_all(b"last\n").expect("writing");
+        stream.shutdown(Shutdown::Write).expect("a half close");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).expect("reading");
+        assert_eq!(answer, "B:last\n");
+    }
+
+    #[test]
     fn a_client_past_the_limit_is_closed_and_the_others_are_served() {
         let (a, _) = backend("A", Behaviour::Serves);
         let (b, _) = backend("B", Behaviour::Serves);
