@@ -71,6 +71,21 @@ pub fn linked_machine(
     disks: Vec<std::path::PathBuf>,
     secret: Option<&ClusterSecretFile>,
 ) -> Result<Machine> {
+    let config = linked_config(end, port, host, disks, secret)?;
+    let mut machine = Machine::boot(&config)?;
+    machine.expect_prompt(BOOT_TIMEOUT)?;
+    Ok(machine)
+}
+
+/// The configuration [`linked_machine`] boots, for a test that adds to it
+/// (a user-networking card, say).
+pub fn linked_config(
+    end: LinkEnd,
+    port: u16,
+    host: u8,
+    disks: Vec<std::path::PathBuf>,
+    secret: Option<&ClusterSecretFile>,
+) -> Result<QemuConfig> {
     let mut config = test_config()?;
     config.append = format!("ip=169.254.0.{host}");
     config.disks = disks;
@@ -80,9 +95,7 @@ pub fn linked_machine(
         mac_last_byte: mac_last_byte(host),
     });
     config.cluster_secret = secret.cloned();
-    let mut machine = Machine::boot(&config)?;
-    machine.expect_prompt(BOOT_TIMEOUT)?;
-    Ok(machine)
+    Ok(config)
 }
 
 /// The MAC's last byte [`linked_machine`] gives the machine at 169.254.0.`host`.
@@ -117,6 +130,17 @@ impl Cluster {
             port: free_port()?,
             secret: self.secret.clone(),
         })
+    }
+
+    /// The configuration of a machine of this cluster: [`linked_config`]
+    /// with its port and secret.
+    pub fn config(
+        &self,
+        end: LinkEnd,
+        host: u8,
+        disks: Vec<std::path::PathBuf>,
+    ) -> Result<QemuConfig> {
+        linked_config(end, self.port, host, disks, Some(&self.secret))
     }
 
     /// A machine of this cluster: [`linked_machine`] with its port and secret.

@@ -7,6 +7,7 @@ pub mod archive;
 pub mod bench;
 pub mod console;
 pub mod fuzz;
+pub mod gateway;
 pub mod host;
 pub mod image;
 pub mod kernel;

@@ -1,11 +1,13 @@
 //! `cargo xtask run`: build and boot Amber with the console on this terminal.
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
+use crate::gateway::{Backend, Gateway};
 use crate::private::ClusterSecretFile;
 use crate::qemu::{Accel, Console, Forward, LinkEnd, NetLink, QemuConfig, UserNet, free_port};
 use crate::{app, archive, console, image, kernel, paths, tools};
@@ -51,7 +53,8 @@ pub struct RunArgs {
     pub pair: bool,
     /// Forward 127.0.0.1:HOSTPORT to a domain's PORT through a user-networking
     /// card (repeatable; for domains spawned at the console). With `--pair`,
-    /// B gets the same guest ports on other host ports.
+    /// HOSTPORT follows the domain to whichever machine runs it (a gateway
+    /// in front of a forward of A's and one of B's).
     #[arg(long = "forward", value_name = "HOSTPORT:PORT", value_parser = parse_forward)]
     pub forwards: Vec<Forward>,
 }
@@ -73,34 +76,36 @@ fn parse_forward(text: &str) -> Result<Forward, String> {
     })
 }
 
-/// The user card for `forwards`, None without any; prints each mapping
-/// when `machine` is given.
-fn user_net_of(machine: Option<&str>, forwards: &[Forward]) -> Option<UserNet> {
+/// The user card for `forwards`, None without any.
+fn user_net_of(forwards: &[Forward]) -> Option<UserNet> {
     if forwards.is_empty() {
         return None;
-    }
-    for forward in forwards {
-        let Some(machine) = machine else {
-            break;
-        };
-        eprintln!(
-            "{machine}127.0.0.1:{} -> port {}",
-            forward.host_port, forward.guest_port
-        );
     }
     Some(UserNet {
         forwards: forwards.to_vec(),
     })
 }
 
-/// A forward for every port the domain images among `disks` declare
-/// (`Metadata.network.listen`) and every port an app of the apps archive
-/// `archive` declares (so that a domain `spawn` starts is reachable too):
-/// from the same host port when it is free, else from another; each
-/// mapping is printed with the domain's or the app's name. Blank spares
-/// have no ports.
-fn declared_forwards(disks: &[PathBuf], archive: &Path) -> Result<Vec<Forward>> {
-    let mut declared: Vec<(String, u16)> = Vec::new();
+/// A port a domain image among `disks` declares
+/// (`Metadata.network.listen`) or an app of the apps archive declares (so
+/// that a domain `spawn` starts is reachable too), with a name for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct DeclaredPort {
+    /// The domain's name, or the app's with how to start it.
+    name: String,
+    guest_port: u16,
+}
+
+/// Every port the images among `disks` and the apps of the archive
+/// `archive` declare, each guest port once (two domains cannot hold one
+/// port). Blank spares have no ports.
+fn declared_ports(disks: &[PathBuf], archive: &Path) -> Result<Vec<DeclaredPort>> {
+    let mut declared: Vec<DeclaredPort> = Vec::new();
+    let mut add = |name: String, guest_port: u16| {
+        if !declared.iter().any(|port| port.guest_port == guest_port) {
+            declared.push(DeclaredPort { name, guest_port });
+        }
+    };
     for disk in disks {
         if is_blank(disk)? {
             continue;
@@ -114,7 +119,7 @@ fn declared_forwards(disks: &[PathBuf], archive: &Path) -> Result<Vec<Forward>> 
         };
         let metadata = image.metadata();
         for &port in &metadata.network.listen {
-            declared.push((metadata.name.escape_debug().to_string(), port));
+            add(metadata.name.escape_debug().to_string(), port);
         }
     }
     let device = persist::FileDevice::open(archive)
@@ -123,46 +128,22 @@ fn declared_forwards(disks: &[PathBuf], archive: &Path) -> Result<Vec<Forward>> 
         .with_context(|| format!("reading the apps archive {}", archive.display()))?;
     for entry in archive.entries() {
         for &port in &entry.network.listen {
-            declared.push((format!("{} (spawn {})", entry.name, entry.name), port));
+            add(format!("{} (spawn {})", entry.name, entry.name), port);
         }
     }
-    let mut forwards: Vec<Forward> = Vec::new();
-    for (name, guest_port) in declared {
-        // One forward per guest port: two domains cannot hold one port.
-        if forwards
-            .iter()
-            .any(|forward| forward.guest_port == guest_port)
-        {
-            continue;
-        }
-        let is_taken = |port: u16| forwards.iter().any(|forward| forward.host_port == port);
-        let host_port = if !is_taken(guest_port)
-            && std::net::TcpListener::bind(("127.0.0.1", guest_port)).is_ok()
-        {
-            guest_port
-        } else {
-            free_port()?
-        };
-        eprintln!("{name}: 127.0.0.1:{host_port} -> port {guest_port}");
-        forwards.push(Forward {
-            host_port,
-            guest_port,
-        });
-    }
-    Ok(forwards)
+    Ok(declared)
 }
 
-/// The same guest ports as `forwards` on host ports that are free now.
-fn on_free_host_ports(forwards: &[Forward]) -> Result<Vec<Forward>> {
-    forwards
-        .iter()
-        .map(|forward| {
-            Ok(Forward {
-                host_port: free_port()?,
-                guest_port: forward.guest_port,
-            })
-        })
-        .collect()
+/// The host port a declared port is reached at: the same number when it
+/// is free and not in `taken`, else a free one.
+fn host_port_for(guest_port: u16, taken: &[u16]) -> Result<u16> {
+    if !taken.contains(&guest_port)
+        && std::net::TcpListener::bind(("127.0.0.1", guest_port)).is_ok()
+    {
+        Ok(guest_port)
+    } else {
+        free_port()
+    }
 }
 
 pub fn run(args: &RunArgs) -> Result<()> {
@@ -187,22 +168,8 @@ pub fn run(args: &RunArgs) -> Result<()> {
     // earlier runs spawned on them.
     let archive = archive::build(&[])?;
     let spares = spare_disks(freshness)?;
-    let mut forwards: Vec<Forward> = args.forwards.clone();
-    for forward in &args.forwards {
-        eprintln!(
-            "--forward: 127.0.0.1:{} -> port {}",
-            forward.host_port, forward.guest_port
-        );
-    }
     let images: Vec<PathBuf> = disks.iter().chain(&spares).cloned().collect();
-    for forward in declared_forwards(&images, &archive)? {
-        if !forwards
-            .iter()
-            .any(|given| given.guest_port == forward.guest_port)
-        {
-            forwards.push(forward);
-        }
-    }
+    let declared = declared_ports(&images, &archive)?;
     disks.push(archive);
     disks.extend(spares);
     let mut config = QemuConfig {
@@ -220,11 +187,38 @@ pub fn run(args: &RunArgs) -> Result<()> {
         cluster_secret: None,
         nbd_disks: Vec::new(),
     };
-    if args.pair {
-        config.user_net = user_net_of(None, &forwards);
-        return run_pair(config);
+    // The services a user connects to: the --forward ones, then each
+    // declared port no --forward took, on its own number when free.
+    let mut services: Vec<(String, Forward)> = args
+        .forwards
+        .iter()
+        .map(|&forward| ("--forward".to_string(), forward))
+        .collect();
+    for port in declared {
+        if services
+            .iter()
+            .any(|(_, given)| given.guest_port == port.guest_port)
+        {
+            continue;
+        }
+        let taken: Vec<u16> = services.iter().map(|(_, given)| given.host_port).collect();
+        let forward = Forward {
+            host_port: host_port_for(port.guest_port, &taken)?,
+            guest_port: port.guest_port,
+        };
+        services.push((port.name, forward));
     }
-    config.user_net = user_net_of(None, &forwards);
+    if args.pair {
+        return run_pair(config, &services);
+    }
+    for (name, forward) in &services {
+        eprintln!(
+            "{name}: 127.0.0.1:{} -> port {}",
+            forward.host_port, forward.guest_port
+        );
+    }
+    let forwards: Vec<Forward> = services.iter().map(|(_, forward)| *forward).collect();
+    config.user_net = user_net_of(&forwards);
     eprintln!(
         "booting Amber ({:?}, {} MiB) with {}; `shutdown` commits and powers off, Ctrl-A x quits QEMU (a power cut)",
         config.accel,
@@ -242,7 +236,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
 /// user's private directory, then A on this terminal; B is killed (a power
 /// cut) when A exits. Both get one cluster secret, new for this run, so
 /// they trust each other and nobody else.
-fn run_pair(mut a: QemuConfig) -> Result<()> {
+fn run_pair(mut a: QemuConfig, services: &[(String, Forward)]) -> Result<()> {
     let directory = paths::amber_dir().join("pair");
     std::fs::create_dir_all(&directory)
         .with_context(|| format!("creating {}", directory.display()))?;
@@ -262,6 +256,8 @@ fn run_pair(mut a: QemuConfig) -> Result<()> {
         std::fs::remove_file(&console_socket)
             .with_context(|| format!("removing the old {}", console_socket.display()))?;
     }
+    let (gateways, a_forwards, b_forwards) = gateways_for(services)?;
+    a.user_net = user_net_of(&a_forwards);
     a.cluster_secret = Some(ClusterSecretFile::generate()?);
     a.disks.push(spare("a-spare.img")?);
     a.append = format!("ip=169.254.0.1 {}", a.append).trim().to_string();
@@ -275,10 +271,7 @@ fn run_pair(mut a: QemuConfig) -> Result<()> {
         append: format!("ip=169.254.0.2 {}", args_without_ip(&a.append)),
         console: Console::UnixSocket(console_socket.clone()),
         disk_options: std::collections::BTreeMap::new(),
-        user_net: match &a.user_net {
-            Some(user_net) => user_net_of(Some("B: "), &on_free_host_ports(&user_net.forwards)?),
-            None => None,
-        },
+        user_net: user_net_of(&b_forwards),
         net: Some(NetLink {
             end: LinkEnd::Connect,
             port: link_port,
@@ -306,6 +299,7 @@ fn run_pair(mut a: QemuConfig) -> Result<()> {
         directory.display()
     );
     let status = a_child.wait().context("waiting for A");
+    drop(gateways);
     let _ = b_child.kill();
     let _ = b_child.wait();
     let _ = std::fs::remove_file(&console_socket);
@@ -314,6 +308,41 @@ fn run_pair(mut a: QemuConfig) -> Result<()> {
         bail!("A's QEMU exited with {status}");
     }
     Ok(())
+}
+
+/// For each service of `--pair`, a gateway on its host port that follows
+/// the domain, in front of a forward of its own on each machine: returns
+/// the gateways with A's forwards and B's, and prints each mapping.
+fn gateways_for(
+    services: &[(String, Forward)],
+) -> Result<(Vec<Gateway>, Vec<Forward>, Vec<Forward>)> {
+    let mut gateways = Vec::new();
+    let (mut a_forwards, mut b_forwards) = (Vec::new(), Vec::new());
+    for (name, stable) in services {
+        let on = |machine: &str| -> Result<Backend> {
+            Ok(Backend {
+                machine: machine.to_string(),
+                address: SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?)),
+            })
+        };
+        let (a, b) = (on("A")?, on("B")?);
+        let gateway = Gateway::start(name, stable.host_port, vec![a.clone(), b.clone()])?;
+        eprintln!(
+            "{name}: {} follows the domain's port {} (A at {}, B at {})",
+            gateway.address(),
+            stable.guest_port,
+            a.address,
+            b.address
+        );
+        for (forwards, backend) in [(&mut a_forwards, &a), (&mut b_forwards, &b)] {
+            forwards.push(Forward {
+                host_port: backend.address.port(),
+                guest_port: stable.guest_port,
+            });
+        }
+        gateways.push(gateway);
+    }
+    Ok((gateways, a_forwards, b_forwards))
 }
 
 /// The user's kernel arguments without A's `ip=`.
