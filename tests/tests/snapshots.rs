@@ -11,8 +11,8 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 use tests::{
-    ANSWER_TIMEOUT, BOOT_TIMEOUT, Forward, Machine, UserNet, build_apps, count_of, domain_image,
-    free_port, last_count, test_config, work_dir,
+    ANSWER_TIMEOUT, BOOT_TIMEOUT, Machine, Replies, app_image, boot_forwarded, count_of,
+    domain_image, forwards_to, has_tool, last_count, retry_until, test_config, work_dir,
 };
 
 /// The tags in the table `snapshots NAME` printed.
@@ -132,49 +132,26 @@ fn redis_cli(port: u16, words: &[&str]) -> Result<String> {
 /// redis-cli's answer, asked again until redis answers (it binds its port
 /// again after a rollback) or the time is up.
 fn redis_answer(port: u16, words: &[&str]) -> Result<String> {
-    let deadline = std::time::Instant::now() + BOOT_TIMEOUT;
-    loop {
+    retry_until(BOOT_TIMEOUT, || {
         let answer = redis_cli(port, words)?;
-        if !answer.is_empty() && !answer.starts_with("Could not connect") {
-            return Ok(answer);
-        }
-        if std::time::Instant::now() > deadline {
+        if answer.is_empty() || answer.starts_with("Could not connect") {
             bail!("redis did not answer {words:?}: {answer:?}");
         }
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+        Ok(answer)
+    })
 }
 
 #[test]
 fn redis_rolls_back_to_the_keys_of_its_snapshot() -> Result<()> {
-    if Command::new("redis-cli").arg("--version").output().is_err() {
+    if !has_tool("redis-cli") {
         println!("skipped: redis-cli is not installed (apt-get install redis-tools)");
         return Ok(());
     }
     let directory = work_dir("snapshots-redis")?;
-    build_apps()?;
-    let redis = xtask::image::new(&xtask::image::NewArgs {
-        wasm: xtask::paths::apps_dir().join("redis.wasm"),
-        name: "redis".into(),
-        memory_max_mib: None,
-        size_mib: None,
-        args: Vec::new(),
-        env: Vec::new(),
-        output: Some(directory.join("redis.img")),
-        listen: vec![6379],
-        durable_replies: false,
-    })?;
-    let port = free_port()?;
-    let mut config = test_config()?;
-    config.disks = vec![redis];
-    config.user_net = Some(UserNet {
-        forwards: vec![Forward {
-            host_port: port,
-            guest_port: 6379,
-        }],
-    });
-    let mut machine = Machine::boot(&config)?;
-    machine.expect_prompt(BOOT_TIMEOUT)?;
+    let redis = app_image(&directory, "redis", "redis", &[6379], Replies::Immediate)?;
+    let forwards = forwards_to(&[6379])?;
+    let port = forwards[0].host_port;
+    let mut machine = boot_forwarded(&[redis], &forwards)?;
     if redis_answer(port, &["SET", "kept", "before"])? != "OK" {
         bail!("redis refused the first SET");
     }
