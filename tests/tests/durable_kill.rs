@@ -101,8 +101,8 @@ fn start_benchmark(port: u16, log: &Path) -> Result<Option<Benchmark>> {
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
         // Random keys among 10,000 keep the keyspace (and so each commit's
         // dirty pages) bounded over the rounds.
-        // Four clients: as many as the kernel's listen backlog holds at once.
-        .args(["-t", "set", "-n", "100000", "-r", "10000", "-c", "4", "-q"])
+        // Ten clients, within the kernel's listen backlog (16 at once).
+        .args(["-t", "set", "-n", "100000", "-r", "10000", "-c", "10", "-q"])
         .stdin(Stdio::null())
         .stdout(output.try_clone()?)
         .stderr(output)
@@ -275,8 +275,8 @@ impl Kills {
             return Err(self.failure(round, &format!("no +OK to the first SET: {why}"), &machine));
         }
         // Only now, with the client's connection accepted: the kernel
-        // keeps a backlog of LISTEN_BACKLOG (4) clients a domain has not
-        // accepted yet and resets the others.
+        // takes at most LISTEN_BACKLOG (16) new clients at once on a port
+        // and resets the others.
         let log = self.directory.join(format!("redis-benchmark-{round}.log"));
         let mut benchmark = start_benchmark(self.address.port(), &log)?;
         let cut_delay_ms = self.random.between(MIN_CUT_DELAY_MS, MAX_CUT_DELAY_MS);

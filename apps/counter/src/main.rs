@@ -16,7 +16,10 @@ fn main() {
         count += 1;
         let now = amber::generation();
         if now != generation {
-            amber::info!("forked at count {count}: generation {now}, id {}", amber::self_id());
+            amber::info!(
+                "forked at count {count}: generation {now}, id {}",
+                amber::self_id()
+            );
             generation = now;
         }
         amber::info!("count {count}");

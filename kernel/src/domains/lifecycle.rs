@@ -150,10 +150,22 @@ impl Domains {
         commit: fn(&mut KernelDomain) -> Result<bool, vm::Error>,
         state: State,
     ) -> Result<(), DomainError> {
+        self.commit_at_safe_point(name, commit)?;
+        self.take_out_of_rotation(name, state)
+    }
+
+    /// Runs `commit` on the scheduled domain `name` until it reports that
+    /// it committed at a safe point, running the others (and it) meanwhile
+    /// for at most the shutdown grace period.
+    pub(super) fn commit_at_safe_point(
+        &mut self,
+        name: &str,
+        commit: fn(&mut KernelDomain) -> Result<bool, vm::Error>,
+    ) -> Result<(), DomainError> {
         let deadline = timer::uptime_ns() + SHUTDOWN_GRACE_NS;
         loop {
             match commit(self.scheduled_mut(name)?) {
-                Ok(true) => break,
+                Ok(true) => return Ok(()),
                 Ok(false) if timer::uptime_ns() < deadline => self.run_scheduler_round(),
                 Ok(false) => {
                     return Err(DomainError::NoSafePoint {
@@ -169,7 +181,6 @@ impl Domains {
                 }
             }
         }
-        self.take_out_of_rotation(name, state)
     }
 
     /// Moves a scheduled domain into its entry, held in `state`.

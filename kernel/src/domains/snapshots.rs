@@ -19,7 +19,7 @@ use alloc::vec::Vec;
 use persist::{SnapshotId, SnapshotInfo};
 
 use super::table::{Body, State};
-use super::{DomainError, Domains, KernelDomain, SHUTDOWN_GRACE_NS};
+use super::{DomainError, Domains, KernelDomain};
 use crate::arch::{rtc, timer};
 
 /// What `snapshot NAME [TAG]` took.
@@ -159,32 +159,14 @@ impl Domains {
         })
     }
 
-    /// Commits a running domain at a safe point, running the others (and
-    /// it) for at most the shutdown grace period until it reaches one. A
-    /// domain out of the rotation is at its last commit already.
+    /// Commits a running domain at a safe point (see
+    /// [`Domains::commit_at_safe_point`]); a domain out of the rotation is
+    /// at its last commit already.
     pub(super) fn reach_safe_point(&mut self, name: &str) -> Result<(), DomainError> {
         if self.scheduler.domain(name).is_none() {
             return Ok(());
         }
-        let deadline = timer::uptime_ns() + SHUTDOWN_GRACE_NS;
-        loop {
-            match self.scheduled_mut(name)?.request_checkpoint() {
-                Ok(true) => return Ok(()),
-                Ok(false) if timer::uptime_ns() < deadline => self.run_scheduler_round(),
-                Ok(false) => {
-                    return Err(DomainError::NoSafePoint {
-                        name: name.into(),
-                        grace_s: SHUTDOWN_GRACE_NS / 1_000_000_000,
-                    });
-                }
-                Err(error) => {
-                    return Err(DomainError::CheckpointFailed {
-                        name: name.into(),
-                        error,
-                    });
-                }
-            }
-        }
+        self.commit_at_safe_point(name, KernelDomain::request_checkpoint)
     }
 }
 

@@ -36,8 +36,12 @@ use vm::net::{ConnectionId, NetError, Network, Readiness};
 use super::{NET, Net, SocketRef, TcpState, new_socket_of};
 use crate::memory::heap;
 
-/// Sockets listening on one domain port, per card.
-pub const LISTEN_BACKLOG: usize = 4;
+/// Sockets listening on one domain port, per card: how many clients may
+/// connect at once (between two polls of the network) before the next
+/// ones are reset. 16 lets `redis-benchmark -c 10` and browsers (6 to 8
+/// connections a host) in; each costs its two buffers (about 33 KiB) while
+/// it waits, so a port costs about half a MiB of heap per card.
+pub const LISTEN_BACKLOG: usize = 16;
 
 /// Domain sockets (listening, connected and closing) on the machine at most.
 pub const MAX_DOMAIN_SOCKETS: usize = 1024;
