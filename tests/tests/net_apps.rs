@@ -222,3 +222,36 @@ fn an_undeclared_port_is_refused_and_a_flood_of_clients_leaves_the_others_runnin
     }
     Ok(())
 }
+
+/// A domain connects out: `tcpping` on machine A pings `redis` on machine
+/// B over the link between them (no forward, no host in between), and
+/// after B's redis is stopped it says why there is no answer, then finds
+/// it again once redis is started.
+#[test]
+fn a_domain_connects_out_to_a_domain_on_another_machine() -> Result<()> {
+    let directory = work_dir("net-connect")?;
+    let redis = image(&directory, "redis", "redis", &[6379])?;
+    let tcpping = image(&directory, "tcpping", "tcpping", &[])?;
+    let cluster = tests::Cluster::new()?;
+    let mut b = cluster.machine(tests::LinkEnd::Listen, 2, vec![redis])?;
+    b.expect("[redis] redis ready on port 6379", SERVICE_TIMEOUT)?;
+    let mut a = cluster.machine(tests::LinkEnd::Connect, 1, vec![tcpping])?;
+    let reply = a.expect(
+        "[tcpping] reply +PONG from 169.254.0.2:6379",
+        SERVICE_TIMEOUT,
+    )?;
+    println!("A: {reply}");
+    b.send_line("stop redis")?;
+    b.expect("redis: stopped", ANSWER_TIMEOUT)?;
+    let refused = a.expect(
+        "[tcpping] warn: no reply from 169.254.0.2:6379",
+        SERVICE_TIMEOUT,
+    )?;
+    println!("A, with redis stopped: {refused}");
+    b.send_line("start redis")?;
+    a.expect(
+        "[tcpping] reply +PONG from 169.254.0.2:6379",
+        SERVICE_TIMEOUT,
+    )?;
+    Ok(())
+}

@@ -125,6 +125,10 @@ pub const APPS: &[App] = &[
         name: "webstd",
         kind: AppKind::Wasi,
     },
+    App {
+        name: "tcpping",
+        kind: AppKind::Amber,
+    },
 ];
 
 /// App subcommands.
