@@ -126,7 +126,15 @@ fn redis_cli(port: u16, words: &[&str]) -> Result<String> {
         .args(words)
         .output()
         .context("running redis-cli")?;
-    Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+    let answer = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    if answer.is_empty() {
+        bail!(
+            "redis-cli {words:?} answered nothing ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(answer)
 }
 
 /// redis-cli's answer, asked again until redis answers (it binds its port
@@ -134,7 +142,7 @@ fn redis_cli(port: u16, words: &[&str]) -> Result<String> {
 fn redis_answer(port: u16, words: &[&str]) -> Result<String> {
     retry_until(BOOT_TIMEOUT, || {
         let answer = redis_cli(port, words)?;
-        if answer.is_empty() || answer.starts_with("Could not connect") {
+        if answer.starts_with("Could not connect") {
             bail!("redis did not answer {words:?}: {answer:?}");
         }
         Ok(answer)
@@ -165,7 +173,8 @@ fn redis_rolls_back_to_the_keys_of_its_snapshot() -> Result<()> {
     machine.send_line("rollback redis before")?;
     let rolled = machine.expect("redis: rolled back", ANSWER_TIMEOUT)?;
     println!("console: {rolled}");
-    let kept = redis_answer(port, &["GET", "kept"])?;
+    let kept = redis_answer(port, &["GET", "kept"])
+        .map_err(|error| machine.failure(&format!("after the rollback: {error:#}")))?;
     let later = redis_cli(port, &["EXISTS", "later"])?;
     println!("after the rollback: kept = {kept:?}, EXISTS later = {later:?}");
     if kept != "before" || later != "0" {

@@ -4,6 +4,16 @@
 use alloc::format;
 
 use super::{Context, answer};
+
+/// Refuses a snapshot command on a domain a migration is sending: its
+/// image must change only by its own commits until the migration ends.
+fn is_refused_while_migrating(context: &Context<'_>, name: &str) -> bool {
+    let is_sending = context.migrations.is_sending(name);
+    if is_sending {
+        println!("error: {name} is migrating to another machine: try again once that ends");
+    }
+    is_sending
+}
 use crate::domains::{Forked, RolledBackTo, SnapshotTaken};
 use crate::println;
 
@@ -13,6 +23,9 @@ pub(super) fn snapshot(context: &mut Context<'_>, arguments: &str) {
         println!("usage: snapshot NAME [TAG]");
         return;
     };
+    if is_refused_while_migrating(context, name) {
+        return;
+    }
     answer(
         context.domains.snapshot(name, tag),
         |taken: SnapshotTaken| {
@@ -41,6 +54,9 @@ pub(super) fn snapshots(context: &mut Context<'_>, arguments: &str) {
 /// `rollback NAME TAG` (the console's `rollback` takes a disk number for
 /// a damaged commit, or this).
 pub(super) fn rollback_to(context: &mut Context<'_>, name: &str, tag: &str) {
+    if is_refused_while_migrating(context, name) {
+        return;
+    }
     answer(
         context.domains.roll_back_to(name, tag),
         |rolled: RolledBackTo| {
@@ -62,6 +78,9 @@ pub(super) fn snapshot_delete(context: &mut Context<'_>, arguments: &str) {
         println!("usage: snapshot-delete NAME TAG");
         return;
     };
+    if is_refused_while_migrating(context, name) {
+        return;
+    }
     answer(context.domains.snapshot_delete(name, tag), |sequence| {
         format!("{name}: snapshot '{tag}' deleted (commit {sequence})")
     });
@@ -75,6 +94,9 @@ pub(super) fn fork(context: &mut Context<'_>, arguments: &str) {
         println!("usage: fork NAME NEW [TAG]");
         return;
     };
+    if is_refused_while_migrating(context, name) {
+        return;
+    }
     answer(context.domains.fork(name, new, tag), |forked: Forked| {
         let from = tag.map_or(format!("{name}'s state now"), |tag| {
             format!("{name}'s snapshot '{tag}'")

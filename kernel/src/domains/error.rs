@@ -82,9 +82,14 @@ pub enum DomainError {
     /// A snapshot operation persist refused or failed (an unknown or
     /// duplicate tag, the table full, a damaged snapshot, the disk).
     Snapshot { name: String, error: persist::Error },
-    /// `rollback NAME TAG` of a domain in a state that cannot be rolled
-    /// back (paused, failed, migrating, moved away, parked).
-    NoRollback { name: String, state: super::State },
+    /// A snapshot operation (`operation`: "snapshotted", "rolled back",
+    /// "forked") on a domain in a state that allows none (paused, failed,
+    /// migrating, moved away, parked).
+    NotNow {
+        name: String,
+        state: super::State,
+        operation: &'static str,
+    },
     /// `fork` under a name a domain here has already.
     NameInUse { name: String },
     /// `fork` with a first spare disk too small for the state.
@@ -184,9 +189,13 @@ impl fmt::Display for DomainError {
                  (the disk is out of use until a reboot)"
             ),
             Self::Snapshot { name, error } => write!(formatter, "{name}: {error}"),
-            Self::NoRollback { name, state } => write!(
+            Self::NotNow {
+                name,
+                state,
+                operation,
+            } => write!(
                 formatter,
-                "{name} is {state}: only a running, stopped or ended domain can be rolled back"
+                "{name} is {state}: only a running, stopped or ended domain can be {operation}"
             ),
             Self::NameInUse { name } => {
                 write!(formatter, "a domain named '{name}' exists already (see ps)")

@@ -50,6 +50,7 @@ impl Domains {
         if self.table.find(new).is_some() {
             return Err(DomainError::NameInUse { name: new.into() });
         }
+        self.check_operable(name, "forked")?;
         let parent_runs = self.scheduler.domain(name).is_some();
         if tag.is_none() {
             self.reach_safe_point(name)?;

@@ -56,6 +56,7 @@ impl Domains {
         name: &str,
         tag: Option<&str>,
     ) -> Result<SnapshotTaken, DomainError> {
+        self.check_operable(name, "snapshotted")?;
         self.reach_safe_point(name)?;
         let image = self.image_of(name)?;
         let tag = match tag {
@@ -86,6 +87,7 @@ impl Domains {
     /// `snapshot-delete NAME TAG`: forgets a snapshot and gives back the
     /// blocks only it held, as one commit at the domain's safe point.
     pub fn snapshot_delete(&mut self, name: &str, tag: &str) -> Result<u64, DomainError> {
+        self.check_operable(name, "changed")?;
         self.reach_safe_point(name)?;
         self.image_of(name)?
             .snapshot_delete(tag)
@@ -130,9 +132,10 @@ impl Domains {
                 }
             }
             state => {
-                return Err(DomainError::NoRollback {
+                return Err(DomainError::NotNow {
                     name: name.into(),
                     state,
+                    operation: "rolled back",
                 });
             }
         }
@@ -157,6 +160,24 @@ impl Domains {
             clock_ns,
             state: self.state_on_disk(entry.disk_index),
         })
+    }
+
+    /// Refuses `operation` on a domain that is neither running, stopped
+    /// nor ended, naming its state (an unknown name says so).
+    pub(super) fn check_operable(
+        &self,
+        name: &str,
+        operation: &'static str,
+    ) -> Result<(), DomainError> {
+        let entry = self.table.find(name).ok_or_else(|| self.unknown(name))?;
+        match &entry.state {
+            State::Running | State::Stopped | State::Ended(_) => Ok(()),
+            state => Err(DomainError::NotNow {
+                name: name.into(),
+                state: state.clone(),
+                operation,
+            }),
+        }
     }
 
     /// Commits a running domain at a safe point (see

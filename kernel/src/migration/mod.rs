@@ -69,6 +69,12 @@ impl Migrations {
         self.inner.decide(domains, name, decision)
     }
 
+    /// Whether domain `name` is being sent to another machine now (its
+    /// image must not change under the migration but by its own commits).
+    pub fn is_sending(&self, name: &str) -> bool {
+        self.inner.is_sending(name)
+    }
+
     /// Moves every migration on; true when any has work left.
     pub fn poll(&mut self, domains: &mut Domains) -> bool {
         self.inner.poll(domains)

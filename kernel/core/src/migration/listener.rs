@@ -156,6 +156,11 @@ impl<N: Network, H: MigrationHost> Migrations<N, H> {
         &mut self.network
     }
 
+    /// Whether domain `name` is being sent to another machine now.
+    pub fn is_sending(&self, name: &str) -> bool {
+        self.outgoing.iter().any(|outgoing| outgoing.name() == name)
+    }
+
     /// Whether any migration, connection or question has work left.
     pub fn is_busy(&self) -> bool {
         !self.outgoing.is_empty()
@@ -277,7 +282,7 @@ impl<N: Network, H: MigrationHost> Migrations<N, H> {
     /// `migrate NAME ADDRESS`: starts sending domain `name` to the machine
     /// at `address`.
     pub fn start(&mut self, host: &mut H, name: &str, address: &str) -> Result<(), StartError> {
-        if self.outgoing.iter().any(|outgoing| outgoing.name() == name) {
+        if self.is_sending(name) {
             return Err(StartError::AlreadyMigrating { name: name.into() });
         }
         let connection = self.network.connect(address).map_err(|error| match error {
