@@ -304,9 +304,11 @@ pub struct Metadata {
 impl Metadata {
     /// The live state `self` rolled back to `snapshot`, a state of the same
     /// domain: the domain's own state (memory size, globals, suspension,
-    /// status, clock) is the snapshot's; everything other parties rely on
-    /// stays the live one, so a rollback loses and doubles no message and
-    /// breaks no promise made since the snapshot:
+    /// status, clock, and the network record, whose socket numbers its
+    /// memory holds: the connections open at the snapshot read as reset,
+    /// as after any restore) is the snapshot's; everything other parties
+    /// rely on stays the live one, so a rollback loses and doubles no
+    /// message and breaks no promise made since the snapshot:
     /// - identity (ID, name), WASI arguments and environment;
     /// - messaging: the mailbox (messages accepted and not yet received are
     ///   still received), the outbox (still delivered), and the message
@@ -315,8 +317,6 @@ impl Metadata {
     ///   its receiver and a sender's resend is still recognised). Messages
     ///   it received after the snapshot are not received again: the
     ///   rollback forgets having handled them;
-    /// - the network: its declared ports and open connections (which read
-    ///   as reset when the domain runs, as after any restore);
     /// - the migration record and the running totals.
     pub fn rolled_back_to(&self, snapshot: Metadata) -> Metadata {
         Metadata {
@@ -326,6 +326,7 @@ impl Metadata {
             status: snapshot.status,
             suspension: snapshot.suspension,
             clock_ns: snapshot.clock_ns,
+            network: snapshot.network,
             ..self.clone()
         }
     }

@@ -30,14 +30,17 @@ fn tags(image: &mut Image<impl persist::BlockDevice>) -> Vec<String> {
         .collect()
 }
 
-/// A rollback takes the domain's own state from the snapshot and keeps
-/// what other domains rely on: the mailbox, the outbox and the message
-/// numbers (so no message is lost or doubled), identity and totals.
+/// A rollback takes the domain's own state from the snapshot (with the
+/// network record, whose socket numbers its memory holds) and keeps what
+/// other domains rely on: the mailbox, the outbox and the message numbers
+/// (so no message is lost or doubled), identity and totals.
 #[test]
 fn apply_keeps_messaging_identity_and_totals_live() {
     use persist::{DomainId, MessageCounts, StoredMessage, StoredOutboxMessage};
     let mut image = image_with_pages(2048, 4, 10);
     image.metadata_mut().clock_ns = 1_000;
+    image.metadata_mut().network.listen = vec![6379];
+    image.metadata_mut().network.connections = vec![4];
     image.snapshot_create("old", 0).unwrap();
     let peer = DomainId(7);
     let metadata = image.metadata_mut();
@@ -56,6 +59,7 @@ fn apply_keeps_messaging_identity_and_totals_live() {
         accepted: vec![(peer, 5)],
     };
     metadata.counters.fuel_used = 123_456;
+    metadata.network.connections = vec![5, 6];
     image.stage_page(0, &page(99)).unwrap();
     image.commit().unwrap();
     let live = image.metadata().clone();
@@ -65,6 +69,9 @@ fn apply_keeps_messaging_identity_and_totals_live() {
     let rolled = image.metadata().clone();
     assert_eq!(read(&mut image, 0), page(10));
     assert_eq!(rolled.clock_ns, 1_000);
+    // The socket numbers the snapshot's memory holds (they read as reset).
+    assert_eq!(rolled.network.connections, [4]);
+    assert_eq!(rolled.network.listen, [6379]);
     assert_eq!(rolled.mailbox, live.mailbox);
     assert_eq!(rolled.outbox, live.outbox);
     assert_eq!(rolled.message_counts, live.message_counts);

@@ -8,8 +8,8 @@
 //! exactly the state the domain was in. A rollback holds the domain (a
 //! commit that still says running, so a power cut before the next one
 //! leaves it running as it was), makes
-//! the snapshot its live state in one commit (persist keeps identity,
-//! messaging and network from the live state: `Metadata::rolled_back_to`),
+//! the snapshot its live state in one commit (persist keeps identity and
+//! messaging from the live state: `Metadata::rolled_back_to`),
 //! and opens the disk again as at boot, so the domain runs on from the
 //! snapshot with its listeners bound again and its old connections reset.
 

@@ -280,9 +280,9 @@ impl<D: BlockDevice> Image<D> {
 
     /// Makes the snapshot tagged `tag` the live state, as one commit; the
     /// snapshot stays. The domain's own state comes from the snapshot (its
-    /// pages, memory size, globals, suspension, status and clock); what
+    /// pages, memory size, globals, suspension, status, clock, network); what
     /// other parties rely on stays the live one (see
-    /// [`Metadata::rolled_back_to`]: identity, messaging, network, counters).
+    /// [`Metadata::rolled_back_to`]: identity, messaging, counters).
     /// What is staged is dropped. The blocks only the old live state reached
     /// are given back. A snapshot whose page map fails its checks is refused
     /// and nothing changes.
