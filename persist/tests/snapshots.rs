@@ -99,6 +99,10 @@ fn create_list_apply_delete_round_trip() {
     image.verify().unwrap();
     let list = image.snapshots().unwrap();
     assert_eq!(list.len(), 2);
+    assert_eq!(
+        image.snapshot_tags().collect::<Vec<_>>(),
+        ["before", "after"]
+    );
     assert_eq!(list[0].tag, "before");
     assert_eq!(list[0].id, first);
     assert_eq!(list[0].created, 1_700_000_000);

@@ -55,12 +55,10 @@ impl Domains {
         if tag.is_none() {
             self.reach_safe_point(name)?;
         }
-        let snapshot_error = |error| DomainError::Snapshot {
-            name: name.into(),
-            error,
-        };
         let image = self.image_of(name)?;
-        let needed_blocks = image.export_block_count(tag).map_err(snapshot_error)?;
+        let needed_blocks = image
+            .export_block_count(tag)
+            .map_err(super::snapshots::snapshot_error(name))?;
         let module_bytes = image.stats().module_len_bytes;
         let declares_ports = !image.metadata().network.listen.is_empty();
         check_heap_room(module_bytes)?;

@@ -61,7 +61,7 @@ impl Domains {
         let image = self.image_of(name)?;
         let tag = match tag {
             Some(tag) => String::from(tag),
-            None => free_tag(&image.snapshots().map_err(snapshot_error(name))?),
+            None => free_tag(image.snapshot_tags()),
         };
         let created = rtc::read_unix_time_s().unwrap_or(0);
         let started_ns = timer::uptime_ns();
@@ -102,8 +102,11 @@ impl Domains {
     /// ended one runs again if the snapshot was. If the rollback fails the
     /// domain is opened again as it was.
     pub fn roll_back_to(&mut self, name: &str, tag: &str) -> Result<RolledBackTo, DomainError> {
-        let known = self.snapshots(name)?;
-        if !known.iter().any(|info| info.tag == tag) {
+        if !self
+            .image_of(name)?
+            .snapshot_tags()
+            .any(|known| known == tag)
+        {
             return Err(snapshot_error(name)(persist::Error::UnknownSnapshot {
                 tag: tag.into(),
             }));
@@ -192,14 +195,15 @@ impl Domains {
 }
 
 /// `snap-N` for the first N no snapshot in `taken` is called.
-fn free_tag(taken: &[SnapshotInfo]) -> String {
+fn free_tag<'a>(taken: impl Iterator<Item = &'a str>) -> String {
+    let taken: Vec<&str> = taken.collect();
     (1..)
         .map(|number| alloc::format!("snap-{number}"))
-        .find(|tag| !taken.iter().any(|info| info.tag == *tag))
+        .find(|tag| !taken.contains(&tag.as_str()))
         .unwrap_or_default()
 }
 
-fn snapshot_error(name: &str) -> impl FnOnce(persist::Error) -> DomainError + '_ {
+pub(super) fn snapshot_error(name: &str) -> impl FnOnce(persist::Error) -> DomainError + '_ {
     move |error| DomainError::Snapshot {
         name: name.into(),
         error,

@@ -273,6 +273,16 @@ impl<D: BlockDevice> Image<D> {
             .collect())
     }
 
+    /// The snapshots' tags, oldest first: from the table in memory, with
+    /// no walk (for a name check, where [`Image::snapshots`] would walk
+    /// every tree to count blocks).
+    pub fn snapshot_tags(&self) -> impl Iterator<Item = &str> {
+        self.snapshots
+            .entries
+            .iter()
+            .map(|entry| entry.tag.as_str())
+    }
+
     /// How many snapshots the image keeps.
     pub fn snapshot_count(&self) -> usize {
         self.snapshots.entries.len()
