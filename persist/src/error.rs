@@ -95,6 +95,8 @@ pub enum Structure {
     FreeSpaceBitmap,
     /// A block of the snapshot table's chain.
     SnapshotTable,
+    /// A block of the domain's log.
+    Log,
 }
 
 impl fmt::Display for Structure {
@@ -108,6 +110,7 @@ impl fmt::Display for Structure {
             Self::FreeSpaceRoot => "free-space root",
             Self::FreeSpaceBitmap => "free-space bitmap block",
             Self::SnapshotTable => "snapshot table block",
+            Self::Log => "log block",
         })
     }
 }

@@ -18,6 +18,11 @@ pub const FORMAT_VERSION: u32 = 1;
 /// so it never frees the blocks only snapshots hold.
 pub const SNAPSHOTS_FORMAT_VERSION: u32 = 2;
 
+/// The format version of an image with a domain log: version 2 plus
+/// [`Superblock::log`] (the snapshot table may then be there or not). Code
+/// that predates the log refuses it, so it never loses the log's blocks.
+pub const LOG_FORMAT_VERSION: u32 = 3;
+
 /// Offset of the superblock checksum. Every format version keeps the magic at
 /// bytes 0..8, the version at 8..12 and the CRC-32C of bytes 0..4092 at
 /// 4092..4096, so a torn superblock of any version is told from a newer one.
@@ -103,7 +108,8 @@ pub struct ChainPointer {
     pub reserved: U64,
 }
 
-const SUPERBLOCK_FIELDS_LEN: usize = 8 + 4 + 4 + 8 + 8 + 16 + 32 + 16 + 8 + 8 + 24 + 32;
+const SUPERBLOCK_FIELDS_LEN: usize =
+    8 + 4 + 4 + 8 + 8 + 16 + 32 + 16 + 8 + 8 + 24 + 32 + size_of::<LogRing>();
 
 /// A superblock (blocks 0 and 1). The one with the valid checksum and the
 /// higher sequence number is the image.
@@ -145,6 +151,11 @@ pub struct Superblock {
     /// without snapshots, whose version is then [`FORMAT_VERSION`]; an
     /// image with snapshots is [`SNAPSHOTS_FORMAT_VERSION`].
     pub snapshot_table: ChainPointer,
+    /// The domain's log (`log` module): none, all zeros, in an image whose
+    /// domain never printed, whose version is then [`FORMAT_VERSION`] or
+    /// [`SNAPSHOTS_FORMAT_VERSION`]; an image with a log is
+    /// [`LOG_FORMAT_VERSION`].
+    pub log: LogRing,
     /// Zero.
     pub padding: [u8; SUPERBLOCK_CHECKSUM_OFFSET - SUPERBLOCK_FIELDS_LEN],
     /// CRC-32C of the bytes before it.
@@ -154,6 +165,18 @@ pub struct Superblock {
 const _: () = assert!(size_of::<Superblock>() == BLOCK_SIZE);
 
 impl Superblock {
+    /// The version this superblock's contents call for: the oldest format
+    /// that can hold them.
+    pub fn format_version_for_contents(&self) -> u32 {
+        if self.log.block_count.get() > 0 {
+            LOG_FORMAT_VERSION
+        } else if !self.snapshot_table.first.is_none() {
+            SNAPSHOTS_FORMAT_VERSION
+        } else {
+            FORMAT_VERSION
+        }
+    }
+
     /// Serialises with the checksum filled in.
     pub fn to_block(&self) -> [u8; BLOCK_SIZE] {
         let mut block = [0u8; BLOCK_SIZE];
@@ -188,6 +211,26 @@ pub struct ChainBlock {
 }
 
 const _: () = assert!(size_of::<ChainBlock>() == BLOCK_SIZE);
+
+/// Blocks a domain's log keeps: its last 16 x 4,072 bytes (about 64 KiB).
+pub const LOG_BLOCKS: usize = 16;
+
+/// Where a domain's log lives: a ring of at most [`LOG_BLOCKS`] blocks in
+/// the superblock itself, so a commit that adds lines rewrites only the
+/// last block (and adds new ones), never the whole log.
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct LogRing {
+    /// The log's blocks, oldest first, each a [`ChainBlock`] with no next
+    /// block; the first `block_count` are used, the others are none.
+    pub blocks: [Pointer; LOG_BLOCKS],
+    /// How many blocks the log has (0: no log).
+    pub block_count: U32,
+    /// Zero.
+    pub reserved: U32,
+    /// Bytes the log dropped from its start to stay within its blocks.
+    pub bytes_dropped: U64,
+}
 
 /// Bitmap blocks the free-space root can list.
 pub const MAX_BITMAP_BLOCKS: usize = (BLOCK_SIZE - 8) / size_of::<Pointer>();

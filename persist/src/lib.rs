@@ -18,6 +18,7 @@ mod file_device;
 pub mod gather;
 mod image;
 mod layout;
+mod log;
 mod metadata;
 pub mod migrate;
 mod network;
@@ -39,7 +40,11 @@ pub use image::{
     CommitStats, Image, ImageStats, NewDomain, PageLocation, RollbackRecord, Unopened,
     default_block_count,
 };
-pub use layout::{FORMAT_VERSION, MAX_IMAGE_BLOCKS, SNAPSHOTS_FORMAT_VERSION, crc32c};
+pub use layout::{
+    FORMAT_VERSION, LOG_BLOCKS, LOG_FORMAT_VERSION, MAX_IMAGE_BLOCKS, SNAPSHOTS_FORMAT_VERSION,
+    crc32c,
+};
+pub use log::LOG_CAPACITY_BYTES;
 pub use metadata::{
     Counters, DomainId, MAX_NAME_LEN, MessageCounts, Metadata, MetadataRecord, ModuleSha256,
     NameError, NetworkRecord, PAGES_PER_WASM_PAGE, StoredGlobal, StoredMessage,

@@ -157,16 +157,23 @@ impl MessageCounts {
 }
 
 /// Appends the messaging part of a trailer: the message counts, then the
-/// outbox when it holds anything or a network part follows (which then
+/// outbox when it holds anything or a later part follows (which then
 /// always has its place after an outbox, even an empty one), then the
-/// network record when there is one. Readers that know only the counts stop
-/// after them, and readers that know the outbox stop after it (postcard
-/// ignores trailing bytes).
-pub(crate) fn encode_messaging(metadata: &Metadata, bytes: Vec<u8>) -> Result<Vec<u8>, Error> {
+/// network record when there is one or a log follows, then `log` when it is
+/// not empty (a migration carries the domain's log this way; an image keeps
+/// it apart, in its superblock's log ring). Readers that know only the
+/// counts stop after them, and readers that know the outbox stop after it
+/// (postcard ignores trailing bytes).
+pub(crate) fn encode_messaging(
+    metadata: &Metadata,
+    bytes: Vec<u8>,
+    log: &[u8],
+) -> Result<Vec<u8>, Error> {
     let unencodable = |_| Error::InvalidMetadata {
         reason: "the metadata cannot be encoded",
     };
-    let has_network = !metadata.network.is_empty();
+    let has_log = !log.is_empty();
+    let has_network = !metadata.network.is_empty() || has_log;
     let mut bytes = postcard::to_extend(&metadata.message_counts, bytes).map_err(unencodable)?;
     if !metadata.outbox.is_empty() || has_network {
         bytes = postcard::to_extend(&metadata.outbox, bytes).map_err(unencodable)?;
@@ -174,28 +181,41 @@ pub(crate) fn encode_messaging(metadata: &Metadata, bytes: Vec<u8>) -> Result<Ve
     if has_network {
         bytes = postcard::to_extend(&metadata.network, bytes).map_err(unencodable)?;
     }
+    if has_log {
+        bytes = postcard::to_extend(log, bytes).map_err(unencodable)?;
+    }
     Ok(bytes)
 }
 
-/// Reads what [`encode_messaging`] wrote into `metadata`.
-pub(crate) fn decode_messaging(bytes: &[u8], metadata: &mut Metadata) -> Result<(), &'static str> {
+/// Reads what [`encode_messaging`] wrote into `metadata`; returns the log,
+/// if any, borrowed from `bytes`.
+pub(crate) fn decode_messaging<'a>(
+    bytes: &'a [u8],
+    metadata: &mut Metadata,
+) -> Result<&'a [u8], &'static str> {
     let (counts, rest): (MessageCounts, &[u8]) =
         postcard::take_from_bytes(bytes).map_err(|_| "undecodable message counts")?;
     metadata.message_counts = counts;
+    metadata.outbox = Vec::new();
+    metadata.network = NetworkRecord::default();
     if rest.is_empty() {
-        metadata.outbox = Vec::new();
-        metadata.network = NetworkRecord::default();
-        return Ok(());
+        return Ok(&[]);
     }
     let (outbox, rest): (Vec<StoredOutboxMessage>, &[u8]) =
         postcard::take_from_bytes(rest).map_err(|_| "undecodable outbox")?;
     metadata.outbox = outbox;
-    metadata.network = if rest.is_empty() {
-        NetworkRecord::default()
-    } else {
-        postcard::from_bytes(rest).map_err(|_| "undecodable network record")?
-    };
-    Ok(())
+    if rest.is_empty() {
+        return Ok(&[]);
+    }
+    let (network, rest): (NetworkRecord, &[u8]) =
+        postcard::take_from_bytes(rest).map_err(|_| "undecodable network record")?;
+    metadata.network = network;
+    if rest.is_empty() {
+        return Ok(&[]);
+    }
+    let (log, _): (&[u8], &[u8]) =
+        postcard::take_from_bytes(rest).map_err(|_| "undecodable log")?;
+    Ok(log)
 }
 
 /// A message this domain sent that its receiver has not yet committed.

@@ -7,8 +7,8 @@ use zerocopy::FromBytes;
 use crate::device::{BLOCK_SIZE, BlockDevice};
 use crate::error::{DeviceError, Error};
 use crate::layout::{
-    FORMAT_VERSION, MAGIC, MAX_IMAGE_BLOCKS, SNAPSHOTS_FORMAT_VERSION, SUPERBLOCK_CHECKSUM_OFFSET,
-    Superblock, crc32c,
+    FORMAT_VERSION, LOG_BLOCKS, LOG_FORMAT_VERSION, MAGIC, MAX_IMAGE_BLOCKS,
+    SNAPSHOTS_FORMAT_VERSION, SUPERBLOCK_CHECKSUM_OFFSET, Superblock, crc32c,
 };
 
 /// The smallest image: two superblocks, a free-space root and bitmap,
@@ -42,12 +42,15 @@ pub(crate) fn read_slot<D: BlockDevice>(device: &mut D, slot: u64) -> Result<Slo
         return Ok(Slot::BadChecksum);
     }
     let version = superblock.format_version.get();
-    if version != FORMAT_VERSION && version != SNAPSHOTS_FORMAT_VERSION {
+    if ![FORMAT_VERSION, SNAPSHOTS_FORMAT_VERSION, LOG_FORMAT_VERSION].contains(&version) {
         return Ok(Slot::NewerVersion(version));
     }
-    // Version 1 has no snapshot table, and version 2 exists for one: a
-    // superblock that says otherwise was not written by this code.
-    if (version == SNAPSHOTS_FORMAT_VERSION) == superblock.snapshot_table.first.is_none() {
+    // Each version is written for exactly the contents that need it
+    // (version 1: no snapshot table and no log; 2: a table and no log; 3:
+    // a log of at most LOG_BLOCKS blocks): a superblock that says
+    // otherwise was not written by this code.
+    let log_blocks = superblock.log.block_count.get();
+    if superblock.format_version_for_contents() != version || log_blocks as usize > LOG_BLOCKS {
         return Ok(Slot::BadChecksum);
     }
     // Commit n lives in slot n % 2; anything else is not ours to trust.
@@ -79,7 +82,7 @@ pub(crate) fn choose<D: BlockDevice>(device: &mut D) -> Result<Chosen, Error> {
         if let Slot::NewerVersion(found) = slot {
             return Err(Error::UnsupportedVersion {
                 found: *found,
-                supported: SNAPSHOTS_FORMAT_VERSION,
+                supported: LOG_FORMAT_VERSION,
             });
         }
     }

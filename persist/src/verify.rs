@@ -74,6 +74,10 @@ fn walk_commit<D: BlockDevice>(
     if module_sha256(&module) != record.module.sha256 {
         return Err(Error::ModuleSha256Mismatch);
     }
+    crate::log::load(device, &superblock.log, image_blocks, &|_| true)?;
+    for pointer in superblock.log.used() {
+        visit(pointer.block.get(), Structure::Log)?;
+    }
     if pages != superblock.pages_stored.get() {
         return Err(Error::malformed(
             superblock.sequence.get() % 2,

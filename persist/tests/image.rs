@@ -223,12 +223,12 @@ fn an_unknown_format_version_is_named() {
         error,
         Error::UnsupportedVersion {
             found: 7,
-            supported: 2
+            supported: 3
         }
     );
     assert_eq!(
         error.to_string(),
-        "image format version 7 is not supported (this code reads versions up to 2)"
+        "image format version 7 is not supported (this code reads versions up to 3)"
     );
 }
 

@@ -79,6 +79,8 @@ fn source_device() -> MemoryDevice {
     // Four messages sent took at least four units of fuel (persist's
     // validation holds a record to that).
     metadata.counters.fuel_used = 1_000;
+    // The domain's log travels too.
+    image.append_log(b"counter: started\n");
     image.commit().unwrap();
     image.into_device()
 }
@@ -104,6 +106,7 @@ fn domain_step<D: BlockDevice>(image: &mut Image<D>, step: u64) -> Result<(), Er
         sequence: 4 + step,
         bytes: step.to_le_bytes().to_vec(),
     }];
+    image.append_log(format!("counter: step {step}\n").repeat(step as usize * 40).as_bytes());
     image.commit()?;
     Ok(())
 }
@@ -115,6 +118,7 @@ struct Content {
     metadata: Metadata,
     module: Vec<u8>,
     pages: Vec<(u64, Vec<u8>)>,
+    log: Vec<u8>,
 }
 
 fn content<D: BlockDevice>(image: &mut Image<D>) -> Content {
@@ -132,6 +136,7 @@ fn content<D: BlockDevice>(image: &mut Image<D>) -> Content {
         metadata,
         module,
         pages,
+        log: image.log().unwrap(),
     }
 }
 

@@ -53,6 +53,7 @@ impl<D: BlockDevice> Image<D> {
             .saturating_add(1)
             .saturating_add(chain_blocks(record_len_bytes));
         Ok(state_blocks
+            .saturating_add(crate::LOG_BLOCKS as u64)
             .saturating_mul(2)
             .saturating_add(chain_blocks(self.module.len_bytes))
             .saturating_add(EXPORT_SLACK_BLOCKS)
@@ -61,7 +62,8 @@ impl<D: BlockDevice> Image<D> {
 
     /// Writes the live state as staged (`tag` `None`) or the snapshot
     /// tagged `tag` as a new image on `device`: the same module, metadata
-    /// and pages, no snapshots and no history. Every page is read with its
+    /// and pages, and the domain's log (which no snapshot holds: it is the
+    /// log as it is now), no snapshots and no history. Every page is read with its
     /// checksum checked before it is written. The new image has committed
     /// twice (its creation and its pages); the metadata's count of commits
     /// is the state's own.
@@ -71,7 +73,8 @@ impl<D: BlockDevice> Image<D> {
         device: E,
     ) -> Result<Image<E>, Error> {
         let (metadata, pages) = self.state_of(tag)?;
-        self.write_state_to(metadata, pages, device)
+        let log = self.log()?;
+        self.write_state_to(metadata, pages, &log, device)
     }
 
     /// Writes a fork of the live state (`tag` `None`, as last committed
@@ -79,7 +82,8 @@ impl<D: BlockDevice> Image<D> {
     /// on `device`: a new domain `name` with ID `id`, as
     /// [`Metadata::forked`] makes it, with `status` if given (a fork whose
     /// ports its parent holds starts stopped), sharing nothing with this
-    /// image. Costs a read and a write of every page the state stores.
+    /// image, not even the log: the fork's starts empty. Costs a read and a
+    /// write of every page the state stores.
     pub fn fork_to<E: BlockDevice>(
         &mut self,
         tag: Option<&str>,
@@ -94,13 +98,14 @@ impl<D: BlockDevice> Image<D> {
         if let Some(status) = status {
             forked.status = status;
         }
-        self.write_state_to(forked, pages, device)
+        self.write_state_to(forked, pages, &[], device)
     }
 
     fn write_state_to<E: BlockDevice>(
         &mut self,
         metadata: Metadata,
         pages: Vec<(u64, Pointer)>,
+        log: &[u8],
         device: E,
     ) -> Result<Image<E>, Error> {
         let module = self.module()?;
@@ -111,6 +116,7 @@ impl<D: BlockDevice> Image<D> {
                 read_checked(&mut self.device, &pointer, image_blocks, Structure::Page)?;
             exported.stage_page(page_index, &page)?;
         }
+        exported.append_log(log);
         // Not `commit`: the state's count of commits is carried as it is.
         exported.write_commit()?;
         Ok(exported)

@@ -106,6 +106,7 @@ type PreparedCommit = (
     space::WrittenSpace,
     Vec<u64>,
     Option<snapshots::SnapshotEffect>,
+    Option<crate::log::PreparedLog>,
 );
 
 /// An open domain image on a block device.
@@ -140,6 +141,10 @@ pub struct Image<D> {
     snapshot_table_blocks: Vec<u64>,
     /// The change to the table the commit under way makes.
     pending_snapshot: Option<snapshots::SnapshotChange>,
+    /// The payload of the last commit's last log block.
+    log_tail: Vec<u8>,
+    /// What the next commit adds to the log.
+    staged_log: crate::log::StagedLog,
 }
 
 impl<D: BlockDevice> Image<D> {
@@ -227,6 +232,8 @@ impl<D: BlockDevice> Image<D> {
             snapshots: Default::default(),
             snapshot_table_blocks: Vec::new(),
             pending_snapshot: None,
+            log_tail: Vec::new(),
+            staged_log: Default::default(),
         };
         image.write_commit()?;
         Ok(image)
@@ -396,7 +403,7 @@ impl<D: BlockDevice> Image<D> {
         // What preparing allocates is taken back if the commit fails.
         let mark = self.space.mark();
         let prepared = self.prepare_commit();
-        let (superblock, written_space, metadata_blocks, snapshot_effect) = match prepared {
+        let (superblock, written_space, metadata_blocks, snapshot_effect, log) = match prepared {
             Ok(prepared) => prepared,
             Err(error) => {
                 self.space.undo(mark);
@@ -437,6 +444,10 @@ impl<D: BlockDevice> Image<D> {
                 self.metadata = metadata;
             }
             self.install_snapshot_effect(effect);
+        }
+        if let Some(log) = log {
+            self.log_tail = log.tail;
+            self.staged_log = Default::default();
         }
         self.superblock = superblock;
         self.metadata_blocks = metadata_blocks;
@@ -544,12 +555,33 @@ impl<D: BlockDevice> Image<D> {
             )?),
             None => None,
         };
+        let log = if self.staged_log.is_empty() {
+            None
+        } else {
+            let log = crate::log::prepare(
+                &mut self.device,
+                &mut self.space,
+                &self.superblock.log,
+                &self.log_tail,
+                &self.staged_log,
+                &mut self.blocks_written_since_commit,
+            )?;
+            superblock.log = log.ring;
+            Some(log)
+        };
+        superblock.format_version = U32::new(superblock.format_version_for_contents());
         let written_space = self
             .space
             .write(&mut self.device, &mut self.blocks_written_since_commit)?;
         superblock.free_space_root = written_space.root;
         superblock.blocks_used = U64::new(written_space.blocks_used);
-        Ok((superblock, written_space, metadata_blocks, snapshot_effect))
+        Ok((
+            superblock,
+            written_space,
+            metadata_blocks,
+            snapshot_effect,
+            log,
+        ))
     }
 
     /// Sizes and counts.
@@ -589,6 +621,36 @@ impl<D: BlockDevice> Image<D> {
             }
         }
         Ok(pages.into_keys().collect())
+    }
+
+    /// Adds `bytes` (whole lines, each ending in a line break) to the end of
+    /// the domain's log, written by the next commit. The log keeps its
+    /// newest [`crate::LOG_CAPACITY_BYTES`] (see the `log` module).
+    pub fn append_log(&mut self, bytes: &[u8]) {
+        self.staged_log.append(bytes);
+    }
+
+    /// Makes `bytes` the whole log at the next commit (an incoming
+    /// migration's copy takes the source's log this way).
+    pub fn set_log(&mut self, bytes: &[u8]) {
+        self.staged_log = crate::log::StagedLog {
+            replace: true,
+            ..Default::default()
+        };
+        self.staged_log.append(bytes);
+    }
+
+    /// The domain's log as committed plus what is staged: its newest
+    /// [`crate::LOG_CAPACITY_BYTES`] at most, from the first whole line.
+    /// Reads every log block, checked.
+    pub fn log(&mut self) -> Result<Vec<u8>, Error> {
+        let image_blocks = self.image_blocks();
+        crate::log::read(
+            &mut self.device,
+            &self.superblock.log,
+            image_blocks,
+            &self.staged_log,
+        )
     }
 
     /// The last commit's superblock (for verification).

@@ -77,6 +77,8 @@ struct LoadedCommit {
     record: MetadataRecord,
     metadata_blocks: Vec<u64>,
     snapshots: Option<super::snapshots::LoadedSnapshots>,
+    /// The payload of the log's last block.
+    log_tail: Vec<u8>,
 }
 
 /// Reads and checks the commit `superblock` names (see the module docs).
@@ -129,11 +131,15 @@ fn load_commit<D: BlockDevice>(
         ));
     }
     let snapshots = super::snapshots::load(device, superblock, &space.used)?;
+    let log_tail = crate::log::load(device, &superblock.log, image_blocks, &|block| {
+        space.used.contains(block)
+    })?;
     Ok(LoadedCommit {
         space,
         record,
         metadata_blocks,
         snapshots,
+        log_tail,
     })
 }
 
@@ -293,6 +299,8 @@ impl<D: BlockDevice> Image<D> {
             snapshots,
             snapshot_table_blocks,
             pending_snapshot: None,
+            log_tail: commit.log_tail,
+            staged_log: Default::default(),
         }
     }
 

@@ -546,7 +546,6 @@ impl<D: BlockDevice> Image<D> {
         }
         if table.entries.is_empty() {
             superblock.snapshot_table = ChainPointer::default();
-            superblock.format_version = crate::layout::FORMAT_VERSION.into();
             effect.table = Some((table, Vec::new()));
         } else {
             let bytes = table.encode();
@@ -557,7 +556,6 @@ impl<D: BlockDevice> Image<D> {
                 &mut self.blocks_written_since_commit,
             )?;
             superblock.snapshot_table = pointer;
-            superblock.format_version = crate::layout::SNAPSHOTS_FORMAT_VERSION.into();
             effect.table = Some((table, blocks));
         }
         Ok(effect)

@@ -141,7 +141,7 @@ pub fn encode_record(record: &MetadataRecord) -> Result<Vec<u8>, Error> {
         bytes = postcard::to_extend(&metadata.migration, bytes).map_err(unencodable)?;
     }
     if has_later_parts {
-        bytes = crate::metadata::encode_messaging(metadata, bytes)?;
+        bytes = crate::metadata::encode_messaging(metadata, bytes, &[])?;
     }
     Ok(bytes)
 }

@@ -210,12 +210,14 @@ impl Source {
         }
         let mut metadata = image.metadata().clone();
         metadata.migration = None;
-        // The message counts and the outbox follow the record (target.rs).
+        // The message counts, the outbox, the network record and the
+        // domain's log follow the record (target.rs).
+        let log = image.log()?;
         let unencodable = |_| crate::Error::InvalidMetadata {
             reason: "the metadata cannot be encoded",
         };
         let bytes = postcard::to_allocvec(&metadata).map_err(unencodable)?;
-        self.metadata_bytes = crate::metadata::encode_messaging(&metadata, bytes)?;
+        self.metadata_bytes = crate::metadata::encode_messaging(&metadata, bytes, &log)?;
         Ok(self.changes.len() as u64)
     }
 

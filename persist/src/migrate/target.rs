@@ -154,7 +154,8 @@ pub struct Target<D> {
     metadata_bytes: Vec<u8>,
     metadata_len_bytes: u64,
     /// The final round's metadata, staged at its end.
-    final_metadata: Option<Metadata>,
+    /// The final round's metadata and the domain's log.
+    final_metadata: Option<(Metadata, Vec<u8>)>,
     round_changes: u64,
     pages_received: u64,
 }
@@ -303,7 +304,7 @@ impl<D: BlockDevice> Target<D> {
                 },
             ) => {
                 let chunk = self.metadata_chunk(total_len_bytes, offset, bytes, admission)?;
-                if let Some(metadata) = chunk {
+                if let Some((metadata, log)) = chunk {
                     if self.state == State::Metadata {
                         admit(admission, &metadata)?;
                         self.create_copy(metadata)?;
@@ -314,7 +315,7 @@ impl<D: BlockDevice> Target<D> {
                                 reason: "the final metadata names the domain otherwise",
                             });
                         }
-                        self.final_metadata = Some(metadata);
+                        self.final_metadata = Some((metadata, log));
                     }
                 }
                 Ok(TargetEvent::Nothing)
@@ -371,7 +372,7 @@ impl<D: BlockDevice> Target<D> {
                     WireMessage::RoundReceived { round }.encode(reply)?;
                     return Ok(TargetEvent::Reply);
                 }
-                let metadata = self.final_metadata.take().ok_or(Error::Unexpected {
+                let (metadata, log) = self.final_metadata.take().ok_or(Error::Unexpected {
                     message: "end of the final round",
                     state: "no final metadata was received",
                 })?;
@@ -391,6 +392,7 @@ impl<D: BlockDevice> Target<D> {
                 // the source has handed over.
                 self.stage_incoming(metadata, IncomingPhase::Complete)?;
                 let image = self.image()?;
+                image.set_log(&log);
                 image.commit()?;
                 check_pages(image, pages_stored, pages_digest)?;
                 image.commit()?;
@@ -444,7 +446,7 @@ impl<D: BlockDevice> Target<D> {
         offset: u64,
         bytes: &[u8],
         admission: &impl Admission,
-    ) -> Result<Option<Metadata>, Error> {
+    ) -> Result<Option<(Metadata, Vec<u8>)>, Error> {
         if offset == 0 {
             if total_len_bytes > MAX_METADATA_LEN_BYTES {
                 return Err(Error::TooLarge {
@@ -495,9 +497,18 @@ impl<D: BlockDevice> Target<D> {
             postcard::take_from_bytes(&self.metadata_bytes).map_err(|_| Error::BadMetadata {
                 reason: "undecodable metadata record",
             })?;
-        // The message counts and the outbox follow the record (source.rs).
-        crate::metadata::decode_messaging(rest, &mut metadata)
+        // The message counts, the outbox, the network record and the log
+        // follow the record (source.rs).
+        let log = crate::metadata::decode_messaging(rest, &mut metadata)
             .map_err(|reason| Error::BadMetadata { reason })?;
+        if log.len() > crate::LOG_CAPACITY_BYTES {
+            return Err(Error::TooLarge {
+                what: "log",
+                len_bytes: log.len() as u64,
+                max_bytes: crate::LOG_CAPACITY_BYTES as u64,
+            });
+        }
+        let log = log.to_vec();
         self.metadata_bytes = Vec::new();
         if metadata.id != self.domain_id {
             return Err(Error::BadMetadata {
@@ -512,7 +523,7 @@ impl<D: BlockDevice> Target<D> {
         // Held to the rules a local image is (mailbox and outbox limits,
         // counts that make sense), before anything reaches the spare disk.
         crate::validate(&metadata).map_err(Error::MetadataRefused)?;
-        Ok(Some(metadata))
+        Ok(Some((metadata, log)))
     }
 
     /// Formats the spare disk as the incoming copy: its very first commit
