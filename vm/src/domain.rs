@@ -200,6 +200,16 @@ impl<S: Storage> Domain<S> {
         &self.storage
     }
 
+    /// The domain's log: what its storage keeps (committed and staged)
+    /// followed by the lines printed since the last commit, its newest
+    /// `persist::LOG_CAPACITY_BYTES` at most, from a whole line.
+    pub fn log(&mut self) -> Result<Vec<u8>, Error> {
+        let mut log = self.storage.log()?;
+        log.extend_from_slice(self.store.data().console.log.bytes());
+        crate::storage::keep_newest_lines(&mut log);
+        Ok(log)
+    }
+
     /// The storage behind the domain, mutably: for an embedder that works on
     /// it between commits (the kernel's migration reads its image).
     pub fn storage_mut(&mut self) -> &mut S {

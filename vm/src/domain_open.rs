@@ -246,7 +246,7 @@ impl<S: Storage> Domain<S> {
             outbox: Outbox::from_record(&record.outbox),
             stdout: LineBuffer::default(),
             stderr: LineBuffer::default(),
-            console: GuestConsole::new(&record.name),
+            console: GuestConsole::new(&record.name, record.clock_ns, platform_origin_ns),
             fuel_debt: 0,
             asyncify: None,
             module_fingerprint: module_fingerprint(&record.module),

@@ -12,6 +12,7 @@
 //! ([`OutputBudget`]), dropping the excess with one line that says how much.
 
 use alloc::string::String;
+use alloc::vec::Vec;
 use core::fmt::{self, Write};
 
 use crate::platform::{LogLevel, Platform, Stream};
@@ -212,13 +213,57 @@ impl OutputBudget {
     }
 }
 
-/// A domain's way to the console: its escaped name and its budget.
+/// The lines a domain printed since its last commit, for its log.
+///
+/// Every line the console prints is also kept here, as
+/// `SECONDS.MILLIS LEVEL: TEXT` on the domain's clock, until the next
+/// commit hands them to the storage (`crate::Storage::stage_log`), which
+/// keeps the domain's last 64 KiB or so in its image (persist's `log`
+/// module). Bounded like the image's log: the oldest whole lines go first.
+#[derive(Debug, Default)]
+pub struct UnsavedLog {
+    bytes: Vec<u8>,
+}
+
+impl UnsavedLog {
+    /// Adds one printed line, stamped with the domain clock `clock_ns`.
+    fn push(&mut self, clock_ns: u64, stream: Stream, text: &str) {
+        let label = match stream {
+            Stream::Log(level) => level.label(),
+            Stream::Stdout | Stream::Stderr => "",
+        };
+        let seconds = clock_ns / 1_000_000_000;
+        let millis = clock_ns % 1_000_000_000 / 1_000_000;
+        let mut line = String::with_capacity(text.len() + 24);
+        // Infallible: writing to a String.
+        let _ = writeln!(line, "{seconds:>6}.{millis:03} {label}{text}");
+        self.bytes.extend_from_slice(line.as_bytes());
+        crate::storage::keep_newest_lines(&mut self.bytes);
+    }
+
+    /// The lines kept, oldest first.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Takes the lines kept, leaving none.
+    pub fn take(&mut self) -> Vec<u8> {
+        core::mem::take(&mut self.bytes)
+    }
+}
+
+/// A domain's way to the console: its escaped name, its budget, and the
+/// lines for its log.
 #[derive(Debug)]
 pub struct GuestConsole {
     /// The domain's name as printed (names come from images, which anyone
     /// may write, so they are escaped like output).
     shown_name: String,
     budget: OutputBudget,
+    /// The domain clock at `platform_origin_ns` of the platform's clock.
+    clock_origin_ns: u64,
+    platform_origin_ns: u64,
+    pub(crate) log: UnsavedLog,
 }
 
 /// Who wrote a line: the guest (within its budget) or the vm about the
@@ -231,14 +276,27 @@ pub enum Writer {
 }
 
 impl GuestConsole {
-    /// The console of domain `name`.
-    pub fn new(name: &str) -> Self {
+    /// The console of domain `name`, whose clock read `clock_origin_ns`
+    /// when the platform's read `platform_origin_ns`.
+    pub fn new(name: &str, clock_origin_ns: u64, platform_origin_ns: u64) -> Self {
         let mut shown_name = String::new();
         escape_into(name.as_bytes(), &mut shown_name);
         Self {
             shown_name,
             budget: OutputBudget::default(),
+            clock_origin_ns,
+            platform_origin_ns,
+            log: UnsavedLog::default(),
         }
+    }
+
+    /// Prints `text` and keeps it for the log.
+    fn emit(&mut self, platform: &dyn Platform, now_ns: u64, stream: Stream, text: &str) {
+        platform.output(&self.shown_name, stream, text);
+        let clock_ns = self
+            .clock_origin_ns
+            .saturating_add(now_ns.saturating_sub(self.platform_origin_ns));
+        self.log.push(clock_ns, stream, text);
     }
 
     /// Prints one line (without its line break) on `stream`.
@@ -252,15 +310,15 @@ impl GuestConsole {
         let mut text = String::with_capacity(line.len());
         escape_into(line, &mut text);
         if writer == Writer::Host {
-            platform.output(&self.shown_name, stream, &text);
+            self.emit(platform, now_ns, stream, &text);
             return;
         }
         let (note, admission) = self.budget.admit(now_ns, text.len());
         if let Some(dropped) = note {
-            self.print_dropped(platform, dropped);
+            self.print_dropped(platform, now_ns, dropped);
         }
         match admission {
-            Admission::Print => platform.output(&self.shown_name, stream, &text),
+            Admission::Print => self.emit(platform, now_ns, stream, &text),
             Admission::Drop => self.budget.count_dropped(line.len()),
         }
     }
@@ -272,21 +330,22 @@ impl GuestConsole {
         if self.budget.dropped.is_none() {
             return;
         }
-        if let Some(dropped) = self.budget.note_if_due(platform.monotonic_ns()) {
-            self.print_dropped(platform, dropped);
+        let now_ns = platform.monotonic_ns();
+        if let Some(dropped) = self.budget.note_if_due(now_ns) {
+            self.print_dropped(platform, now_ns, dropped);
         }
     }
 
     /// Prints the line about dropped output now (the domain ends or stops).
     pub fn report_now(&mut self, platform: &dyn Platform) {
         if let Some(dropped) = self.budget.take_dropped() {
-            self.print_dropped(platform, dropped);
+            self.print_dropped(platform, platform.monotonic_ns(), dropped);
         }
     }
 
-    fn print_dropped(&self, platform: &dyn Platform, dropped: DroppedOutput) {
+    fn print_dropped(&mut self, platform: &dyn Platform, now_ns: u64, dropped: DroppedOutput) {
         let line = alloc::format!("{dropped}");
-        platform.output(&self.shown_name, Stream::Log(LogLevel::Warn), &line);
+        self.emit(platform, now_ns, Stream::Log(LogLevel::Warn), &line);
     }
 }
 
@@ -372,7 +431,7 @@ mod tests {
     #[test]
     fn a_hostile_name_is_escaped_in_every_prefix() {
         let recorder = Recorder::default();
-        let mut console = GuestConsole::new("evil\x1b[2K\r[counter]");
+        let mut console = GuestConsole::new("evil\x1b[2K\r[counter]", 0, 0);
         console.print(&recorder, Writer::Guest, Stream::Stdout, b"hi");
         assert_eq!(recorder.lines(), ["[evil\\x1b[2K\\x0d[counter]] hi"]);
     }
@@ -380,7 +439,7 @@ mod tests {
     #[test]
     fn a_flood_is_cut_at_the_budget_with_one_line_saying_how_much() {
         let recorder = Recorder::default();
-        let mut console = GuestConsole::new("flood");
+        let mut console = GuestConsole::new("flood", 0, 0);
         let total = MAX_OUTPUT_LINES_PER_SECOND as usize + 1_000;
         for _ in 0..total {
             console.print(&recorder, Writer::Guest, Stream::Stdout, b"spam");
@@ -413,9 +472,57 @@ mod tests {
     }
 
     #[test]
+    fn printed_lines_are_kept_for_the_log_on_the_domain_clock() {
+        let recorder = Recorder::default();
+        recorder.advance_ns(5_000_000_000);
+        // The domain's clock read 12.25 s when the platform's read 5 s.
+        let mut console = GuestConsole::new("c", 12_250_000_000, 5_000_000_000);
+        recorder.advance_ns(1_500_000_000);
+        console.print(&recorder, Writer::Guest, Stream::Stdout, b"count 1");
+        let error = Stream::Log(LogLevel::Error);
+        console.print(&recorder, Writer::Host, error, b"trapped: \x1b[2J");
+        assert_eq!(
+            String::from_utf8(console.log.take()).unwrap(),
+            "    13.750 count 1\n    13.750 error: trapped: \\x1b[2J\n"
+        );
+        assert!(console.log.bytes().is_empty());
+        // Lines over the budget are not kept; the line saying so is.
+        recorder.advance_ns(WINDOW_NS);
+        for _ in 0..MAX_OUTPUT_LINES_PER_SECOND + 10 {
+            console.print(&recorder, Writer::Guest, Stream::Stdout, b"spam");
+        }
+        recorder.advance_ns(WINDOW_NS);
+        console.report_due(&recorder);
+        let kept = String::from_utf8(console.log.take()).unwrap();
+        assert_eq!(
+            kept.lines().count(),
+            MAX_OUTPUT_LINES_PER_SECOND as usize + 1
+        );
+        assert!(kept.ends_with(
+            "warn: (output dropped: 10 lines, 40 bytes, over the limit of \
+                                256 lines or 32768 bytes a second)\n"
+        ));
+        // Kept to the image log's capacity, oldest whole lines first out.
+        for index in 0..20_000u32 {
+            recorder.advance_ns(WINDOW_NS);
+            let line = alloc::format!("line {index} of a long run of lines");
+            console.print(&recorder, Writer::Guest, Stream::Stdout, line.as_bytes());
+        }
+        let kept = console.log.bytes();
+        assert!(kept.len() <= persist::LOG_CAPACITY_BYTES);
+        assert!(kept.len() > persist::LOG_CAPACITY_BYTES - 100);
+        let kept = core::str::from_utf8(kept).unwrap();
+        assert!(
+            kept.lines().all(|line| line.contains(" line ")),
+            "a cut line"
+        );
+        assert!(kept.ends_with("line 19999 of a long run of lines\n"));
+    }
+
+    #[test]
     fn bytes_are_budgeted_as_printed_and_the_report_comes_at_the_end() {
         let recorder = Recorder::default();
-        let mut console = GuestConsole::new("esc");
+        let mut console = GuestConsole::new("esc", 0, 0);
         // 4,096 ESC bytes print as 16,384: two such lines fill the budget.
         let line = [0x1bu8; 4096];
         for _ in 0..3 {

@@ -273,6 +273,14 @@ impl<D: BlockDevice + Send + 'static> Storage for PersistStorage<D> {
         Ok(())
     }
 
+    fn stage_log(&mut self, lines: &[u8]) {
+        self.image.append_log(lines);
+    }
+
+    fn log(&mut self) -> Result<Vec<u8>, Error> {
+        self.image.log().map_err(storage_error)
+    }
+
     fn pager(&mut self) -> Option<&mut dyn PagerStorage> {
         Some(self)
     }

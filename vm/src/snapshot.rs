@@ -49,6 +49,11 @@ pub fn commit<S: Storage>(domain: &mut Domain<S>, status: DomainStatus) -> Resul
     record.clock_ns = state.now_ns();
     record.fuel_used = domain.fuel_used;
     record.commits = record.commits.saturating_add(1);
+    // The lines printed since the last commit go to the storage's log now,
+    // whatever the commit does: a failed one keeps them staged for the
+    // next.
+    let log = domain.store.data_mut().console.log.take();
+    domain.storage.stage_log(&log);
     // Memory the pager could not keep is never committed: the record
     // (status, mailbox) still is, over the last good memory.
     let is_memory_trusted = domain.backing.failure().is_none();

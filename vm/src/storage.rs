@@ -254,6 +254,17 @@ pub trait Storage: Send {
     fn stored_pages(&mut self) -> Result<Vec<u64>, Error>;
     /// Makes `commit` durable.
     fn commit(&mut self, commit: &Commit<'_>) -> Result<(), Error>;
+    /// Adds `lines` (each ending in a line break) to the domain's log, made
+    /// durable by the next commit that succeeds. A storage without a log
+    /// drops them.
+    fn stage_log(&mut self, lines: &[u8]) {
+        let _ = lines;
+    }
+    /// The domain's log as committed and staged: its newest
+    /// `persist::LOG_CAPACITY_BYTES` at most, from a whole line.
+    fn log(&mut self) -> Result<Vec<u8>, Error> {
+        Ok(Vec::new())
+    }
     /// How many pages the last commit stores, when the storage knows it
     /// without reading them (for `ps`).
     fn stored_page_count(&self) -> Option<u64> {
@@ -283,6 +294,12 @@ impl<S: Storage + ?Sized> Storage for Box<S> {
     fn commit(&mut self, commit: &Commit<'_>) -> Result<(), Error> {
         (**self).commit(commit)
     }
+    fn stage_log(&mut self, lines: &[u8]) {
+        (**self).stage_log(lines)
+    }
+    fn log(&mut self) -> Result<Vec<u8>, Error> {
+        (**self).log()
+    }
     fn stored_page_count(&self) -> Option<u64> {
         (**self).stored_page_count()
     }
@@ -296,6 +313,9 @@ impl<S: Storage + ?Sized> Storage for Box<S> {
 pub struct MemoryStorage {
     record: DomainRecord,
     pages: BTreeMap<u64, Box<[u8; PAGE_BYTES]>>,
+    /// The committed log and the lines staged for the next commit.
+    log: Vec<u8>,
+    staged_log: Vec<u8>,
     /// When set, commits fail with this reason (a full or broken disk).
     pub failure: Option<String>,
 }
@@ -306,6 +326,8 @@ impl MemoryStorage {
         Self {
             record,
             pages: BTreeMap::new(),
+            log: Vec::new(),
+            staged_log: Vec::new(),
             failure: None,
         }
     }
@@ -343,7 +365,33 @@ impl Storage for MemoryStorage {
             self.pages.insert(page_index, page);
         }
         self.record = commit.record.clone();
+        self.log.append(&mut self.staged_log);
+        keep_newest_lines(&mut self.log);
         Ok(())
+    }
+
+    fn stage_log(&mut self, lines: &[u8]) {
+        self.staged_log.extend_from_slice(lines);
+        keep_newest_lines(&mut self.staged_log);
+    }
+
+    fn log(&mut self) -> Result<Vec<u8>, Error> {
+        let mut log = self.log.clone();
+        log.extend_from_slice(&self.staged_log);
+        keep_newest_lines(&mut log);
+        Ok(log)
+    }
+}
+
+/// Drops the oldest whole lines of `log` beyond `persist::LOG_CAPACITY_BYTES`.
+pub(crate) fn keep_newest_lines(log: &mut Vec<u8>) {
+    let excess = log.len().saturating_sub(persist::LOG_CAPACITY_BYTES);
+    if excess > 0 {
+        let cut = log[excess..]
+            .iter()
+            .position(|&byte| byte == b'\n')
+            .map_or(log.len(), |index| excess + index + 1);
+        log.drain(..cut);
     }
 }
 

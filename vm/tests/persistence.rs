@@ -404,3 +404,56 @@ fn checkpoint_unwinds_commits_and_returns_ok_also_after_a_restart() {
     );
     assert_eq!(&domain.memory_bytes()[32..36], &0i32.to_le_bytes());
 }
+
+/// The text of each line of a domain's log, without its clock stamp, and
+/// checks that the stamps never go back.
+fn log_texts(log: &[u8]) -> Vec<String> {
+    let log = std::str::from_utf8(log).unwrap();
+    let mut last_ms = 0u64;
+    log.lines()
+        .map(|line| {
+            let (stamp, text) = line.trim_start().split_once(' ').unwrap();
+            let (seconds, millis) = stamp.split_once('.').unwrap();
+            let ms = seconds.parse::<u64>().unwrap() * 1000 + millis.parse::<u64>().unwrap();
+            assert!(ms >= last_ms, "the clock went back in {log}");
+            last_ms = ms;
+            text.to_string()
+        })
+        .collect()
+}
+
+/// What a domain prints goes into its image's log with the commit of the
+/// state that printed it: a crash loses the lines since the last commit,
+/// as it loses that state, and the domain prints them again as it redoes
+/// that work.
+#[test]
+fn printed_lines_are_kept_in_the_image_log_with_the_state() {
+    let engine = new_engine();
+    let platform = TestPlatform::new();
+    let device = SharedDevice::new(512);
+    let mut domain = persist_domain(&engine, &platform, device.clone(), true);
+    run_sleeps(&mut domain, &platform, 3);
+    assert_eq!(domain.request_checkpoint(), Ok(true));
+    run_sleeps(&mut domain, &platform, 2);
+    let count = |n: &str| format!("count {n}");
+    // Committed and printed since.
+    assert_eq!(
+        log_texts(&domain.log().unwrap()),
+        ["01", "02", "03", "04", "05"].map(count)
+    );
+    drop(domain);
+    let mut domain = persist_domain(&engine, &platform, device.clone(), false);
+    assert_eq!(
+        log_texts(&domain.log().unwrap()),
+        ["01", "02", "03"].map(count)
+    );
+    platform.advance_ns(100_000_000);
+    run_sleeps(&mut domain, &platform, 2);
+    assert_eq!(domain.request_checkpoint(), Ok(true));
+    drop(domain);
+    let mut image = Image::open(device).unwrap();
+    assert_eq!(
+        log_texts(&image.log().unwrap()),
+        ["01", "02", "03", "04", "05"].map(count)
+    );
+}
