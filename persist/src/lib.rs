@@ -44,7 +44,7 @@ pub use layout::{
     FORMAT_VERSION, LOG_BLOCKS, LOG_FORMAT_VERSION, MAX_IMAGE_BLOCKS, SNAPSHOTS_FORMAT_VERSION,
     crc32c,
 };
-pub use log::LOG_CAPACITY_BYTES;
+pub use log::{LOG_CAPACITY_BYTES, last_lines};
 pub use metadata::{
     Counters, DomainId, MAX_NAME_LEN, MessageCounts, Metadata, MetadataRecord, ModuleSha256,
     NameError, NetworkRecord, PAGES_PER_WASM_PAGE, StoredGlobal, StoredMessage,

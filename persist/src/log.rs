@@ -43,6 +43,42 @@ impl LogRing {
     }
 }
 
+/// The last `count` lines of `log` (all when it has fewer) and how many
+/// lines it has: what `logs NAME -n COUNT` and `image logs -n COUNT` show.
+/// A last line without its line break counts as a line.
+pub fn last_lines(log: &[u8], count: usize) -> (&[u8], usize) {
+    let body = log.strip_suffix(b"\n").unwrap_or(log);
+    if body.is_empty() {
+        return (&log[..0], 0);
+    }
+    let total = body.iter().filter(|&&byte| byte == b'\n').count() + 1;
+    let skip = total.saturating_sub(count);
+    let start = if skip == 0 {
+        0
+    } else {
+        body.iter()
+            .enumerate()
+            .filter(|(_, byte)| **byte == b'\n')
+            .nth(skip - 1)
+            .map_or(log.len(), |(index, _)| index + 1)
+    };
+    (&log[start..], total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::last_lines;
+
+    #[test]
+    fn last_lines_counts_and_cuts_at_line_breaks() {
+        assert_eq!(last_lines(b"", 5), (&b""[..], 0));
+        assert_eq!(last_lines(b"a\nb\nc\n", 2), (&b"b\nc\n"[..], 3));
+        assert_eq!(last_lines(b"a\nb\nc\n", 9), (&b"a\nb\nc\n"[..], 3));
+        assert_eq!(last_lines(b"a\nb\nc", 1), (&b"c"[..], 3));
+        assert_eq!(last_lines(b"a\nb\n", 0), (&b""[..], 2));
+    }
+}
+
 /// What the next commit does to the log: add `bytes` to its end or, when
 /// `replace` is set, make them the whole log (an incoming migration's copy
 /// takes the source's log this way, round after round).

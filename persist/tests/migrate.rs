@@ -106,7 +106,11 @@ fn domain_step<D: BlockDevice>(image: &mut Image<D>, step: u64) -> Result<(), Er
         sequence: 4 + step,
         bytes: step.to_le_bytes().to_vec(),
     }];
-    image.append_log(format!("counter: step {step}\n").repeat(step as usize * 40).as_bytes());
+    image.append_log(
+        format!("counter: step {step}\n")
+            .repeat(step as usize * 40)
+            .as_bytes(),
+    );
     image.commit()?;
     Ok(())
 }

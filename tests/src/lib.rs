@@ -59,6 +59,27 @@ pub fn last_count(name: &str, transcript: &str) -> Option<u64> {
         .find_map(|line| count_of(name, line))
 }
 
+/// N in each line of a domain's log (as `logs NAME` and `image logs` show
+/// it: `SECONDS.MILLIS count N`) that a counter domain printed, in order.
+pub fn logged_counts<'a>(lines: impl IntoIterator<Item = &'a str>) -> Vec<u64> {
+    lines
+        .into_iter()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            let stamp = words.next()?;
+            stamp.split_once('.')?;
+            (words.next()? == "count").then_some(())?;
+            let count = words.next()?.parse().ok()?;
+            words.next().is_none().then_some(count)
+        })
+        .collect()
+}
+
+/// Whether `counts` go up one at a time.
+pub fn is_consecutive(counts: &[u64]) -> bool {
+    counts.windows(2).all(|pair| pair[1] == pair[0] + 1)
+}
+
 /// A machine on a two-machine link with address 169.254.0.`host` (set by
 /// `ip=`; its MAC ends in 0x10 + `host`, so the MAC-derived default would
 /// differ), `disks` and the cluster secret `secret` (none: it accepts and

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use tests::{
-    ANSWER_TIMEOUT, BOOT_TIMEOUT, Cluster, LinkEnd, Machine, counts, domain_image, test_config,
-    work_dir,
+    ANSWER_TIMEOUT, BOOT_TIMEOUT, Cluster, LinkEnd, Machine, counts, domain_image, is_consecutive,
+    logged_counts, test_config, work_dir,
 };
 
 /// A whole migration between two TCG machines on a loaded host.
@@ -78,6 +78,13 @@ fn counter_moves_live_and_goes_on_from_the_next_value() -> Result<()> {
     assert_eq!(counts("counter", &a.transcript()).last(), Some(&last_on_a));
     let table = b.run_command("ps")?;
     assert!(has_row(&table, "counter", "running"), "{table:?}");
+    // Its log came along: B's `logs` holds what counter printed on A.
+    let answer = b.run_command("logs counter -n 100000")?;
+    let logged = logged_counts(answer.iter().map(String::as_str));
+    assert!(
+        logged.first() == Some(&1) && logged.contains(&last_on_a) && is_consecutive(&logged),
+        "B's log of counter: {answer:?}"
+    );
 
     // Both power off cleanly; A's old disk, booted alone, never runs it.
     a.send_line("shutdown")?;

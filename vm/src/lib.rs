@@ -51,7 +51,7 @@ pub use memory_backing::{
 pub use net_std::{LINGER, PortMap, StdNetwork};
 pub use output::{
     MAX_OUTPUT_BYTES_PER_SECOND, MAX_OUTPUT_LINES_PER_CALL, MAX_OUTPUT_LINES_PER_SECOND,
-    escape_into,
+    escape_into, log_line,
 };
 pub use persist_storage::PersistStorage;
 #[cfg(feature = "std")]

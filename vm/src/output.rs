@@ -213,6 +213,18 @@ impl OutputBudget {
     }
 }
 
+/// One line of a domain's log: `text` after `label` (a level's, as
+/// `warn: `), stamped with the domain clock `clock_ns` in seconds, and a
+/// line break. `text` holds no line break.
+pub fn log_line(clock_ns: u64, label: &str, text: &str) -> String {
+    let seconds = clock_ns / 1_000_000_000;
+    let millis = clock_ns % 1_000_000_000 / 1_000_000;
+    let mut line = String::with_capacity(text.len() + 24);
+    // Infallible: writing to a String.
+    let _ = writeln!(line, "{seconds:>6}.{millis:03} {label}{text}");
+    line
+}
+
 /// The lines a domain printed since its last commit, for its log.
 ///
 /// Every line the console prints is also kept here, as
@@ -232,12 +244,8 @@ impl UnsavedLog {
             Stream::Log(level) => level.label(),
             Stream::Stdout | Stream::Stderr => "",
         };
-        let seconds = clock_ns / 1_000_000_000;
-        let millis = clock_ns % 1_000_000_000 / 1_000_000;
-        let mut line = String::with_capacity(text.len() + 24);
-        // Infallible: writing to a String.
-        let _ = writeln!(line, "{seconds:>6}.{millis:03} {label}{text}");
-        self.bytes.extend_from_slice(line.as_bytes());
+        self.bytes
+            .extend_from_slice(log_line(clock_ns, label, text).as_bytes());
         crate::storage::keep_newest_lines(&mut self.bytes);
     }
 

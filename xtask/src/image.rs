@@ -29,6 +29,19 @@ pub enum ImageCommand {
     /// Write one state of an image (its last commit, or `--snapshot TAG`)
     /// as a new compact image without snapshots, which boots.
     Export(crate::snapshot::ExportArgs),
+    /// Print the domain's own log: the last lines it printed (about 64 KiB),
+    /// kept in its image across reboots, rollbacks and migrations.
+    Logs(LogsArgs),
+}
+
+/// `image logs`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The image file.
+    pub image: PathBuf,
+    /// Only the last N lines.
+    #[arg(short = 'n', long = "lines", value_name = "N")]
+    pub lines: Option<usize>,
 }
 
 /// `image rollback`.
@@ -141,6 +154,10 @@ pub fn run(command: ImageCommand) -> Result<()> {
                 "{}",
                 crate::snapshot::snapshot(&args.image, &args.action()?)?
             );
+            Ok(())
+        }
+        ImageCommand::Logs(args) => {
+            print!("{}", logs(&args.image, args.lines)?);
             Ok(())
         }
         ImageCommand::Export(args) => {
@@ -383,6 +400,9 @@ pub struct ImageInfo {
     pub network: persist::NetworkRecord,
     /// The named snapshots, oldest first.
     pub snapshots: Vec<persist::SnapshotInfo>,
+    /// The domain's log: its length and lines.
+    pub log_bytes: usize,
+    pub log_lines: usize,
 }
 
 /// The declared ports with their sockets: `6379 (socket 3), 80 (socket 4)`.
@@ -479,6 +499,8 @@ impl ImageInfo {
             "connections": self.network.connections,
             "nonblocking": self.network.nonblocking,
             "snapshots": crate::snapshot::to_json(&self.snapshots),
+            "log_bytes": self.log_bytes,
+            "log_lines": self.log_lines,
         })
     }
 
@@ -503,6 +525,7 @@ impl ImageInfo {
              listen:         {}\n\
              replies:        {}\n\
              connections:    {}\n\
+             log:            {} lines, {} bytes (image logs)\n\
              snapshots:      {}\n{}",
             self.path.display(),
             self.id,
@@ -529,6 +552,8 @@ impl ImageInfo {
             listen_text(&self.network.listen),
             replies_text(self.network.durable_replies),
             connections_text(&self.network.connections),
+            self.log_lines,
+            self.log_bytes,
             self.snapshots.len(),
             if self.snapshots.is_empty() {
                 String::new()
@@ -539,12 +564,35 @@ impl ImageInfo {
     }
 }
 
+/// The domain's log in the image at `path`, its last `lines` lines if
+/// given, escaped as the console shows a domain's output (an image is
+/// anyone's to write).
+pub fn logs(path: &Path, lines: Option<usize>) -> Result<String> {
+    let mut image = open(path)?;
+    let log = image
+        .log()
+        .with_context(|| format!("reading the log of {}", path.display()))?;
+    let (shown, _) = persist::last_lines(&log, lines.unwrap_or(usize::MAX));
+    let mut text = String::with_capacity(shown.len());
+    for line in shown.split(|&byte| byte == b'\n') {
+        if !line.is_empty() {
+            vm::escape_into(line, &mut text);
+            text.push('\n');
+        }
+    }
+    Ok(text)
+}
+
 /// Reads what `image inspect` shows.
 pub fn inspect(path: &Path) -> Result<ImageInfo> {
     let mut image = open(path)?;
     let snapshots = image
         .snapshots()
         .with_context(|| format!("reading the snapshots of {}", path.display()))?;
+    let log = image
+        .log()
+        .with_context(|| format!("reading the log of {}", path.display()))?;
+    let (_, log_lines) = persist::last_lines(&log, 0);
     let metadata = image.metadata();
     let stats = image.stats();
     Ok(ImageInfo {
@@ -574,6 +622,8 @@ pub fn inspect(path: &Path) -> Result<ImageInfo> {
         env: metadata.env.clone(),
         network: metadata.network.clone(),
         snapshots,
+        log_bytes: log.len(),
+        log_lines,
     })
 }
 

@@ -21,6 +21,7 @@ use crate::println;
 use kernel_core::line_editor::LineEditor;
 use kernel_core::migration::Decision;
 
+mod logs;
 mod snapshots;
 
 const PROMPT: &str = "amber> ";
@@ -129,6 +130,18 @@ const COMMANDS: &[Command] = &[
         usage: "snapshot-delete NAME TAG",
         help: "forget a snapshot and free the blocks only it held",
         run: snapshots::snapshot_delete,
+    },
+    Command {
+        name: "logs",
+        usage: "logs NAME [-n N]",
+        help: "the last N (20) lines of a domain's own log, kept in its image",
+        run: logs::logs,
+    },
+    Command {
+        name: "follow",
+        usage: "follow all|none|NAME...",
+        help: "whose output the console shows as it comes (all at boot); logs keep it all",
+        run: logs::follow,
     },
     Command {
         name: "stats",

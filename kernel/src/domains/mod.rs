@@ -37,6 +37,7 @@ mod error;
 mod fork;
 mod images;
 mod lifecycle;
+mod logs;
 pub mod platform;
 mod rollback;
 mod snapshots;

@@ -1,6 +1,9 @@
 //! The machine as the vm sees it: clocks, randomness, the console and the
 //! network.
 
+use alloc::string::String;
+use alloc::vec::Vec;
+
 use spin::Mutex;
 use vm::{Platform, Stream};
 
@@ -53,8 +56,13 @@ impl Platform for KernelPlatform {
     }
 
     /// Both `domain_name` and `text` come escaped by the vm
-    /// (`vm::escape_into`) and within the domain's output budget.
+    /// (`vm::escape_into`) and within the domain's output budget. The vm
+    /// keeps every line for the domain's log whether or not the console
+    /// follows the domain (`follow`).
     fn output(&self, domain_name: &str, stream: Stream, text: &str) {
+        if !FOLLOW.lock().follows(domain_name) {
+            return;
+        }
         match stream {
             Stream::Stdout | Stream::Stderr => println!("[{domain_name}] {text}"),
             Stream::Log(level) => println!("[{domain_name}] {}{text}", level.label()),
@@ -67,11 +75,52 @@ impl Platform for KernelPlatform {
     }
 }
 
+/// Whose output the console shows as it comes: `follow all|none|NAME...`.
+/// Every domain's lines go to its own log either way (`logs NAME`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Follow {
+    /// Every domain's (the default).
+    All,
+    /// No domain's.
+    None,
+    /// Only these domains', by their names as shown ([`shown_name`]).
+    Only(Vec<String>),
+}
+
+impl Follow {
+    /// Whether the console shows the output of the domain shown as
+    /// `shown_name`.
+    pub fn follows(&self, shown_name: &str) -> bool {
+        match self {
+            Follow::All => true,
+            Follow::None => false,
+            Follow::Only(names) => names.iter().any(|name| name == shown_name),
+        }
+    }
+}
+
+impl core::fmt::Display for Follow {
+    fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Follow::All => write!(formatter, "every domain's output"),
+            Follow::None => write!(formatter, "no domain's output"),
+            Follow::Only(names) => write!(formatter, "the output of {}", names.join(", ")),
+        }
+    }
+}
+
+static FOLLOW: Mutex<Follow> = Mutex::new(Follow::All);
+
+/// Chooses whose output the console shows from now on.
+pub fn set_follow(follow: Follow) {
+    *FOLLOW.lock() = follow;
+}
+
 /// A domain's name as the kernel prints it in its own lines about the
 /// domain (`[NAME] exited(0)`): escaped as the vm escapes the domain's
 /// output, since a name comes from an image, which anyone may write.
-pub fn shown_name(name: &str) -> alloc::string::String {
-    let mut shown = alloc::string::String::new();
+pub fn shown_name(name: &str) -> String {
+    let mut shown = String::new();
     vm::escape_into(name.as_bytes(), &mut shown);
     shown
 }

@@ -149,6 +149,10 @@ impl Domains {
             return Err(self.unknown(name));
         };
         let mut image = domain.into_storage().into_image();
+        // The log is the domain's, kept across the rollback: it says where
+        // the domain went back to, on the clock it had before.
+        let note = alloc::format!("amber: rolled back to snapshot '{tag}'");
+        image.append_log(vm::log_line(image.metadata().clock_ns, "", &note).as_bytes());
         let applied = image.snapshot_apply(tag);
         let clock_ns = image.metadata().clock_ns;
         self.load_disk(image.into_device());
