@@ -82,6 +82,8 @@ fn source_device() -> MemoryDevice {
     // The domain's log travels too.
     image.append_log(b"counter: started\n");
     image.commit().unwrap();
+    // So does a named snapshot (the domain steps on from it).
+    image.snapshot_create("at-start", 7).unwrap();
     image.into_device()
 }
 
@@ -290,6 +292,74 @@ fn a_migration_copies_every_page_and_hands_over() {
         migrate::discard(copy),
         Err(migrate::Error::NotDiscardable)
     ));
+}
+
+/// The state of snapshot `tag` of the image on `device`, applied on a
+/// copy of it (the image itself is left as it is).
+fn snapshot_content(device: &MemoryDevice, tag: &str) -> Content {
+    let mut image = Image::open(MemoryDevice::from_bytes(device.as_bytes().to_vec())).unwrap();
+    image.snapshot_apply(tag).unwrap();
+    let mut content = content(&mut image);
+    // The live state's own record of where it is differs by design.
+    content.metadata.status = StoredStatus::Running;
+    content
+}
+
+#[test]
+fn named_snapshots_travel_with_the_domain_sharing_the_live_pages() {
+    let mut source_image = Image::open(source_device()).unwrap();
+    source_image.snapshot_delete("at-start").unwrap();
+    source_image.snapshot_create("first", 1_000).unwrap();
+    domain_step(&mut source_image, 50).unwrap();
+    source_image.snapshot_create("second", 2_000).unwrap();
+    domain_step(&mut source_image, 60).unwrap();
+    let source_list = source_image.snapshots().unwrap();
+    let mut target = Target::new(MemoryDevice::new(TARGET_BLOCKS), "machine-a").unwrap();
+    let mut run = Run::default();
+    drive(&mut source_image, &mut target, usize::MAX, &mut run).unwrap();
+    assert_eq!(run.events.last(), Some(&SourceEvent::TargetRunning));
+
+    let mut copy = target.into_image().expect("the target runs the domain");
+    copy.verify().unwrap();
+    assert_eq!(content(&mut copy), run.final_content.unwrap());
+    let copy_list = copy.snapshots().unwrap();
+    let summary = |list: &[persist::SnapshotInfo]| -> Vec<_> {
+        list.iter()
+            .map(|info| {
+                (
+                    info.tag.clone(),
+                    info.created,
+                    info.clock_ns,
+                    info.pages_stored,
+                )
+            })
+            .collect()
+    };
+    assert_eq!(summary(&copy_list), summary(&source_list));
+    // Each snapshot is the same state on both machines.
+    let copy_device = MemoryDevice::from_bytes(copy.device().as_bytes().to_vec());
+    for tag in ["first", "second"] {
+        assert_eq!(
+            snapshot_content(&copy_device, tag),
+            snapshot_content(source_image.device(), tag),
+            "snapshot {tag}"
+        );
+    }
+    // Pages a snapshot shares with the live state are shared on the copy
+    // too: it takes about the blocks the source does (its snapshots' page
+    // maps are built anew, and pages two snapshots share but the live
+    // state does not are copied once each), not a copy per state.
+    let (copy_blocks, source_blocks) = (copy.stats().blocks_used, source_image.stats().blocks_used);
+    assert!(
+        copy_blocks <= source_blocks + 16,
+        "the copy takes {copy_blocks} blocks, the source {source_blocks}"
+    );
+    // The copy survives a reopen with its snapshots, and a rollback on it
+    // goes back to the state the source had.
+    let mut copy = Image::open(copy.into_device()).unwrap();
+    assert_eq!(summary(&copy.snapshots().unwrap()), summary(&source_list));
+    copy.snapshot_apply("first").unwrap();
+    copy.verify().unwrap();
 }
 
 #[test]
@@ -596,6 +666,8 @@ fn check_copy<D: BlockDevice>(copy: &mut Image<D>, final_content: Option<&Conten
     assert_eq!(copy.metadata().status, StoredStatus::Running, "{what}");
     let expected = final_content.expect("a copy ran before the final round");
     assert!(content(copy) == *expected, "{what}: the copy differs");
+    let tags: Vec<String> = copy.snapshot_tags().map(String::from).collect();
+    assert_eq!(tags, ["at-start"], "{what}: the copy's snapshots");
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -698,6 +770,123 @@ fn a_power_cut_at_every_write_and_message_leaves_exactly_one_owner() {
     );
 }
 
+/// `message` as a frame.
+fn encode(message: WireMessage<'_>) -> Vec<u8> {
+    let mut frame = Vec::new();
+    message.encode(&mut frame).unwrap();
+    frame
+}
+
+/// What [`migrate_tampered`] delivers instead of a message, if anything.
+type Tamper = dyn FnMut(&WireMessage<'_>) -> Option<Vec<u8>>;
+
+/// Migrates (one pre-copy round, then the final one) with `tamper` given
+/// every message the source sends: what it returns is delivered instead.
+/// Returns the target's error, if it refused, and whether the source
+/// handed the domain over.
+fn migrate_tampered(tamper: &mut Tamper) -> (Option<migrate::Error>, bool) {
+    let mut image = Image::open(source_device()).unwrap();
+    let mut source = Source::new(&mut image, MIGRATION, "b").unwrap();
+    let mut target = Target::new(MemoryDevice::new(TARGET_BLOCKS), "a").unwrap();
+    let mut message = Vec::new();
+    let mut reply = Vec::new();
+    let mut handed_over = false;
+    loop {
+        match source.poll(&mut image, &mut message).unwrap() {
+            SourceStep::Send => {
+                let decoded = WireMessage::decode(&message).unwrap();
+                let frame = tamper(&decoded).unwrap_or_else(|| message.clone());
+                match target.receive(&frame, &mut reply) {
+                    Ok(TargetEvent::Nothing) => {}
+                    Ok(_) => {
+                        let event = source.receive(&mut image, &reply).unwrap();
+                        handed_over |= event == SourceEvent::HandedOver;
+                    }
+                    Err(error) => return (Some(error), handed_over),
+                }
+            }
+            SourceStep::RoundSent { .. } => {
+                source.begin_final_round(&mut image).unwrap();
+            }
+            SourceStep::Finished => return (None, handed_over),
+            step => panic!("unexpected {step:?}"),
+        }
+    }
+}
+
+/// A peer's snapshot messages are checked like the rest: a page the live
+/// state lacks, pages out of order, a wrong digest, a descriptor over its
+/// bound, or a snapshot outside the final round are refused before the
+/// hand-over, so the domain stays with the source.
+#[test]
+fn hostile_snapshot_messages_are_refused_before_the_hand_over() {
+    let (error, handed_over) = migrate_tampered(&mut |_| None);
+    assert!(error.is_none() && handed_over, "{error:?}");
+    let mut shared_seen = 0;
+    let cases: Vec<(&str, Box<Tamper>)> = vec![
+        (
+            "a page the live state lacks",
+            Box::new(|message| match message {
+                WireMessage::SnapshotPageShared { .. } => {
+                    Some(encode(WireMessage::SnapshotPageShared { page_index: 3 }))
+                }
+                _ => None,
+            }),
+        ),
+        (
+            "pages out of order",
+            Box::new(move |message| match message {
+                WireMessage::SnapshotPageShared { .. } => {
+                    shared_seen += 1;
+                    (shared_seen == 2)
+                        .then(|| encode(WireMessage::SnapshotPageShared { page_index: 0 }))
+                }
+                _ => None,
+            }),
+        ),
+        (
+            "a wrong digest",
+            Box::new(|message| match message {
+                WireMessage::SnapshotEnd { pages_stored, .. } => {
+                    Some(encode(WireMessage::SnapshotEnd {
+                        pages_stored: *pages_stored,
+                        pages_digest: 1,
+                    }))
+                }
+                _ => None,
+            }),
+        ),
+        (
+            "a descriptor over its bound",
+            Box::new(|message| match message {
+                WireMessage::SnapshotChunk { bytes, .. } => {
+                    Some(encode(WireMessage::SnapshotChunk {
+                        total_len_bytes: u64::MAX,
+                        offset: 0,
+                        bytes,
+                    }))
+                }
+                _ => None,
+            }),
+        ),
+        (
+            "a snapshot before the final round",
+            Box::new(|message| match message {
+                WireMessage::EndRound { round: 0, .. } => {
+                    Some(encode(WireMessage::SnapshotPageShared { page_index: 0 }))
+                }
+                _ => None,
+            }),
+        ),
+    ];
+    for (what, mut tamper) in cases {
+        let (error, handed_over) = migrate_tampered(&mut *tamper);
+        assert!(!handed_over, "{what}: handed over");
+        let error = error.unwrap_or_else(|| panic!("{what}: accepted"));
+        println!("{what}: {error}");
+    }
+}
+
 /// A frame with a valid header and checksum around `payload`, so random
 /// payloads reach the field parsers.
 fn framed(kind: u8, payload: &[u8]) -> Vec<u8> {
@@ -725,7 +914,7 @@ proptest! {
     #[test]
     fn hostile_messages_never_panic(
         bytes in prop::collection::vec(any::<u8>(), 0..200),
-        kind in 0u8..20,
+        kind in 0u8..24,
         payload in prop::collection::vec(any::<u8>(), 0..120),
     ) {
         let mut spare = MemoryDevice::new(64);
@@ -746,7 +935,7 @@ proptest! {
     #[test]
     fn a_target_fed_a_valid_prefix_and_garbage_stays_parked_or_fails(
         prefix_len in 0usize..20,
-        kind in 1u8..15,
+        kind in 1u8..18,
         payload in prop::collection::vec(any::<u8>(), 0..64),
     ) {
         let mut image = Image::open(source_device()).unwrap();

@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use tests::{
     ANSWER_TIMEOUT, BOOT_TIMEOUT, Cluster, LinkEnd, Machine, counts, domain_image, is_consecutive,
-    logged_counts, test_config, work_dir,
+    last_count, logged_counts, test_config, work_dir,
 };
 
 /// A whole migration between two TCG machines on a loaded host.
@@ -45,6 +45,16 @@ fn counter_moves_live_and_goes_on_from_the_next_value() -> Result<()> {
     let mut a = cluster.machine(LinkEnd::Listen, 1, vec![counter.clone()])?;
     let mut b = cluster.machine(LinkEnd::Connect, 2, vec![spare(&directory, "b-spare.img")?])?;
     a.expect("[counter] count 10", BOOT_TIMEOUT)?;
+    // A snapshot taken on A goes along.
+    a.send_line("snapshot counter before-move")?;
+    a.expect("counter: snapshot 0 'before-move' taken", ANSWER_TIMEOUT)?;
+    let transcript = a.transcript();
+    let answer_at = transcript.rfind("counter: snapshot 0").unwrap_or(0);
+    let at_snapshot = last_count("counter", &transcript[..answer_at]).unwrap_or(0);
+    a.expect(
+        &format!("[counter] count {}", at_snapshot + 5),
+        ANSWER_TIMEOUT,
+    )?;
 
     a.send_line("migrate counter 169.254.0.2")?;
     let moved = a.expect("[migrate] counter: moved to 169.254.0.2", MIGRATION_TIMEOUT)?;
@@ -84,6 +94,31 @@ fn counter_moves_live_and_goes_on_from_the_next_value() -> Result<()> {
     assert!(
         logged.first() == Some(&1) && logged.contains(&last_on_a) && is_consecutive(&logged),
         "B's log of counter: {answer:?}"
+    );
+    // So did its snapshot: B lists it and goes back to it.
+    let table = b.run_command("snapshots counter")?;
+    assert!(
+        table.iter().any(|line| line.contains(" before-move ")),
+        "{table:?}"
+    );
+    let mark = b.transcript().len();
+    b.send_line("rollback counter before-move")?;
+    b.expect(
+        "counter: rolled back to snapshot 'before-move'",
+        ANSWER_TIMEOUT,
+    )?;
+    b.expect(
+        &format!("[counter] count {}", at_snapshot + 3),
+        ANSWER_TIMEOUT,
+    )?;
+    let after = counts("counter", &b.transcript()[mark..]);
+    let first_after = after
+        .iter()
+        .copied()
+        .find(|&count| count <= at_snapshot + 2);
+    assert!(
+        first_after.is_some_and(|count| count > at_snapshot),
+        "B counted {after:?} after the rollback to count {at_snapshot}"
     );
 
     // Both power off cleanly; A's old disk, booted alone, never runs it.

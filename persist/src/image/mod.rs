@@ -376,6 +376,40 @@ impl<D: BlockDevice> Image<D> {
         Ok(())
     }
 
+    /// Writes `page` (whose CRC-32C is `crc`) into a free block for a
+    /// snapshot being imported ([`Image::snapshot_import`]) and returns
+    /// where. The block belongs to nothing until that import commits.
+    pub(crate) fn write_free_page(
+        &mut self,
+        page: &[u8; PAGE_SIZE],
+        crc: u32,
+    ) -> Result<Pointer, Error> {
+        self.check_not_poisoned()?;
+        let block = self.space.allocate()?;
+        if let Err(error) = self.device.write_block(block, page) {
+            self.space.free(block);
+            return Err(error.into());
+        }
+        self.blocks_written_since_commit += 1;
+        Ok(Pointer::new(block, crc))
+    }
+
+    /// Where the live state (staged, or as last committed) keeps page
+    /// `page_index`: none for a page it does not store.
+    pub(crate) fn live_page_pointer(&mut self, page_index: u64) -> Result<Pointer, Error> {
+        self.check_page_index(page_index)?;
+        if let Some(pointer) = self.staged_pages.get(&page_index) {
+            return Ok(*pointer);
+        }
+        let image_blocks = self.image_blocks();
+        page_map::lookup(
+            &mut self.device,
+            &self.superblock.page_map_root,
+            page_index,
+            image_blocks,
+        )
+    }
+
     /// Makes every staged page and the metadata durable as one commit.
     /// When it returns `Ok` the commit survives any power cut; when it
     /// returns an error the last commit is intact and the staged changes are

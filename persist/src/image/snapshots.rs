@@ -44,6 +44,15 @@ pub(crate) enum SnapshotChange {
     },
     /// Forget snapshot `id`.
     Delete { id: u64 },
+    /// Keep a snapshot that came with a migration: its metadata (checked)
+    /// and its pages, each in a block this image wrote for it or shares
+    /// with the live state, ascending.
+    Import {
+        tag: String,
+        created: u64,
+        metadata: alloc::boxed::Box<Metadata>,
+        pages: Vec<(u64, Pointer)>,
+    },
 }
 
 /// What a prepared commit does to the snapshots once it is durable.
@@ -283,6 +292,16 @@ impl<D: BlockDevice> Image<D> {
             .map(|entry| entry.tag.as_str())
     }
 
+    /// Every snapshot's tag and creation time, oldest first (what a
+    /// migration sends of each besides its state).
+    pub(crate) fn snapshot_entries(&self) -> Vec<(String, u64)> {
+        self.snapshots
+            .entries
+            .iter()
+            .map(|entry| (entry.tag.clone(), entry.created))
+            .collect()
+    }
+
     /// How many snapshots the image keeps.
     pub fn snapshot_count(&self) -> usize {
         self.snapshots.entries.len()
@@ -310,6 +329,46 @@ impl<D: BlockDevice> Image<D> {
             id,
             metadata: alloc::boxed::Box::new(metadata),
         })
+    }
+
+    /// Keeps a snapshot that arrived with a migration, tagged `tag`, as one
+    /// commit (which also commits what is staged): `metadata` is the
+    /// snapshot's record, `pages` its stored pages, ascending, each at a
+    /// block [`Image::write_free_page`] wrote or one the live state holds
+    /// ([`Image::live_page_pointer`]). Its page map is built here. Refused
+    /// like [`Image::snapshot_create`] (tag, duplicate, full table), for a
+    /// record that does not validate, and for pages out of order or past
+    /// the record's memory.
+    pub(crate) fn snapshot_import(
+        &mut self,
+        tag: &str,
+        created: u64,
+        metadata: Metadata,
+        pages: Vec<(u64, Pointer)>,
+    ) -> Result<SnapshotId, Error> {
+        check_tag(tag).map_err(Error::InvalidTag)?;
+        if self.snapshots.find(tag).is_some() {
+            return Err(Error::DuplicateSnapshotTag { tag: tag.into() });
+        }
+        if self.snapshots.entries.len() >= MAX_SNAPSHOTS {
+            return Err(Error::SnapshotTableFull { max: MAX_SNAPSHOTS });
+        }
+        crate::validate(&metadata).map_err(Error::MetadataRefused)?;
+        let limit = metadata.page_limit();
+        let is_ascending = pages.windows(2).all(|pair| pair[0].0 < pair[1].0);
+        if !is_ascending || pages.last().is_some_and(|&(index, _)| index >= limit) {
+            return Err(Error::InvalidMetadata {
+                reason: "an imported snapshot's pages are out of order or past its memory",
+            });
+        }
+        let id = SnapshotId(self.snapshots.next_id);
+        self.commit_with(SnapshotChange::Import {
+            tag: tag.into(),
+            created,
+            metadata: alloc::boxed::Box::new(metadata),
+            pages,
+        })?;
+        Ok(id)
     }
 
     /// Forgets the snapshot tagged `tag`, as one commit, and gives back the
@@ -478,6 +537,63 @@ impl<D: BlockDevice> Image<D> {
                     metadata_block: metadata_pointer.first.block.get(),
                     metadata_crc: metadata_pointer.first.crc.get(),
                     metadata_len_bytes: metadata_pointer.len_bytes.get(),
+                });
+                table.next_id = table.next_id.checked_add(1).ok_or(Error::InvalidMetadata {
+                    reason: "snapshot numbers exhausted",
+                })?;
+                effect.hold = hold;
+            }
+            SnapshotChange::Import {
+                tag,
+                created,
+                metadata,
+                pages,
+            } => {
+                let root = page_map::Updater {
+                    device: &mut self.device,
+                    space: &mut self.space,
+                    image_blocks,
+                    blocks_written: &mut self.blocks_written_since_commit,
+                    counts: page_map::UpdateCounts::default(),
+                }
+                .update(&Pointer::NONE, 0, &pages)?;
+                let record = crate::metadata::MetadataRecord {
+                    metadata: *metadata,
+                    module: self.module,
+                };
+                let bytes = crate::migrate::encode_record(&record)?;
+                let (pointer, blocks) = write_chain(
+                    &mut self.device,
+                    &mut self.space,
+                    &bytes,
+                    &mut self.blocks_written_since_commit,
+                )?;
+                let mut hold = blocks;
+                let mut seen = BTreeSet::new();
+                let space = &self.space;
+                page_map::walk_shared(
+                    &mut self.device,
+                    &root,
+                    any_bounds(image_blocks),
+                    &mut |block| !space.is_held(block) && seen.insert(block),
+                    Repeat::Skip,
+                    &mut |_, pointer| {
+                        hold.push(pointer.block.get());
+                        Ok(())
+                    },
+                )?;
+                table.entries.push(StoredSnapshot {
+                    id: table.next_id,
+                    tag,
+                    created,
+                    clock_ns: record.metadata.clock_ns,
+                    sequence: superblock.sequence.get(),
+                    pages_stored: pages.len() as u64,
+                    page_map_block: root.block.get(),
+                    page_map_crc: root.crc.get(),
+                    metadata_block: pointer.first.block.get(),
+                    metadata_crc: pointer.first.crc.get(),
+                    metadata_len_bytes: pointer.len_bytes.get(),
                 });
                 table.next_id = table.next_id.checked_add(1).ok_or(Error::InvalidMetadata {
                     reason: "snapshot numbers exhausted",

@@ -60,6 +60,9 @@ enum State {
     Module,
     Metadata,
     Pages,
+    /// The final round: the next snapshot's descriptor, then its pages.
+    SnapshotDescriptor,
+    SnapshotPages,
     EndRound,
     RoundSent,
     AwaitingDurable,
@@ -75,9 +78,13 @@ enum State {
 impl State {
     fn name(self) -> &'static str {
         match self {
-            Self::Begin | Self::Module | Self::Metadata | Self::Pages | Self::EndRound => {
-                "sending a round"
-            }
+            Self::Begin
+            | Self::Module
+            | Self::Metadata
+            | Self::Pages
+            | Self::SnapshotDescriptor
+            | Self::SnapshotPages
+            | Self::EndRound => "sending a round",
             Self::RoundSent => "between rounds",
             Self::AwaitingDurable => "waiting for the target to make the copy durable",
             Self::HandOver | Self::AwaitingRunning => "handing over",
@@ -124,6 +131,11 @@ pub struct Source {
     /// image committed after the round's snapshot.
     current: Vec<(u64, PageLocation)>,
     current_sequence: Option<u64>,
+    /// The final round: the named snapshots still to send (tag and
+    /// creation time, oldest first), and the pages of the one being sent.
+    snapshots_to_send: alloc::collections::VecDeque<(String, u64)>,
+    snapshot_pages: Vec<(u64, crate::layout::Pointer)>,
+    next_snapshot_page: usize,
 }
 
 impl Source {
@@ -158,6 +170,9 @@ impl Source {
             metadata_bytes: Vec::new(),
             current: Vec::new(),
             current_sequence: None,
+            snapshots_to_send: Default::default(),
+            snapshot_pages: Vec::new(),
+            next_snapshot_page: 0,
         };
         source.snapshot(image)?;
         Ok(source)
@@ -233,8 +248,10 @@ impl Source {
 
     /// Starts the final round. The caller has paused the domain at a safe
     /// point and committed it, and commits nothing more to this image until
-    /// the migration is finished or aborted; the round carries the metadata
-    /// and the last changed pages. Returns how many pages change.
+    /// the migration is finished or aborted; the round carries the metadata,
+    /// the last changed pages and then every named snapshot (its record and
+    /// its pages: those the live state shares are named, not sent). Returns
+    /// how many pages change.
     pub fn begin_final_round<D: BlockDevice>(
         &mut self,
         image: &mut Image<D>,
@@ -245,6 +262,7 @@ impl Source {
                 state: "pages are staged and not committed",
             });
         }
+        self.snapshots_to_send = image.snapshot_entries().into();
         self.begin_round(image, RoundKind::Final)
     }
 
@@ -322,7 +340,48 @@ impl Source {
                     if self.next_page(image, message)? {
                         return Ok(SourceStep::Send);
                     }
-                    self.state = State::EndRound;
+                    self.state = match self.kind {
+                        RoundKind::PreCopy => State::EndRound,
+                        RoundKind::Final => State::SnapshotDescriptor,
+                    };
+                }
+                State::SnapshotDescriptor => {
+                    if let Some(bytes) = next_chunk(&self.bulk, &mut self.bulk_offset) {
+                        let offset = (self.bulk_offset - bytes.len()) as u64;
+                        WireMessage::SnapshotChunk {
+                            total_len_bytes: self.bulk.len() as u64,
+                            offset,
+                            bytes,
+                        }
+                        .encode(message)?;
+                        return Ok(SourceStep::Send);
+                    }
+                    if !self.bulk.is_empty() {
+                        self.bulk = Vec::new();
+                        self.state = State::SnapshotPages;
+                        continue;
+                    }
+                    match self.snapshots_to_send.pop_front() {
+                        Some((tag, created)) => self.load_snapshot(image, &tag, created)?,
+                        None => self.state = State::EndRound,
+                    }
+                }
+                State::SnapshotPages => {
+                    if self.next_snapshot_page(image, message)? {
+                        return Ok(SourceStep::Send);
+                    }
+                    WireMessage::SnapshotEnd {
+                        pages_stored: self.snapshot_pages.len() as u64,
+                        pages_digest: pages_digest(
+                            self.snapshot_pages
+                                .iter()
+                                .map(|(index, pointer)| (*index, pointer.crc.get())),
+                        ),
+                    }
+                    .encode(message)?;
+                    self.snapshot_pages = Vec::new();
+                    self.state = State::SnapshotDescriptor;
+                    return Ok(SourceStep::Send);
                 }
                 State::EndRound => {
                     WireMessage::EndRound {
@@ -416,6 +475,59 @@ impl Source {
             return Ok(true);
         }
         Ok(false)
+    }
+
+    /// Reads snapshot `tag` (its record and page map) and encodes its
+    /// descriptor for [`WireMessage::SnapshotChunk`]s: the tag and
+    /// creation time, then the record as the final metadata is sent.
+    fn load_snapshot<D: BlockDevice>(
+        &mut self,
+        image: &mut Image<D>,
+        tag: &str,
+        created: u64,
+    ) -> Result<(), Error> {
+        let (mut metadata, pages) = image.snapshot_state(tag)?;
+        metadata.migration = None;
+        let unencodable = |_| crate::Error::InvalidMetadata {
+            reason: "a snapshot's metadata cannot be encoded",
+        };
+        let bytes = postcard::to_allocvec(&(tag, created)).map_err(unencodable)?;
+        let bytes = postcard::to_extend(&metadata, bytes).map_err(unencodable)?;
+        self.bulk = crate::metadata::encode_messaging(&metadata, bytes, &[])?;
+        self.bulk_offset = 0;
+        self.snapshot_pages = pages;
+        self.next_snapshot_page = 0;
+        Ok(())
+    }
+
+    /// Encodes the next page of the snapshot being sent: a reference to the
+    /// live page the target has when it is the same block here, else its
+    /// bytes. False when none is left.
+    fn next_snapshot_page<D: BlockDevice>(
+        &mut self,
+        image: &mut Image<D>,
+        message: &mut Vec<u8>,
+    ) -> Result<bool, Error> {
+        let Some(&(page_index, pointer)) = self.snapshot_pages.get(self.next_snapshot_page) else {
+            return Ok(false);
+        };
+        self.next_snapshot_page += 1;
+        let location = PageLocation {
+            block: pointer.block.get(),
+            crc: pointer.crc.get(),
+        };
+        if self.sent.get(&page_index) == Some(&location) {
+            WireMessage::SnapshotPageShared { page_index }.encode(message)?;
+        } else {
+            let page = read_location(image, location)?;
+            WireMessage::Page {
+                page_index,
+                bytes: &page,
+                crc: location.crc,
+            }
+            .encode(message)?;
+        }
+        Ok(true)
     }
 
     /// Handles a message from the target. On `Durable` this commits the

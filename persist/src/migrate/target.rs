@@ -153,9 +153,15 @@ pub struct Target<D> {
     module_sha256: ModuleSha256,
     metadata_bytes: Vec<u8>,
     metadata_len_bytes: u64,
-    /// The final round's metadata, staged at its end.
-    /// The final round's metadata and the domain's log.
+    /// The final round's metadata and the domain's log, staged at its end.
     final_metadata: Option<(Metadata, Vec<u8>)>,
+    /// The descriptor of the snapshot arriving, while it is chunked.
+    snapshot_bytes: Vec<u8>,
+    snapshot_len_bytes: u64,
+    /// The snapshot whose pages are arriving.
+    snapshot: Option<IncomingSnapshot>,
+    /// Snapshots imported so far.
+    snapshots_received: usize,
     round_changes: u64,
     pages_received: u64,
 }
@@ -189,6 +195,10 @@ impl<D: BlockDevice> Target<D> {
             metadata_bytes: Vec::new(),
             metadata_len_bytes: 0,
             final_metadata: None,
+            snapshot_bytes: Vec::new(),
+            snapshot_len_bytes: 0,
+            snapshot: None,
+            snapshots_received: 0,
             round_changes: 0,
             pages_received: 0,
         })
@@ -328,13 +338,42 @@ impl<D: BlockDevice> Target<D> {
                     crc,
                 },
             ) => {
+                if self.snapshot.is_some() {
+                    return self.snapshot_page(page_index, Some((bytes, crc)), admission);
+                }
                 // `decode` computed the CRC and checked the frame with it.
                 self.image()?.stage_page_with_crc(page_index, bytes, crc)?;
                 self.round_changes += 1;
                 self.pages_received += 1;
                 Ok(TargetEvent::Nothing)
             }
-            (State::Pages, WireMessage::PageRemoved { page_index }) => {
+            (
+                State::Pages,
+                WireMessage::SnapshotChunk {
+                    total_len_bytes,
+                    offset,
+                    bytes,
+                },
+            ) if self.final_metadata.is_some() && self.snapshot.is_none() => {
+                self.snapshot_chunk(total_len_bytes, offset, bytes, admission)?;
+                Ok(TargetEvent::Nothing)
+            }
+            (State::Pages, WireMessage::SnapshotPageShared { page_index })
+                if self.snapshot.is_some() =>
+            {
+                self.snapshot_page(page_index, None, admission)
+            }
+            (
+                State::Pages,
+                WireMessage::SnapshotEnd {
+                    pages_stored,
+                    pages_digest: digest,
+                },
+            ) if self.snapshot.is_some() => {
+                self.import_snapshot(pages_stored, digest)?;
+                Ok(TargetEvent::Nothing)
+            }
+            (State::Pages, WireMessage::PageRemoved { page_index }) if self.snapshot.is_none() => {
                 self.image()?.stage_page(page_index, &[0; PAGE_SIZE])?;
                 self.round_changes += 1;
                 Ok(TargetEvent::Nothing)
@@ -348,7 +387,7 @@ impl<D: BlockDevice> Target<D> {
                     pages_stored,
                     pages_digest,
                 },
-            ) => {
+            ) if self.snapshot.is_none() && self.snapshot_bytes.is_empty() => {
                 if changes != self.round_changes {
                     return Err(Error::RoundMismatch {
                         what: "page messages in the round",
@@ -526,6 +565,186 @@ impl<D: BlockDevice> Target<D> {
         Ok(Some((metadata, log)))
     }
 
+    /// Adds a chunk of a snapshot's descriptor; once whole, decodes and
+    /// checks it and waits for the snapshot's pages.
+    fn snapshot_chunk(
+        &mut self,
+        total_len_bytes: u64,
+        offset: u64,
+        bytes: &[u8],
+        admission: &impl Admission,
+    ) -> Result<(), Error> {
+        if offset == 0 {
+            if self.snapshots_received >= crate::MAX_SNAPSHOTS {
+                return Err(Error::TooLarge {
+                    what: "snapshots",
+                    len_bytes: self.snapshots_received as u64 + 1,
+                    max_bytes: crate::MAX_SNAPSHOTS as u64,
+                });
+            }
+            // A tag, a time and a record like the live one.
+            let max_bytes = MAX_METADATA_LEN_BYTES + 128;
+            if total_len_bytes > max_bytes {
+                return Err(Error::TooLarge {
+                    what: "snapshot record",
+                    len_bytes: total_len_bytes,
+                    max_bytes,
+                });
+            }
+            self.snapshot_bytes = Vec::new();
+            reserve(
+                &mut self.snapshot_bytes,
+                "snapshot record",
+                total_len_bytes,
+                admission,
+            )?;
+            self.snapshot_len_bytes = total_len_bytes;
+        }
+        let expected = self.snapshot_bytes.len() as u64;
+        if offset != expected || total_len_bytes != self.snapshot_len_bytes {
+            return Err(Error::OutOfOrderChunk {
+                what: "snapshot record",
+                expected_offset: expected,
+                found_offset: offset,
+            });
+        }
+        if expected + bytes.len() as u64 > total_len_bytes {
+            return Err(Error::TooLarge {
+                what: "snapshot record",
+                len_bytes: expected + bytes.len() as u64,
+                max_bytes: total_len_bytes,
+            });
+        }
+        self.snapshot_bytes.extend_from_slice(bytes);
+        if (self.snapshot_bytes.len() as u64) < total_len_bytes {
+            return Ok(());
+        }
+        let bytes = core::mem::take(&mut self.snapshot_bytes);
+        let undecodable = |_| Error::BadMetadata {
+            reason: "undecodable snapshot record",
+        };
+        let ((tag, created), rest): ((String, u64), &[u8]) =
+            postcard::take_from_bytes(&bytes).map_err(undecodable)?;
+        let (mut metadata, rest): (Metadata, &[u8]) =
+            postcard::take_from_bytes(rest).map_err(undecodable)?;
+        crate::metadata::decode_messaging(rest, &mut metadata)
+            .map_err(|reason| Error::BadMetadata { reason })?;
+        // The same domain, held to the rules a local image is; the tag is
+        // checked when the snapshot is imported.
+        if metadata.id != self.domain_id || metadata.migration.is_some() {
+            return Err(Error::BadMetadata {
+                reason: "a snapshot's record names another domain or a migration",
+            });
+        }
+        crate::validate(&metadata).map_err(Error::MetadataRefused)?;
+        let page_limit = metadata.page_limit();
+        self.snapshot = Some(IncomingSnapshot {
+            tag,
+            created,
+            metadata,
+            page_limit,
+            pages: Vec::new(),
+        });
+        Ok(())
+    }
+
+    /// Takes the next page of the snapshot arriving: `page` written to a
+    /// free block, or (`None`) the live state's block for it.
+    fn snapshot_page(
+        &mut self,
+        page_index: u64,
+        page: Option<(&[u8; PAGE_SIZE], u32)>,
+        admission: &impl Admission,
+    ) -> Result<TargetEvent, Error> {
+        let no_snapshot = || Error::Unexpected {
+            message: "snapshot page",
+            state: "no snapshot is arriving",
+        };
+        let snapshot = self.snapshot.as_mut().ok_or_else(no_snapshot)?;
+        let is_next = snapshot
+            .pages
+            .last()
+            .is_none_or(|&(last, _)| last < page_index);
+        if !is_next || page_index >= snapshot.page_limit {
+            return Err(Error::BadMetadata {
+                reason: "a snapshot's pages come out of order or past its memory",
+            });
+        }
+        if snapshot.pages.len() == snapshot.pages.capacity() {
+            // Grown by doubling, each time within the machine's room.
+            let more = snapshot.pages.len().max(64);
+            let entry_bytes = core::mem::size_of::<(u64, crate::layout::Pointer)>();
+            let room_bytes = admission.room_bytes();
+            let no_room = Error::NoRoom {
+                what: "snapshot pages",
+                len_bytes: ((snapshot.pages.len() + more) * entry_bytes) as u64,
+                room_bytes,
+            };
+            if (more * entry_bytes) as u64 > room_bytes {
+                return Err(no_room);
+            }
+            snapshot.pages.try_reserve(more).map_err(|_| no_room)?;
+        }
+        let image = self.image()?;
+        let pointer = match page {
+            Some((bytes, crc)) => image.write_free_page(bytes, crc)?,
+            None => {
+                let pointer = image.live_page_pointer(page_index)?;
+                if pointer.is_none() {
+                    return Err(Error::BadMetadata {
+                        reason: "a snapshot shares a page the live state does not store",
+                    });
+                }
+                pointer
+            }
+        };
+        let snapshot = self.snapshot.as_mut().ok_or_else(no_snapshot)?;
+        snapshot.pages.push((page_index, pointer));
+        self.pages_received += 1;
+        Ok(TargetEvent::Nothing)
+    }
+
+    /// Checks the snapshot's pages against the source's count and digest
+    /// and keeps it in the copy (one commit, which also commits the pages
+    /// staged so far: the copy is still incomplete and never runs).
+    fn import_snapshot(&mut self, pages_stored: u64, digest: u32) -> Result<(), Error> {
+        let Some(snapshot) = self.snapshot.take() else {
+            return Err(Error::Unexpected {
+                message: "end of snapshot",
+                state: "no snapshot is arriving",
+            });
+        };
+        let found = snapshot.pages.len() as u64;
+        if found != pages_stored {
+            return Err(Error::RoundMismatch {
+                what: "pages of a snapshot",
+                expected: pages_stored,
+                found,
+            });
+        }
+        let found = pages_digest(
+            snapshot
+                .pages
+                .iter()
+                .map(|(index, pointer)| (*index, pointer.crc.get())),
+        );
+        if found != digest {
+            return Err(Error::RoundMismatch {
+                what: "page digest of a snapshot",
+                expected: u64::from(digest),
+                found: u64::from(found),
+            });
+        }
+        self.image()?.snapshot_import(
+            &snapshot.tag,
+            snapshot.created,
+            snapshot.metadata,
+            snapshot.pages,
+        )?;
+        self.snapshots_received += 1;
+        Ok(())
+    }
+
     /// Formats the spare disk as the incoming copy: its very first commit
     /// already says it is an incomplete incoming copy, so no power cut can
     /// leave a runnable image behind.
@@ -622,6 +841,18 @@ impl<D: BlockDevice> Target<D> {
             (_, Disk::Gone) => Ok(None),
         }
     }
+}
+
+/// A named snapshot arriving in the final round.
+#[derive(Debug)]
+struct IncomingSnapshot {
+    tag: String,
+    created: u64,
+    metadata: Metadata,
+    /// What the snapshot's memory allows.
+    page_limit: u64,
+    /// Its pages so far, ascending, and where this image keeps each.
+    pages: Vec<(u64, crate::layout::Pointer)>,
 }
 
 /// Makes a parked copy the owner: its status as it was on the source, no

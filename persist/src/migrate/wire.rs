@@ -183,6 +183,31 @@ pub enum WireMessage<'a> {
         /// Which page.
         page_index: u64,
     },
+    /// Source, in the final round after its pages: the descriptor of the
+    /// next snapshot (see `source.rs`: its tag, creation time and record)
+    /// at `offset` of `total_len_bytes`. `Page` messages that follow are
+    /// the snapshot's pages, up to its [`WireMessage::SnapshotEnd`].
+    SnapshotChunk {
+        /// The whole descriptor's length.
+        total_len_bytes: u64,
+        /// Where these bytes go.
+        offset: u64,
+        /// At most [`CHUNK_LEN_BYTES`].
+        bytes: &'a [u8],
+    },
+    /// Source: the snapshot stores page `page_index` with the contents the
+    /// live state has (sent already): the target shares that block.
+    SnapshotPageShared {
+        /// Which page.
+        page_index: u64,
+    },
+    /// Source: the snapshot's pages are all sent.
+    SnapshotEnd {
+        /// Pages the snapshot stores.
+        pages_stored: u64,
+        /// [`super::pages_digest`] of them.
+        pages_digest: u32,
+    },
     /// Source: the round's changes are all sent.
     EndRound {
         /// The round, from 0.
@@ -257,6 +282,9 @@ const KIND_RUNNING: u8 = 11;
 const KIND_REFUSED: u8 = 12;
 const KIND_QUERY: u8 = 13;
 const KIND_ANSWER: u8 = 14;
+const KIND_SNAPSHOT_CHUNK: u8 = 15;
+const KIND_SNAPSHOT_PAGE_SHARED: u8 = 16;
+const KIND_SNAPSHOT_END: u8 = 17;
 
 impl WireMessage<'_> {
     /// The message's name, for errors and logs.
@@ -276,6 +304,9 @@ impl WireMessage<'_> {
             Self::Refused { .. } => "refused",
             Self::Query { .. } => "query",
             Self::Answer { .. } => "answer",
+            Self::SnapshotChunk { .. } => "snapshot chunk",
+            Self::SnapshotPageShared { .. } => "snapshot page shared",
+            Self::SnapshotEnd { .. } => "end of snapshot",
         }
     }
 
@@ -295,6 +326,9 @@ impl WireMessage<'_> {
             Self::Refused { .. } => KIND_REFUSED,
             Self::Query { .. } => KIND_QUERY,
             Self::Answer { .. } => KIND_ANSWER,
+            Self::SnapshotChunk { .. } => KIND_SNAPSHOT_CHUNK,
+            Self::SnapshotPageShared { .. } => KIND_SNAPSHOT_PAGE_SHARED,
+            Self::SnapshotEnd { .. } => KIND_SNAPSHOT_END,
         }
     }
 
@@ -328,6 +362,11 @@ impl WireMessage<'_> {
                 total_len_bytes,
                 offset,
                 bytes,
+            }
+            | Self::SnapshotChunk {
+                total_len_bytes,
+                offset,
+                bytes,
             } => {
                 check_chunk(bytes)?;
                 out.extend_from_slice(&total_len_bytes.to_le_bytes());
@@ -347,7 +386,16 @@ impl WireMessage<'_> {
                 out[12..16].copy_from_slice(&crc.to_le_bytes());
                 return Ok(());
             }
-            Self::PageRemoved { page_index } => out.extend_from_slice(&page_index.to_le_bytes()),
+            Self::PageRemoved { page_index } | Self::SnapshotPageShared { page_index } => {
+                out.extend_from_slice(&page_index.to_le_bytes())
+            }
+            Self::SnapshotEnd {
+                pages_stored,
+                pages_digest,
+            } => {
+                out.extend_from_slice(&pages_stored.to_le_bytes());
+                out.extend_from_slice(&pages_digest.to_le_bytes());
+            }
             Self::EndRound {
                 round,
                 kind,
@@ -453,6 +501,27 @@ impl WireMessage<'_> {
                     total_len_bytes: fields.u64(),
                     offset: fields.u64(),
                     bytes: fields.rest(),
+                }
+            }
+            KIND_SNAPSHOT_CHUNK => {
+                fields.expect_chunk(16, "snapshot chunk")?;
+                WireMessage::SnapshotChunk {
+                    total_len_bytes: fields.u64(),
+                    offset: fields.u64(),
+                    bytes: fields.rest(),
+                }
+            }
+            KIND_SNAPSHOT_PAGE_SHARED => {
+                fields.expect_len(8, "snapshot page shared")?;
+                WireMessage::SnapshotPageShared {
+                    page_index: fields.u64(),
+                }
+            }
+            KIND_SNAPSHOT_END => {
+                fields.expect_len(8 + 4, "end of snapshot")?;
+                WireMessage::SnapshotEnd {
+                    pages_stored: fields.u64(),
+                    pages_digest: fields.u32(),
                 }
             }
             KIND_PAGE => {
@@ -830,6 +899,16 @@ mod tests {
             WireMessage::Answer {
                 migration_id: 5,
                 verdict: Verdict::Unknown,
+            },
+            WireMessage::SnapshotChunk {
+                total_len_bytes: 20_000,
+                offset: 8192,
+                bytes: &chunk,
+            },
+            WireMessage::SnapshotPageShared { page_index: 77 },
+            WireMessage::SnapshotEnd {
+                pages_stored: 3,
+                pages_digest: 0x1234_5678,
             },
         ] {
             round_trip(message);
