@@ -151,8 +151,6 @@ fn redis_answer(port: u16, words: &[&str]) -> Result<String> {
 }
 
 #[test]
-#[ignore = "redis once trapped (wasm `unreachable`) right after a rollback under a loaded host, \
-            not yet understood; run with --ignored"]
 fn redis_rolls_back_to_the_keys_of_its_snapshot() -> Result<()> {
     if !has_tool("redis-cli") {
         println!("skipped: redis-cli is not installed (apt-get install redis-tools)");

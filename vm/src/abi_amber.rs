@@ -11,12 +11,13 @@ use alloc::vec::Vec;
 
 use wasmi::{Caller, Memory, Val};
 
-use crate::blocking::{BlockingCall, Request, blocking_call, trap};
+use crate::blocking::{BlockingCall, Request, blocking_call, enter, trap};
 use crate::error::TrapReason;
 use crate::guest_memory;
 use crate::host_functions::HostFunctions;
 use crate::host_state::HostState;
 use crate::platform::{LogLevel, Stream};
+use crate::storage::BlockingImport;
 use crate::{fuel, output};
 use abi::{MAX_MESSAGE_BYTES, MAX_NAME_BYTES, StatusCode};
 
@@ -103,15 +104,17 @@ pub(crate) fn define(functions: &mut HostFunctions<'_>) -> Result<()> {
     functions.func_wrap(
         "sleep",
         |mut caller: Caller<'_, HostState>, duration_ns: i64| -> Result<()> {
+            let arrival = enter(&mut caller, BlockingImport::AmberSleep)?;
             fuel::charge(&mut caller, fuel::CALL)?;
             let deadline = deadline_after(&caller, duration_ns.max(0));
-            blocking_call(&mut caller, BlockingCall::Sleep, deadline)?;
+            blocking_call(&mut caller, BlockingCall::Sleep, deadline, arrival)?;
             Ok(())
         },
     )?;
     functions.func_wrap("yield", |mut caller: Caller<'_, HostState>| -> Result<()> {
+        let arrival = enter(&mut caller, BlockingImport::AmberYield)?;
         fuel::charge(&mut caller, fuel::CALL)?;
-        blocking_call(&mut caller, BlockingCall::Yield, None)?;
+        blocking_call(&mut caller, BlockingCall::Yield, None, arrival)?;
         Ok(())
     })?;
     functions.func_wrap(
@@ -140,12 +143,14 @@ pub(crate) fn define(functions: &mut HostFunctions<'_>) -> Result<()> {
     functions.func_wrap(
         "checkpoint",
         |mut caller: Caller<'_, HostState>| -> Result<i32> {
+            let arrival = enter(&mut caller, BlockingImport::AmberCheckpoint)?;
             // The commit's work is charged when it is done (Domain).
             fuel::charge(&mut caller, fuel::CALL)?;
             Ok(result_i32(blocking_call(
                 &mut caller,
                 BlockingCall::Checkpoint,
                 None,
+                arrival,
             )?))
         },
     )?;
@@ -196,6 +201,7 @@ pub(crate) fn define(functions: &mut HostFunctions<'_>) -> Result<()> {
          from: i32,
          timeout_ns: i64|
          -> Result<i32> {
+            let arrival = enter(&mut caller, BlockingImport::AmberRecv)?;
             // The message's copy is charged when it is taken (blocking.rs).
             fuel::charge(&mut caller, fuel::CALL)?;
             // Check the buffers now, so a bad pointer traps at the call and
@@ -210,7 +216,12 @@ pub(crate) fn define(functions: &mut HostFunctions<'_>) -> Result<()> {
                 capacity,
                 from,
             };
-            Ok(result_i32(blocking_call(&mut caller, call, deadline)?))
+            Ok(result_i32(blocking_call(
+                &mut caller,
+                call,
+                deadline,
+                arrival,
+            )?))
         },
     )?;
     Ok(())

@@ -4,19 +4,22 @@
 //! "Network"). Socket numbers come from the domain's table
 //! (`crate::sockets`); a blocking call's socket work happens when it
 //! completes (net_calls.rs), never in the host function itself, because
-//! an asyncified guest re-enters the function when it is rewound. A
-//! pointer is checked when the call is made, so a bad one traps at once.
+//! an asyncified guest re-enters the function when it is rewound; and
+//! each blocking function starts with `blocking::enter`, which ends such a
+//! rewind before the function can return early. A pointer is checked when
+//! the call is made, so a bad one traps at once.
 
 use abi::{MAX_POLL_ENTRIES, StatusCode};
 use wasmi::Caller;
 
 use crate::abi_amber::{deadline_after, memory_of, result_i32};
-use crate::blocking::{BlockingCall, PollInterest, blocking_call, trap};
+use crate::blocking::{BlockingCall, PollInterest, blocking_call, enter, trap};
 use crate::fuel;
 use crate::guest_memory;
 use crate::host_functions::HostFunctions;
 use crate::host_state::HostState;
 use crate::net_calls;
+use crate::storage::BlockingImport;
 
 type Result<T> = core::result::Result<T, wasmi::Error>;
 
@@ -62,12 +65,18 @@ pub(crate) fn define(functions: &mut HostFunctions<'_>) -> Result<()> {
     functions.func_wrap(
         "tcp_accept",
         |mut caller: Caller<'_, HostState>, listener: i32, timeout_ns: i64| -> Result<i32> {
+            let arrival = enter(&mut caller, BlockingImport::AmberTcpAccept)?;
             fuel::charge(&mut caller, fuel::CALL)?;
             let deadline = deadline_after(&caller, timeout_ns);
             let call = BlockingCall::TcpAccept {
                 listener: socket_number(listener),
             };
-            Ok(result_i32(blocking_call(&mut caller, call, deadline)?))
+            Ok(result_i32(blocking_call(
+                &mut caller,
+                call,
+                deadline,
+                arrival,
+            )?))
         },
     )?;
     functions.func_wrap(
@@ -77,6 +86,7 @@ pub(crate) fn define(functions: &mut HostFunctions<'_>) -> Result<()> {
          port: i32,
          timeout_ns: i64|
          -> Result<i32> {
+            let arrival = enter(&mut caller, BlockingImport::AmberTcpConnect)?;
             fuel::charge(&mut caller, fuel::CALL)?;
             let memory = memory_of(&caller)?;
             let bytes = guest_memory::slice(memory.data(&caller), "tcp_connect", address, 4)
@@ -87,7 +97,12 @@ pub(crate) fn define(functions: &mut HostFunctions<'_>) -> Result<()> {
             };
             let deadline = deadline_after(&caller, timeout_ns);
             let call = BlockingCall::TcpConnect { address, port };
-            Ok(result_i32(blocking_call(&mut caller, call, deadline)?))
+            Ok(result_i32(blocking_call(
+                &mut caller,
+                call,
+                deadline,
+                arrival,
+            )?))
         },
     )?;
     functions.func_wrap(
@@ -98,6 +113,7 @@ pub(crate) fn define(functions: &mut HostFunctions<'_>) -> Result<()> {
          capacity: i32,
          timeout_ns: i64|
          -> Result<i32> {
+            let arrival = enter(&mut caller, BlockingImport::AmberTcpRead)?;
             // The bytes are charged when they are read (net_calls.rs).
             fuel::charge(&mut caller, fuel::CALL)?;
             let memory = memory_of(&caller)?;
@@ -109,7 +125,12 @@ pub(crate) fn define(functions: &mut HostFunctions<'_>) -> Result<()> {
                 buffer,
                 capacity,
             };
-            Ok(result_i32(blocking_call(&mut caller, call, deadline)?))
+            Ok(result_i32(blocking_call(
+                &mut caller,
+                call,
+                deadline,
+                arrival,
+            )?))
         },
     )?;
     functions.func_wrap(
@@ -120,6 +141,7 @@ pub(crate) fn define(functions: &mut HostFunctions<'_>) -> Result<()> {
          length: i32,
          timeout_ns: i64|
          -> Result<i32> {
+            let arrival = enter(&mut caller, BlockingImport::AmberTcpWrite)?;
             fuel::charge(&mut caller, fuel::CALL)?;
             let memory = memory_of(&caller)?;
             guest_memory::slice(memory.data(&caller), "tcp_write", bytes, length).map_err(trap)?;
@@ -129,7 +151,12 @@ pub(crate) fn define(functions: &mut HostFunctions<'_>) -> Result<()> {
                 bytes,
                 length,
             };
-            Ok(result_i32(blocking_call(&mut caller, call, deadline)?))
+            Ok(result_i32(blocking_call(
+                &mut caller,
+                call,
+                deadline,
+                arrival,
+            )?))
         },
     )?;
     functions.func_wrap(
@@ -164,6 +191,7 @@ pub(crate) fn define(functions: &mut HostFunctions<'_>) -> Result<()> {
          count: i32,
          timeout_ns: i64|
          -> Result<i32> {
+            let arrival = enter(&mut caller, BlockingImport::AmberNetPoll)?;
             fuel::charge(&mut caller, fuel::CALL)?;
             // Bounded before anything is read, and charged before the scan.
             if count < 0 || count as usize > MAX_POLL_ENTRIES {
@@ -181,6 +209,8 @@ pub(crate) fn define(functions: &mut HostFunctions<'_>) -> Result<()> {
                 let interest = guest_memory::slice(bytes, "net_poll", base.wrapping_add(4), 2)
                     .map_err(trap)?;
                 let interest = u16::from_le_bytes([interest[0], interest[1]]);
+                // Also when a restored guest polls a socket the record did
+                // not keep: `enter` has ended its rewind, so it hears this.
                 if state.sockets.get(socket).is_none() {
                     state.poll_interest.clear();
                     return Ok(StatusCode::NoSuchSocket.negated());
@@ -189,7 +219,12 @@ pub(crate) fn define(functions: &mut HostFunctions<'_>) -> Result<()> {
             }
             let deadline = deadline_after(&caller, timeout_ns);
             let call = BlockingCall::NetPoll { entries, count };
-            Ok(result_i32(blocking_call(&mut caller, call, deadline)?))
+            Ok(result_i32(blocking_call(
+                &mut caller,
+                call,
+                deadline,
+                arrival,
+            )?))
         },
     )?;
     Ok(())

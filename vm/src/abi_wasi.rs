@@ -22,12 +22,13 @@ use wasmi::{Caller, Linker, Module, Val};
 use abi::WASI_MODULE as MODULE;
 
 use crate::abi_amber::memory_of;
-use crate::blocking::{BlockingCall, Request, WasiStreamCall, blocking_call, trap};
+use crate::blocking::{BlockingCall, Request, WasiStreamCall, blocking_call, enter, trap};
 use crate::error::TrapReason;
 use crate::guest_memory;
 use crate::host_functions::HostFunctions;
 use crate::host_state::HostState;
 use crate::platform::Stream;
+use crate::storage::BlockingImport;
 use crate::{fuel, output, wasi_sockets};
 use abi::{MAX_OUTPUT_BYTES_PER_CALL, errno};
 
@@ -61,10 +62,11 @@ pub(crate) fn define(functions: &mut HostFunctions<'_>) -> Result<()> {
          count: i32,
          read: i32|
          -> Result<i32> {
+            let arrival = enter(&mut caller, BlockingImport::WasiFdRead)?;
             fuel::charge(&mut caller, fuel::CALL)?;
             if wasi_sockets::is_socket(caller.data(), fd) {
                 let via = WasiStreamCall::Fd;
-                return wasi_sockets::receive(&mut caller, via, fd, iovs, count, read, 0);
+                return wasi_sockets::receive(&mut caller, arrival, via, fd, iovs, count, read, 0);
             }
             if fd != 0 {
                 return Ok(errno::BADF);
@@ -172,8 +174,9 @@ pub(crate) fn define(functions: &mut HostFunctions<'_>) -> Result<()> {
     functions.func_wrap(
         "sched_yield",
         |mut caller: Caller<'_, HostState>| -> Result<i32> {
+            let arrival = enter(&mut caller, BlockingImport::WasiSchedYield)?;
             fuel::charge(&mut caller, fuel::CALL)?;
-            let result = blocking_call(&mut caller, BlockingCall::SchedYield, None)?;
+            let result = blocking_call(&mut caller, BlockingCall::SchedYield, None, arrival)?;
             Ok(match result {
                 Some(Val::I32(value)) => value,
                 _ => errno::SUCCESS,
@@ -188,6 +191,7 @@ pub(crate) fn define(functions: &mut HostFunctions<'_>) -> Result<()> {
          count: i32,
          events_written: i32|
          -> Result<i32> {
+            let arrival = enter(&mut caller, BlockingImport::WasiPollOneoff)?;
             fuel::charge(&mut caller, fuel::CALL)?;
             if count == 0 || count as u32 as usize > MAX_SUBSCRIPTIONS_PER_CALL {
                 return Ok(errno::INVAL);
@@ -206,7 +210,7 @@ pub(crate) fn define(functions: &mut HostFunctions<'_>) -> Result<()> {
                 count,
                 events_written,
             };
-            Ok(match blocking_call(&mut caller, call, deadline)? {
+            Ok(match blocking_call(&mut caller, call, deadline, arrival)? {
                 Some(Val::I32(value)) => value,
                 _ => errno::SUCCESS,
             })
@@ -289,13 +293,14 @@ fn fd_write(
     written: i32,
 ) -> Result<i32> {
     const CALL: &str = "fd_write";
+    let arrival = enter(&mut caller, BlockingImport::WasiFdWrite)?;
     fuel::charge(&mut caller, fuel::CALL)?;
     let stream = match fd {
         1 => Stream::Stdout,
         2 => Stream::Stderr,
         _ if wasi_sockets::is_socket(caller.data(), fd) => {
             let via = WasiStreamCall::Fd;
-            return wasi_sockets::send(&mut caller, via, fd, iovs, count, written);
+            return wasi_sockets::send(&mut caller, arrival, via, fd, iovs, count, written);
         }
         _ => return Ok(errno::BADF),
     };

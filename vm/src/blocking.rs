@@ -183,17 +183,71 @@ pub enum Entry {
     Resumed,
 }
 
+/// How the guest came into a blocking import, as [`enter`] found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// A call as any other.
+    Called,
+    /// A rewind brought the guest back into the import it was suspended
+    /// in; the rewind is over, and the call keeps the deadline its
+    /// suspension recorded.
+    Rewound { deadline_ns: Option<u64> },
+}
+
 /// Turns a trap reason into the host error that ends the domain.
 pub fn trap(reason: TrapReason) -> wasmi::Error {
     wasmi::Error::host(reason)
 }
 
-/// Runs a blocking call from inside its host function. Returns the call's
-/// result, or a placeholder while the stack unwinds.
+/// Starts a blocking import: if the guest is being rewound (it can only be
+/// re-entering the import it was suspended in, since asyncified code makes
+/// no other call while it rewinds), ends the rewind first.
+///
+/// Every blocking import calls this before it looks at anything but its
+/// arguments, because what it finds may differ from what the suspended call
+/// saw: after a restore, a rollback or a move the socket table is the
+/// record's, and a socket the guest holds may be reset or unknown. An
+/// import that then returns at once (`NoSuchSocket`, `BADF`) must still
+/// have ended the rewind: asyncified code that runs on while rewinding
+/// skips what it should do and reaches `unreachable`.
+pub fn enter(
+    caller: &mut Caller<'_, HostState>,
+    import: BlockingImport,
+) -> Result<Arrival, wasmi::Error> {
+    if !caller.data().is_rewinding {
+        return Ok(Arrival::Called);
+    }
+    let asyncify = caller
+        .data()
+        .asyncify
+        .ok_or_else(|| trap(TrapReason::Asyncify("rewinding without asyncify".into())))?;
+    asyncify.stop_rewind(&mut *caller).map_err(trap)?;
+    let state = caller.data_mut();
+    state.is_rewinding = false;
+    state.waiting = None;
+    let suspension = state
+        .suspension
+        .take()
+        .ok_or_else(|| trap(TrapReason::Asyncify("rewound without a suspension".into())))?;
+    if suspension.import != import {
+        return Err(trap(TrapReason::Asyncify(format!(
+            "suspended in {:?} but rewound into {:?}",
+            suspension.import, import
+        ))));
+    }
+    Ok(Arrival::Rewound {
+        deadline_ns: suspension.deadline_ns,
+    })
+}
+
+/// Runs a blocking call from inside its host function, which [`enter`]ed
+/// it as `arrival`. Returns the call's result, or a placeholder while the
+/// stack unwinds.
 pub fn blocking_call(
     caller: &mut Caller<'_, HostState>,
     call: BlockingCall,
     deadline_ns: Option<u64>,
+    arrival: Arrival,
 ) -> Result<Option<Val>, wasmi::Error> {
     let memory = caller.data().memory.ok_or_else(|| {
         trap(TrapReason::BadArgument {
@@ -201,32 +255,17 @@ pub fn blocking_call(
             detail: "the domain has no memory",
         })
     })?;
-    let mut blocked = Blocked { call, deadline_ns };
-    let mut entry = Entry::First;
     if caller.data().is_rewinding {
-        // The guest re-entered the import it was suspended in.
-        let asyncify = caller
-            .data()
-            .asyncify
-            .ok_or_else(|| trap(TrapReason::Asyncify("rewinding without asyncify".into())))?;
-        asyncify.stop_rewind(&mut *caller).map_err(trap)?;
-        let state = caller.data_mut();
-        state.is_rewinding = false;
-        state.waiting = None;
-        let suspension = state
-            .suspension
-            .take()
-            .ok_or_else(|| trap(TrapReason::Asyncify("rewound without a suspension".into())))?;
-        if suspension.import != call.import() {
-            return Err(trap(TrapReason::Asyncify(format!(
-                "suspended in {:?} but rewound into {:?}",
-                suspension.import,
-                call.import()
-            ))));
-        }
-        blocked.deadline_ns = suspension.deadline_ns;
-        entry = Entry::Resumed;
+        return Err(trap(TrapReason::Asyncify(format!(
+            "{:?} was rewound into without ending the rewind",
+            call.import()
+        ))));
     }
+    let (entry, deadline_ns) = match arrival {
+        Arrival::Called => (Entry::First, deadline_ns),
+        Arrival::Rewound { deadline_ns } => (Entry::Resumed, deadline_ns),
+    };
+    let blocked = Blocked { call, deadline_ns };
     // A wanted commit needs a safe point: the first entry then stops here
     // whatever the call could do, and completes when resumed.
     let is_stopping = entry == Entry::First && caller.data().is_checkpoint_wanted;

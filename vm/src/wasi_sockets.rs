@@ -14,7 +14,7 @@ use abi::errno;
 
 use crate::abi_amber::memory_of;
 use crate::abi_wasi::MAX_IOVECS_PER_CALL;
-use crate::blocking::{BlockingCall, WasiStreamCall, blocking_call, trap};
+use crate::blocking::{Arrival, BlockingCall, WasiStreamCall, blocking_call, enter, trap};
 use crate::fuel;
 use crate::guest_memory;
 use crate::host_functions::HostFunctions;
@@ -22,6 +22,7 @@ use crate::host_state::HostState;
 use crate::net_calls;
 use crate::net_complete::FDFLAGS_NONBLOCK;
 use crate::sockets::SocketKind;
+use crate::storage::BlockingImport;
 
 type Result<T> = core::result::Result<T, wasmi::Error>;
 
@@ -59,9 +60,15 @@ fn check_iovecs(
     Ok(())
 }
 
-/// `fd_read` (`WasiStreamCall::Fd`) or `sock_recv` on socket `fd`.
+/// `fd_read` (`WasiStreamCall::Fd`) or `sock_recv` on socket `fd`,
+/// [`enter`]ed as `arrival`.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "sock_recv's own arguments, and how and through which import it came"
+)]
 pub(crate) fn receive(
     caller: &mut Caller<'_, HostState>,
+    arrival: Arrival,
     via: WasiStreamCall,
     fd: i32,
     iovs: i32,
@@ -82,12 +89,14 @@ pub(crate) fn receive(
         length_out,
         flags_out,
     };
-    Ok(errno_of(blocking_call(caller, call, None)?))
+    Ok(errno_of(blocking_call(caller, call, None, arrival)?))
 }
 
-/// `fd_write` (`WasiStreamCall::Fd`) or `sock_send` on socket `fd`.
+/// `fd_write` (`WasiStreamCall::Fd`) or `sock_send` on socket `fd`,
+/// [`enter`]ed as `arrival`.
 pub(crate) fn send(
     caller: &mut Caller<'_, HostState>,
+    arrival: Arrival,
     via: WasiStreamCall,
     fd: i32,
     iovs: i32,
@@ -106,7 +115,7 @@ pub(crate) fn send(
         count,
         length_out,
     };
-    Ok(errno_of(blocking_call(caller, call, None)?))
+    Ok(errno_of(blocking_call(caller, call, None, arrival)?))
 }
 
 /// `fd_close` on socket `fd`.
@@ -143,6 +152,7 @@ pub(crate) fn define(functions: &mut HostFunctions<'_>) -> Result<()> {
     functions.func_wrap(
         "sock_accept",
         |mut caller: Caller<'_, HostState>, fd: i32, flags: i32, new_fd: i32| -> Result<i32> {
+            let arrival = enter(&mut caller, BlockingImport::WasiSockAccept)?;
             fuel::charge(&mut caller, fuel::CALL)?;
             if flags & !i32::from(FDFLAGS_NONBLOCK) != 0 {
                 return Ok(errno::INVAL);
@@ -165,7 +175,7 @@ pub(crate) fn define(functions: &mut HostFunctions<'_>) -> Result<()> {
                 flags: flags as u16,
                 new_fd,
             };
-            Ok(errno_of(blocking_call(&mut caller, call, None)?))
+            Ok(errno_of(blocking_call(&mut caller, call, None, arrival)?))
         },
     )?;
     functions.func_wrap(
@@ -178,6 +188,7 @@ pub(crate) fn define(functions: &mut HostFunctions<'_>) -> Result<()> {
          length_out: i32,
          flags_out: i32|
          -> Result<i32> {
+            let arrival = enter(&mut caller, BlockingImport::WasiSockRecv)?;
             fuel::charge(&mut caller, fuel::CALL)?;
             if !is_socket(caller.data(), fd) {
                 return Ok(not_a_socket(fd));
@@ -189,6 +200,7 @@ pub(crate) fn define(functions: &mut HostFunctions<'_>) -> Result<()> {
             }
             receive(
                 &mut caller,
+                arrival,
                 WasiStreamCall::Sock,
                 fd,
                 iovs,
@@ -207,12 +219,14 @@ pub(crate) fn define(functions: &mut HostFunctions<'_>) -> Result<()> {
          _flags: i32,
          length_out: i32|
          -> Result<i32> {
+            let arrival = enter(&mut caller, BlockingImport::WasiSockSend)?;
             fuel::charge(&mut caller, fuel::CALL)?;
             if !is_socket(caller.data(), fd) {
                 return Ok(not_a_socket(fd));
             }
             send(
                 &mut caller,
+                arrival,
                 WasiStreamCall::Sock,
                 fd,
                 iovs,
