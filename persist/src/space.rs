@@ -198,6 +198,13 @@ pub(crate) struct SpaceMap {
     undo: Option<Vec<Undo>>,
     /// Where the next search starts, so that streams of pages land in order.
     cursor: u64,
+    /// The lowest block that became free since the last commit: the next
+    /// commit's search starts there (first fit across commits, next fit
+    /// within one), so an image reuses its low blocks instead of walking
+    /// through the whole device. A sparse image file then stays as large
+    /// as what it stores, and a commit's writes land where the last ones
+    /// did, whatever the image's size.
+    lowest_freed: u64,
 }
 
 /// One change to `working` made while a commit was being prepared.
@@ -257,6 +264,7 @@ impl SpaceMap {
             changed: Vec::new(),
             undo: None,
             cursor: 2,
+            lowest_freed: u64::MAX,
         };
         map.mark_past_end_reserved();
         map.taken_count = map.count_taken();
@@ -303,6 +311,7 @@ impl SpaceMap {
             changed: Vec::new(),
             undo: None,
             cursor: 2,
+            lowest_freed: u64::MAX,
         };
         map.mark_past_end_reserved();
         map.taken_count = map.count_taken();
@@ -336,7 +345,10 @@ impl SpaceMap {
         change(self);
         match (was_taken, self.is_taken(block)) {
             (false, true) => self.taken_count += 1,
-            (true, false) => self.taken_count -= 1,
+            (true, false) => {
+                self.taken_count -= 1;
+                self.lowest_freed = self.lowest_freed.min(block);
+            }
             _ => {}
         }
     }
@@ -599,6 +611,8 @@ impl SpaceMap {
         self.bitmap_locations = written.bitmap_locations;
         self.is_bitmap_dirty.fill(false);
         self.changed.clear();
+        self.cursor = self.cursor.min(self.lowest_freed);
+        self.lowest_freed = u64::MAX;
     }
 
     /// Checks the incremental state against a recount from scratch (tests).

@@ -25,6 +25,9 @@ pub struct PlotSpec {
 
 /// Commit time against dirty pages (persist).
 pub const COMMIT_VS_DIRTY: &str = "commit-vs-dirty";
+/// Commit time against the image's memory maximum, at fixed dirty pages
+/// (persist): flat when a commit costs what was dirtied.
+pub const COMMIT_VS_IMAGE_SIZE: &str = "commit-vs-image-size";
 /// Resume time against domain size (kernel).
 pub const RESUME_VS_SIZE: &str = "resume-vs-size";
 /// Page-in throughput against RAM size, memory over-committed (kernel paging).
@@ -35,11 +38,18 @@ pub const MIGRATION_VS_SIZE: &str = "migration-vs-size";
 /// Every plot the report shows, in order. A benchmark contributes to one
 /// by emitting points with its id; a plot nobody contributed to is listed
 /// as not measured yet, never drawn from made-up data.
-pub const PLOTS: [PlotSpec; 4] = [
+pub const PLOTS: [PlotSpec; 5] = [
     PlotSpec {
         id: COMMIT_VS_DIRTY,
         title: "Commit time against dirty pages",
         x_label: "dirty pages (4 KiB) per commit",
+        y_label: "commit time (ms)",
+        when_missing: "the persist benchmark did not run",
+    },
+    PlotSpec {
+        id: COMMIT_VS_IMAGE_SIZE,
+        title: "Commit time against image size",
+        x_label: "image memory maximum (MiB)",
         y_label: "commit time (ms)",
         when_missing: "the persist benchmark did not run",
     },
