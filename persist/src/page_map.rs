@@ -7,6 +7,7 @@
 //! pages are close together), whatever the memory size.
 
 use alloc::boxed::Box;
+use alloc::collections::BTreeMap;
 
 use zerocopy::IntoBytes;
 
@@ -67,6 +68,57 @@ pub(crate) struct UpdateCounts {
     pub(crate) pages_removed: u64,
 }
 
+/// The page-map nodes the last commits wrote, by block, so that the next
+/// commit's update of the same paths does not read them back: a kernel
+/// commit of one page read its three path nodes from the disk, one request
+/// each, between its writes. An entry is the node the [`Updater`] last
+/// wrote to its block, with its CRC; the updater drops a node when its
+/// tree does (copy on write frees it), and a read must match the CRC its
+/// pointer carries. At most [`NodeCache::CAPACITY`] nodes, the oldest
+/// written going first (an update writes leaves first, the root last).
+#[derive(Debug, Default)]
+pub(crate) struct NodeCache {
+    nodes: BTreeMap<u64, (u32, Box<Node>)>,
+    /// Blocks in the order their nodes were written.
+    order: alloc::collections::VecDeque<u64>,
+}
+
+impl NodeCache {
+    /// Nodes kept: the root, the middle nodes and the leaves of the pages
+    /// a small commit touches (64 KiB).
+    const CAPACITY: usize = 16;
+
+    /// The node `pointer` names, if kept.
+    fn get(&self, pointer: &Pointer) -> Option<Box<Node>> {
+        let (crc, node) = self.nodes.get(&pointer.block.get())?;
+        (*crc == pointer.crc.get()).then(|| node.clone())
+    }
+
+    fn insert(&mut self, block: u64, crc: u32, node: Box<Node>) {
+        if self.nodes.insert(block, (crc, node)).is_none() {
+            self.order.push_back(block);
+        }
+        while self.nodes.len() > Self::CAPACITY {
+            let Some(oldest) = self.order.pop_front() else {
+                break;
+            };
+            self.nodes.remove(&oldest);
+        }
+    }
+
+    fn remove(&mut self, block: u64) {
+        if self.nodes.remove(&block).is_some() {
+            self.order.retain(|&kept| kept != block);
+        }
+    }
+
+    /// Forgets every node (the live tree was replaced wholesale).
+    pub(crate) fn clear(&mut self) {
+        self.nodes.clear();
+        self.order.clear();
+    }
+}
+
 /// Everything an update needs besides the changes.
 pub(crate) struct Updater<'a, D> {
     pub(crate) device: &'a mut D,
@@ -74,6 +126,7 @@ pub(crate) struct Updater<'a, D> {
     pub(crate) image_blocks: u64,
     pub(crate) blocks_written: &'a mut u64,
     pub(crate) counts: UpdateCounts,
+    pub(crate) cache: &'a mut NodeCache,
 }
 
 impl<D: BlockDevice> Updater<'_, D> {
@@ -88,6 +141,8 @@ impl<D: BlockDevice> Updater<'_, D> {
     ) -> Result<Pointer, Error> {
         let mut node = if old.is_none() {
             Box::new([Pointer::NONE; NODE_FANOUT])
+        } else if let Some(node) = self.cache.get(old) {
+            node
         } else {
             read_node(self.device, old, self.image_blocks)?
         };
@@ -118,16 +173,21 @@ impl<D: BlockDevice> Updater<'_, D> {
         }
         if !old.is_none() {
             self.space.free(old.block.get());
+            self.cache.remove(old.block.get());
         }
         if node.iter().all(Pointer::is_none) {
             return Ok(Pointer::NONE);
         }
         let block = self.space.allocate()?;
+        // A block the cache held an older node for is written anew.
+        self.cache.remove(block);
         let mut buffer = [0u8; BLOCK_SIZE];
         buffer.copy_from_slice(node.as_bytes());
         self.device.write_block(block, &buffer)?;
         *self.blocks_written += 1;
-        Ok(Pointer::new(block, crc32c(&buffer)))
+        let crc = crc32c(&buffer);
+        self.cache.insert(block, crc, node);
+        Ok(Pointer::new(block, crc))
     }
 }
 

@@ -368,3 +368,84 @@ fn rewriting_the_same_pages_keeps_to_the_low_blocks() {
     // Three commits' worth of 64 pages and their trees, not 200.
     assert!(highest < 600, "block {highest} is in use after 200 commits");
 }
+
+/// A device that counts reads, writes and flushes.
+#[derive(Debug)]
+struct Counting {
+    inner: MemoryDevice,
+    reads: u64,
+    writes: u64,
+    flushes: u64,
+}
+
+impl persist::BlockDevice for Counting {
+    fn block_count(&self) -> u64 {
+        self.inner.block_count()
+    }
+    fn read_block(
+        &mut self,
+        block: u64,
+        buffer: &mut [u8; BLOCK_SIZE],
+    ) -> Result<(), persist::DeviceError> {
+        self.reads += 1;
+        self.inner.read_block(block, buffer)
+    }
+    fn write_block(
+        &mut self,
+        block: u64,
+        buffer: &[u8; BLOCK_SIZE],
+    ) -> Result<(), persist::DeviceError> {
+        self.writes += 1;
+        self.inner.write_block(block, buffer)
+    }
+    fn flush(&mut self) -> Result<(), persist::DeviceError> {
+        self.flushes += 1;
+        self.inner.flush()
+    }
+}
+
+/// A commit that rewrites pages whose path the last commit wrote reads
+/// nothing from the disk (the nodes come from the image's node cache): on
+/// a disk, each read would be a request of its own between the writes.
+#[test]
+fn a_commit_of_recently_written_pages_reads_nothing() {
+    let device = Counting {
+        inner: MemoryDevice::new(4096),
+        reads: 0,
+        writes: 0,
+        flushes: 0,
+    };
+    let mut image = Image::create(device, domain(16)).unwrap();
+    for round in 0..20 {
+        image.stage_page(3, &page(round)).unwrap();
+        image.stage_page(200, &page(round + 1000)).unwrap();
+        let reads_before = image.device().reads;
+        image.commit().unwrap();
+        if round > 0 {
+            assert_eq!(image.device().reads, reads_before, "round {round}");
+        }
+    }
+    let (writes, flushes) = (image.device().writes, image.device().flushes);
+    image.stage_page(3, &page(77)).unwrap();
+    image.commit().unwrap();
+    // The page, its three nodes, the metadata, the space map and the
+    // superblock; two flushes.
+    assert!(
+        image.device().writes - writes <= 8,
+        "{}",
+        image.device().writes - writes
+    );
+    assert_eq!(image.device().flushes - flushes, 2);
+    assert_eq!(read(&mut image, 3), page(77));
+    // A reopened image reads what it needs, once, then no more.
+    let mut image = Image::open(image.into_device()).unwrap();
+    image.stage_page(3, &page(78)).unwrap();
+    image.commit().unwrap();
+    let reads = image.device().reads;
+    image.stage_page(3, &page(79)).unwrap();
+    image.commit().unwrap();
+    assert_eq!(image.device().reads, reads);
+    image.verify().unwrap();
+    assert_eq!(read(&mut image, 3), page(79));
+    assert_eq!(read(&mut image, 200), page(1019));
+}

@@ -145,6 +145,8 @@ pub struct Image<D> {
     log_tail: Vec<u8>,
     /// What the next commit adds to the log.
     staged_log: crate::log::StagedLog,
+    /// The page-map nodes the last commits wrote (see [`page_map::NodeCache`]).
+    node_cache: page_map::NodeCache,
 }
 
 impl<D: BlockDevice> Image<D> {
@@ -234,6 +236,7 @@ impl<D: BlockDevice> Image<D> {
             pending_snapshot: None,
             log_tail: Vec::new(),
             staged_log: Default::default(),
+            node_cache: Default::default(),
         };
         image.write_commit()?;
         Ok(image)
@@ -541,6 +544,7 @@ impl<D: BlockDevice> Image<D> {
                 image_blocks,
                 blocks_written: &mut self.blocks_written_since_commit,
                 counts,
+                cache: &mut self.node_cache,
             };
             page_map_root = updater.update(&page_map_root, 0, &changes)?;
             counts = updater.counts;

@@ -301,6 +301,7 @@ impl<D: BlockDevice> Image<D> {
             pending_snapshot: None,
             log_tail: commit.log_tail,
             staged_log: Default::default(),
+            node_cache: Default::default(),
         }
     }
 

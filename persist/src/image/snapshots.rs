@@ -491,6 +491,8 @@ impl<D: BlockDevice> Image<D> {
         for block in freed {
             self.space.free(block);
         }
+        // The live tree is replaced wholesale: its cached nodes go.
+        self.node_cache.clear();
         Ok(Some((root, pages)))
     }
 
@@ -555,6 +557,8 @@ impl<D: BlockDevice> Image<D> {
                     image_blocks,
                     blocks_written: &mut self.blocks_written_since_commit,
                     counts: page_map::UpdateCounts::default(),
+                    // Not the live tree's nodes: kept apart.
+                    cache: &mut page_map::NodeCache::default(),
                 }
                 .update(&Pointer::NONE, 0, &pages)?;
                 let record = crate::metadata::MetadataRecord {
