@@ -267,8 +267,11 @@ pub fn blocking_call(
     };
     let blocked = Blocked { call, deadline_ns };
     // A wanted commit needs a safe point: the first entry then stops here
-    // whatever the call could do, and completes when resumed.
-    let is_stopping = entry == Entry::First && caller.data().is_checkpoint_wanted;
+    // whatever the call could do, and completes when resumed. Held replies
+    // stop it only once due (`HostState::are_replies_due`); before that a
+    // call that completes at once goes on, and one that waits commits.
+    let is_stopping = entry == Entry::First
+        && (caller.data().is_checkpoint_wanted || caller.data().are_replies_due());
     if !is_stopping {
         let (bytes, state) = memory.data_and_store_mut(&mut *caller);
         if let Some(result) = try_complete(bytes, state, &blocked, entry).map_err(trap)? {

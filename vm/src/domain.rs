@@ -355,7 +355,7 @@ impl<S: Storage> Domain<S> {
                     return self.end(DomainStatus::Trapped(reason.to_string()));
                 }
                 self.execution = Execution::Unwound;
-                if is_checkpoint || self.store.data().is_checkpoint_wanted {
+                if is_checkpoint || self.is_checkpoint_pending() {
                     self.checkpoint_at_safe_point(is_checkpoint);
                 }
                 RunOutcome::Waiting
@@ -409,7 +409,7 @@ impl<S: Storage> Domain<S> {
                 };
                 let is_checkpoint =
                     matches!(blocked.call, crate::blocking::BlockingCall::Checkpoint);
-                if is_checkpoint || self.store.data().is_checkpoint_wanted {
+                if is_checkpoint || self.is_checkpoint_pending() {
                     self.checkpoint_at_safe_point(is_checkpoint);
                 }
                 RunOutcome::Waiting
@@ -626,9 +626,11 @@ impl<S: Storage> Domain<S> {
         }
     }
 
-    /// Whether a requested checkpoint waits for the next blocking call.
+    /// Whether a requested checkpoint, or held replies, wait for a commit
+    /// at the next blocking call.
     pub fn is_checkpoint_pending(&self) -> bool {
-        self.store.data().is_checkpoint_wanted
+        let state = self.store.data();
+        state.is_checkpoint_wanted || state.replies_held_since_ns.is_some()
     }
 
     /// Asks for a commit: done now if the domain is at a safe point (returns

@@ -260,6 +260,7 @@ impl<S: Storage> Domain<S> {
             connecting: None,
             waiting: None,
             held: HeldReplies::default(),
+            replies_held_since_ns: None,
         };
         let mut store = Store::new(engine, state);
         fn instantiation(error: impl core::fmt::Display) -> Error {

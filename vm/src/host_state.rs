@@ -76,6 +76,28 @@ pub struct HostState {
     pub(crate) waiting: Option<Blocked>,
     /// Reply bytes held until a commit (durable replies only).
     pub(crate) held: HeldReplies,
+    /// When the oldest reply bytes still held were written (domain clock),
+    /// while any are. They ask for a commit, made when the domain next
+    /// waits, or at its next blocking call once they have waited
+    /// [`REPLY_HOLD_NS`] or fill half the room: a server that finds more
+    /// requests ready goes on serving them, and one commit then releases
+    /// the replies to all (group commit).
+    pub(crate) replies_held_since_ns: Option<u64>,
+}
+
+/// The longest held replies wait for a domain that keeps finding work
+/// before its next blocking call stops for their commit.
+pub(crate) const REPLY_HOLD_NS: u64 = 2_000_000;
+
+impl HostState {
+    /// Whether held replies need their commit at the next blocking call,
+    /// even one that could complete at once.
+    pub(crate) fn are_replies_due(&self) -> bool {
+        self.replies_held_since_ns.is_some_and(|since| {
+            self.now_ns().saturating_sub(since) >= REPLY_HOLD_NS
+                || self.held.room() <= abi::MAX_HELD_REPLY_BYTES / 2
+        })
+    }
 }
 
 impl core::fmt::Debug for HostState {

@@ -306,7 +306,8 @@ pub(crate) fn write(
     }
     if state.sockets.has_durable_replies() {
         // Held until the next commit, which the held bytes ask for.
-        state.is_checkpoint_wanted = true;
+        let now_ns = state.now_ns();
+        state.replies_held_since_ns.get_or_insert(now_ns);
         let taken = state.held.hold(connection, source);
         state.charge_later(fuel::copy(taken));
         return Ok(Ok((taken > 0).then_some(taken as u32)));

@@ -91,6 +91,7 @@ pub fn commit<S: Storage>(domain: &mut Domain<S>, status: DomainStatus) -> Resul
     result?;
     let state = domain.store.data_mut();
     state.held.commit_succeeded();
+    state.replies_held_since_ns = None;
     let platform = state.platform.clone();
     let sent = state.held.release(platform.network());
     state.charge_later(crate::fuel::copy(sent));

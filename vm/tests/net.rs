@@ -758,6 +758,80 @@ fn durable_replies_reach_the_network_only_after_the_commit_they_ask_for() {
     assert!(platform.network.is_closed(client));
 }
 
+/// Group commit: a server that finds several requests ready serves them
+/// all, and one commit, when it next waits, releases every reply; one that
+/// keeps finding work stops for the commit once its replies have waited
+/// 2 ms (`REPLY_HOLD_NS`).
+#[test]
+fn durable_replies_to_ready_requests_share_one_commit() {
+    let platform = Arc::new(NetPlatform::default());
+    let serve_one = "(local.set $c (call $accept (i32.const 3) (i64.const -1)))
+         (drop (call $read (local.get $c) (i32.const 200) (i32.const 16) (i64.const -1)))
+         (drop (call $write (local.get $c) (i32.const 100) (i32.const 4) (i64.const -1)))";
+    let wat = amber_module(&format!(
+        "(i32.store (i32.const 100) (i32.const 0x676e6f70))
+         {serve_one} {serve_one} {serve_one}
+         (drop (call $accept (i32.const 3) (i64.const -1)))"
+    ));
+    let mut storage_record = record(1, &wat, &[8080]);
+    storage_record.network.durable_replies = true;
+    let mut domain =
+        open(&platform, Box::new(MemoryStorage::new(storage_record))).expect("domain opens");
+    let clients: Vec<_> = (0..3)
+        .map(|_| {
+            let client = platform.network.client_connect(8080);
+            platform.network.client_send(client, b"ping");
+            client
+        })
+        .collect();
+    let commits = domain.record().commits;
+    assert_eq!(domain.run(1_000_000), RunOutcome::Waiting);
+    assert_eq!(
+        domain.record().commits,
+        commits + 1,
+        "one commit for three replies"
+    );
+    for client in clients {
+        assert_eq!(platform.network.client_received(client), b"pong");
+    }
+
+    // Requests always ready: after 2 ms on the clock the next blocking
+    // call stops for the commit.
+    let wat = amber_module(&format!(
+        "(i32.store (i32.const 100) (i32.const 0x676e6f70))
+         (local.set $c (call $accept (i32.const 3) (i64.const -1)))
+         (loop $serve
+           (drop (call $read (local.get $c) (i32.const 200) (i32.const 4) (i64.const -1)))
+           (drop (call $write (local.get $c) (i32.const 100) (i32.const 4) (i64.const -1)))
+           (br $serve))"
+    ));
+    let platform = Arc::new(NetPlatform::default());
+    let mut storage_record = record(2, &wat, &[8080]);
+    storage_record.network.durable_replies = true;
+    let mut domain =
+        open(&platform, Box::new(MemoryStorage::new(storage_record))).expect("domain opens");
+    let client = platform.network.client_connect(8080);
+    platform.network.client_send(client, &[b'x'; 4 * 64]);
+    let commits = domain.record().commits;
+    assert_eq!(domain.run(20_000), RunOutcome::Preempted);
+    assert!(
+        platform.network.client_received(client).is_empty(),
+        "not yet due"
+    );
+    assert_eq!(domain.record().commits, commits);
+    platform.now_ns.fetch_add(2_000_000, Ordering::SeqCst);
+    let mut released = false;
+    for _ in 0..100 {
+        domain.run(20_000);
+        if !platform.network.client_received(client).is_empty() {
+            released = true;
+            break;
+        }
+    }
+    assert!(released, "replies held past 2 ms were never committed");
+    assert!(domain.record().commits > commits);
+}
+
 #[test]
 fn the_scheduler_runs_a_reader_again_once_its_data_arrives() {
     let platform = Arc::new(NetPlatform::default());
