@@ -797,14 +797,14 @@ fn durable_replies_to_ready_requests_share_one_commit() {
 
     // Requests always ready: after 2 ms on the clock the next blocking
     // call stops for the commit.
-    let wat = amber_module(&format!(
+    let wat = amber_module(
         "(i32.store (i32.const 100) (i32.const 0x676e6f70))
          (local.set $c (call $accept (i32.const 3) (i64.const -1)))
          (loop $serve
            (drop (call $read (local.get $c) (i32.const 200) (i32.const 4) (i64.const -1)))
            (drop (call $write (local.get $c) (i32.const 100) (i32.const 4) (i64.const -1)))
-           (br $serve))"
-    ));
+           (br $serve))",
+    );
     let platform = Arc::new(NetPlatform::default());
     let mut storage_record = record(2, &wat, &[8080]);
     storage_record.network.durable_replies = true;
