@@ -55,6 +55,16 @@ pub(crate) enum SnapshotChange {
     },
 }
 
+/// A snapshot about to enter the table: its state's page map and record.
+struct NewEntry {
+    tag: String,
+    created: u64,
+    clock_ns: u64,
+    pages_stored: u64,
+    root: Pointer,
+    metadata: ChainPointer,
+}
+
 /// What a prepared commit does to the snapshots once it is durable.
 #[derive(Debug, Default)]
 pub(crate) struct SnapshotEffect {
@@ -512,38 +522,17 @@ impl<D: BlockDevice> Image<D> {
         let mut table = self.snapshots.clone();
         match change {
             SnapshotChange::Create { tag, created } => {
-                let root = superblock.page_map_root;
-                let mut hold = metadata_blocks.to_vec();
-                let mut seen = BTreeSet::new();
-                let space = &self.space;
-                page_map::walk_shared(
-                    &mut self.device,
-                    &root,
-                    any_bounds(image_blocks),
-                    &mut |block| !space.is_held(block) && seen.insert(block),
-                    Repeat::Skip,
-                    &mut |_, pointer| {
-                        hold.push(pointer.block.get());
-                        Ok(())
-                    },
-                )?;
-                table.entries.push(StoredSnapshot {
-                    id: table.next_id,
+                let entry = NewEntry {
                     tag,
                     created,
                     clock_ns: self.metadata.clock_ns,
-                    sequence: superblock.sequence.get(),
                     pages_stored: superblock.pages_stored.get(),
-                    page_map_block: root.block.get(),
-                    page_map_crc: root.crc.get(),
-                    metadata_block: metadata_pointer.first.block.get(),
-                    metadata_crc: metadata_pointer.first.crc.get(),
-                    metadata_len_bytes: metadata_pointer.len_bytes.get(),
-                });
-                table.next_id = table.next_id.checked_add(1).ok_or(Error::InvalidMetadata {
-                    reason: "snapshot numbers exhausted",
-                })?;
-                effect.hold = hold;
+                    root: superblock.page_map_root,
+                    metadata: *metadata_pointer,
+                };
+                let sequence = superblock.sequence.get();
+                effect.hold =
+                    self.add_entry(&mut table, entry, sequence, metadata_blocks.to_vec())?;
             }
             SnapshotChange::Import {
                 tag,
@@ -572,37 +561,16 @@ impl<D: BlockDevice> Image<D> {
                     &bytes,
                     &mut self.blocks_written_since_commit,
                 )?;
-                let mut hold = blocks;
-                let mut seen = BTreeSet::new();
-                let space = &self.space;
-                page_map::walk_shared(
-                    &mut self.device,
-                    &root,
-                    any_bounds(image_blocks),
-                    &mut |block| !space.is_held(block) && seen.insert(block),
-                    Repeat::Skip,
-                    &mut |_, pointer| {
-                        hold.push(pointer.block.get());
-                        Ok(())
-                    },
-                )?;
-                table.entries.push(StoredSnapshot {
-                    id: table.next_id,
+                let entry = NewEntry {
                     tag,
                     created,
                     clock_ns: record.metadata.clock_ns,
-                    sequence: superblock.sequence.get(),
                     pages_stored: pages.len() as u64,
-                    page_map_block: root.block.get(),
-                    page_map_crc: root.crc.get(),
-                    metadata_block: pointer.first.block.get(),
-                    metadata_crc: pointer.first.crc.get(),
-                    metadata_len_bytes: pointer.len_bytes.get(),
-                });
-                table.next_id = table.next_id.checked_add(1).ok_or(Error::InvalidMetadata {
-                    reason: "snapshot numbers exhausted",
-                })?;
-                effect.hold = hold;
+                    root,
+                    metadata: pointer,
+                };
+                let sequence = superblock.sequence.get();
+                effect.hold = self.add_entry(&mut table, entry, sequence, blocks)?;
             }
             SnapshotChange::Apply { mut metadata, .. } => {
                 metadata.counters.commits = self.metadata.counters.commits;
@@ -679,6 +647,50 @@ impl<D: BlockDevice> Image<D> {
             effect.table = Some((table, blocks));
         }
         Ok(effect)
+    }
+
+    /// Adds `entry` to `table` under the next snapshot number, for the
+    /// commit numbered `sequence`; returns the blocks it makes held: `hold`
+    /// (its metadata chain) and every block of its tree that no snapshot
+    /// holds yet.
+    fn add_entry(
+        &mut self,
+        table: &mut SnapshotTable,
+        entry: NewEntry,
+        sequence: u64,
+        mut hold: Vec<u64>,
+    ) -> Result<Vec<u64>, Error> {
+        let image_blocks = self.image_blocks();
+        let mut seen = BTreeSet::new();
+        let space = &self.space;
+        page_map::walk_shared(
+            &mut self.device,
+            &entry.root,
+            any_bounds(image_blocks),
+            &mut |block| !space.is_held(block) && seen.insert(block),
+            Repeat::Skip,
+            &mut |_, pointer| {
+                hold.push(pointer.block.get());
+                Ok(())
+            },
+        )?;
+        table.entries.push(StoredSnapshot {
+            id: table.next_id,
+            tag: entry.tag,
+            created: entry.created,
+            clock_ns: entry.clock_ns,
+            sequence,
+            pages_stored: entry.pages_stored,
+            page_map_block: entry.root.block.get(),
+            page_map_crc: entry.root.crc.get(),
+            metadata_block: entry.metadata.first.block.get(),
+            metadata_crc: entry.metadata.first.crc.get(),
+            metadata_len_bytes: entry.metadata.len_bytes.get(),
+        });
+        table.next_id = table.next_id.checked_add(1).ok_or(Error::InvalidMetadata {
+            reason: "snapshot numbers exhausted",
+        })?;
+        Ok(hold)
     }
 
     /// Every block the snapshots of `table` reach: their page maps and
