@@ -199,8 +199,11 @@ pub(crate) fn read<D: BlockDevice>(
     staged: &StagedLog,
 ) -> Result<Vec<u8>, Error> {
     let mut bytes = Vec::new();
-    let mut dropped = ring.bytes_dropped.get();
+    // A replaced log keeps nothing of the ring, its dropped bytes included
+    // (as `prepare` writes it).
+    let mut dropped = 0;
     if !staged.replace {
+        dropped = ring.bytes_dropped.get();
         for pointer in ring.used() {
             bytes.extend_from_slice(&read_block(device, pointer, image_blocks)?);
         }

@@ -148,6 +148,23 @@ fn set_log_replaces_the_log_and_an_empty_one_leaves_version_one() {
     assert_eq!(version(&bytes, sequence), FORMAT_VERSION);
 }
 
+/// A replaced log reads as its new lines alone, staged and committed,
+/// even where the old ring had dropped its oldest bytes.
+#[test]
+fn set_log_over_a_full_ring_reads_as_the_new_lines_alone() {
+    let mut image = fresh(1024, 16);
+    for index in 0..3000 {
+        image.append_log(line(index).as_bytes());
+    }
+    image.commit().unwrap();
+    let replacement = [line(1), line(2)].concat();
+    image.set_log(replacement.as_bytes());
+    assert_eq!(image.log().unwrap(), replacement.as_bytes(), "staged");
+    image.commit().unwrap();
+    assert_eq!(image.log().unwrap(), replacement.as_bytes(), "committed");
+    image.verify().unwrap();
+}
+
 /// The log is the domain's, not a state's: a snapshot does not hold it,
 /// a rollback keeps it, and deleting a snapshot leaves it as it is.
 #[test]
