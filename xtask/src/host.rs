@@ -21,9 +21,10 @@ use clap::{Args, Subcommand};
 use vm::net::Network;
 use vm::persist::{FileDevice, Image};
 use vm::{
-    DEFAULT_FUEL_SLICE, Domain, DomainId, DomainStatus, HashedHeapBacking, PersistStorage,
-    Platform, PortMap, Scheduler, SchedulerEvent, StdNetwork, StdPlatform, Wake,
+    DEFAULT_FUEL_SLICE, Domain, DomainId, DomainStatus, PersistStorage, Platform, PortMap,
+    Scheduler, SchedulerEvent, StdNetwork, StdPlatform, Wake,
 };
+use vm_host::ProtectedBacking;
 
 /// Host runner subcommands.
 #[derive(Debug, Subcommand)]
@@ -108,7 +109,7 @@ pub fn open_domain(
         engine,
         platform,
         Box::new(PersistStorage::new(image)),
-        Box::new(HashedHeapBacking::new()),
+        Box::new(ProtectedBacking::new()),
     )
     .with_context(|| format!("starting the domain in {}", path.display()))?;
     Ok((domain, ports))
@@ -133,6 +134,12 @@ pub fn run_images(args: &RunArgs) -> Result<()> {
     let flag = interrupted.clone();
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
         .context("installing the Ctrl-C handler")?;
+    if let Err(error) = vm_host::check_protection() {
+        eprintln!(
+            "[host] dirty pages are found by hashing every page at each commit: no \
+             write-protected memory here ({error})"
+        );
+    }
     let engine = vm::new_engine();
     let network = Arc::new(StdNetwork::new(port_map(args)));
     let platform: Arc<dyn Platform> = Arc::new(StdPlatform::with_network(network.clone()));

@@ -31,10 +31,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use vm::persist::{BlockDevice, FileDevice, Image, MemoryDevice};
 use vm::{
-    Commit, DEFAULT_FUEL_SLICE, Domain, DomainRecord, HashedHeapBacking, LogLevel, PAGE_BYTES,
-    PagerStorage, PersistStorage, Platform, Scheduler, SchedulerEvent, StdPlatform, Storage,
-    Stream, Wake,
+    Commit, DEFAULT_FUEL_SLICE, Domain, DomainRecord, LogLevel, PAGE_BYTES, PagerStorage,
+    PersistStorage, Platform, Scheduler, SchedulerEvent, StdPlatform, Storage, Stream, Wake,
 };
+use vm_host::ProtectedBacking;
 
 use crate::bench::ipc::{self, Batch};
 use crate::bench::{Record, record};
@@ -162,7 +162,7 @@ impl Pair {
                 engine,
                 Arc::clone(&platform) as Arc<dyn Platform>,
                 Box::new(storage),
-                Box::new(HashedHeapBacking::new()),
+                Box::new(ProtectedBacking::new()),
             )
             .with_context(|| format!("opening {name}"))?;
             scheduler
