@@ -239,7 +239,7 @@ fn module_image(directory: &Path, name: &str, text: &str, memory_mib: u64) -> Re
 /// A spare disk for `diskbench`: its first two blocks zero (so the kernel
 /// sees it blank), the rest written with varied bytes, so reads touch real
 /// data like a domain image's.
-fn spare_disk(directory: &Path, mib: u64) -> Result<PathBuf> {
+pub(super) fn spare_disk(directory: &Path, mib: u64) -> Result<PathBuf> {
     let path = directory.join("spare.img");
     let mut bytes = vec![0u8; (mib * MIB) as usize];
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
@@ -253,7 +253,12 @@ fn spare_disk(directory: &Path, mib: u64) -> Result<PathBuf> {
     Ok(path)
 }
 
-fn machine_config(kernel_elf: &Path, disk: &Path, accel: Accel, memory_mib: u32) -> QemuConfig {
+pub(super) fn machine_config(
+    kernel_elf: &Path,
+    disk: &Path,
+    accel: Accel,
+    memory_mib: u32,
+) -> QemuConfig {
     QemuConfig {
         kernel: kernel_elf.to_path_buf(),
         memory_mib,
@@ -306,7 +311,7 @@ fn parse_pages_read_in(line: &str) -> Option<u64> {
 }
 
 /// What diskbench printed: read MiB/s and the commit floor in microseconds.
-fn parse_diskbench(line: &str) -> Option<(f64, f64)> {
+pub(super) fn parse_diskbench(line: &str) -> Option<(f64, f64)> {
     let number_after = |marker: &str| -> Option<f64> {
         line.split(marker)
             .nth(1)?

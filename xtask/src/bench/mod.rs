@@ -21,6 +21,7 @@ mod kernel;
 mod kernel_work;
 mod migrate;
 mod net;
+mod net_kernel;
 pub mod plots;
 pub mod record;
 mod report;

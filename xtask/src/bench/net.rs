@@ -12,7 +12,8 @@
 //! 127.0.0.1 at a port the OS just had free. A missing redis (apt packages
 //! redis-server and redis-tools) or app skips that part with a line saying
 //! so; timing never fails the benchmark, and every child is bounded in
-//! time and killed on every path.
+//! time and killed on every path. Then the same redis, durable, in the
+//! kernel under QEMU (`net_kernel.rs`).
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -59,44 +60,15 @@ struct Rates {
 }
 
 pub fn run(collector: &mut Collector) -> Result<()> {
-    let (Some(server), Some(benchmark)) = (
-        find_program("redis-server"),
-        find_program("redis-benchmark"),
-    ) else {
-        collector.print_text(
-            "net: redis-server or redis-benchmark not found (apt-get install redis-server redis-tools): skipped",
-        );
+    let Some(benchmark) = find_program("redis-benchmark") else {
+        collector
+            .print_text("net: redis-benchmark not found (apt-get install redis-tools): skipped");
         return Ok(());
     };
+    // redis-benchmark's output goes here too (`run_bounded`).
     let directory = paths::bench_dir().join("net");
     std::fs::create_dir_all(&directory)
         .with_context(|| format!("creating {}", directory.display()))?;
-    collector.set_environment("host, 127.0.0.1, redis-benchmark -c 50");
-
-    collector.step("redis-server, appendfsync always");
-    let always = measure_redis(
-        collector,
-        &server,
-        &benchmark,
-        &directory.join("always"),
-        &["--appendonly", "yes", "--appendfsync", "always"],
-    )?;
-    collector.step("redis-server, no persistence");
-    let plain = measure_redis(
-        collector,
-        &server,
-        &benchmark,
-        &directory.join("plain"),
-        &["--save", "", "--appendonly", "no"],
-    )?;
-    for (label, rates) in [("always-fsync", &always), ("no persistence", &plain)] {
-        collector.print_text(&format!(
-            "net: redis-server {label}: SET {:.0} requests/s, GET {:.0} requests/s",
-            median(&rates.set),
-            median(&rates.get)
-        ));
-    }
-
     collector.step("building the redis app");
     let module = match crate::app::build_apps(&["redis"]).map(|mut built| built.pop()) {
         Ok(Some(module)) => module,
@@ -109,6 +81,50 @@ pub fn run(collector: &mut Collector) -> Result<()> {
             return Ok(());
         }
     };
+    match find_program("redis-server") {
+        Some(server) => host_comparison(collector, &server, &benchmark, &module)?,
+        None => collector.print_text(
+            "net: redis-server not found (apt-get install redis-server): \
+             the comparison on the host skipped",
+        ),
+    }
+    crate::bench::net_kernel::run(collector, &module, &benchmark)
+}
+
+/// Amber's redis under the host runner against Debian's redis-server.
+fn host_comparison(
+    collector: &mut Collector,
+    server: &Path,
+    benchmark: &Path,
+    module: &Path,
+) -> Result<()> {
+    let directory = paths::bench_dir().join("net");
+    collector.set_environment("host, 127.0.0.1, redis-benchmark -c 50");
+
+    collector.step("redis-server, appendfsync always");
+    let always = measure_redis(
+        collector,
+        server,
+        benchmark,
+        &directory.join("always"),
+        &["--appendonly", "yes", "--appendfsync", "always"],
+    )?;
+    collector.step("redis-server, no persistence");
+    let plain = measure_redis(
+        collector,
+        server,
+        benchmark,
+        &directory.join("plain"),
+        &["--save", "", "--appendonly", "no"],
+    )?;
+    for (label, rates) in [("always-fsync", &always), ("no persistence", &plain)] {
+        collector.print_text(&format!(
+            "net: redis-server {label}: SET {:.0} requests/s, GET {:.0} requests/s",
+            median(&rates.set),
+            median(&rates.get)
+        ));
+    }
+
     for (durability, baseline, baseline_label) in [
         (
             Durability::Durable,
@@ -118,7 +134,7 @@ pub fn run(collector: &mut Collector) -> Result<()> {
         (Durability::Plain, &plain, "redis-server, no persistence"),
     ] {
         collector.step(format!("amber redis, {}", durability.label()));
-        let amber = measure_amber(collector, &benchmark, &module, &directory, durability)?;
+        let amber = measure_amber(collector, benchmark, module, &directory, durability)?;
         for (test, amber_samples, baseline_samples) in [
             ("set", &amber.set, &baseline.set),
             ("get", &amber.get, &baseline.get),
@@ -299,7 +315,7 @@ fn run_benchmark(
 }
 
 /// Runs `command` to its end or `deadline`, returning its stdout.
-fn run_bounded(command: &mut Command, deadline: Duration) -> Result<String> {
+pub(super) fn run_bounded(command: &mut Command, deadline: Duration) -> Result<String> {
     let output_path = paths::bench_dir()
         .join("net")
         .join(paths::unique_name("redis-benchmark", "out"));
@@ -335,7 +351,7 @@ fn run_bounded(command: &mut Command, deadline: Duration) -> Result<String> {
 /// The rate of `test` in redis-benchmark's `-q` output: the segment
 /// `SET: 123456.79 requests per second, p50=0.199 msec`. Progress updates
 /// (`SET: rps=...`) share the line, separated by carriage returns.
-fn parse_rate(output: &str, test: &str) -> Option<f64> {
+pub(super) fn parse_rate(output: &str, test: &str) -> Option<f64> {
     output
         .split(['\r', '\n'])
         .filter_map(|segment| segment.trim().strip_prefix(test)?.strip_prefix(':'))
@@ -353,7 +369,7 @@ fn median(samples: &[f64]) -> f64 {
 }
 
 /// A port free on 127.0.0.1 a moment ago (the OS's choice).
-fn free_port() -> Result<u16> {
+pub(super) fn free_port() -> Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
     Ok(listener.local_addr().context("finding a free port")?.port())
 }
