@@ -321,11 +321,15 @@ pub(super) fn run_bounded(command: &mut Command, deadline: Duration) -> Result<S
         .join(paths::unique_name("redis-benchmark", "out"));
     let output_file = std::fs::File::create(&output_path)
         .with_context(|| format!("creating {}", output_path.display()))?;
+    // Its errors too (a reset, an error reply), so a failure says why.
+    let error_file = output_file
+        .try_clone()
+        .context("sharing redis-benchmark's output file")?;
     let mut child = Guard(
         command
             .stdin(Stdio::null())
             .stdout(output_file)
-            .stderr(Stdio::null())
+            .stderr(error_file)
             .spawn()
             .context("starting redis-benchmark")?,
     );
