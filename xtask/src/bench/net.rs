@@ -160,20 +160,20 @@ fn host_comparison(
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Durability {
+pub(super) enum Durability {
     Durable,
     Plain,
 }
 
 impl Durability {
-    fn label(self) -> &'static str {
+    pub(super) fn label(self) -> &'static str {
         match self {
             Durability::Durable => "durable replies",
             Durability::Plain => "plain",
         }
     }
 
-    fn key(self) -> &'static str {
+    pub(super) fn key(self) -> &'static str {
         match self {
             Durability::Durable => "durable",
             Durability::Plain => "plain",

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use super::kernel_work::{machine_config, parse_diskbench, spare_disk};
+use super::net::Durability;
 use super::{BaselineRecord, Collector, FigureRecord, Mode, Record};
 use crate::image::{self, NewArgs};
 use crate::machine::Machine;
@@ -142,12 +143,6 @@ pub fn run(collector: &mut Collector, module: &Path, benchmark: &Path) -> Result
     Ok(())
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Durability {
-    Durable,
-    Plain,
-}
-
 /// What every boot of this benchmark shares.
 struct MachineParts<'a> {
     kernel_elf: &'a Path,
@@ -162,10 +157,7 @@ impl MachineParts<'_> {
     /// Boots redis (`durability`) and a blank spare disk, and measures.
     fn measure(&self, durability: Durability) -> Result<Measured> {
         let work = self.work;
-        let key = match durability {
-            Durability::Durable => "durable",
-            Durability::Plain => "plain",
-        };
+        let key = durability.key();
         let image_path = self.directory.join(format!("redis-{key}.img"));
         if image_path.exists() {
             std::fs::remove_file(&image_path)
