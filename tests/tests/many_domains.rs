@@ -82,9 +82,15 @@ fn wat_image(
     })
 }
 
+/// How long diskfill may take to fill its disk and memhog to reach its
+/// quota: work that shares two TCG cores with 22 busy domains, so it is
+/// bounded generously rather than by its usual time (a CI run under load
+/// took over a minute, alone it takes well under one).
+const FILL_TIMEOUT: Duration = Duration::from_secs(240);
+
 /// Waits until the transcript holds every one of `patterns` and returns it.
 fn wait_for_all(machine: &Machine, patterns: &[&str]) -> Result<String> {
-    let deadline = Instant::now() + BOOT_TIMEOUT;
+    let deadline = Instant::now() + FILL_TIMEOUT;
     loop {
         let transcript = machine.transcript();
         let missing: Vec<&&str> = patterns
