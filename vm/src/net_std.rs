@@ -14,6 +14,13 @@
 //! connection lingers, still counted against its domain, until its queue
 //! is sent or [`LINGER`] has passed, so a reply written just before close
 //! is not lost.
+//!
+//! A read goes through a buffer of the runner's own, never straight from
+//! the socket into the caller's bytes: those are the domain's linear
+//! memory, which the host runner keeps read-only between commits to learn
+//! which pages are written (vm-host's `ProtectedBacking`). The kernel does
+//! not raise a fault on a page a system call writes; `recv` into such a
+//! page fails with `EFAULT`, and the copy after it is what marks the page.
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
@@ -153,6 +160,10 @@ struct State {
     listeners: BTreeMap<u16, Listener>,
     connections: BTreeMap<ConnectionId, Connection>,
     next_connection: ConnectionId,
+    /// What a read takes from a socket before it is copied to the domain
+    /// (see the module doc); grown to the largest read asked for, at most
+    /// `abi::SOCKET_BUFFER_BYTES`.
+    bounce: Vec<u8>,
 }
 
 impl State {
@@ -253,6 +264,41 @@ impl StdNetwork {
         self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// [`StdNetwork::read`] with the lock held, through `bounce`.
+fn read_into(
+    state: &mut State,
+    connection: ConnectionId,
+    buffer: &mut [u8],
+    bounce: &mut Vec<u8>,
+) -> Result<usize, NetError> {
+    let connection = state.open_connection(connection).ok_or(NetError::Closed)?;
+    connection.flush();
+    if connection.is_reset {
+        return Err(NetError::Reset);
+    }
+    let len_bytes = buffer.len().min(abi::SOCKET_BUFFER_BYTES);
+    if len_bytes == 0 {
+        return Ok(0);
+    }
+    if bounce.len() < len_bytes {
+        bounce.resize(len_bytes, 0);
+    }
+    loop {
+        return match connection.stream.read(&mut bounce[..len_bytes]) {
+            Ok(read) => {
+                buffer[..read].copy_from_slice(&bounce[..read]);
+                Ok(read)
+            }
+            Err(error) if error.kind() == ErrorKind::WouldBlock => Err(NetError::WouldBlock),
+            Err(error) if error.kind() == ErrorKind::Interrupted => continue,
+            Err(_) => {
+                connection.is_reset = true;
+                Err(NetError::Reset)
+            }
+        };
     }
 }
 
@@ -370,26 +416,12 @@ impl Network for StdNetwork {
     }
 
     fn read(&self, connection: ConnectionId, buffer: &mut [u8]) -> Result<usize, NetError> {
-        let mut state = self.lock();
-        let connection = state.open_connection(connection).ok_or(NetError::Closed)?;
-        connection.flush();
-        if connection.is_reset {
-            return Err(NetError::Reset);
-        }
-        if buffer.is_empty() {
-            return Ok(0);
-        }
-        loop {
-            return match connection.stream.read(buffer) {
-                Ok(read) => Ok(read),
-                Err(error) if error.kind() == ErrorKind::WouldBlock => Err(NetError::WouldBlock),
-                Err(error) if error.kind() == ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    connection.is_reset = true;
-                    Err(NetError::Reset)
-                }
-            };
-        }
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let mut bounce = core::mem::take(&mut state.bounce);
+        let read = read_into(state, connection, buffer, &mut bounce);
+        state.bounce = bounce;
+        read
     }
 
     fn write(&self, connection: ConnectionId, bytes: &[u8]) -> Result<usize, NetError> {

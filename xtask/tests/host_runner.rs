@@ -1,8 +1,10 @@
-//! The host runner end to end with the real apps: hello's exact output, and
+//! The host runner end to end with the real apps: hello's exact output,
 //! domains killed with SIGKILL resume from their last commit (counter goes on
-//! mid-loop, never back to 1; kv keeps its keys).
+//! mid-loop, never back to 1; kv keeps its keys), and redis serves clients
+//! through a forwarded port and keeps every key it acknowledged.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -19,7 +21,7 @@ const LINE_DEADLINE: Duration = Duration::from_secs(20);
 fn apps() -> &'static [PathBuf] {
     static APPS: OnceLock<Vec<PathBuf>> = OnceLock::new();
     APPS.get_or_init(|| {
-        build_apps(&["hello", "counter", "kv", "kvclient"]).expect("the apps build")
+        build_apps(&["hello", "counter", "kv", "kvclient", "redis"]).expect("the apps build")
     })
 }
 
@@ -42,6 +44,16 @@ fn work_dir(test: &str) -> PathBuf {
 }
 
 fn image(dir: &Path, app_name: &str, file: &str) -> PathBuf {
+    image_with(dir, app_name, file, Vec::new(), false)
+}
+
+fn image_with(
+    dir: &Path,
+    app_name: &str,
+    file: &str,
+    listen: Vec<u16>,
+    durable_replies: bool,
+) -> PathBuf {
     let output = dir.join(file);
     new(&NewArgs {
         wasm: app(app_name),
@@ -51,8 +63,8 @@ fn image(dir: &Path, app_name: &str, file: &str) -> PathBuf {
         args: Vec::new(),
         env: Vec::new(),
         output: Some(output.clone()),
-        listen: Vec::new(),
-        durable_replies: false,
+        listen,
+        durable_replies,
     })
     .expect("image new")
 }
@@ -66,8 +78,13 @@ struct Runner {
 
 impl Runner {
     fn start(images: &[&Path]) -> Self {
+        Self::start_with(&[], images)
+    }
+
+    fn start_with(options: &[&str], images: &[&Path]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
             .args(["host", "run", "--checkpoint-ms", "200"])
+            .args(options)
             .args(images)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -114,7 +131,26 @@ impl Runner {
     fn kill(mut self) -> Vec<String> {
         self.child.kill().expect("killing the runner");
         let _ = self.child.wait();
-        self.seen
+        std::mem::take(&mut self.seen)
+    }
+
+    /// [`Runner::kill`], returning what the runner wrote to stderr.
+    fn kill_for_stderr(mut self) -> String {
+        self.child.kill().expect("killing the runner");
+        let mut stderr = String::new();
+        if let Some(mut pipe) = self.child.stderr.take() {
+            let _ = pipe.read_to_string(&mut stderr);
+        }
+        let _ = self.child.wait();
+        stderr
+    }
+}
+
+impl Drop for Runner {
+    /// A failing test leaves no runner behind.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -191,13 +227,97 @@ fn a_killed_kv_keeps_its_keys() {
             .map(String::from)
     });
     runner.wait_for(|line| (line == "[kvclient] kvclient done").then_some(()));
-    let mut child = runner.child;
-    child.kill().expect("killing the runner");
-    let mut stderr = String::new();
-    if let Some(mut pipe) = child.stderr.take() {
-        let _ = pipe.read_to_string(&mut stderr);
-    }
-    let _ = child.wait();
+    let stderr = runner.kill_for_stderr();
     assert_eq!(runs, "1", "kv lost its keys over SIGKILL\n{stderr}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A port nothing listens on now, on 127.0.0.1.
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("binding a free port");
+    listener.local_addr().expect("its address").port()
+}
+
+/// One RESP command on `stream` and redis's reply to it.
+fn redis(stream: &mut TcpStream, words: &[&str]) -> String {
+    let mut request = format!("*{}\r\n", words.len());
+    for word in words {
+        request.push_str(&format!("${}\r\n{word}\r\n", word.len()));
+    }
+    stream
+        .write_all(request.as_bytes())
+        .expect("sending to redis");
+    let mut reply = Vec::new();
+    let mut byte = [0u8; 1];
+    while !reply.ends_with(b"\r\n") {
+        let read = stream.read(&mut byte).expect("reading redis's reply");
+        assert_eq!(read, 1, "redis closed the connection; got {reply:?}");
+        reply.push(byte[0]);
+    }
+    // A bulk string: its bytes and their CRLF follow the length line.
+    if let Some(length) = reply.strip_prefix(b"$") {
+        let length = String::from_utf8_lossy(&length[..length.len() - 2]).into_owned();
+        if let Ok(length) = length.parse::<usize>() {
+            let mut data = vec![0u8; length + 2];
+            stream.read_exact(&mut data).expect("reading a bulk string");
+            reply.extend_from_slice(&data);
+        }
+    }
+    String::from_utf8(reply).expect("a text reply")
+}
+
+fn connect(port: u16) -> TcpStream {
+    let deadline = Instant::now() + LINE_DEADLINE;
+    loop {
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(stream) => {
+                stream
+                    .set_read_timeout(Some(LINE_DEADLINE))
+                    .expect("a read timeout");
+                return stream;
+            }
+            Err(error) if Instant::now() < deadline => {
+                let _ = error;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(error) => panic!("nothing listens on 127.0.0.1:{port}: {error}"),
+        }
+    }
+}
+
+/// redis under the host runner reads what clients send into its linear
+/// memory (which the runner keeps read-only between commits to find dirty
+/// pages) and answers through the forward; with durable replies, every key
+/// whose OK arrived is there after a SIGKILL.
+#[test]
+fn redis_serves_through_the_forward_and_keeps_acknowledged_keys() {
+    let dir = work_dir("redis");
+    let redis_image = image_with(&dir, "redis", "redis.img", vec![6379], true);
+    let port = free_port();
+    let forward = format!("{port}:6379");
+    let mut runner = Runner::start_with(&["--forward", &forward], &[&redis_image]);
+    runner.wait_for(|line| line.contains("redis ready on port 6379").then_some(()));
+    let mut stream = connect(port);
+    assert_eq!(redis(&mut stream, &["PING"]), "+PONG\r\n");
+    // Replies larger than one read, and many rounds, all through the
+    // runner's buffer.
+    let big = "x".repeat(40_000);
+    for key in 0..50 {
+        let key = format!("key{key}");
+        assert_eq!(redis(&mut stream, &["SET", &key, &big]), "+OK\r\n");
+    }
+    assert_eq!(redis(&mut stream, &["SET", "last", "seen"]), "+OK\r\n");
+    assert_eq!(redis(&mut stream, &["DBSIZE"]), ":51\r\n");
+    drop(stream);
+    runner.kill();
+
+    // Resumed mid-loop, redis does not print its first line again.
+    let runner = Runner::start_with(&["--forward", &forward], &[&redis_image]);
+    let mut stream = connect(port);
+    assert_eq!(redis(&mut stream, &["DBSIZE"]), ":51\r\n");
+    assert_eq!(redis(&mut stream, &["GET", "last"]), "$4\r\nseen\r\n");
+    assert_eq!(redis(&mut stream, &["STRLEN", "key49"]), ":40000\r\n");
+    drop(stream);
+    runner.kill();
     let _ = std::fs::remove_dir_all(dir);
 }
