@@ -15,6 +15,11 @@
 //! is sent or [`LINGER`] has passed, so a reply written just before close
 //! is not lost.
 //!
+//! A runner with nothing to run waits in [`StdNetwork::wait`]: `poll(2)` on
+//! the sockets a readiness question last found not ready (the ones blocked
+//! domains wait for) and on those with bytes still queued, so a client's
+//! request wakes the runner at once instead of at its next timer.
+//!
 //! A read goes through a buffer of the runner's own, never straight from
 //! the socket into the caller's bytes: those are the domain's linear
 //! memory, which the host runner keeps read-only between commits to learn
@@ -22,7 +27,7 @@
 //! not raise a fault on a page a system call writes; `recv` into such a
 //! page fails with `EFAULT`, and the copy after it is what marks the page.
 
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
@@ -30,6 +35,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use abi::DomainId;
+use rustix::event::{PollFd, PollFlags, Timespec};
 
 use crate::net::{ConnectionId, NetError, Network, Readiness};
 
@@ -164,6 +170,10 @@ struct State {
     /// (see the module doc); grown to the largest read asked for, at most
     /// `abi::SOCKET_BUFFER_BYTES`.
     bounce: Vec<u8>,
+    /// Listeners (by domain port) and connections that a readiness question
+    /// found with nothing to read since the last [`StdNetwork::wait`].
+    watched_listeners: BTreeSet<u16>,
+    watched_connections: BTreeSet<ConnectionId>,
 }
 
 impl State {
@@ -256,6 +266,53 @@ impl StdNetwork {
     /// The connections `domain` holds (lingering ones included).
     pub fn connection_count(&self, domain: DomainId) -> usize {
         self.lock().connections_of(domain)
+    }
+
+    /// Waits up to `timeout` for something a domain waits for: a client on
+    /// a listener or bytes on a connection that a readiness question last
+    /// found idle, or room for a connection's queued bytes. Returns at once
+    /// when one is ready, and after `timeout` when nothing is watched.
+    pub fn wait(&self, timeout: Duration) {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let listeners = core::mem::take(&mut state.watched_listeners);
+        let connections = core::mem::take(&mut state.watched_connections);
+        let mut fds = Vec::new();
+        for port in &listeners {
+            if let Some(listener) = state.listeners.get(port)
+                && listener.waiting.is_none()
+            {
+                fds.push(PollFd::new(&listener.socket, PollFlags::IN));
+            }
+        }
+        for (id, connection) in &state.connections {
+            if connection.is_reset {
+                continue;
+            }
+            let mut flags = PollFlags::empty();
+            if connection.state == ConnectionState::Open && connections.contains(id) {
+                flags |= PollFlags::IN;
+            }
+            if !connection.send_queue.is_empty() {
+                flags |= PollFlags::OUT;
+            }
+            if !flags.is_empty() {
+                fds.push(PollFd::new(&connection.stream, flags));
+            }
+        }
+        if fds.is_empty() {
+            drop(guard);
+            std::thread::sleep(timeout);
+            return;
+        }
+        let timeout = Timespec {
+            tv_sec: i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX),
+            tv_nsec: i64::from(timeout.subsec_nanos()),
+        };
+        // An interrupted or failed poll only ends the wait early: the
+        // runner's loop asks every socket again either way. The lock is held
+        // meanwhile; the runner's one thread is the only caller.
+        let _ = rustix::event::poll(&mut fds, Some(&timeout));
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -383,10 +440,17 @@ impl Network for StdNetwork {
         let mut state = self.lock();
         state.tidy();
         state.fill_waiting(domain, port);
-        state
+        let has_client = state
             .listeners
             .get(&port)
-            .is_some_and(|listener| listener.domain == domain && listener.waiting.is_some())
+            .is_some_and(|listener| listener.domain == domain && listener.waiting.is_some());
+        // At its cap the domain waits for a connection to end, not for the
+        // backlog: watching the listener then would wake the runner for
+        // clients it cannot take.
+        if !has_client && state.has_room(domain) {
+            state.watched_listeners.insert(port);
+        }
+        has_client
     }
 
     fn connect(
@@ -483,10 +547,10 @@ impl Network for StdNetwork {
         state.tidy();
     }
 
-    fn connection_readiness(&self, connection: ConnectionId) -> Readiness {
+    fn connection_readiness(&self, id: ConnectionId) -> Readiness {
         let mut state = self.lock();
         state.tidy();
-        let Some(connection) = state.open_connection(connection) else {
+        let Some(connection) = state.open_connection(id) else {
             return Readiness {
                 hangup: true,
                 ..Readiness::default()
@@ -517,6 +581,9 @@ impl Network for StdNetwork {
         let writable = connection.is_reset
             || (!connection.is_shutdown_requested
                 && connection.send_queue.len() < abi::SOCKET_BUFFER_BYTES);
+        if !readable {
+            state.watched_connections.insert(id);
+        }
         Readiness {
             readable,
             writable,

@@ -389,3 +389,46 @@ fn the_platform_hands_out_its_network() {
         Err(NetError::Unsupported)
     );
 }
+
+/// `wait` ends when what a readiness question found idle becomes ready: a
+/// client on a watched listener, then bytes on a watched connection; with
+/// nothing watched it sleeps its whole timeout.
+#[test]
+fn wait_wakes_for_what_was_found_idle() {
+    let network = network(&[80]);
+    network.listen(ALICE, 80).expect("listening");
+    let host_port = network.bound_port(ALICE, 80).expect("bound");
+
+    // Nothing asked about yet: the whole timeout passes.
+    let started = Instant::now();
+    network.wait(Duration::from_millis(50));
+    assert!(started.elapsed() >= Duration::from_millis(50));
+
+    // The listener was found idle, so a client ends the wait.
+    assert!(!network.listener_has_client(ALICE, 80));
+    let connecting = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        TcpStream::connect(("127.0.0.1", host_port)).expect("connecting")
+    });
+    let started = Instant::now();
+    network.wait(DEADLINE * 4);
+    assert!(
+        started.elapsed() < DEADLINE,
+        "a client did not end the wait"
+    );
+    let mut peer = connecting.join().expect("the client thread");
+    let connection = accept(&network, ALICE, 80);
+
+    // The connection was found with nothing to read: a byte ends the wait.
+    assert!(!network.connection_readiness(connection).readable);
+    let sending = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        peer.write_all(b"x").expect("sending");
+        peer
+    });
+    let started = Instant::now();
+    network.wait(DEADLINE * 4);
+    assert!(started.elapsed() < DEADLINE, "bytes did not end the wait");
+    let _peer = sending.join().expect("the sender thread");
+    assert!(network.connection_readiness(connection).readable);
+}

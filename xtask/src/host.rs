@@ -89,7 +89,8 @@ pub fn run(command: HostCommand) -> Result<()> {
     }
 }
 
-/// The longest the runner idles before looking at its domains again.
+/// The longest the runner idles before looking at its domains again (a
+/// socket a domain waits for ends the wait sooner).
 const MAX_IDLE: Duration = Duration::from_millis(10);
 
 /// How long Ctrl-C waits for busy domains to reach a safe point.
@@ -204,7 +205,8 @@ pub fn run_images(args: &RunArgs) -> Result<()> {
             }
             _ => MAX_IDLE,
         };
-        std::thread::sleep(idle.min(until_checkpoint).min(MAX_IDLE));
+        // Woken early by a client or bytes for a waiting domain.
+        network.wait(idle.min(until_checkpoint).min(MAX_IDLE));
     }
 }
 
