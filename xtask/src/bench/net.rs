@@ -4,7 +4,8 @@
 //! same run: durable (`--appendonly yes --appendfsync always`, every write
 //! on disk before its reply) and plain (`--save "" --appendonly no`).
 //! Amber's `redis` app (built here as `cargo xtask app build` does, to
-//! target/amber/apps/redis.wasm) runs under `cargo xtask host run` twice too: with durable
+//! target/amber/apps/redis.wasm) runs under `xtask host run` from a release
+//! build of xtask (`bench::release_xtask`) twice too: with durable
 //! replies (`image new --durable-replies`: no reply leaves before a commit
 //! holds it) and without. `redis-benchmark -t set,get -c 50 -q` measures
 //! each; the figures are Amber durable against always-fsync and Amber plain
@@ -125,6 +126,7 @@ fn host_comparison(
         ));
     }
 
+    let runner = crate::bench::release_xtask(collector)?;
     for (durability, baseline, baseline_label) in [
         (
             Durability::Durable,
@@ -134,7 +136,9 @@ fn host_comparison(
         (Durability::Plain, &plain, "redis-server, no persistence"),
     ] {
         collector.step(format!("amber redis, {}", durability.label()));
-        let amber = measure_amber(collector, benchmark, module, &directory, durability)?;
+        let amber = measure_amber(
+            collector, &runner, benchmark, module, &directory, durability,
+        )?;
         for (test, amber_samples, baseline_samples) in [
             ("set", &amber.set, &baseline.set),
             ("get", &amber.get, &baseline.get),
@@ -212,18 +216,19 @@ fn measure_redis(
     wait_for_port(port, server).and_then(|server| run_benchmark(collector, benchmark, port, server))
 }
 
-/// Amber's redis under the host runner (this program), `durability` as asked.
+/// Amber's redis under the host runner `runner` (a release xtask),
+/// `durability` as asked.
 fn measure_amber(
     collector: &mut Collector,
+    runner: &Path,
     benchmark: &Path,
     module: &Path,
     directory: &Path,
     durability: Durability,
 ) -> Result<Rates> {
-    let runner = std::env::current_exe().context("finding the xtask program")?;
     let image = directory.join(format!("amber-{}.img", durability.key()));
     let _ = std::fs::remove_file(&image);
-    let mut new_image = Command::new(&runner);
+    let mut new_image = Command::new(runner);
     new_image
         .args(["image", "new", "--name", "redis", "--listen"])
         .arg(REDIS_PORT.to_string())
@@ -244,7 +249,7 @@ fn measure_amber(
     let log_path = directory.join(format!("amber-{}.log", durability.key()));
     let log = std::fs::File::create(&log_path)
         .with_context(|| format!("creating {}", log_path.display()))?;
-    let mut host = Command::new(&runner);
+    let mut host = Command::new(runner);
     host.args(["host", "run", "--forward"])
         .arg(format!("{port}:{REDIS_PORT}"))
         .arg(&image)
