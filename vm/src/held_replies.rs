@@ -83,12 +83,15 @@ impl HeldReplies {
 
     /// Whether released bytes wait on a connection that has room now.
     pub(crate) fn can_release(&self, network: &dyn Network) -> bool {
+        // Only a connection with released bytes asks the network: a
+        // readiness question is a system call on the host runner, and a
+        // busy server holds a reply for each of its clients.
         self.connections.iter().any(|(&connection, held)| {
+            if held.releasing.is_empty() {
+                return held.unreleased.is_empty() && held.after != AfterRelease::Nothing;
+            }
             let readiness = network.connection_readiness(connection);
-            (!held.releasing.is_empty() && (readiness.writable || readiness.hangup))
-                || (held.unreleased.is_empty()
-                    && held.releasing.is_empty()
-                    && held.after != AfterRelease::Nothing)
+            readiness.writable || readiness.hangup
         })
     }
 

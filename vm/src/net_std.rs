@@ -174,11 +174,17 @@ struct State {
     /// found with nothing to read since the last [`StdNetwork::wait`].
     watched_listeners: BTreeSet<u16>,
     watched_connections: BTreeSet<ConnectionId>,
+    /// How many of `connections` are closed and lingering.
+    lingering: usize,
 }
 
 impl State {
     /// Sends what lingering connections still queue and drops those done.
+    /// Every call asks it first, so it costs nothing while none linger.
     fn tidy(&mut self) {
+        if self.lingering == 0 {
+            return;
+        }
         let now = Instant::now();
         self.connections.retain(|_, connection| {
             if connection.state == ConnectionState::Open {
@@ -187,6 +193,15 @@ impl State {
             connection.flush();
             !connection.is_done_lingering(now)
         });
+        self.count_lingering();
+    }
+
+    fn count_lingering(&mut self) {
+        self.lingering = self
+            .connections
+            .values()
+            .filter(|connection| connection.state != ConnectionState::Open)
+            .count();
     }
 
     fn connections_of(&self, domain: DomainId) -> usize {
@@ -543,6 +558,7 @@ impl Network for StdNetwork {
             // The peer reads the end of the stream once the queue is sent.
             open.is_shutdown_requested = true;
             open.flush();
+            state.lingering += 1;
         }
         state.tidy();
     }
@@ -604,5 +620,6 @@ impl Network for StdNetwork {
                 true
             }
         });
+        state.count_lingering();
     }
 }
