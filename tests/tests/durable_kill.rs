@@ -275,7 +275,7 @@ impl Kills {
             return Err(self.failure(round, &format!("no +OK to the first SET: {why}"), &machine));
         }
         // Only now, with the client's connection accepted: the kernel
-        // takes at most LISTEN_BACKLOG (16) new clients at once on a port
+        // takes at most LISTEN_BACKLOG (64) new clients at once on a port
         // and resets the others.
         let log = self.directory.join(format!("redis-benchmark-{round}.log"));
         let mut benchmark = start_benchmark(self.address.port(), &log)?;

@@ -38,10 +38,13 @@ use crate::memory::heap;
 
 /// Sockets listening on one domain port, per card: how many clients may
 /// connect at once (between two polls of the network) before the next
-/// ones are reset. 16 lets `redis-benchmark -c 10` and browsers (6 to 8
-/// connections a host) in; each costs its two buffers (about 33 KiB) while
-/// it waits, so a port costs about half a MiB of heap per card.
-pub const LISTEN_BACKLOG: usize = 16;
+/// ones are reset. As many as a domain may hold connections, so that all
+/// of them may arrive in one burst: `redis-benchmark -c 50` opens its 50
+/// at once, and with 16 here those past the 16th were reset while a
+/// durable commit held the domain. Each costs its two buffers (about
+/// 33 KiB) while it waits, so a port costs about 2 MiB of heap per card;
+/// past the heap's reserve a port gets fewer (see `has_room_for_socket`).
+pub const LISTEN_BACKLOG: usize = MAX_CONNECTIONS_PER_DOMAIN;
 
 /// Domain sockets (listening, connected and closing) on the machine at most.
 pub const MAX_DOMAIN_SOCKETS: usize = 1024;
