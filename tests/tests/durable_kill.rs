@@ -101,7 +101,8 @@ fn start_benchmark(port: u16, log: &Path) -> Result<Option<Benchmark>> {
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
         // Random keys among 10,000 keep the keyspace (and so each commit's
         // dirty pages) bounded over the rounds.
-        // Ten clients, within the kernel's listen backlog (16 at once).
+        // Ten clients: QEMU's user networking listens for a forward with
+        // a backlog of one, and more at once may wait on SYN cookies.
         .args(["-t", "set", "-n", "100000", "-r", "10000", "-c", "10", "-q"])
         .stdin(Stdio::null())
         .stdout(output.try_clone()?)
