@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use tests::{
-    ANSWER_TIMEOUT, Replies, SERVICE_TIMEOUT, app_image, boot_forwarded, flood, forwards_to,
-    has_tool, last_count, retry_until, work_dir,
+    ANSWER_TIMEOUT, Forward, Machine, Replies, SERVICE_TIMEOUT, app_image, boot_forwarded, flood,
+    forwards_to, has_tool, last_count, retry_until, work_dir,
 };
 
 /// A new image of `app` named `name` declaring `listen`, replies at once.
@@ -63,6 +63,19 @@ fn curl(port: u16, path: &str) -> Result<String> {
     run("curl", &["-sS", "--max-time", "20", &url])
 }
 
+/// Boots `disks` (a fresh redis on the first) with redis's port forwarded
+/// from the host, and waits until redis answers PING through it.
+fn boot_redis(disks: &[PathBuf]) -> Result<(Machine, Vec<Forward>)> {
+    let forwards = forwards_to(&[6379])?;
+    let port = forwards[0].host_port;
+    let mut machine = boot_forwarded(disks, &forwards)?;
+    machine.expect("[redis] redis ready on port 6379", SERVICE_TIMEOUT)?;
+    let answer = retry_until(SERVICE_TIMEOUT, || redis_cli(port, &["PING"]))
+        .map_err(|error| machine.failure(&format!("PING: {error:#}")))?;
+    assert_eq!(answer, "PONG");
+    Ok((machine, forwards))
+}
+
 #[test]
 fn redis_cli_sets_keys_that_survive_a_power_cut_after_a_commit() -> Result<()> {
     if !has_tool("redis-cli") {
@@ -70,13 +83,8 @@ fn redis_cli_sets_keys_that_survive_a_power_cut_after_a_commit() -> Result<()> {
     }
     let directory = work_dir("net_apps_redis")?;
     let disks = vec![image(&directory, "redis", "redis", &[6379])?];
-    let forwards = forwards_to(&[6379])?;
+    let (mut machine, forwards) = boot_redis(&disks)?;
     let port = forwards[0].host_port;
-    let mut machine = boot_forwarded(&disks, &forwards)?;
-    machine.expect("[redis] redis ready on port 6379", SERVICE_TIMEOUT)?;
-    let answer = retry_until(SERVICE_TIMEOUT, || redis_cli(port, &["PING"]))
-        .map_err(|error| machine.failure(&format!("PING: {error:#}")))?;
-    assert_eq!(answer, "PONG");
     for index in 0..20 {
         let key = format!("key:{index}");
         let value = format!("value-{index}");
@@ -131,13 +139,8 @@ fn sixty_clients_connecting_at_once_to_a_durable_redis_are_all_served() -> Resul
         &[6379],
         Replies::Durable,
     )?];
-    let forwards = forwards_to(&[6379])?;
+    let (machine, forwards) = boot_redis(&disks)?;
     let port = forwards[0].host_port;
-    let mut machine = boot_forwarded(&disks, &forwards)?;
-    machine.expect("[redis] redis ready on port 6379", SERVICE_TIMEOUT)?;
-    let answer = retry_until(SERVICE_TIMEOUT, || redis_cli(port, &["PING"]))
-        .map_err(|error| machine.failure(&format!("PING: {error:#}")))?;
-    assert_eq!(answer, "PONG");
 
     // One SET starts a commit; the burst arrives while it runs.
     let address = SocketAddr::from(([127, 0, 0, 1], port));
